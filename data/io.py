@@ -1,0 +1,51 @@
+"""Atomic file writes: every output of the pipeline appears whole or not at all.
+
+A reader (the watchdog evaluator, the stacking step, a user's `ls`) must never see a half-written file, and a
+crash must never leave one behind. So each writer writes `name.tmp.<pid>` beside the target, fsyncs it and
+`os.replace`s it into place, which is atomic on POSIX file systems.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+TMP_MARKER = ".tmp."
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """True for the in-progress names `atomic_path` hands out (watchers ignore them)."""
+    return TMP_MARKER in Path(path).name
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it to `path`, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: str | os.PathLike, frame) -> None:
+    """Write a pandas DataFrame without its index, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

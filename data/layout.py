@@ -1,0 +1,140 @@
+"""Read and validate a dataroot in the atmaCup #11 layout (see README, "The data layout").
+
+Every reader returns a plain DataFrame with string ids and fails with one `LayoutError` line naming the file and
+the column or row, so a malformed competition drop is diagnosed before any training starts. CSVs are read with
+`keep_default_na=False` because tags such as "NA" (Namibia) and "null" are real values, not missing ones.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TRAIN_COLUMNS = ("object_id", "sorting_date", "art_series_id", "target")
+TAG_TABLES = ("materials", "techniques")
+N_CLASSES = 4
+STRING_COLUMNS = {"object_id": str, "art_series_id": str, "name": str}
+
+
+class LayoutError(ValueError):
+    """A dataroot file that does not follow the layout; the message is one line naming file and column/row."""
+
+
+def read_csv(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise LayoutError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[], dtype=STRING_COLUMNS)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise LayoutError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    for column in columns:
+        if column not in frame.columns:
+            raise LayoutError(f"{path}: missing column {column!r} (has {', '.join(map(str, frame.columns))})")
+    return frame
+
+
+def _check_unique_ids(frame: pd.DataFrame, path: Path) -> None:
+    empty = frame.index[frame["object_id"].str.strip() == ""]
+    if len(empty):
+        raise LayoutError(f"{path}: row {int(empty[0]) + 2}: empty object_id")
+    dup = frame["object_id"].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise LayoutError(f"{path}: row {row + 2}: duplicate object_id {frame['object_id'].iloc[row]!r}")
+
+
+def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    values = pd.to_numeric(frame[column].astype(str).str.strip(), errors="coerce")
+    bad = values.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise LayoutError(f"{path}: row {row + 2}: column {column!r}: non-numeric or missing value "
+                          f"{frame[column].iloc[row]!r}")
+    return values
+
+
+def validate_labels(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Check and type the label columns of a train-like table (train.csv or a split's parts)."""
+    frame = frame.copy()
+    target = _numeric(frame, "target", path)
+    out_of_range = ~target.between(0, N_CLASSES - 1)
+    if out_of_range.any():
+        row = int(np.flatnonzero(out_of_range.to_numpy())[0])
+        raise LayoutError(f"{path}: row {row + 2}: column 'target': {target.iloc[row]} outside 0..{N_CLASSES - 1}")
+    frame["target"] = target.astype(float)
+    if "sorting_date" in frame.columns:
+        frame["sorting_date"] = _numeric(frame, "sorting_date", path).astype(float)
+    return frame
+
+
+def read_train(dataroot: str | Path) -> pd.DataFrame:
+    path = Path(dataroot) / "train.csv"
+    frame = read_csv(path, TRAIN_COLUMNS)
+    _check_unique_ids(frame, path)
+    return validate_labels(frame, path)
+
+
+def read_test(dataroot: str | Path, train: pd.DataFrame | None = None) -> pd.DataFrame:
+    """test.csv; when `train` is given, also check that no test id is a train id."""
+    path = Path(dataroot) / "test.csv"
+    frame = read_csv(path, ("object_id",))
+    _check_unique_ids(frame, path)
+    if train is not None:
+        both = frame["object_id"].isin(set(train["object_id"])).to_numpy()
+        if both.any():
+            row = int(np.flatnonzero(both)[0])
+            raise LayoutError(f"{path}: row {row + 2}: object_id {frame['object_id'].iloc[row]!r} is also in train.csv")
+    return frame
+
+
+def read_tags(dataroot: str | Path, table: str) -> pd.DataFrame:
+    """materials.csv or techniques.csv: zero or more (object_id, name) rows per object."""
+    if table not in TAG_TABLES:
+        raise ValueError(f"unknown tag table {table!r}; expected one of {TAG_TABLES}")
+    path = Path(dataroot) / f"{table}.csv"
+    frame = read_csv(path, ("object_id", "name"))
+    return frame[["object_id", "name"]]
+
+
+def photo_path(dataroot: str | Path, object_id: str) -> Path:
+    return Path(dataroot) / "photos" / f"{object_id}.jpg"
+
+
+def check_photos(dataroot: str | Path, object_ids, table: str = "train.csv") -> None:
+    """Fail on the first object of `table` that has no photo (decode errors are caught where images are read)."""
+    for object_id in object_ids:
+        path = photo_path(dataroot, object_id)
+        if not path.is_file():
+            raise LayoutError(f"{path}: missing photo for object_id {object_id!r} of {table}")
+
+
+def split_names(k: int = 3) -> list[str]:
+    """The splits fold0123 runs: k folds and `all` (train on everything, predict test)."""
+    return [f"{k}fold{i}" for i in range(k)] + ["all"]
+
+
+def split_paths(dataroot: str | Path, split: str) -> tuple[Path, Path]:
+    root = Path(dataroot)
+    return root / f"{split}_train.csv", root / f"{split}_test.csv"
+
+
+def read_split(dataroot: str | Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A split's train part (labelled) and held-out part.
+
+    For a fold split the held-out part is labelled validation rows of train.csv; for `all` it is test.csv's rows,
+    unlabelled. Pseudo-label rounds add rows (with a `pseudo` column) to a train part only.
+    """
+    train_path, test_path = split_paths(dataroot, split)
+    for path in (train_path, test_path):
+        if not path.is_file():
+            raise LayoutError(f"{path}: split file not found (run SGKFold.py --dataroot {dataroot})")
+    train = read_csv(train_path, TRAIN_COLUMNS)
+    _check_unique_ids(train, train_path)
+    train = validate_labels(train, train_path)
+    held_out = read_csv(test_path, ("object_id",))
+    _check_unique_ids(held_out, test_path)
+    if "target" in held_out.columns:
+        held_out = validate_labels(held_out, test_path)
+    return train, held_out
