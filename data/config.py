@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -17,6 +18,21 @@ import yaml
 
 class ConfigError(ValueError):
     pass
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (YAML 1.2), not the string PyYAML's YAML 1.1 rules give."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*$|"
+               r"^[-+]?\.[0-9_]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def parse_value(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 def _merge(base: dict, top: dict) -> dict:
@@ -36,7 +52,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_value(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -58,7 +74,7 @@ def apply_override(cfg: dict, assignment: str, source: str = "--set") -> None:
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(f"{source} {assignment!r}: unknown key {'.'.join(parts[: i + 1])!r}")
         if i == len(parts) - 1:
-            node[part] = yaml.safe_load(text) if text != "" else ""
+            node[part] = parse_value(text) if text != "" else ""
         else:
             node = node[part]
 
