@@ -1,0 +1,104 @@
+"""The 8 dihedral views of a square image, as paired augment / de-augment tensor ops (the ttach shape).
+
+The original solution wrote 8 copies of every photo to disk (`photos, _h, _v, _hv, _r, _hr, _vr, _hvr`) with
+ImageMagick; here a view is a flip and/or a 90° rotation applied to a batch on the fly, so it costs one strided
+copy on the device and no disk at all. View `k` (0..7) is: horizontal flip if bit 0, vertical flip if bit 1,
+then a 90° clockwise rotation (ImageMagick's `-rotate 90`, as the original's `_r` files) if bit 2. These are
+the 8 distinct elements of the dihedral group D4, so training on random views and averaging the 8 views at test
+time covers every symmetry of the square exactly once.
+
+All functions act on the last two dimensions (`[..., H, W]`), so they work for CHW images, NCHW batches and
+dense maps alike. Rotated views swap H and W: stacking views of a non-square image is refused.
+"""
+from __future__ import annotations
+
+import torch
+
+VIEW_NAMES = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
+N_VIEWS = len(VIEW_NAMES)
+
+
+def _check_view(k: int) -> int:
+    k = int(k)
+    if not 0 <= k < N_VIEWS:
+        raise ValueError(f"view index {k} outside 0..{N_VIEWS - 1}")
+    return k
+
+
+def _flip_dims(k: int) -> list[int]:
+    return ([-1] if k & 1 else []) + ([-2] if k & 2 else [])
+
+
+def apply_view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """View `k` of `x` (`[..., H, W]`): flips first, then a 90° clockwise rotation for k >= 4."""
+    k = _check_view(k)
+    dims = _flip_dims(k)
+    if dims:
+        x = torch.flip(x, dims)
+    if k & 4:
+        x = torch.rot90(x, -1, dims=(-2, -1))
+    return x
+
+
+def invert_view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The exact inverse of `apply_view(., k)`: rotate back, then undo the flips (flips are involutions)."""
+    k = _check_view(k)
+    if k & 4:
+        x = torch.rot90(x, 1, dims=(-2, -1))
+    dims = _flip_dims(k)
+    if dims:
+        x = torch.flip(x, dims)
+    return x
+
+
+def compose_views(a: int, b: int) -> int:
+    """The view equal to applying `a` then `b` (found by acting on a 2x2 probe; D4 is closed under composition)."""
+    probe = torch.arange(4).view(2, 2)
+    target = apply_view(apply_view(probe, a), b)
+    for k in range(N_VIEWS):
+        if torch.equal(apply_view(probe, k), target):
+            return k
+    raise AssertionError("dihedral views are not closed under composition")  # unreachable for D4
+
+
+def all_views(x: torch.Tensor) -> torch.Tensor:
+    """All 8 views of a batch `[B, ..., H, W]` as one batch `[B * 8, ..., H, W]`, sample-major.
+
+    Row `b * 8 + k` is view `k` of sample `b`, so a model's outputs `[B * 8, d]` reshape to the run directory's
+    `[B, 8, d]` (views in `VIEW_NAMES` order) with `.view(B, 8, d)`; see `split_views`.
+    """
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"all_views needs square images, got {tuple(x.shape[-2:])} (rotations swap H and W)")
+    stacked = torch.stack([apply_view(x, k) for k in range(N_VIEWS)], dim=1)
+    return stacked.reshape(x.shape[0] * N_VIEWS, *x.shape[1:])
+
+
+def split_views(outputs: torch.Tensor) -> torch.Tensor:
+    """Outputs of `all_views` inputs, `[B * 8, ...]` -> `[B, 8, ...]` (the merge step is then a mean over dim 1)."""
+    if outputs.shape[0] % N_VIEWS:
+        raise ValueError(f"first dimension {outputs.shape[0]} is not a multiple of {N_VIEWS} views")
+    return outputs.reshape(outputs.shape[0] // N_VIEWS, N_VIEWS, *outputs.shape[1:])
+
+
+def random_view_ids(batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.randint(0, N_VIEWS, (batch_size,), generator=generator)
+
+
+def random_views(x: torch.Tensor, generator: torch.Generator | None = None,
+                 views: torch.Tensor | None = None) -> torch.Tensor:
+    """Each sample of `x` (`[B, ..., H, W]`, square) in a random dihedral view: the training augmentation.
+
+    One op per view kind over the samples that drew it (8 ops a batch, not B). `generator` is a CPU
+    `torch.Generator` (deterministic shuffling on resume); `views` fixes the per-sample view ids instead.
+    """
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"random_views needs square images, got {tuple(x.shape[-2:])}")
+    if views is None:
+        views = random_view_ids(x.shape[0], generator)
+    views = views.to(x.device)
+    out = torch.empty_like(x)
+    for k in range(N_VIEWS):
+        mask = views == k
+        if bool(mask.any()):
+            out[mask] = apply_view(x[mask], k)
+    return out

@@ -1,0 +1,337 @@
+"""The training loop behind train.py: one task x one split -> one run directory (DESIGN.md section 3).
+
+Why it is shaped this way:
+- Every epoch's order and augmentation come from generators seeded by (seed, epoch) alone, and each checkpoint
+  holds model, optimiser, scheduler, scaler and RNG states, so `resume=True` continues from the last complete
+  checkpoint and (deterministic mode, CPU) ends with the same weights as a run that was never interrupted.
+- Checkpoints are atomic (engine.checkpoint), so the watching evaluator never reads half a file; DONE is written
+  last and FAILED (with the error line) on a crash, because tmux cannot report a pane's exit status.
+- CUDA extras (AMP, channels_last, DataParallel) switch on by device, so the same code runs the CPU tests.
+"""
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.config import dump_config
+from data.io import write_text
+from data.layout import LayoutError, read_split
+from engine import rundir
+from engine.checkpoint import (CheckpointError, last_complete_checkpoint, load_checkpoint, prune_checkpoints,
+                               rng_state, save_checkpoint, set_rng_state)
+from engine.setup import (build_cache, configure_torch, model_state, resolve_device, task_state, wrap_model,
+                          load_task_state)
+
+LOG_HEADER = "epoch step loss lr images_per_s"
+
+
+class TrainError(ValueError):
+    """A run that cannot start (bad transfer source, existing run without --resume, ...): one line."""
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A seed that depends only on (seed, epoch, stream): shuffling and augmentation need no carried state."""
+    return (int(seed) * 1_000_003 + int(epoch) * 101 + stream) % (2**63 - 1)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled index batches for one epoch; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()
+    return batches
+
+
+def accumulation_steps(cfg: dict) -> int:
+    batch, effective = int(cfg["batch_size"]), int(cfg.get("effective_batch_size") or cfg["batch_size"])
+    if effective % batch:
+        raise TrainError(f"effective_batch_size {effective} is not a multiple of batch_size {batch}")
+    return max(1, effective // batch)
+
+
+def group_weights(batches: list[list[int]], accum: int) -> list[float]:
+    """Per micro-batch loss weight: its share of the images in its accumulation group (a short last group too),
+    so each optimiser step sees the mean loss over exactly the images it accumulated."""
+    weights = []
+    for start in range(0, len(batches), accum):
+        group = batches[start:start + accum]
+        total = sum(len(b) for b in group)
+        weights += [len(b) / total for b in group]
+    return weights
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak lr at optimiser step `step` (0-based): linear warm-up, then cosine to zero;
+    `onecycle` rises from lr/25 over the warm-up (30% of training when warmup is 0) and anneals to lr/25e4."""
+    total = max(1, total)
+    if schedule == "cosine":
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        rise = warmup if warmup > 0 else max(1, int(0.3 * total))
+        start, end = 1 / 25, 1 / 25e4
+        if step < rise:
+            return start + (1 - start) * step / rise
+        progress = min(1.0, (step - rise) / max(1, total - rise))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise TrainError(f"unknown schedule {schedule!r}; expected cosine or onecycle")
+
+
+def resolve_transfer(cfg: dict) -> Path | None:
+    """`transfer_from` as a checkpoint file: a .pth path, a run directory, or a run name under checkpoints_dir
+    (a run resolves to its last epoch checkpoint)."""
+    source = cfg.get("transfer_from")
+    if not source:
+        return None
+    candidates = [Path(source), Path(cfg["checkpoints_dir"]) / str(source)]
+    for path in candidates:
+        if path.is_file():
+            return path
+        if path.is_dir():
+            found = rundir.list_checkpoints(path)
+            if not found:
+                raise TrainError(f"transfer_from {source!r}: run directory {path} holds no epoch checkpoint yet")
+            if not rundir.done_path(path).is_file():
+                print(f"warning: transfer_from {path} has no DONE marker; using its last epoch {found[-1][0]}",
+                      file=sys.stderr)
+            return found[-1][1]
+    raise TrainError(f"transfer_from {source!r}: transfer checkpoint not found "
+                     f"(looked for {candidates[0]} and {candidates[1]})")
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+@dataclass
+class TrainData:
+    """What one epoch iterates over: a Dataset over the image cache and the loss/batch recipe of the task."""
+    dataset: torch.utils.data.Dataset
+    n: int
+    pretext: bool
+
+
+def training_data(cfg: dict, split: str, task) -> TrainData:
+    from data.datasets import ImageDataset
+
+    dataroot = cfg["dataroot"]
+    if task.name == "jigsaw":
+        # pretext: every photo of the split `all` (train + test), labels unused
+        train_df, test_df = read_split(dataroot, "all")
+        ids = list(train_df["object_id"]) + list(test_df["object_id"])
+        cache = build_cache(cfg, ids)
+        return TrainData(ImageDataset(cache, ids, None), len(ids), pretext=True)
+    train_df, _ = read_split(dataroot, split)
+    targets = task.targets(train_df, dataroot, cfg)
+    cache = build_cache(cfg, list(train_df["object_id"]))
+    return TrainData(ImageDataset(cache, list(train_df["object_id"]), targets), len(train_df), pretext=False)
+
+
+# ---------------------------------------------------------------------------------------------------- loop
+
+class LossLog:
+    """loss.log: a header and one whitespace-separated line per logging step; the monitor tails it."""
+
+    def __init__(self, path: Path, keep_through_epoch: int):
+        self.path = path
+        lines = [LOG_HEADER]
+        if keep_through_epoch > 0 and path.is_file():  # resume: drop lines of the epoch being redone
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields and fields[0].isdigit() and int(fields[0]) <= keep_through_epoch:
+                    lines.append(line)
+        write_text(path, "\n".join(lines) + "\n")
+        self.file = open(path, "a", buffering=1)
+
+    def write(self, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None:
+        self.file.write(f"{epoch} {step} {loss:.6f} {lr:.6g} {images_per_s:.1f}\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+def _prepare_run(cfg: dict, split: str, resume: bool) -> Path:
+    run = rundir.run_dir(cfg, split)
+    if run.is_dir() and not resume and rundir.list_checkpoints(run):
+        raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
+    run.mkdir(parents=True, exist_ok=True)
+    rundir.failed_path(run).unlink(missing_ok=True)
+    if not resume:
+        rundir.done_path(run).unlink(missing_ok=True)
+        shutil.rmtree(rundir.tb_dir(run), ignore_errors=True)
+    return run
+
+
+def train(cfg: dict, split: str, device: str | None = None, resume: bool = False,
+          progress: bool | None = None) -> Path:
+    """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
+    run = _prepare_run(cfg, split, resume)
+    if resume and rundir.done_path(run).is_file():
+        print(f"{run}: already DONE, nothing to resume")
+        return run
+    try:
+        _train(cfg, split, run, device, resume, progress)
+    except BaseException as err:
+        line = " ".join(str(err).split()) or type(err).__name__
+        write_text(rundir.failed_path(run), f"{type(err).__name__}: {line}\n")
+        raise
+    write_text(rundir.done_path(run), time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    return run
+
+
+def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from data.datasets import normalize
+    from data.jigsaw import jigsaw_batch, jigsaw_loss, permutation_set
+    from data.views import random_views
+    from models.network import build_model
+    from models.tasks import get_task
+    from models.transfer import apply_freeze, load_backbone
+
+    device = resolve_device(device_name)
+    configure_torch(cfg, device)
+    cfg = dict(cfg, split=split)
+    write_text(rundir.config_path(run), dump_config(cfg))
+
+    task = get_task(cfg["task"])
+    data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
+    transfer = None if resume else resolve_transfer(cfg)
+
+    torch.manual_seed(epoch_seed(cfg["seed"], 0))
+    model = build_model(cfg, task)
+    if transfer is not None:
+        load_backbone(model, transfer)
+    model = model.to(device)
+    if device.type == "cuda" and cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+
+    accum = accumulation_steps(cfg)
+    epochs = int(cfg["epochs"])
+    n_batches = len(epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], 1))
+    steps_per_epoch = math.ceil(n_batches / accum)
+    total_steps, warmup_steps = steps_per_epoch * epochs, int(round(cfg.get("warmup_epochs", 0) * steps_per_epoch))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    schedule = cfg.get("schedule", "cosine")
+    lr_factor(schedule, 0, total_steps, warmup_steps)  # validates the name before any work
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(schedule, step, total_steps, warmup_steps))
+    amp = cfg.get("amp", "none") if device.type == "cuda" else "none"
+    if amp not in ("bf16", "fp16", "none"):
+        raise TrainError(f"amp {amp!r}: expected bf16, fp16 or none")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    start_epoch, global_step = 1, 0
+    if resume:
+        found = last_complete_checkpoint(run)
+        if found is not None:
+            last_epoch, state = found
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            load_task_state(task, state.get("task_state"))
+            set_rng_state(state["rng"])
+            start_epoch, global_step = last_epoch + 1, int(state["global_step"])
+            print(f"{run}: resuming after epoch {last_epoch}", file=sys.stderr)
+
+    parallel = wrap_model(model, device)
+    permutations = None
+    if data.pretext:
+        jig = cfg["jigsaw"]
+        if jig["permutation_set"] != "uniform":  # uniform: shuffles drawn from all (grid*grid)! permutations
+            permutations = permutation_set(int(jig["n_permutations"]), int(jig["grid"]), jig["permutation_set"],
+                                           int(cfg["seed"]))
+
+    log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
+    writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if resume else None)
+    loader_kw = dict(num_workers=int(cfg.get("num_workers", 0)), pin_memory=device.type == "cuda")
+    try:
+        for epoch in range(start_epoch, epochs + 1):
+            seed = epoch_seed(cfg["seed"], epoch, 1)
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+            augment_gen = torch.Generator().manual_seed(epoch_seed(cfg["seed"], epoch, 2))
+            apply_freeze(model, cfg.get("freeze") or "none", epoch, int(cfg.get("unfreeze_epoch", 2)))
+            parallel.train()
+            batches = epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], epoch)
+            weights = group_weights(batches, accum)
+            loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, **loader_kw)
+            bar = tqdm(total=len(batches), desc=f"{run.name} epoch {epoch}/{epochs}", unit="batch",
+                       disable=not _progress_enabled(progress), dynamic_ncols=True, leave=False)
+            window_loss, window_batches, window_images, window_start = 0.0, 0, 0, time.perf_counter()
+            epoch_loss, epoch_images = 0.0, 0
+            optimizer.zero_grad(set_to_none=True)
+            for i, (images, targets) in enumerate(loader):
+                images = images.to(device, non_blocking=True)
+                if cfg.get("augment", "none") == "dihedral":
+                    images = random_views(images, augment_gen)
+                if data.pretext:
+                    images, targets = jigsaw_batch(images, int(cfg["jigsaw"]["permutations_per_image"]),
+                                                   permutations, augment_gen, int(cfg["jigsaw"]["grid"]))
+                targets = targets.to(device, non_blocking=True)
+                x = normalize(images)
+                if device.type == "cuda" and cfg.get("channels_last"):
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    out = parallel(x)
+                    loss = jigsaw_loss(out, targets) if data.pretext else task.loss(out, targets)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{run}: loss is {float(loss)} at epoch {epoch} batch {i + 1}")
+                scaler.scale(loss * weights[i]).backward()
+                window_loss += float(loss.detach())
+                window_batches += 1
+                window_images += x.shape[0]
+                epoch_loss += float(loss.detach()) * x.shape[0]
+                epoch_images += x.shape[0]
+                if (i + 1) % accum == 0 or i + 1 == len(batches):
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    global_step += 1
+                    if global_step % int(cfg.get("log_every", 1)) == 0 or i + 1 == len(batches):
+                        elapsed = max(time.perf_counter() - window_start, 1e-9)
+                        mean_loss, speed = window_loss / window_batches, window_images / elapsed
+                        lr = optimizer.param_groups[0]["lr"]
+                        log.write(epoch, global_step, mean_loss, lr, speed)
+                        writer.add_scalar("train/loss", mean_loss, global_step)
+                        writer.add_scalar("train/lr", lr, global_step)
+                        writer.add_scalar("train/images_per_s", speed, global_step)
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
+                        window_loss, window_batches, window_images = 0.0, 0, 0
+                        window_start = time.perf_counter()
+                bar.update(1)
+            bar.close()
+            writer.add_scalar("epoch/loss", epoch_loss / max(epoch_images, 1), epoch)
+            writer.flush()
+            save_checkpoint(rundir.checkpoint_path(run, epoch), {
+                "epoch": epoch, "global_step": global_step, "split": split, "config": cfg,
+                "model": model_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "task_state": task_state(task), "rng": rng_state(),
+            })
+            prune_checkpoints(run, int(cfg.get("keep_last", 0)))
+            print(f"{run.name}: epoch {epoch}/{epochs} loss {epoch_loss / max(epoch_images, 1):.4f}",
+                  file=sys.stderr, flush=True)
+    finally:
+        log.close()
+        writer.close()

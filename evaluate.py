@@ -1,0 +1,66 @@
+"""Evaluate a run's checkpoints: 8-view task predictions per part (eval/epoch{E}_{part}.npz) and metrics.
+
+    python evaluate.py --run DIR --epoch E [--parts oof,test,train]   one checkpoint
+    python evaluate.py --run DIR --watch [--every N]                 each new checkpoint as train.py writes it
+    python evaluate.py --run DIR --soup N                            uniform soup of the last N epochs:
+        writes DIR/soup{N}.pth and evaluates it as eval/soup{N}_{part}.npz and eval/soup{N}_metrics.json
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+
+from data.config import ConfigError
+from data.layout import LayoutError
+from engine.checkpoint import CheckpointError
+from engine.evaluator import evaluate_checkpoint, evaluate_soup
+from engine.watch import watch_run
+
+
+def _summary(metrics: dict) -> str:
+    mean = metrics["views"]["mean"]
+    if not mean:
+        return f"{metrics['split']}: no oof rows (test features written)"
+    primary = metrics["primary"]
+    return (f"{metrics['split']} epoch {metrics['epoch']}: {primary} {mean.get(primary)} (8-view mean), "
+            f"{metrics['views']['identity'].get(primary)} (identity) on {metrics['n']} oof rows")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run directory {checkpoints_dir}/{exp}_{split}")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--epoch", type=int, help="evaluate {run}/{epoch}.pth")
+    what.add_argument("--watch", action="store_true", help="evaluate checkpoints as they appear; exit after DONE")
+    what.add_argument("--soup", type=int, metavar="N", help="uniform soup of the last N epoch checkpoints")
+    parser.add_argument("--every", type=int, default=None,
+                        help="--watch: only every Nth epoch, always the last (default: the config's eval.every)")
+    parser.add_argument("--parts", default=None, help="comma list of oof,test,train (default: the config's)")
+    parser.add_argument("--device", default=None, help="cuda:N or cpu (default cuda when available)")
+    parser.add_argument("--timeout", type=float, default=None, help="--watch: give up after this many seconds")
+    args = parser.parse_args(argv)
+    parts = args.parts.split(",") if args.parts else None
+    try:
+        if args.watch:
+            evaluate = functools.partial(_evaluate_quietly, parts=parts, device=args.device)
+            result = watch_run(args.run, evaluate, every=args.every, timeout_s=args.timeout)
+            sys.exit(result.exit_code)
+        if args.soup is not None:
+            metrics = evaluate_soup(args.run, args.soup, parts=parts, device=args.device)
+        else:
+            metrics = evaluate_checkpoint(args.run, args.epoch, parts=parts, device=args.device)
+        print(_summary(metrics))
+    except (ConfigError, LayoutError, CheckpointError, KeyError, ValueError) as err:
+        sys.exit(f"error: {' '.join(str(err).split())}")
+
+
+def _evaluate_quietly(run, epoch, parts=None, device=None):
+    metrics = evaluate_checkpoint(run, epoch, parts=parts, device=device)
+    print(json.dumps({"epoch": epoch, **metrics["views"]["mean"]}), flush=True)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

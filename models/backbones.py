@@ -1,0 +1,40 @@
+"""Feature extractors by name: torchvision ResNets (random init by default), anything else through timm.
+
+atmaCup #11 banned pretrained weights, so `pretrained=False` is the default and ImageNet weights are an opt-in
+for users with internet. A backbone ends in global pooling and returns `[B, feature_dim]`: the head is the
+task's business (`models.network`).
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+import torchvision
+
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                       "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
+
+
+class BackboneError(ValueError):
+    pass
+
+
+def build_backbone(name: str = "resnet34", pretrained: bool = False) -> tuple[nn.Module, int]:
+    """`(module without classifier, feature_dim)`. torchvision ResNets keep their layer names (`layer3`,
+    `layer4`) so freezing by name works; other names go to `timm.create_model(name, num_classes=0)`."""
+    try:
+        if name in TORCHVISION_RESNETS:
+            model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+            feature_dim = model.fc.in_features
+            model.fc = nn.Identity()
+            return model, feature_dim
+        import timm
+        if not timm.is_model(name):
+            raise BackboneError(f"unknown backbone {name!r}: not a torchvision ResNet "
+                                f"({', '.join(TORCHVISION_RESNETS)}) nor a timm model name")
+        model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+        # models with a pre-logits layer (MobileNetV3's conv_head) output head_hidden_size, not num_features
+        return model, int(getattr(model, "head_hidden_size", None) or model.num_features)
+    except (OSError, RuntimeError, ConnectionError) as err:
+        if pretrained:
+            raise BackboneError(f"could not load pretrained weights for {name!r} (needs internet or a filled "
+                                f"torch/huggingface cache): {str(err).splitlines()[0]}") from None
+        raise

@@ -1,0 +1,103 @@
+"""The main job (`make demo`): the whole atmaCup #11 recipe on one dataroot, end to end.
+
+dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per transfer task -> stacking -> report.
+Every stage is one of the project's own CLIs, run as a subprocess exactly as a user would type it, so the recipe
+proves the commands in the README work, and a stage whose outputs already exist is skipped: re-running the recipe
+resumes where it stopped. The recipe's own config (parameters/demo/recipe.yml, parameters/recipe.yml) only names
+the other configs and the devices.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data.config import add_config_args, config_from_args, load_config
+from data.layout import split_names, split_paths
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass
+class CpuClock:
+    """Wall-clock and the share of it the machine's CPUs were busy (from /proc/stat), for the benchmark."""
+    start_wall: float = field(default_factory=time.time)
+    start_ticks: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        self.start_ticks = self._ticks()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except OSError:
+            return None
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def report(self) -> str:
+        minutes = (time.time() - self.start_wall) / 60
+        end = self._ticks()
+        if self.start_ticks is None or end is None or end[1] == self.start_ticks[1]:
+            return f"{minutes:.1f} min wall-clock"
+        busy = (end[0] - self.start_ticks[0]) / (end[1] - self.start_ticks[1])
+        return f"{minutes:.1f} min wall-clock, CPU busy {100 * busy:.0f}% of it ({os.cpu_count()} cores)"
+
+
+def stage(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def run_cli(*args: str) -> None:
+    command = [sys.executable, *args]
+    print("$ " + " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def build_dataset(cfg: dict) -> None:
+    stage("dataset")
+    run_cli("-m", "preprocessing.emoji", "--out", cfg["dataroot"])
+
+
+def make_folds(cfg: dict) -> None:
+    stage("folds")
+    wanted = [p for s in split_names(cfg["folds"]) for p in split_paths(cfg["dataroot"], s)]
+    if all(p.is_file() for p in wanted):
+        print(f"folds exist in {cfg['dataroot']}: skipped")
+        return
+    run_cli("SGKFold.py", "--dataroot", cfg["dataroot"], "--k", str(cfg["folds"]),
+            "--batch-size", str(cfg["fold_batch_size"]), "--seed", str(cfg["seed"]))
+
+
+def make_tag_vectors(cfg: dict) -> None:
+    stage("tag vectors")
+    w2v = cfg["word2vec"]
+    if (Path(cfg["dataroot"]) / f"materialstechniques_w2v{w2v['dim']}.csv").is_file():
+        print("tag vectors exist: skipped")
+        return
+    run_cli("word2vec.py", "--dataroot", cfg["dataroot"], "--dim", str(w2v["dim"]),
+            "--epochs", str(w2v["epochs"]), "--seed", str(cfg["seed"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_args(parser)
+    cfg = config_from_args(parser.parse_args())
+    clock = CpuClock()
+    try:
+        build_dataset(cfg)
+        make_folds(cfg)
+        make_tag_vectors(cfg)
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"error: stage failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
+    stage("done")
+    print(clock.report())
+
+
+if __name__ == "__main__":
+    main()

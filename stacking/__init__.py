@@ -1,0 +1,15 @@
+"""Stacking: the last room of the recipe. It only READS run directories (DESIGN.md §3) and the dataroot.
+
+One module per job, each a few plain functions returning plain data:
+  runs        run directories -> per-epoch 8-view outputs and metrics (cached, one clear error when missing)
+  features    outputs -> per-object feature tables (views aggregated by mean/max/min/var), out-of-fold and in-fold
+  lgbm        LightGBM stacking validated on the same group folds the runs used
+  postprocess blend with the target task, onehot override, integer snapping, clipping; tuned on OOF only
+  ensemble    weighted probability ensembling and label re-distribution
+  pseudo      pseudo-label rows and the split CSVs of the next round
+  report      submission CSV, markdown/json report, plots
+  pipeline    the steps ensemble.ipynb and stack.py run, in order
+  synthetic   contract-exact fake run directories with a known signal (tests, smoke runs)
+
+No torch here: stacking runs on a laptop from the .npz files alone.
+"""

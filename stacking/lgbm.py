@@ -1,0 +1,112 @@
+"""LightGBM stacking: a level-2 regressor on the runs' features, validated with the runs' own group folds.
+
+`fit_oof_stack` is the honest one: every training row's features are out-of-fold, the level-2 model is
+cross-validated on the same folds (early stopping on the held-out fold via LightGBM 4 callbacks), and a final
+model on all rows runs `round(mean best iteration x coef)` rounds (the original's `coef`) to predict test.
+`fit_infold_stack` is the original's variant, kept to compare against: fold k's level-2 model learns from fold
+run k's outputs on its own training rows (over-confident, because that model saw those labels) and is scored
+on fold k's held-out rows.
+
+Both return a StackFit: `oof` [n_train] level-2 predictions for every train row from the model that did not
+train on it, `test[source]` [n_test] per test-feature source, `fold_scores` RMSE per fold, `cv` RMSE over all
+OOF rows, `best_iterations`, `rounds` of the final model, `importance` (feature, gain, split) of that model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+DEFAULT_PARAMS = dict(boosting="gbdt", objective="regression", metric="rmse", learning_rate=0.05, num_leaves=31,
+                      feature_fraction=0.9, bagging_fraction=0.8, bagging_freq=5, verbose=-1, seed=0)
+
+
+def rmse(y_true, y_pred) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y_true, float) - np.asarray(y_pred, float)) ** 2)))
+
+
+def fold_rmse(y, pred, folds) -> list[float]:
+    return [rmse(y[folds == f], pred[folds == f]) for f in np.unique(folds)]
+
+
+@dataclass
+class StackFit:
+    oof: np.ndarray
+    test: dict[str, np.ndarray]
+    fold_scores: list[float]
+    cv: float
+    best_iterations: list[int]
+    rounds: int
+    importance: pd.DataFrame
+
+
+def _params(params: dict | None) -> dict:
+    return {**DEFAULT_PARAMS, **(params or {})}
+
+
+def _train(params, X, y, rounds, valid=None, early_stopping_rounds=None) -> lgb.Booster:
+    dtrain = lgb.Dataset(X, label=y, free_raw_data=False)
+    if valid is None:
+        return lgb.train(params, dtrain, num_boost_round=rounds)
+    dvalid = lgb.Dataset(valid[0], label=valid[1], reference=dtrain)
+    return lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dvalid], valid_names=["valid"],
+                     callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False), lgb.log_evaluation(0)])
+
+
+def _importance(model: lgb.Booster) -> pd.DataFrame:
+    return pd.DataFrame({"feature": model.feature_name(),
+                         "gain": model.feature_importance("gain"),
+                         "split": model.feature_importance("split")}).sort_values("gain", ascending=False,
+                                                                                  ignore_index=True)
+
+
+def _check(X: pd.DataFrame, tests: dict[str, pd.DataFrame]) -> None:
+    for source, frame in tests.items():
+        if list(frame.columns) != list(X.columns):
+            raise ValueError(f"test features {source!r} have other columns than the train features")
+
+
+def fit_oof_stack(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, tests: dict[str, pd.DataFrame],
+                  params: dict | None = None, num_boost_round: int = 10000, early_stopping_rounds: int = 100,
+                  coef: float = 1.0) -> StackFit:
+    """Cross-validate on the group folds, then refit on every row for round(mean best iteration * coef)."""
+    _check(X, tests)
+    params = _params(params)
+    y = np.asarray(y, float)
+    oof = np.zeros(len(y))
+    best = []
+    for fold in np.unique(folds):
+        tr, va = folds != fold, folds == fold
+        model = _train(params, X[tr], y[tr], num_boost_round, (X[va], y[va]), early_stopping_rounds)
+        best.append(int(model.best_iteration or num_boost_round))
+        oof[va] = model.predict(X[va], num_iteration=model.best_iteration)
+    rounds = max(1, int(round(np.mean(best) * coef)))
+    final = _train(params, X, y, rounds)
+    test = {source: final.predict(frame) for source, frame in tests.items()}
+    return StackFit(oof=oof, test=test, fold_scores=fold_rmse(y, oof, folds), cv=rmse(y, oof),
+                    best_iterations=best, rounds=rounds, importance=_importance(final))
+
+
+def fit_infold_stack(infold_X: list[pd.DataFrame], infold_y: list[np.ndarray], X: pd.DataFrame, y: np.ndarray,
+                     folds: np.ndarray, tests: dict[str, pd.DataFrame], params: dict | None = None,
+                     num_boost_round: int = 10000, early_stopping_rounds: int = 100) -> StackFit:
+    """The original's variant: fold k's model trains on fold run k's in-fold features, early-stops and is scored
+    on fold k's out-of-fold rows; test = the mean of the fold models' predictions."""
+    _check(X, tests)
+    params = _params(params)
+    y = np.asarray(y, float)
+    oof = np.zeros(len(y))
+    best, test_parts, models = [], {source: [] for source in tests}, []
+    for fold, (Xk, yk) in zip(np.unique(folds), zip(infold_X, infold_y)):
+        va = folds == fold
+        model = _train(params, Xk[X.columns], yk, num_boost_round, (X[va], y[va]), early_stopping_rounds)
+        best.append(int(model.best_iteration or num_boost_round))
+        oof[va] = model.predict(X[va], num_iteration=model.best_iteration)
+        for source, frame in tests.items():
+            test_parts[source].append(model.predict(frame, num_iteration=model.best_iteration))
+        models.append(model)
+    test = {source: np.mean(parts, axis=0) for source, parts in test_parts.items()}
+    return StackFit(oof=oof, test=test, fold_scores=fold_rmse(y, oof, folds), cv=rmse(y, oof),
+                    best_iterations=best, rounds=int(np.mean(best)), importance=_importance(models[-1]))

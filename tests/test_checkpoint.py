@@ -1,0 +1,100 @@
+"""Checkpoint files and run-directory names: atomic writes, weights_only loading, clear errors, pruning."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from engine import rundir
+from engine.checkpoint import (CheckpointError, last_complete_checkpoint, load_checkpoint, prune_checkpoints,
+                               rng_state, save_checkpoint, set_rng_state)
+
+
+def small_state(epoch: int) -> dict:
+    torch.manual_seed(epoch)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    return {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
+            "config": {"lr": 1e-3, "eval": {"parts": ["oof", "test"]}, "transfer_from": None}}
+
+
+def test_save_load_roundtrip_with_weights_only(tmp_path):
+    state = small_state(1)
+    path = save_checkpoint(tmp_path / "1.pth", state)
+    assert [p.name for p in tmp_path.iterdir()] == ["1.pth"]  # no temp file left behind
+    loaded = load_checkpoint(path)
+    for k, v in state["model"].items():
+        assert torch.equal(loaded["model"][k], v)
+    assert loaded["config"] == state["config"]
+    assert loaded["optimizer"]["state"][0]["exp_avg"].shape == (2, 4)
+
+
+def test_rng_state_restores_every_generator(tmp_path):
+    save_checkpoint(tmp_path / "1.pth", {"model": {}, "rng": rng_state()})
+    before = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)
+    set_rng_state(load_checkpoint(tmp_path / "1.pth")["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_gives_one_line_naming_the_file(tmp_path, damage):
+    path = save_checkpoint(tmp_path / "3.pth", small_state(3))
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "corrupt or truncated" in message and "\n" not in message
+
+
+def test_missing_checkpoint_and_foreign_pickle_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "7.pth")
+
+    from fractions import Fraction  # any class outside torch's allowlist needs pickle: weights_only refuses it
+    torch.save({"model": {}, "x": Fraction(1, 3)}, tmp_path / "8.pth")
+    with pytest.raises(CheckpointError, match="8.pth"):
+        load_checkpoint(tmp_path / "8.pth")
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    class Unsaveable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+    with pytest.raises(RuntimeError):
+        save_checkpoint(tmp_path / "2.pth", {"model": {}, "x": Unsaveable()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_dir_names_and_listing(tmp_path):
+    run = rundir.run_dir({"checkpoints_dir": str(tmp_path), "exp": "target"}, "3fold0")
+    assert run == tmp_path / "target_3fold0"
+    run.mkdir()
+    for name in ["1.pth", "10.pth", "2.pth", "2.pth.tmp.123", "soup3.pth", "0.pth", "02.pth", "x.pth"]:
+        (run / name).write_bytes(b"")
+    assert [e for e, _ in rundir.list_checkpoints(run)] == [1, 2, 10]
+    assert rundir.checkpoint_epoch("5.pth.tmp.99") is None
+    assert rundir.eval_npz_path(run, "epoch3", "oof") == run / "eval" / "epoch3_oof.npz"
+    with pytest.raises(ValueError):
+        rundir.eval_npz_path(run, "epoch3", "valid")
+
+
+def test_last_complete_checkpoint_skips_a_corrupt_newest(tmp_path):
+    for e in (1, 2):
+        save_checkpoint(tmp_path / f"{e}.pth", small_state(e))
+    (tmp_path / "3.pth").write_bytes(b"\x00" * 100)
+    epoch, state = last_complete_checkpoint(tmp_path)
+    assert epoch == 2 and state["epoch"] == 2
+    assert last_complete_checkpoint(tmp_path / "nothing") is None
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    for e in range(1, 6):
+        save_checkpoint(tmp_path / f"{e}.pth", {"model": {}})
+    assert prune_checkpoints(tmp_path, 0) == []
+    prune_checkpoints(tmp_path, 2)
+    assert sorted(os.listdir(tmp_path)) == ["4.pth", "5.pth"]

@@ -1,0 +1,35 @@
+"""Train one experiment config on one split, writing its run directory (see DESIGN.md, "The run directory").
+
+    python train.py --conf parameters/target.yml --split 3fold0 [--device cuda:0|cpu] [--set key=value ...] [--resume]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data.config import ConfigError, add_config_args, config_from_args
+from data.layout import LayoutError
+from engine.checkpoint import CheckpointError
+from engine.trainer import TrainError, train
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_args(parser)
+    parser.add_argument("--split", required=True, help="3fold0 .. {K}fold{K-1}, all, or a pseudo-label split name")
+    parser.add_argument("--device", default=None, help="cuda:N, cuda (all GPUs, DataParallel) or cpu; "
+                                                       "default cuda when available")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last complete checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (default: bar only on a tty)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        run = train(cfg, args.split, device=args.device, resume=args.resume,
+                    progress=False if args.no_progress else None)
+    except (ConfigError, LayoutError, CheckpointError, TrainError, KeyError, ValueError) as err:
+        sys.exit(f"error: {' '.join(str(err).split())}")
+    print(run)
+
+
+if __name__ == "__main__":
+    main()

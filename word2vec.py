@@ -1,0 +1,36 @@
+"""Tag vectors for every object: `python word2vec.py --dataroot D --dim 20 --epochs 100 --seed 0 [--sg]`.
+
+Word2Vec (window 1, min_count 1) over each object's materials + techniques, a name in both tables split into
+`name (material)` and `name (technique)`; an object's vector is the mean of its tokens' vectors (zeros when it has
+no tags). Writes D/materialstechniques_w2v{dim}.csv. See data/tags.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data.layout import LayoutError
+from data.tags import write_tag_vectors
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataroot", required=True, help="folder in the atmaCup #11 layout")
+    parser.add_argument("--dim", type=int, default=20, help="vector size")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sg", action="store_true", help="skip-gram instead of CBOW")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        report = write_tag_vectors(args.dataroot, args.dim, args.epochs, args.seed, args.sg)
+    except (LayoutError, ValueError) as err:
+        sys.exit("error: " + " ".join(str(err).split()))
+    print(report.summary())
+
+
+if __name__ == "__main__":
+    main()
