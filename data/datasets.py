@@ -36,8 +36,9 @@ class ImageDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(np.ascontiguousarray(self.cache.array[self.rows[i]].transpose(2, 0, 1)))
-        target = torch.from_numpy(self.targets[i]) if self.targets is not None else torch.tensor(-1.0)
+        # a copy out of the read-only memmap (HWC -> CHW), so the tensor owns writable memory
+        image = torch.from_numpy(np.array(self.cache.array[self.rows[i]].transpose(2, 0, 1), order="C"))
+        target = torch.tensor(self.targets[i]) if self.targets is not None else torch.tensor(-1.0)
         return image, target
 
 

@@ -257,11 +257,7 @@ def _polish(series: _SeriesTable, start: np.ndarray, series_fold: np.ndarray, ro
     k = int(max(start.max(), series_fold.max())) + 1
     series_fold = series_fold.copy()
     sizes = np.bincount(series_fold, weights=series.size, minlength=k)
-    expected = sizes[:, None] * series.overall
-
-    def gap(counts):  # summed over classes, per fold, relative to the fold size
-        return np.abs(counts - expected[None] if counts.ndim == 3 else counts - expected).sum(axis=-1) / sizes
-
+    expected = sizes[:, None] * series.overall  # class counts each fold's size asks for
     for _ in range(rounds):
         counts = series.fold_counts(series_fold, k)
         best = (0.0, None, None)

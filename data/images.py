@@ -12,7 +12,10 @@ print into the same square, turning aspect ratio into texture; the 90° views al
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -117,12 +120,30 @@ def _decode_chunk(args: tuple[list[str], int, str]) -> np.ndarray:
     return np.stack([load_image(p, size, fit) for p in paths]) if paths else np.zeros((0, size, size, 3), np.uint8)
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive lock beside the cache, so runs started together (fold0123) decode once, not once each:
+    the first builds, the others wait and then find the finished file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def default_workers() -> int:
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int, cache_dir: str | Path,
-                      fit: str = "pad", workers: int = 1, chunk: int = 64) -> ImageCache:
+                      fit: str = "pad", workers: int | None = None, chunk: int = 64) -> ImageCache:
     """Decode `photos/{id}.jpg` for every id once into `cache_dir/images_{size}_{hash}.npy`, or reuse that file.
 
-    The array is written under a temporary name and renamed into place, so a crash or a concurrent builder
-    never leaves a half-filled cache that a later run would trust. `workers > 1` decodes in a process pool.
+    The array is written under a temporary name and renamed into place, so a crash never leaves a half-filled
+    cache that a later run would trust; concurrent builders of the same file wait for the first. `workers`
+    (default: up to 8 CPUs) decode chunks of `chunk` photos in a process pool when there is more than one chunk.
     A missing or corrupt photo raises `LayoutError` naming the file.
     """
     object_ids = [str(i) for i in object_ids]
@@ -134,14 +155,27 @@ def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int
     existing = _open_existing(path, len(object_ids), size)
     if existing is not None:
         return ImageCache(object_ids, existing, path, decoded=0)
-    paths = [str(photo_path(dataroot, i)) for i in object_ids]
+    with _build_lock(path):
+        existing = _open_existing(path, len(object_ids), size)  # another process may have built it meanwhile
+        if existing is not None:
+            return ImageCache(object_ids, existing, path, decoded=0)
+        _write_cache(path, [str(photo_path(dataroot, i)) for i in object_ids], size, fit,
+                     default_workers() if workers is None else workers, chunk)
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return ImageCache(object_ids, array, path, decoded=len(object_ids))
+
+
+def _write_cache(path: Path, paths: list[str], size: int, fit: str, workers: int, chunk: int) -> None:
     jobs = [(paths[i:i + chunk], size, fit) for i in range(0, len(paths), chunk)]
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(object_ids), size, size, 3))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
         row = 0
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(min(workers, len(jobs), os.cpu_count() or 1)) as pool:
-                for block in pool.map(_decode_chunk, jobs):
+            # fork: the children only run PIL/numpy, and need not re-import the caller's script
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+                blocks = pool.map(_decode_chunk, jobs)
+                for block in blocks:
                     out[row:row + len(block)] = block
                     row += len(block)
         else:
@@ -151,5 +185,3 @@ def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int
                 row += len(block)
         out.flush()
         del out
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    return ImageCache(object_ids, array, path, decoded=len(object_ids))

@@ -2,7 +2,8 @@
 
 The original cut each photo into 3x3 tiles with ImageMagick and wrote, per photo, the identity plus 7 random
 non-identity shuffles to disk; the label said where each tile went. Here the same batch is made from a batch
-of tensors with one gather and one reshape, at memory speed, with no files or subprocesses.
+of tensors with 9 batched row gathers (one per tile position, not per image), about two passes over the
+output bytes, with no files or subprocesses (bench/jigsaw_bench.py measures it).
 
 Conventions (one module per method, the lightly shape):
 - a permutation `perm` of the `g*g` tiles says where each tile goes: tile `t` (row-major) lands at position
@@ -22,6 +23,11 @@ import torch.nn.functional as F
 
 GRID = 3
 ENUMERATE_LIMIT = 362_880  # 9!: every permutation of a 3x3 grid is enumerated; larger grids are sampled
+
+
+@functools.lru_cache(maxsize=2)
+def _all_permutations(tiles: int) -> np.ndarray:
+    return np.array(list(itertools.permutations(range(tiles))), dtype=np.int8)
 
 
 @functools.lru_cache(maxsize=16)
@@ -44,7 +50,7 @@ def _permutation_set(n: int, grid: int, kind: str, seed: int) -> np.ndarray:
     if kind != "hamming":
         raise ValueError(f"unknown permutation set kind {kind!r}; expected 'hamming' or 'random'")
     if total <= ENUMERATE_LIMIT:
-        candidates = np.array(list(itertools.permutations(range(tiles))), dtype=np.int8)
+        candidates = _all_permutations(tiles)
     else:  # 16! and up cannot be enumerated: greedy max-min over a large random pool instead
         candidates = np.stack([rng.permutation(tiles) for _ in range(max(20 * n, 50_000))]).astype(np.int8)
         candidates[0] = identity
@@ -114,8 +120,9 @@ def shuffle_tiles(images: torch.Tensor, perms: torch.Tensor, grid: int = GRID,
     """Images with their tiles moved by `perms` `[N, grid*grid]` (tile t -> position perms[n, t]).
 
     Output row n is image `sources[n]` of `images` `[B, C, H, W]` shuffled by `perms[n]` (`sources` defaults to
-    0..N-1), so one source image can be shuffled several ways without first repeating it. One gather and one
-    reshape copy for the whole batch: the cost of copying the bytes, whatever N.
+    0..N-1), so one source image is shuffled several ways without first being repeated. The tiles of the B
+    sources are made contiguous once, then each of the grid*grid output positions is filled for the whole
+    batch by one row gather: two passes over the output bytes whatever N (a plain copy is one).
     """
     images = crop_to_grid(images, grid)
     b, c, h, w = images.shape
@@ -126,10 +133,14 @@ def shuffle_tiles(images: torch.Tensor, perms: torch.Tensor, grid: int = GRID,
             raise ValueError(f"{n} permutations for {b} images")
         sources = torch.arange(n)
     device = images.device
-    tiles = images.reshape(b, c, grid, th, grid, tw).permute(0, 2, 4, 1, 3, 5)  # [B, gy, gx, C, th, tw], a view
+    tiles = images.reshape(b, c, grid, th, grid, tw).permute(0, 2, 4, 1, 3, 5).reshape(b * grid * grid, c, th, tw)
     position_source = perms.to(device).argsort(-1)  # [n, p] = the tile that lands at position p
-    placed = tiles[sources.to(device)[:, None], position_source // grid, position_source % grid]  # [N, p, C, th, tw]
-    return placed.reshape(n, grid, grid, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w)
+    rows = sources.to(device)[:, None] * (grid * grid) + position_source  # row of `tiles` shown at (n, p)
+    out = torch.empty((n, c, h, w), dtype=images.dtype, device=device)
+    grid_view = out.view(n, c, grid, th, grid, tw)
+    for p in range(grid * grid):
+        grid_view[:, :, p // grid, :, p % grid, :] = tiles.index_select(0, rows[:, p])
+    return out
 
 
 def unshuffle_tiles(images: torch.Tensor, labels: torch.Tensor, grid: int = GRID) -> torch.Tensor:

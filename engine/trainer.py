@@ -295,7 +295,7 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
                     out = parallel(x)
                     loss = jigsaw_loss(out, targets) if data.pretext else task.loss(out, targets)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{run}: loss is {float(loss)} at epoch {epoch} batch {i + 1}")
+                    raise FloatingPointError(f"{run}: loss is {float(loss.detach())} at epoch {epoch} batch {i + 1}")
                 scaler.scale(loss * weights[i]).backward()
                 window_loss += float(loss.detach())
                 window_batches += 1

@@ -190,8 +190,8 @@ def train_argv(python: str, conf: str, split: str, device: str, threads: int | N
     return argv
 
 
-def eval_argv(python: str, run_dir: str) -> list[str]:
-    return [python, "evaluate.py", "--run", run_dir, "--watch"]
+def eval_argv(python: str, run_dir: str, device: str) -> list[str]:
+    return [python, "evaluate.py", "--run", run_dir, "--watch", "--device", device]
 
 
 def monitor_argv(python: str, run_dir: str) -> list[str]:
@@ -221,12 +221,14 @@ def row_panes(row: RowSpec, python: str) -> tuple[PaneSpec, ...]:
 def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None,
                   overrides: Iterable[str] = (), splits: Iterable[str] | None = None,
                   session: str | None = None, root: str | Path | None = None,
-                  python: str | None = None, cores: int | None = None, close: bool = True) -> Plan:
+                  python: str | None = None, cores: int | None = None, threads: int | None = None,
+                  close: bool = True, linger_s: float = 5.0) -> Plan:
     """Decide the rows of one experiment's fold0123 from its config and its run directories.
 
     `checkpoints` overrides the config's checkpoints_dir (passed on to train.py as `--set checkpoints_dir=`),
     `splits` restricts the rows (default: every split of the config's `folds`), `root` is where the commands
-    run (default: the repository), `python` the interpreter they use (default: this one).
+    run (default: the repository), `python` the interpreter they use (default: this one), `threads` the
+    threads of each CPU row (default: the cores divided among the CPU rows; a Slurm job's cpus_per_task).
     """
     root = Path(os.path.abspath(root or REPO))
     python = python or sys.executable
@@ -259,7 +261,7 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
     skipped = tuple((s, d) for s, d in all_dirs if (s, d) not in active)
     row_devices = parse_devices(devices, len(active))
     n_cpu = sum(1 for d in row_devices if d == "cpu")
-    threads = cpu_threads(n_cpu, cores) if n_cpu else None
+    threads = (threads or cpu_threads(n_cpu, cores)) if n_cpu else None
     rows = []
     for (split, rdir), device in zip(active, row_devices):
         row_threads = threads if device == "cpu" else None
@@ -269,11 +271,12 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
         row = RowSpec(split=split, device=device, threads=row_threads, run_dir=rdir, resume=resume,
                       train_done=done,
                       train_argv=tuple(train_argv(python, conf_shown, split, device, row_threads, overrides, resume)),
-                      eval_argv=tuple(eval_argv(python, rdir)), monitor_argv=tuple(monitor_argv(python, rdir)),
+                      eval_argv=tuple(eval_argv(python, rdir, device)), monitor_argv=tuple(monitor_argv(python, rdir)),
                       env=env)
         rows.append(replace(row, panes=row_panes(row, python)))
     active_dirs = [d for _, d in active]
-    waiter = status_argv(python, "wait", *(["--close"] if close else []), *active_dirs)
+    waiter = status_argv(python, "wait", *(["--close", "--linger", f"{linger_s:g}"] if close else []),
+                         *active_dirs)
     return Plan(exp=str(cfg["exp"]), conf=conf_shown, session=session or session_name(str(cfg["exp"])),
                 root=str(root), python=python, rows=tuple(rows), skipped=skipped, all_run_dirs=all_dirs,
                 prepare_argv=tuple(status_argv(python, "clear", *active_dirs)) if active_dirs else (),

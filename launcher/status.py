@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     mark.add_argument("--role", choices=("train", "evaluate"), required=True)
     mark.add_argument("--message", default="")
     wait = sub.add_parser("wait", help="wait for every run; print elapsed minutes; --close kills the session")
-    wait.add_argument("run_dirs", nargs="+")
+    wait.add_argument("run_dirs", nargs="*")
     wait.add_argument("--close", action="store_true", help="kill this tmux session when every run is DONE")
     wait.add_argument("--linger", type=float, default=5.0, help="seconds to show the summary before closing")
     wait.add_argument("--poll", type=float, default=1.0)

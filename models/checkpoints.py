@@ -6,8 +6,6 @@ from torch.compile) are stripped on read so every consumer sees the plain `Netwo
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -25,8 +23,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # RuntimeError, UnpicklingError, EOFError, BadZipFile, ... all mean a bad file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:200]})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise CheckpointError(f"{path}: not a checkpoint (expected a dict with a 'model' state dict)")
     checkpoint["model"] = strip_prefixes(checkpoint["model"])

@@ -47,8 +47,11 @@ def build_head(feature_dim: int, n_outputs: int, dropout: float = 0.0) -> nn.Mod
 
 
 def build_model(cfg: dict, task) -> Network:
-    """The config's backbone (`backbone`, default resnet34; `pretrained`, default False) with a fresh head of
-    `task.n_outputs(cfg)` outputs (`head_dropout`, default 0)."""
+    """The config's backbone (`backbone`, default resnet34; `pretrained`, default False) with a fresh head:
+    the task's own (`task.make_head`, e.g. clip's two towers) or a linear layer of `task.n_outputs(cfg)` outputs
+    (`head_dropout`, default 0)."""
     backbone, feature_dim = build_backbone(cfg.get("backbone", "resnet34"), bool(cfg.get("pretrained", False)))
-    head = build_head(feature_dim, task.n_outputs(cfg), float(cfg.get("head_dropout", 0.0) or 0.0))
+    head = task.make_head(feature_dim, cfg) if hasattr(task, "make_head") else None
+    if head is None:
+        head = build_head(feature_dim, task.n_outputs(cfg), float(cfg.get("head_dropout", 0.0) or 0.0))
     return Network(backbone, head)

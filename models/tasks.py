@@ -15,7 +15,7 @@ A run is one task x one split; train.py and evaluate.py stay task-agnostic by go
 Saved predictions (DESIGN.md's contract): target -> predicted target (d=1); onehot -> class probabilities
 (d=4); sortingdate -> year, de-standardised with the train statistics in `state` (d=1);
 materialstechniques -> the predicted word2vec vector (d=w2v_dim); jigsaw -> per-tile position probabilities
-(d=81, read as [tile, position]).
+(d=81, read as [tile, position]); clip -> the L2-normalised image embedding (d=clip.embed_dim).
 """
 from __future__ import annotations
 
@@ -26,21 +26,28 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from data import jigsaw
 from data.layout import N_CLASSES, LayoutError, read_csv
+from models import clip
 
 Frame = pd.DataFrame
 
 
 def jigsaw_options(cfg: dict) -> dict:
-    """The `jigsaw:` config block with its defaults. `permutations`: `uniform` draws the 7 shuffles uniformly
-    from all 9! (the original solution), `hamming` / `random` from a fixed set of `n_permutations`."""
-    opts = {"grid": 3, "perms_per_image": 8, "permutations": "uniform", "n_permutations": 100, "seed": 0}
+    """The `jigsaw:` config block (parameters/base.yml) with its defaults, plus the run's `seed`.
+
+    `permutation_set`: `uniform` draws the shuffles from all (grid*grid)! permutations (the original solution);
+    `hamming` / `random` from a fixed set of `n_permutations` (see data.jigsaw.permutation_set).
+    """
+    opts = {"grid": 3, "permutations_per_image": 8, "permutation_set": "hamming", "n_permutations": 100}
     opts.update((cfg or {}).get("jigsaw") or {})
-    if opts["permutations"] not in ("uniform", "hamming", "random"):
-        raise ValueError(f"jigsaw.permutations: {opts['permutations']!r} is not one of uniform, hamming, random")
+    opts["seed"] = int((cfg or {}).get("seed", 0))
+    if opts["permutation_set"] not in ("uniform", "hamming", "random"):
+        raise ValueError(f"jigsaw.permutation_set: {opts['permutation_set']!r} is not one of "
+                         f"uniform, hamming, random")
     return opts
 
 
@@ -133,6 +140,10 @@ class Task:
         """Cheap metrics of raw outputs on a training/validation batch (for logs); empty unless defined."""
         return {}
 
+    def make_head(self, feature_dim: int, cfg: dict) -> nn.Module | None:
+        """A task-specific head for `models.network.build_model`; None = a linear layer of `n_outputs`."""
+        return None
+
 
 # --- target: the ordinal class as a number, MSE / RMSE (the competition metric) ---------------------------
 
@@ -223,16 +234,16 @@ class JigsawTask(Task):
 
     def permutations(self, cfg: dict | None) -> torch.Tensor | None:
         opts = jigsaw_options(cfg or {})
-        if opts["permutations"] == "uniform":
+        if opts["permutation_set"] == "uniform":
             return None
-        key = (opts["permutations"], int(opts["n_permutations"]), int(opts["grid"]), int(opts["seed"]))
+        key = (opts["permutation_set"], int(opts["n_permutations"]), int(opts["grid"]), int(opts["seed"]))
         if key not in self._permutations:
             self._permutations[key] = jigsaw.permutation_set(key[1], key[2], key[0], key[3])
         return self._permutations[key]
 
     def batch(self, images, targets, generator=None, cfg=None):
         opts = jigsaw_options(cfg or {})
-        return jigsaw.jigsaw_batch(images, int(opts["perms_per_image"]), self.permutations(cfg), generator,
+        return jigsaw.jigsaw_batch(images, int(opts["permutations_per_image"]), self.permutations(cfg), generator,
                                    int(opts["grid"]))
 
     def batch_metrics(self, outputs, targets):
@@ -258,12 +269,74 @@ def _make_jigsaw() -> Task:
                       jigsaw.jigsaw_loss, _jigsaw_predict, _jigsaw_metrics)
 
 
+# --- clip: image-text contrastive over the tag lists (models/clip.py) -------------------------------------
+
+@dataclass
+class ClipTask(Task):
+    """The loss and metrics need the text tower, which lives in the model's head (so it trains, checkpoints and
+    loads with it): `make_head` builds the head and keeps a reference here."""
+    head: nn.Module | None = field(default=None, repr=False)
+
+    def make_head(self, feature_dim, cfg):
+        opts = clip.clip_options(cfg)
+        vocab_size = len(clip.vocabulary(cfg["dataroot"]))
+        if self.state and int(self.state["vocab_size"]) != vocab_size:
+            raise LayoutError(f"{cfg['dataroot']}: the tag vocabulary has {vocab_size} tokens, the checkpoint's "
+                              f"{int(self.state['vocab_size'])}: the tag tables changed since training")
+        self.head = clip.ClipHead(feature_dim, vocab_size, int(opts["embed_dim"]), int(opts["text_dim"]),
+                                  float(opts["temperature"]))
+        return self.head
+
+    def _head(self) -> nn.Module:
+        if self.head is None:
+            raise ValueError("clip: build the model with models.network.build_model(cfg, task) first "
+                             "(the loss and metrics use its text tower)")
+        return self.head
+
+    def loss(self, outputs, targets):
+        head = self._head()
+        targets = targets.to(outputs.device)
+        return clip.contrastive_loss(outputs, head.text(targets), targets, head.logit_scale)
+
+    def batch_metrics(self, outputs, targets):
+        with torch.no_grad():
+            text = self._head().text(targets.to(outputs.device))
+        return clip.retrieval_metrics(outputs.float().cpu().numpy(), text.float().cpu().numpy(),
+                                      targets.cpu().numpy())
+
+
+def _clip_fit(task, frame, root, cfg):
+    return {"vocab_size": float(len(clip.vocabulary(root)))}
+
+
+def _clip_targets(task, frame, root, cfg):
+    return clip.multi_hot(root, frame["object_id"], clip.vocabulary(root))
+
+
+def _clip_metrics(task, embeddings, frame, dataroot, cfg):
+    if dataroot is None:
+        raise ValueError("clip metrics need the dataroot (for the tags)")
+    head = task._head()
+    tags = clip.multi_hot(dataroot, frame["object_id"], clip.vocabulary(dataroot))
+    device = next(head.parameters()).device
+    with torch.no_grad():
+        text = head.text(torch.from_numpy(tags).to(device)).float().cpu().numpy()
+    return clip.retrieval_metrics(embeddings, text, tags)
+
+
+def _make_clip() -> Task:
+    return ClipTask("clip", "recall_at_5", False, lambda cfg: int(clip.clip_options(cfg)["embed_dim"]),
+                    _clip_targets, None, lambda task, out: F.normalize(out, dim=-1), _clip_metrics,
+                    fit_fn=_clip_fit)
+
+
 TASKS: dict[str, Callable[[], Task]] = {
     "jigsaw": _make_jigsaw,
     "target": _make_target,
     "onehot": _make_onehot,
     "sortingdate": _make_sortingdate,
     "materialstechniques": _make_materialstechniques,
+    "clip": _make_clip,
 }
 
 

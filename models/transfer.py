@@ -33,12 +33,17 @@ def load_backbone(model: nn.Module, checkpoint_path: str | Path) -> int:
     backbone = {k[len("backbone."):]: v for k, v in checkpoint["model"].items() if k.startswith("backbone.")}
     if not backbone:
         raise CheckpointError(f"{checkpoint_path}: no 'backbone.*' weights in the checkpoint's model")
-    result = model.backbone.load_state_dict(backbone, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        problem = (f"missing {result.missing_keys[0]!r}" if result.missing_keys
-                   else f"unexpected {result.unexpected_keys[0]!r}")
-        raise CheckpointError(f"{checkpoint_path}: backbone does not match the model's ({problem}, "
-                              f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected keys)")
+    own = model.backbone.state_dict()
+    missing = [k for k in own if k not in backbone]
+    unexpected = [k for k in backbone if k not in own]
+    reshaped = [k for k in own if k in backbone and backbone[k].shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        problem = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
+                   else f"{reshaped[0]!r} has shape {tuple(backbone[reshaped[0]].shape)}, "
+                        f"the model's {tuple(own[reshaped[0]].shape)}")
+        raise CheckpointError(f"{checkpoint_path}: backbone does not match the model's ({problem}; "
+                              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped)")
+    model.backbone.load_state_dict(backbone)
     return len(backbone)
 
 

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -27,8 +28,13 @@ from data.layout import LayoutError, read_csv  # noqa: E402
 from stacking.lgbm import rmse  # noqa: E402
 
 
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
 def stem(cv: float, stamp: str | None = None) -> str:
-    return f"{cv:.4f}_{stamp or time.strftime('%Y%m%d-%H%M%S')}"
+    """The original's file naming: CV first, so `ls` sorts submissions by score."""
+    return f"{cv:.4f}_{stamp or timestamp()}"
 
 
 def write_submission(out_dir: str | Path, name: str, test_ids, pred) -> tuple[Path, Path]:
@@ -62,7 +68,7 @@ def _save_figure(fig, path: Path) -> Path:
 def plot_cv_per_epoch(metrics: pd.DataFrame, path: str | Path) -> Path:
     """One panel per experiment: its primary metric per epoch, mean over folds with ± std whiskers."""
     exps = list(dict.fromkeys(metrics["exp"]))
-    fig, axes = plt.subplots(1, max(1, len(exps)), figsize=(4 * max(1, len(exps)), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(exps)), figsize=(4.5 * max(1, len(exps)), 3.4), squeeze=False)
     for ax, exp in zip(axes[0], exps):
         rows = metrics[metrics["exp"] == exp]
         stats = rows.groupby("epoch")["value"].agg(["mean", "std"]).fillna(0.0)
@@ -70,8 +76,11 @@ def plot_cv_per_epoch(metrics: pd.DataFrame, path: str | Path) -> Path:
         arrow = "↓" if rows["lower_is_better"].iloc[0] else "↑"
         ax.set_title(f"{exp} ({rows['task'].iloc[0]})")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{rows['metric'].iloc[0]} {arrow}  (μ ± σ over folds)")
+        ax.set_ylabel(f"{rows['metric'].iloc[0]} {arrow}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    fig.suptitle("CV per epoch: mean ± std over folds", y=1.02)
+    fig.tight_layout()
     return _save_figure(fig, Path(path))
 
 
@@ -104,14 +113,25 @@ def plain(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+TITLES = {
+    "cv": "CV (out-of-fold; RMSE unless the metric column says otherwise)",
+    "postprocess_grid": "Best post-processing grid points (OOF RMSE)",
+    "answers": "Score on the held-out answers (RMSE; never used for any choice)",
+    "runs": "Runs and weights",
+    "oof_scores": "Out-of-fold scores",
+    "redistribution": "Label re-distribution: class histograms",
+}
+
+
 def write_report(out_dir: str | Path, name: str, tables: dict[str, pd.DataFrame], facts: dict,
                  notes: list[str]) -> tuple[Path, Path]:
-    """`{name}_report.md` (tables as markdown) and `{name}_report.json` (the same data)."""
+    """`{name}_report.md` (tables as markdown) and `{name}_report.json` (the same data, tables under their keys:
+    cv, postprocess_grid, answers, runs, oof_scores, redistribution; see TITLES)."""
     out_dir = Path(out_dir)
     md = io.StringIO()
     md.write(f"# Stacking report {name}\n\n")
-    for title, table in tables.items():
-        md.write(f"## {title}\n\n{_table_md(table)}\n\n")
+    for key, table in tables.items():
+        md.write(f"## {TITLES.get(key, key)}\n\n{_table_md(table)}\n\n")
     facts = json.loads(json.dumps(facts, default=plain))
     md.write("## Facts\n\n```json\n" + json.dumps(facts, indent=2) + "\n```\n")
     if notes:

@@ -1,0 +1,1 @@
+"""Benchmarks (results and commands in BENCHMARKS.md); not timed tests."""

@@ -1,0 +1,130 @@
+"""Training step throughput of engine.trainer (the whole train.py pipeline: memory-mapped cache, DataLoader,
+dihedral augmentation, normalisation, accumulation, logging) vs a bare PyTorch loop over a batch already on the
+device, with the same model, batch size and device, in the same process. The ratio is the pipeline's overhead.
+
+    .venv/bin/python -m bench.train_overhead [--device cpu|cuda:0] [--images 512] [--image-size 32] ...
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from data.config import load_config
+from engine import rundir
+from engine.setup import resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_data(base: Path, n: int) -> Path:
+    from data.folds import write_folds
+    from tests.fixtures import make_dataroot
+
+    dataroot = make_dataroot(base / "data", n_train=n, n_test=16, size=64)
+    write_folds(dataroot, k=3, batch_size=None, seed=0)
+    return dataroot
+
+
+def bench_config(args, dataroot: Path, runs: Path) -> dict:
+    return load_config(ROOT / "parameters" / "base.yml", [
+        f"dataroot={dataroot}", f"checkpoints_dir={runs}", "task=target", f"backbone={args.backbone}",
+        f"image_size={args.image_size}", f"batch_size={args.batch_size}", f"effective_batch_size={args.batch_size}",
+        f"epochs={args.epochs}", "log_every=1", "transfer_from=null", "augment=dihedral",
+        f"num_workers={args.workers}", f"threads={args.threads}", f"amp={args.amp}", "warmup_epochs=0"])
+
+
+def engine_throughput(cfg: dict, device: str) -> tuple[float, float]:
+    """(median images/s over loss.log windows after the first epoch, images/s over the whole train() call)."""
+    from engine.trainer import train
+
+    start = time.perf_counter()
+    run = train(cfg, "all", device=device, progress=False)
+    wall = time.perf_counter() - start
+    rows = [line.split() for line in rundir.loss_log_path(run).read_text().splitlines()[1:]]
+    steady = [float(r[4]) for r in rows if int(r[0]) > 1][1:]  # skip the window holding the checkpoint save
+    n_images = sum(1 for _ in open(Path(cfg["dataroot"]) / "all_train.csv")) - 1
+    return statistics.median(steady), n_images * int(cfg["epochs"]) / wall
+
+
+def bare_throughput(cfg: dict, device_name: str, steps: int) -> float:
+    """The same model and optimiser stepping on one fixed batch that already sits on the device."""
+    from models.network import build_model
+    from models.tasks import get_task
+
+    device = resolve_device(device_name)
+    model = build_model(cfg, get_task("target")).to(device).train()
+    channels_last = device.type == "cuda" and cfg["channels_last"]
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["amp"]) if device.type == "cuda" else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
+    x = torch.randn(batch, 3, size, size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randn(batch, 1, device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--images", type=int, default=384, help="train images of the synthetic dataroot")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--amp", default="bf16")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating (bare, engine) rounds; medians reported")
+    args = parser.parse_args()
+    device = str(resolve_device(args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bares, steadies, wholes = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        dataroot = make_data(base, args.images)
+        steps = max(10, args.images // args.batch_size)
+        for r in range(args.rounds):  # alternate, so load from other processes hits both sides alike
+            cfg = bench_config(args, dataroot, base / f"runs{r}")
+            bares.append(bare_throughput(cfg, device, steps))
+            steady, whole = engine_throughput(cfg, device)
+            steadies.append(steady)
+            wholes.append(whole)
+    bare, steady, whole = (statistics.median(v) for v in (bares, steadies, wholes))
+    print(f"device {device}, {args.backbone} {args.image_size}px, batch {args.batch_size}, "
+          f"{args.images} images x {args.epochs} epochs, {torch.get_num_threads()} thread(s), "
+          f"median of {args.rounds} rounds")
+    print(f"bare PyTorch loop      {bare:9.1f} images/s  (rounds: {', '.join(f'{v:.1f}' for v in bares)})")
+    print(f"engine, steady state   {steady:9.1f} images/s  ratio {steady / bare:.3f}  "
+          f"(rounds: {', '.join(f'{v:.1f}' for v in steadies)})")
+    print(f"engine, whole train()  {whole:9.1f} images/s  ratio {whole / bare:.3f}  "
+          f"(incl. cache build, model set-up, checkpoints)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Lay out an experiment's fold0123 rows without Ruby: `python launch.py fold0123 --conf parameters/<exp>.yml`.
+
+Builds the tmuxinator/fold0123.yml layout with libtmux (detached unless --attach), or submits the rows to Slurm
+(`--executor slurm --partition P --gpus-per-job 1`) or to submitit's local executor (`--executor local`).
+Re-running skips runs already DONE and evaluated and resumes interrupted ones. With --wait it blocks until
+every row is done and exits non-zero naming the runs that failed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from launcher.fold0123 import EXECUTORS, launch_fold0123
+from launcher.layout import LaunchError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("layout", choices=["fold0123"], help="the layout to launch")
+    parser.add_argument("--conf", required=True, help="experiment config, e.g. parameters/target.yml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override passed on to train.py; repeatable")
+    parser.add_argument("--devices", default=None,
+                        help="GPU indices (0,1,2,3) or cpu; default: every visible GPU, else cpu")
+    parser.add_argument("--checkpoints", default=None, help="override the config's checkpoints_dir")
+    parser.add_argument("--splits", default=None, help="run only these rows, e.g. 3fold0,all")
+    parser.add_argument("--attach", action="store_true", help="attach to the tmux session once started")
+    parser.add_argument("--wait", action="store_true", help="block until every row is finished")
+    parser.add_argument("--session", default=None, help="tmux session name (default fold0123_{exp})")
+    parser.add_argument("--socket", default=None, help="tmux socket name (tmux -L); default server otherwise")
+    parser.add_argument("--no-close", action="store_true", help="keep the tmux session open after success")
+    parser.add_argument("--executor", choices=EXECUTORS, default="tmux")
+    parser.add_argument("--partition", default=None, help="Slurm partition")
+    parser.add_argument("--gpus-per-job", type=int, default=1)
+    parser.add_argument("--cpus-per-task", type=int, default=4)
+    parser.add_argument("--timeout-min", type=int, default=24 * 60, help="Slurm job time limit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = launch_fold0123(
+            args.conf, devices=args.devices, checkpoints=args.checkpoints, overrides=args.overrides,
+            splits=args.splits.split(",") if args.splits else None, wait=args.wait, attach=args.attach,
+            session=args.session, executor=args.executor, socket_name=args.socket, partition=args.partition,
+            gpus_per_job=args.gpus_per_job, cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min,
+            close=not args.no_close)
+    except LaunchError as err:
+        sys.exit(f"error: {err}")
+    print(result.summary())
+    if result.failed:
+        names = ", ".join(f"{o.split} ({o.run_dir}: {o.detail})" for o in result.failed)
+        sys.exit(f"error: failed runs: {names}")
+    if args.wait and not result.ok:
+        sys.exit("error: not every run finished: " + ", ".join(o.split for o in result.outcomes
+                                                               if o.state not in ("done", "skipped")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

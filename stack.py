@@ -1,0 +1,54 @@
+"""Stacking from the command line: the same steps as ensemble.ipynb.
+
+  python stack.py --conf parameters/stack.yml [--set key=value ...]            stack, post-process, submit, report
+  python stack.py ensemble --conf parameters/stack.yml [--set ensemble.redistribute_k=5]
+                                                         weighted probability ensemble (+ label re-distribution)
+  python stack.py pseudo --conf parameters/stack.yml --round 1 [--set ensemble.pseudo_thr=0.45]
+                                                         pseudo-label rows -> {split}_pseudo1_{train,test}.csv
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data.config import ConfigError, add_config_args, config_from_args
+from data.layout import LayoutError
+
+COMMANDS = ("stack", "ensemble", "pseudo")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
+        argv = ["stack", *argv]  # the stack is the default command
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("stack", "LightGBM stacking -> post-processing -> submission and report"),
+                       ("ensemble", "weighted probability ensemble, optional label re-distribution"),
+                       ("pseudo", "write a pseudo-label round's split CSVs")):
+        sub = commands.add_parser(name, help=text)
+        add_config_args(sub)
+        if name == "pseudo":
+            sub.add_argument("--round", type=int, required=True, help="round number r: splits {split}_pseudo{r}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from stacking import pipeline  # after argument parsing: --help stays instant
+
+    try:
+        cfg = config_from_args(args)
+        if args.command == "stack":
+            result = pipeline.run_stack(cfg)
+        elif args.command == "ensemble":
+            result = pipeline.run_ensemble(cfg)
+        else:
+            result = pipeline.run_pseudo(cfg, args.round)
+    except (ConfigError, LayoutError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print(result.summary())
+
+
+if __name__ == "__main__":
+    main()

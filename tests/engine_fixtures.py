@@ -1,0 +1,66 @@
+"""Shared set-up of the engine tests (train, evaluate, watch): a tiny dataroot with folds and tag vectors, and
+one pretext + transfer run made once per session (they cost seconds, and three test files read them)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data.config import load_config
+from tests.fixtures import make_dataroot
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_tag_vectors(dataroot: Path, dim: int = 20) -> Path:
+    """materialstechniques_w2v{dim}.csv with vectors that depend on the target (word2vec.py's output layout)."""
+    train = pd.read_csv(dataroot / "train.csv", dtype={"object_id": str})
+    test = pd.read_csv(dataroot / "test.csv", dtype={"object_id": str})
+    answers = pd.read_csv(dataroot.parent / "answers.csv", dtype={"object_id": str})
+    frame = pd.concat([train[["object_id", "target"]], answers[["object_id", "target"]]])
+    frame = frame.set_index("object_id").loc[list(train["object_id"]) + list(test["object_id"])]
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, dim))
+    vectors = centres[frame["target"].to_numpy(int)] + 0.1 * rng.normal(size=(len(frame), dim))
+    out = pd.DataFrame(vectors, columns=[f"w2v_{i}" for i in range(dim)])
+    out.insert(0, "object_id", frame.index)
+    path = dataroot / f"materialstechniques_w2v{dim}.csv"
+    out.to_csv(path, index=False)
+    return path
+
+
+def make_recipe_root(root: Path, tags: bool = True) -> Path:
+    """A 32 px fixture dataroot with 3 folds (SGKFold's writer) and, optionally, the tag vectors."""
+    from data.folds import write_folds
+
+    dataroot = make_dataroot(root)
+    write_folds(dataroot, k=3, batch_size=None, seed=0)
+    if tags:
+        write_tag_vectors(dataroot)
+    return dataroot
+
+
+def tiny_config(task: str, dataroot: Path, runs: Path, *overrides: str) -> dict:
+    return load_config(ROOT / "parameters" / "tiny" / f"{task}.yml",
+                       [f"dataroot={dataroot}", f"checkpoints_dir={runs}", *overrides])
+
+
+@functools.lru_cache(maxsize=1)
+def _session_runs(base: str) -> dict:
+    from engine.trainer import train
+
+    torch.set_num_threads(1)
+    base = Path(base)
+    dataroot = make_recipe_root(base / "data")
+    runs = base / "runs"
+    jigsaw = train(tiny_config("jigsaw", dataroot, runs), "all", device="cpu", progress=False)
+    target = train(tiny_config("target", dataroot, runs), "3fold0", device="cpu", progress=False)
+    return {"dataroot": dataroot, "runs": runs, "jigsaw": jigsaw, "target": target}
+
+
+def session_runs(tmp_path_factory) -> dict:
+    """{dataroot, runs, jigsaw: runs/jigsaw_all, target: runs/target_3fold0 (transferred from jigsaw_all)}."""
+    return _session_runs(str(tmp_path_factory.getbasetemp() / "engine_session"))

@@ -1,0 +1,244 @@
+"""data/folds.py and SGKFold.py: split invariants, stratification, determinism, whole-series batch alignment,
+the files written and every bad-input case."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.dummy import DummyClassifier
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+
+from data import layout
+from data.folds import StratifiedGroupKFoldBatched, plan_folds, ratio_deviation, write_folds
+from data.layout import LayoutError
+from tests.fixtures import make_dataroot
+from tests.test_layout import BAD_INPUTS, assert_one_line_naming, bad_inputs, files_in
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def series_data(n_series: int, seed: int, max_size: int = 5, mixed: bool = False):
+    """Labels and series ids: series of 1..max_size rows, one class per series (or mixed classes)."""
+    rng = np.random.default_rng(seed)
+    y, groups = [], []
+    for s in range(n_series):
+        size, cls = int(rng.integers(1, max_size + 1)), int(rng.integers(0, 4))
+        y += [int(rng.integers(0, 4)) if mixed else cls for _ in range(size)]
+        groups += [f"s{s:04d}"] * size
+    return np.array(y), np.array(groups)
+
+
+def sklearn_fold(y, groups, k, seed):
+    fold = np.full(len(y), -1)
+    for i, (_, test) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(y, y, groups)):
+        fold[test] = i
+    return fold
+
+
+def aligned_case(k=3, b=8, seed=0):
+    """Synthetic data whose (k-1)*n is a multiple of b but whose plain sklearn split is not batch-aligned."""
+    for n_series in range(120, 400):
+        y, groups = series_data(n_series, seed)
+        if ((k - 1) * len(y)) % b == 0:
+            train_sizes = len(y) - np.bincount(sklearn_fold(y, groups, k, seed))
+            if (train_sizes % b).any():
+                return y, groups
+    raise AssertionError("no suitable synthetic case")
+
+
+@pytest.fixture
+def bigroot(tmp_path: Path) -> Path:
+    return make_dataroot(tmp_path / "data", n_train=200, n_test=40)
+
+
+# ---------------------------------------------------------------------------------------------- split invariants
+
+
+@pytest.mark.parametrize("k,batch,seed,mixed", [(3, None, 0, False), (3, 8, 1, False), (5, 4, 2, True),
+                                                (3, 16, 3, True), (4, 8, 4, False)])
+def test_split_invariants(k, batch, seed, mixed):
+    y, groups = series_data(150, seed, mixed=mixed)
+    splitter = StratifiedGroupKFoldBatched(k, batch, seed)
+    folds = list(splitter.split(np.zeros(len(y)), y, groups))
+    assert len(folds) == k == splitter.get_n_splits()
+    held_out_count = np.zeros(len(y), dtype=int)
+    for train, test in folds:
+        assert len(train) and len(test)
+        assert len(np.intersect1d(train, test)) == 0
+        assert len(train) + len(test) == len(y)
+        assert not set(groups[train]) & set(groups[test]), "a series straddles train and held-out"
+        held_out_count[test] += 1
+    assert (held_out_count == 1).all(), "every row must be held out by exactly one fold"
+
+
+def test_no_batch_size_is_exactly_sklearn():
+    y, groups = series_data(150, 7)
+    plan = plan_folds(y, groups, 3, None, seed=7)
+    np.testing.assert_array_equal(plan.fold, sklearn_fold(y, groups, 3, 7))
+    assert plan.aligned and not plan.moves
+
+
+@pytest.mark.parametrize("batch", [4, 8, 16])
+def test_stratification_close_to_sklearn(batch):
+    worse = []
+    for seed in range(8):
+        y, groups = series_data(int(100 + 37 * seed), seed, mixed=bool(seed % 2))
+        if (2 * len(y)) % batch:  # keep only cases where alignment is possible, so rows really move
+            y, groups = y[: len(y) - len(y) % (batch // 2)], groups[: len(y) - len(y) % (batch // 2)]
+        plan = plan_folds(y, groups, 3, batch, seed)
+        worse.append(ratio_deviation(plan.fold, y, 3) - ratio_deviation(sklearn_fold(y, groups, 3, seed), y, 3))
+    assert max(worse) <= 0.02, worse
+    assert np.mean(worse) <= 0.005, worse
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds():
+    y, groups = series_data(200, 0)
+    one = plan_folds(y, groups, 3, 8, seed=0).fold
+    np.testing.assert_array_equal(one, plan_folds(y, groups, 3, 8, seed=0).fold)
+    assert (one != plan_folds(y, groups, 3, 8, seed=1).fold).any()
+
+
+def test_too_few_series_for_k_is_an_error():
+    with pytest.raises(ValueError, match="only 2 series for 3 folds"):
+        plan_folds(np.array([0, 0, 1, 1]), np.array(["a", "a", "b", "b"]), 3)
+
+
+def test_works_as_a_scikit_learn_cv():
+    y, groups = series_data(90, 5)
+    X = y[:, None] + np.random.default_rng(0).normal(size=(len(y), 1))
+    scores = cross_val_score(DummyClassifier(), X, y, groups=groups, cv=StratifiedGroupKFoldBatched(3, 4, 0))
+    assert len(scores) == 3
+
+
+# -------------------------------------------------------------------------------------------- batch alignment
+
+
+@pytest.mark.parametrize("k,b,seed", [(3, 8, 0), (3, 16, 1), (4, 8, 2), (3, 64, 3)])
+def test_batch_alignment_moves_only_whole_series(k, b, seed):
+    y, groups = aligned_case(k, b, seed)
+    before = sklearn_fold(y, groups, k, seed)
+    plan = plan_folds(y, groups, k, b, seed)
+    sizes = np.bincount(plan.fold, minlength=k)
+    assert plan.aligned, plan.notes
+    assert ((len(y) - sizes) % b == 0).all()
+    assert sizes.min() > 0
+    assert plan.moves and "moved" in plan.notes[-1]
+    moved_series = {m.series for m in plan.moves}
+    changed_rows = plan.fold != before
+    assert set(groups[changed_rows]) == moved_series, "rows outside the moved series changed fold"
+    for move in plan.moves:
+        rows = groups == move.series
+        assert rows.sum() == move.size
+        assert (before[rows] == move.from_fold).all() and (plan.fold[rows] == move.to_fold).all()
+    for series in np.unique(groups):
+        assert len(np.unique(plan.fold[groups == series])) == 1, f"series {series} split after moving"
+
+
+def test_alignment_impossible_by_arithmetic_keeps_split_and_says_so():
+    y, groups = series_data(150, 0)
+    if (2 * len(y)) % 8 == 0:
+        y, groups = y[:-1], groups[:-1]
+        assert (2 * len(y)) % 8
+    plan = plan_folds(y, groups, 3, 8, seed=0)
+    assert not plan.aligned and not plan.moves
+    np.testing.assert_array_equal(plan.fold, sklearn_fold(y, groups, 3, 0))
+    assert "impossible" in plan.notes[-1] and "kept scikit-learn's split" in plan.notes[-1]
+
+
+def test_alignment_impossible_with_whole_series_keeps_split_and_says_so():
+    """12 rows, b=4: held-out sizes must be multiples of 4, but three series of 6, 3 and 3 rows never add up to
+    that without splitting a series or emptying a fold. Moving single rows would have "worked"; it must not."""
+    y = np.array([0] * 6 + [1] * 3 + [2] * 3)
+    groups = np.array(["a"] * 6 + ["b"] * 3 + ["c"] * 3)
+    plan = plan_folds(y, groups, 3, 4, seed=0)
+    assert not plan.aligned and not plan.moves
+    assert sorted(np.bincount(plan.fold)) == [3, 3, 6]
+    assert "impossible" in plan.notes[-1]
+
+
+# ---------------------------------------------------------------------------------------------------- the files
+
+
+def test_write_folds_files(bigroot):
+    report = write_folds(bigroot, k=3, batch_size=8, seed=0)
+    raw = pd.read_csv(bigroot / "train.csv", dtype=str, keep_default_na=False)
+    test = pd.read_csv(bigroot / "test.csv", dtype=str, keep_default_na=False)
+    held_out_ids = []
+    for i, split in enumerate(layout.split_names(3)[:3]):
+        tr = pd.read_csv(bigroot / f"{split}_train.csv", dtype=str, keep_default_na=False)
+        te = pd.read_csv(bigroot / f"{split}_test.csv", dtype=str, keep_default_na=False)
+        assert list(tr.columns) == list(raw.columns) == list(te.columns)
+        both = pd.concat([tr, te]).sort_values("object_id").reset_index(drop=True)
+        pd.testing.assert_frame_equal(both, raw.sort_values("object_id").reset_index(drop=True))  # rows as given
+        assert not set(tr["art_series_id"]) & set(te["art_series_id"])
+        assert len(tr) % 8 == 0 or not report.plan.aligned
+        assert report.folds[i].n_train == len(tr) and report.folds[i].n_test == len(te)
+        held_out_ids += te["object_id"].tolist()
+        part, held = layout.read_split(bigroot, split)  # the readers training uses accept them
+        assert len(part) == len(tr) and "target" in held
+    assert sorted(held_out_ids) == sorted(raw["object_id"])
+    pd.testing.assert_frame_equal(pd.read_csv(bigroot / "all_train.csv", dtype=str, keep_default_na=False), raw)
+    all_test = pd.read_csv(bigroot / "all_test.csv", dtype=str, keep_default_na=False)
+    assert list(all_test.columns) == ["object_id"] and all_test["object_id"].tolist() == test["object_id"].tolist()
+    assert not [p for p in bigroot.iterdir() if ".tmp." in p.name]
+    summary = report.summary()
+    assert "fold 2:" in summary and "held-out class ratios" in summary and "overall class ratios" in summary
+
+
+def test_cli_is_deterministic_and_prints_the_summary(bigroot):
+    def run(seed):
+        out = subprocess.run([sys.executable, str(ROOT / "SGKFold.py"), "--dataroot", str(bigroot), "--k", "3",
+                              "--batch-size", "8", "--seed", str(seed)], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        return out.stdout, {p.name: p.read_bytes() for p in bigroot.glob("3fold*.csv")}
+    stdout, first = run(0)
+    assert len(first) == 6 and "fold 0: train" in stdout and "train % 8" in stdout
+    assert run(0)[1] == first
+    assert run(1)[1] != first
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("case", bad_inputs("folds"))
+def test_bad_input_fails_with_one_line_and_writes_nothing(dataroot, case):
+    BAD_INPUTS[case][0](dataroot)
+    before = files_in(dataroot)
+    with pytest.raises(LayoutError) as info:
+        write_folds(dataroot, k=3, batch_size=8, seed=0)
+    assert_one_line_naming(str(info.value), case)
+    assert files_in(dataroot) == before
+
+
+@pytest.mark.parametrize("case", ["duplicate object_id", "corrupt image"])
+def test_cli_bad_input_exits_with_error_line(dataroot, case):
+    BAD_INPUTS[case][0](dataroot)
+    before = files_in(dataroot)
+    out = subprocess.run([sys.executable, str(ROOT / "SGKFold.py"), "--dataroot", str(dataroot)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert_one_line_naming(out.stderr.removeprefix("error: "), case)
+    assert files_in(dataroot) == before
+
+
+def test_write_failure_leaves_no_partial_outputs(bigroot, monkeypatch):
+    """A crash while writing the fourth file must not leave the first three renamed into place."""
+    before = files_in(bigroot)
+    calls = []
+    original = pd.DataFrame.to_csv
+
+    def failing_to_csv(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise OSError("disk full")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", failing_to_csv)
+    with pytest.raises(OSError, match="disk full"):
+        write_folds(bigroot, k=3, batch_size=8, seed=0)
+    assert files_in(bigroot) == before

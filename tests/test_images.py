@@ -1,0 +1,110 @@
+"""The decode cache: each JPEG is decoded once, odd JPEGs come out RGB, bad ones fail naming the file."""
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.datasets import ImageDataset, channel_stats, normalize
+from data.images import build_image_cache, load_image
+from data.layout import LayoutError, read_train
+
+
+def test_cache_decodes_once_and_is_reused(dataroot, tmp_path):
+    ids = list(read_train(dataroot)["object_id"])
+    first = build_image_cache(dataroot, ids, 16, tmp_path / "cache")
+    assert first.decoded == len(ids) and first.array.shape == (len(ids), 16, 16, 3)
+    assert first.path.name.startswith("images_16_") and first.path.suffix == ".npy"
+    assert isinstance(first.array, np.memmap)
+    stamp = os.stat(first.path).st_mtime_ns
+    second = build_image_cache(dataroot, ids, 16, tmp_path / "cache")
+    assert second.decoded == 0 and second.path == first.path and os.stat(second.path).st_mtime_ns == stamp
+    assert np.array_equal(second[ids[5]], load_image(dataroot / "photos" / f"{ids[5]}.jpg", 16))
+    assert second.index[ids[5]] == 5 and second.ids == ids
+    # another id list or size is another file
+    assert build_image_cache(dataroot, ids[:10], 16, tmp_path / "cache").path != first.path
+    assert build_image_cache(dataroot, ids, 8, tmp_path / "cache").decoded == len(ids)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if ".tmp." in p.name) == []
+
+
+def _build(args):
+    dataroot, ids, cache_dir = args
+    return build_image_cache(dataroot, ids, 16, cache_dir, workers=1).decoded
+
+
+def test_runs_started_together_decode_once(dataroot, tmp_path):
+    ids = list(read_train(dataroot)["object_id"])
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        decoded = pool.map(_build, [(dataroot, ids, tmp_path / "cache")] * 2)
+    assert sorted(decoded) == [0, len(ids)]
+
+
+def test_pool_decoding_gives_the_same_array(dataroot, tmp_path):
+    ids = list(read_train(dataroot)["object_id"])
+    serial = build_image_cache(dataroot, ids, 16, tmp_path / "a")
+    pooled = build_image_cache(dataroot, ids, 16, tmp_path / "b", workers=2, chunk=8)
+    assert np.array_equal(serial.array, pooled.array)
+
+
+def test_greyscale_and_cmyk_jpegs_become_rgb(tmp_path):
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), "L").save(tmp_path / "photos" / "grey.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8), "CMYK").save(tmp_path / "photos" / "cmyk.jpg")
+    assert Image.open(tmp_path / "photos" / "cmyk.jpg").mode == "CMYK"
+    cache = build_image_cache(tmp_path, ["grey", "cmyk"], 20, tmp_path / "cache")
+    grey = cache["grey"]
+    assert grey.shape == (20, 20, 3) and np.array_equal(grey[..., 0], grey[..., 1])
+    assert cache["cmyk"].shape == (20, 20, 3) and cache["cmyk"].std() > 10
+
+
+def test_non_square_photo_is_letterboxed_not_stretched(tmp_path):
+    pixels = np.full((20, 40, 3), 255, np.uint8)  # white border ...
+    pixels[5:15, 5:35] = (200, 0, 0)  # ... around a wide red bar
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    padded = load_image(tmp_path / "wide.png", 40)
+    assert padded.shape == (40, 40, 3)
+    assert padded[:8].min() > 240  # padding in the border colour above the photo
+    assert abs(int(padded[20, 20, 0]) - 200) < 10 and padded[20, 20, 1] < 20
+    stretched = load_image(tmp_path / "wide.png", 40, fit="stretch")
+    assert stretched[12:28, 20, 1].max() < 20  # the bar now fills the middle band: squashed shape
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_jpeg_names_the_file(dataroot, tmp_path, damage):
+    ids = list(read_train(dataroot)["object_id"])
+    bad = dataroot / "photos" / f"{ids[3]}.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes(b"not a jpeg at all" if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(LayoutError, match=f"{ids[3]}.jpg: unreadable image"):
+        build_image_cache(dataroot, ids, 16, tmp_path / "cache")
+    left = [p.name for p in (tmp_path / "cache").iterdir()] if (tmp_path / "cache").exists() else []
+    assert [name for name in left if not name.endswith(".lock")] == []  # nothing half-written
+
+
+def test_missing_photo_names_the_file(dataroot, tmp_path):
+    with pytest.raises(LayoutError, match="nope.jpg: photo not found"):
+        build_image_cache(dataroot, ["nope"], 16, tmp_path / "cache")
+
+
+def test_dataset_returns_chw_uint8_and_targets(dataroot, tmp_path):
+    ids = list(read_train(dataroot)["object_id"])
+    cache = build_image_cache(dataroot, ids, 16, tmp_path / "cache")
+    targets = np.arange(len(ids), dtype=np.float32)[:, None]
+    ds = ImageDataset(cache, ids[::-1], targets[::-1])
+    image, target = ds[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 16, 16)
+    assert torch.equal(image, torch.from_numpy(np.array(cache[ids[-1]])).permute(2, 0, 1))
+    assert target.tolist() == [len(ids) - 1]
+    assert ImageDataset(cache, ids, None)[0][1].item() == -1
+    batch = torch.stack([ds[i][0] for i in range(4)])
+    x = normalize(batch)
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+    assert torch.allclose(x, batch.float() / 127.5 - 1, atol=1e-6)
+    mean, std = channel_stats(cache)
+    z = normalize(torch.from_numpy(np.ascontiguousarray(cache.array.transpose(0, 3, 1, 2))), mean, std)
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
+    with pytest.raises(KeyError, match="not in image cache"):
+        ImageDataset(cache, ["unknown"], None)

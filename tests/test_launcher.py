@@ -1,0 +1,210 @@
+"""launch.py / launcher: plans decided from run directories, and real tmux sessions running real tiny runs.
+
+The tmux tests start a private server (`tmux -L <unique>`), run train.py and evaluate.py for real on the tiny
+preset (one epoch, 32 px, one thread) and always kill the server in teardown.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import libtmux
+import pytest
+
+from launcher import LaunchError, launch_fold0123, plan_fold0123
+from launcher.layout import parse_devices, session_name
+from launcher.status import mark_failed, read_status
+from launcher.tmux import check_free
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "parameters" / "tiny" / "target.yml"
+SPLITS = ["3fold0", "3fold1", "3fold2", "all"]
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+def tiny_experiment(tmp_path: Path, name: str = "tiny", epochs: int = 1) -> Path:
+    """A tiny dataroot with its 3 folds, and an experiment config over parameters/tiny/target.yml using it."""
+    from data.folds import write_folds
+    from tests.fixtures import make_dataroot
+
+    dataroot = make_dataroot(tmp_path / "data")
+    write_folds(dataroot, 3, None, 0)
+    conf = tmp_path / f"{name}.yml"
+    conf.write_text(f"base: {TINY}\ndataroot: {dataroot}\ncheckpoints_dir: {tmp_path / 'runs'}\n"
+                    f"transfer_from: null\nepochs: {epochs}\n")
+    return conf
+
+
+def fake_run(run_dir: Path, epochs: int = 0, done: bool = False, evaluated: bool = False) -> Path:
+    """A run directory as train.py/evaluate.py leave it, without training (for the planner's decisions)."""
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    for epoch in range(1, epochs + 1):
+        (run_dir / f"{epoch}.pth").write_bytes(b"x")
+    if done:
+        (run_dir / "DONE").write_text("2026-01-01\n")
+    if evaluated and epochs:
+        (run_dir / "eval" / f"epoch{epochs}_metrics.json").write_text(json.dumps({"epoch": epochs}))
+    return run_dir
+
+
+@pytest.fixture
+def tmux_socket():
+    """A private tmux server name; the server (and everything it runs) is killed afterwards."""
+    name = f"h6test_{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def conf_only(tmp_path: Path) -> Path:
+    """A config for planning only (no dataroot needed)."""
+    conf = tmp_path / "plan.yml"
+    conf.write_text(f"base: {TINY}\ncheckpoints_dir: {tmp_path / 'runs'}\nexp: planned\n")
+    return conf
+
+
+# --- planning: pure decisions from config and run directories -------------------------------------------------
+
+def test_devices_cycle_over_gpus_and_cpu_divides_threads(conf_only: Path):
+    assert parse_devices("0,1,2,3", 4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert parse_devices("0,1", 4) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert parse_devices("cpu", 2) == ["cpu", "cpu"]
+    with pytest.raises(LaunchError, match="gpu7"):
+        parse_devices("0,gpu7", 4)
+    gpu = plan_fold0123(conf_only, devices="0,1,2,3", cores=16)
+    assert [(r.split, r.device, r.threads) for r in gpu.rows] == [
+        ("3fold0", "cuda:0", None), ("3fold1", "cuda:1", None), ("3fold2", "cuda:2", None), ("all", "cuda:3", None)]
+    assert all("threads=" not in " ".join(r.train_argv) for r in gpu.rows)
+    cpu = plan_fold0123(conf_only, devices="cpu", cores=16)
+    assert {r.threads for r in cpu.rows} == {4}
+    assert all(r.train_argv[-2:] == ("--set", "threads=4") and r.env == {"OMP_NUM_THREADS": "4"} for r in cpu.rows)
+    assert {r.threads for r in plan_fold0123(conf_only, devices="cpu", cores=2).rows} == {1}
+
+
+def test_plan_rows_panes_and_commands(conf_only: Path, tmp_path: Path):
+    plan = plan_fold0123(conf_only, devices="cpu", cores=8, overrides=["lr=0.5"])
+    assert plan.session == "fold0123_planned" and plan.exp == "planned"
+    assert [r.split for r in plan.rows] == SPLITS
+    assert [(p.split, p.role) for p in plan.panes] == [(s, role) for s in SPLITS for role in ("train", "loss", "eval")]
+    row = plan.rows[0]
+    assert row.run_dir == str(tmp_path / "runs" / "planned_3fold0")
+    assert list(row.train_argv[1:]) == ["train.py", "--conf", str(conf_only), "--split", "3fold0", "--device",
+                                        "cpu", "--set", "lr=0.5", "--set", "threads=2"]
+    assert list(row.eval_argv[1:]) == ["evaluate.py", "--run", row.run_dir, "--watch", "--device", "cpu"]
+    train, loss, evaluate = row.panes
+    assert "'3fold0 train (cpu)'" in train.command and "launcher.monitor" in loss.command
+    assert train.command.endswith(f"mark-failed {row.run_dir} --role train")
+    assert "OMP_NUM_THREADS=2 " in evaluate.command and "--role evaluate" in evaluate.command
+    assert list(plan.waiter_argv[-4:]) == [r.run_dir for r in plan.rows]
+    assert session_name("a.b:c") == "fold0123_a_b_c"
+
+
+def test_plan_skips_done_resumes_interrupted_and_evaluates_unevaluated(conf_only: Path, tmp_path: Path):
+    runs = tmp_path / "runs"
+    fake_run(runs / "planned_3fold0", epochs=2, done=True, evaluated=True)   # finished: skipped
+    fake_run(runs / "planned_3fold1", epochs=1)                              # interrupted: resumed
+    fake_run(runs / "planned_3fold2", epochs=2, done=True)                   # trained, last epoch not evaluated
+    (runs / "planned_all" / "FAILED").parent.mkdir(parents=True)
+    (runs / "planned_all" / "FAILED").write_text("RuntimeError: boom\n")     # failed: retried from scratch
+    plan = plan_fold0123(conf_only, devices="cpu", cores=8)
+    assert plan.skipped == (("3fold0", str(runs / "planned_3fold0")),)
+    rows = {r.split: r for r in plan.rows}
+    assert list(rows) == ["3fold1", "3fold2", "all"]
+    assert rows["3fold1"].resume and rows["3fold1"].train_argv[-1] == "--resume"
+    assert not rows["all"].resume and "--resume" not in rows["all"].train_argv
+    assert rows["3fold2"].train_done and "train.py" not in rows["3fold2"].panes[0].command
+    assert rows["3fold2"].panes[2].command.count("evaluate.py") == 1
+    assert {r.threads for r in plan.rows} == {2}  # 8 cores over the 3 rows that run
+    assert read_status(runs / "planned_all").state == "failed"
+
+
+def test_status_needs_done_and_the_last_epoch_evaluated(tmp_path: Path):
+    run = fake_run(tmp_path / "r", epochs=2, done=True)
+    assert read_status(run).state == "running" and "evaluating epoch 2" in read_status(run).detail
+    (run / "eval" / "epoch2_metrics.json").write_text("{}")
+    assert read_status(run).state == "done"
+    assert read_status(tmp_path / "missing").state == "pending"
+    # a trainer that died without a marker: the pane's `|| mark-failed` records it, once
+    crashed = tmp_path / "crashed"
+    assert mark_failed(crashed, "train") == crashed / "FAILED"
+    assert read_status(crashed).state == "failed"
+    assert mark_failed(crashed, "evaluate") is None  # the trainer's failure already tells the story
+
+
+def test_bad_config_key_is_one_clear_line(conf_only: Path):
+    with pytest.raises(LaunchError, match="unknown key 'no_such_key'"):
+        plan_fold0123(conf_only, overrides=["no_such_key=1"])
+    with pytest.raises(LaunchError, match="config file not found"):
+        plan_fold0123("parameters/none_such.yml")
+
+
+# --- real tmux ------------------------------------------------------------------------------------------------
+
+@needs_tmux
+def test_refuses_a_running_session_and_replaces_an_idle_leftover(tmux_socket: str, conf_only: Path):
+    server = libtmux.Server(socket_name=tmux_socket)
+    busy = server.new_session(session_name="fold0123_planned", window_name="done", attach=False)
+    busy.active_pane.send_keys("sleep 60", enter=True)
+    deadline = time.monotonic() + 10
+    while busy.active_window.active_pane.pane_current_command != "sleep" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(LaunchError, match="already exists and is running"):
+        check_free(server, "fold0123_planned")
+    busy.active_pane.send_keys("C-c", enter=False)
+    deadline = time.monotonic() + 10
+    while busy.active_window.active_pane.pane_current_command == "sleep" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check_free(server, "fold0123_planned")  # idle: replaced
+    assert not server.has_session("fold0123_planned")
+
+
+@needs_tmux
+@pytest.mark.integration
+def test_fold0123_in_tmux_runs_every_row_reports_the_failed_one_and_skips_finished_runs(
+        tmp_path: Path, tmux_socket: str):
+    conf = tiny_experiment(tmp_path)
+    dataroot = tmp_path / "data"
+    hidden = tmp_path / "3fold2_train.csv.hidden"
+    (dataroot / "3fold2_train.csv").rename(hidden)  # row 3fold2 must fail; the others must not care
+
+    cli = subprocess.run([sys.executable, "launch.py", "fold0123", "--conf", str(conf), "--devices", "cpu",
+                          "--socket", tmux_socket, "--wait"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "TMUX": ""})
+    assert cli.returncode != 0, cli.stdout + cli.stderr
+    assert "failed runs: 3fold2" in cli.stderr and "3fold2_train.csv" in cli.stderr, cli.stderr
+    runs = tmp_path / "runs"
+    for split in ("3fold0", "3fold1", "all"):
+        run = runs / f"tiny_{split}"
+        assert (run / "DONE").is_file() and (run / "1.pth").is_file()
+        assert (run / "eval" / "epoch1_metrics.json").is_file() and (run / "eval" / "epoch1_test.npz").is_file()
+        assert (run / "eval" / "epoch1_oof.npz").is_file() == (split != "all")
+        assert "loss" in (run / "loss.log").read_text().splitlines()[0]
+    assert (runs / "tiny_3fold2" / "FAILED").is_file() and not (runs / "tiny_3fold2" / "DONE").exists()
+
+    # the failed row's panes stayed open on their error, titled by split and role
+    server = libtmux.Server(socket_name=tmux_socket)
+    session = server.sessions.get(session_name="fold0123_tiny")
+    panes = session.windows.get(window_name="fold0123").panes
+    assert [p.pane_title for p in panes] == [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]
+    shown = "\n".join(panes[6].capture_pane(start="-", join_wrapped=True))
+    assert "error:" in shown and "3fold2_train.csv" in shown, shown
+
+    # relaunch once the split exists again: finished rows are skipped, the failed one runs (and succeeds)
+    hidden.rename(dataroot / "3fold2_train.csv")
+    result = launch_fold0123(conf, devices="cpu", socket_name=tmux_socket, wait=True, linger_s=0, verbose=False)
+    states = {o.split: o.state for o in result.outcomes}
+    assert states == {"3fold0": "skipped", "3fold1": "skipped", "3fold2": "done", "all": "skipped"}, \
+        result.summary()
+    assert result.ok and (runs / "tiny_3fold2" / "DONE").is_file()
+    assert not server.has_session("fold0123_tiny")  # the waiter closed the session once every row was DONE
+
+    # a third launch has nothing to do: no session at all
+    again = launch_fold0123(conf, devices="cpu", socket_name=tmux_socket, wait=True, verbose=False)
+    assert again.session is None and {o.state for o in again.outcomes} == {"skipped"}

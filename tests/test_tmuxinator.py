@@ -1,0 +1,144 @@
+"""tmuxinator/fold0123.yml: rendered by the real tmuxinator, compared with launcher.layout, started for real.
+
+`tmuxinator debug` prints the shell script `tmuxinator start` would run; its send-keys lines are the pane
+commands. They must equal what `plan_fold0123` builds (the libtmux launcher's commands), so the YAML and the
+launcher cannot drift. One real `tmuxinator start --no-attach` runs the tiny preset to DONE on a private socket.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from launcher import plan_fold0123
+from launcher.status import read_status
+from tests.test_launcher import SPLITS, TINY, fake_run, tiny_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+YML = ROOT / "tmuxinator" / "fold0123.yml"
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+pytestmark = pytest.mark.skipif(shutil.which("tmuxinator") is None or shutil.which("tmux") is None,
+                                reason="tmux and tmuxinator are not installed")
+
+
+def tmuxinator(command: str, *settings: str, cwd: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+    return subprocess.run(["tmuxinator", command, "-p", str(YML), *extra, *settings], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def sent_keys(script: str) -> dict[str, str]:
+    """{tmux target: command typed there} from the script tmuxinator debug prints (the `cd root` key excepted)."""
+    out = {}
+    for line in script.splitlines():
+        words = shlex.split(line) if "send-keys" in line else []
+        if not words:
+            continue
+        target = words[words.index("-t") + 1]
+        command = words[words.index("-t") + 2]
+        if command.startswith("cd "):
+            continue
+        out[target] = command
+    return out
+
+
+@pytest.fixture
+def socket_name():
+    name = f"h6mux_{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    path = tmp_path / "tinymux.yml"
+    path.write_text(f"base: {TINY}\ncheckpoints_dir: {tmp_path / 'runs'}\n")
+    return path
+
+
+def test_debug_renders_four_rows_of_three_panes_exactly_as_the_launcher_plans(conf: Path, tmp_path: Path):
+    rendered = tmuxinator("debug", f"conf={conf}", "devices=cpu", "socket=h6_debug_only", cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    script = rendered.stdout
+    plan = plan_fold0123(conf, devices="cpu", root=ROOT, python=str(VENV_PYTHON))
+    assert "new-session -d -s fold0123_tinymux -n fold0123" in script
+    assert "tmux -L h6_debug_only" in script and "select-layout -t fold0123_tinymux:0 tiled" in script
+    keys = sent_keys(script)
+    panes = {t: c for t, c in keys.items() if t.startswith("fold0123_tinymux:0.")}
+    assert list(panes) == [f"fold0123_tinymux:0.{i}" for i in range(12)]
+    assert list(panes.values()) == [p.command for p in plan.panes]  # the YAML and libtmux cannot drift
+    for i, split in enumerate(SPLITS):
+        train, loss, evaluate = (panes[f"fold0123_tinymux:0.{3 * i + j}"] for j in range(3))
+        run_dir = str(tmp_path / "runs" / f"tinymux_{split}")
+        assert f"train.py --conf {conf} --split {split} --device cpu --set threads=" in train
+        assert f"-T '{split} train (cpu)'" in train and f"mark-failed {run_dir} --role train" in train
+        assert f"-m launcher.monitor {run_dir}" in loss and f"-T '{split} loss'" in loss
+        assert f"evaluate.py --run {run_dir} --watch --device cpu" in evaluate
+    threads = max(1, (os.cpu_count() or 1) // 4)
+    assert all(f"OMP_NUM_THREADS={threads} " in panes[f"fold0123_tinymux:0.{3 * i}"] for i in range(4))
+    waiter = shlex.split(keys["fold0123_tinymux:1"])
+    assert waiter[1:5] == ["-m", "launcher.status", "wait", "--close"]
+    assert waiter[-4:] == [str(tmp_path / "runs" / f"tinymux_{s}") for s in SPLITS]
+    assert f"launcher.status clear {tmp_path / 'runs' / 'tinymux_3fold0'}" in script  # before the panes
+
+
+def test_debug_devices_checkpoints_and_finished_runs(conf: Path, tmp_path: Path):
+    elsewhere = tmp_path / "elsewhere"
+    fake_run(elsewhere / "tinymux_3fold1", epochs=1, done=True, evaluated=True)
+    rendered = tmuxinator("debug", f"conf={conf}", "devices=0,1,2,3", f"checkpoints={elsewhere}", cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    panes = [c for t, c in sent_keys(rendered.stdout).items() if ":0." in t]
+    assert len(panes) == 9  # 3fold1 is DONE and evaluated: no row
+    trains = panes[0::3]
+    assert [c.split("--split ")[1].split()[0] for c in trains] == ["3fold0", "3fold2", "all"]
+    assert [c.split("--device ")[1].split()[0] for c in trains] == ["cuda:0", "cuda:1", "cuda:2"]
+    assert all(f"--set checkpoints_dir={elsewhere}" in c and "threads=" not in c for c in trains)
+    assert f"--run {elsewhere / 'tinymux_all'} --watch --device cuda:2" in panes[8]
+
+
+def test_missing_conf_is_a_usage_error(tmp_path: Path):
+    rendered = tmuxinator("debug", "devices=cpu", cwd=tmp_path)
+    assert rendered.returncode != 0
+    assert "usage: tmuxinator start -p tmuxinator/fold0123.yml conf=" in rendered.stdout + rendered.stderr
+    missing = tmuxinator("debug", f"conf={tmp_path / 'none.yml'}", cwd=tmp_path)
+    assert missing.returncode != 0 and "none.yml: config file not found" in missing.stderr
+
+
+@pytest.mark.integration
+def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path, socket_name: str):
+    conf = tiny_experiment(tmp_path, name="tinystart")
+    started = tmuxinator("start", f"conf={conf}", "devices=cpu", f"socket={socket_name}", cwd=tmp_path,
+                         extra=("--no-attach",))
+    assert started.returncode == 0, started.stdout + started.stderr
+    runs = [tmp_path / "runs" / f"tinystart_{s}" for s in SPLITS]
+    titles = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = subprocess.run(["tmux", "-L", socket_name, "list-panes", "-t", "fold0123_tinystart:fold0123",
+                                 "-F", "#{pane_title}"], capture_output=True, text=True)
+        titles = listed.stdout.splitlines()
+        if titles == [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]:
+            break
+        time.sleep(0.5)
+    assert titles == [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline and not all(read_status(r).finished for r in runs):
+        time.sleep(1)
+    assert [read_status(r).state for r in runs] == ["done"] * 4, [read_status(r).detail for r in runs]
+    for run in runs:
+        assert (run / "1.pth").is_file() and (run / "eval" / "epoch1_metrics.json").is_file()
+    deadline = time.monotonic() + 30  # the waiter prints the elapsed minutes, lingers 5 s, closes the session
+    while time.monotonic() < deadline:
+        alive = subprocess.run(["tmux", "-L", socket_name, "has-session", "-t", "=fold0123_tinystart"],
+                               capture_output=True)
+        if alive.returncode != 0:
+            break
+        time.sleep(0.5)
+    assert alive.returncode != 0, "the session did not close itself after every run was DONE"
