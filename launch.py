@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             close=not args.no_close)
     except LaunchError as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: stopped waiting; the rows keep running (tmux ls / squeue to find them)")
     print(result.summary())
     if result.failed:
         names = ", ".join(f"{o.split} ({o.run_dir}: {o.detail})" for o in result.failed)

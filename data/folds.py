@@ -7,7 +7,10 @@ one for BatchNorm). The original moved single rows and so could split a series a
 leaks it; here only whole series move, and a move is taken only if it keeps every fold non-empty.
 
 Full alignment is often impossible: the k train sizes add up to (k-1)*n, so they can all be multiples of b only when
-(k-1)*n is. The plan then keeps scikit-learn's split and says why, instead of silently doing something else.
+(k-1)*n is. The plan then aligns k-1 folds and lets one fold take the remainder; its train size mod b is then
+(k-1)*n mod b whichever fold it is (arithmetic, not a choice), and the notes say which fold and what that remainder
+is, with a warning when it is 1 (a last batch of one image breaks BatchNorm in training mode). Only when not even
+k-1 folds can be aligned with whole-series moves does the plan keep scikit-learn's split, and it says why.
 """
 from __future__ import annotations
 
@@ -46,6 +49,14 @@ class FoldPlan:
     def indices(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(train_idx, test_idx) per fold, as scikit-learn splitters yield them."""
         return [(np.flatnonzero(self.fold != i), np.flatnonzero(self.fold == i)) for i in range(self.n_splits)]
+
+    def aligned_folds(self) -> list[int]:
+        """Folds whose train size is a multiple of the batch size (all of them when there is no batch size). `aligned`
+        says whether that is every fold; after a partial alignment it is all but one."""
+        train_sizes = _train_sizes(self.fold, self.n_splits)
+        if not self.batch_size or self.batch_size == 1:
+            return list(range(self.n_splits))
+        return [int(i) for i in np.flatnonzero(train_sizes % self.batch_size == 0)]
 
 
 class StratifiedGroupKFoldBatched:
@@ -129,44 +140,70 @@ def _is_aligned(fold: np.ndarray, n_splits: int, batch_size: int | None) -> bool
 
 def align_to_batches(plan: FoldPlan, y: np.ndarray, groups: np.ndarray, candidates: int = 8,
                      tolerance: float = 0.005) -> FoldPlan:
-    """Move whole series between held-out parts until every fold's train size is a multiple of the batch size.
+    """Move whole series between held-out parts until every fold's train size is a multiple of the batch size, or,
+    when the arithmetic forbids that, every fold but one.
 
-    Train size of fold i is n - s_i (s_i its held-out size), so each s_i must become n mod b. Candidate target
-    sizes are tried fewest-moved-rows first; each is realised by exact subset sums over the giving folds' series,
+    Train size of fold i is n - s_i (s_i its held-out size), so each aligned s_i must become n mod b. Candidate target
+    sizes are tried fewest-moved-rows first (for a partial alignment: over every choice of the fold that takes the
+    remainder, the last fold first on a tie); each is realised by exact subset sums over the giving folds' series,
     then polished by swapping a moved series for an equally large one with a better class mix. Of the first
     `candidates` feasible plans, the one moving fewest rows wins among those whose class-ratio gap is within
     `tolerance` of the best (fewer moved rows also keeps fold sizes close to scikit-learn's).
     """
     k, b, n = plan.n_splits, plan.batch_size, len(plan.fold)
     keep = f"kept scikit-learn's split: train sizes {_train_sizes(plan.fold, k).tolist()}"
-    if ((k - 1) * n) % b:
-        reason = (f"batch alignment impossible: the {k} train sizes add up to (k-1)*n = {(k - 1) * n}, "
-                  f"not a multiple of batch size {b}; {keep}")
-        return FoldPlan(plan.fold, k, b, aligned=False, notes=plan.notes + [reason])
+    remainder = ((k - 1) * n) % b
+    sizes = np.bincount(plan.fold, minlength=k)
+    if remainder == 0:
+        targets = [(target, None) for target in _target_sizes(sizes, n, b)]
+    else:
+        targets = _partial_target_sizes(sizes, n, b)
     series = _SeriesTable.build(y, groups)
     start = series.fold_of(plan.fold)
     feasible = []
-    for target in _target_sizes(np.bincount(plan.fold, minlength=k), n, b):
+    for target, unaligned in targets:
         series_fold = _realise(series, start, target)
         if series_fold is not None:
             series_fold = _polish(series, start, series_fold)
             moved = int(series.size[series_fold != start].sum())
-            feasible.append((series.deviation(series_fold, k), moved, series_fold))
+            feasible.append((series.deviation(series_fold, k), moved, series_fold, unaligned))
         if len(feasible) == candidates:
             break
     if not feasible:
-        reach = max(_search_steps(k))
-        reason = (f"batch alignment impossible: no move of whole series makes every train size a multiple of "
-                  f"{b} within {reach} batch(es) of scikit-learn's fold sizes without emptying a fold; {keep}")
+        reach = max(_search_steps(k if remainder == 0 else k - 1))
+        if remainder == 0:
+            goal = "every train size"
+        else:
+            goal = (f"even {k - 1} of the {k} train sizes (all {k} cannot be: they add up to (k-1)*n = {(k - 1) * n}, "
+                    f"not a multiple of {b})")
+        reason = (f"batch alignment impossible: no move of whole series makes {goal} a multiple of {b} within "
+                  f"{reach} batch(es) of scikit-learn's fold sizes without emptying a fold; {keep}")
         return FoldPlan(plan.fold, k, b, aligned=False, notes=plan.notes + [reason])
-    best = min(dev for dev, _, _ in feasible)
-    _, moved, series_fold = min((item for item in feasible if item[0] <= best + tolerance), key=lambda item: item[1])
+    best = min(item[0] for item in feasible)
+    _, moved, series_fold, unaligned = min((item for item in feasible if item[0] <= best + tolerance),
+                                           key=lambda item: item[1])
     moves = [SeriesMove(str(series.ids[s]), int(series.size[s]), int(start[s]), int(series_fold[s]))
              for s in np.flatnonzero(series_fold != start)]
     rows = "row" if moved == 1 else "rows"
-    note = (f"batch alignment: moved {len(moves)} whole series ({moved} {rows}) between folds; held-out class ratio "
-            f"gap {ratio_deviation(plan.fold, y, k):.3f} -> {series.deviation(series_fold, k):.3f}")
-    return FoldPlan(series_fold[series.of_row], k, b, aligned=True, moves=moves, notes=plan.notes + [note])
+    how = (f"moved {len(moves)} whole series ({moved} {rows}) between folds" if moves
+           else "scikit-learn's split needed no moves")
+    gap = f"held-out class ratio gap {ratio_deviation(plan.fold, y, k):.3f} -> {series.deviation(series_fold, k):.3f}"
+    fold = series_fold[series.of_row]
+    if unaligned is None:
+        note = f"batch alignment: {how}; {gap}"
+        return FoldPlan(fold, k, b, aligned=True, moves=moves, notes=plan.notes + [note])
+    aligned = [i for i in range(k) if i != unaligned]
+    unaligned_train = int(_train_sizes(fold, k)[unaligned])
+    notes = [f"batch alignment: folds {', '.join(map(str, aligned))} aligned (train sizes multiples of {b}); "
+             f"fold {unaligned} NOT aligned, it takes the remainder: the {k} train sizes add up to "
+             f"(k-1)*n = {(k - 1) * n} = {(k - 1) * n // b}*{b} + {remainder}, so one fold's train size must leave "
+             f"{remainder} over (fold {unaligned}: {unaligned_train} = {unaligned_train // b}*{b} + {remainder}); "
+             f"{how}; {gap}"]
+    if remainder == 1:
+        notes.append(f"warning: fold {unaligned}'s last training batch holds 1 image, which breaks BatchNorm in "
+                     f"training mode; whichever fold takes the remainder gets this, so drop the last batch or pick "
+                     f"another batch size")
+    return FoldPlan(fold, k, b, aligned=False, moves=moves, notes=plan.notes + notes)
 
 
 @dataclass
@@ -217,6 +254,29 @@ def _target_sizes(sizes: np.ndarray, n: int, b: int, limit: int = 100) -> list[n
             found.append((sum(abs(d) for d in deltas), deltas))
     found.sort()
     return [sizes + np.array(deltas) for _, deltas in found[:limit]]
+
+
+def _partial_target_sizes(sizes: np.ndarray, n: int, b: int, limit: int = 100) -> list[tuple[np.ndarray, int]]:
+    """(held-out sizes, unaligned fold) with every fold but `unaligned` at s_i = n (mod b); the unaligned fold takes
+    what is left, which must stay within 0 < s < n. Fewest moved rows first; on a tie the later unaligned fold first,
+    so the last fold takes the remainder when nothing else decides."""
+    k = len(sizes)
+    steps = _search_steps(k - 1)  # k-1 folds are searched, the last one follows from the total
+    found = []
+    for unaligned in range(k - 1, -1, -1):
+        options = []
+        for i, s in enumerate(sizes):
+            if i != unaligned:
+                r = (n - s) % b
+                options.append([r + j * b for j in steps if 0 < s + r + j * b < n])
+        for deltas in itertools.product(*options):
+            rest = -sum(deltas)
+            if 0 < sizes[unaligned] + rest < n:
+                full = list(deltas)
+                full.insert(unaligned, rest)
+                found.append((sum(abs(d) for d in full), k - 1 - unaligned, full, unaligned))
+    found.sort(key=lambda item: item[:2])
+    return [(sizes + np.array(full), unaligned) for _, _, full, unaligned in found[:limit]]
 
 
 def _search_steps(k: int) -> tuple[int, ...]:
@@ -367,7 +427,8 @@ class FoldsReport:
                  f"k={self.k}, batch size {b}, seed {self.seed}",
                  f"overall class ratios        {_ratios(self.overall)}"]
         for f in self.folds:
-            align = "" if not b else (f", train % {b} = {f.n_train % b}" + (" ok" if f.n_train % b == 0 else ""))
+            align = "" if not b else (f", train % {b} = {f.n_train % b:<3d}"
+                                      + ("aligned" if f.n_train % b == 0 else "NOT aligned (see note)"))
             gap = np.abs(f.test_ratios - self.overall).max()
             lines.append(f"fold {f.index}: train {f.n_train:5d}  held out {f.n_test:5d}{align}")
             lines.append(f"  held-out class ratios     {_ratios(f.test_ratios)}  (max gap {gap:.3f})")

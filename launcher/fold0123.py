@@ -108,8 +108,12 @@ def _in_split_order(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
 
 
 def _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, verbose) -> list[RunOutcome]:
+    import shutil
+
     from launcher import tmux
 
+    if shutil.which("tmux") is None:
+        raise LaunchError("tmux is not installed: install it (apt-get install tmux) or use --executor local")
     server = tmux.tmux_server(socket_name)
     tmux.start_session(plan, server)
     result.session = plan.session

@@ -62,7 +62,7 @@ def metrics_file(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / "eval" / f"epoch{int(epoch)}_metrics.json"
 
 
-def _first_line(path: Path) -> str:
+def _last_line(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
@@ -75,9 +75,9 @@ def read_status(run_dir: str | Path) -> RunStatus:
     epochs = checkpoint_epochs(run_dir)
     last = epochs[-1] if epochs else None
     if (run_dir / FAILED).is_file():
-        return RunStatus(run_dir, "failed", "train: " + (_first_line(run_dir / FAILED) or "FAILED"), last)
+        return RunStatus(run_dir, "failed", "train: " + (_last_line(run_dir / FAILED) or "FAILED"), last)
     if (run_dir / EVAL_FAILED).is_file():
-        return RunStatus(run_dir, "failed", "evaluate: " + (_first_line(run_dir / EVAL_FAILED) or "failed"), last)
+        return RunStatus(run_dir, "failed", "evaluate: " + (_last_line(run_dir / EVAL_FAILED) or "failed"), last)
     if (run_dir / DONE).is_file():
         if last is None or metrics_file(run_dir, last).is_file():
             return RunStatus(run_dir, "done", f"DONE, {last or 0} epochs evaluated", last)

@@ -138,15 +138,103 @@ def test_batch_alignment_moves_only_whole_series(k, b, seed):
         assert len(np.unique(plan.fold[groups == series])) == 1, f"series {series} split after moving"
 
 
-def test_alignment_impossible_by_arithmetic_keeps_split_and_says_so():
-    y, groups = series_data(150, 0)
-    if (2 * len(y)) % 8 == 0:
+def assert_moves_are_whole_series(plan, before, groups):
+    changed_rows = plan.fold != before
+    assert set(groups[changed_rows]) == {m.series for m in plan.moves}, "rows outside the moved series changed fold"
+    for move in plan.moves:
+        rows = groups == move.series
+        assert rows.sum() == move.size
+        assert (before[rows] == move.from_fold).all() and (plan.fold[rows] == move.to_fold).all()
+    for series in np.unique(groups):
+        assert len(np.unique(plan.fold[groups == series])) == 1, f"series {series} split after moving"
+
+
+def assert_partially_aligned(plan, y, groups, k, b):
+    """k-1 folds aligned, one taking the (k-1)*n mod b remainder, every row held out once, no fold empty, and the
+    note naming both the aligned folds and the one that is not."""
+    n = len(y)
+    remainder = ((k - 1) * n) % b
+    train_sizes = n - np.bincount(plan.fold, minlength=k)
+    assert remainder and not plan.aligned, plan.notes
+    assert len(plan.aligned_folds()) == k - 1, (train_sizes, plan.notes)
+    (unaligned,) = set(range(k)) - set(plan.aligned_folds())
+    assert train_sizes[unaligned] % b == remainder
+    assert (np.delete(train_sizes, unaligned) % b == 0).all()
+    assert ((plan.fold >= 0) & (plan.fold < k)).all() and np.bincount(plan.fold, minlength=k).min() > 0
+    assert 0 < train_sizes.min() and train_sizes.max() < n
+    note = next(note for note in plan.notes if note.startswith("batch alignment:"))
+    assert f"fold {unaligned} NOT aligned" in note, note
+    assert "folds " + ", ".join(str(i) for i in range(k) if i != unaligned) + " aligned" in note, note
+    assert f"{remainder} over" in note, note
+    return unaligned
+
+
+@pytest.mark.parametrize("k,b,seed,mixed", [(3, 8, 0, False), (3, 16, 1, True), (4, 8, 2, False), (5, 8, 3, True)])
+def test_partial_alignment_when_all_k_folds_cannot_be(k, b, seed, mixed):
+    """(k-1)*n not a multiple of b: all k folds can never be aligned, so k-1 are, moving only whole series."""
+    y, groups = series_data(160 + 11 * seed, seed, mixed=mixed)
+    if ((k - 1) * len(y)) % b == 0:
         y, groups = y[:-1], groups[:-1]
-        assert (2 * len(y)) % 8
-    plan = plan_folds(y, groups, 3, 8, seed=0)
+    before = sklearn_fold(y, groups, k, seed)
+    plan = plan_folds(y, groups, k, b, seed)
+    assert_partially_aligned(plan, y, groups, k, b)
+    assert_moves_are_whole_series(plan, before, groups)
+    assert ratio_deviation(plan.fold, y, k) <= ratio_deviation(before, y, k) + 0.02
+    np.testing.assert_array_equal(plan.fold, plan_folds(y, groups, k, b, seed).fold)  # deterministic
+    splits = list(StratifiedGroupKFoldBatched(k, b, seed).split(None, y, groups))
+    held_out = np.concatenate([test for _, test in splits])
+    assert sorted(held_out.tolist()) == list(range(len(y))), "every row held out exactly once"
+
+
+def test_real_like_arithmetic_now_aligns_k_minus_1():
+    """The bundled dataset's numbers: 3028 rows in ~1528 series, k=3, b=64. 2*3028 = 6056 = 94*64 + 40, which used to
+    mean "impossible, kept scikit-learn's split"; now two folds are aligned and one trains on 64*m + 40 rows."""
+    y, groups = series_data(1700, 11, max_size=3)
+    y, groups = y[:3028], groups[:3028]
+    assert len(y) == 3028 and (2 * len(y)) % 64 == 40
+    before = sklearn_fold(y, groups, 3, 0)
+    plan = plan_folds(y, groups, 3, 64, 0)
+    assert_partially_aligned(plan, y, groups, 3, 64)
+    assert_moves_are_whole_series(plan, before, groups)
+    assert ratio_deviation(plan.fold, y, 3) <= ratio_deviation(before, y, 3) + 0.01
+    assert not any(note.startswith("warning:") for note in plan.notes), "a remainder of 40 is no batch of one"
+
+
+def test_partial_alignment_already_given_by_sklearn_moves_nothing():
+    """When scikit-learn's split already aligns k-1 folds, nothing moves and the note says so."""
+    for seed in range(40):
+        y, groups = series_data(120, seed)
+        before = sklearn_fold(y, groups, 4, seed)
+        if (3 * len(y)) % 4 and ((len(y) - np.bincount(before)) % 4 == 0).sum() == 3:
+            break
+    else:
+        raise AssertionError("no suitable synthetic case")
+    plan = plan_folds(y, groups, 4, 4, seed)
+    np.testing.assert_array_equal(plan.fold, before)
+    assert not plan.moves and "needed no moves" in plan.notes[-1]
+    assert_partially_aligned(plan, y, groups, 4, 4)
+
+
+def test_remainder_of_one_is_warned_about():
+    """k=4, b=8, n = 3 (mod 8): 3n = 1 (mod 8), so whichever fold is unaligned ends on a batch of one image."""
+    y, groups = series_data(200, 5)
+    y, groups = y[: len(y) - (len(y) - 3) % 8], groups[: len(y) - (len(y) - 3) % 8]
+    assert (3 * len(y)) % 8 == 1
+    plan = plan_folds(y, groups, 4, 8, 5)
+    unaligned = assert_partially_aligned(plan, y, groups, 4, 8)
+    assert plan.notes[-1].startswith(f"warning: fold {unaligned}'s last training batch holds 1 image"), plan.notes
+
+
+def test_partial_alignment_impossible_keeps_split_and_says_so():
+    """13 rows in series of 6, 4 and 3, k=3, b=4: each fold holds one series out, and two held-out sizes would have
+    to be 1 (mod 4); none is, and no whole-series move can change that without emptying a fold."""
+    y = np.array([0] * 6 + [1] * 4 + [2] * 3)
+    groups = np.array(["a"] * 6 + ["b"] * 4 + ["c"] * 3)
+    plan = plan_folds(y, groups, 3, 4, seed=0)
     assert not plan.aligned and not plan.moves
     np.testing.assert_array_equal(plan.fold, sklearn_fold(y, groups, 3, 0))
-    assert "impossible" in plan.notes[-1] and "kept scikit-learn's split" in plan.notes[-1]
+    assert "impossible" in plan.notes[-1] and "even 2 of the 3 train sizes" in plan.notes[-1]
+    assert "kept scikit-learn's split" in plan.notes[-1]
 
 
 def test_alignment_impossible_with_whole_series_keeps_split_and_says_so():
@@ -197,6 +285,21 @@ def test_cli_is_deterministic_and_prints_the_summary(bigroot):
         return out.stdout, {p.name: p.read_bytes() for p in bigroot.glob("3fold*.csv")}
     stdout, first = run(0)
     assert len(first) == 6 and "fold 0: train" in stdout and "train % 8" in stdout
+    assert "NOT aligned" not in stdout and stdout.count(" aligned") == 3  # 2*200 rows: all 3 folds align
+
+
+def test_summary_marks_aligned_folds_and_names_the_unaligned_one(bigroot):
+    report = write_folds(bigroot, k=3, batch_size=64, seed=0)  # 2*200 = 6*64 + 16: one fold takes 16 over
+    (unaligned,) = set(range(3)) - set(report.plan.aligned_folds())
+    lines = report.summary().splitlines()
+    for f in report.folds:
+        line = next(line for line in lines if line.startswith(f"fold {f.index}: train"))
+        if f.index == unaligned:
+            assert line.endswith("train % 64 = 16 NOT aligned (see note)"), line
+        else:
+            assert line.endswith("train % 64 = 0  aligned"), line
+    assert any(line.startswith(f"note: batch alignment: ") and f"fold {unaligned} NOT aligned" in line
+               for line in lines), lines
     assert run(0)[1] == first
     assert run(1)[1] != first
 

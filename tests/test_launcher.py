@@ -193,6 +193,9 @@ def test_fold0123_in_tmux_runs_every_row_reports_the_failed_one_and_skips_finish
     session = server.sessions.get(session_name="fold0123_tiny")
     panes = session.windows.get(window_name="fold0123").panes
     assert [p.pane_title for p in panes] == [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]
+    grid = sorted((int(p.pane_top), int(p.pane_left), p.pane_title) for p in panes)
+    assert len({top for top, _, _ in grid}) == 4  # four rows of three: one split per row, train | loss | eval
+    assert [t for _, _, t in grid] == [p.pane_title for p in panes]
     shown = "\n".join(panes[6].capture_pane(start="-", join_wrapped=True))
     assert "error:" in shown and "3fold2_train.csv" in shown, shown
 

@@ -128,6 +128,9 @@ def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path
             break
         time.sleep(0.5)
     assert titles == [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]
+    border = subprocess.run(["tmux", "-L", socket_name, "show-options", "-w", "-t", "fold0123_tinystart:fold0123",
+                             "pane-border-status"], capture_output=True, text=True).stdout
+    assert border.strip() == "pane-border-status top"  # the titles are on show (set by the waiter)
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline and not all(read_status(r).finished for r in runs):
         time.sleep(1)
