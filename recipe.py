@@ -84,6 +84,33 @@ def make_tag_vectors(cfg: dict) -> None:
             "--epochs", str(w2v["epochs"]), "--seed", str(cfg["seed"]))
 
 
+def pretext(cfg: dict) -> None:
+    """The jigsaw run on split `all`, through the launcher so it resumes or skips like every other run."""
+    stage(f"pretext: {cfg['pretext']} on split all")
+    run_cli("launch.py", "fold0123", "--conf", cfg["pretext"], "--splits", "all", "--devices", str(cfg["devices"]),
+            "--wait")
+
+
+def fold0123(cfg: dict) -> None:
+    for conf in cfg["tasks"]:
+        stage(f"fold0123: {conf}")
+        run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg["devices"]), "--wait")
+
+
+def stack(cfg: dict) -> None:
+    stage(f"stacking: {cfg['stack']}")
+    run_cli("stack.py", "--conf", cfg["stack"])
+
+
+def where(cfg: dict) -> None:
+    stage("where things are")
+    stack_cfg = load_config(cfg["stack"])
+    runs = sorted({str(Path(load_config(c)["checkpoints_dir"])) for c in [cfg["pretext"], *cfg["tasks"]]})
+    print(f"dataroot     {cfg['dataroot']}  (answers: {cfg['answers']})")
+    print(f"runs         {', '.join(runs)}  (one folder per experiment x split)")
+    print(f"submission   {stack_cfg['out_dir']}/  (newest *.csv, its *_report.md and plots beside it)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
@@ -93,8 +120,12 @@ def main() -> None:
         build_dataset(cfg)
         make_folds(cfg)
         make_tag_vectors(cfg)
+        pretext(cfg)
+        fold0123(cfg)
+        stack(cfg)
     except subprocess.CalledProcessError as err:
         sys.exit(f"error: stage failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
+    where(cfg)
     stage("done")
     print(clock.report())
 

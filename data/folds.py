@@ -143,10 +143,12 @@ def align_to_batches(plan: FoldPlan, y: np.ndarray, groups: np.ndarray, candidat
     """Move whole series between held-out parts until every fold's train size is a multiple of the batch size, or,
     when the arithmetic forbids that, every fold but one.
 
-    Train size of fold i is n - s_i (s_i its held-out size), so each aligned s_i must become n mod b. Candidate target
-    sizes are tried fewest-moved-rows first (for a partial alignment: over every choice of the fold that takes the
-    remainder, the last fold first on a tie); each is realised by exact subset sums over the giving folds' series,
-    then polished by swapping a moved series for an equally large one with a better class mix. Of the first
+    Train size of fold i is n - s_i (s_i its held-out size), so each aligned s_i must become n mod b. When all k
+    cannot be aligned, the fold left over trains on b*m + r rows with r = (k-1)*n mod b whichever fold it is; if r is
+    1 that is a last batch of one image, so two folds share the remainder instead (neither left with 1) where whole
+    series allow it, and k-1 folds with a warning where they do not. Candidate target sizes are tried fewest-moved-rows
+    first (on a tie the last fold takes the remainder); each is realised by exact subset sums over the giving folds'
+    series, then polished by swapping a moved series for an equally large one with a better class mix. Of the first
     `candidates` feasible plans, the one moving fewest rows wins among those whose class-ratio gap is within
     `tolerance` of the best (fewer moved rows also keeps fold sizes close to scikit-learn's).
     """
@@ -154,12 +156,64 @@ def align_to_batches(plan: FoldPlan, y: np.ndarray, groups: np.ndarray, candidat
     keep = f"kept scikit-learn's split: train sizes {_train_sizes(plan.fold, k).tolist()}"
     remainder = ((k - 1) * n) % b
     sizes = np.bincount(plan.fold, minlength=k)
-    if remainder == 0:
-        targets = [(target, None) for target in _target_sizes(sizes, n, b)]
-    else:
-        targets = _partial_target_sizes(sizes, n, b)
     series = _SeriesTable.build(y, groups)
     start = series.fold_of(plan.fold)
+    if remainder == 0:
+        searches = [[(target, ()) for target in _target_sizes(sizes, n, b)]]
+    else:
+        searches = [_partial_target_sizes(sizes, n, b, share=False)]
+        if remainder == 1:
+            searches.insert(0, _partial_target_sizes(sizes, n, b, share=True))
+    for targets in searches:
+        found = _best_realisation(series, start, targets, k, candidates, tolerance)
+        if found is not None:
+            break
+    else:
+        reach = max(_search_steps(k if remainder == 0 else k - 1))
+        if remainder == 0:
+            goal = "every train size"
+        else:
+            goal = (f"even {k - 1} of the {k} train sizes (all {k} cannot be: they add up to (k-1)*n = {(k - 1) * n}, "
+                    f"not a multiple of {b})")
+        reason = (f"batch alignment impossible: no move of whole series makes {goal} a multiple of {b} within "
+                  f"{reach} batch(es) of scikit-learn's fold sizes without emptying a fold; {keep}")
+        return FoldPlan(plan.fold, k, b, aligned=False, notes=plan.notes + [reason])
+    series_fold, unaligned = found
+    moves = [SeriesMove(str(series.ids[s]), int(series.size[s]), int(start[s]), int(series_fold[s]))
+             for s in np.flatnonzero(series_fold != start)]
+    moved = sum(move.size for move in moves)
+    rows = "row" if moved == 1 else "rows"
+    how = (f"moved {len(moves)} whole series ({moved} {rows}) between folds" if moves
+           else "scikit-learn's split needed no moves")
+    gap = f"held-out class ratio gap {ratio_deviation(plan.fold, y, k):.3f} -> {series.deviation(series_fold, k):.3f}"
+    fold = series_fold[series.of_row]
+    if not unaligned:
+        note = f"batch alignment: {how}; {gap}"
+        return FoldPlan(fold, k, b, aligned=True, moves=moves, notes=plan.notes + [note])
+    train = _train_sizes(fold, k)
+    aligned = [i for i in range(k) if i not in unaligned]
+    total = f"the {k} train sizes add up to (k-1)*n = {(k - 1) * n} = {(k - 1) * n // b}*{b} + {remainder}"
+    left = ", ".join(f"fold {u}: {train[u]} = {train[u] // b}*{b} + {train[u] % b}" for u in unaligned)
+    head = (f"batch alignment: folds {', '.join(map(str, aligned))} aligned (train sizes multiples of {b}); "
+            if aligned else "batch alignment: no fold aligned; ")
+    if len(unaligned) == 1:
+        notes = [f"{head}fold {unaligned[0]} NOT aligned, it takes the remainder: {total}, so one fold's train size "
+                 f"must leave {remainder} over ({left}); {how}; {gap}"]
+        if remainder == 1:
+            notes.append(f"warning: fold {unaligned[0]}'s last training batch holds 1 image, which breaks BatchNorm "
+                         f"in training mode; no whole-series split of the remainder over two folds avoids it, so "
+                         f"drop the last batch or pick another batch size")
+    else:
+        names = " and ".join(map(str, unaligned))
+        notes = [f"{head}folds {names} NOT aligned, they share the remainder: {total}, and one fold taking it would "
+                 f"end on a training batch of 1 image (breaks BatchNorm), so two folds leave more than 1 over "
+                 f"({left}); {how}; {gap}"]
+    return FoldPlan(fold, k, b, aligned=False, moves=moves, notes=plan.notes + notes)
+
+
+def _best_realisation(series: "_SeriesTable", start: np.ndarray, targets: list[tuple[np.ndarray, tuple[int, ...]]],
+                      k: int, candidates: int, tolerance: float) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """(series-to-fold assignment, unaligned folds) of the best of the first `candidates` realisable targets."""
     feasible = []
     for target, unaligned in targets:
         series_fold = _realise(series, start, target)
@@ -170,40 +224,11 @@ def align_to_batches(plan: FoldPlan, y: np.ndarray, groups: np.ndarray, candidat
         if len(feasible) == candidates:
             break
     if not feasible:
-        reach = max(_search_steps(k if remainder == 0 else k - 1))
-        if remainder == 0:
-            goal = "every train size"
-        else:
-            goal = (f"even {k - 1} of the {k} train sizes (all {k} cannot be: they add up to (k-1)*n = {(k - 1) * n}, "
-                    f"not a multiple of {b})")
-        reason = (f"batch alignment impossible: no move of whole series makes {goal} a multiple of {b} within "
-                  f"{reach} batch(es) of scikit-learn's fold sizes without emptying a fold; {keep}")
-        return FoldPlan(plan.fold, k, b, aligned=False, notes=plan.notes + [reason])
+        return None
     best = min(item[0] for item in feasible)
-    _, moved, series_fold, unaligned = min((item for item in feasible if item[0] <= best + tolerance),
-                                           key=lambda item: item[1])
-    moves = [SeriesMove(str(series.ids[s]), int(series.size[s]), int(start[s]), int(series_fold[s]))
-             for s in np.flatnonzero(series_fold != start)]
-    rows = "row" if moved == 1 else "rows"
-    how = (f"moved {len(moves)} whole series ({moved} {rows}) between folds" if moves
-           else "scikit-learn's split needed no moves")
-    gap = f"held-out class ratio gap {ratio_deviation(plan.fold, y, k):.3f} -> {series.deviation(series_fold, k):.3f}"
-    fold = series_fold[series.of_row]
-    if unaligned is None:
-        note = f"batch alignment: {how}; {gap}"
-        return FoldPlan(fold, k, b, aligned=True, moves=moves, notes=plan.notes + [note])
-    aligned = [i for i in range(k) if i != unaligned]
-    unaligned_train = int(_train_sizes(fold, k)[unaligned])
-    notes = [f"batch alignment: folds {', '.join(map(str, aligned))} aligned (train sizes multiples of {b}); "
-             f"fold {unaligned} NOT aligned, it takes the remainder: the {k} train sizes add up to "
-             f"(k-1)*n = {(k - 1) * n} = {(k - 1) * n // b}*{b} + {remainder}, so one fold's train size must leave "
-             f"{remainder} over (fold {unaligned}: {unaligned_train} = {unaligned_train // b}*{b} + {remainder}); "
-             f"{how}; {gap}"]
-    if remainder == 1:
-        notes.append(f"warning: fold {unaligned}'s last training batch holds 1 image, which breaks BatchNorm in "
-                     f"training mode; whichever fold takes the remainder gets this, so drop the last batch or pick "
-                     f"another batch size")
-    return FoldPlan(fold, k, b, aligned=False, moves=moves, notes=plan.notes + notes)
+    _, _, series_fold, unaligned = min((item for item in feasible if item[0] <= best + tolerance),
+                                       key=lambda item: item[1])
+    return series_fold, unaligned
 
 
 @dataclass
@@ -256,27 +281,38 @@ def _target_sizes(sizes: np.ndarray, n: int, b: int, limit: int = 100) -> list[n
     return [sizes + np.array(deltas) for _, deltas in found[:limit]]
 
 
-def _partial_target_sizes(sizes: np.ndarray, n: int, b: int, limit: int = 100) -> list[tuple[np.ndarray, int]]:
-    """(held-out sizes, unaligned fold) with every fold but `unaligned` at s_i = n (mod b); the unaligned fold takes
-    what is left, which must stay within 0 < s < n. Fewest moved rows first; on a tie the later unaligned fold first,
-    so the last fold takes the remainder when nothing else decides."""
+def _partial_target_sizes(sizes: np.ndarray, n: int, b: int, share: bool,
+                          limit: int = 100) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    """(held-out sizes, unaligned folds): every other fold at s_i = n (mod b), the last unaligned fold taking what is
+    left (0 < s < n). With `share`, two folds are unaligned, each left with a train size of neither 0 nor 1 (mod b),
+    the first anywhere within a batch of its size. Fewest moved rows first; on a tie later unaligned folds first, so
+    the last fold takes the remainder when nothing else decides."""
     k = len(sizes)
-    steps = _search_steps(k - 1)  # k-1 folds are searched, the last one follows from the total
     found = []
-    for unaligned in range(k - 1, -1, -1):
-        options = []
-        for i, s in enumerate(sizes):
-            if i != unaligned:
-                r = (n - s) % b
-                options.append([r + j * b for j in steps if 0 < s + r + j * b < n])
-        for deltas in itertools.product(*options):
-            rest = -sum(deltas)
-            if 0 < sizes[unaligned] + rest < n:
-                full = list(deltas)
-                full.insert(unaligned, rest)
-                found.append((sum(abs(d) for d in full), k - 1 - unaligned, full, unaligned))
+    for rest_fold in range(k - 1, -1, -1):
+        shared = [i for i in range(k - 1, -1, -1) if i != rest_fold] if share else [None]
+        for free in shared:
+            steps = _search_steps(k - 1 - (free is not None))
+            order, options = [], []
+            for i, s in enumerate(sizes):
+                if i == rest_fold:
+                    continue
+                order.append(i)
+                if i == free:
+                    options.append([d for d in range(-b, b + 1) if 0 < s + d < n and (n - s - d) % b > 1])
+                else:
+                    r = (n - s) % b
+                    options.append([r + j * b for j in steps if 0 < s + r + j * b < n])
+            for deltas in itertools.product(*options):
+                full = np.zeros(k, dtype=int)
+                full[order] = deltas
+                full[rest_fold] = -sum(deltas)
+                size = sizes[rest_fold] + full[rest_fold]
+                if 0 < size < n and (not share or (n - size) % b > 1):
+                    unaligned = (rest_fold,) if free is None else tuple(sorted((free, rest_fold)))
+                    found.append((int(np.abs(full).sum()), [-u for u in unaligned], full, unaligned))
     found.sort(key=lambda item: item[:2])
-    return [(sizes + np.array(full), unaligned) for _, _, full, unaligned in found[:limit]]
+    return [(sizes + full, unaligned) for _, _, full, unaligned in found[:limit]]
 
 
 def _search_steps(k: int) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ launcher cannot drift. One real `tmuxinator start --no-attach` runs the tiny pre
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -118,19 +119,18 @@ def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path
                          extra=("--no-attach",))
     assert started.returncode == 0, started.stdout + started.stderr
     runs = [tmp_path / "runs" / f"tinystart_{s}" for s in SPLITS]
-    titles = []
+    wanted = [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]
+    titles, border = [], ""
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        listed = subprocess.run(["tmux", "-L", socket_name, "list-panes", "-t", "fold0123_tinystart:fold0123",
-                                 "-F", "#{pane_title}"], capture_output=True, text=True)
-        titles = listed.stdout.splitlines()
-        if titles == [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]:
-            break
+    while time.monotonic() < deadline and (titles != wanted or border != "pane-border-status top"):
         time.sleep(0.5)
-    assert titles == [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]
-    border = subprocess.run(["tmux", "-L", socket_name, "show-options", "-w", "-t", "fold0123_tinystart:fold0123",
-                             "pane-border-status"], capture_output=True, text=True).stdout
-    assert border.strip() == "pane-border-status top"  # the titles are on show (set by the waiter)
+        titles = subprocess.run(["tmux", "-L", socket_name, "list-panes", "-t", "fold0123_tinystart:fold0123",
+                                 "-F", "#{pane_title}"], capture_output=True, text=True).stdout.splitlines()
+        border = subprocess.run(["tmux", "-L", socket_name, "show-options", "-w", "-t",
+                                 "fold0123_tinystart:fold0123", "pane-border-status"],
+                                capture_output=True, text=True).stdout.strip()
+    assert titles == wanted
+    assert border == "pane-border-status top"  # the titles are on show (set by the waiter)
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline and not all(read_status(r).finished for r in runs):
         time.sleep(1)
@@ -138,10 +138,15 @@ def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path
     for run in runs:
         assert (run / "1.pth").is_file() and (run / "eval" / "epoch1_metrics.json").is_file()
     deadline = time.monotonic() + 30  # the waiter prints the elapsed minutes, lingers 5 s, closes the session
+    said = ""
     while time.monotonic() < deadline:
         alive = subprocess.run(["tmux", "-L", socket_name, "has-session", "-t", "=fold0123_tinystart"],
                                capture_output=True)
         if alive.returncode != 0:
             break
-        time.sleep(0.5)
+        shown = subprocess.run(["tmux", "-L", socket_name, "capture-pane", "-p", "-J", "-t",
+                                "fold0123_tinystart:done"], capture_output=True, text=True).stdout
+        said = shown if "runs DONE in" in shown else said
+        time.sleep(0.3)
     assert alive.returncode != 0, "the session did not close itself after every run was DONE"
+    assert re.search(r"fold0123: all 4 runs DONE in [0-9.]+ min", said), said
