@@ -1,7 +1,9 @@
 """Write the cross-validation folds of a dataroot: `python SGKFold.py --dataroot D --k 3 --batch-size 64 --seed 0`.
 
 Stratified on `target`, grouped by `art_series_id` (scikit-learn's StratifiedGroupKFold), checked fold by fold, and
-batch-aligned by moving whole series where that is possible. See data/folds.py.
+batch-aligned by moving whole series: every fold's train size a multiple of the batch size when the total allows it,
+otherwise every fold but one (the summary marks each fold and the note says which fold is not aligned and why). See
+data/folds.py.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataroot", required=True, help="folder in the atmaCup #11 layout")
     parser.add_argument("--k", type=int, default=3, help="number of folds")
     parser.add_argument("--batch-size", type=int, default=64,
-                        help="move whole series so each fold's train size is a multiple of this (0: do not move)")
+                        help="move whole series so each fold's train size is a multiple of this (all k folds, or "
+                             "k-1 when (k-1)*n is not a multiple; 0: do not move)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 

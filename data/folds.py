@@ -298,21 +298,28 @@ def _partial_target_sizes(sizes: np.ndarray, n: int, b: int, share: bool,
                 if i == rest_fold:
                     continue
                 order.append(i)
-                if i == free:
-                    options.append([d for d in range(-b, b + 1) if 0 < s + d < n and (n - s - d) % b > 1])
+                if i == free:  # the smallest moves only: larger ones lose on moved rows anyway
+                    options.append(sorted((d for d in range(-b, b + 1) if 0 < s + d < n and (n - s - d) % b > 1),
+                                          key=lambda d: (abs(d), d))[:12])
                 else:
                     r = (n - s) % b
                     options.append([r + j * b for j in steps if 0 < s + r + j * b < n])
+            unaligned = (rest_fold,) if free is None else tuple(sorted((free, rest_fold)))
+            rest_size = int(sizes[rest_fold])
             for deltas in itertools.product(*options):
-                full = np.zeros(k, dtype=int)
-                full[order] = deltas
-                full[rest_fold] = -sum(deltas)
-                size = sizes[rest_fold] + full[rest_fold]
+                rest = -sum(deltas)
+                size = rest_size + rest
                 if 0 < size < n and (not share or (n - size) % b > 1):
-                    unaligned = (rest_fold,) if free is None else tuple(sorted((free, rest_fold)))
-                    found.append((int(np.abs(full).sum()), [-u for u in unaligned], full, unaligned))
+                    cost = sum(map(abs, deltas)) + abs(rest)
+                    found.append((cost, [-u for u in unaligned], order, deltas, rest_fold, rest, unaligned))
     found.sort(key=lambda item: item[:2])
-    return [(sizes + full, unaligned) for _, _, full, unaligned in found[:limit]]
+    targets = []
+    for _, _, order, deltas, rest_fold, rest, unaligned in found[:limit]:
+        full = np.zeros(k, dtype=int)
+        full[order] = deltas
+        full[rest_fold] = rest
+        targets.append((sizes + full, unaligned))
+    return targets
 
 
 def _search_steps(k: int) -> tuple[int, ...]:

@@ -14,11 +14,16 @@ import numpy as np
 import torch
 import yaml
 
+from data.datasets import normalize
 from data.io import atomic_path, write_json
 from data.layout import LayoutError, read_split, read_test
+from data.views import N_VIEWS, all_views, split_views
 from engine import rundir
 from engine.checkpoint import load_checkpoint
 from engine.setup import build_cache, configure_torch, load_task_state, resolve_device, wrap_model
+from models.network import build_model
+from models.soup import uniform_soup
+from models.tasks import get_task
 
 
 def read_run_config(run: Path) -> dict:
@@ -50,9 +55,6 @@ def part_frames(cfg: dict) -> dict:
 @torch.no_grad()
 def predict_views(model, task, cache, ids, device, batch_size: int, channels_last: bool = False) -> np.ndarray:
     """Task predictions `[n, 8, d]` for the 8 views of each image (views in data.views.VIEW_NAMES order)."""
-    from data.datasets import normalize
-    from data.views import N_VIEWS, all_views, split_views
-
     index = cache.rows(ids)
     outputs = []
     for start in range(0, len(index), batch_size):
@@ -89,9 +91,6 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     Returns the metrics dict (also written to eval/{tag}_metrics.json when `oof` is among the parts or the split
     has no oof). Raises CheckpointError naming the file when the checkpoint is corrupt or truncated.
     """
-    from models.network import build_model
-    from models.tasks import get_task
-
     run = Path(run)
     cfg = read_run_config(run)
     if checkpoint is None:
@@ -142,8 +141,6 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
 def evaluate_soup(run: str | Path, n: int, parts=None, device: str | None = None) -> dict:
     """Uniform soup of the run's last `n` epoch checkpoints -> `{run}/soup{n}.pth`, evaluated under the tag
     `soup{n}` (eval/soup{n}_{part}.npz, eval/soup{n}_metrics.json with "epoch" = the last souped epoch)."""
-    from models.soup import uniform_soup
-
     run = Path(run)
     found = rundir.list_checkpoints(run)
     if len(found) < n:

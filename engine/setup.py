@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from data.images import build_image_cache
 from data.layout import read_test, read_train
 
 
@@ -65,8 +66,6 @@ def cache_dir(cfg: dict) -> Path:
 def build_cache(cfg: dict, ids=None):
     """The uint8 cache at the config's size over every train and test photo of the dataroot, so training and
     evaluation of every split read the same memory-mapped file (built once, reused by the other runs)."""
-    from data.images import build_image_cache
-
     dataroot = cfg["dataroot"]
     train = read_train(dataroot)
     every_id = list(train["object_id"]) + list(read_test(dataroot, train)["object_id"])

@@ -20,15 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from data.config import dump_config
+from data.datasets import ImageDataset, normalize
 from data.io import write_text
-from data.layout import LayoutError, read_split
+from data.jigsaw import jigsaw_batch, jigsaw_loss, permutation_set
+from data.layout import read_split
+from data.views import random_views
 from engine import rundir
-from engine.checkpoint import (CheckpointError, last_complete_checkpoint, load_checkpoint, prune_checkpoints,
-                               rng_state, save_checkpoint, set_rng_state)
-from engine.setup import (build_cache, configure_torch, model_state, resolve_device, task_state, wrap_model,
-                          load_task_state)
+from engine.checkpoint import (last_complete_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
+                               set_rng_state)
+from engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
+                          wrap_model)
+from models.network import build_model
+from models.tasks import get_task
+from models.transfer import apply_freeze, load_backbone
 
 LOG_HEADER = "epoch step loss lr images_per_s"
 
@@ -123,8 +131,6 @@ class TrainData:
 
 
 def training_data(cfg: dict, split: str, task) -> TrainData:
-    from data.datasets import ImageDataset
-
     dataroot = cfg["dataroot"]
     if task.name == "jigsaw":
         # pretext: every photo of the split `all` (train + test), labels unused
@@ -195,16 +201,6 @@ def train(cfg: dict, split: str, device: str | None = None, resume: bool = False
 
 
 def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    from data.datasets import normalize
-    from data.jigsaw import jigsaw_batch, jigsaw_loss, permutation_set
-    from data.views import random_views
-    from models.network import build_model
-    from models.tasks import get_task
-    from models.transfer import apply_freeze, load_backbone
-
     device = resolve_device(device_name)
     configure_torch(cfg, device)
     cfg = dict(cfg, split=split)
@@ -212,7 +208,8 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
 
     task = get_task(cfg["task"])
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
-    transfer = None if resume else resolve_transfer(cfg)
+    found = last_complete_checkpoint(run) if resume else None
+    transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
 
     torch.manual_seed(epoch_seed(cfg["seed"], 0))
     model = build_model(cfg, task)
@@ -239,18 +236,16 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
     start_epoch, global_step = 1, 0
-    if resume:
-        found = last_complete_checkpoint(run)
-        if found is not None:
-            last_epoch, state = found
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            load_task_state(task, state.get("task_state"))
-            set_rng_state(state["rng"])
-            start_epoch, global_step = last_epoch + 1, int(state["global_step"])
-            print(f"{run}: resuming after epoch {last_epoch}", file=sys.stderr)
+    if found is not None:
+        last_epoch, state = found
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        load_task_state(task, state.get("task_state"))
+        set_rng_state(state["rng"])
+        start_epoch, global_step = last_epoch + 1, int(state["global_step"])
+        print(f"{run}: resuming after epoch {last_epoch}", file=sys.stderr)
 
     parallel = wrap_model(model, device)
     permutations = None

@@ -150,9 +150,13 @@ def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: i
                     evaluate(run, epoch)
                     result.evaluated.append(epoch)
                     log(f"{run.name}: epoch {epoch} evaluated")
-                except (CheckpointError, ValueError) as err:
+                except CheckpointError as err:  # corrupt or truncated: one line naming the file
                     result.errors.append(str(err))
                     log(f"error: {err}")
+                except Exception as err:  # keep watching: later epochs may still evaluate
+                    line = " ".join(str(err).split()) or type(err).__name__
+                    result.errors.append(f"{rundir.checkpoint_path(run, epoch)}: {type(err).__name__}: {line}")
+                    log(f"error: {result.errors[-1]}")
                 continue
             if failed:
                 result.failed_run = True
