@@ -12,8 +12,13 @@ demo: env
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (not part of the tests); results go to BENCHMARKS.md. ImageMagick is the jigsaw baseline.
 bench: env
-	$(PY) -m bench.all
+	@command -v convert-im6.q16 >/dev/null || command -v magick >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q imagemagick >/dev/null
+	$(PY) -m bench.jigsaw_bench
+	$(PY) -m bench.train_overhead
+	$(PY) -m bench.watch_latency
 
 clean-runs:
 	rm -rf runs submissions

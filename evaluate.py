@@ -24,7 +24,8 @@ def _summary(metrics: dict) -> str:
     if not mean:
         return f"{metrics['split']}: no oof rows (test features written)"
     primary = metrics["primary"]
-    return (f"{metrics['split']} epoch {metrics['epoch']}: {primary} {mean.get(primary)} (8-view mean), "
+    name = metrics.get("checkpoint", f"epoch {metrics['epoch']}")
+    return (f"{metrics['split']} {name}: {primary} {mean.get(primary)} (8-view mean), "
             f"{metrics['views']['identity'].get(primary)} (identity) on {metrics['n']} oof rows")
 
 

@@ -15,7 +15,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +200,137 @@ def train(cfg: dict, split: str, device: str | None = None, resume: bool = False
     return run
 
 
+@dataclass
+class Trainee:
+    """The model and everything that steps it; what a checkpoint saves and a resume restores."""
+    model: torch.nn.Module  # the plain model (its state dict is what checkpoints hold)
+    parallel: torch.nn.Module  # what batches go through: the model, or DataParallel over it
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    device: torch.device
+    channels_last: bool
+
+
+def build_trainee(cfg: dict, task, device: torch.device, steps_per_epoch: int, transfer: Path | None) -> Trainee:
+    torch.manual_seed(epoch_seed(cfg["seed"], 0))
+    model = build_model(cfg, task)
+    if transfer is not None:
+        load_backbone(model, transfer)
+    model = model.to(device)
+    channels_last = device.type == "cuda" and bool(cfg.get("channels_last"))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    total, warmup = steps_per_epoch * int(cfg["epochs"]), int(round(float(cfg.get("warmup_epochs") or 0)
+                                                                    * steps_per_epoch))
+    schedule = cfg.get("schedule", "cosine")
+    lr_factor(schedule, 0, total, warmup)  # validates the name before any work
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total, warmup))
+    amp = cfg.get("amp") or "none"
+    if amp not in ("bf16", "fp16", "none"):
+        raise TrainError(f"amp {amp!r}: expected bf16, fp16 or none")
+    amp = amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
+    return Trainee(model, wrap_model(model, device), optimizer, scheduler,
+                   torch.amp.GradScaler("cuda", enabled=amp == "fp16"),
+                   {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
+
+
+def restore(trainee: Trainee, task, state: dict) -> None:
+    trainee.model.load_state_dict(state["model"])
+    trainee.optimizer.load_state_dict(state["optimizer"])
+    trainee.scheduler.load_state_dict(state["scheduler"])
+    trainee.scaler.load_state_dict(state["scaler"])
+    load_task_state(task, state.get("task_state"))
+    set_rng_state(state["rng"])
+
+
+def checkpoint_state(trainee: Trainee, task, cfg: dict, epoch: int, global_step: int) -> dict:
+    return {"epoch": epoch, "global_step": global_step, "split": cfg["split"], "config": cfg,
+            "model": model_state(trainee.model), "optimizer": trainee.optimizer.state_dict(),
+            "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(),
+            "task_state": task_state(task), "rng": rng_state()}
+
+
+@dataclass
+class Window:
+    """Loss and throughput since the last log line."""
+    loss: float = 0.0
+    batches: int = 0
+    images: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: float, images: int) -> None:
+        self.loss, self.batches, self.images = self.loss + loss, self.batches + 1, self.images + images
+
+    def mean_loss(self) -> float:
+        return self.loss / max(self.batches, 1)
+
+    def images_per_s(self) -> float:
+        return self.images / max(time.perf_counter() - self.start, 1e-9)
+
+
+def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, global_step: int, log: LossLog,
+                writer, bar_label: str, progress: bool, permutations: torch.Tensor | None) -> tuple[float, int]:
+    """One epoch of micro-batches with gradient accumulation; returns (mean loss per image, global step)."""
+    seed = epoch_seed(cfg["seed"], epoch, 1)
+    torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    augment = torch.Generator().manual_seed(epoch_seed(cfg["seed"], epoch, 2))
+    apply_freeze(trainee.model, cfg.get("freeze") or "none", epoch, int(cfg.get("unfreeze_epoch", 2)))
+    trainee.parallel.train()
+    accum = accumulation_steps(cfg)
+    batches = epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], epoch)
+    weights = group_weights(batches, accum)
+    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=int(cfg["num_workers"]),
+                                         pin_memory=trainee.device.type == "cuda")
+    bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
+               leave=False)
+    window, total_loss, total_images = Window(), 0.0, 0
+    device, optimizer = trainee.device, trainee.optimizer
+    optimizer.zero_grad(set_to_none=True)
+    for i, (images, targets) in enumerate(loader):
+        images = images.to(device, non_blocking=True)
+        if cfg.get("augment") == "dihedral":
+            images = random_views(images, augment)
+        if data.pretext:  # tiles shuffled on the device, labels = where each tile went
+            jig = cfg["jigsaw"]
+            images, targets = jigsaw_batch(images, int(jig["permutations_per_image"]), permutations, augment,
+                                           int(jig["grid"]))
+        targets = targets.to(device, non_blocking=True)
+        x = normalize(images)
+        if trainee.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=trainee.autocast_dtype, enabled=trainee.autocast_dtype is not None):
+            out = trainee.parallel(x)
+            loss = jigsaw_loss(out, targets) if data.pretext else task.loss(out, targets)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at epoch {epoch} batch {i + 1}")
+        trainee.scaler.scale(loss * weights[i]).backward()
+        window.add(value, x.shape[0])
+        total_loss, total_images = total_loss + value * x.shape[0], total_images + x.shape[0]
+        if (i + 1) % accum == 0 or i + 1 == len(batches):
+            trainee.scaler.step(optimizer)
+            trainee.scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            trainee.scheduler.step()
+            global_step += 1
+            if global_step % int(cfg.get("log_every") or 1) == 0 or i + 1 == len(batches):
+                mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
+                log.write(epoch, global_step, mean_loss, lr, speed)
+                writer.add_scalar("train/loss", mean_loss, global_step)
+                writer.add_scalar("train/lr", lr, global_step)
+                writer.add_scalar("train/images_per_s", speed, global_step)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
+                window = Window()
+        bar.update(1)
+    bar.close()
+    return total_loss / max(total_images, 1), global_step
+
+
 def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
     device = resolve_device(device_name)
     configure_torch(cfg, device)
@@ -210,123 +341,33 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
     found = last_complete_checkpoint(run) if resume else None
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
-
-    torch.manual_seed(epoch_seed(cfg["seed"], 0))
-    model = build_model(cfg, task)
-    if transfer is not None:
-        load_backbone(model, transfer)
-    model = model.to(device)
-    if device.type == "cuda" and cfg.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-
-    accum = accumulation_steps(cfg)
-    epochs = int(cfg["epochs"])
     n_batches = len(epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], 1))
-    steps_per_epoch = math.ceil(n_batches / accum)
-    total_steps, warmup_steps = steps_per_epoch * epochs, int(round(cfg.get("warmup_epochs", 0) * steps_per_epoch))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-    schedule = cfg.get("schedule", "cosine")
-    lr_factor(schedule, 0, total_steps, warmup_steps)  # validates the name before any work
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(schedule, step, total_steps, warmup_steps))
-    amp = cfg.get("amp", "none") if device.type == "cuda" else "none"
-    if amp not in ("bf16", "fp16", "none"):
-        raise TrainError(f"amp {amp!r}: expected bf16, fp16 or none")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
+    trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
     start_epoch, global_step = 1, 0
     if found is not None:
-        last_epoch, state = found
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        load_task_state(task, state.get("task_state"))
-        set_rng_state(state["rng"])
-        start_epoch, global_step = last_epoch + 1, int(state["global_step"])
-        print(f"{run}: resuming after epoch {last_epoch}", file=sys.stderr)
+        restore(trainee, task, found[1])
+        start_epoch, global_step = found[0] + 1, int(found[1]["global_step"])
+        print(f"{run}: resuming after epoch {found[0]}", file=sys.stderr)
 
-    parallel = wrap_model(model, device)
     permutations = None
-    if data.pretext:
-        jig = cfg["jigsaw"]
-        if jig["permutation_set"] != "uniform":  # uniform: shuffles drawn from all (grid*grid)! permutations
-            permutations = permutation_set(int(jig["n_permutations"]), int(jig["grid"]), jig["permutation_set"],
-                                           int(cfg["seed"]))
-
+    jig = cfg.get("jigsaw") or {}
+    if data.pretext and jig.get("permutation_set") != "uniform":  # uniform: any of the (grid*grid)! shuffles
+        permutations = permutation_set(int(jig["n_permutations"]), int(jig["grid"]), jig["permutation_set"],
+                                       int(cfg["seed"]))
+    epochs = int(cfg["epochs"])
     log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
-    writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if resume else None)
-    loader_kw = dict(num_workers=int(cfg.get("num_workers", 0)), pin_memory=device.type == "cuda")
+    writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
     try:
         for epoch in range(start_epoch, epochs + 1):
-            seed = epoch_seed(cfg["seed"], epoch, 1)
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            random.seed(seed)
-            augment_gen = torch.Generator().manual_seed(epoch_seed(cfg["seed"], epoch, 2))
-            apply_freeze(model, cfg.get("freeze") or "none", epoch, int(cfg.get("unfreeze_epoch", 2)))
-            parallel.train()
-            batches = epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], epoch)
-            weights = group_weights(batches, accum)
-            loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, **loader_kw)
-            bar = tqdm(total=len(batches), desc=f"{run.name} epoch {epoch}/{epochs}", unit="batch",
-                       disable=not _progress_enabled(progress), dynamic_ncols=True, leave=False)
-            window_loss, window_batches, window_images, window_start = 0.0, 0, 0, time.perf_counter()
-            epoch_loss, epoch_images = 0.0, 0
-            optimizer.zero_grad(set_to_none=True)
-            for i, (images, targets) in enumerate(loader):
-                images = images.to(device, non_blocking=True)
-                if cfg.get("augment", "none") == "dihedral":
-                    images = random_views(images, augment_gen)
-                if data.pretext:
-                    images, targets = jigsaw_batch(images, int(cfg["jigsaw"]["permutations_per_image"]),
-                                                   permutations, augment_gen, int(cfg["jigsaw"]["grid"]))
-                targets = targets.to(device, non_blocking=True)
-                x = normalize(images)
-                if device.type == "cuda" and cfg.get("channels_last"):
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    out = parallel(x)
-                    loss = jigsaw_loss(out, targets) if data.pretext else task.loss(out, targets)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{run}: loss is {float(loss.detach())} at epoch {epoch} batch {i + 1}")
-                scaler.scale(loss * weights[i]).backward()
-                window_loss += float(loss.detach())
-                window_batches += 1
-                window_images += x.shape[0]
-                epoch_loss += float(loss.detach()) * x.shape[0]
-                epoch_images += x.shape[0]
-                if (i + 1) % accum == 0 or i + 1 == len(batches):
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    global_step += 1
-                    if global_step % int(cfg.get("log_every", 1)) == 0 or i + 1 == len(batches):
-                        elapsed = max(time.perf_counter() - window_start, 1e-9)
-                        mean_loss, speed = window_loss / window_batches, window_images / elapsed
-                        lr = optimizer.param_groups[0]["lr"]
-                        log.write(epoch, global_step, mean_loss, lr, speed)
-                        writer.add_scalar("train/loss", mean_loss, global_step)
-                        writer.add_scalar("train/lr", lr, global_step)
-                        writer.add_scalar("train/images_per_s", speed, global_step)
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
-                        window_loss, window_batches, window_images = 0.0, 0, 0
-                        window_start = time.perf_counter()
-                bar.update(1)
-            bar.close()
-            writer.add_scalar("epoch/loss", epoch_loss / max(epoch_images, 1), epoch)
+            loss, global_step = train_epoch(trainee, task, data, cfg, epoch, global_step, log, writer,
+                                            f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress),
+                                            permutations)
+            writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
-            save_checkpoint(rundir.checkpoint_path(run, epoch), {
-                "epoch": epoch, "global_step": global_step, "split": split, "config": cfg,
-                "model": model_state(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "task_state": task_state(task), "rng": rng_state(),
-            })
-            prune_checkpoints(run, int(cfg.get("keep_last", 0)))
-            print(f"{run.name}: epoch {epoch}/{epochs} loss {epoch_loss / max(epoch_images, 1):.4f}",
-                  file=sys.stderr, flush=True)
+            save_checkpoint(rundir.checkpoint_path(run, epoch), checkpoint_state(trainee, task, cfg, epoch,
+                                                                                 global_step))
+            prune_checkpoints(run, int(cfg.get("keep_last") or 0))
+            print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
     finally:
         log.close()
         writer.close()

@@ -9,6 +9,7 @@ order, skips epochs whose metrics.json exists, and exits once DONE is there and 
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -26,6 +27,11 @@ from engine import rundir
 from engine.checkpoint import CheckpointError
 
 MARKERS = ("DONE", "FAILED")
+
+# watchdog 7 logs this harmless race at error level when an observer stops right after starting (a watcher
+# that finds everything already evaluated); keep it out of the user's terminal.
+logging.getLogger("watchdog.observers.inotify").addFilter(
+    lambda record: "called when the thread is inactive" not in record.getMessage())
 
 
 class _RunEvents(FileSystemEventHandler):
@@ -90,8 +96,8 @@ def wait_for_dir(run: Path, poll_s: float, timeout_s: float | None, log: Callabl
     return True
 
 
-def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None, rescan_s: float = 10.0,
-              poll_s: float = 0.5, timeout_s: float | None = None,
+def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None,
+              rescan_s: float = 10.0, poll_s: float = 0.5, timeout_s: float | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> WatchResult:
     """Call `evaluate(run, epoch)` for each epoch checkpoint of `run` once it is in place, in epoch order.
 
@@ -164,6 +170,8 @@ def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: i
                 log(f"{run}: the run FAILED ({text}); stopping after the epochs it wrote")
                 return result
             if finished:
+                log(f"{run.name}: DONE; evaluated epochs {result.evaluated or 'none'}, "
+                    f"already evaluated {result.skipped or 'none'}")
                 return result
             if deadline is not None and time.monotonic() > deadline:
                 result.errors.append(f"{run}: watch timed out after {timeout_s}s")

@@ -199,3 +199,14 @@ def test_every_preset_resolves_with_the_documented_keys(name):
             assert cfg["transfer_from"] == "jigsaw_all"
     assert load_config(ROOT / "parameters" / "demo" / f"{name}.yml")["checkpoints_dir"] == "runs/demo"
     assert load_config(ROOT / "parameters" / "tiny" / f"{name}.yml")["checkpoints_dir"] == "runs/tiny"
+
+
+def test_freeze_head_keeps_the_transferred_backbone_exactly(runs, tmp_path):
+    cfg = tiny_config("target", runs["dataroot"], tmp_path, f"transfer_from={runs['jigsaw']}", "freeze=head",
+                      "epochs=1")
+    run = train(cfg, "3fold1", "cpu", progress=False)
+    pretext = load_checkpoint(rundir.checkpoint_path(runs["jigsaw"], 2))["model"]
+    tuned = load_checkpoint(rundir.checkpoint_path(run, 1))["model"]
+    backbone = [k for k in tuned if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # BN statistics included
+    assert "head.weight" in tuned and tuned["head.weight"].shape == (1, 512)
