@@ -16,7 +16,7 @@ import torch
 
 from data.io import atomic_path
 from engine.rundir import checkpoint_path, list_checkpoints
-from models.checkpoints import CheckpointError  # one error class for every checkpoint reader of the project
+from models.checkpoints import CheckpointError, read_checkpoint  # one reader for the whole project
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "prune_checkpoints", "last_complete_checkpoint",
            "rng_state", "set_rng_state"]
@@ -31,17 +31,7 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load with weights_only=True; a missing, truncated or corrupt file raises CheckpointError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:200]})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a checkpoint of this project (no 'model' entry)")
-    return state
+    return read_checkpoint(path, map_location)
 
 
 def prune_checkpoints(run: Path, keep_last: int) -> list[Path]:

@@ -26,7 +26,6 @@ from tqdm import tqdm
 from data.config import dump_config
 from data.datasets import ImageDataset, normalize
 from data.io import write_text
-from data.jigsaw import jigsaw_batch, jigsaw_loss, permutation_set
 from data.layout import read_split
 from data.views import random_views
 from engine import rundir
@@ -127,7 +126,6 @@ class TrainData:
     """What one epoch iterates over: a Dataset over the image cache and the loss/batch recipe of the task."""
     dataset: torch.utils.data.Dataset
     n: int
-    pretext: bool
 
 
 def training_data(cfg: dict, split: str, task) -> TrainData:
@@ -137,11 +135,11 @@ def training_data(cfg: dict, split: str, task) -> TrainData:
         train_df, test_df = read_split(dataroot, "all")
         ids = list(train_df["object_id"]) + list(test_df["object_id"])
         cache = build_cache(cfg, ids)
-        return TrainData(ImageDataset(cache, ids, None), len(ids), pretext=True)
+        return TrainData(ImageDataset(cache, ids, None), len(ids))
     train_df, _ = read_split(dataroot, split)
     targets = task.targets(train_df, dataroot, cfg)
     cache = build_cache(cfg, list(train_df["object_id"]))
-    return TrainData(ImageDataset(cache, list(train_df["object_id"]), targets), len(train_df), pretext=False)
+    return TrainData(ImageDataset(cache, list(train_df["object_id"]), targets), len(train_df))
 
 
 # ---------------------------------------------------------------------------------------------------- loop
@@ -272,7 +270,7 @@ class Window:
 
 
 def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, global_step: int, log: LossLog,
-                writer, bar_label: str, progress: bool, permutations: torch.Tensor | None) -> tuple[float, int]:
+                writer, bar_label: str, progress: bool) -> tuple[float, int]:
     """One epoch of micro-batches with gradient accumulation; returns (mean loss per image, global step)."""
     seed = epoch_seed(cfg["seed"], epoch, 1)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
@@ -295,17 +293,15 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, 
         images = images.to(device, non_blocking=True)
         if cfg.get("augment") == "dihedral":
             images = random_views(images, augment)
-        if data.pretext:  # tiles shuffled on the device, labels = where each tile went
-            jig = cfg["jigsaw"]
-            images, targets = jigsaw_batch(images, int(jig["permutations_per_image"]), permutations, augment,
-                                           int(jig["grid"]))
+        # jigsaw shuffles tiles on the device and makes its labels here; the other tasks pass through
+        images, targets = task.batch(images, targets, augment, cfg)
         targets = targets.to(device, non_blocking=True)
         x = normalize(images)
         if trainee.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=trainee.autocast_dtype, enabled=trainee.autocast_dtype is not None):
             out = trainee.parallel(x)
-            loss = jigsaw_loss(out, targets) if data.pretext else task.loss(out, targets)
+            loss = task.loss(out, targets)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"loss is {value} at epoch {epoch} batch {i + 1}")
@@ -349,19 +345,13 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
         start_epoch, global_step = found[0] + 1, int(found[1]["global_step"])
         print(f"{run}: resuming after epoch {found[0]}", file=sys.stderr)
 
-    permutations = None
-    jig = cfg.get("jigsaw") or {}
-    if data.pretext and jig.get("permutation_set") != "uniform":  # uniform: any of the (grid*grid)! shuffles
-        permutations = permutation_set(int(jig["n_permutations"]), int(jig["grid"]), jig["permutation_set"],
-                                       int(cfg["seed"]))
     epochs = int(cfg["epochs"])
     log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
     writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
     try:
         for epoch in range(start_epoch, epochs + 1):
             loss, global_step = train_epoch(trainee, task, data, cfg, epoch, global_step, log, writer,
-                                            f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress),
-                                            permutations)
+                                            f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress))
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
             save_checkpoint(rundir.checkpoint_path(run, epoch), checkpoint_state(trainee, task, cfg, epoch,

@@ -131,7 +131,12 @@ def _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, ver
             print(f"  {rows[status.run_dir]}: {status.state} after {elapsed / 60:.1f} min {status.detail}",
                   flush=True)
 
-    finished = wait_for(rows, poll_s=poll_s, timeout_s=timeout_s, on_finish=report,
+    def progress(statuses, elapsed):
+        if verbose and statuses:
+            print(f"  [{elapsed / 60:4.1f} min] " + " | ".join(f"{rows[s.run_dir]} {s.detail}" for s in statuses),
+                  flush=True)
+
+    finished = wait_for(rows, poll_s=poll_s, timeout_s=timeout_s, on_finish=report, on_change=progress,
                         keep_going=lambda: tmux.session_alive(server, plan.session))
     ended = not tmux.session_alive(server, plan.session)
     outcomes = []

@@ -124,8 +124,12 @@ def mark_failed(run_dir: str | Path, role: str, message: str = "") -> Path | Non
 
 def wait_for(run_dirs: Iterable[str | Path], poll_s: float = 1.0, timeout_s: float | None = None,
              on_finish: Callable[[RunStatus, float], None] | None = None,
-             keep_going: Callable[[], bool] | None = None) -> dict[Path, tuple[RunStatus, float]]:
+             keep_going: Callable[[], bool] | None = None,
+             on_change: Callable[[list[RunStatus], float], None] | None = None) -> dict[Path, tuple[RunStatus, float]]:
     """Poll until every run is done or failed; returns {run_dir: (final status, seconds until it finished)}.
+
+    `on_change(statuses, elapsed)` hears about every change of any unfinished run's state (a new epoch saved,
+    training done, ...), so a caller can show progress without repeating itself.
 
     Stops early (returning what is unfinished as it stands) when `timeout_s` passes or `keep_going()` turns
     False, e.g. when the tmux session the runs live in has been killed.
@@ -133,7 +137,13 @@ def wait_for(run_dirs: Iterable[str | Path], poll_s: float = 1.0, timeout_s: flo
     pending = [Path(d) for d in run_dirs]
     start = time.monotonic()
     finished: dict[Path, tuple[RunStatus, float]] = {}
+    seen: list[RunStatus] = []
     while True:
+        if on_change is not None:
+            now = [read_status(d) for d in pending]
+            if now != seen:
+                on_change(now, time.monotonic() - start)
+                seen = now
         for run_dir in list(pending):
             status = read_status(run_dir)
             if status.finished:
