@@ -18,6 +18,7 @@ from pathlib import Path
 
 from data.config import add_config_args, config_from_args, load_config
 from data.layout import split_names, split_paths
+from preprocessing.answers import score_submission
 
 ROOT = Path(__file__).resolve().parent
 
@@ -102,13 +103,28 @@ def stack(cfg: dict) -> None:
     run_cli("stack.py", "--conf", cfg["stack"])
 
 
-def where(cfg: dict) -> None:
-    stage("where things are")
-    stack_cfg = load_config(cfg["stack"])
+def newest_submission(out_dir: str | Path) -> Path | None:
+    """The stacking step's latest submission (`{cv}_{time}.csv`, beside its `_ids.csv` copy and report)."""
+    copies = sorted(Path(out_dir).glob("*_ids.csv"), key=lambda p: p.stat().st_mtime)
+    return copies[-1].with_name(copies[-1].name.replace("_ids.csv", ".csv")) if copies else None
+
+
+def score_and_where(cfg: dict) -> None:
+    """Score the submission on the held-out answers (the only place they are read) and say where things are."""
+    stage("submission score and where things are")
+    submission = newest_submission(load_config(cfg["stack"])["out_dir"])
+    if submission is None:
+        print("no submission found")
+        return
+    answers = cfg.get("answers")
+    if answers and Path(answers).is_file():
+        score = score_submission(submission.with_name(submission.stem + "_ids.csv"), answers)
+        print(f"submission RMSE on the held-out answers: {score['rmse']:.4f} ({score['n']} test objects)")
     runs = sorted({str(Path(load_config(c)["checkpoints_dir"])) for c in [cfg["pretext"], *cfg["tasks"]]})
-    print(f"dataroot     {cfg['dataroot']}  (answers: {cfg['answers']})")
-    print(f"runs         {', '.join(runs)}  (one folder per experiment x split)")
-    print(f"submission   {stack_cfg['out_dir']}/  (newest *.csv, its *_report.md and plots beside it)")
+    print(f"submission   {submission}")
+    print(f"report       {submission.with_name(submission.stem + '_report.md')} (and its plots beside it)")
+    print(f"runs         {', '.join(runs)}/{{exp}}_{{split}}")
+    print(f"dataroot     {cfg['dataroot']}")
 
 
 def main() -> None:
@@ -125,7 +141,7 @@ def main() -> None:
         stack(cfg)
     except subprocess.CalledProcessError as err:
         sys.exit(f"error: stage failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
-    where(cfg)
+    score_and_where(cfg)
     stage("done")
     print(clock.report())
 
