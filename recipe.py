@@ -103,6 +103,20 @@ def stack(cfg: dict) -> None:
     run_cli("stack.py", "--conf", cfg["stack"])
 
 
+def pseudo_label_rounds(cfg: dict) -> None:
+    """Each round: confident test predictions of the last round's runs become train rows (stack.py pseudo), the
+    tasks are trained again on the round's splits ({split}_pseudo{r}), and the round is stacked like any other."""
+    for r in range(1, int(cfg["pseudo_rounds"]) + 1):
+        previous, suffix = ("" if r == 1 else f"_pseudo{r - 1}"), f"_pseudo{r}"
+        stage(f"pseudo-label round {r}")
+        run_cli("stack.py", "pseudo", "--round", str(r), "--conf", cfg["stack"], "--set", f"split_suffix={previous}")
+        splits = ",".join(s + suffix for s in split_names(cfg["folds"]))
+        for conf in cfg["tasks"]:
+            run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg["devices"]), "--splits", splits,
+                    "--wait")
+        run_cli("stack.py", "--conf", cfg["stack"], "--set", f"split_suffix={suffix}")
+
+
 def newest_submission(out_dir: str | Path) -> Path | None:
     """The stacking step's latest submission (`{cv}_{time}.csv`, beside its `_ids.csv` copy and report)."""
     copies = sorted(Path(out_dir).glob("*_ids.csv"), key=lambda p: p.stat().st_mtime)
@@ -139,6 +153,7 @@ def main() -> None:
         pretext(cfg)
         fold0123(cfg)
         stack(cfg)
+        pseudo_label_rounds(cfg)
     except subprocess.CalledProcessError as err:
         sys.exit(f"error: stage failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
     score_and_where(cfg)

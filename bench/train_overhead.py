@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from data.config import load_config
-from engine import rundir
+from data import rundir
 from engine.setup import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]

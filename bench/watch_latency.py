@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from engine import rundir
+from data import rundir
 from engine.checkpoint import save_checkpoint
 from engine.watch import watch_run
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from data.io import atomic_path
-from engine.rundir import checkpoint_path, list_checkpoints
+from data.rundir import checkpoint_path, list_checkpoints
 from models.checkpoints import CheckpointError, read_checkpoint  # one reader for the whole project
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "prune_checkpoints", "last_complete_checkpoint",

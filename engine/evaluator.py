@@ -18,7 +18,7 @@ from data.datasets import normalize
 from data.io import atomic_path, write_json
 from data.layout import LayoutError, read_split, read_test
 from data.views import N_VIEWS, all_views, split_views
-from engine import rundir
+from data import rundir
 from engine.checkpoint import load_checkpoint
 from engine.setup import build_cache, configure_torch, load_task_state, resolve_device, wrap_model
 from models.network import build_model

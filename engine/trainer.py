@@ -28,7 +28,7 @@ from data.datasets import ImageDataset, normalize
 from data.io import write_text
 from data.layout import read_split
 from data.views import random_views
-from engine import rundir
+from data import rundir
 from engine.checkpoint import (last_complete_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
                                set_rng_state)
 from engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,

@@ -23,10 +23,10 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from data.io import is_temporary
-from engine import rundir
+from data import rundir
 from engine.checkpoint import CheckpointError
 
-MARKERS = ("DONE", "FAILED")
+MARKERS = (rundir.DONE, rundir.FAILED)
 
 # watchdog 7 logs this harmless race at error level when an observer stops right after starting (a watcher
 # that finds everything already evaluated); keep it out of the user's terminal.

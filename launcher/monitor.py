@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from data import rundir
+
 LOG_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s")
 METRICS_RE = re.compile(r"^epoch([0-9]+)_metrics\.json$")
 
@@ -109,11 +111,11 @@ def _float(value) -> float | None:
 
 
 def run_state(run_dir: Path) -> str:
-    failed = run_dir / "FAILED"
+    failed = rundir.failed_path(run_dir)
     if failed.is_file():
         lines = failed.read_text(errors="replace").strip().splitlines()
         return "FAILED: " + lines[-1] if lines else "FAILED"
-    return "DONE" if (run_dir / "DONE").is_file() else "running"
+    return "DONE" if rundir.done_path(run_dir).is_file() else "running"
 
 
 def _x_values(points: list[LossPoint]) -> list[float]:
@@ -148,12 +150,12 @@ def render(run_dir: str | Path, width: int = 80, height: int = 20, color: bool =
     import plotext as plt  # imported here so `--help` and the tests of the parsers stay fast
 
     run_dir = Path(run_dir)
-    points = read_loss_log(run_dir / "loss.log")
+    points = read_loss_log(rundir.loss_log_path(run_dir))
     metrics = read_metrics(run_dir)
     head = f"{run_dir.name}  [{run_state(run_dir)}]"
     under = _fit(metric_line(metrics), width)
     if not points:
-        return "\n".join([_fit(head, width), f"waiting for {run_dir / 'loss.log'} ...", under])
+        return "\n".join([_fit(head, width), f"waiting for {rundir.loss_log_path(run_dir)} ...", under])
     last = points[-1]
     speed = f"  {last.images_per_s:.0f} img/s" if last.images_per_s == last.images_per_s else ""
     head = _fit(f"{head}  epoch {last.epoch}  loss {last.loss:.4f}{speed}", width)
@@ -192,14 +194,15 @@ def _signature(run_dir: Path) -> tuple:
     eval_dir = run_dir / "eval"
     evals = sorted(p.name for p in eval_dir.iterdir()) if eval_dir.is_dir() else []
     size = shutil.get_terminal_size((80, 24))
-    return (stat(run_dir / "loss.log"), tuple(evals), stat(run_dir / "DONE"), stat(run_dir / "FAILED"),
+    return (stat(rundir.loss_log_path(run_dir)), tuple(evals), stat(rundir.done_path(run_dir)),
+            stat(rundir.failed_path(run_dir)),
             size.columns, size.lines)
 
 
 def watch(run_dir: Path, interval: float = 1.0, follow: bool = False, color: bool = True) -> None:
     last_seen = None
     while True:
-        finished = (run_dir / "DONE").is_file() or (run_dir / "FAILED").is_file()
+        finished = rundir.done_path(run_dir).is_file() or rundir.failed_path(run_dir).is_file()
         seen = _signature(run_dir)
         if seen != last_seen:
             size = shutil.get_terminal_size((80, 24))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
-DONE, FAILED, EVAL_FAILED = "DONE", "FAILED", "EVAL_FAILED"
+from data import rundir
+from data.rundir import DONE, FAILED
+
+EVAL_FAILED = "EVAL_FAILED"  # the launcher's own marker: the evaluator pane exited non-zero
 FINISHED = ("done", "failed")
 
 
@@ -52,14 +53,11 @@ class RunStatus:
 
 def checkpoint_epochs(run_dir: str | Path) -> list[int]:
     """Epochs of the final `{epoch}.pth` names (temporary `*.tmp.<pid>` names never match)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in run_dir.iterdir() if (m := CHECKPOINT_RE.match(p.name)))
+    return [epoch for epoch, _ in rundir.list_checkpoints(Path(run_dir))]
 
 
 def metrics_file(run_dir: str | Path, epoch: int) -> Path:
-    return Path(run_dir) / "eval" / f"epoch{int(epoch)}_metrics.json"
+    return rundir.metrics_path(Path(run_dir), rundir.epoch_tag(epoch))
 
 
 def _last_line(path: Path) -> str:

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data import rundir
 from data.layout import LayoutError
 
 VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
-PARTS = ("oof", "test", "train")
+PARTS = rundir.PARTS
 
 
 class RunError(LayoutError):
@@ -51,13 +52,11 @@ def _existing_run(run: Path) -> Path:
 
 
 def eval_path(run: Path, epoch: int, part: str) -> Path:
-    if part not in PARTS:
-        raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
-    return run / "eval" / f"epoch{epoch}_{part}.npz"
+    return rundir.eval_npz_path(run, rundir.epoch_tag(epoch), part)
 
 
 def metrics_path(run: Path, epoch: int) -> Path:
-    return run / "eval" / f"epoch{epoch}_metrics.json"
+    return rundir.metrics_path(run, rundir.epoch_tag(epoch))
 
 
 def list_epochs(run: str | Path, part: str = "oof") -> list[int]:

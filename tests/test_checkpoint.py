@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import rundir
+from data import rundir
 from engine.checkpoint import (CheckpointError, last_complete_checkpoint, load_checkpoint, prune_checkpoints,
                                rng_state, save_checkpoint, set_rng_state)
 

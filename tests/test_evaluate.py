@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data.views import N_VIEWS, apply_view
-from engine import rundir
+from data import rundir
 from engine.evaluator import evaluate_checkpoint, evaluate_soup
 from tests.engine_fixtures import ROOT, session_runs
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from engine import rundir
+from data import rundir
 from engine.checkpoint import load_checkpoint
 from engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
                             train)

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from engine import rundir
+from data import rundir
 from engine.checkpoint import load_checkpoint
 from engine.evaluator import evaluate_checkpoint
 from engine.watch import watch_run

@@ -12,6 +12,7 @@ from pathlib import Path
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
 PARTS = ("oof", "test", "train")
+DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with the error line)
 
 
 def run_dir(cfg: dict, split: str) -> Path:
@@ -77,8 +78,8 @@ def is_evaluated(run: Path, epoch: int) -> bool:
 
 
 def done_path(run: Path) -> Path:
-    return Path(run) / "DONE"
+    return Path(run) / DONE
 
 
 def failed_path(run: Path) -> Path:
-    return Path(run) / "FAILED"
+    return Path(run) / FAILED
