@@ -37,8 +37,11 @@ def read_run_config(run: Path) -> dict:
 
 
 def default_parts(cfg: dict, epoch: int | None) -> list[str]:
+    """The config's parts, plus `train` at `eval.train_epochs` for fold splits: their in-fold features feed the
+    original's stacking variant; the `all` run's train rows feed nothing, so they are not evaluated unasked."""
     parts = list(cfg.get("eval", {}).get("parts", ["oof", "test"]))
-    if epoch is not None and epoch in (cfg.get("eval", {}).get("train_epochs") or []) and "train" not in parts:
+    wanted = epoch is not None and epoch in (cfg.get("eval", {}).get("train_epochs") or [])
+    if wanted and not str(cfg.get("split", "")).startswith("all") and "train" not in parts:
         parts.append("train")
     return parts
 

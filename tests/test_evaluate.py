@@ -134,3 +134,13 @@ def test_soup_of_the_last_epochs(target_run):
                                load_npz(rundir.eval_npz_path(target_run, "epoch2", "oof"))[1], atol=1e-5)
     with pytest.raises(ValueError, match="needs 5 epoch checkpoints"):
         evaluate_soup(target_run, 5, device="cpu")
+
+
+def test_train_part_only_for_fold_splits_at_the_configured_epochs():
+    from engine.evaluator import default_parts
+
+    cfg = {"eval": {"parts": ["oof", "test"], "train_epochs": [3]}}
+    assert default_parts({**cfg, "split": "3fold1"}, 3) == ["oof", "test", "train"]
+    assert default_parts({**cfg, "split": "3fold1"}, 2) == ["oof", "test"]
+    assert default_parts({**cfg, "split": "all"}, 3) == ["oof", "test"]  # nothing reads all's in-fold rows
+    assert default_parts({**cfg, "split": "all_pseudo1"}, 3) == ["oof", "test"]
