@@ -78,6 +78,7 @@ def plot_cv_per_epoch(metrics: pd.DataFrame, path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{rows['metric'].iloc[0]} {arrow}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(stats.index.min() - 0.5, stats.index.max() + 0.5)  # whole epochs, even for a single one
         ax.grid(alpha=0.3)
     fig.suptitle("CV per epoch: mean ± std over folds", y=1.02)
     fig.tight_layout()

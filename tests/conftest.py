@@ -1,5 +1,7 @@
 import os
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,11 @@ from tests.fixtures import make_dataroot  # noqa: E402
 def dataroot(tmp_path: Path) -> Path:
     """A fresh tiny dataroot (train.csv, test.csv, tags, 32 px photos); answers.csv lies beside it."""
     return make_dataroot(tmp_path / "data")
+
+
+@pytest.fixture
+def tmux_socket():
+    """A private tmux server name; the server (and everything it runs) is killed afterwards."""
+    name = f"fold0123test_{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)

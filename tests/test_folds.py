@@ -320,7 +320,7 @@ def test_summary_marks_aligned_folds_and_names_the_unaligned_one(bigroot):
             assert line.endswith(f"train % {b} = {(2 * n) % b:<3d}NOT aligned (see note)"), line
         else:
             assert line.endswith(f"train % {b} = 0  aligned"), line
-    assert any(line.startswith(f"note: batch alignment: ") and f"fold {unaligned} NOT aligned" in line
+    assert any(line.startswith("note: batch alignment: ") and f"fold {unaligned} NOT aligned" in line
                for line in lines), lines
 
 

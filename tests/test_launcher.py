@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import libtmux
@@ -52,14 +51,6 @@ def fake_run(run_dir: Path, epochs: int = 0, done: bool = False, evaluated: bool
     if evaluated and epochs:
         (run_dir / "eval" / f"epoch{epochs}_metrics.json").write_text(json.dumps({"epoch": epochs}))
     return run_dir
-
-
-@pytest.fixture
-def tmux_socket():
-    """A private tmux server name; the server (and everything it runs) is killed afterwards."""
-    name = f"h6test_{uuid.uuid4().hex[:8]}"
-    yield name
-    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import shlex
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -48,13 +47,6 @@ def sent_keys(script: str) -> dict[str, str]:
             continue
         out[target] = command
     return out
-
-
-@pytest.fixture
-def socket_name():
-    name = f"h6mux_{uuid.uuid4().hex[:8]}"
-    yield name
-    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
 @pytest.fixture
@@ -113,9 +105,9 @@ def test_missing_conf_is_a_usage_error(tmp_path: Path):
 
 
 @pytest.mark.integration
-def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path, socket_name: str):
+def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path, tmux_socket: str):
     conf = tiny_experiment(tmp_path, name="tinystart")
-    started = tmuxinator("start", f"conf={conf}", "devices=cpu", f"socket={socket_name}", cwd=tmp_path,
+    started = tmuxinator("start", f"conf={conf}", "devices=cpu", f"socket={tmux_socket}", cwd=tmp_path,
                          extra=("--no-attach",))
     assert started.returncode == 0, started.stdout + started.stderr
     runs = [tmp_path / "runs" / f"tinystart_{s}" for s in SPLITS]
@@ -124,9 +116,9 @@ def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (titles != wanted or border != "pane-border-status top"):
         time.sleep(0.5)
-        titles = subprocess.run(["tmux", "-L", socket_name, "list-panes", "-t", "fold0123_tinystart:fold0123",
+        titles = subprocess.run(["tmux", "-L", tmux_socket, "list-panes", "-t", "fold0123_tinystart:fold0123",
                                  "-F", "#{pane_title}"], capture_output=True, text=True).stdout.splitlines()
-        border = subprocess.run(["tmux", "-L", socket_name, "show-options", "-w", "-t",
+        border = subprocess.run(["tmux", "-L", tmux_socket, "show-options", "-w", "-t",
                                  "fold0123_tinystart:fold0123", "pane-border-status"],
                                 capture_output=True, text=True).stdout.strip()
     assert titles == wanted
@@ -140,11 +132,11 @@ def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path
     deadline = time.monotonic() + 30  # the waiter prints the elapsed minutes, lingers 5 s, closes the session
     said = ""
     while time.monotonic() < deadline:
-        alive = subprocess.run(["tmux", "-L", socket_name, "has-session", "-t", "=fold0123_tinystart"],
+        alive = subprocess.run(["tmux", "-L", tmux_socket, "has-session", "-t", "=fold0123_tinystart"],
                                capture_output=True)
         if alive.returncode != 0:
             break
-        shown = subprocess.run(["tmux", "-L", socket_name, "capture-pane", "-p", "-J", "-t",
+        shown = subprocess.run(["tmux", "-L", tmux_socket, "capture-pane", "-p", "-J", "-t",
                                 "fold0123_tinystart:done"], capture_output=True, text=True).stdout
         said = shown if "runs DONE in" in shown else said
         time.sleep(0.3)
