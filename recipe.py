@@ -61,8 +61,27 @@ def run_cli(*args: str) -> None:
 
 
 def build_dataset(cfg: dict) -> None:
+    """`dataset: emoji` builds (or reuses) the bundled dataset at `dataroot`; `dataset: null` takes the dataroot
+    as it is, e.g. a competition's own data in the atmaCup #11 layout."""
     stage("dataset")
+    if cfg["dataset"] is None:
+        print(f"using {cfg['dataroot']} as it is (dataset: null)")
+        return
+    if cfg["dataset"] != "emoji":
+        raise SystemExit(f"error: dataset {cfg['dataset']!r}: expected emoji or null")
     run_cli("-m", "preprocessing.emoji", "--out", cfg["dataroot"])
+
+
+def shared(cfg: dict) -> list[str]:
+    """Overrides every run and the stacking take from the recipe, so one --set dataroot=... moves them all."""
+    return ["--set", f"dataroot={cfg['dataroot']}"]
+
+
+def stack_args(cfg: dict, *overrides: str) -> list[str]:
+    """stack.py's arguments: the recipe's stacking config, dataroot and answers (scored in its report)."""
+    answers = "null" if cfg.get("answers") is None else cfg["answers"]
+    return ["--conf", cfg["stack"], *shared(cfg), "--set", f"answers={answers}",
+            *[a for o in overrides for a in ("--set", o)]]
 
 
 def make_folds(cfg: dict) -> None:
@@ -89,18 +108,18 @@ def pretext(cfg: dict) -> None:
     """The jigsaw run on split `all`, through the launcher so it resumes or skips like every other run."""
     stage(f"pretext: {cfg['pretext']} on split all")
     run_cli("launch.py", "fold0123", "--conf", cfg["pretext"], "--splits", "all", "--devices", str(cfg["devices"]),
-            "--wait")
+            "--wait", *shared(cfg))
 
 
 def fold0123(cfg: dict) -> None:
     for conf in cfg["tasks"]:
         stage(f"fold0123: {conf}")
-        run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg["devices"]), "--wait")
+        run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg["devices"]), "--wait", *shared(cfg))
 
 
 def stack(cfg: dict) -> None:
     stage(f"stacking: {cfg['stack']}")
-    run_cli("stack.py", "--conf", cfg["stack"])
+    run_cli("stack.py", *stack_args(cfg))
 
 
 def pseudo_label_rounds(cfg: dict) -> None:
@@ -109,12 +128,12 @@ def pseudo_label_rounds(cfg: dict) -> None:
     for r in range(1, int(cfg["pseudo_rounds"]) + 1):
         previous, suffix = ("" if r == 1 else f"_pseudo{r - 1}"), f"_pseudo{r}"
         stage(f"pseudo-label round {r}")
-        run_cli("stack.py", "pseudo", "--round", str(r), "--conf", cfg["stack"], "--set", f"split_suffix={previous}")
+        run_cli("stack.py", "pseudo", "--round", str(r), *stack_args(cfg, f"split_suffix={previous}"))
         splits = ",".join(s + suffix for s in split_names(cfg["folds"]))
         for conf in cfg["tasks"]:
             run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg["devices"]), "--splits", splits,
-                    "--wait")
-        run_cli("stack.py", "--conf", cfg["stack"], "--set", f"split_suffix={suffix}")
+                    "--wait", *shared(cfg))
+        run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
 
 def newest_submission(out_dir: str | Path) -> Path | None:

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from data.layout import LayoutError, read_csv, read_test, read_train, split_paths
-from stacking.runs import VIEWS, RunError, eval_path, load_outputs, resolve_epoch, run_dir, run_task
+from stacking.runs import (VIEWS, RunError, eval_path, fold_splits, load_outputs, resolve_epoch, run_dir,
+                           run_task)
 
 AGGREGATIONS = {
     "mean": lambda x: x.mean(axis=1),
@@ -59,8 +60,8 @@ def aggregate_views(outputs: np.ndarray, funcs, raw_views: bool = False, prefix:
 def read_folds(dataroot: str | Path, k: int, split_suffix: str = "") -> pd.Series:
     """object_id -> fold index, from the dataroot's `{K}fold{k}{suffix}_test.csv` (the runs' held-out parts)."""
     parts = []
-    for fold in range(k):
-        path = split_paths(dataroot, f"{k}fold{fold}{split_suffix}")[1]
+    for fold, split in enumerate(fold_splits(k, split_suffix)):
+        path = split_paths(dataroot, split)[1]
         ids = read_csv(path, ("object_id",))["object_id"]
         parts.append(pd.Series(fold, index=ids.to_numpy()))
     folds = pd.concat(parts)
@@ -125,7 +126,7 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
         raise LayoutError(f"{dataroot}: {len(not_held_out)} train.csv object(s) are in no {k}fold*_test.csv, "
                           f"e.g. {not_held_out[0]!r} (re-run SGKFold.py)")
     folds = fold_of.loc[train_ids].to_numpy()
-    fold_splits = [f"{k}fold{i}{split_suffix}" for i in range(k)]
+    splits = fold_splits(k, split_suffix)
     all_split = f"all{split_suffix}"
     if not runs:
         raise ValueError("no runs chosen: the config's `runs` must name at least one experiment")
@@ -136,15 +137,14 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
     infold_blocks: list[list[pd.DataFrame]] = [[] for _ in range(k)]
     notes, use_infold, all_test_ok = [], infold, True
     for exp, spec in runs.items():
-        epoch = resolve_epoch(checkpoints_dir, exp, fold_splits, spec)
-        choice = RunChoice(exp=exp, task=run_task(checkpoints_dir, exp, fold_splits[0]), epoch=epoch)
+        epoch = resolve_epoch(checkpoints_dir, exp, splits, spec)
+        choice = RunChoice(exp=exp, task=run_task(checkpoints_dir, exp, splits[0]), epoch=epoch)
         choices.append(choice)
         prefix = f"{exp}_"
         # out-of-fold: fold run i predicts exactly fold i's held-out rows
-        oof = np.zeros((len(train_ids),) + load_outputs(run_dir(checkpoints_dir, exp, fold_splits[0]), epoch,
-                                                        "oof").outputs.shape[1:], dtype=np.float32)
-        for i, split in enumerate(fold_splits):
-            out = load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "oof")
+        oof_outs = [load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "oof") for split in splits]
+        oof = np.zeros((len(train_ids),) + oof_outs[0].outputs.shape[1:], dtype=np.float32)
+        for i, (split, out) in enumerate(zip(splits, oof_outs)):
             held = fold_of.index[fold_of.to_numpy() == i]
             if set(out.ids) != set(held):
                 raise RunError(f"{out.path}: its ids differ from {split_paths(dataroot, split)[1]} "
@@ -154,7 +154,7 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
         view_mean_oof[exp] = oof.mean(axis=1)
         # test: the `all` run, and the mean of the fold runs' aggregated test features
         fold_tests = [_aligned(load_outputs(run_dir(checkpoints_dir, exp, s), epoch, "test"), test_ids, "test rows")
-                      for s in fold_splits]
+                      for s in splits]
         test_blocks["fold_mean"].append(
             sum(aggregate_views(t, funcs, raw_views, prefix) for t in fold_tests) / len(fold_tests))
         view_mean_test["fold_mean"][exp] = np.mean([t.mean(axis=1) for t in fold_tests], axis=0)
@@ -168,13 +168,13 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
             notes.append(f"test features 'all': {eval_path(all_run, epoch, 'test')} missing, compared 'fold_mean' only")
         # in-fold: fold run i's outputs on its own train rows
         if use_infold:
-            paths = [eval_path(run_dir(checkpoints_dir, exp, s), epoch, "train") for s in fold_splits]
+            paths = [eval_path(run_dir(checkpoints_dir, exp, s), epoch, "train") for s in splits]
             missing = [p for p in paths if not p.is_file()]
             if missing and use_infold == "auto":
                 notes.append(f"in-fold variant skipped: {missing[0]} missing (set eval.train_epochs in the run config)")
                 use_infold = False
             else:
-                for i, split in enumerate(fold_splits):
+                for i, split in enumerate(splits):
                     out = load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "train")
                     rows = pd.Index(out.ids).intersection(train_ids[folds != i], sort=False)  # drops pseudo rows
                     if len(rows) == 0:

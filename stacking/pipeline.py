@@ -24,11 +24,11 @@ from stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse, 
 from stacking.pseudo import pseudo_rows, write_pseudo_splits
 from stacking.report import (plot_cv_per_epoch, plot_importance, score_answers, stem, timestamp, write_report,
                              write_submission)
-from stacking.runs import RunError, metrics_table
+from stacking.runs import RunError, fold_splits, metrics_table
 
 
 def _fold_splits(cfg: dict) -> list[str]:
-    return [f"{cfg['folds']}fold{i}{cfg.get('split_suffix', '')}" for i in range(cfg["folds"])]
+    return fold_splits(cfg["folds"], cfg.get("split_suffix", ""))
 
 
 def _pick_exp(features: FeatureSet, choice, task: str) -> str | None:
@@ -129,13 +129,11 @@ def run_stack(cfg: dict, stamp: str | None = None) -> StackResult:
     post, grid = pp.tune(fit.oof, target_oof, probs_oof, features.y, cfg["postprocess"])
     oof_steps = pp.apply_steps(fit.oof, target_oof, probs_oof, post)
     steps = pp.step_table(oof_steps, features.y, features.folds)
-    skipped = {"blend": blend_exp is None, "onehot": onehot_exp is None}
-    for step, off in skipped.items():
-        if off:
-            notes.append(f"post-processing step {step!r} off: no {('target' if step == 'blend' else 'onehot')} run")
+    for step, task, exp in (("blend", "target", blend_exp), ("onehot", "onehot", onehot_exp)):
+        if exp is None:
+            notes.append(f"post-processing step {step!r} off: no {task} run")
 
-    task_rows, epoch_metrics = single_task_rows(cfg, features)
-    rows = task_rows
+    rows, epoch_metrics = single_task_rows(cfg, features)
     if infold_fit is not None:
         rows.append(_row("stack, in-fold variant (original)", infold_fit.fold_scores, infold_fit.cv))
     for step in pp.STEPS:
@@ -273,7 +271,7 @@ def ensemble_probabilities(cfg: dict) -> EnsembleResult:
 
 
 def run_ensemble(cfg: dict, stamp: str | None = None) -> EnsembleResult:
-    """ensemble_probabilities + files: `ensemble_{stamp}_probs.csv` (object_id, p0..p3, label[, redistributed])
+    """ensemble_probabilities + files: `ensemble_{stamp}_probs.csv` (object_id, p0..p3, label[, label_redistributed])
     and `ensemble_{stamp}_report.md/json` in out_dir."""
     result = ensemble_probabilities(cfg)
     name = f"ensemble_{stamp or timestamp()}"

@@ -59,17 +59,16 @@ def write_pseudo_splits(dataroot: str | Path, k: int, round_: int, rows: pd.Data
         raise ValueError(f"pseudo rows must be test objects; {leaked.iloc[0]!r} is a train.csv row")
     written = []
     for split in split_names(k):
-        read_split(dataroot, f"{split}{base_suffix}")  # validates both parts, one clear error if malformed
+        _, held_out = read_split(dataroot, f"{split}{base_suffix}")  # validates both parts: one clear error
         base_train, base_test = split_paths(dataroot, f"{split}{base_suffix}")
         train_part = read_csv(base_train, TRAIN_COLUMNS).drop(columns=["pseudo"], errors="ignore")  # as written
-        held_out = read_csv(base_test, ("object_id",))
         train_part = train_part[~train_part["art_series_id"].astype(str).str.startswith("pseudo-")]
         in_held_out = rows["object_id"].isin(set(held_out["object_id"]))
         if split != "all" and in_held_out.any():
             raise ValueError(f"pseudo row {rows['object_id'][in_held_out].iloc[0]!r} is a held-out row of {split}")
-        extra = train_part.assign(pseudo=0)
-        new_train = pd.concat([extra, rows], ignore_index=True)[COLUMNS + [c for c in extra.columns
-                                                                           if c not in COLUMNS]]
+        real = train_part.assign(pseudo=0)
+        new_train = pd.concat([real, rows], ignore_index=True)[COLUMNS + [c for c in real.columns
+                                                                          if c not in COLUMNS]]
         train_path, test_path = split_paths(dataroot, f"{split}_pseudo{round_}")
         write_csv(train_path, new_train)
         write_text(test_path, base_test.read_text())  # byte for byte: validation rows stay what they were

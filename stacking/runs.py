@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from data import rundir
-from data.layout import LayoutError
+from data.layout import LayoutError, split_names
 
 VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
-PARTS = rundir.PARTS
 
 
 class RunError(LayoutError):
@@ -42,7 +41,12 @@ class Outputs:
 
 
 def run_dir(checkpoints_dir: str | Path, exp: str, split: str) -> Path:
-    return Path(checkpoints_dir) / f"{exp}_{split}"
+    return rundir.run_dir({"checkpoints_dir": checkpoints_dir, "exp": exp}, split)
+
+
+def fold_splits(k: int, split_suffix: str = "") -> list[str]:
+    """The K fold splits of a round (`{K}fold{k}{suffix}`), without `all`."""
+    return [f"{split}{split_suffix}" for split in split_names(k) if split != "all"]
 
 
 def _existing_run(run: Path) -> Path:
@@ -64,7 +68,7 @@ def list_epochs(run: str | Path, part: str = "oof") -> list[int]:
     run = _existing_run(Path(run))
     suffix = f"_{part}.npz"
     epochs = []
-    for path in (run / "eval").glob(f"epoch*{suffix}"):
+    for path in rundir.eval_dir(run).glob(f"epoch*{suffix}"):
         middle = path.name[len("epoch"):-len(suffix)]
         if middle.isdigit():
             epochs.append(int(middle))
@@ -139,7 +143,7 @@ def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str])
     for split in fold_splits:
         run = run_dir(checkpoints_dir, exp, split)
         for epoch in list_epochs(run, "oof"):
-            if not metrics_path(run, epoch).is_file():
+            if not rundir.is_evaluated(run, epoch):
                 continue  # evaluate.py writes the metrics after the npz files; this epoch is still being written
             metrics = load_metrics(run, epoch)
             primary = metrics["primary"]

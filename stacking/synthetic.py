@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from data import rundir
 from data.io import atomic_path, write_csv, write_json, write_text
-from data.layout import split_names, split_paths
+from data.layout import read_csv, read_test, read_train, split_names, split_paths
+from stacking.runs import eval_path, metrics_path, run_dir
 
 TASKS = ("target", "onehot", "sortingdate", "materialstechniques")
 YEARS = {0: 1600.0, 1: 1700.0, 2: 1800.0, 3: 1880.0}
@@ -60,8 +62,7 @@ def _predict(task: str, target: np.ndarray, year: np.ndarray, scale: float, rng)
     if task == "target":
         base = (target + 0.7 * scale * rng.standard_normal(n))[:, None]
     elif task == "onehot":
-        logits = 3.0 * np.eye(4)[target] + 2.5 * scale * rng.standard_normal((n, 4))
-        base = logits
+        base = 3.0 * np.eye(4)[target] + 2.5 * scale * rng.standard_normal((n, 4))  # logits, softmaxed below
     elif task == "sortingdate":
         base = (year + 90.0 * scale * rng.standard_normal(n))[:, None]
     elif task == "materialstechniques":
@@ -75,8 +76,7 @@ def _predict(task: str, target: np.ndarray, year: np.ndarray, scale: float, rng)
     return views.astype(np.float32)
 
 
-def _metrics(task: str, outputs: np.ndarray, target: np.ndarray, year: np.ndarray) -> dict:
-    pred = outputs
+def _metrics(task: str, pred: np.ndarray, target: np.ndarray, year: np.ndarray) -> dict:
     if task == "target":
         return {"rmse": float(np.sqrt(np.mean((pred[:, 0] - target) ** 2)))}
     if task == "onehot":
@@ -98,10 +98,10 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
     """Write one run per (task, split); experiment name = task. `train_epochs`: epochs with a `train` part
     (default: all). Returns the run directories."""
     dataroot = Path(dataroot)
-    answers = pd.read_csv(dataroot.parent / "answers.csv", dtype={"object_id": str})
-    train = pd.read_csv(dataroot / "train.csv", dtype={"object_id": str, "art_series_id": str})
-    truth = pd.concat([train[["object_id", "target", "sorting_date"]], answers]).set_index("object_id")
-    test_ids = pd.read_csv(dataroot / "test.csv", dtype={"object_id": str})["object_id"].to_numpy()
+    columns = ["object_id", "target", "sorting_date"]
+    answers = read_csv(dataroot.parent / "answers.csv", tuple(columns))
+    truth = pd.concat([read_train(dataroot)[columns], answers[columns]]).set_index("object_id")
+    test_ids = read_test(dataroot)["object_id"].to_numpy()
     train_epochs = range(1, epochs + 1) if train_epochs is None else train_epochs
     rng = np.random.default_rng(seed)
     runs = []
@@ -109,13 +109,12 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
         primary, lower = PRIMARY[task]
         for split in split_names(k):
             split_name = f"{split}{split_suffix}"
-            run = Path(checkpoints_dir) / f"{task}_{split_name}"
+            run = run_dir(checkpoints_dir, task, split_name)
             train_path, test_path = split_paths(dataroot, split_name)
-            part_ids = {"train": pd.read_csv(train_path, dtype={"object_id": str})["object_id"].to_numpy(),
-                        "test": test_ids}
+            part_ids = {"train": read_csv(train_path, ("object_id",))["object_id"].to_numpy(), "test": test_ids}
             if split != "all":
-                part_ids["oof"] = pd.read_csv(test_path, dtype={"object_id": str})["object_id"].to_numpy()
-            write_text(run / "config.yml", yaml.safe_dump({"task": task, "exp": task, "folds": k, "seed": seed,
+                part_ids["oof"] = read_csv(test_path, ("object_id",))["object_id"].to_numpy()
+            write_text(rundir.config_path(run), yaml.safe_dump({"task": task, "exp": task, "folds": k, "seed": seed,
                                                            "dataroot": str(dataroot), "epochs": epochs}))
             for epoch in range(1, epochs + 1):
                 scale = 1.0 + 1.0 / epoch  # every epoch a little better
@@ -126,7 +125,7 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
                     rows = truth.loc[ids]
                     views[part] = _predict(task, rows["target"].to_numpy(int), rows["sorting_date"].to_numpy(float),
                                            scale * (0.25 if part == "train" else 1.0), rng)
-                    _save_npz(run / "eval" / f"epoch{epoch}_{part}.npz", ids, views[part])
+                    _save_npz(eval_path(run, epoch, part), ids, views[part])
                 metrics = {"epoch": epoch, "task": task, "split": split_name, "n": 0, "primary": primary,
                            "lower_is_better": lower, "views": {"mean": {}, "identity": {}}}
                 if "oof" in views:
@@ -135,7 +134,7 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
                     metrics["n"] = len(t)
                     metrics["views"] = {"mean": _metrics(task, views["oof"].mean(axis=1), t, y),
                                         "identity": _metrics(task, views["oof"][:, 0], t, y)}
-                write_json(run / "eval" / f"epoch{epoch}_metrics.json", metrics)
-            write_text(run / "DONE", "")
+                write_json(metrics_path(run, epoch), metrics)
+            write_text(rundir.done_path(run), "")
             runs.append(run)
     return runs

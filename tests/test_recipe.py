@@ -1,0 +1,75 @@
+"""The main job end to end on the 32 px fixture: recipe.py runs the real CLIs (folds, word2vec, the jigsaw
+pretext and a task's four rows in real tmux, stacking) on a dataroot taken as it is (`dataset: null`, as a
+competition's data would be), then a second run skips everything already done."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data.config import dump_config, load_config
+from tests.fixtures import make_dataroot
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def recipe_conf(tmp_path: Path) -> Path:
+    dataroot = make_dataroot(tmp_path / "data")
+    runs, tiny = tmp_path / "runs", ROOT / "parameters" / "tiny"
+    common = f"checkpoints_dir: {runs}\nepochs: 1\n"
+    jigsaw = write(tmp_path / "jigsaw.yml", f"base: {tiny / 'jigsaw.yml'}\n{common}")
+    target = write(tmp_path / "target.yml", f"base: {tiny / 'target.yml'}\n{common}")
+    stack_cfg = load_config(tiny / "stack.yml", [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}",
+                                                 "runs={target: last}"])  # a mapping --set replaces whole
+    stack = write(tmp_path / "stack.yml", dump_config(stack_cfg))
+    return Path(write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
+dataset: null
+dataroot: {dataroot}
+answers: {tmp_path / 'answers.csv'}
+fold_batch_size: 8
+word2vec: {{dim: 20, epochs: 5}}
+devices: cpu
+pretext: {jigsaw}
+tasks: [{target}]
+stack: {stack}
+"""))
+
+
+def run_recipe(conf: Path, tmux_dir: Path) -> str:
+    env = {**os.environ, "TMUX_TMPDIR": str(tmux_dir)}  # a private tmux server for this test
+    env.pop("TMUX", None)
+    done = subprocess.run([sys.executable, "recipe.py", "--conf", str(conf)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_path: Path):
+    tmux_dir = tmp_path / "tmux"
+    tmux_dir.mkdir()
+    try:
+        first = run_recipe(recipe_conf, tmux_dir)
+        for split in ("3fold0", "3fold1", "3fold2", "all"):
+            assert (tmp_path / "runs" / f"target_{split}" / "DONE").is_file()
+        assert (tmp_path / "runs" / "jigsaw_all" / "DONE").is_file()
+        assert (tmp_path / "data" / "materialstechniques_w2v20.csv").is_file()
+        assert "submission RMSE on the held-out answers:" in first
+        assert "stack (out-of-fold)" in first and "CPU busy" in first
+        assert len(list((tmp_path / "submissions").glob("*_ids.csv"))) == 1
+
+        second = run_recipe(recipe_conf, tmux_dir)
+        assert "folds exist" in second and "tag vectors exist" in second
+        assert second.count("skipped: already DONE and evaluated") == 5  # jigsaw + four target rows
+    finally:
+        subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmux_dir)},
+                       capture_output=True)
