@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data.config import add_config_args
 from launcher.fold0123 import EXECUTORS, launch_fold0123
 from launcher.layout import LaunchError
 
@@ -17,9 +18,7 @@ from launcher.layout import LaunchError
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layout", choices=["fold0123"], help="the layout to launch")
-    parser.add_argument("--conf", required=True, help="experiment config, e.g. parameters/target.yml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override passed on to train.py; repeatable")
+    add_config_args(parser)  # --conf and repeatable --set, passed on to train.py
     parser.add_argument("--devices", default=None,
                         help="GPU indices (0,1,2,3) or cpu; default: every visible GPU, else cpu")
     parser.add_argument("--checkpoints", default=None, help="override the config's checkpoints_dir")

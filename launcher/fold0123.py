@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from launcher.layout import LaunchError, Plan, describe, plan_fold0123
-from launcher.status import read_status, wait_for
+from launcher.status import wait_for
 
 EXECUTORS = ("tmux", "slurm", "local")
 
@@ -162,8 +162,3 @@ def _launch_submitit(plan, result, kind, partition, gpus_per_job, cpus_per_task,
         return [RunOutcome(r.split, r.run_dir, "running", 0.0, f"job {r.job.job_id}") for r in submitted]
     ended = wait_rows(submitted, poll_s=poll_s, timeout_s=timeout_s)
     return [RunOutcome(r.split, r.run_dir, *ended[r.split]) for r in submitted]
-
-
-def current_states(plan: Plan) -> dict[str, str]:
-    """Each split's state now (for a caller that launched without waiting)."""
-    return {split: read_status(plan.run_path(d)).state for split, d in plan.all_run_dirs}

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from data import rundir
 from data.config import ConfigError, load_config
 from data.layout import split_names
 from launcher.status import checkpoint_epochs, read_status, training_done
 
 REPO = Path(__file__).resolve().parents[1]
-ROLES = ("train", "loss", "eval")
 SHELLS = {"bash", "zsh", "sh", "dash", "fish", "ksh", "tcsh", "csh"}
 
 
@@ -203,19 +203,18 @@ def status_argv(python: str, *args: str) -> list[str]:
 
 
 def row_panes(row: RowSpec, python: str) -> tuple[PaneSpec, ...]:
-    where = f"({row.device})"
+    train_title, loss_title, eval_title = f"{row.split} train ({row.device})", f"{row.split} loss", f"{row.split} eval"
     if row.train_done:
-        train = pane_command(f"{row.split} train {where}",
+        train = pane_command(train_title,
                              ["echo", f"{row.split}: training already DONE in {row.run_dir}; evaluating only"])
     else:
-        train = pane_command(f"{row.split} train {where}", row.train_argv, row.env,
+        train = pane_command(train_title, row.train_argv, row.env,
                              status_argv(python, "mark-failed", row.run_dir, "--role", "train"))
-    loss = pane_command(f"{row.split} loss", row.monitor_argv)
-    evaluate = pane_command(f"{row.split} eval", row.eval_argv, row.env,
+    evaluate = pane_command(eval_title, row.eval_argv, row.env,
                             status_argv(python, "mark-failed", row.run_dir, "--role", "evaluate"))
-    return (PaneSpec(row.split, "train", f"{row.split} train {where}", train),
-            PaneSpec(row.split, "loss", f"{row.split} loss", loss),
-            PaneSpec(row.split, "eval", f"{row.split} eval", evaluate))
+    return (PaneSpec(row.split, "train", train_title, train),
+            PaneSpec(row.split, "loss", loss_title, pane_command(loss_title, row.monitor_argv)),
+            PaneSpec(row.split, "eval", eval_title, evaluate))
 
 
 def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None,
@@ -249,11 +248,10 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
     bad = [s for s in wanted if not re.fullmatch(r"[A-Za-z0-9_]+", s)]
     if bad or not wanted:
         raise LaunchError(f"splits {wanted!r}: expected names like {', '.join(known)}")
-    ckpt_dir = Path(cfg["checkpoints_dir"])
 
     def run_dir(split: str) -> str:
-        """{checkpoints_dir}/{exp}_{split} (DESIGN section 3), shown relative to root."""
-        path = ckpt_dir / f"{cfg['exp']}_{split}"
+        """The split's run directory (data.rundir), shown relative to root."""
+        path = rundir.run_dir(cfg, split)
         return _shown(path if path.is_absolute() else root / path, root)
 
     all_dirs = tuple((s, run_dir(s)) for s in wanted)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data import rundir
+from launcher.status import read_status, training_done
 
 LOG_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s")
 METRICS_RE = re.compile(r"^epoch([0-9]+)_metrics\.json$")
@@ -83,7 +84,7 @@ def _is_number(text: str) -> bool:
 
 def read_metrics(run_dir: str | Path) -> list[EpochMetric]:
     """Every evaluated epoch's primary held-out metric (mean of the 8 views), in epoch order."""
-    eval_dir = Path(run_dir) / "eval"
+    eval_dir = rundir.eval_dir(Path(run_dir))
     if not eval_dir.is_dir():
         return []
     found = []
@@ -111,11 +112,11 @@ def _float(value) -> float | None:
 
 
 def run_state(run_dir: Path) -> str:
-    failed = rundir.failed_path(run_dir)
-    if failed.is_file():
-        lines = failed.read_text(errors="replace").strip().splitlines()
-        return "FAILED: " + lines[-1] if lines else "FAILED"
-    return "DONE" if rundir.done_path(run_dir).is_file() else "running"
+    """FAILED (trainer or, from the launcher's marker, evaluator) with its error line, DONE or running."""
+    status = read_status(run_dir)
+    if status.state == "failed":
+        return "FAILED: " + status.detail.removeprefix("train: ")
+    return "DONE" if training_done(run_dir) else "running"
 
 
 def _x_values(points: list[LossPoint]) -> list[float]:
@@ -191,7 +192,7 @@ def _signature(run_dir: Path) -> tuple:
             return s.st_mtime_ns, s.st_size
         except OSError:
             return None
-    eval_dir = run_dir / "eval"
+    eval_dir = rundir.eval_dir(run_dir)
     evals = sorted(p.name for p in eval_dir.iterdir()) if eval_dir.is_dir() else []
     size = shutil.get_terminal_size((80, 24))
     return (stat(rundir.loss_log_path(run_dir)), tuple(evals), stat(rundir.done_path(run_dir)),

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from data import rundir
-from data.rundir import DONE, FAILED
+from data.io import write_text
+from data.rundir import FAILED
 
 EVAL_FAILED = "EVAL_FAILED"  # the launcher's own marker: the evaluator pane exited non-zero
 FINISHED = ("done", "failed")
@@ -56,10 +57,6 @@ def checkpoint_epochs(run_dir: str | Path) -> list[int]:
     return [epoch for epoch, _ in rundir.list_checkpoints(Path(run_dir))]
 
 
-def metrics_file(run_dir: str | Path, epoch: int) -> Path:
-    return rundir.metrics_path(Path(run_dir), rundir.epoch_tag(epoch))
-
-
 def _last_line(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").strip().splitlines()
@@ -72,21 +69,22 @@ def read_status(run_dir: str | Path) -> RunStatus:
     run_dir = Path(run_dir)
     epochs = checkpoint_epochs(run_dir)
     last = epochs[-1] if epochs else None
-    if (run_dir / FAILED).is_file():
-        return RunStatus(run_dir, "failed", "train: " + (_last_line(run_dir / FAILED) or "FAILED"), last)
+    failed = rundir.failed_path(run_dir)
+    if failed.is_file():
+        return RunStatus(run_dir, "failed", "train: " + (_last_line(failed) or "FAILED"), last)
     if (run_dir / EVAL_FAILED).is_file():
         return RunStatus(run_dir, "failed", "evaluate: " + (_last_line(run_dir / EVAL_FAILED) or "failed"), last)
-    if (run_dir / DONE).is_file():
-        if last is None or metrics_file(run_dir, last).is_file():
+    if training_done(run_dir):
+        if last is None or rundir.is_evaluated(run_dir, last):
             return RunStatus(run_dir, "done", f"DONE, {last or 0} epochs evaluated", last)
         return RunStatus(run_dir, "running", f"training DONE, evaluating epoch {last}", last)
-    if last is not None or (run_dir / "loss.log").is_file():
+    if last is not None or rundir.loss_log_path(run_dir).is_file():
         return RunStatus(run_dir, "running", f"training, {last or 0} epochs saved", last)
     return RunStatus(run_dir, "pending", "not started", last)
 
 
 def training_done(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / DONE).is_file()
+    return rundir.done_path(Path(run_dir)).is_file()
 
 
 def clear_failures(run_dirs: Iterable[str | Path]) -> list[Path]:
@@ -106,17 +104,14 @@ def mark_failed(run_dir: str | Path, role: str, message: str = "") -> Path | Non
     run_dir = Path(run_dir)
     if role not in ("train", "evaluate"):
         raise ValueError(f"role {role!r}: expected train or evaluate")
-    if (run_dir / FAILED).is_file() or (role == "evaluate" and (run_dir / EVAL_FAILED).is_file()):
+    if rundir.failed_path(run_dir).is_file() or (role == "evaluate" and (run_dir / EVAL_FAILED).is_file()):
         return None
-    if role == "train" and (run_dir / DONE).is_file():
+    if role == "train" and training_done(run_dir):
         return None
     marker = run_dir / (FAILED if role == "train" else EVAL_FAILED)
     script = "train.py" if role == "train" else "evaluate.py"
     text = message or f"{script} exited non-zero without writing a failure marker (see its pane or job log)"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(f"{marker.name}.tmp.{os.getpid()}")
-    tmp.write_text(text.rstrip() + "\n")
-    os.replace(tmp, marker)
+    write_text(marker, text.rstrip() + "\n")
     return marker
 
 
@@ -177,8 +172,7 @@ def show_titles() -> None:
 
 def _wait_main(args: argparse.Namespace) -> int:
     """The session's conductor: report each row as it finishes, then the elapsed minutes; close on success."""
-    if os.environ.get("TMUX_PANE"):
-        show_titles()
+    show_titles()
     started = time.monotonic()
     names = ", ".join(Path(d).name for d in args.run_dirs)
     print(f"waiting for {len(args.run_dirs)} runs: {names}", flush=True)

@@ -72,3 +72,12 @@ def test_live_mode_draws_a_final_frame_and_exits_on_done_or_failed(tmp_path: Pat
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and time.monotonic() - start < 30
     assert "[FAILED: RuntimeError: out of memory]" in out.stdout and "held-out rmse" in out.stdout
+
+
+def test_state_shows_a_failed_evaluator(tmp_path: Path):
+    from launcher.monitor import run_state
+
+    run = write_run(tmp_path / "exp_3fold0")
+    assert run_state(run) == "running"
+    (run / "EVAL_FAILED").write_text("evaluate.py exited non-zero\n")
+    assert run_state(run) == "FAILED: evaluate: evaluate.py exited non-zero"
