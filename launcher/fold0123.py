@@ -92,9 +92,12 @@ def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: s
         return result
     if executor == "tmux":
         outcomes = _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, verbose)
-        if wait and close and all(o.state == "done" for o in outcomes):
-            from launcher.tmux import tmux_server, wait_closed
-            wait_closed(tmux_server(socket_name), plan.session, linger_s + 10)
+        if wait:
+            from launcher.tmux import tmux_server, wait_closed, wait_idle
+            if close and all(o.state == "done" for o in outcomes):
+                wait_closed(tmux_server(socket_name), plan.session, linger_s + 10)
+            elif all(o.state in ("done", "failed") for o in outcomes):
+                wait_idle(tmux_server(socket_name), plan.session, linger_s + 10)
     else:
         outcomes = _launch_submitit(plan, result, executor, partition, gpus_per_job, cpus_per_task, timeout_min,
                                     wait, timeout_s, poll_s)

@@ -49,6 +49,20 @@ def wait_closed(server: libtmux.Server, name: str, timeout_s: float) -> bool:
     return not session_alive(server, name)
 
 
+def wait_idle(server: libtmux.Server, name: str, timeout_s: float) -> bool:
+    """After a failure the waiter names the failed runs and exits, leaving the session open to read; wait for
+    that, so a relaunch right away is not refused because the waiter had not noticed yet."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if not session_is_busy(server.sessions.get(session_name=name)):
+                return True
+        except Exception:  # the session (or the server) is gone: nothing left to wait for
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def check_free(server: libtmux.Server, name: str) -> None:
     """Refuse to start over a running session; an idle leftover (failed rows left open to read) is replaced."""
     if not server.is_alive() or not server.has_session(name):
