@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from data.config import parse_value
+from data.layout import LayoutError
+
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
 PARTS = ("oof", "test", "train")
 DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with the error line)
@@ -21,6 +24,17 @@ def run_dir(cfg: dict, split: str) -> Path:
 
 def config_path(run: Path) -> Path:
     return Path(run) / "config.yml"
+
+
+def read_run_config(run: Path) -> dict:
+    """The resolved config train.py wrote (with its `split`); LayoutError naming the file when it is not one."""
+    path = config_path(run)
+    if not path.is_file():
+        raise LayoutError(f"{path}: run config not found (is {run} a run directory written by train.py?)")
+    cfg = parse_value(path.read_text())
+    if not isinstance(cfg, dict) or "split" not in cfg:
+        raise LayoutError(f"{path}: not a resolved run config (no 'split' key)")
+    return cfg
 
 
 def checkpoint_path(run: Path, epoch: int) -> Path:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from data.datasets import normalize
 from data.io import atomic_path, write_json
-from data.layout import LayoutError, read_split, read_test
+from data.layout import read_split, read_test
 from data.views import N_VIEWS, all_views, split_views
 from data import rundir
 from engine.checkpoint import load_checkpoint
@@ -24,16 +23,6 @@ from engine.setup import build_cache, configure_torch, load_task_state, resolve_
 from models.network import build_model
 from models.soup import uniform_soup
 from models.tasks import get_task
-
-
-def read_run_config(run: Path) -> dict:
-    path = rundir.config_path(run)
-    if not path.is_file():
-        raise LayoutError(f"{path}: run config not found (is {run} a run directory written by train.py?)")
-    cfg = yaml.safe_load(path.read_text())
-    if not isinstance(cfg, dict) or "split" not in cfg:
-        raise LayoutError(f"{path}: not a resolved run config (no 'split' key)")
-    return cfg
 
 
 def default_parts(cfg: dict, epoch: int | None) -> list[str]:
@@ -95,7 +84,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     has no oof). Raises CheckpointError naming the file when the checkpoint is corrupt or truncated.
     """
     run = Path(run)
-    cfg = read_run_config(run)
+    cfg = rundir.read_run_config(run)
     if checkpoint is None:
         if epoch is None:
             raise ValueError("evaluate_checkpoint needs an epoch or a checkpoint path")

@@ -74,9 +74,9 @@ class WatchResult:
 def _run_plan(run: Path) -> tuple[int | None, int]:
     """(planned epochs, eval.every) from the run's config.yml; (None, 1) until train.py has written it."""
     try:
-        cfg = yaml.safe_load(rundir.config_path(run).read_text())
+        cfg = rundir.read_run_config(run)
         return int(cfg["epochs"]), int((cfg.get("eval") or {}).get("every", 1))
-    except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError):
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):  # LayoutError is a ValueError
         return None, 1
 
 
