@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.folds import write_folds
-from data.layout import LayoutError
+from fold0123.data.folds import write_folds
+from fold0123.data.layout import LayoutError
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,11 +12,11 @@ import functools
 import json
 import sys
 
-from data.config import ConfigError
-from data.layout import LayoutError
-from engine.checkpoint import CheckpointError
-from engine.evaluator import evaluate_checkpoint, evaluate_soup
-from engine.watch import watch_run
+from fold0123.common.config import ConfigError
+from fold0123.data.layout import LayoutError
+from fold0123.engine.checkpoint import CheckpointError
+from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
+from fold0123.engine.watch import watch_run
 
 
 def _summary(metrics: dict) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.config import add_config_args
-from launcher.fold0123 import EXECUTORS, launch_fold0123
-from launcher.layout import LaunchError
+from fold0123.common.config import add_config_args
+from fold0123.launcher.fold0123 import EXECUTORS, launch_fold0123
+from fold0123.launcher.layout import LaunchError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

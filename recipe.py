@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.config import add_config_args, config_from_args, load_config
-from data.layout import split_names, split_paths
-from preprocessing.answers import score_submission
+from fold0123.common.config import add_config_args, config_from_args, load_config
+from fold0123.data.layout import split_names, split_paths
+from fold0123.preprocessing.answers import score_submission
 
 ROOT = Path(__file__).resolve().parent
 
@@ -69,7 +69,7 @@ def build_dataset(cfg: dict) -> None:
         return
     if cfg["dataset"] != "emoji":
         raise SystemExit(f"error: dataset {cfg['dataset']!r}: expected emoji or null")
-    run_cli("-m", "preprocessing.emoji", "--out", cfg["dataroot"])
+    run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg["dataroot"])
 
 
 def shared(cfg: dict) -> list[str]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.config import ConfigError, add_config_args, config_from_args
-from data.layout import LayoutError
+from fold0123.common.config import ConfigError, add_config_args, config_from_args
+from fold0123.data.layout import LayoutError
 
 COMMANDS = ("stack", "ensemble", "pseudo")
 
@@ -35,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from stacking import pipeline  # after argument parsing: --help stays instant
+    from fold0123.stacking import pipeline  # after argument parsing: --help stays instant
 
     try:
         cfg = config_from_args(args)

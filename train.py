@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.config import ConfigError, add_config_args, config_from_args
-from data.layout import LayoutError
-from engine.checkpoint import CheckpointError
-from engine.trainer import TrainError, train
+from fold0123.common.config import ConfigError, add_config_args, config_from_args
+from fold0123.data.layout import LayoutError
+from fold0123.engine.checkpoint import CheckpointError
+from fold0123.engine.trainer import TrainError, train
 
 
 def main(argv=None) -> None:

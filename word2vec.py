@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from data.layout import LayoutError
-from data.tags import write_tag_vectors
+from fold0123.data.layout import LayoutError
+from fold0123.data.tags import write_tag_vectors
 
 
 def parse_args(argv=None) -> argparse.Namespace:

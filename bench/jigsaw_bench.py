@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data.jigsaw import crop_to_grid, jigsaw_batch
+from fold0123.data.jigsaw import crop_to_grid, jigsaw_batch
 
 GRID = 3
 

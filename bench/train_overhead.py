@@ -14,15 +14,15 @@ from pathlib import Path
 
 import torch
 
-from data.config import load_config
-from data import rundir
-from engine.setup import resolve_device
+from fold0123.common.config import load_config
+from fold0123.common import rundir
+from fold0123.engine.setup import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_data(base: Path, n: int) -> Path:
-    from data.folds import write_folds
+    from fold0123.data.folds import write_folds
     from tests.fixtures import make_dataroot
 
     dataroot = make_dataroot(base / "data", n_train=n, n_test=16, size=64)
@@ -40,7 +40,7 @@ def bench_config(args, dataroot: Path, runs: Path) -> dict:
 
 def engine_throughput(cfg: dict, device: str) -> tuple[float, float]:
     """(median images/s over loss.log windows after the first epoch, images/s over the whole train() call)."""
-    from engine.trainer import train
+    from fold0123.engine.trainer import train
 
     start = time.perf_counter()
     run = train(cfg, "all", device=device, progress=False)
@@ -54,8 +54,8 @@ def engine_throughput(cfg: dict, device: str) -> tuple[float, float]:
 def bare_throughput(cfg: dict, device_name: str, steps: int) -> float:
     """The same model and optimiser stepping on one fixed batch that already sits on the device: median images/s
     of single steps (the engine's number is the median of its single-step loss.log windows, log_every=1)."""
-    from models.network import build_model
-    from models.tasks import get_task
+    from fold0123.models.network import build_model
+    from fold0123.models.tasks import get_task
 
     device = resolve_device(device_name)
     model = build_model(cfg, get_task("target")).to(device).train()

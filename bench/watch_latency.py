@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from data import rundir
-from engine.checkpoint import save_checkpoint
-from engine.watch import watch_run
+from fold0123.common import rundir
+from fold0123.engine.checkpoint import save_checkpoint
+from fold0123.engine.watch import watch_run
 
 
 def main() -> None:

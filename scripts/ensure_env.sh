@@ -19,6 +19,16 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 ln -sfn "$venv" .venv
+# the project itself, editable, so `import fold0123` works from any directory (notebooks, the tmux panes); the
+# cached environment is shared by clones, so point it at this checkout whenever it points elsewhere
+here=$(pwd -P)
+installed=$(cd / && "$venv/bin/python" -c "import fold0123, pathlib; print(pathlib.Path(fold0123.__file__).resolve().parents[1])" 2>/dev/null || true)
+if [ "$installed" != "$here" ]; then
+  log=$(mktemp)
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >"$log" 2>&1 \
+    || { cat "$log" >&2; echo "[env] editable install of the project failed" >&2; exit 1; }
+  rm -f "$log"
+fi
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v tmuxinator >/dev/null || missing+=(tmuxinator)

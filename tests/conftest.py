@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.fixtures import make_dataroot  # noqa: E402

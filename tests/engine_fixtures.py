@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.config import load_config
+from fold0123.common.config import load_config
 from tests.fixtures import make_dataroot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def write_tag_vectors(dataroot: Path, dim: int = 20) -> Path:
 
 def make_recipe_root(root: Path, tags: bool = True) -> Path:
     """A 32 px fixture dataroot with 3 folds (SGKFold's writer) and, optionally, the tag vectors."""
-    from data.folds import write_folds
+    from fold0123.data.folds import write_folds
 
     dataroot = make_dataroot(root)
     write_folds(dataroot, k=3, batch_size=None, seed=0)
@@ -50,7 +50,7 @@ def tiny_config(task: str, dataroot: Path, runs: Path, *overrides: str) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _session_runs(base: str) -> dict:
-    from engine.trainer import train
+    from fold0123.engine.trainer import train
 
     torch.set_num_threads(1)
     base = Path(base)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from data import rundir
-from engine.checkpoint import (CheckpointError, last_complete_checkpoint, load_checkpoint, prune_checkpoints,
+from fold0123.common import rundir
+from fold0123.engine.checkpoint import (CheckpointError, last_complete_checkpoint, load_checkpoint, prune_checkpoints,
                                rng_state, save_checkpoint, set_rng_state)
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from data.config import ConfigError, load_config
-from data.io import atomic_path, is_temporary, write_text
+from fold0123.common.config import ConfigError, load_config
+from fold0123.common.io import atomic_path, is_temporary, write_text
 
 
 def test_base_chain_and_overrides(tmp_path):

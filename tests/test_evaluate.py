@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from data.views import N_VIEWS, apply_view
-from data import rundir
-from engine.evaluator import evaluate_checkpoint, evaluate_soup
+from fold0123.data.views import N_VIEWS, apply_view
+from fold0123.common import rundir
+from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
 from tests.engine_fixtures import ROOT, session_runs
 
 torch.set_num_threads(1)
@@ -59,11 +59,11 @@ def test_epoch_evaluation_writes_8_view_predictions_and_metrics(runs, target_run
 
 def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run):
     """The views are in VIEW_NAMES order and use the same cached, normalised image as training."""
-    from data.datasets import normalize
-    from engine.checkpoint import load_checkpoint
-    from engine.setup import build_cache
-    from models.network import build_model
-    from models.tasks import get_task
+    from fold0123.data.datasets import normalize
+    from fold0123.engine.checkpoint import load_checkpoint
+    from fold0123.engine.setup import build_cache
+    from fold0123.models.network import build_model
+    from fold0123.models.tasks import get_task
 
     evaluate_checkpoint(target_run, 1, parts=["oof"], device="cpu")
     ids, outputs = load_npz(rundir.eval_npz_path(target_run, "epoch1", "oof"))
@@ -137,7 +137,7 @@ def test_soup_of_the_last_epochs(target_run):
 
 
 def test_train_part_only_for_fold_splits_at_the_configured_epochs():
-    from engine.evaluator import default_parts
+    from fold0123.engine.evaluator import default_parts
 
     cfg = {"eval": {"parts": ["oof", "test"], "train_epochs": [3]}}
     assert default_parts({**cfg, "split": "3fold1"}, 3) == ["oof", "test", "train"]

@@ -12,9 +12,9 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
 
-from data import layout
-from data.folds import StratifiedGroupKFoldBatched, plan_folds, ratio_deviation, write_folds
-from data.layout import LayoutError
+from fold0123.data import layout
+from fold0123.data.folds import StratifiedGroupKFoldBatched, plan_folds, ratio_deviation, write_folds
+from fold0123.data.layout import LayoutError
 from tests.fixtures import make_dataroot
 from tests.test_layout import BAD_INPUTS, assert_one_line_naming, bad_inputs, files_in
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from data.datasets import ImageDataset, channel_stats, normalize
-from data.images import build_image_cache, load_image
-from data.layout import LayoutError, read_train
+from fold0123.data.datasets import ImageDataset, channel_stats, normalize
+from fold0123.data.images import build_image_cache, load_image
+from fold0123.data.layout import LayoutError, read_train
 
 
 def test_cache_decodes_once_and_is_reused(dataroot, tmp_path):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from preprocessing.answers import score_submission
+from fold0123.preprocessing.answers import score_submission
 from tests.engine_fixtures import make_recipe_root, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    from engine.evaluator import evaluate_checkpoint
-    from engine.trainer import train
+    from fold0123.engine.evaluator import evaluate_checkpoint
+    from fold0123.engine.trainer import train
 
     torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("recipe")

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.jigsaw import (crop_to_grid, jigsaw_accuracy, jigsaw_batch, jigsaw_loss, min_hamming_distance,
+from fold0123.data.jigsaw import (crop_to_grid, jigsaw_accuracy, jigsaw_batch, jigsaw_loss, min_hamming_distance,
                          permutation_set, shuffle_tiles, unshuffle_tiles)
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import libtmux
 import pytest
 
-from launcher import LaunchError, launch_fold0123, plan_fold0123
-from launcher.layout import parse_devices, session_name
-from launcher.status import mark_failed, read_status
-from launcher.tmux import check_free
+from fold0123.launcher import LaunchError, launch_fold0123, plan_fold0123
+from fold0123.launcher.layout import parse_devices, session_name
+from fold0123.launcher.status import mark_failed, read_status
+from fold0123.launcher.tmux import check_free
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "parameters" / "tiny" / "target.yml"
@@ -30,7 +30,7 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 def tiny_experiment(tmp_path: Path, name: str = "tiny", epochs: int = 1) -> Path:
     """A tiny dataroot with its 3 folds, and an experiment config over parameters/tiny/target.yml using it."""
-    from data.folds import write_folds
+    from fold0123.data.folds import write_folds
     from tests.fixtures import make_dataroot
 
     dataroot = make_dataroot(tmp_path / "data")
@@ -90,7 +90,7 @@ def test_plan_rows_panes_and_commands(conf_only: Path, tmp_path: Path):
                                         "cpu", "--set", "lr=0.5", "--set", "threads=2"]
     assert list(row.eval_argv[1:]) == ["evaluate.py", "--run", row.run_dir, "--watch", "--device", "cpu"]
     train, loss, evaluate = row.panes
-    assert "'3fold0 train (cpu)'" in train.command and "launcher.monitor" in loss.command
+    assert "'3fold0 train (cpu)'" in train.command and "fold0123.launcher.monitor" in loss.command
     assert train.command.endswith(f"mark-failed {row.run_dir} --role train")
     assert "OMP_NUM_THREADS=2 " in evaluate.command and "--role evaluate" in evaluate.command
     assert list(plan.waiter_argv[-4:]) == [r.run_dir for r in plan.rows]

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data import layout
-from data.layout import LayoutError
+from fold0123.data import layout
+from fold0123.data.layout import LayoutError
 
 
 def _edit_csv(path: Path, edit) -> None:

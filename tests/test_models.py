@@ -4,15 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from data.datasets import ImageDataset, normalize
-from data.images import build_image_cache
-from data.layout import LayoutError, read_train
-from models.backbones import BackboneError, build_backbone
-from models.checkpoints import CheckpointError, read_checkpoint
-from models.network import build_model
-from models.soup import soup_last, uniform_soup
-from models.tasks import TASKS, get_task
-from models.transfer import apply_freeze, load_backbone
+from fold0123.data.datasets import ImageDataset, normalize
+from fold0123.data.images import build_image_cache
+from fold0123.data.layout import LayoutError, read_train
+from fold0123.models.backbones import BackboneError, build_backbone
+from fold0123.models.checkpoints import CheckpointError, read_checkpoint
+from fold0123.models.network import build_model
+from fold0123.models.soup import soup_last, uniform_soup
+from fold0123.models.tasks import TASKS, get_task
+from fold0123.models.transfer import apply_freeze, load_backbone
 
 torch.set_num_threads(1)
 CFG = {"backbone": "resnet18", "w2v_dim": 4}
@@ -243,7 +243,7 @@ def test_clip_task_trains_both_towers_and_round_trips(dataroot, tmp_path):
     a = task.metrics(embeddings.numpy(), train.iloc[:8], dataroot, cfg)
     b = restored_task.metrics(embeddings.numpy(), train.iloc[:8], dataroot, cfg)
     assert a == b and 0 <= a["recall_at_1"] <= a["recall_at_5"] <= 1
-    from models.clip import retrieval_metrics
+    from fold0123.models.clip import retrieval_metrics
     text = model.head.text(torch.from_numpy(tags[:8])).detach().numpy()
     assert retrieval_metrics(text, text, tags[:8])["recall_at_1"] == 1.0  # its own tags rank first
     with pytest.raises(ValueError, match="build the model"):

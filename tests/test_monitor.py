@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.monitor import read_loss_log, read_metrics, render
+from fold0123.launcher.monitor import read_loss_log, read_metrics, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_reads_whole_lines_only_and_the_newest_metric(tmp_path: Path):
 
 def test_once_prints_the_curve_with_the_held_out_metric(tmp_path: Path):
     run = write_run(tmp_path / "exp_3fold0")
-    out = subprocess.run([sys.executable, "-m", "launcher.monitor", str(run), "--once", "--width", "70",
+    out = subprocess.run([sys.executable, "-m", "fold0123.launcher.monitor", str(run), "--once", "--width", "70",
                           "--height", "18"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     text = out.stdout
@@ -68,14 +68,14 @@ def test_live_mode_draws_a_final_frame_and_exits_on_done_or_failed(tmp_path: Pat
     run = write_run(tmp_path / "exp_3fold1")
     (run / "FAILED").write_text("RuntimeError: out of memory\n")
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "launcher.monitor", str(run), "--interval", "0.2"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "fold0123.launcher.monitor", str(run), "--interval", "0.2"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and time.monotonic() - start < 30
     assert "[FAILED: RuntimeError: out of memory]" in out.stdout and "held-out rmse" in out.stdout
 
 
 def test_state_shows_a_failed_evaluator(tmp_path: Path):
-    from launcher.monitor import run_state
+    from fold0123.launcher.monitor import run_state
 
     run = write_run(tmp_path / "exp_3fold0")
     assert run_state(run) == "running"

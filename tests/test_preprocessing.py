@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data.layout import LayoutError, read_tags, read_test, read_train
-from preprocessing import answers, emoji, npm
-from preprocessing.emoji import BuildError, EmojiDataError
-from preprocessing.npm import Package, PackageError
+from fold0123.data.layout import LayoutError, read_tags, read_test, read_train
+from fold0123.preprocessing import answers, emoji, npm
+from fold0123.preprocessing.emoji import BuildError, EmojiDataError
+from fold0123.preprocessing.npm import Package, PackageError
 
 # (unified, added_in, emojibase hexcode or None when emojibase lacks it, tags, short name)
 BASES = [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from data.config import dump_config, load_config
+from fold0123.common.config import dump_config, load_config
 from tests.fixtures import make_dataroot
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher import launch_fold0123, plan_fold0123
-from launcher.slurm import job_devices, row_payload
+from fold0123.launcher import launch_fold0123, plan_fold0123
+from fold0123.launcher.slurm import job_devices, row_payload
 from tests.test_launcher import tiny_experiment
 
 ROOT = Path(__file__).resolve().parents[1]

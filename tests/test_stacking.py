@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.layout import read_split, split_names, split_paths
-from stacking import ensemble as ens
-from stacking import postprocess as pp
-from stacking import synthetic
-from stacking.features import aggregate_views, build_features
-from stacking.lgbm import fit_infold_stack, fit_oof_stack, rmse
-from stacking.pseudo import pseudo_rows, write_pseudo_splits
-from stacking.runs import RunError, load_outputs, resolve_epoch, run_dir
+from fold0123.data.layout import read_split, split_names, split_paths
+from fold0123.stacking import ensemble as ens
+from fold0123.stacking import postprocess as pp
+from fold0123.stacking import synthetic
+from fold0123.stacking.features import aggregate_views, build_features
+from fold0123.stacking.lgbm import fit_infold_stack, fit_oof_stack, rmse
+from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
+from fold0123.stacking.runs import RunError, load_outputs, resolve_epoch, run_dir
 
 FAST = dict(num_threads=1, num_leaves=7, min_data_in_leaf=5, learning_rate=0.1)
 
@@ -274,6 +274,6 @@ def test_pseudo_rows_never_enter_a_validation_part(synth):
 
 
 def test_stacking_imports_no_torch():
-    code = ("import sys, stack, stacking.pipeline, stacking.synthetic; "
+    code = ("import sys, stack, fold0123.stacking.pipeline, fold0123.stacking.synthetic; "
             "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher import plan_fold0123
-from launcher.status import read_status
+from fold0123.launcher import plan_fold0123
+from fold0123.launcher.status import read_status
 from tests.test_launcher import SPLITS, TINY, fake_run, tiny_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +72,12 @@ def test_debug_renders_four_rows_of_three_panes_exactly_as_the_launcher_plans(co
         run_dir = str(tmp_path / "runs" / f"tinymux_{split}")
         assert f"train.py --conf {conf} --split {split} --device cpu --set threads=" in train
         assert f"-T '{split} train (cpu)'" in train and f"mark-failed {run_dir} --role train" in train
-        assert f"-m launcher.monitor {run_dir}" in loss and f"-T '{split} loss'" in loss
+        assert f"-m fold0123.launcher.monitor {run_dir}" in loss and f"-T '{split} loss'" in loss
         assert f"evaluate.py --run {run_dir} --watch --device cpu" in evaluate
     threads = max(1, (os.cpu_count() or 1) // 4)
     assert all(f"OMP_NUM_THREADS={threads} " in panes[f"fold0123_tinymux:0.{3 * i}"] for i in range(4))
     waiter = shlex.split(keys["fold0123_tinymux:1"])
-    assert waiter[1:5] == ["-m", "launcher.status", "wait", "--close"]
+    assert waiter[1:5] == ["-m", "fold0123.launcher.status", "wait", "--close"]
     assert waiter[-4:] == [str(tmp_path / "runs" / f"tinymux_{s}") for s in SPLITS]
     assert f"launcher.status clear {tmp_path / 'runs' / 'tinymux_3fold0'}" in script  # before the panes
 

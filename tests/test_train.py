@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from data import rundir
-from engine.checkpoint import load_checkpoint
-from engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
+from fold0123.common import rundir
+from fold0123.engine.checkpoint import load_checkpoint
+from fold0123.engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
                             train)
 from tests.engine_fixtures import ROOT, make_recipe_root, session_runs, tiny_config
 
@@ -52,8 +52,8 @@ def test_pretext_run_writes_the_run_directory(runs):
 
 def test_transfer_starts_from_the_pretext_backbone(runs):
     """After one short epoch the transferred backbone is still far closer to the jigsaw weights than a fresh one."""
-    from models.network import build_model
-    from models.tasks import get_task
+    from fold0123.models.network import build_model
+    from fold0123.models.tasks import get_task
 
     pretext = load_checkpoint(rundir.checkpoint_path(runs["jigsaw"], 2))["model"]
     tuned = load_checkpoint(rundir.checkpoint_path(runs["target"], 1))["model"]
@@ -188,7 +188,7 @@ def test_unknown_config_key_and_bad_values_fail_cleanly(tmp_path):
 
 @pytest.mark.parametrize("name", ["jigsaw", "target", "onehot", "sortingdate", "materialstechniques"])
 def test_every_preset_resolves_with_the_documented_keys(name):
-    from data.config import load_config
+    from fold0123.common.config import load_config
 
     base = set(yaml.safe_load((ROOT / "parameters" / "base.yml").read_text()))
     for folder in ("", "demo/", "tiny/"):

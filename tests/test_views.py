@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from data.views import (N_VIEWS, VIEW_NAMES, all_views, apply_view, compose_views, invert_view, random_views,
+from fold0123.data.views import (N_VIEWS, VIEW_NAMES, all_views, apply_view, compose_views, invert_view, random_views,
                         split_views)
 
 

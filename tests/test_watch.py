@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 
-from data import rundir
-from engine.checkpoint import load_checkpoint
-from engine.evaluator import evaluate_checkpoint
-from engine.watch import watch_run
+from fold0123.common import rundir
+from fold0123.engine.checkpoint import load_checkpoint
+from fold0123.engine.evaluator import evaluate_checkpoint
+from fold0123.engine.watch import watch_run
 from tests.engine_fixtures import ROOT, session_runs
 
 torch.set_num_threads(1)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data import tags
-from data.layout import LayoutError
+from fold0123.data import tags
+from fold0123.data.layout import LayoutError
 from tests.test_layout import BAD_INPUTS, assert_one_line_naming, bad_inputs, files_in
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,1 @@
+"""fold0123: honest cross-validation for small-data image competitions (see README.md)."""

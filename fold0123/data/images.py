@@ -1,0 +1,187 @@
+"""Decode every photo once into a uint8 memory-mapped array, so epochs never touch a JPEG again.
+
+The cache is a plain `.npy` file `[n, size, size, 3]` (HWC, RGB) opened with `mmap_mode='r'`: the OS pages it
+in and shares it between DataLoader workers, so resident memory does not grow with the dataset, and numpy can
+read it without pickle. Its name carries the size and a hash of the ids (and of the dataroot and fit mode), so
+a changed id list or size gets its own file, and an existing file is reused without decoding anything.
+
+Resizing: by default each photo is letterboxed to a square (padded with the median colour of its border) and
+then resized. Artworks come in every aspect ratio, and a plain resize would squash a tall scroll and a wide
+print into the same square, turning aspect ratio into texture; the 90° views also only make sense on a square.
+`fit='stretch'` gives the plain resize (what fastai's `Resize(method='squish')` does) for comparison.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fold0123.common.io import atomic_path
+from fold0123.data.layout import LayoutError, photo_path
+
+FITS = ("pad", "stretch")
+CACHE_VERSION = 1  # bump when the decode/resize recipe changes, so old caches are not reused
+
+
+@dataclass
+class ImageCache:
+    """A decoded, resized image set: `cache[object_id]` -> uint8 `[size, size, 3]` (a view into the memmap)."""
+    ids: list[str]
+    array: np.ndarray  # [n, size, size, 3] uint8, memory-mapped read-only
+    path: Path
+    decoded: int = 0  # how many JPEGs this build decoded (0 when an existing cache was reused)
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {object_id: row for row, object_id in enumerate(self.ids)}
+
+    @property
+    def size(self) -> int:
+        return int(self.array.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, object_id: str) -> np.ndarray:
+        try:
+            return self.array[self.index[object_id]]
+        except KeyError:
+            raise KeyError(f"object_id {object_id!r} is not in image cache {self.path}") from None
+
+    def rows(self, object_ids: Sequence[str]) -> np.ndarray:
+        """Row numbers of `object_ids`, with one clear error for the first id the cache lacks."""
+        missing = [i for i in object_ids if i not in self.index]
+        if missing:
+            raise KeyError(f"{len(missing)} object_id(s) not in image cache {self.path}, e.g. {missing[0]!r}")
+        return np.fromiter((self.index[i] for i in object_ids), dtype=np.int64, count=len(object_ids))
+
+
+def _border_colour(pixels: np.ndarray) -> tuple[int, int, int]:
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return tuple(int(v) for v in np.median(border, axis=0))
+
+
+def load_image(path: str | Path, size: int, fit: str = "pad") -> np.ndarray:
+    """One photo as uint8 `[size, size, 3]` RGB; greyscale, CMYK and EXIF-rotated JPEGs come out upright RGB."""
+    path = Path(path)
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; expected one of {FITS}")
+    if not path.is_file():
+        raise LayoutError(f"{path}: photo not found")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img = img.convert("RGB")
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise LayoutError(f"{path}: unreadable image ({err})") from None
+    if fit == "pad" and img.width != img.height:
+        side = max(img.width, img.height)
+        square = Image.new("RGB", (side, side), _border_colour(np.asarray(img)))
+        square.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+        img = square
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def cache_path(dataroot: str | Path, object_ids: Sequence[str], size: int, cache_dir: str | Path,
+               fit: str = "pad") -> Path:
+    digest = hashlib.sha1()
+    digest.update(f"v{CACHE_VERSION}|{fit}|{Path(dataroot).resolve()}|".encode())
+    digest.update("\n".join(object_ids).encode())
+    return Path(cache_dir) / f"images_{size}_{digest.hexdigest()[:16]}.npy"
+
+
+def _open_existing(path: Path, n: int, size: int) -> np.ndarray | None:
+    """The cache at `path` if it is a whole array of the right shape (else None: it will be rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+    if array.shape != (n, size, size, 3) or array.dtype != np.uint8:
+        return None
+    return array
+
+
+def _decode_chunk(args: tuple[list[str], int, str]) -> np.ndarray:
+    paths, size, fit = args
+    return np.stack([load_image(p, size, fit) for p in paths]) if paths else np.zeros((0, size, size, 3), np.uint8)
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive lock beside the cache, so runs started together (fold0123) decode once, not once each:
+    the first builds, the others wait and then find the finished file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def default_workers() -> int:
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int, cache_dir: str | Path,
+                      fit: str = "pad", workers: int | None = None, chunk: int = 64) -> ImageCache:
+    """Decode `photos/{id}.jpg` for every id once into `cache_dir/images_{size}_{hash}.npy`, or reuse that file.
+
+    The array is written under a temporary name and renamed into place, so a crash never leaves a half-filled
+    cache that a later run would trust; concurrent builders of the same file wait for the first. `workers`
+    (default: up to 8 CPUs) decode chunks of `chunk` photos in a process pool when there is more than one chunk.
+    A missing or corrupt photo raises `LayoutError` naming the file.
+    """
+    object_ids = [str(i) for i in object_ids]
+    if len(set(object_ids)) != len(object_ids):
+        raise ValueError("build_image_cache: duplicate object ids")
+    if size < 1:
+        raise ValueError(f"image size must be positive, got {size}")
+    path = cache_path(dataroot, object_ids, size, cache_dir, fit)
+    existing = _open_existing(path, len(object_ids), size)
+    if existing is not None:
+        return ImageCache(object_ids, existing, path, decoded=0)
+    with _build_lock(path):
+        existing = _open_existing(path, len(object_ids), size)  # another process may have built it meanwhile
+        if existing is not None:
+            return ImageCache(object_ids, existing, path, decoded=0)
+        _write_cache(path, [str(photo_path(dataroot, i)) for i in object_ids], size, fit,
+                     default_workers() if workers is None else workers, chunk)
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return ImageCache(object_ids, array, path, decoded=len(object_ids))
+
+
+def _write_cache(path: Path, paths: list[str], size: int, fit: str, workers: int, chunk: int) -> None:
+    jobs = [(paths[i:i + chunk], size, fit) for i in range(0, len(paths), chunk)]
+    with atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        row = 0
+        if workers > 1 and len(jobs) > 1:
+            # fork: the children only run PIL/numpy, and need not re-import the caller's script
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+                blocks = pool.map(_decode_chunk, jobs)
+                for block in blocks:
+                    out[row:row + len(block)] = block
+                    row += len(block)
+        else:
+            for job in jobs:
+                block = _decode_chunk(job)
+                out[row:row + len(block)] = block
+                row += len(block)
+        out.flush()
+        del out

@@ -1,0 +1,133 @@
+"""Tag vectors: Word2Vec over each object's materials + techniques, averaged per object.
+
+The materialstechniques task regresses these vectors from the photo, so they must be a pure function of the tag
+tables and the seed: gensim trains with one worker, a fixed seed and a hash function that does not depend on
+PYTHONHASHSEED, and the corpus is built in file order. A name that occurs in both tables (`pencil` as a material
+and as a technique) is two different tokens, `pencil (material)` and `pencil (technique)`, as in the original
+atmaCup #11 solution; a name in one table only stays as it is.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fold0123.common.io import write_csv
+from fold0123.data.layout import LayoutError, read_tags, read_test, read_train
+
+SUFFIX = {"materials": "material", "techniques": "technique"}
+
+
+def stable_hash(text: str) -> int:
+    """A hash of a string that is the same in every process (Python's `hash` of a str is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def read_tag_tables(dataroot: str | Path) -> dict[str, pd.DataFrame]:
+    """materials.csv and techniques.csv, with empty ids or names rejected as layout errors."""
+    tables = {}
+    for table in SUFFIX:
+        frame = read_tags(dataroot, table)
+        path = Path(dataroot) / f"{table}.csv"
+        for column in ("object_id", "name"):
+            empty = np.flatnonzero(frame[column].str.strip().to_numpy() == "")
+            if len(empty):
+                raise LayoutError(f"{path}: row {int(empty[0]) + 2}: empty {column}")
+        tables[table] = frame
+    return tables
+
+
+def disambiguate(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Suffix the table's name to every name that occurs in more than one table: `pencil (material)`."""
+    seen: dict[str, int] = {}
+    for frame in tables.values():
+        for name in set(frame["name"]):
+            seen[name] = seen.get(name, 0) + 1
+    shared = {name for name, count in seen.items() if count > 1}
+    out = {}
+    for table, frame in tables.items():
+        frame = frame.copy()
+        is_shared = frame["name"].isin(shared)
+        frame["token"] = frame["name"].where(~is_shared, frame["name"] + f" ({SUFFIX[table]})")
+        out[table] = frame
+    return out
+
+
+def token_lists(tables: dict[str, pd.DataFrame], object_ids) -> dict[str, list[str]]:
+    """Each object's tokens: its materials then its techniques, each in file order ([] for an untagged object)."""
+    tokens: dict[str, list[str]] = {object_id: [] for object_id in object_ids}
+    for frame in disambiguate(tables).values():
+        for object_id, token in zip(frame["object_id"], frame["token"]):
+            if object_id in tokens:
+                tokens[object_id].append(token)
+    return tokens
+
+
+def train_word2vec(sentences: list[list[str]], dim: int, epochs: int, seed: int, sg: bool = False):
+    """gensim Word2Vec as the original configured it (window 1, min_count 1), made deterministic."""
+    from gensim.models import Word2Vec
+
+    return Word2Vec(sentences=sentences, vector_size=dim, window=1, min_count=1, epochs=epochs, seed=seed,
+                    sg=int(sg), workers=1, hashfxn=stable_hash).wv
+
+
+def object_vectors(tokens: dict[str, list[str]], dim: int, epochs: int, seed: int, sg: bool = False) -> pd.DataFrame:
+    """object_id + w2v_0..w2v_{dim-1}: the mean of the object's token vectors, zeros for an untagged object."""
+    sentences = [words for words in tokens.values() if words]
+    vectors = np.zeros((len(tokens), dim), dtype=np.float32)
+    if sentences:
+        wv = train_word2vec(sentences, dim, epochs, seed, sg)
+        for row, words in enumerate(tokens.values()):
+            if words:
+                vectors[row] = wv[words].mean(axis=0)
+    frame = pd.DataFrame(vectors, columns=[f"w2v_{i}" for i in range(dim)])
+    frame.insert(0, "object_id", list(tokens))
+    return frame
+
+
+@dataclass
+class TagVectorsReport:
+    path: Path
+    n_objects: int
+    n_untagged: int
+    vocabulary: int
+    shared_names: list[str]
+    unknown_objects: int
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.path}: {self.n_objects} objects, {self.n_untagged} without tags (zero vectors), "
+                 f"{self.vocabulary} tokens",
+                 f"names in both tables, split by table: {', '.join(self.shared_names) or 'none'}"]
+        if self.unknown_objects:
+            lines.append(f"note: {self.unknown_objects} tagged object ids are in neither train.csv nor test.csv "
+                         f"(ignored)")
+        return "\n".join(lines)
+
+
+def vectors_path(dataroot: str | Path, dim: int) -> Path:
+    return Path(dataroot) / f"materialstechniques_w2v{dim}.csv"
+
+
+def write_tag_vectors(dataroot: str | Path, dim: int = 20, epochs: int = 100, seed: int = 0,
+                      sg: bool = False) -> TagVectorsReport:
+    """Validate the dataroot's tables, train, and write `materialstechniques_w2v{dim}.csv` for every train and test
+    object (train rows first, then test rows, in file order), atomically."""
+    if dim < 1 or epochs < 1:
+        raise ValueError(f"dim and epochs must be positive, got dim={dim}, epochs={epochs}")
+    train = read_train(dataroot)
+    test = read_test(dataroot, train)
+    tables = read_tag_tables(dataroot)
+    object_ids = list(train["object_id"]) + list(test["object_id"])
+    tokens = token_lists(tables, object_ids)
+    frame = object_vectors(tokens, dim, epochs, seed, sg)
+    path = vectors_path(dataroot, dim)
+    write_csv(path, frame)
+    known = set(object_ids)
+    tagged = set().union(*(set(t["object_id"]) for t in tables.values()))
+    shared = sorted(set(tables["materials"]["name"]) & set(tables["techniques"]["name"]))
+    vocabulary = len({token for words in tokens.values() for token in words})
+    return TagVectorsReport(path, len(object_ids), sum(not words for words in tokens.values()), vocabulary, shared,
+                            len(tagged - known))

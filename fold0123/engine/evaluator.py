@@ -1,0 +1,146 @@
+"""Evaluate one checkpoint of a run: the task's predictions for all 8 dihedral views of every object of each
+part, saved as eval/{tag}_{part}.npz (`ids` [n], `outputs` float32 [n, 8, d]), then eval/{tag}_metrics.json.
+
+metrics.json is written last: its presence is what tells the watcher (and a restarted watcher) that the epoch
+is fully evaluated. Parts: `oof` (the split's held-out, labelled rows; fold splits only), `test` (test.csv) and
+`train` (the split's train rows; only at the epochs the config lists, or when asked).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fold0123.data.datasets import normalize
+from fold0123.common.io import atomic_path, write_json
+from fold0123.data.layout import read_split, read_test
+from fold0123.data.views import N_VIEWS, all_views, split_views
+from fold0123.common import rundir
+from fold0123.engine.checkpoint import load_checkpoint
+from fold0123.engine.setup import build_cache, configure_torch, load_task_state, resolve_device, wrap_model
+from fold0123.models.network import build_model
+from fold0123.models.soup import uniform_soup
+from fold0123.models.tasks import get_task
+
+
+def default_parts(cfg: dict, epoch: int | None) -> list[str]:
+    """The config's parts, plus `train` at `eval.train_epochs` for fold splits: their in-fold features feed the
+    original's stacking variant; the `all` run's train rows feed nothing, so they are not evaluated unasked."""
+    parts = list(cfg.get("eval", {}).get("parts", ["oof", "test"]))
+    wanted = epoch is not None and epoch in (cfg.get("eval", {}).get("train_epochs") or [])
+    if wanted and not str(cfg.get("split", "")).startswith("all") and "train" not in parts:
+        parts.append("train")
+    return parts
+
+
+def part_frames(cfg: dict) -> dict:
+    """Rows of each part for this run's split (`oof` only when the held-out rows carry labels)."""
+    train, held_out = read_split(cfg["dataroot"], cfg["split"])
+    frames = {"train": train, "test": read_test(cfg["dataroot"])}
+    if cfg["split"] != "all" and "target" in held_out.columns:
+        frames["oof"] = held_out
+    return frames
+
+
+@torch.no_grad()
+def predict_views(model, task, cache, ids, device, batch_size: int, channels_last: bool = False) -> np.ndarray:
+    """Task predictions `[n, 8, d]` for the 8 views of each image (views in data.views.VIEW_NAMES order)."""
+    index = cache.rows(ids)
+    outputs = []
+    for start in range(0, len(index), batch_size):
+        rows = np.sort(index[start:start + batch_size])
+        order = np.argsort(np.argsort(index[start:start + batch_size]))  # memmap reads in file order
+        images = torch.from_numpy(np.ascontiguousarray(cache.array[rows][order])).permute(0, 3, 1, 2)
+        x = normalize(all_views(images.to(device)))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        pred = task.predict(model(x).float())
+        pred = pred.reshape(pred.shape[0], -1)
+        outputs.append(split_views(pred).float().cpu().numpy())
+    if not outputs:
+        return np.zeros((0, N_VIEWS, 0), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def write_npz(path: Path, ids, outputs: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, ids=np.asarray(list(ids), dtype=str), outputs=outputs.astype(np.float32))
+
+
+def view_metrics(task, outputs: np.ndarray, frame, cfg: dict) -> dict:
+    """The task's metrics on the view-mean prediction and on the identity view alone."""
+    return {"mean": task.metrics(outputs.mean(axis=1), frame, cfg["dataroot"], cfg),
+            "identity": task.metrics(outputs[:, 0], frame, cfg["dataroot"], cfg)}
+
+
+def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, device: str | None = None,
+                        checkpoint: str | Path | None = None, tag: str | None = None,
+                        batch_size: int | None = None) -> dict:
+    """Evaluate `{run}/{epoch}.pth` (or `checkpoint`, named `tag`), write the npz files and metrics.json.
+
+    Returns the metrics dict (also written to eval/{tag}_metrics.json when `oof` is among the parts or the split
+    has no oof). Raises CheckpointError naming the file when the checkpoint is corrupt or truncated.
+    """
+    run = Path(run)
+    cfg = rundir.read_run_config(run)
+    if checkpoint is None:
+        if epoch is None:
+            raise ValueError("evaluate_checkpoint needs an epoch or a checkpoint path")
+        checkpoint = rundir.checkpoint_path(run, epoch)
+    tag = tag or rundir.epoch_tag(epoch)
+    parts = list(parts) if parts else default_parts(cfg, epoch)
+    for part in parts:
+        if part not in rundir.PARTS:
+            raise ValueError(f"unknown part {part!r}; expected some of {', '.join(rundir.PARTS)}")
+
+    device = resolve_device(device)
+    configure_torch(cfg, device)
+    state = load_checkpoint(checkpoint)
+    task = get_task(cfg["task"])
+    load_task_state(task, state.get("task_state"))
+    model = build_model(cfg, task)
+    model.load_state_dict(state["model"])
+    channels_last = device.type == "cuda" and bool(cfg.get("channels_last"))
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = wrap_model(model, device)
+
+    frames = part_frames(cfg)
+    cache = build_cache(cfg)
+    batch_size = int(batch_size or cfg.get("eval", {}).get("batch_size", 64))
+    metrics = {"epoch": epoch, "task": cfg["task"], "split": cfg["split"], "n": 0,
+               "primary": task.primary, "lower_is_better": bool(task.lower_is_better),
+               "views": {"mean": {}, "identity": {}}}
+    if epoch is None or tag != rundir.epoch_tag(epoch):  # a soup: say which file was evaluated
+        metrics["checkpoint"] = Path(checkpoint).name
+    for part in parts:
+        if part not in frames:
+            continue  # split `all` has no oof
+        ids = list(frames[part]["object_id"])
+        outputs = predict_views(model, task, cache, ids, device, batch_size, channels_last)
+        write_npz(rundir.eval_npz_path(run, tag, part), ids, outputs)
+        if part == "oof":
+            metrics["n"] = len(ids)
+            metrics["views"] = view_metrics(task, outputs, frames["oof"], cfg)
+    if "oof" in parts or "oof" not in frames:
+        write_json(rundir.metrics_path(run, tag), metrics)
+    return metrics
+
+
+def evaluate_soup(run: str | Path, n: int, parts=None, device: str | None = None) -> dict:
+    """Uniform soup of the run's last `n` epoch checkpoints -> `{run}/soup{n}.pth`, evaluated under the tag
+    `soup{n}` (eval/soup{n}_{part}.npz, eval/soup{n}_metrics.json with "epoch" = the last souped epoch)."""
+    run = Path(run)
+    found = rundir.list_checkpoints(run)
+    if len(found) < n:
+        raise ValueError(f"{run}: --soup {n} needs {n} epoch checkpoints, found {len(found)}")
+    chosen = found[-n:]
+    out = rundir.soup_path(run, n)
+    uniform_soup([p for _, p in chosen], out)
+    print(f"{out}: uniform soup of epochs {', '.join(str(e) for e, _ in chosen)}", file=sys.stderr)
+    metrics = evaluate_checkpoint(run, chosen[-1][0], parts=parts, device=device, checkpoint=out,
+                                  tag=f"soup{n}")
+    return metrics

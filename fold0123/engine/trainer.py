@@ -1,0 +1,363 @@
+"""The training loop behind train.py: one task x one split -> one run directory (DESIGN.md section 3).
+
+Why it is shaped this way:
+- Every epoch's order and augmentation come from generators seeded by (seed, epoch) alone, and each checkpoint
+  holds model, optimiser, scheduler, scaler and RNG states, so `resume=True` continues from the last complete
+  checkpoint and (deterministic mode, CPU) ends with the same weights as a run that was never interrupted.
+- Checkpoints are atomic (engine.checkpoint), so the watching evaluator never reads half a file; DONE is written
+  last and FAILED (with the error line) on a crash, because tmux cannot report a pane's exit status.
+- CUDA extras (AMP, channels_last, DataParallel) switch on by device, so the same code runs the CPU tests.
+"""
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from fold0123.common.config import dump_config
+from fold0123.data.datasets import ImageDataset, normalize
+from fold0123.common.io import write_text
+from fold0123.data.layout import read_split
+from fold0123.data.views import random_views
+from fold0123.common import rundir
+from fold0123.engine.checkpoint import (last_complete_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
+                               set_rng_state)
+from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
+                          wrap_model)
+from fold0123.models.network import build_model
+from fold0123.models.tasks import get_task
+from fold0123.models.transfer import apply_freeze, load_backbone
+
+LOG_HEADER = "epoch step loss lr images_per_s"
+
+
+class TrainError(ValueError):
+    """A run that cannot start (bad transfer source, existing run without --resume, ...): one line."""
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A seed that depends only on (seed, epoch, stream): shuffling and augmentation need no carried state."""
+    return (int(seed) * 1_000_003 + int(epoch) * 101 + stream) % (2**63 - 1)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled index batches for one epoch; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()
+    return batches
+
+
+def accumulation_steps(cfg: dict) -> int:
+    batch, effective = int(cfg["batch_size"]), int(cfg.get("effective_batch_size") or cfg["batch_size"])
+    if effective % batch:
+        raise TrainError(f"effective_batch_size {effective} is not a multiple of batch_size {batch}")
+    return max(1, effective // batch)
+
+
+def group_weights(batches: list[list[int]], accum: int) -> list[float]:
+    """Per micro-batch loss weight: its share of the images in its accumulation group (a short last group too),
+    so each optimiser step sees the mean loss over exactly the images it accumulated."""
+    weights = []
+    for start in range(0, len(batches), accum):
+        group = batches[start:start + accum]
+        total = sum(len(b) for b in group)
+        weights += [len(b) / total for b in group]
+    return weights
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
+    """Multiplier of the peak lr at optimiser step `step` (0-based): linear warm-up, then cosine to zero;
+    `onecycle` rises from lr/25 over the warm-up (30% of training when warmup is 0) and anneals to lr/25e4."""
+    total = max(1, total)
+    if schedule == "cosine":
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "onecycle":
+        rise = warmup if warmup > 0 else max(1, int(0.3 * total))
+        start, end = 1 / 25, 1 / 25e4
+        if step < rise:
+            return start + (1 - start) * step / rise
+        progress = min(1.0, (step - rise) / max(1, total - rise))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise TrainError(f"unknown schedule {schedule!r}; expected cosine or onecycle")
+
+
+def resolve_transfer(cfg: dict) -> Path | None:
+    """`transfer_from` as a checkpoint file: a .pth path, a run directory, or a run name under checkpoints_dir
+    (a run resolves to its last epoch checkpoint)."""
+    source = cfg.get("transfer_from")
+    if not source:
+        return None
+    candidates = [Path(source), Path(cfg["checkpoints_dir"]) / str(source)]
+    for path in candidates:
+        if path.is_file():
+            return path
+        if path.is_dir():
+            found = rundir.list_checkpoints(path)
+            if not found:
+                raise TrainError(f"transfer_from {source!r}: run directory {path} holds no epoch checkpoint yet")
+            if not rundir.done_path(path).is_file():
+                print(f"warning: transfer_from {path} has no DONE marker; using its last epoch {found[-1][0]}",
+                      file=sys.stderr)
+            return found[-1][1]
+    raise TrainError(f"transfer_from {source!r}: transfer checkpoint not found "
+                     f"(looked for {candidates[0]} and {candidates[1]})")
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+@dataclass
+class TrainData:
+    """What one epoch iterates over: a Dataset over the image cache and the loss/batch recipe of the task."""
+    dataset: torch.utils.data.Dataset
+    n: int
+
+
+def training_data(cfg: dict, split: str, task) -> TrainData:
+    dataroot = cfg["dataroot"]
+    if task.name == "jigsaw":
+        # pretext: every photo of the split `all` (train + test), labels unused
+        train_df, test_df = read_split(dataroot, "all")
+        ids = list(train_df["object_id"]) + list(test_df["object_id"])
+        cache = build_cache(cfg, ids)
+        return TrainData(ImageDataset(cache, ids, None), len(ids))
+    train_df, _ = read_split(dataroot, split)
+    targets = task.targets(train_df, dataroot, cfg)
+    cache = build_cache(cfg, list(train_df["object_id"]))
+    return TrainData(ImageDataset(cache, list(train_df["object_id"]), targets), len(train_df))
+
+
+# ---------------------------------------------------------------------------------------------------- loop
+
+class LossLog:
+    """loss.log: a header and one whitespace-separated line per logging step; the monitor tails it."""
+
+    def __init__(self, path: Path, keep_through_epoch: int):
+        self.path = path
+        lines = [LOG_HEADER]
+        if keep_through_epoch > 0 and path.is_file():  # resume: drop lines of the epoch being redone
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields and fields[0].isdigit() and int(fields[0]) <= keep_through_epoch:
+                    lines.append(line)
+        write_text(path, "\n".join(lines) + "\n")
+        self.file = open(path, "a", buffering=1)
+
+    def write(self, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None:
+        self.file.write(f"{epoch} {step} {loss:.6f} {lr:.6g} {images_per_s:.1f}\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+def _prepare_run(cfg: dict, split: str, resume: bool) -> Path:
+    run = rundir.run_dir(cfg, split)
+    if run.is_dir() and not resume and rundir.list_checkpoints(run):
+        raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
+    run.mkdir(parents=True, exist_ok=True)
+    rundir.failed_path(run).unlink(missing_ok=True)
+    if not resume:
+        rundir.done_path(run).unlink(missing_ok=True)
+        shutil.rmtree(rundir.tb_dir(run), ignore_errors=True)
+    return run
+
+
+def train(cfg: dict, split: str, device: str | None = None, resume: bool = False,
+          progress: bool | None = None) -> Path:
+    """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
+    run = _prepare_run(cfg, split, resume)
+    if resume and rundir.done_path(run).is_file():
+        print(f"{run}: already DONE, nothing to resume")
+        return run
+    try:
+        _train(cfg, split, run, device, resume, progress)
+    except BaseException as err:
+        line = " ".join(str(err).split()) or type(err).__name__
+        write_text(rundir.failed_path(run), f"{type(err).__name__}: {line}\n")
+        raise
+    write_text(rundir.done_path(run), time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    return run
+
+
+@dataclass
+class Trainee:
+    """The model and everything that steps it; what a checkpoint saves and a resume restores."""
+    model: torch.nn.Module  # the plain model (its state dict is what checkpoints hold)
+    parallel: torch.nn.Module  # what batches go through: the model, or DataParallel over it
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    device: torch.device
+    channels_last: bool
+
+
+def build_trainee(cfg: dict, task, device: torch.device, steps_per_epoch: int, transfer: Path | None) -> Trainee:
+    torch.manual_seed(epoch_seed(cfg["seed"], 0))
+    model = build_model(cfg, task)
+    if transfer is not None:
+        load_backbone(model, transfer)
+    model = model.to(device)
+    channels_last = device.type == "cuda" and bool(cfg.get("channels_last"))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    total, warmup = steps_per_epoch * int(cfg["epochs"]), int(round(float(cfg.get("warmup_epochs") or 0)
+                                                                    * steps_per_epoch))
+    schedule = cfg.get("schedule", "cosine")
+    lr_factor(schedule, 0, total, warmup)  # validates the name before any work
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total, warmup))
+    amp = cfg.get("amp") or "none"
+    if amp not in ("bf16", "fp16", "none"):
+        raise TrainError(f"amp {amp!r}: expected bf16, fp16 or none")
+    amp = amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
+    return Trainee(model, wrap_model(model, device), optimizer, scheduler,
+                   torch.amp.GradScaler("cuda", enabled=amp == "fp16"),
+                   {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
+
+
+def restore(trainee: Trainee, task, state: dict) -> None:
+    trainee.model.load_state_dict(state["model"])
+    trainee.optimizer.load_state_dict(state["optimizer"])
+    trainee.scheduler.load_state_dict(state["scheduler"])
+    trainee.scaler.load_state_dict(state["scaler"])
+    load_task_state(task, state.get("task_state"))
+    set_rng_state(state["rng"])
+
+
+def checkpoint_state(trainee: Trainee, task, cfg: dict, epoch: int, global_step: int) -> dict:
+    return {"epoch": epoch, "global_step": global_step, "split": cfg["split"], "config": cfg,
+            "model": model_state(trainee.model), "optimizer": trainee.optimizer.state_dict(),
+            "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(),
+            "task_state": task_state(task), "rng": rng_state()}
+
+
+@dataclass
+class Window:
+    """Loss and throughput since the last log line."""
+    loss: float = 0.0
+    batches: int = 0
+    images: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: float, images: int) -> None:
+        self.loss, self.batches, self.images = self.loss + loss, self.batches + 1, self.images + images
+
+    def mean_loss(self) -> float:
+        return self.loss / max(self.batches, 1)
+
+    def images_per_s(self) -> float:
+        return self.images / max(time.perf_counter() - self.start, 1e-9)
+
+
+def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, global_step: int, log: LossLog,
+                writer, bar_label: str, progress: bool) -> tuple[float, int]:
+    """One epoch of micro-batches with gradient accumulation; returns (mean loss per image, global step)."""
+    seed = epoch_seed(cfg["seed"], epoch, 1)
+    torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    augment = torch.Generator().manual_seed(epoch_seed(cfg["seed"], epoch, 2))
+    apply_freeze(trainee.model, cfg.get("freeze") or "none", epoch, int(cfg.get("unfreeze_epoch", 2)))
+    trainee.parallel.train()
+    accum = accumulation_steps(cfg)
+    batches = epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], epoch)
+    weights = group_weights(batches, accum)
+    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=int(cfg["num_workers"]),
+                                         pin_memory=trainee.device.type == "cuda")
+    bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
+               leave=False)
+    window, total_loss, total_images = Window(), 0.0, 0
+    device, optimizer = trainee.device, trainee.optimizer
+    optimizer.zero_grad(set_to_none=True)
+    for i, (images, targets) in enumerate(loader):
+        images = images.to(device, non_blocking=True)
+        if cfg.get("augment") == "dihedral":
+            images = random_views(images, augment)
+        # jigsaw shuffles tiles on the device and makes its labels here; the other tasks pass through
+        images, targets = task.batch(images, targets, augment, cfg)
+        targets = targets.to(device, non_blocking=True)
+        x = normalize(images)
+        if trainee.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=trainee.autocast_dtype, enabled=trainee.autocast_dtype is not None):
+            out = trainee.parallel(x)
+            loss = task.loss(out, targets)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss is {value} at epoch {epoch} batch {i + 1}")
+        trainee.scaler.scale(loss * weights[i]).backward()
+        window.add(value, x.shape[0])
+        total_loss, total_images = total_loss + value * x.shape[0], total_images + x.shape[0]
+        if (i + 1) % accum == 0 or i + 1 == len(batches):
+            trainee.scaler.step(optimizer)
+            trainee.scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            trainee.scheduler.step()
+            global_step += 1
+            if global_step % int(cfg.get("log_every") or 1) == 0 or i + 1 == len(batches):
+                mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
+                log.write(epoch, global_step, mean_loss, lr, speed)
+                writer.add_scalar("train/loss", mean_loss, global_step)
+                writer.add_scalar("train/lr", lr, global_step)
+                writer.add_scalar("train/images_per_s", speed, global_step)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
+                window = Window()
+        bar.update(1)
+    bar.close()
+    return total_loss / max(total_images, 1), global_step
+
+
+def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
+    device = resolve_device(device_name)
+    configure_torch(cfg, device)
+    cfg = dict(cfg, split=split)
+    write_text(rundir.config_path(run), dump_config(cfg))
+
+    task = get_task(cfg["task"])
+    data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
+    found = last_complete_checkpoint(run) if resume else None
+    transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
+    n_batches = len(epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], 1))
+    trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
+    start_epoch, global_step = 1, 0
+    if found is not None:
+        restore(trainee, task, found[1])
+        start_epoch, global_step = found[0] + 1, int(found[1]["global_step"])
+        print(f"{run}: resuming after epoch {found[0]}", file=sys.stderr)
+
+    epochs = int(cfg["epochs"])
+    log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
+    writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
+    try:
+        for epoch in range(start_epoch, epochs + 1):
+            loss, global_step = train_epoch(trainee, task, data, cfg, epoch, global_step, log, writer,
+                                            f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress))
+            writer.add_scalar("epoch/loss", loss, epoch)
+            writer.flush()
+            save_checkpoint(rundir.checkpoint_path(run, epoch), checkpoint_state(trainee, task, cfg, epoch,
+                                                                                 global_step))
+            prune_checkpoints(run, int(cfg.get("keep_last") or 0))
+            print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
+    finally:
+        log.close()
+        writer.close()

@@ -1,0 +1,192 @@
+"""Evaluate a run's checkpoints as they appear (`evaluate.py --watch`), with the watchdog library.
+
+Why it reacts the way it does (DESIGN.md, pitfalls): watchdog's `on_created` fires when a write *starts*, so a
+watcher that opens files on creation reads half-written checkpoints. train.py writes `{epoch}.pth.tmp.<pid>`,
+fsyncs it and `os.replace`s it to `{epoch}.pth`: the watcher reacts to the move's destination and to creations
+of final names only (a final name is never written in place), and ignores temporary names. It rescans the folder
+on start (and every `rescan_s` as a safety net) to catch checkpoints written while it was down, evaluates in epoch
+order, skips epochs whose metrics.json exists, and exits once DONE is there and the last epoch is evaluated.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+from fold0123.common.io import is_temporary
+from fold0123.common import rundir
+from fold0123.engine.checkpoint import CheckpointError
+
+MARKERS = (rundir.DONE, rundir.FAILED)
+
+# watchdog 7 logs this harmless race at error level when an observer stops right after starting (a watcher
+# that finds everything already evaluated); keep it out of the user's terminal.
+logging.getLogger("watchdog.observers.inotify").addFilter(
+    lambda record: "called when the thread is inactive" not in record.getMessage())
+
+
+class _RunEvents(FileSystemEventHandler):
+    """Forwards final checkpoint names and markers to a queue; everything else (temp files, eval/) is ignored."""
+
+    def __init__(self, events: queue.Queue):
+        self.events = events
+
+    def _note(self, path) -> None:
+        path = Path(os.fsdecode(path))
+        if is_temporary(path):
+            return
+        epoch = rundir.checkpoint_epoch(path)
+        if epoch is not None:
+            self.events.put(("checkpoint", epoch, time.perf_counter()))
+        elif path.name in MARKERS:
+            self.events.put(("marker", path.name, time.perf_counter()))
+
+    def on_moved(self, event) -> None:
+        if not event.is_directory:
+            self._note(event.dest_path)
+
+    def on_created(self, event) -> None:
+        if not event.is_directory:
+            self._note(event.src_path)
+
+
+@dataclass
+class WatchResult:
+    evaluated: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # already evaluated before this watcher got to them
+    errors: list[str] = field(default_factory=list)
+    failed_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors or self.failed_run else 0
+
+
+def _run_plan(run: Path) -> tuple[int | None, int]:
+    """(planned epochs, eval.every) from the run's config.yml; (None, 1) until train.py has written it."""
+    try:
+        cfg = rundir.read_run_config(run)
+        return int(cfg["epochs"]), int((cfg.get("eval") or {}).get("every", 1))
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):  # LayoutError is a ValueError
+        return None, 1
+
+
+def _wanted(epoch: int, every: int, last: int | None) -> bool:
+    return every <= 1 or epoch % every == 0 or (last is not None and epoch >= last)
+
+
+def wait_for_dir(run: Path, poll_s: float, timeout_s: float | None, log: Callable[[str], None]) -> bool:
+    if run.is_dir():
+        return True
+    log(f"{run}: waiting for the run directory to appear")
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not run.is_dir():
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None,
+              rescan_s: float = 10.0, poll_s: float = 0.5, timeout_s: float | None = None,
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> WatchResult:
+    """Call `evaluate(run, epoch)` for each epoch checkpoint of `run` once it is in place, in epoch order.
+
+    Returns after the run's DONE (or FAILED) marker once every wanted epoch is evaluated, or after `timeout_s`
+    (a WatchResult with an error then). `every`: only every Nth epoch, and always the run's last. A corrupt
+    checkpoint is reported as one line and skipped; the watcher carries on with the next epoch.
+    `every=None` takes the run config's eval.every.
+    """
+    run = Path(run)
+    result = WatchResult()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    if not wait_for_dir(run, poll_s, timeout_s, log):
+        result.errors.append(f"{run}: run directory did not appear within {timeout_s}s")
+        return result
+
+    events: queue.Queue = queue.Queue()
+    observer = Observer()
+    observer.schedule(_RunEvents(events), str(run), recursive=False)
+    observer.start()
+    try:
+        seen: set[int] = set()
+        attempted: set[int] = set()
+
+        def rescan() -> None:  # catches what happened before the observer started, and anything missed
+            seen.update(e for e, _ in rundir.list_checkpoints(run))
+
+        rescan()
+        last_rescan = time.monotonic()
+        while True:
+            while True:  # drain the events that arrived
+                try:
+                    kind, value, _ = events.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "checkpoint":
+                    seen.add(value)
+            finished = rundir.done_path(run).is_file()
+            failed = rundir.failed_path(run).is_file()
+            if finished or failed:
+                rescan()
+            last, config_every = _run_plan(run)
+            if finished and seen:
+                last = max(seen)
+            step = config_every if every is None else every
+            todo = sorted(e for e in seen - attempted if _wanted(e, step, last))
+            if todo:
+                epoch = todo[0]
+                attempted.add(epoch)
+                if rundir.is_evaluated(run, epoch):
+                    result.skipped.append(epoch)
+                    continue
+                if not rundir.checkpoint_path(run, epoch).is_file():
+                    log(f"{rundir.checkpoint_path(run, epoch)}: gone before it was evaluated (keep_last?): skipped")
+                    continue
+                try:
+                    evaluate(run, epoch)
+                    result.evaluated.append(epoch)
+                    log(f"{run.name}: epoch {epoch} evaluated")
+                except CheckpointError as err:  # corrupt or truncated: one line naming the file
+                    result.errors.append(str(err))
+                    log(f"error: {err}")
+                except Exception as err:  # keep watching: later epochs may still evaluate
+                    line = " ".join(str(err).split()) or type(err).__name__
+                    result.errors.append(f"{rundir.checkpoint_path(run, epoch)}: {type(err).__name__}: {line}")
+                    log(f"error: {result.errors[-1]}")
+                continue
+            if failed:
+                result.failed_run = True
+                text = rundir.failed_path(run).read_text().strip()
+                log(f"{run}: the run FAILED ({text}); stopping after the epochs it wrote")
+                return result
+            if finished:
+                log(f"{run.name}: DONE; evaluated epochs {result.evaluated or 'none'}, "
+                    f"already evaluated {result.skipped or 'none'}")
+                return result
+            if deadline is not None and time.monotonic() > deadline:
+                result.errors.append(f"{run}: watch timed out after {timeout_s}s")
+                return result
+            wait = rescan_s - (time.monotonic() - last_rescan)
+            if wait <= 0:
+                rescan()
+                last_rescan = time.monotonic()
+                continue
+            try:
+                kind, value, _ = events.get(timeout=min(wait, poll_s * 4))
+                if kind == "checkpoint":
+                    seen.add(value)
+            except queue.Empty:
+                pass
+    finally:
+        observer.stop()
+        observer.join()

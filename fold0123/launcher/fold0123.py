@@ -1,0 +1,167 @@
+"""`launch_fold0123`: run one experiment's four rows (3fold0 3fold1 3fold2 all) and say how each ended.
+
+The recipe (`make demo`), `launch.py` and the tests all call this. It plans the rows (launcher.layout: skip
+what is DONE and evaluated, resume what has checkpoints), starts them in tmux (libtmux), on Slurm or with
+submitit's local executor, and with `wait=True` blocks until every row is finished, reading the run
+directories' markers (launcher.status), since neither tmux nor a detached pane can report an exit status.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from fold0123.launcher.layout import LaunchError, Plan, describe, plan_fold0123
+from fold0123.launcher.status import wait_for
+
+EXECUTORS = ("tmux", "slurm", "local")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """state: done | failed | skipped (already DONE and evaluated) | running (not waited for, or timed out)."""
+    split: str
+    run_dir: Path
+    state: str
+    elapsed_s: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class LaunchResult:
+    exp: str
+    executor: str
+    session: str | None              # the tmux session (None when nothing was started or not tmux)
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    plan: Plan | None = None
+    jobs: list[str] = field(default_factory=list)  # submitit job ids
+
+    @property
+    def by_split(self) -> dict[str, RunOutcome]:
+        return {o.split: o for o in self.outcomes}
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.state == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """Every row finished well (done, or skipped because it already was)."""
+        return all(o.state in ("done", "skipped") for o in self.outcomes)
+
+    def summary(self) -> str:
+        lines = [f"fold0123 {self.exp} ({self.executor}" + (f", session {self.session}" if self.session else "")
+                 + ")"]
+        for o in self.outcomes:
+            minutes = f"{o.elapsed_s / 60:5.1f} min" if o.state in ("done", "failed") else " " * 9
+            lines.append(f"  {o.split:8s} {o.state:8s} {minutes}  {o.run_dir}  {o.detail}".rstrip())
+        return "\n".join(lines)
+
+
+def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None, *,
+                    overrides: Iterable[str] = (), splits: Iterable[str] | None = None, wait: bool = True,
+                    attach: bool = False, session: str | None = None, executor: str = "tmux",
+                    socket_name: str | None = None, root: str | Path | None = None,
+                    partition: str | None = None, gpus_per_job: int = 1, cpus_per_task: int = 4,
+                    timeout_min: int = 24 * 60, timeout_s: float | None = None, poll_s: float = 1.0,
+                    close: bool = True, linger_s: float = 5.0, verbose: bool = True) -> LaunchResult:
+    """Launch (and with `wait`, finish) the fold0123 rows of the experiment `conf`.
+
+    devices: `0,1,2,3`, `cpu` or None (every visible GPU, else the CPU with its threads divided);
+    checkpoints: overrides the config's checkpoints_dir; overrides: `key=value` for train.py's `--set`;
+    splits: a subset of the rows; executor: tmux (libtmux, `socket_name` for a private server), slurm or
+    local (submitit); close: the session closes itself once every row is DONE (tmux), `linger_s` after
+    printing the elapsed minutes (with `wait`, this returns once it has closed).
+    Raises LaunchError (one line) when the launch cannot start, e.g. the session already runs.
+    """
+    if executor not in EXECUTORS:
+        raise LaunchError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if executor in ("slurm", "local"):
+        from fold0123.launcher.slurm import job_devices
+        devices = job_devices(executor, gpus_per_job) if executor == "slurm" or devices is None else devices
+    plan = plan_fold0123(conf, devices=devices, checkpoints=checkpoints, overrides=overrides, splits=splits,
+                         session=session, root=root, close=close, linger_s=linger_s,
+                         threads=cpus_per_task if executor == "slurm" else None)
+    if verbose:
+        print(describe(plan), flush=True)
+    skipped = [RunOutcome(s, plan.run_path(d), "skipped", 0.0, "already DONE and evaluated")
+               for s, d in plan.skipped]
+    result = LaunchResult(plan.exp, executor, None, plan=plan)
+    if not plan.rows:
+        result.outcomes = _in_split_order(plan, skipped)
+        return result
+    if executor == "tmux":
+        outcomes = _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, verbose)
+        if wait:
+            from fold0123.launcher.tmux import tmux_server, wait_closed, wait_idle
+            if close and all(o.state == "done" for o in outcomes):
+                wait_closed(tmux_server(socket_name), plan.session, linger_s + 10)
+            elif all(o.state in ("done", "failed") for o in outcomes):
+                wait_idle(tmux_server(socket_name), plan.session, linger_s + 10)
+    else:
+        outcomes = _launch_submitit(plan, result, executor, partition, gpus_per_job, cpus_per_task, timeout_min,
+                                    wait, timeout_s, poll_s)
+    result.outcomes = _in_split_order(plan, skipped + outcomes)
+    return result
+
+
+def _in_split_order(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
+    order = {split: i for i, (split, _) in enumerate(plan.all_run_dirs)}
+    return sorted(outcomes, key=lambda o: order[o.split])
+
+
+def _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, verbose) -> list[RunOutcome]:
+    import shutil
+
+    from fold0123.launcher import tmux
+
+    if shutil.which("tmux") is None:
+        raise LaunchError("tmux is not installed: install it (apt-get install tmux) or use --executor local")
+    server = tmux.tmux_server(socket_name)
+    tmux.start_session(plan, server)
+    result.session = plan.session
+    if verbose:
+        socket = f" -L {socket_name}" if socket_name else ""
+        print(f"started tmux session {plan.session}: tmux{socket} attach -t {plan.session}", flush=True)
+    if attach:
+        tmux.attach(server, plan.session)
+    rows = {plan.run_path(row.run_dir): row.split for row in plan.rows}
+    if not wait:
+        return [RunOutcome(split, d, "running", 0.0, f"in tmux session {plan.session}") for d, split in rows.items()]
+
+    def report(status, elapsed):
+        if verbose:
+            print(f"  {rows[status.run_dir]}: {status.state} after {elapsed / 60:.1f} min {status.detail}",
+                  flush=True)
+
+    def progress(statuses, elapsed):
+        if verbose and statuses:
+            print(f"  [{elapsed / 60:4.1f} min] " + " | ".join(f"{rows[s.run_dir]} {s.detail}" for s in statuses),
+                  flush=True)
+
+    finished = wait_for(rows, poll_s=poll_s, timeout_s=timeout_s, on_finish=report, on_change=progress,
+                        keep_going=lambda: tmux.session_alive(server, plan.session))
+    ended = not tmux.session_alive(server, plan.session)
+    outcomes = []
+    for run_dir, (status, elapsed) in finished.items():
+        state, detail = status.state, status.detail
+        if not status.finished:
+            state = "failed" if ended else "running"
+            detail = ("tmux session ended before the run finished" if ended else
+                      f"still {status.detail} after {timeout_s:.0f} s")
+        outcomes.append(RunOutcome(rows[run_dir], run_dir, state, elapsed, detail))
+    return outcomes
+
+
+def _launch_submitit(plan, result, kind, partition, gpus_per_job, cpus_per_task, timeout_min, wait, timeout_s,
+                     poll_s) -> list[RunOutcome]:
+    from fold0123.launcher.slurm import job_devices, submit_rows, wait_rows
+
+    gpus = gpus_per_job if job_devices(kind, gpus_per_job) != "cpu" else 0
+    submitted = submit_rows(plan, kind, partition=partition, gpus_per_job=gpus, cpus_per_task=cpus_per_task,
+                            timeout_min=timeout_min)
+    result.jobs = [str(row.job.job_id) for row in submitted]
+    if not wait:
+        return [RunOutcome(r.split, r.run_dir, "running", 0.0, f"job {r.job.job_id}") for r in submitted]
+    ended = wait_rows(submitted, poll_s=poll_s, timeout_s=timeout_s)
+    return [RunOutcome(r.split, r.run_dir, *ended[r.split]) for r in submitted]

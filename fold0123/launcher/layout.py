@@ -1,0 +1,318 @@
+"""The fold0123 layout as plain data: which rows run, on which device, with which commands in which panes.
+
+One builder serves every way of running the rows (libtmux, tmuxinator, Slurm/submitit), so they cannot drift:
+the tmuxinator YAML asks `python -m fold0123.launcher.layout --json ...` for its rows and panes instead of spelling the
+commands out a second time, and the test compares what `tmuxinator debug` would type with `plan_fold0123`.
+
+A plan is decided once, at launch, from the run directories (DESIGN section 3):
+  - a run that is DONE with its last epoch evaluated is skipped (its row is not laid out at all);
+  - a run with checkpoints but no DONE is resumed (`--resume`);
+  - a run that is DONE but not fully evaluated gets a row whose trainer pane only says so.
+Devices: `cuda:0..` when GPUs are present (rows cycle over them), else every row on the CPU with
+`--set threads=N`, N = cores // rows, so four rows on a small machine do not oversubscribe it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from fold0123.common import rundir
+from fold0123.common.config import ConfigError, load_config
+from fold0123.data.layout import split_names
+from fold0123.launcher.status import checkpoint_epochs, read_status, training_done
+
+REPO = Path(__file__).resolve().parents[2]
+SHELLS = {"bash", "zsh", "sh", "dash", "fish", "ksh", "tcsh", "csh"}
+
+
+class LaunchError(ValueError):
+    """A launch that cannot start as asked; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class PaneSpec:
+    split: str
+    role: str      # train | loss | eval
+    title: str     # what the pane border shows, e.g. "3fold0 train (cpu)"
+    command: str   # the shell line typed into the pane
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One split's run: the trainer, its loss monitor and its evaluator, all on one device."""
+    split: str
+    device: str
+    threads: int | None
+    run_dir: str                      # as the commands see it (relative to the plan's root when inside it)
+    resume: bool
+    train_done: bool                  # DONE but not fully evaluated: the trainer pane only says so
+    train_argv: tuple[str, ...]
+    eval_argv: tuple[str, ...]
+    monitor_argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    panes: tuple[PaneSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    exp: str
+    conf: str
+    session: str
+    root: str
+    python: str
+    rows: tuple[RowSpec, ...]                  # the rows to run, in split order
+    skipped: tuple[tuple[str, str], ...]       # (split, run_dir) already DONE and evaluated
+    all_run_dirs: tuple[tuple[str, str], ...]  # (split, run_dir) of every split, run or skipped
+    prepare_argv: tuple[str, ...]              # clears stale failure markers before the panes start
+    waiter_argv: tuple[str, ...]               # the last window: waits, prints elapsed minutes, closes
+
+    def run_path(self, run_dir: str) -> Path:
+        """A run directory as this process sees it (commands run in `root`)."""
+        return Path(self.root) / run_dir
+
+    @property
+    def panes(self) -> list[PaneSpec]:
+        return [pane for row in self.rows for pane in row.panes]
+
+    def to_json(self) -> str:
+        out = asdict(self)
+        out["prepare"] = shlex.join(self.prepare_argv)
+        out["waiter"] = shlex.join(self.waiter_argv)
+        return json.dumps(out, indent=1)
+
+
+def gpu_count() -> int:
+    """GPUs this process may use, without importing torch: CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        return len(ids)
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def parse_devices(spec: str | None, n_rows: int) -> list[str]:
+    """`None`/`auto` -> every visible GPU, else cpu; `cpu`; `0,1,2,3` or `cuda:0,cuda:1` -> rows cycle over them."""
+    if n_rows == 0:
+        return []
+    spec = (spec or "auto").strip()
+    if spec == "auto":
+        n = gpu_count()
+        devices = [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
+    else:
+        devices = []
+        for item in spec.split(","):
+            item = item.strip()
+            if re.fullmatch(r"[0-9]+", item):
+                devices.append(f"cuda:{item}")
+            elif item == "cpu" or re.fullmatch(r"(cuda|mps)(:[0-9]+)?", item):
+                devices.append(item)
+            else:
+                raise LaunchError(f"--devices {spec!r}: {item!r} is not a GPU index, cuda:N, mps or cpu")
+    return [devices[i % len(devices)] for i in range(n_rows)]
+
+
+def cpu_threads(n_cpu_rows: int, cores: int | None = None) -> int:
+    """Threads per CPU row so the rows share the cores instead of fighting over them."""
+    return max(1, (cores or cpu_cores()) // max(1, n_cpu_rows))
+
+
+def session_name(exp: str) -> str:
+    """tmux forbids '.' and ':' in session names."""
+    return re.sub(r"[.:\s]", "_", f"fold0123_{exp}")
+
+
+def _shown(path: Path, root: Path) -> str:
+    """Paths in commands: relative to the root the panes start in when inside it (short, readable), else absolute."""
+    path = Path(os.path.abspath(path))
+    try:
+        return str(path.relative_to(Path(os.path.abspath(root))))
+    except ValueError:
+        return str(path)
+
+
+def _conf_path(conf: str | Path, root: Path) -> Path:
+    conf = Path(conf)
+    if conf.is_absolute():
+        return conf
+    for base in (Path.cwd(), root):
+        if (base / conf).is_file():
+            return base / conf
+    raise LaunchError(f"{conf}: config file not found (looked in {Path.cwd()} and {root})")
+
+
+def title_command(title: str) -> str:
+    """Names the pane from inside it ($TMUX_PANE), so tmuxinator and libtmux panes are titled the same way."""
+    return f'tmux select-pane -t "$TMUX_PANE" -T {shlex.quote(title)}'
+
+
+def pane_command(title: str, argv: Sequence[str], env: dict[str, str] | None = None,
+                 on_failure: Sequence[str] | None = None) -> str:
+    """`title; ENV=.. argv || on_failure`: the pane's shell stays open after a failure, showing the error."""
+    line = shlex.join(argv)
+    if env:
+        line = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + line
+    if on_failure:
+        line += " || " + shlex.join(on_failure)
+    return f"{title_command(title)}; {line}"
+
+
+def train_argv(python: str, conf: str, split: str, device: str, threads: int | None,
+               overrides: Sequence[str], resume: bool) -> list[str]:
+    argv = [python, "train.py", "--conf", conf, "--split", split, "--device", device]
+    for assignment in overrides:
+        argv += ["--set", assignment]
+    if threads is not None:
+        argv += ["--set", f"threads={threads}"]
+    if resume:
+        argv.append("--resume")
+    return argv
+
+
+def eval_argv(python: str, run_dir: str, device: str) -> list[str]:
+    return [python, "evaluate.py", "--run", run_dir, "--watch", "--device", device]
+
+
+def monitor_argv(python: str, run_dir: str) -> list[str]:
+    return [python, "-m", "fold0123.launcher.monitor", run_dir]
+
+
+def status_argv(python: str, *args: str) -> list[str]:
+    return [python, "-m", "fold0123.launcher.status", *args]
+
+
+def row_panes(row: RowSpec, python: str) -> tuple[PaneSpec, ...]:
+    train_title, loss_title, eval_title = f"{row.split} train ({row.device})", f"{row.split} loss", f"{row.split} eval"
+    if row.train_done:
+        train = pane_command(train_title,
+                             ["echo", f"{row.split}: training already DONE in {row.run_dir}; evaluating only"])
+    else:
+        train = pane_command(train_title, row.train_argv, row.env,
+                             status_argv(python, "mark-failed", row.run_dir, "--role", "train"))
+    evaluate = pane_command(eval_title, row.eval_argv, row.env,
+                            status_argv(python, "mark-failed", row.run_dir, "--role", "evaluate"))
+    return (PaneSpec(row.split, "train", train_title, train),
+            PaneSpec(row.split, "loss", loss_title, pane_command(loss_title, row.monitor_argv)),
+            PaneSpec(row.split, "eval", eval_title, evaluate))
+
+
+def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None,
+                  overrides: Iterable[str] = (), splits: Iterable[str] | None = None,
+                  session: str | None = None, root: str | Path | None = None,
+                  python: str | None = None, cores: int | None = None, threads: int | None = None,
+                  close: bool = True, linger_s: float = 5.0) -> Plan:
+    """Decide the rows of one experiment's fold0123 from its config and its run directories.
+
+    `checkpoints` overrides the config's checkpoints_dir (passed on to train.py as `--set checkpoints_dir=`),
+    `splits` restricts the rows (default: every split of the config's `folds`), `root` is where the commands
+    run (default: the repository), `python` the interpreter they use (default: this one), `threads` the
+    threads of each CPU row (default: the cores divided among the CPU rows; a Slurm job's cpus_per_task).
+    """
+    root = Path(os.path.abspath(root or REPO))
+    python = python or sys.executable
+    conf_shown = _shown(_conf_path(conf, root), root)
+    overrides = list(overrides)
+    if checkpoints is not None:
+        ckpt = Path(checkpoints)
+        overrides.append(f"checkpoints_dir={_shown(ckpt if ckpt.is_absolute() else Path.cwd() / ckpt, root)}")
+    try:
+        cfg = load_config(root / conf_shown, overrides)
+    except ConfigError as err:
+        raise LaunchError(str(err)) from None
+    for key in ("checkpoints_dir", "exp"):
+        if key not in cfg:
+            raise LaunchError(f"{conf_shown}: config has no {key!r} key")
+    known = split_names(int(cfg.get("folds", 3)))
+    wanted = list(splits) if splits is not None else known
+    bad = [s for s in wanted if not re.fullmatch(r"[A-Za-z0-9_]+", s)]
+    if bad or not wanted:
+        raise LaunchError(f"splits {wanted!r}: expected names like {', '.join(known)}")
+
+    def run_dir(split: str) -> str:
+        """The split's run directory (data.rundir), shown relative to root."""
+        path = rundir.run_dir(cfg, split)
+        return _shown(path if path.is_absolute() else root / path, root)
+
+    all_dirs = tuple((s, run_dir(s)) for s in wanted)
+    active = [(s, d) for s, d in all_dirs if read_status(root / d).state != "done"]
+    skipped = tuple((s, d) for s, d in all_dirs if (s, d) not in active)
+    row_devices = parse_devices(devices, len(active))
+    n_cpu = sum(1 for d in row_devices if d == "cpu")
+    threads = (threads or cpu_threads(n_cpu, cores)) if n_cpu else None
+    rows = []
+    for (split, rdir), device in zip(active, row_devices):
+        row_threads = threads if device == "cpu" else None
+        env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads else {}
+        done = training_done(root / rdir)
+        resume = not done and bool(checkpoint_epochs(root / rdir))
+        row = RowSpec(split=split, device=device, threads=row_threads, run_dir=rdir, resume=resume,
+                      train_done=done,
+                      train_argv=tuple(train_argv(python, conf_shown, split, device, row_threads, overrides, resume)),
+                      eval_argv=tuple(eval_argv(python, rdir, device)), monitor_argv=tuple(monitor_argv(python, rdir)),
+                      env=env)
+        rows.append(replace(row, panes=row_panes(row, python)))
+    active_dirs = [d for _, d in active]
+    waiter = status_argv(python, "wait", *(["--close", "--linger", f"{linger_s:g}"] if close else []),
+                         *active_dirs)
+    return Plan(exp=str(cfg["exp"]), conf=conf_shown, session=session or session_name(str(cfg["exp"])),
+                root=str(root), python=python, rows=tuple(rows), skipped=skipped, all_run_dirs=all_dirs,
+                prepare_argv=tuple(status_argv(python, "clear", *active_dirs)) if active_dirs else (),
+                waiter_argv=tuple(waiter))
+
+
+def describe(plan: Plan) -> str:
+    """A few lines for the terminal: what runs where, what is skipped."""
+    lines = [f"fold0123 {plan.exp} ({plan.conf}) in {plan.root}"]
+    for row in plan.rows:
+        how = "evaluate only" if row.train_done else ("resume" if row.resume else "train")
+        threads = f", {row.threads} threads" if row.threads else ""
+        lines.append(f"  {row.split:8s} {row.device}{threads}: {how} -> {row.run_dir}")
+    for split, rdir in plan.skipped:
+        lines.append(f"  {split:8s} skipped: already DONE and evaluated ({rdir})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fold0123.launcher.layout --conf C [...] --json`: the plan the tmuxinator YAML renders."""
+    parser = argparse.ArgumentParser(prog="python -m fold0123.launcher.layout", description=__doc__.splitlines()[0])
+    parser.add_argument("--conf", required=True)
+    parser.add_argument("--devices", default=None)
+    parser.add_argument("--checkpoints", default=None)
+    parser.add_argument("--splits", default=None, help="comma-separated subset of the splits")
+    parser.add_argument("--session", default=None)
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON (for tmuxinator)")
+    args = parser.parse_args(argv)
+    try:
+        plan = plan_fold0123(args.conf, devices=args.devices or None, checkpoints=args.checkpoints or None,
+                             splits=args.splits.split(",") if args.splits else None,
+                             session=args.session or None, root=args.root)
+    except LaunchError as err:
+        sys.exit(f"error: {err}")
+    print(plan.to_json() if args.json else describe(plan))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

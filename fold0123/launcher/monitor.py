@@ -1,0 +1,241 @@
+"""The loss-monitor pane: the original's `tail -f loss.log`, drawn as a live curve with the held-out metric beside it.
+
+`python -m fold0123.launcher.monitor RUN_DIR [--once] [--follow] [--interval 1]`
+
+Re-reads `loss.log` every interval (redrawing only when it or the evaluations changed, so four monitors cost
+the trainers nothing), tolerates a missing file and a half-written last line (the trainer appends while we
+read), and plots the training loss against the step with the evaluator's per-epoch held-out primary metric on
+the right axis. The newest `eval/epoch*_metrics.json` is written under the plot. It exits after a final frame
+once the run is DONE or FAILED, unless `--follow`; `--once` prints one frame and exits (what tests call).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fold0123.common import rundir
+from fold0123.launcher.status import read_status, training_done
+
+LOG_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s")
+METRICS_RE = re.compile(r"^epoch([0-9]+)_metrics\.json$")
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    epoch: int
+    step: float
+    loss: float
+    lr: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class EpochMetric:
+    epoch: int
+    name: str            # the primary metric's name, e.g. "rmse"
+    value: float | None  # None for split `all` (no held-out rows)
+    lower_is_better: bool
+    n: int
+    identity: float | None = None
+
+
+def read_loss_log(path: str | Path) -> list[LossPoint]:
+    """Parse loss.log; a missing file is an empty curve, and a line that is not whole yet is skipped."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return []
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]  # the trainer is still writing the last line
+    header = None
+    points = []
+    for line in lines:
+        fields = line.split()
+        if not fields:
+            continue
+        if header is None and not _is_number(fields[0]):
+            header = fields
+            continue
+        names = header or list(LOG_COLUMNS)
+        row = dict(zip(names, fields))
+        try:
+            points.append(LossPoint(int(float(row["epoch"])), float(row["step"]), float(row["loss"]),
+                                    float(row.get("lr", "nan")), float(row.get("images_per_s", "nan"))))
+        except (KeyError, ValueError):
+            continue
+    return points
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_metrics(run_dir: str | Path) -> list[EpochMetric]:
+    """Every evaluated epoch's primary held-out metric (mean of the 8 views), in epoch order."""
+    eval_dir = rundir.eval_dir(Path(run_dir))
+    if not eval_dir.is_dir():
+        return []
+    found = []
+    for path in eval_dir.iterdir():
+        match = METRICS_RE.match(path.name)
+        if not match:
+            continue
+        try:
+            data = json.loads(path.read_text())
+            name = data["primary"]
+            mean, identity = data.get("views", {}).get("mean", {}), data.get("views", {}).get("identity", {})
+            found.append(EpochMetric(int(match.group(1)), name, _float(mean.get(name)),
+                                     bool(data.get("lower_is_better", True)), int(data.get("n", 0)),
+                                     _float(identity.get(name))))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being replaced, or not ours: the next frame will see it
+    return sorted(found, key=lambda m: m.epoch)
+
+
+def _float(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def run_state(run_dir: Path) -> str:
+    """FAILED (trainer or, from the launcher's marker, evaluator) with its error line, DONE or running."""
+    status = read_status(run_dir)
+    if status.state == "failed":
+        return "FAILED: " + status.detail.removeprefix("train: ")
+    return "DONE" if training_done(run_dir) else "running"
+
+
+def _x_values(points: list[LossPoint]) -> list[float]:
+    """The step when it counts globally; a running index when it restarts each epoch."""
+    steps = [p.step for p in points]
+    if all(b >= a for a, b in zip(steps, steps[1:])):
+        return steps
+    return [float(i + 1) for i in range(len(points))]
+
+
+def metric_line(metrics: list[EpochMetric]) -> str:
+    if not metrics:
+        return "held-out: not evaluated yet"
+    last = metrics[-1]
+    if last.value is None:
+        return f"held-out: epoch {last.epoch} evaluated (split without held-out rows: test predictions only)"
+    better = "lower" if last.lower_is_better else "higher"
+    values = [m.value for m in metrics if m.value is not None]
+    best = min(values) if last.lower_is_better else max(values)
+    identity = f", identity view {last.identity:.4f}" if last.identity is not None else ""
+    return (f"held-out {last.name} = {last.value:.4f} (epoch {last.epoch}, 8-view mean{identity}; "
+            f"best {best:.4f}, {better} is better; n={last.n})")
+
+
+def _fit(text: str, width: int) -> str:
+    """Wrap to the pane's width: a narrow pane must still show the whole metric."""
+    return "\n".join(textwrap.wrap(text, width=max(width, 20))) or text
+
+
+def render(run_dir: str | Path, width: int = 80, height: int = 20, color: bool = False) -> str:
+    """One frame: a status line, the loss curve with the per-epoch metric on the right axis, the metric line."""
+    import plotext as plt  # imported here so `--help` and the tests of the parsers stay fast
+
+    run_dir = Path(run_dir)
+    points = read_loss_log(rundir.loss_log_path(run_dir))
+    metrics = read_metrics(run_dir)
+    head = f"{run_dir.name}  [{run_state(run_dir)}]"
+    under = _fit(metric_line(metrics), width)
+    if not points:
+        return "\n".join([_fit(head, width), f"waiting for {rundir.loss_log_path(run_dir)} ...", under])
+    last = points[-1]
+    speed = f"  {last.images_per_s:.0f} img/s" if last.images_per_s == last.images_per_s else ""
+    head = _fit(f"{head}  epoch {last.epoch}  loss {last.loss:.4f}{speed}", width)
+    fig = plt.figure
+    fig.clear()
+    fig.theme("dark" if color else "colorless")
+    fig.plot_size(max(width, 30), max(height - head.count("\n") - under.count("\n") - 2, 8))
+    xs = _x_values(points)
+    loss = fig.signal(xs, [p.loss for p in points])
+    loss.lines()
+    fig.draw(loss)
+    # each evaluated epoch sits at the x of that epoch's last logged step
+    epoch_end = {}
+    for x, p in zip(xs, points):
+        epoch_end[p.epoch] = x
+    held = [(epoch_end[m.epoch], m.value) for m in metrics if m.value is not None and m.epoch in epoch_end]
+    if held:
+        metric = fig.signal([x for x, _ in held], [v for _, v in held], yside="right")
+        metric.lines()
+        fig.draw(metric)
+        fig.label(f"held-out {metrics[-1].name}", "y", 1)
+    fig.label("step", "x")
+    fig.label("loss", "y", 0)
+    plot = fig.build().string(colorless=not color)
+    return "\n".join([head, plot.rstrip("\n"), under])
+
+
+def _signature(run_dir: Path) -> tuple:
+    """What a redraw depends on; unchanged signature, no redraw."""
+    def stat(path: Path):
+        try:
+            s = path.stat()
+            return s.st_mtime_ns, s.st_size
+        except OSError:
+            return None
+    eval_dir = rundir.eval_dir(run_dir)
+    evals = sorted(p.name for p in eval_dir.iterdir()) if eval_dir.is_dir() else []
+    size = shutil.get_terminal_size((80, 24))
+    return (stat(rundir.loss_log_path(run_dir)), tuple(evals), stat(rundir.done_path(run_dir)),
+            stat(rundir.failed_path(run_dir)),
+            size.columns, size.lines)
+
+
+def watch(run_dir: Path, interval: float = 1.0, follow: bool = False, color: bool = True) -> None:
+    last_seen = None
+    while True:
+        finished = rundir.done_path(run_dir).is_file() or rundir.failed_path(run_dir).is_file()
+        seen = _signature(run_dir)
+        if seen != last_seen:
+            size = shutil.get_terminal_size((80, 24))
+            frame = render(run_dir, size.columns - 1, size.lines - 1, color=color)
+            sys.stdout.write("\033[H\033[2J" + frame + "\n")
+            sys.stdout.flush()
+            last_seen = seen
+        if finished and not follow:
+            return
+        time.sleep(interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fold0123.launcher.monitor", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="{checkpoints_dir}/{exp}_{split}")
+    parser.add_argument("--once", action="store_true", help="print one frame (no colours) and exit")
+    parser.add_argument("--follow", action="store_true", help="keep watching after DONE/FAILED")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between re-reads")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None)
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if args.once:
+        size = shutil.get_terminal_size((80, 24))
+        print(render(run_dir, args.width or size.columns - 1, args.height or size.lines - 1, color=False))
+        return 0
+    try:
+        watch(run_dir, args.interval, args.follow, color=sys.stdout.isatty())
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

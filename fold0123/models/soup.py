@@ -1,0 +1,64 @@
+"""Uniform model soup (Wortsman et al. 2022): average the weights of the last N epochs of one run.
+
+The ACCV 2022 winners souped their last 5-7 epochs. Parameters and floating-point buffers (BN running
+statistics) are averaged; integer buffers (`num_batches_tracked`) are taken from the last checkpoint. The soup
+is written as a checkpoint of the same structure as the last one (plus a `soup` list of its sources), atomically,
+so evaluate.py reads it like any other.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from fold0123.common.io import atomic_path
+from fold0123.models.checkpoints import CheckpointError, read_checkpoint
+
+
+def average_state_dicts(state_dicts: Sequence[dict], names: Sequence[str] = ()) -> dict:
+    """The uniform mean of float tensors (accumulated in float64), integer tensors from the last."""
+    first = state_dicts[0]
+    for i, sd in enumerate(state_dicts[1:], 1):
+        if sd.keys() != first.keys():
+            diff = sorted(set(sd) ^ set(first))
+            label = names[i] if i < len(names) else f"state dict {i}"
+            raise CheckpointError(f"{label}: keys differ from the first checkpoint's (e.g. {diff[0]!r})")
+    out = {}
+    for key, last in state_dicts[-1].items():
+        if torch.is_floating_point(last) or torch.is_complex(last):
+            total = sum(sd[key].to(torch.float64) for sd in state_dicts)
+            out[key] = (total / len(state_dicts)).to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out
+
+
+def uniform_soup(checkpoint_paths: Sequence[str | Path], out_path: str | Path) -> Path:
+    """Average `checkpoint_paths` into one checkpoint at `out_path`; returns `out_path`."""
+    paths = [Path(p) for p in checkpoint_paths]
+    if not paths:
+        raise ValueError("uniform_soup needs at least one checkpoint")
+    checkpoints = [read_checkpoint(p) for p in paths]
+    soup = dict(checkpoints[-1])
+    soup["model"] = average_state_dicts([c["model"] for c in checkpoints], [str(p) for p in paths])
+    soup["soup"] = [str(p) for p in paths]
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        torch.save(soup, tmp)
+    return out_path
+
+
+def epoch_checkpoints(run_dir: str | Path) -> list[Path]:
+    """`{epoch}.pth` files of a run directory in epoch order (temp names and other .pth files ignored)."""
+    found = [p for p in Path(run_dir).glob("*.pth") if re.fullmatch(r"\d+\.pth", p.name)]
+    return sorted(found, key=lambda p: int(p.stem))
+
+
+def soup_last(run_dir: str | Path, n: int, out_path: str | Path) -> Path:
+    """Soup the last `n` epoch checkpoints of `run_dir` (fewer if the run has fewer)."""
+    paths = epoch_checkpoints(run_dir)[-n:]
+    if not paths:
+        raise CheckpointError(f"{run_dir}: no epoch checkpoints ({{epoch}}.pth) to soup")
+    return uniform_soup(paths, out_path)

@@ -1,0 +1,350 @@
+"""The task table: per task, what the head outputs, the targets, the loss, the saved predictions and the metrics.
+
+A run is one task x one split; train.py and evaluate.py stay task-agnostic by going through a `Task`:
+
+    task = get_task(cfg["task"])
+    y = task.targets(train_frame, dataroot, cfg)        # [n, d] float32; the first call fits task.state
+    images, y = task.batch(images_uint8, y, generator, cfg)   # jigsaw shuffles here; others pass through
+    loss = task.loss(model(normalize(images)), y)
+    checkpoint["task_state"] = task.state                # plain dict of floats (e.g. the year's mean/std)
+    ...
+    task = get_task(name); task.state = checkpoint["task_state"]
+    preds = task.predict(outputs)                        # the run directory's space (see below)
+    task.metrics(preds.numpy(), heldout_frame, dataroot, cfg)
+
+Saved predictions (DESIGN.md's contract): target -> predicted target (d=1); onehot -> class probabilities
+(d=4); sortingdate -> year, de-standardised with the train statistics in `state` (d=1);
+materialstechniques -> the predicted word2vec vector (d=w2v_dim); jigsaw -> per-tile position probabilities
+(d=81, read as [tile, position]); clip -> the L2-normalised image embedding (d=clip.embed_dim).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fold0123.data import jigsaw
+from fold0123.data.layout import N_CLASSES, LayoutError, read_csv
+from fold0123.models import clip
+
+Frame = pd.DataFrame
+
+
+def jigsaw_options(cfg: dict) -> dict:
+    """The `jigsaw:` config block (parameters/base.yml) with its defaults, plus the run's `seed`.
+
+    `permutation_set`: `uniform` draws the shuffles from all (grid*grid)! permutations (the original solution);
+    `hamming` / `random` from a fixed set of `n_permutations` (see data.jigsaw.permutation_set).
+    """
+    opts = {"grid": 3, "permutations_per_image": 8, "permutation_set": "hamming", "n_permutations": 100}
+    opts.update((cfg or {}).get("jigsaw") or {})
+    opts["seed"] = int((cfg or {}).get("seed", 0))
+    if opts["permutation_set"] not in ("uniform", "hamming", "random"):
+        raise ValueError(f"jigsaw.permutation_set: {opts['permutation_set']!r} is not one of "
+                         f"uniform, hamming, random")
+    return opts
+
+
+def _column(frame: Frame, column: str) -> np.ndarray:
+    if column not in frame.columns:
+        raise LayoutError(f"frame has no {column!r} column (has {', '.join(map(str, frame.columns))}): "
+                          f"metrics and targets need a labelled split part")
+    return frame[column].to_numpy(dtype=np.float64)
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
+def w2v_path(dataroot: str | Path, cfg: dict) -> Path:
+    return Path(dataroot) / f"materialstechniques_w2v{int(cfg.get('w2v_dim', 20))}.csv"
+
+
+def read_w2v(dataroot: str | Path, cfg: dict, object_ids) -> np.ndarray:
+    """The tag vectors of `object_ids` `[n, dim]` float32 from word2vec.py's CSV, with clear errors."""
+    path = w2v_path(dataroot, cfg)
+    if not path.is_file():
+        raise LayoutError(f"{path}: tag vectors not found (run word2vec.py --dataroot {dataroot} "
+                          f"--dim {int(cfg.get('w2v_dim', 20))})")
+    dim = int(cfg.get("w2v_dim", 20))
+    columns = tuple(f"w2v_{i}" for i in range(dim))
+    table = read_csv(path, ("object_id",) + columns).set_index("object_id")
+    ids = pd.Index([str(i) for i in object_ids])
+    missing = ids[~ids.isin(table.index)]
+    if len(missing):
+        raise LayoutError(f"{path}: no vector for object_id {missing[0]!r} ({len(missing)} missing)")
+    values = table.loc[ids, list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    if np.isnan(values).any():
+        raise LayoutError(f"{path}: non-numeric value among columns w2v_0..w2v_{dim - 1}")
+    return values
+
+
+@dataclass
+class Task:
+    """One row of the task table. The function fields are plain functions; `state` is the only mutable part
+    and travels in checkpoints (a dict of floats)."""
+    name: str
+    primary: str
+    lower_is_better: bool
+    n_outputs_fn: Callable[[dict], int]
+    targets_fn: Callable[["Task", Frame, Path, dict], np.ndarray]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    predict_fn: Callable[["Task", torch.Tensor], torch.Tensor]
+    metrics_fn: Callable[["Task", np.ndarray, Frame, Path | None, dict], dict]
+    fit_fn: Callable[["Task", Frame, Path, dict], dict] | None = None
+    state: dict = field(default_factory=dict)
+
+    def n_outputs(self, cfg: dict) -> int:
+        return self.n_outputs_fn(cfg)
+
+    def fit(self, frame: Frame, dataroot: str | Path, cfg: dict) -> dict:
+        """Fit the target standardisation on `frame` (the train part), replacing any previous state."""
+        self.state = dict(self.fit_fn(self, frame, Path(dataroot), cfg)) if self.fit_fn else {}
+        return self.state
+
+    def targets(self, frame: Frame, dataroot: str | Path, cfg: dict) -> np.ndarray:
+        """`[len(frame), d]` float32 training targets. The first call (on the train part) fits `state`."""
+        if self.fit_fn and not self.state:
+            self.fit(frame, dataroot, cfg)
+        return np.asarray(self.targets_fn(self, frame, Path(dataroot), cfg), dtype=np.float32)
+
+    def batch(self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None,
+              cfg: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn a loaded batch into a training batch: identity except for jigsaw (shuffles + labels)."""
+        return images, targets
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(outputs.float(), targets.to(outputs.device))
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Raw head outputs `[n, n_outputs]` -> predictions `[n, d]` in the space the run directory saves."""
+        return self.predict_fn(self, outputs.float())
+
+    def metrics(self, predictions: np.ndarray, frame: Frame, dataroot: str | Path | None = None,
+                cfg: dict | None = None) -> dict:
+        """Metrics of `predictions` `[n, d]` (already in the saved space, e.g. a mean over views) against the
+        labels in `frame` (same row order). Plain floats."""
+        predictions = np.asarray(predictions, dtype=np.float64)
+        if predictions.ndim != 2 or len(predictions) != len(frame):
+            raise ValueError(f"{self.name}: predictions of shape {predictions.shape} for {len(frame)} rows")
+        out = self.metrics_fn(self, predictions, frame, Path(dataroot) if dataroot else None, cfg or {})
+        return {k: float(v) for k, v in out.items()}
+
+    def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Cheap metrics of raw outputs on a training/validation batch (for logs); empty unless defined."""
+        return {}
+
+    def make_head(self, feature_dim: int, cfg: dict) -> nn.Module | None:
+        """A task-specific head for `models.network.build_model`; None = a linear layer of `n_outputs`."""
+        return None
+
+
+# --- target: the ordinal class as a number, MSE / RMSE (the competition metric) ---------------------------
+
+def _target_metrics(task, preds, frame, dataroot, cfg):
+    y = _column(frame, "target")
+    return {"rmse": _rmse(preds[:, 0], y), "rmse_clipped": _rmse(np.clip(preds[:, 0], 0, N_CLASSES - 1), y)}
+
+
+def _make_target() -> Task:
+    return Task("target", "rmse", True, lambda cfg: 1,
+                lambda task, frame, root, cfg: _column(frame, "target")[:, None],
+                F.mse_loss, lambda task, out: out, _target_metrics)
+
+
+# --- onehot: 4-way classification; accuracy and the RMSE of the expected class -----------------------------
+
+def _onehot_targets(task, frame, root, cfg):
+    y = _column(frame, "target")
+    return np.eye(N_CLASSES, dtype=np.float32)[np.rint(y).astype(int)]
+
+
+def _onehot_metrics(task, probs, frame, dataroot, cfg):
+    y = _column(frame, "target")
+    expected = probs @ np.arange(N_CLASSES)
+    p_true = np.clip(probs[np.arange(len(y)), np.rint(y).astype(int)], 1e-15, 1.0)
+    return {"rmse": _rmse(expected, y), "accuracy": float(np.mean(probs.argmax(1) == np.rint(y))),
+            "logloss": float(-np.mean(np.log(p_true)))}
+
+
+def _make_onehot() -> Task:
+    # cross_entropy with probability targets: one-hot rows give the usual CE, soft rows (pseudo labels) work too
+    return Task("onehot", "rmse", True, lambda cfg: N_CLASSES, _onehot_targets, F.cross_entropy,
+                lambda task, out: torch.softmax(out, dim=-1), _onehot_metrics)
+
+
+# --- sortingdate: the year, standardised with the train part's mean/std ----------------------------------
+
+def _year_fit(task, frame, root, cfg):
+    years = _column(frame, "sorting_date")
+    return {"mean": float(years.mean()), "std": float(max(years.std(), 1e-6))}
+
+
+def _year_targets(task, frame, root, cfg):
+    return ((_column(frame, "sorting_date") - task.state["mean"]) / task.state["std"])[:, None]
+
+
+def _year_predict(task, out):
+    if not task.state:
+        raise ValueError("sortingdate: task.state has no year statistics (load them from the checkpoint's "
+                         "'task_state' before predicting)")
+    return out * task.state["std"] + task.state["mean"]
+
+
+def _year_metrics(task, years, frame, dataroot, cfg):
+    return {"rmse_years": _rmse(years[:, 0], _column(frame, "sorting_date"))}
+
+
+def _make_sortingdate() -> Task:
+    return Task("sortingdate", "rmse_years", True, lambda cfg: 1, _year_targets, F.mse_loss, _year_predict,
+                _year_metrics, fit_fn=_year_fit)
+
+
+# --- materialstechniques: regress the object's tag vector (word2vec.py) ----------------------------------
+
+def _w2v_metrics(task, preds, frame, dataroot, cfg):
+    if dataroot is None:
+        raise ValueError("materialstechniques metrics need the dataroot (for the tag vectors)")
+    truth = read_w2v(dataroot, cfg, frame["object_id"]).astype(np.float64)
+    norms = np.linalg.norm(truth, axis=1) * np.linalg.norm(preds, axis=1)
+    tagged = norms > 0  # an object without tags has a zero vector: no direction to compare
+    cosine = (truth * preds).sum(1)[tagged] / norms[tagged]
+    return {"cosine": float(cosine.mean()) if tagged.any() else float("nan"),
+            "mse": float(np.mean((truth - preds) ** 2))}
+
+
+def _make_materialstechniques() -> Task:
+    return Task("materialstechniques", "cosine", False, lambda cfg: int(cfg.get("w2v_dim", 20)),
+                lambda task, frame, root, cfg: read_w2v(root, cfg, frame["object_id"]),
+                F.mse_loss, lambda task, out: out, _w2v_metrics)
+
+
+# --- jigsaw: the pretext; targets are made per batch -----------------------------------------------------
+
+@dataclass
+class JigsawTask(Task):
+    """Targets come from shuffling, not from the frame: `batch` makes them (identity + 7 shuffles per image)."""
+    _permutations: dict = field(default_factory=dict, repr=False)
+
+    def permutations(self, cfg: dict | None) -> torch.Tensor | None:
+        opts = jigsaw_options(cfg or {})
+        if opts["permutation_set"] == "uniform":
+            return None
+        key = (opts["permutation_set"], int(opts["n_permutations"]), int(opts["grid"]), int(opts["seed"]))
+        if key not in self._permutations:
+            self._permutations[key] = jigsaw.permutation_set(key[1], key[2], key[0], key[3])
+        return self._permutations[key]
+
+    def batch(self, images, targets, generator=None, cfg=None):
+        opts = jigsaw_options(cfg or {})
+        return jigsaw.jigsaw_batch(images, int(opts["permutations_per_image"]), self.permutations(cfg), generator,
+                                   int(opts["grid"]))
+
+    def batch_metrics(self, outputs, targets):
+        return jigsaw.jigsaw_accuracy(outputs, targets)
+
+
+def _jigsaw_predict(task, out):
+    tiles = int(round(out.shape[-1] ** 0.5))
+    return torch.softmax(out.reshape(-1, tiles, tiles), dim=-1).reshape(out.shape)
+
+
+def _jigsaw_metrics(task, probs, frame, dataroot, cfg):
+    """On unshuffled images every tile is in place: how often the model says so (a sanity check of the pretext,
+    since evaluation sees the 8 views of whole photos, not shuffles)."""
+    tiles = int(round(probs.shape[1] ** 0.5))
+    placed = probs.reshape(len(probs), tiles, tiles).argmax(-1) == np.arange(tiles)
+    return {"tile_accuracy": float(placed.mean()) if len(probs) else float("nan")}
+
+
+def _make_jigsaw() -> Task:
+    return JigsawTask("jigsaw", "tile_accuracy", False, lambda cfg: jigsaw_options(cfg)["grid"] ** 4,
+                      lambda task, frame, root, cfg: np.zeros((len(frame), 0), np.float32),
+                      jigsaw.jigsaw_loss, _jigsaw_predict, _jigsaw_metrics)
+
+
+# --- clip: image-text contrastive over the tag lists (models/clip.py) -------------------------------------
+
+@dataclass
+class ClipTask(Task):
+    """The loss and metrics need the text tower, which lives in the model's head (so it trains, checkpoints and
+    loads with it): `make_head` builds the head and keeps a reference here."""
+    head: nn.Module | None = field(default=None, repr=False)
+
+    def make_head(self, feature_dim, cfg):
+        opts = clip.clip_options(cfg)
+        vocab_size = len(clip.vocabulary(cfg["dataroot"]))
+        if self.state and int(self.state["vocab_size"]) != vocab_size:
+            raise LayoutError(f"{cfg['dataroot']}: the tag vocabulary has {vocab_size} tokens, the checkpoint's "
+                              f"{int(self.state['vocab_size'])}: the tag tables changed since training")
+        self.head = clip.ClipHead(feature_dim, vocab_size, int(opts["embed_dim"]), int(opts["text_dim"]),
+                                  float(opts["temperature"]))
+        return self.head
+
+    def _head(self) -> nn.Module:
+        if self.head is None:
+            raise ValueError("clip: build the model with models.network.build_model(cfg, task) first "
+                             "(the loss and metrics use its text tower)")
+        return self.head
+
+    def loss(self, outputs, targets):
+        head = self._head()
+        targets = targets.to(outputs.device)
+        return clip.contrastive_loss(outputs, head.text(targets), targets, head.logit_scale)
+
+    def batch_metrics(self, outputs, targets):
+        with torch.no_grad():
+            text = self._head().text(targets.to(outputs.device))
+        return clip.retrieval_metrics(outputs.float().cpu().numpy(), text.float().cpu().numpy(),
+                                      targets.cpu().numpy())
+
+
+def _clip_fit(task, frame, root, cfg):
+    return {"vocab_size": float(len(clip.vocabulary(root)))}
+
+
+def _clip_targets(task, frame, root, cfg):
+    return clip.multi_hot(root, frame["object_id"], clip.vocabulary(root))
+
+
+def _clip_metrics(task, embeddings, frame, dataroot, cfg):
+    if dataroot is None:
+        raise ValueError("clip metrics need the dataroot (for the tags)")
+    head = task._head()
+    tags = clip.multi_hot(dataroot, frame["object_id"], clip.vocabulary(dataroot))
+    device = next(head.parameters()).device
+    with torch.no_grad():
+        text = head.text(torch.from_numpy(tags).to(device)).float().cpu().numpy()
+    return clip.retrieval_metrics(embeddings, text, tags)
+
+
+def _make_clip() -> Task:
+    return ClipTask("clip", "recall_at_5", False, lambda cfg: int(clip.clip_options(cfg)["embed_dim"]),
+                    _clip_targets, None, lambda task, out: F.normalize(out, dim=-1), _clip_metrics,
+                    fit_fn=_clip_fit)
+
+
+TASKS: dict[str, Callable[[], Task]] = {
+    "jigsaw": _make_jigsaw,
+    "target": _make_target,
+    "onehot": _make_onehot,
+    "sortingdate": _make_sortingdate,
+    "materialstechniques": _make_materialstechniques,
+    "clip": _make_clip,
+}
+
+
+def get_task(name: str, state: dict | None = None) -> Task:
+    """A fresh Task (its own state) by name; pass a checkpoint's `task_state` to restore its statistics."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+    task = TASKS[name]()
+    if state:
+        task.state = {str(k): float(v) for k, v in state.items()}
+    return task

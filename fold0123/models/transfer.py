@@ -1,0 +1,80 @@
+"""Transfer a pretext backbone into a task model, and the freezing schedules for fine-tuning it.
+
+Freeze modes (`apply_freeze(model, mode, epoch)`, called at the start of every epoch):
+- `none`: everything trains.
+- `layer34`: only `backbone.layer3`, `backbone.layer4` and the head train (the original solution's follow-up:
+  keep the jigsaw's low-level filters, adapt the high-level ones).
+- `head`: only the head trains (a linear probe of the pretext features).
+- `fine_tune`: head only before `unfreeze_epoch`, everything from it on (fastai's `fine_tune(freeze_epochs=1)`
+  is `unfreeze_epoch=2`).
+Frozen parameters get `requires_grad=False` (optimizers skip parameters without gradients, so one optimizer
+over all parameters is fine) and frozen batch-norm layers are put in eval mode so their statistics stay put.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn as nn
+
+from fold0123.models.checkpoints import CheckpointError, read_checkpoint
+from fold0123.models.network import frozen_norm_layers
+
+FREEZE_MODES = ("none", "layer34", "head", "fine_tune")
+LAYER34 = ("backbone.layer3.", "backbone.layer4.", "head.")
+
+
+def load_backbone(model: nn.Module, checkpoint_path: str | Path) -> int:
+    """Copy the `backbone.*` weights of a checkpoint into `model.backbone`; the head keeps its fresh init.
+
+    Returns the number of tensors loaded. The backbone must match exactly (same architecture): a silent partial
+    load would look like training from scratch.
+    """
+    checkpoint = read_checkpoint(checkpoint_path)
+    backbone = {k[len("backbone."):]: v for k, v in checkpoint["model"].items() if k.startswith("backbone.")}
+    if not backbone:
+        raise CheckpointError(f"{checkpoint_path}: no 'backbone.*' weights in the checkpoint's model")
+    own = model.backbone.state_dict()
+    missing = [k for k in own if k not in backbone]
+    unexpected = [k for k in backbone if k not in own]
+    reshaped = [k for k in own if k in backbone and backbone[k].shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        problem = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
+                   else f"{reshaped[0]!r} has shape {tuple(backbone[reshaped[0]].shape)}, "
+                        f"the model's {tuple(own[reshaped[0]].shape)}")
+        raise CheckpointError(f"{checkpoint_path}: backbone does not match the model's ({problem}; "
+                              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped)")
+    model.backbone.load_state_dict(backbone)
+    return len(backbone)
+
+
+def trainable_prefixes(mode: str, epoch: int, unfreeze_epoch: int = 2) -> tuple[str, ...] | None:
+    """Parameter-name prefixes that train in `mode` at (1-based) `epoch`; None means all of them."""
+    if mode in (None, "none"):
+        return None
+    if mode == "layer34":
+        return LAYER34
+    if mode == "head":
+        return ("head.",)
+    if mode == "fine_tune":
+        return ("head.",) if epoch < unfreeze_epoch else None
+    raise ValueError(f"unknown freeze mode {mode!r}; expected one of {', '.join(FREEZE_MODES)}")
+
+
+def apply_freeze(model: nn.Module, mode: str | None, epoch: int, unfreeze_epoch: int = 2) -> list[str]:
+    """Set `requires_grad` for `mode` at `epoch` and keep frozen batch norms in eval; returns trainable names."""
+    prefixes = trainable_prefixes(mode, epoch, unfreeze_epoch)
+    names = []
+    for name, param in model.named_parameters():
+        param.requires_grad = prefixes is None or name.startswith(prefixes)
+        if param.requires_grad:
+            names.append(name)
+    if prefixes is not None and not any(n.startswith(prefixes[0]) for n in names):
+        raise ValueError(f"freeze mode {mode!r}: the model has no parameters named {prefixes[0]}* "
+                         f"(layer34 needs a ResNet-style backbone)")
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            module.train(model.training)
+    if model.training:
+        for module in frozen_norm_layers(model):
+            module.eval()
+    return names

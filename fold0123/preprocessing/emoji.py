@@ -1,0 +1,451 @@
+"""Build the bundled real dataset, in the atmaCup #11 layout, from two pinned npm emoji packages.
+
+Each emoji image (a base emoji or one of its skin-tone variants) becomes an "art object": its photo is the Google
+64 px PNG composited on white, its `sorting_date` the release year of its Emoji version, its `target` the era of
+that year, its series the base emoji, its materials the emojibase tags and its techniques the category and
+subcategory. The recipe can thus run end to end on real data on a laptop.
+
+Unicode allocated code points in release order, so the hexcode alone predicts the era far better than the
+pixels do. That is why the hexcode never reaches the dataroot: ids and series ids are salted hashes, rows (and
+photo writes) are shuffled, and the hexcode <-> id mapping lives in the private folder beside the answers.
+
+    python -m fold0123.preprocessing.emoji --out datasets/emoji [--cache DIR] [--seed 0] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from fold0123.common.io import TMP_MARKER
+from fold0123.data.layout import N_CLASSES
+from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, PackageError, fetch_package
+
+# Changing the salt changes every id: keep it fixed so runs and checkpoints stay comparable across machines.
+ID_SALT = "fold0123/emoji/v1"
+TEST_SHARE_FOLDS = 5  # test = one fold of a 5-fold stratified group split, i.e. ~20 % of the objects
+MARKER = "dataset.json"  # written last into the dataroot: its presence means "complete build"
+EMOJI_JSON = "package/emoji.json"
+IMAGE_DIR = "package/img/google/64/"
+EMOJIBASE_JSON = "package/en/data.json"
+JPEG_QUALITY = 95
+
+RELEASE_YEARS = {
+    "0.6": 2010, "0.7": 2010, "1.0": 2015, "2.0": 2015, "3.0": 2016, "4.0": 2016, "5.0": 2017, "11.0": 2018,
+    "14.0": 2021, "15.0": 2022, "15.1": 2023, "16.0": 2024,
+}
+RELEASE_YEARS_BY_MAJOR = {"12": 2019, "13": 2020}  # 12.0, 12.1, 13.0, 13.1, ... share their year
+
+
+class EmojiDataError(ValueError):
+    """A package file that does not have the structure the builder relies on; one line naming file and emoji."""
+
+
+class BuildError(ValueError):
+    """The output folder is in a state the builder will not touch without --force."""
+
+
+@dataclass(frozen=True)
+class EmojiImage:
+    """One image of emoji-datasource, before anonymisation (hexcodes are the uppercase `unified` strings)."""
+    hexcode: str
+    base_hexcode: str
+    short_name: str
+    added_in: str
+    category: str
+    subcategory: str
+    image: str
+
+
+@dataclass
+class Summary:
+    """What a build produced; printed by the CLI and stored (with test counts) in the private folder."""
+    out: str
+    private: str
+    seed: int
+    rows: int
+    series: int
+    train_rows: int
+    test_rows: int
+    train_series: int
+    test_series: int
+    train_targets: list[int]
+    test_targets: list[int]
+    tags_per_object: float
+    share_without_tags: float
+    tag_matched: int
+    skipped_without_image: int
+    techniques_per_object: float
+    reused: bool = False
+    packages: list[str] = field(default_factory=list)
+
+    @property
+    def tag_match_rate(self) -> float:
+        return self.tag_matched / self.rows if self.rows else 0.0
+
+    def lines(self) -> list[str]:
+        header = "target " + "".join(f"{c:>7d}" for c in range(N_CLASSES))
+        return [
+            f"emoji dataset {self.out}" + (" (reused; --force rebuilds)" if self.reused else ""),
+            f"  private answers and ids: {self.private}",
+            f"  rows {self.rows} (train {self.train_rows}, test {self.test_rows}); "
+            f"series {self.series} (train {self.train_series}, test {self.test_series}); seed {self.seed}",
+            f"  {header}",
+            "  train  " + "".join(f"{n:>7d}" for n in self.train_targets),
+            "  test   " + "".join(f"{n:>7d}" for n in self.test_targets),
+            f"  materials: {self.tags_per_object:.2f} tags per object, {100 * self.share_without_tags:.1f}% "
+            f"without tags; tag match rate {100 * self.tag_match_rate:.1f}% ({self.tag_matched}/{self.rows})",
+            f"  techniques: {self.techniques_per_object:.2f} per object; "
+            f"skipped {self.skipped_without_image} emoji without a Google image",
+        ]
+
+
+# ---------------------------------------------------------------- the mapping
+
+def release_year(version: str, what: str) -> int:
+    """The release year of an Emoji version; an unknown version is an error, never a guess."""
+    version = str(version).strip()
+    if version in RELEASE_YEARS:
+        return RELEASE_YEARS[version]
+    major, _, minor = version.partition(".")
+    if major in RELEASE_YEARS_BY_MAJOR and minor.isdigit():
+        return RELEASE_YEARS_BY_MAJOR[major]
+    known = ", ".join(list(RELEASE_YEARS) + [f"{m}.x" for m in RELEASE_YEARS_BY_MAJOR])
+    raise EmojiDataError(f"{what}: unknown Emoji version {version!r} in 'added_in' (known: {known})")
+
+
+def era(year: int) -> int:
+    """The ordinal target: 0 = 2010 (Japanese carriers), 1 = 2015, 2 = 2016-2017, 3 = 2018 and later."""
+    if year <= 2010:
+        return 0
+    if year <= 2015:
+        return 1
+    if year <= 2017:
+        return 2
+    return 3
+
+
+def opaque_id(hexcode: str, kind: str = "object") -> str:
+    """First 20 hex digits of a salted SHA-1: stable across machines, uninformative about the code point.
+
+    Series ids use their own `kind` so a base emoji's object id never equals its series id (which would tell
+    which row of a series is the base, and the base is usually the oldest)."""
+    return hashlib.sha1(f"{ID_SALT}/{kind}/{hexcode.upper()}".encode()).hexdigest()[:20]
+
+
+def strip_fe0f(hexcode: str) -> str:
+    """The hexcode without variation selector 16, which the two packages use inconsistently."""
+    return "-".join(part for part in hexcode.upper().split("-") if part != "FE0F")
+
+
+def tone_names(label: str) -> list[str]:
+    """The skin-tone names in an emojibase skin label ('waving hand: light skin tone' -> ['light skin tone'])."""
+    _, _, qualifiers = label.partition(": ")
+    return [part.strip() for part in qualifiers.split(",") if part.strip().endswith("skin tone")]
+
+
+# ---------------------------------------------------------------- reading the packages
+
+def _member_bytes(tgz: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+    """Read the members `wanted(name)` selects in one sequential pass (random access in a .tgz re-decompresses)."""
+    found = {}
+    try:
+        with tarfile.open(tgz, "r:gz") as tar:
+            for member in tar:
+                if member.isfile() and wanted(member.name):
+                    found[member.name] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise EmojiDataError(f"{tgz}: not a readable .tgz ({err})") from None
+    return found
+
+
+def _load_json(tgz: Path, member: str, data: bytes):
+    try:
+        return json.loads(data)
+    except ValueError as err:
+        raise EmojiDataError(f"{tgz}: {member}: not valid JSON ({err})") from None
+
+
+def _field(entry: dict, name: str, where: str) -> str:
+    value = entry.get(name) if isinstance(entry, dict) else None
+    if value is None or value == "":
+        raise EmojiDataError(f"{where}: missing field {name!r}")
+    return str(value)
+
+
+def read_emoji_datasource(tgz: str | os.PathLike) -> tuple[list[EmojiImage], dict[str, bytes], int]:
+    """Every emoji and skin variant of emoji.json that has a Google 64 px image, the images, and how many had none."""
+    tgz = Path(tgz)
+    files = _member_bytes(tgz, lambda name: name == EMOJI_JSON or
+                          (name.startswith(IMAGE_DIR) and name.endswith(".png")))
+    if EMOJI_JSON not in files:
+        raise EmojiDataError(f"{tgz}: no {EMOJI_JSON} in the package")
+    entries = _load_json(tgz, EMOJI_JSON, files[EMOJI_JSON])
+    if not isinstance(entries, list):
+        raise EmojiDataError(f"{tgz}: {EMOJI_JSON}: expected a list of emoji, got {type(entries).__name__}")
+    images = {name[len(IMAGE_DIR):]: data for name, data in files.items() if name.startswith(IMAGE_DIR)}
+    rows, seen, skipped = [], set(), 0
+    for i, entry in enumerate(entries):
+        where = f"{tgz}: {EMOJI_JSON}: emoji #{i}"
+        base = _field(entry, "unified", where).upper()
+        short_name = str(entry.get("short_name") or base)
+        where = f"{tgz}: {EMOJI_JSON}: emoji {base} ({short_name})"
+        category, subcategory = _field(entry, "category", where), _field(entry, "subcategory", where)
+        variants = [(base, short_name, entry)]
+        skins = entry.get("skin_variations") or {}
+        if not isinstance(skins, dict):
+            raise EmojiDataError(f"{where}: 'skin_variations' is not an object")
+        for key, skin in skins.items():
+            tones = "::".join(f"skin-tone-{int(t, 16) - 0x1F3FA}" if re.fullmatch(r"1F3F[B-F]", t.upper()) else t
+                              for t in key.split("-"))
+            variants.append((_field(skin, "unified", f"{where} skin {key}").upper(), f"{short_name}::{tones}", skin))
+        for hexcode, name, item in variants:
+            what = f"{tgz}: {EMOJI_JSON}: emoji {hexcode} ({name})"
+            image = _field(item, "image", what)
+            if image not in images:
+                skipped += 1
+                continue
+            if hexcode in seen:
+                raise EmojiDataError(f"{what}: duplicate 'unified' hexcode")
+            seen.add(hexcode)
+            added_in = _field(item, "added_in", what)
+            release_year(added_in, what)  # fail here, naming the emoji, rather than later
+            rows.append(EmojiImage(hexcode, base, name, added_in, category, subcategory, image))
+    return rows, images, skipped
+
+
+def read_emojibase_tags(tgz: str | os.PathLike) -> dict[str, list[str]]:
+    """Tags by uppercase hexcode. Skins carry no tags in emojibase: they inherit the base's and add their tones."""
+    tgz = Path(tgz)
+    files = _member_bytes(tgz, lambda name: name == EMOJIBASE_JSON)
+    if EMOJIBASE_JSON not in files:
+        raise EmojiDataError(f"{tgz}: no {EMOJIBASE_JSON} in the package")
+    entries = _load_json(tgz, EMOJIBASE_JSON, files[EMOJIBASE_JSON])
+    if not isinstance(entries, list):
+        raise EmojiDataError(f"{tgz}: {EMOJIBASE_JSON}: expected a list of emoji, got {type(entries).__name__}")
+    tags = {}
+    for i, entry in enumerate(entries):
+        where = f"{tgz}: {EMOJIBASE_JSON}: entry #{i}"
+        base = _field(entry, "hexcode", where).upper()
+        base_tags = [str(t) for t in entry.get("tags") or []]
+        tags[base] = base_tags
+        for skin in entry.get("skins") or []:
+            own = [t for t in tone_names(str(skin.get("label", ""))) if t not in base_tags]
+            tags[_field(skin, "hexcode", f"{where} ({base}) skin").upper()] = base_tags + list(dict.fromkeys(own))
+    return tags
+
+
+def match_tags(hexcode: str, tags: dict[str, list[str]], stripped: dict[str, list[str]]) -> list[str] | None:
+    """The emojibase tags of a hexcode, trying it as is, then without FE0F on both sides; None when unmatched."""
+    hexcode = hexcode.upper()
+    if hexcode in tags:
+        return tags[hexcode]
+    return stripped.get(strip_fe0f(hexcode))
+
+
+def on_white(png: bytes, what: str) -> Image.Image:
+    """The PNG alpha-composited on a white background, as RGB (JPEG has no alpha)."""
+    try:
+        image = Image.open(io.BytesIO(png))
+        image.load()
+    except Exception as err:  # PIL raises many types for corrupt data
+        raise EmojiDataError(f"{what}: not a readable PNG ({err})") from None
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def choose_test_series(series: pd.Series, target: pd.Series, seed: int) -> set[str]:
+    """A series-disjoint, target-stratified ~20 % of the objects (one fold of a 5-fold StratifiedGroupKFold)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if series.nunique() < TEST_SHARE_FOLDS:
+        raise EmojiDataError(f"only {series.nunique()} series; need at least {TEST_SHARE_FOLDS} to hold out a test set")
+    splitter = StratifiedGroupKFold(n_splits=TEST_SHARE_FOLDS, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members" on tiny inputs
+        _, test_index = next(splitter.split(np.zeros(len(series)), target.to_numpy(), series.to_numpy()))
+    return set(series.iloc[test_index])
+
+
+# ---------------------------------------------------------------- the build
+
+def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[str, list[str]], out: Path,
+                  private: Path, seed: int, emoji_tgz: Path, skipped: int) -> Summary:
+    stripped = {}
+    for hexcode, names in tags.items():
+        stripped.setdefault(strip_fe0f(hexcode), names)
+    rng = np.random.default_rng(seed)
+    rows = [rows[i] for i in rng.permutation(len(rows))]  # the shuffled order is the only order ever written
+    frame = pd.DataFrame({
+        "object_id": [opaque_id(r.hexcode) for r in rows],
+        "sorting_date": [release_year(r.added_in, r.hexcode) for r in rows],
+        "art_series_id": [opaque_id(r.base_hexcode, "series") for r in rows],
+    })
+    frame["target"] = frame["sorting_date"].map(era)
+    if frame["object_id"].duplicated().any() or set(frame["object_id"]) & set(frame["art_series_id"]):
+        raise EmojiDataError(f"{emoji_tgz}: opaque id collision; change ID_SALT")
+    test_series = choose_test_series(frame["art_series_id"], frame["target"], seed)
+    is_test = frame["art_series_id"].isin(test_series).to_numpy()
+
+    materials, techniques, matched, n_tags = [], [], 0, []
+    for object_id, row in zip(frame["object_id"], rows):
+        found = match_tags(row.hexcode, tags, stripped)
+        matched += found is not None
+        names = list(dict.fromkeys(found or []))
+        n_tags.append(len(names))
+        materials += [(object_id, name) for name in names]
+        techniques += [(object_id, row.category), (object_id, row.subcategory)]
+
+    (out / "photos").mkdir(parents=True)
+    private.mkdir(parents=True)
+    for object_id, row in zip(frame["object_id"], rows):
+        photo = on_white(images[row.image], f"{emoji_tgz}: {IMAGE_DIR}{row.image}")
+        photo.save(out / "photos" / f"{object_id}.jpg", "JPEG", quality=JPEG_QUALITY)
+    frame[~is_test].to_csv(out / "train.csv", index=False)
+    frame[is_test][["object_id"]].to_csv(out / "test.csv", index=False)
+    pd.DataFrame(materials, columns=["object_id", "name"]).to_csv(out / "materials.csv", index=False)
+    pd.DataFrame(techniques, columns=["object_id", "name"]).to_csv(out / "techniques.csv", index=False)
+    frame[is_test][["object_id", "target", "sorting_date"]].to_csv(private / "answers.csv", index=False)
+    pd.DataFrame({
+        "object_id": frame["object_id"], "hexcode": [r.hexcode for r in rows],
+        "short_name": [r.short_name for r in rows], "split": np.where(is_test, "test", "train"),
+        "art_series_id": frame["art_series_id"], "base_hexcode": [r.base_hexcode for r in rows],
+        "added_in": [r.added_in for r in rows],
+    }).to_csv(private / "ids.csv", index=False)
+
+    def counts(mask: np.ndarray) -> list[int]:
+        return np.bincount(frame["target"][mask], minlength=N_CLASSES).tolist()
+
+    n_tags = np.asarray(n_tags)
+    return Summary(
+        out=str(out), private=str(private), seed=seed, rows=len(frame), series=frame["art_series_id"].nunique(),
+        train_rows=int((~is_test).sum()), test_rows=int(is_test.sum()),
+        train_series=frame["art_series_id"][~is_test].nunique(), test_series=len(test_series),
+        train_targets=counts(~is_test), test_targets=counts(is_test),
+        tags_per_object=float(n_tags.mean()), share_without_tags=float((n_tags == 0).mean()),
+        tag_matched=int(matched), skipped_without_image=skipped, techniques_per_object=2.0)
+
+
+def private_dir(out: str | os.PathLike) -> Path:
+    """`datasets/emoji` -> `datasets/emoji_private`: beside the dataroot, never inside it."""
+    out = Path(out)
+    return out.parent / f"{out.name}_private"
+
+
+def _package_pins(packages: tuple[Package, ...]) -> list[str]:
+    return [f"{p.spec} {p.integrity}" for p in packages]
+
+
+def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, ...]) -> Summary | None:
+    """The summary of a complete earlier build of the same packages and seed, None when there is nothing at `out`.
+
+    Anything else at `out` (a partial folder, another seed or package pin) is a BuildError: the builder does not
+    silently overwrite what it did not make in this configuration."""
+    out = Path(out)
+    private = private_dir(out)
+    if not out.exists():
+        return None
+    marker = out / MARKER
+    if not marker.is_file():
+        raise BuildError(f"{out}: exists but holds no {MARKER} (not a complete emoji build); pass --force to replace it")
+    try:
+        made = json.loads(marker.read_text())
+        summary = Summary(**json.loads((private / "summary.json").read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise BuildError(f"{out}: earlier build unreadable or its private folder {private} incomplete ({err}); "
+                         f"pass --force to rebuild") from None
+    if made.get("seed") != seed or made.get("packages") != _package_pins(packages):
+        raise BuildError(f"{out}: built with seed {made.get('seed')} and packages {made.get('packages')}; "
+                         f"pass --force to rebuild with seed {seed}")
+    summary.reused, summary.out, summary.private = True, str(out), str(private)
+    return summary
+
+
+def _publish(built: Path, final: Path) -> None:
+    """Rename a finished temp folder into place, moving an older build aside first and deleting it after."""
+    old = None
+    if final.exists():
+        old = final.with_name(f"{final.name}.old{TMP_MARKER}{os.getpid()}")
+        os.replace(final, old)
+    os.replace(built, final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.PathLike, out: str | os.PathLike,
+                        seed: int = 0, packages: tuple[Package, ...] = ()) -> Summary:
+    """Build dataroot `out` and its private folder from the two tarballs, replacing what is there.
+
+    Everything is written into temp folders first and renamed into place at the end (private first, then the
+    dataroot whose marker says "complete"), so a failure leaves no half-written dataset behind."""
+    out, emoji_tgz, emojibase_tgz = Path(out), Path(emoji_tgz), Path(emojibase_tgz)
+    private = private_dir(out)
+    tmp_out = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
+    tmp_private = private.with_name(f"{private.name}{TMP_MARKER}{os.getpid()}")
+    try:
+        for tmp in (tmp_out, tmp_private):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        rows, images, skipped = read_emoji_datasource(emoji_tgz)
+        if not rows:
+            raise EmojiDataError(f"{emoji_tgz}: {EMOJI_JSON}: no emoji with a Google 64 px image")
+        tags = read_emojibase_tags(emojibase_tgz)
+        summary = _write_tables(rows, images, tags, tmp_out, tmp_private, seed, emoji_tgz, skipped)
+        summary.out, summary.private, summary.packages = str(out), str(private), _package_pins(packages)
+        (tmp_private / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        (tmp_out / MARKER).write_text(json.dumps({
+            "builder": "fold0123.preprocessing.emoji", "seed": seed, "packages": _package_pins(packages),
+            "rows": summary.rows, "train_rows": summary.train_rows, "test_rows": summary.test_rows,
+        }, indent=2) + "\n")
+        _publish(tmp_private, private)
+        _publish(tmp_out, out)
+    finally:
+        for tmp in (tmp_out, tmp_private):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    return summary
+
+
+def build_dataset(out: str | os.PathLike = "datasets/emoji", cache: str | os.PathLike | None = None, seed: int = 0,
+                  force: bool = False, packages: tuple[Package, Package] = (EMOJI_DATASOURCE, EMOJIBASE)) -> Summary:
+    """Fetch (or reuse) the pinned packages and build the dataset, or reuse a complete earlier build."""
+    if not force:
+        earlier = existing_build(out, seed, packages)
+        if earlier is not None:
+            return earlier
+    emoji_tgz, emojibase_tgz = (fetch_package(p, cache) for p in packages)
+    return build_from_tarballs(emoji_tgz, emojibase_tgz, out, seed=seed, packages=packages)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="datasets/emoji", help="the dataroot to write (default datasets/emoji)")
+    parser.add_argument("--cache", default=None, help="npm tarball cache (default $FOLD0123_NPM_CACHE or "
+                                                      "~/.cache/fold0123/npm)")
+    parser.add_argument("--seed", type=int, default=0, help="row shuffle and test split seed")
+    parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a complete build")
+    args = parser.parse_args(argv)
+    try:
+        summary = build_dataset(args.out, cache=args.cache, seed=args.seed, force=args.force)
+    except (EmojiDataError, BuildError, PackageError) as err:
+        sys.exit(f"error: {err}")
+    print("\n".join(summary.lines()))
+
+
+if __name__ == "__main__":
+    main()

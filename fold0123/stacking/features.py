@@ -1,0 +1,197 @@
+"""Per-object feature tables from run outputs: the 8 views aggregated, concatenated across experiments.
+
+Feature columns are named `{exp}_{func}_{j}` (func in mean|max|min|var|std|median, j the output dimension) and,
+with raw views, `{exp}_{view}_{j}`. Every table is a DataFrame indexed by object_id:
+  FeatureSet.train            train.csv rows in train.csv order; each row's features come from the fold run that
+                              held it out (out-of-fold), so the stack learns from predictions like the test ones
+  FeatureSet.test[source]     test.csv rows in test.csv order; source 'all' = the `all` run's outputs,
+                              'fold_mean' = the mean over the fold runs of their aggregated test features
+  FeatureSet.infold[k]        fold k's train rows, from fold run k itself (the original's in-fold variant: each
+                              model's outputs on rows it trained on; kept only to compare against)
+'fold_mean' averages the aggregated features rather than the raw views, so a `var` feature keeps the scale it
+has in the out-of-fold table (averaging the views of three models first would shrink it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
+from fold0123.stacking.runs import (VIEWS, RunError, eval_path, fold_splits, load_outputs, resolve_epoch, run_dir,
+                           run_task)
+
+AGGREGATIONS = {
+    "mean": lambda x: x.mean(axis=1),
+    "max": lambda x: x.max(axis=1),
+    "min": lambda x: x.min(axis=1),
+    "var": lambda x: x.var(axis=1),
+    "std": lambda x: x.std(axis=1),
+    "median": lambda x: np.median(x, axis=1),
+}
+TEST_SOURCES = ("all", "fold_mean")
+
+
+def parse_aggregations(spec) -> tuple[str, ...]:
+    """'mean,max,min,var' (the original's `aug(funcs=...)`) or a list -> validated tuple."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = [n for n in names if n not in AGGREGATIONS]
+    if unknown or not names:
+        raise ValueError(f"aggregations {spec!r}: unknown {unknown} (choose from {', '.join(AGGREGATIONS)})")
+    return tuple(names)
+
+
+def aggregate_views(outputs: np.ndarray, funcs, raw_views: bool = False, prefix: str = "") -> pd.DataFrame:
+    """[n, 8, d] -> [n, (len(funcs) + 8 * raw_views) * d] table with named columns (no index)."""
+    blocks, names = [], []
+    d = outputs.shape[2]
+    for func in funcs:
+        blocks.append(AGGREGATIONS[func](outputs))
+        names += [f"{prefix}{func}_{j}" for j in range(d)]
+    if raw_views:
+        for v, view in enumerate(VIEWS):
+            blocks.append(outputs[:, v, :])
+            names += [f"{prefix}{view}_{j}" for j in range(d)]
+    return pd.DataFrame(np.concatenate(blocks, axis=1).astype(np.float64), columns=names)
+
+
+def read_folds(dataroot: str | Path, k: int, split_suffix: str = "") -> pd.Series:
+    """object_id -> fold index, from the dataroot's `{K}fold{k}{suffix}_test.csv` (the runs' held-out parts)."""
+    parts = []
+    for fold, split in enumerate(fold_splits(k, split_suffix)):
+        path = split_paths(dataroot, split)[1]
+        ids = read_csv(path, ("object_id",))["object_id"]
+        parts.append(pd.Series(fold, index=ids.to_numpy()))
+    folds = pd.concat(parts)
+    if folds.index.duplicated().any():
+        dup = folds.index[folds.index.duplicated()][0]
+        raise LayoutError(f"{dataroot}: object_id {dup!r} is held out by more than one of the {k} folds")
+    return folds
+
+
+@dataclass
+class RunChoice:
+    exp: str
+    task: str
+    epoch: int
+
+
+@dataclass
+class FeatureSet:
+    """Everything the stack and the post-processing read; see the module docstring for the layout."""
+    runs: list[RunChoice]
+    train: pd.DataFrame
+    y: np.ndarray                     # train.csv target, aligned with `train`
+    folds: np.ndarray                 # fold of each train row (the group folds the runs used)
+    test: dict[str, pd.DataFrame]     # 'all' and/or 'fold_mean'
+    view_mean_oof: dict[str, np.ndarray]               # exp -> [n_train, d]: mean of the views, OOF
+    view_mean_test: dict[str, dict[str, np.ndarray]]   # source -> exp -> [n_test, d]
+    infold: list[pd.DataFrame] | None = None           # fold k -> its train rows' in-fold features
+    infold_y: list[np.ndarray] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def exp_of_task(self, task: str) -> str | None:
+        return next((r.exp for r in self.runs if r.task == task), None)
+
+
+def _aligned(out, order: pd.Index, what: str) -> np.ndarray:
+    """Rows of an eval file in the order of `order`; every id must be present."""
+    position = pd.Series(np.arange(len(out.ids)), index=out.ids)
+    missing = order.difference(position.index)
+    if len(missing):
+        raise RunError(f"{out.path}: {what}: {len(missing)} object_id(s) missing, e.g. {missing[0]!r}")
+    return out.outputs[position.loc[order].to_numpy()]
+
+
+def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, k: int = 3,
+                   aggregations="mean,max,min,var", raw_views: bool = False, split_suffix: str = "",
+                   test_features: str = "all", infold="auto") -> FeatureSet:
+    """Load the chosen runs (`{exp: 'last' | 'best' | epoch}`) and build the feature tables.
+
+    The `test_features` source must exist; the other one is built too when its files exist, so the report can
+    compare them. `infold`: True requires every fold run's `train` part at the chosen epoch, 'auto' builds the
+    in-fold tables only if all exist, False skips them.
+    """
+    if test_features not in TEST_SOURCES:
+        raise ValueError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
+    funcs = parse_aggregations(aggregations)
+    train_df = read_train(dataroot)
+    test_ids = pd.Index(read_test(dataroot)["object_id"])
+    train_ids = pd.Index(train_df["object_id"])
+    fold_of = read_folds(dataroot, k, split_suffix)
+    not_held_out = train_ids.difference(fold_of.index)
+    if len(not_held_out):
+        raise LayoutError(f"{dataroot}: {len(not_held_out)} train.csv object(s) are in no {k}fold*_test.csv, "
+                          f"e.g. {not_held_out[0]!r} (re-run SGKFold.py)")
+    folds = fold_of.loc[train_ids].to_numpy()
+    splits = fold_splits(k, split_suffix)
+    all_split = f"all{split_suffix}"
+    if not runs:
+        raise ValueError("no runs chosen: the config's `runs` must name at least one experiment")
+
+    choices, train_blocks, view_mean_oof = [], [], {}
+    test_blocks = {source: [] for source in TEST_SOURCES}
+    view_mean_test = {source: {} for source in TEST_SOURCES}
+    infold_blocks: list[list[pd.DataFrame]] = [[] for _ in range(k)]
+    notes, use_infold, all_test_ok = [], infold, True
+    for exp, spec in runs.items():
+        epoch = resolve_epoch(checkpoints_dir, exp, splits, spec)
+        choice = RunChoice(exp=exp, task=run_task(checkpoints_dir, exp, splits[0]), epoch=epoch)
+        choices.append(choice)
+        prefix = f"{exp}_"
+        # out-of-fold: fold run i predicts exactly fold i's held-out rows
+        oof_outs = [load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "oof") for split in splits]
+        oof = np.zeros((len(train_ids),) + oof_outs[0].outputs.shape[1:], dtype=np.float32)
+        for i, (split, out) in enumerate(zip(splits, oof_outs)):
+            held = fold_of.index[fold_of.to_numpy() == i]
+            if set(out.ids) != set(held):
+                raise RunError(f"{out.path}: its ids differ from {split_paths(dataroot, split)[1]} "
+                               f"({len(out.ids)} vs {len(held)} rows): a stale run or other folds")
+            oof[folds == i] = _aligned(out, train_ids[folds == i], "oof rows")
+        train_blocks.append(aggregate_views(oof, funcs, raw_views, prefix))
+        view_mean_oof[exp] = oof.mean(axis=1)
+        # test: the `all` run, and the mean of the fold runs' aggregated test features
+        fold_tests = [_aligned(load_outputs(run_dir(checkpoints_dir, exp, s), epoch, "test"), test_ids, "test rows")
+                      for s in splits]
+        test_blocks["fold_mean"].append(
+            sum(aggregate_views(t, funcs, raw_views, prefix) for t in fold_tests) / len(fold_tests))
+        view_mean_test["fold_mean"][exp] = np.mean([t.mean(axis=1) for t in fold_tests], axis=0)
+        all_run = run_dir(checkpoints_dir, exp, all_split)
+        if all_test_ok and (eval_path(all_run, epoch, "test").is_file() or test_features == "all"):
+            all_test = _aligned(load_outputs(all_run, epoch, "test"), test_ids, "test rows")
+            test_blocks["all"].append(aggregate_views(all_test, funcs, raw_views, prefix))
+            view_mean_test["all"][exp] = all_test.mean(axis=1)
+        elif all_test_ok:
+            all_test_ok = False
+            notes.append(f"test features 'all': {eval_path(all_run, epoch, 'test')} missing, compared 'fold_mean' only")
+        # in-fold: fold run i's outputs on its own train rows
+        if use_infold:
+            paths = [eval_path(run_dir(checkpoints_dir, exp, s), epoch, "train") for s in splits]
+            missing = [p for p in paths if not p.is_file()]
+            if missing and use_infold == "auto":
+                notes.append(f"in-fold variant skipped: {missing[0]} missing (set eval.train_epochs in the run config)")
+                use_infold = False
+            else:
+                for i, split in enumerate(splits):
+                    out = load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "train")
+                    rows = pd.Index(out.ids).intersection(train_ids[folds != i], sort=False)  # drops pseudo rows
+                    if len(rows) == 0:
+                        raise RunError(f"{out.path}: no rows of {split}'s train part")
+                    frame = aggregate_views(_aligned(out, rows, "train rows"), funcs, raw_views, prefix)
+                    infold_blocks[i].append(frame.set_index(rows))
+
+    train = pd.concat(train_blocks, axis=1).set_index(train_ids)
+    if not all_test_ok:
+        del test_blocks["all"]
+    test = {source: pd.concat(blocks, axis=1).set_index(test_ids) for source, blocks in test_blocks.items()}
+    view_mean_test = {source: means for source, means in view_mean_test.items() if source in test}
+    y = train_df["target"].to_numpy(dtype=float)
+    infold_tables = infold_y = None
+    if use_infold:
+        infold_tables = [pd.concat(blocks, axis=1) for blocks in infold_blocks]
+        target = pd.Series(y, index=train_ids)
+        infold_y = [target.loc[t.index].to_numpy() for t in infold_tables]
+    return FeatureSet(runs=choices, train=train, y=y, folds=folds, test=test, view_mean_oof=view_mean_oof,
+                      view_mean_test=view_mean_test, infold=infold_tables, infold_y=infold_y, notes=notes)

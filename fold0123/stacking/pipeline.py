@@ -1,0 +1,322 @@
+"""The steps ensemble.ipynb and stack.py run, each one call on a resolved config dict (parameters/stack.yml).
+
+run_stack(cfg) -> StackResult     features -> OOF LightGBM stack (+ the in-fold variant) -> tuned post-processing
+                                  -> submission, report, plots in cfg['out_dir']
+run_ensemble(cfg) -> EnsembleResult   weighted probability ensemble of cfg['ensemble']['runs'], optional label
+                                  re-distribution; probabilities CSV + report in cfg['out_dir']
+run_pseudo(cfg, round_) -> PseudoResult   pseudo rows from the ensemble -> the round's split CSVs in the dataroot
+Results are plain dataclasses; their `summary()` is what the CLI prints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fold0123.common.io import write_csv, write_json
+from fold0123.data.layout import N_CLASSES, read_test, read_train
+from fold0123.stacking import ensemble as ens
+from fold0123.stacking import postprocess as pp
+from fold0123.stacking.features import FeatureSet, build_features
+from fold0123.stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse, rmse
+from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
+from fold0123.stacking.report import (plot_cv_per_epoch, plot_importance, score_answers, stem, timestamp, write_report,
+                             write_submission)
+from fold0123.stacking.runs import RunError, fold_splits, metrics_table
+
+
+def _fold_splits(cfg: dict) -> list[str]:
+    return fold_splits(cfg["folds"], cfg.get("split_suffix", ""))
+
+
+def _pick_exp(features: FeatureSet, choice, task: str) -> str | None:
+    """`auto` -> the first chosen run of `task`; null/none -> no such step; else that experiment."""
+    if choice in (None, "none", False):
+        return None
+    if choice == "auto":
+        return features.exp_of_task(task)
+    if choice not in features.view_mean_oof:
+        raise RunError(f"{choice!r} is not one of the chosen runs {list(features.view_mean_oof)}")
+    return choice
+
+
+def _row(name: str, scores, oof=np.nan, metric: str = "rmse") -> dict:
+    return {"name": name, "metric": metric, **{f"fold{i}": s for i, s in enumerate(scores)},
+            "mean": float(np.mean(scores)), "std": float(np.std(scores)), "oof": oof}
+
+
+def _expected_class(probs: np.ndarray) -> np.ndarray:
+    return probs @ np.arange(probs.shape[1])
+
+
+def single_task_rows(cfg: dict, features: FeatureSet) -> tuple[list[dict], pd.DataFrame]:
+    """Each chosen run's own primary metric per fold at its chosen epoch, plus its target RMSE where it has one
+    (target: the prediction; onehot: the expected class). Also returns every epoch's metrics (for the plot)."""
+    rows, tables = [], []
+    for run in features.runs:
+        table = metrics_table(cfg["checkpoints_dir"], run.exp, _fold_splits(cfg))
+        tables.append(table)
+        at = table[table["epoch"] == run.epoch]
+        rows.append(_row(f"{run.exp} [{run.task}] epoch {run.epoch}", at["value"].tolist(),
+                         metric=at["metric"].iloc[0]))
+        pred = features.view_mean_oof[run.exp]
+        if run.task in ("target", "onehot"):
+            pred = pred[:, 0] if run.task == "target" else _expected_class(pred)
+            rows.append(_row(f"{run.exp} [{run.task}] as target", fold_rmse(features.y, pred, features.folds),
+                             rmse(features.y, pred)))
+    return rows, pd.concat(tables, ignore_index=True)
+
+
+@dataclass
+class StackResult:
+    name: str
+    submission: Path
+    submission_ids: Path
+    report_md: Path
+    report_json: Path
+    plots: dict[str, Path]
+    cv_table: pd.DataFrame             # index name; metric, fold0.., mean, std, oof
+    answers_table: pd.DataFrame | None  # rmse on the held-out answers per variant / test source / step
+    params: pp.PostParams
+    cv: float                          # OOF RMSE of the submitted (fully post-processed) predictions
+    features: FeatureSet = field(repr=False)
+    fit: StackFit = field(repr=False)
+    infold_fit: StackFit | None = field(repr=False, default=None)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
+            lines = [f"CV (OOF RMSE after post-processing): {self.cv:.4f}  params {self.params.as_dict()}",
+                     self.cv_table.to_string()]
+            if self.answers_table is not None:
+                lines += ["score on the answers:", self.answers_table.to_string()]
+        lines += [f"submission: {self.submission}", f"report: {self.report_md}"] + [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _post_inputs(features: FeatureSet, blend_exp, onehot_exp, source: str | None):
+    """(target prediction [n], class probabilities [n, C]) for OOF (source None) or a test source."""
+    means = features.view_mean_oof if source is None else features.view_mean_test[source]
+    target = means[blend_exp][:, 0] if blend_exp else None
+    probs = means[onehot_exp] if onehot_exp else None
+    return target, probs
+
+
+def run_stack(cfg: dict, stamp: str | None = None) -> StackResult:
+    features = build_features(cfg["dataroot"], cfg["checkpoints_dir"], cfg["runs"], k=cfg["folds"],
+                              aggregations=cfg["aggregations"], raw_views=cfg["raw_views"],
+                              split_suffix=cfg.get("split_suffix", ""), test_features=cfg["test_features"],
+                              infold=cfg["infold"])
+    notes = list(features.notes)
+    blend_exp = _pick_exp(features, cfg["blend_exp"], "target")
+    onehot_exp = _pick_exp(features, cfg["onehot_exp"], "onehot")
+    if onehot_exp and features.view_mean_oof[onehot_exp].shape[1] != N_CLASSES:
+        raise RunError(f"onehot_exp {onehot_exp!r}: outputs have d={features.view_mean_oof[onehot_exp].shape[1]}, "
+                       f"expected {N_CLASSES} class probabilities")
+    lgbm = cfg["lgbm"]
+    params = {**lgbm["params"], "seed": cfg.get("seed", 0)}
+    fit = fit_oof_stack(features.train, features.y, features.folds, features.test, params,
+                        lgbm["num_boost_round"], lgbm["early_stopping_rounds"], lgbm["coef"])
+    infold_fit = None
+    if features.infold is not None:
+        infold_fit = fit_infold_stack(features.infold, features.infold_y, features.train, features.y,
+                                      features.folds, features.test, params, lgbm["num_boost_round"],
+                                      lgbm["early_stopping_rounds"])
+
+    target_oof, probs_oof = _post_inputs(features, blend_exp, onehot_exp, None)
+    post, grid = pp.tune(fit.oof, target_oof, probs_oof, features.y, cfg["postprocess"])
+    oof_steps = pp.apply_steps(fit.oof, target_oof, probs_oof, post)
+    steps = pp.step_table(oof_steps, features.y, features.folds)
+    for step, task, exp in (("blend", "target", blend_exp), ("onehot", "onehot", onehot_exp)):
+        if exp is None:
+            notes.append(f"post-processing step {step!r} off: no {task} run")
+
+    rows, epoch_metrics = single_task_rows(cfg, features)
+    if infold_fit is not None:
+        rows.append(_row("stack, in-fold variant (original)", infold_fit.fold_scores, infold_fit.cv))
+    for step in pp.STEPS:
+        label = "stack (out-of-fold)" if step == "stack" else f"  + {step}"
+        rows.append(_row(label, steps.loc[step, [c for c in steps.columns if c.startswith("fold")]].tolist(),
+                         float(steps.loc[step, "oof"])))
+    cv_table = pd.DataFrame(rows).set_index("name")
+    cv = float(steps.loc["clip", "oof"])
+
+    test_ids = read_test(cfg["dataroot"])["object_id"].to_numpy()
+    source = cfg["test_features"]
+    target_test, probs_test = _post_inputs(features, blend_exp, onehot_exp, source)
+    final = pp.apply_steps(fit.test[source], target_test, probs_test, post)["clip"]
+
+    name = stem(cv, stamp)
+    out_dir = Path(cfg["out_dir"])
+    submission, submission_ids = write_submission(out_dir, name, test_ids, final)
+    plots = {"cv_per_epoch": plot_cv_per_epoch(epoch_metrics, out_dir / f"{name}_cv_per_epoch.png"),
+             "importance": plot_importance(fit.importance, out_dir / f"{name}_importance.png")}
+    write_csv(out_dir / f"{name}_importance.csv", fit.importance)
+
+    answers_table = None
+    answers = cfg.get("answers")
+    if answers and Path(answers).is_file():
+        answers_table = score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_ids, answers)
+    elif answers:
+        notes.append(f"answers {answers} not found: no score on held-out answers")
+
+    tables = {"cv": cv_table, "postprocess_grid": grid.nsmallest(10, "rmse").set_index("ratio")}
+    if answers_table is not None:
+        tables["answers"] = answers_table
+    facts = {"cv": cv, "postprocess": post.as_dict(), "runs": [vars(r) for r in features.runs],
+             "test_features": source, "best_iterations": fit.best_iterations, "final_rounds": fit.rounds,
+             "n_features": features.train.shape[1], "n_train": len(features.y), "n_test": len(test_ids),
+             "submission": submission, "plots": plots}
+    report_md, report_json = write_report(out_dir, name, tables, facts, notes)
+    return StackResult(name=name, submission=submission, submission_ids=submission_ids, report_md=report_md,
+                       report_json=report_json, plots=plots, cv_table=cv_table, answers_table=answers_table,
+                       params=post, cv=cv, features=features, fit=fit, infold_fit=infold_fit, notes=notes)
+
+
+def score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_ids, answers) -> pd.DataFrame:
+    """RMSE on the answers for each stack variant x test-feature source, raw and post-processed, and for the
+    target run alone. Only reported: every choice was made on out-of-fold predictions before this runs."""
+    rows = []
+    for variant, f in (("out-of-fold stack", fit), ("in-fold stack (original)", infold_fit)):
+        if f is None:
+            continue
+        for source, pred in f.test.items():
+            target_test, probs_test = _post_inputs(features, blend_exp, onehot_exp, source)
+            steps = pp.apply_steps(pred, target_test, probs_test, post)
+            rows.append({"variant": variant, "test_features": source,
+                         "stack": score_answers(test_ids, steps["stack"], answers)["rmse"],
+                         "post-processed": score_answers(test_ids, steps["clip"], answers)["rmse"]})
+    if blend_exp:
+        for source, means in features.view_mean_test.items():
+            rows.append({"variant": f"{blend_exp} run alone", "test_features": source,
+                         "stack": np.nan, "post-processed": score_answers(test_ids, means[blend_exp][:, 0],
+                                                                          answers)["rmse"]})
+    return pd.DataFrame(rows).set_index(["variant", "test_features"])
+
+
+# ---- probability ensembling, re-distribution, pseudo labels
+
+
+@dataclass
+class EnsembleResult:
+    runs: pd.DataFrame          # index exp: epoch, metric, score (mean over folds), lower_is_better, weight
+    oof: np.ndarray             # [n_train, C] ensembled out-of-fold probabilities (train.csv order)
+    test: np.ndarray            # [n_test, C] ensembled test probabilities (test.csv order)
+    test_ids: np.ndarray
+    cv_table: pd.DataFrame      # per run and the ensemble: accuracy and RMSE of argmax / expected class on OOF
+    redistribution: ens.Redistribution | None
+    redistribution_table: pd.DataFrame | None   # histograms before/after (test) and OOF effect
+    probs_csv: Path | None = None
+    report_md: Path | None = None
+
+    def summary(self) -> str:
+        with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
+            lines = [self.runs.to_string(), self.cv_table.to_string()]
+            if self.redistribution_table is not None:
+                lines.append(self.redistribution_table.to_string())
+        if self.probs_csv:
+            lines.append(f"probabilities: {self.probs_csv}")
+        return "\n".join(lines)
+
+
+def _class_scores(y, probs) -> dict:
+    label = probs.argmax(axis=1)
+    return {"accuracy": float(np.mean(label == y)), "rmse_argmax": rmse(y, label),
+            "rmse_expected": rmse(y, _expected_class(probs))}
+
+
+def ensemble_probabilities(cfg: dict) -> EnsembleResult:
+    """Weighted ensemble of the class probabilities of cfg['ensemble']['runs'] (weights from their metrics)."""
+    ecfg = cfg["ensemble"]
+    features = build_features(cfg["dataroot"], cfg["checkpoints_dir"], ecfg["runs"], k=cfg["folds"],
+                              aggregations="mean", split_suffix=cfg.get("split_suffix", ""),
+                              test_features=ecfg["test_features"], infold=False)
+    rows = []
+    for run in features.runs:
+        if features.view_mean_oof[run.exp].shape[1] != N_CLASSES:
+            raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {N_CLASSES} class probabilities")
+        table = metrics_table(cfg["checkpoints_dir"], run.exp, _fold_splits(cfg))
+        at = table[table["epoch"] == run.epoch]
+        rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
+                     "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
+    runs = pd.DataFrame(rows).set_index("exp")
+    if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
+        raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
+    runs["weight"] = ens.ensemble_weights(runs["score"], ecfg["factor"], bool(runs["lower_is_better"].iloc[0]))
+    oof = ens.weighted_ensemble([features.view_mean_oof[e] for e in runs.index], runs["weight"])
+    source = ecfg["test_features"]
+    test = ens.weighted_ensemble([features.view_mean_test[source][e] for e in runs.index], runs["weight"])
+    y = features.y.astype(int)
+    cv_rows = {e: _class_scores(y, features.view_mean_oof[e]) for e in runs.index}
+    cv_rows["weighted ensemble"] = _class_scores(y, oof)
+    cv_table = pd.DataFrame.from_dict(cv_rows, orient="index")
+
+    redistribution = redistribution_table = None
+    k = int(ecfg.get("redistribute_k") or 0)
+    if k > 0:
+        redistribution = ens.redistribute_labels(test, k)
+        k_oof = max(1, int(round(k * len(oof) / len(test))))  # the same share of the rows on OOF
+        oof_red = ens.redistribute_labels(oof, k_oof)
+        redistribution_table = pd.DataFrame({
+            "test before": redistribution.before, "test after": redistribution.after,
+            f"oof before (K={k_oof})": oof_red.before, "oof after": oof_red.after})
+        redistribution_table.index.name = "class"
+        cv_table.loc["ensemble, re-distributed", ["accuracy", "rmse_argmax"]] = [
+            float(np.mean(oof_red.labels == y)), rmse(y, oof_red.labels)]
+    return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[source].index, str),
+                          cv_table=cv_table, redistribution=redistribution,
+                          redistribution_table=redistribution_table)
+
+
+def run_ensemble(cfg: dict, stamp: str | None = None) -> EnsembleResult:
+    """ensemble_probabilities + files: `ensemble_{stamp}_probs.csv` (object_id, p0..p3, label[, label_redistributed])
+    and `ensemble_{stamp}_report.md/json` in out_dir."""
+    result = ensemble_probabilities(cfg)
+    name = f"ensemble_{stamp or timestamp()}"
+    out_dir = Path(cfg["out_dir"])
+    frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
+    frame.insert(0, "object_id", result.test_ids)
+    frame["label"] = result.test.argmax(axis=1)
+    if result.redistribution is not None:
+        frame["label_redistributed"] = result.redistribution.labels
+    result.probs_csv = out_dir / f"{name}_probs.csv"
+    write_csv(result.probs_csv, frame)
+    tables = {"runs": result.runs, "oof_scores": result.cv_table}
+    if result.redistribution_table is not None:
+        tables["redistribution"] = result.redistribution_table
+    facts = {"factor": cfg["ensemble"]["factor"], "test_features": cfg["ensemble"]["test_features"],
+             "redistribute_k": cfg["ensemble"].get("redistribute_k"), "probs_csv": result.probs_csv}
+    result.report_md, _ = write_report(out_dir, name, tables, facts, [])
+    return result
+
+
+@dataclass
+class PseudoResult:
+    round: int
+    rows: pd.DataFrame          # the pseudo rows added to every split's train part
+    per_class: pd.Series        # rows added per class
+    written: list[Path]
+    thr: float
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{c}: {n}" for c, n in self.per_class.items())
+        return (f"pseudo round {self.round}: {len(self.rows)} test rows with top probability >= {self.thr} added "
+                f"to every train part (per class {counts}); wrote {len(self.written)} split CSVs, e.g. "
+                f"{self.written[0] if self.written else '-'}")
+
+
+def run_pseudo(cfg: dict, round_: int) -> PseudoResult:
+    """Ensemble the runs' test probabilities, keep the confident ones, write round `round_`'s split CSVs, and
+    a `pseudo{round}_report.json` in out_dir."""
+    result = ensemble_probabilities(cfg)
+    thr = float(cfg["ensemble"]["pseudo_thr"])
+    rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg["dataroot"]))
+    written = write_pseudo_splits(cfg["dataroot"], cfg["folds"], round_, rows)
+    per_class = rows["target"].value_counts().reindex(range(N_CLASSES), fill_value=0)
+    write_json(Path(cfg["out_dir"]) / f"pseudo{round_}_report.json",
+               {"round": round_, "thr": thr, "rows_added": len(rows), "per_class": per_class.tolist(),
+                "n_test": len(result.test_ids), "written": [str(p) for p in written],
+                "ensemble_oof": result.cv_table.to_dict(orient="index")})
+    return PseudoResult(round=round_, rows=rows, per_class=per_class, written=written, thr=thr)

@@ -1,0 +1,185 @@
+"""Read the run directories train.py and evaluate.py write (the contract in DESIGN.md §3).
+
+Layout read, per run `{checkpoints_dir}/{exp}_{split}/`:
+  eval/epoch{E}_{part}.npz      part in oof | test | train; arrays `ids` [n] (str) and `outputs` [n, 8, d] float32,
+                                the 8 dihedral views in the order of VIEWS; outputs are predictions, not logits
+  eval/epoch{E}_metrics.json    {"epoch", "task", "split", "n", "primary", "lower_is_better",
+                                 "views": {"mean": {metric: value}, "identity": {...}}}; split `all` has n = 0
+
+An epoch is resolved ONCE per experiment and used for every split of it ('last', 'best' or an int), so the fold
+models whose out-of-fold rows are stacked together and the `all` model that predicts test are the same recipe
+at the same point of training. 'best' picks the epoch with the best mean-over-folds primary metric (this looks
+at the folds' own validation rows, as the original did; the stack's CV is then slightly optimistic).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fold0123.common import rundir
+from fold0123.data.layout import LayoutError, split_names
+
+VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
+
+
+class RunError(LayoutError):
+    """A run, epoch or eval file the stacking config asks for is missing or malformed (one line naming it)."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One eval file: `outputs[i]` holds the 8 views' predictions for object `ids[i]`."""
+    ids: np.ndarray      # [n] str
+    outputs: np.ndarray  # [n, 8, d] float32, read-only
+    path: Path
+
+
+def run_dir(checkpoints_dir: str | Path, exp: str, split: str) -> Path:
+    return rundir.run_dir({"checkpoints_dir": checkpoints_dir, "exp": exp}, split)
+
+
+def fold_splits(k: int, split_suffix: str = "") -> list[str]:
+    """The K fold splits of a round (`{K}fold{k}{suffix}`), without `all`."""
+    return [f"{split}{split_suffix}" for split in split_names(k) if split != "all"]
+
+
+def _existing_run(run: Path) -> Path:
+    if not run.is_dir():
+        raise RunError(f"{run}: run directory not found (train it, or fix checkpoints_dir / the run name)")
+    return run
+
+
+def eval_path(run: Path, epoch: int, part: str) -> Path:
+    return rundir.eval_npz_path(run, rundir.epoch_tag(epoch), part)
+
+
+def metrics_path(run: Path, epoch: int) -> Path:
+    return rundir.metrics_path(run, rundir.epoch_tag(epoch))
+
+
+def list_epochs(run: str | Path, part: str = "oof") -> list[int]:
+    """Epochs of `run` that have an eval file for `part` (in-progress temp names are ignored)."""
+    run = _existing_run(Path(run))
+    suffix = f"_{part}.npz"
+    epochs = []
+    for path in rundir.eval_dir(run).glob(f"epoch*{suffix}"):
+        middle = path.name[len("epoch"):-len(suffix)]
+        if middle.isdigit():
+            epochs.append(int(middle))
+    return sorted(epochs)
+
+
+@lru_cache(maxsize=256)
+def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "ids" not in data or "outputs" not in data:
+                raise RunError(f"{path}: expected arrays 'ids' and 'outputs' (has {', '.join(data.files)})")
+            ids, outputs = data["ids"], data["outputs"]
+    except (OSError, ValueError) as err:
+        if isinstance(err, RunError):
+            raise
+        raise RunError(f"{path}: not a readable npz ({str(err).splitlines()[0]})") from None
+    if ids.dtype.kind != "U":
+        raise RunError(f"{path}: 'ids' must be a unicode string array, got dtype {ids.dtype}")
+    if outputs.ndim != 3 or outputs.shape[1] != len(VIEWS) or outputs.shape[0] != len(ids):
+        raise RunError(f"{path}: 'outputs' must be [n={len(ids)}, {len(VIEWS)}, d], got {list(outputs.shape)}")
+    if not np.isfinite(outputs).all():
+        row = int(np.flatnonzero(~np.isfinite(outputs).reshape(len(ids), -1).all(axis=1))[0])
+        raise RunError(f"{path}: non-finite outputs for object_id {ids[row]!r}")
+    outputs = outputs.astype(np.float32, copy=False)
+    outputs.flags.writeable = False
+    ids.flags.writeable = False
+    return Outputs(ids=ids, outputs=outputs, path=Path(path))
+
+
+def load_outputs(run: str | Path, epoch: int, part: str) -> Outputs:
+    """The eval file of `run` at `epoch` for `part`; cached until the file changes (size or mtime)."""
+    run = _existing_run(Path(run))
+    path = eval_path(run, epoch, part)
+    if not path.is_file():
+        have = list_epochs(run, part)
+        raise RunError(f"{path}: missing (epoch {epoch}, part {part}; this run has {part} at epochs {have or 'none'})")
+    stat = os.stat(path)
+    return _load_npz(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def load_metrics(run: str | Path, epoch: int) -> dict:
+    run = _existing_run(Path(run))
+    path = metrics_path(run, epoch)
+    if not path.is_file():
+        raise RunError(f"{path}: metrics file missing (epoch {epoch})")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path}: not valid JSON ({err})") from None
+    for key in ("epoch", "task", "split", "primary", "lower_is_better", "views"):
+        if key not in metrics:
+            raise RunError(f"{path}: missing key {key!r}")
+    return metrics
+
+
+def run_task(checkpoints_dir: str | Path, exp: str, split: str) -> str:
+    """The task of an experiment, from the metrics of its first evaluated epoch on `split`."""
+    run = run_dir(checkpoints_dir, exp, split)
+    epochs = list_epochs(run, "test") or list_epochs(run, "oof")
+    if not epochs:
+        raise RunError(f"{run}: no evaluated epoch yet (no eval/epoch*_oof.npz or _test.npz)")
+    return load_metrics(run, epochs[0])["task"]
+
+
+def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str]) -> pd.DataFrame:
+    """Every evaluated epoch of the fold runs of `exp`: one row per (epoch, split) with the primary metric.
+
+    Columns: exp, task, split, epoch, metric, value, lower_is_better (the value is on the mean of the 8 views).
+    """
+    rows = []
+    for split in fold_splits:
+        run = run_dir(checkpoints_dir, exp, split)
+        for epoch in list_epochs(run, "oof"):
+            if not rundir.is_evaluated(run, epoch):
+                continue  # evaluate.py writes the metrics after the npz files; this epoch is still being written
+            metrics = load_metrics(run, epoch)
+            primary = metrics["primary"]
+            value = metrics["views"].get("mean", {}).get(primary)
+            if value is None:
+                raise RunError(f"{metrics_path(run, epoch)}: views.mean has no primary metric {primary!r}")
+            rows.append(dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary,
+                             value=float(value), lower_is_better=bool(metrics["lower_is_better"])))
+    return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])
+
+
+def resolve_epoch(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], spec) -> int:
+    """'last' | 'best' | int -> one epoch that every fold run of `exp` has evaluated (oof npz + metrics)."""
+    table = metrics_table(checkpoints_dir, exp, fold_splits)
+    per_split = {split: set(table.loc[table["split"] == split, "epoch"]) for split in fold_splits}
+    for split, epochs in per_split.items():
+        if not epochs:
+            run = run_dir(checkpoints_dir, exp, split)
+            raise RunError(f"{run}: no evaluated epoch (eval/epoch*_oof.npz with its metrics json)")
+    common = sorted(set.intersection(*per_split.values()))
+    if isinstance(spec, str) and spec.isdigit():
+        spec = int(spec)
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        for split, epochs in per_split.items():
+            if spec not in epochs:
+                run = run_dir(checkpoints_dir, exp, split)
+                raise RunError(f"{eval_path(run, spec, 'oof')}: epoch {spec} of {exp} not evaluated "
+                               f"(has {sorted(epochs)})")
+        return spec
+    if not common:
+        raise RunError(f"{exp}: its fold runs {fold_splits} have no evaluated epoch in common "
+                       f"({ {s: sorted(e) for s, e in per_split.items()} })")
+    if spec == "last":
+        return common[-1]
+    if spec == "best":
+        means = table[table["epoch"].isin(common)].groupby("epoch")["value"].mean()
+        lower = bool(table["lower_is_better"].iloc[0])
+        return int(means.idxmin() if lower else means.idxmax())
+    raise RunError(f"{exp}: epoch must be 'last', 'best' or an integer, got {spec!r}")
