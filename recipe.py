@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fold0123.common.config import add_config_args, config_from_args, load_config
+from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
 from fold0123.data.layout import split_names, split_paths
 from fold0123.preprocessing.answers import score_submission
 
@@ -60,79 +61,85 @@ def run_cli(*args: str) -> None:
     subprocess.run(command, check=True, cwd=ROOT)
 
 
-def build_dataset(cfg: dict) -> None:
+def build_dataset(cfg: RecipeConfig) -> None:
     """`dataset: emoji` builds (or reuses) the bundled dataset at `dataroot`; `dataset: null` takes the dataroot
     as it is, e.g. a competition's own data in the atmaCup #11 layout."""
     stage("dataset")
-    if cfg["dataset"] is None:
-        print(f"using {cfg['dataroot']} as it is (dataset: null)")
+    if cfg.dataset is None:
+        print(f"using {cfg.dataroot} as it is (dataset: null)")
         return
-    if cfg["dataset"] != "emoji":
-        raise SystemExit(f"error: dataset {cfg['dataset']!r}: expected emoji or null")
-    run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg["dataroot"])
+    if cfg.dataset != "emoji":
+        raise SystemExit(f"error: dataset {cfg.dataset!r}: expected emoji or null")
+    run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg.dataroot)
 
 
-def shared(cfg: dict) -> list[str]:
-    """Overrides every run and the stacking take from the recipe, so one --set dataroot=... moves them all."""
-    return ["--set", f"dataroot={cfg['dataroot']}"]
+def shared(cfg: RecipeConfig) -> list[str]:
+    """Overrides every run and the stacking take from the recipe, so one --set dataroot=... (or folds, seed)
+    moves them all."""
+    return ["--set", f"dataroot={cfg.dataroot}", "--set", f"folds={cfg.folds}", "--set", f"seed={cfg.seed}"]
 
 
-def stack_args(cfg: dict, *overrides: str) -> list[str]:
+def run_overrides(cfg: RecipeConfig) -> list[str]:
+    """What every training run takes from the recipe: the shared keys and the tag vectors' dimension."""
+    return [*shared(cfg), "--set", f"w2v_dim={cfg.word2vec.dim}"]
+
+
+def stack_args(cfg: RecipeConfig, *overrides: str) -> list[str]:
     """stack.py's arguments: the recipe's stacking config, dataroot and answers (scored in its report)."""
-    answers = "null" if cfg.get("answers") is None else cfg["answers"]
-    return ["--conf", cfg["stack"], *shared(cfg), "--set", f"answers={answers}",
+    answers = "null" if cfg.answers is None else cfg.answers
+    return ["--conf", cfg.stack, *shared(cfg), "--set", f"answers={answers}",
             *[a for o in overrides for a in ("--set", o)]]
 
 
-def make_folds(cfg: dict) -> None:
+def make_folds(cfg: RecipeConfig) -> None:
     stage("folds")
-    wanted = [p for s in split_names(cfg["folds"]) for p in split_paths(cfg["dataroot"], s)]
+    wanted = [p for s in split_names(cfg.folds) for p in split_paths(cfg.dataroot, s)]
     if all(p.is_file() for p in wanted):
-        print(f"folds exist in {cfg['dataroot']}: skipped")
+        print(f"folds exist in {cfg.dataroot}: skipped")
         return
-    run_cli("SGKFold.py", "--dataroot", cfg["dataroot"], "--k", str(cfg["folds"]),
-            "--batch-size", str(cfg["fold_batch_size"]), "--seed", str(cfg["seed"]))
+    run_cli("SGKFold.py", "--dataroot", cfg.dataroot, "--k", str(cfg.folds),
+            "--batch-size", str(cfg.fold_batch_size), "--seed", str(cfg.seed))
 
 
-def make_tag_vectors(cfg: dict) -> None:
+def make_tag_vectors(cfg: RecipeConfig) -> None:
     stage("tag vectors")
-    w2v = cfg["word2vec"]
-    if (Path(cfg["dataroot"]) / f"materialstechniques_w2v{w2v['dim']}.csv").is_file():
+    w2v = cfg.word2vec
+    if (Path(cfg.dataroot) / f"materialstechniques_w2v{w2v.dim}.csv").is_file():
         print("tag vectors exist: skipped")
         return
-    run_cli("word2vec.py", "--dataroot", cfg["dataroot"], "--dim", str(w2v["dim"]),
-            "--epochs", str(w2v["epochs"]), "--seed", str(cfg["seed"]))
+    run_cli("word2vec.py", "--dataroot", cfg.dataroot, "--dim", str(w2v.dim),
+            "--epochs", str(w2v.epochs), "--seed", str(cfg.seed))
 
 
-def pretext(cfg: dict) -> None:
+def pretext(cfg: RecipeConfig) -> None:
     """The jigsaw run on split `all`, through the launcher so it resumes or skips like every other run."""
-    stage(f"pretext: {cfg['pretext']} on split all")
-    run_cli("launch.py", "fold0123", "--conf", cfg["pretext"], "--splits", "all", "--devices", str(cfg["devices"]),
-            "--wait", *shared(cfg))
+    stage(f"pretext: {cfg.pretext} on split all")
+    run_cli("launch.py", "fold0123", "--conf", cfg.pretext, "--splits", "all", "--devices", str(cfg.devices),
+            "--wait", *run_overrides(cfg))
 
 
-def fold0123(cfg: dict) -> None:
-    for conf in cfg["tasks"]:
+def fold0123(cfg: RecipeConfig) -> None:
+    for conf in cfg.tasks:
         stage(f"fold0123: {conf}")
-        run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg["devices"]), "--wait", *shared(cfg))
+        run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg.devices), "--wait", *run_overrides(cfg))
 
 
-def stack(cfg: dict) -> None:
-    stage(f"stacking: {cfg['stack']}")
+def stack(cfg: RecipeConfig) -> None:
+    stage(f"stacking: {cfg.stack}")
     run_cli("stack.py", *stack_args(cfg))
 
 
-def pseudo_label_rounds(cfg: dict) -> None:
+def pseudo_label_rounds(cfg: RecipeConfig) -> None:
     """Each round: confident test predictions of the last round's runs become train rows (stack.py pseudo), the
     tasks are trained again on the round's splits ({split}_pseudo{r}), and the round is stacked like any other."""
-    for r in range(1, int(cfg["pseudo_rounds"]) + 1):
+    for r in range(1, cfg.pseudo_rounds + 1):
         previous, suffix = ("" if r == 1 else f"_pseudo{r - 1}"), f"_pseudo{r}"
         stage(f"pseudo-label round {r}")
         run_cli("stack.py", "pseudo", "--round", str(r), *stack_args(cfg, f"split_suffix={previous}"))
-        splits = ",".join(s + suffix for s in split_names(cfg["folds"]))
-        for conf in cfg["tasks"]:
-            run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg["devices"]), "--splits", splits,
-                    "--wait", *shared(cfg))
+        splits = ",".join(s + suffix for s in split_names(cfg.folds))
+        for conf in cfg.tasks:
+            run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg.devices), "--splits", splits,
+                    "--wait", *run_overrides(cfg))
         run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
 
@@ -142,28 +149,28 @@ def newest_submission(out_dir: str | Path) -> Path | None:
     return copies[-1].with_name(copies[-1].name.replace("_ids.csv", ".csv")) if copies else None
 
 
-def score_and_where(cfg: dict) -> None:
+def score_and_where(cfg: RecipeConfig) -> None:
     """Score the submission on the held-out answers (the only place they are read) and say where things are."""
     stage("submission score and where things are")
-    submission = newest_submission(load_config(cfg["stack"])["out_dir"])
+    submission = newest_submission(load_config(cfg.stack, schema=StackConfig).out_dir)
     if submission is None:
         print("no submission found")
         return
-    answers = cfg.get("answers")
+    answers = cfg.answers
     if answers and Path(answers).is_file():
         score = score_submission(submission.with_name(submission.stem + "_ids.csv"), answers)
         print(f"submission RMSE on the held-out answers: {score['rmse']:.4f} ({score['n']} test objects)")
-    runs = sorted({str(Path(load_config(c)["checkpoints_dir"])) for c in [cfg["pretext"], *cfg["tasks"]]})
+    runs = sorted({str(Path(load_config(c, schema=RunConfig).checkpoints_dir)) for c in [cfg.pretext, *cfg.tasks]})
     print(f"submission   {submission}")
     print(f"report       {submission.with_name(submission.stem + '_report.md')} (and its plots beside it)")
     print(f"runs         {', '.join(runs)}/{{exp}}_{{split}}")
-    print(f"dataroot     {cfg['dataroot']}")
+    print(f"dataroot     {cfg.dataroot}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
-    cfg = config_from_args(parser.parse_args())
+    cfg = config_from_args(parser.parse_args(), RecipeConfig)
     clock = CpuClock()
     try:
         build_dataset(cfg)

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from fold0123.common.config import ConfigError, add_config_args, config_from_args
+from fold0123.common.schema import StackConfig
 from fold0123.data.layout import LayoutError
 
 COMMANDS = ("stack", "ensemble", "pseudo")
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from fold0123.stacking import pipeline  # after argument parsing: --help stays instant
 
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, StackConfig)
         if args.command == "stack":
             result = pipeline.run_stack(cfg)
         elif args.command == "ensemble":

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from fold0123.common.config import ConfigError, add_config_args, config_from_args
+from fold0123.common.schema import RunConfig
 from fold0123.data.layout import LayoutError
 from fold0123.engine.checkpoint import CheckpointError
 from fold0123.engine.trainer import TrainError, train
@@ -23,7 +24,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (default: bar only on a tty)")
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, RunConfig)
         run = train(cfg, args.split, device=args.device, resume=args.resume,
                     progress=False if args.no_progress else None)
     except (ConfigError, LayoutError, CheckpointError, TrainError, KeyError, ValueError) as err:

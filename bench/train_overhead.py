@@ -47,8 +47,8 @@ def engine_throughput(cfg: dict, device: str) -> tuple[float, float]:
     wall = time.perf_counter() - start
     rows = [line.split() for line in rundir.loss_log_path(run).read_text().splitlines()[1:]]
     steady = [float(r[4]) for r in rows if int(r[0]) > 1][1:]  # skip the window holding the checkpoint save
-    n_images = sum(1 for _ in open(Path(cfg["dataroot"]) / "all_train.csv")) - 1
-    return statistics.median(steady), n_images * int(cfg["epochs"]) / wall
+    n_images = sum(1 for _ in open(Path(cfg.dataroot) / "all_train.csv")) - 1
+    return statistics.median(steady), n_images * int(cfg.epochs) / wall
 
 
 def bare_throughput(cfg: dict, device_name: str, steps: int) -> float:
@@ -59,12 +59,12 @@ def bare_throughput(cfg: dict, device_name: str, steps: int) -> float:
 
     device = resolve_device(device_name)
     model = build_model(cfg, get_task("target")).to(device).train()
-    channels_last = device.type == "cuda" and cfg["channels_last"]
+    channels_last = device.type == "cuda" and cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["amp"]) if device.type == "cuda" else None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if device.type == "cuda" else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    size, batch = int(cfg["image_size"]), int(cfg["batch_size"])
+    size, batch = int(cfg.image_size), int(cfg.batch_size)
     x = torch.randn(batch, 3, size, size, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from fold0123.common.config import load_config
+from fold0123.common.schema import RunConfig
 from tests.fixtures import make_dataroot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +44,9 @@ def make_recipe_root(root: Path, tags: bool = True) -> Path:
     return dataroot
 
 
-def tiny_config(task: str, dataroot: Path, runs: Path, *overrides: str) -> dict:
+def tiny_config(task: str, dataroot: Path, runs: Path, *overrides: str) -> RunConfig:
     return load_config(ROOT / "parameters" / "tiny" / f"{task}.yml",
-                       [f"dataroot={dataroot}", f"checkpoints_dir={runs}", *overrides])
+                       [f"dataroot={dataroot}", f"checkpoints_dir={runs}", *overrides], schema=RunConfig)
 
 
 @functools.lru_cache(maxsize=1)

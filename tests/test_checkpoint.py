@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
 from fold0123.engine.checkpoint import (CheckpointError, last_complete_checkpoint, load_checkpoint, prune_checkpoints,
                                rng_state, save_checkpoint, set_rng_state)
@@ -71,7 +72,7 @@ def test_failed_write_leaves_no_file(tmp_path):
 
 
 def test_run_dir_names_and_listing(tmp_path):
-    run = rundir.run_dir({"checkpoints_dir": str(tmp_path), "exp": "target"}, "3fold0")
+    run = rundir.run_dir(RunConfig(checkpoints_dir=str(tmp_path), exp="target"), "3fold0")
     assert run == tmp_path / "target_3fold0"
     run.mkdir()
     for name in ["1.pth", "10.pth", "2.pth", "2.pth.tmp.123", "soup3.pth", "0.pth", "02.pth", "x.pth"]:

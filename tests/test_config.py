@@ -1,35 +1,114 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
 
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.io import atomic_path, is_temporary, write_text
+from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_base_chain_and_overrides(tmp_path):
-    (tmp_path / "base.yml").write_text("lr: 0.1\nepochs: 10\njigsaw: {grid: 3, kind: hamming}\n")
+def test_base_chain_overrides_and_defaults(tmp_path):
+    (tmp_path / "base.yml").write_text("lr: 0.1\nepochs: 10\njigsaw: {grid: 3, permutation_set: hamming}\n")
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "target.yml").write_text("base: ../base.yml\nepochs: 2\n")
-    cfg = load_config(tmp_path / "demo" / "target.yml", ["lr=3e-4", "jigsaw.kind=random", "epochs=null"])
-    assert cfg == {"lr": 3e-4, "epochs": None, "jigsaw": {"grid": 3, "kind": "random"}, "exp": "target"}
+    cfg = load_config(tmp_path / "demo" / "target.yml", ["lr=3e-4", "jigsaw.permutation_set=random", "keep_last=2"],
+                      schema=RunConfig)
+    assert (cfg.lr, cfg.epochs, cfg.keep_last, cfg.exp) == (3e-4, 2, 2, "target")
+    assert cfg.jigsaw.permutation_set == "random" and cfg.jigsaw.grid == 3
+    assert cfg.backbone == RunConfig.model_fields["backbone"].default  # a key no file sets has the schema's default
+    with pytest.raises(Exception):
+        cfg.lr = 1.0  # frozen: the code never edits a resolved config
 
 
-@pytest.mark.parametrize("override, message", [("lr", "expected key=value"), ("lrr=1", "unknown key 'lrr'"),
-                                               ("jigsaw.gird=2", "unknown key 'jigsaw.gird'")])
-def test_bad_overrides_name_the_key(tmp_path, override, message):
+@pytest.mark.parametrize("override, message", [
+    ("lr", "--set 'lr': expected key=value"),
+    ("lrr=1", "--set lrr=1: unknown key 'lrr'"),
+    ("jigsaw.gird=2", "--set jigsaw.gird=2: unknown key 'jigsaw.gird'"),
+    ("epochs=2.5", "--set epochs=2.5: key 'epochs': .*integer"),
+    ("epochs=0", "--set epochs=0: key 'epochs': .*greater than 0"),
+    ("batch_size=-8", "key 'batch_size': .*greater than or equal to 2"),
+    ("warmup_epochs=-1", "key 'warmup_epochs'"),
+    ("threads=-1", "key 'threads'"),
+    ("eval.parts=[bogus]", "key 'eval.parts.0': .*'oof', 'test' or 'train'"),
+    ("freeze=layer5", "key 'freeze'"),
+    ("jigsaw=3", "key 'jigsaw': .*dictionary"),
+])
+def test_bad_overrides_are_one_line_naming_the_set_and_key(tmp_path, override, message):
     (tmp_path / "c.yml").write_text("lr: 0.1\njigsaw: {grid: 3}\n")
-    with pytest.raises(ConfigError, match=message):
-        load_config(tmp_path / "c.yml", [override])
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(tmp_path / "c.yml", [override], schema=RunConfig)
+    assert "\n" not in str(err.value)
+
+
+def test_stack_runs_of_the_wrong_type_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"--set runs=\[a, b\]: key 'runs': .*dictionary"):
+        load_config(ROOT / "parameters/stack.yml", ["runs=[a, b]"], schema=StackConfig)
+    cfg = load_config(ROOT / "parameters/demo/stack.yml", ["runs={target: 3}"], schema=StackConfig)
+    assert cfg.runs == {"target": 3} and cfg.lgbm.params["num_threads"] == 2 and cfg.lgbm.params["num_leaves"] == 31
+
+
+def test_a_typo_in_a_file_names_the_file_that_set_it(tmp_path):
+    (tmp_path / "base.yml").write_text("lr: 0.1\neval: {every: 1}\n")
+    (tmp_path / "child.yml").write_text("base: base.yml\nepochs: 3\neval: {evrey: 2}\n")
+    with pytest.raises(ConfigError, match=r"child.yml: unknown key 'eval.evrey'"):
+        load_config(tmp_path / "child.yml", schema=RunConfig)
+    (tmp_path / "base.yml").write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match=r"base.yml: key 'lr': .*number"):
+        load_config(tmp_path / "child.yml", schema=RunConfig)
 
 
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "missing.yml")
+        load_config(tmp_path / "missing.yml", schema=RunConfig)
     (tmp_path / "a.yml").write_text("base: b.yml\n")
     (tmp_path / "b.yml").write_text("base: a.yml\n")
     with pytest.raises(ConfigError, match="circular"):
-        load_config(tmp_path / "a.yml")
+        load_config(tmp_path / "a.yml", schema=RunConfig)
     (tmp_path / "list.yml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
-        load_config(tmp_path / "list.yml")
+        load_config(tmp_path / "list.yml", schema=RunConfig)
+
+
+def _leaf_keys(mapping: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in mapping.items():
+        if isinstance(value, dict) and key not in ("params", "runs"):  # free-form maps: their keys are data
+            out |= _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            out.add(prefix + key)
+    return out
+
+
+@pytest.mark.parametrize("path, schema", [("base.yml", RunConfig), ("stack.yml", StackConfig),
+                                          ("recipe.yml", RecipeConfig)])
+def test_the_documenting_file_and_the_schema_agree_key_for_key_and_on_defaults(path, schema):
+    """parameters/{base,stack,recipe}.yml document every key of their schema with its default: neither may
+    have a key the other lacks, and the values are the schema's defaults (one home for defaults, two views)."""
+    documented = yaml.safe_load((ROOT / "parameters" / path).read_text())
+    defaults = schema(exp="x").model_dump(mode="json")
+    set_elsewhere = {"exp", "split"}  # the loader (file stem) and train.py (the split) set these
+    assert _leaf_keys(documented) == _leaf_keys(defaults) - set_elsewhere
+    for key in documented:
+        assert documented[key] == defaults[key], key
+
+
+def test_every_shipped_config_validates():
+    for path in sorted((ROOT / "parameters").rglob("*.yml")):
+        schema = StackConfig if path.stem == "stack" else RecipeConfig if path.stem == "recipe" else RunConfig
+        load_config(path, schema=schema)
+
+
+def test_train_cli_reports_a_config_typo_in_one_line(tmp_path):
+    (tmp_path / "c.yml").write_text(f"base: {ROOT / 'parameters/tiny/target.yml'}\nepohcs: 3\n")
+    out = subprocess.run([sys.executable, "train.py", "--conf", str(tmp_path / "c.yml"), "--split", "3fold0"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and out.stderr.strip().count("\n") == 0
+    assert "c.yml: unknown key 'epohcs'" in out.stderr
 
 
 def test_atomic_write_leaves_nothing_on_error(tmp_path):

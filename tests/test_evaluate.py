@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fold0123.common.schema import RunConfig
 from fold0123.data.views import N_VIEWS, apply_view
 from fold0123.common import rundir
 from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
@@ -67,7 +68,7 @@ def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run)
 
     evaluate_checkpoint(target_run, 1, parts=["oof"], device="cpu")
     ids, outputs = load_npz(rundir.eval_npz_path(target_run, "epoch1", "oof"))
-    cfg = __import__("yaml").safe_load(rundir.config_path(target_run).read_text())
+    cfg = rundir.read_run_config(target_run)
     model = build_model(cfg, get_task("target"))
     model.load_state_dict(load_checkpoint(rundir.checkpoint_path(target_run, 1))["model"])
     model.eval()
@@ -139,8 +140,10 @@ def test_soup_of_the_last_epochs(target_run):
 def test_train_part_only_for_fold_splits_at_the_configured_epochs():
     from fold0123.engine.evaluator import default_parts
 
-    cfg = {"eval": {"parts": ["oof", "test"], "train_epochs": [3]}}
-    assert default_parts({**cfg, "split": "3fold1"}, 3) == ["oof", "test", "train"]
-    assert default_parts({**cfg, "split": "3fold1"}, 2) == ["oof", "test"]
-    assert default_parts({**cfg, "split": "all"}, 3) == ["oof", "test"]  # nothing reads all's in-fold rows
-    assert default_parts({**cfg, "split": "all_pseudo1"}, 3) == ["oof", "test"]
+    def cfg(split):
+        return RunConfig(exp="t", split=split, eval={"parts": ["oof", "test"], "train_epochs": [3]})
+
+    assert default_parts(cfg("3fold1"), 3) == ["oof", "test", "train"]
+    assert default_parts(cfg("3fold1"), 2) == ["oof", "test"]
+    assert default_parts(cfg("all"), 3) == ["oof", "test"]  # nothing reads all's in-fold rows
+    assert default_parts(cfg("all_pseudo1"), 3) == ["oof", "test"]

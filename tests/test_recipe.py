@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fold0123.common.config import dump_config, load_config
+from fold0123.common.schema import StackConfig
 from tests.fixtures import make_dataroot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def recipe_conf(tmp_path: Path) -> Path:
     jigsaw = write(tmp_path / "jigsaw.yml", f"base: {tiny / 'jigsaw.yml'}\n{common}")
     target = write(tmp_path / "target.yml", f"base: {tiny / 'target.yml'}\n{common}")
     stack_cfg = load_config(tiny / "stack.yml", [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}",
-                                                 "runs={target: last}"])  # a mapping --set replaces whole
+                                                 "runs={target: last}"], schema=StackConfig)  # a mapping --set replaces whole
     stack = write(tmp_path / "stack.yml", dump_config(stack_cfg))
     return Path(write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
 dataset: null

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
 from fold0123.engine.checkpoint import load_checkpoint
 from fold0123.engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
@@ -70,13 +71,13 @@ def test_transfer_starts_from_the_pretext_backbone(runs):
 
 def test_resolve_transfer_accepts_file_run_dir_and_run_name(runs):
     last = rundir.checkpoint_path(runs["jigsaw"], 2)
-    base = dict(checkpoints_dir=str(runs["runs"]))
-    assert resolve_transfer(dict(base, transfer_from="jigsaw_all")) == last
-    assert resolve_transfer(dict(base, transfer_from=str(runs["jigsaw"]))) == last
-    assert resolve_transfer(dict(base, transfer_from=str(rundir.checkpoint_path(runs["jigsaw"], 1)))).name == "1.pth"
-    assert resolve_transfer(dict(base, transfer_from=None)) is None
+    base = dict(exp="target", checkpoints_dir=str(runs["runs"]))
+    assert resolve_transfer(RunConfig(**base, transfer_from="jigsaw_all")) == last
+    assert resolve_transfer(RunConfig(**base, transfer_from=str(runs["jigsaw"]))) == last
+    assert resolve_transfer(RunConfig(**base, transfer_from=str(rundir.checkpoint_path(runs["jigsaw"], 1)))).name == "1.pth"
+    assert resolve_transfer(RunConfig(**base, transfer_from=None)) is None
     with pytest.raises(TrainError, match="transfer checkpoint not found"):
-        resolve_transfer(dict(base, transfer_from="jigsaw_nope"))
+        resolve_transfer(RunConfig(**base, transfer_from="jigsaw_nope"))
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(runs, tmp_path):
@@ -190,15 +191,15 @@ def test_unknown_config_key_and_bad_values_fail_cleanly(tmp_path):
 def test_every_preset_resolves_with_the_documented_keys(name):
     from fold0123.common.config import load_config
 
-    base = set(yaml.safe_load((ROOT / "parameters" / "base.yml").read_text()))
+    def load(folder):
+        return load_config(ROOT / "parameters" / f"{folder}{name}.yml", schema=RunConfig)
+
     for folder in ("", "demo/", "tiny/"):
-        cfg = load_config(ROOT / "parameters" / f"{folder}{name}.yml")
-        assert cfg["exp"] == name and cfg["task"] == name
-        assert set(cfg) - {"exp"} == base, folder  # presets only override base keys
+        cfg = load(folder)
+        assert cfg.exp == name and cfg.task == name
         if name != "jigsaw":
-            assert cfg["transfer_from"] == "jigsaw_all"
-    assert load_config(ROOT / "parameters" / "demo" / f"{name}.yml")["checkpoints_dir"] == "runs/demo"
-    assert load_config(ROOT / "parameters" / "tiny" / f"{name}.yml")["checkpoints_dir"] == "runs/tiny"
+            assert cfg.transfer_from == "jigsaw_all"
+    assert load("demo/").checkpoints_dir == "runs/demo" and load("tiny/").checkpoints_dir == "runs/tiny"
 
 
 def test_freeze_head_keeps_the_transferred_backbone_exactly(runs, tmp_path):

@@ -1,9 +1,11 @@
-"""One config mechanism for every script: a YAML file in `parameters/` plus `--set key=value` overrides.
+"""One config mechanism for every script: a YAML file in `parameters/` plus `--set key=value` overrides, checked
+against the script's schema (fold0123.common.schema) and handed to the code as a frozen, typed object.
 
 A config may name a `base:` file (relative to itself) whose keys it overrides, so the CPU presets in
 `parameters/demo/` say only how they differ from the GPU ones. Overrides use dotted keys (`--set jigsaw.grid=3`)
-and YAML-parsed values (`--set lr=3e-4`, `--set freeze=null`). Overriding a key that no file defines is an error,
-because a typo that silently does nothing costs a whole run.
+and YAML-parsed values (`--set lr=3e-4`, `--set transfer_from=null`). A key the schema does not know or a value
+of the wrong type is an error naming where it came from (the file that set it, or the `--set`), because a typo
+that silently does nothing costs a whole run.
 """
 from __future__ import annotations
 
@@ -11,12 +13,17 @@ import argparse
 import copy
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
+
+from fold0123.common.errors import Fold0123Error
+
+Config = TypeVar("Config", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(Fold0123Error):
     pass
 
 
@@ -35,61 +42,112 @@ def parse_value(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-def _merge(base: dict, top: dict) -> dict:
+def _merge(base: dict, top: dict, origin: dict, source: str, prefix: tuple = ()) -> dict:
+    """`top` over `base`, recording in `origin` which file set each leaf key (for error messages)."""
     out = copy.deepcopy(base)
     for key, value in top.items():
+        path = prefix + (key,)
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, origin, source, path)
         else:
             out[key] = copy.deepcopy(value)
+            origin[path] = source
+            for leaf in [p for p in origin if p[:len(path)] == path and len(p) > len(path)]:
+                origin[leaf] = source
     return out
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _read_yaml(path: Path, origin: dict, seen: tuple[Path, ...] = ()) -> dict:
+    shown = path
     path = path.resolve()
     if path in seen:
-        raise ConfigError(f"{path}: circular 'base:' chain")
+        raise ConfigError(f"{shown}: circular 'base:' chain")
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{shown}: config file not found")
     try:
         raw = parse_value(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{shown}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys")
+        raise ConfigError(f"{shown}: top level must be a mapping of keys")
     base = raw.pop("base", None)
-    if base is None:
-        return raw
-    return _merge(_read_yaml(path.parent / base, seen + (path,)), raw)
+    below = {} if base is None else _read_yaml(shown.parent / str(base), origin, seen + (path,))
+    return _merge(below, raw, origin, str(shown))
 
 
-def apply_override(cfg: dict, assignment: str, source: str = "--set") -> None:
-    """Apply one `dotted.key=value` assignment in place; the key must already exist."""
+def apply_override(raw: dict, assignment: str) -> tuple[str, ...]:
+    """Apply one `dotted.key=value` assignment to the raw mapping in place; returns the key path. Whether the key
+    exists and the value fits is the schema's call."""
     if "=" not in assignment:
-        raise ConfigError(f"{source} {assignment!r}: expected key=value")
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
     key, text = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    node = cfg
-    for i, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"{source} {assignment!r}: unknown key {'.'.join(parts[: i + 1])!r}")
-        if i == len(parts) - 1:
-            node[part] = parse_value(text) if text != "" else ""
-        else:
-            node = node[part]
+    parts = tuple(part.strip() for part in key.strip().split("."))
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: empty key")
+    try:
+        value = parse_value(text) if text != "" else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {assignment!r}: not a YAML value ({str(err).splitlines()[0]})") from None
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is not a group of keys")
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return parts
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> dict:
-    """Resolve a config file, its `base:` chain and the overrides into one plain dict.
+def _describe(err: ValidationError, where) -> str:
+    """The first problem of a ValidationError as `SOURCE: key 'a.b': what was expected (got X)`."""
+    first = err.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    # pydantic appends the chosen union member / literal tag to loc: keep the config's own key path
+    key = ".".join(p for p in loc if not p.startswith(("literal[", "function-", "constrained-"))
+                   and p not in ("int", "str", "float", "bool", "list", "dict", "none"))
+    source = where(loc)
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key!r}"
+    if first["type"] == "missing":
+        return f"{source}: key {key!r} is required"
+    return f"{source}: key {key!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+def validate(schema: type[Config], raw: dict, where=lambda loc: "config") -> Config:
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, where)) from None
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type[Config]) -> Config:
+    """Resolve a config file, its `base:` chain and the overrides into one validated `schema` object.
 
     `exp` (the experiment name, which names run directories) defaults to the file's stem.
     """
     path = Path(path)
-    cfg = _read_yaml(path)
-    cfg.setdefault("exp", path.stem)
-    for assignment in overrides:
-        apply_override(cfg, assignment)
-    return cfg
+    origin: dict[tuple, str] = {}
+    raw = _read_yaml(path, origin)
+    raw.setdefault("exp", path.stem)
+
+    def file_of(loc: tuple) -> str:
+        for n in range(len(loc), 0, -1):
+            if tuple(loc[:n]) in origin:
+                return origin[tuple(loc[:n])]
+        return str(path)
+
+    validate(schema, raw, file_of)  # a bad file is reported as the file's fault, before any override
+    overrides = list(overrides)
+    if not overrides:
+        return validate(schema, raw, file_of)
+    set_by = {apply_override(raw, assignment): assignment for assignment in overrides}
+
+    def override_of(loc: tuple) -> str:
+        for n in range(len(loc), 0, -1):
+            if tuple(loc[:n]) in set_by:
+                return f"--set {set_by[tuple(loc[:n])]}"
+        return file_of(loc)
+
+    return validate(schema, raw, override_of)
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -98,9 +156,20 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
                         help="override a config key (dotted for nested keys); repeatable")
 
 
-def config_from_args(args: argparse.Namespace) -> dict:
-    return load_config(args.conf, args.overrides)
+def config_from_args(args: argparse.Namespace, schema: type[Config]) -> Config:
+    return load_config(args.conf, args.overrides, schema=schema)
 
 
-def dump_config(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+def dump_config(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def read_config_text(text: str, schema: type[Config], source: str) -> Config:
+    """A resolved config as written by `dump_config` (a run's config.yml), validated."""
+    try:
+        raw = parse_value(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of keys")
+    return validate(schema, raw, lambda loc: source)

@@ -10,30 +10,34 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fold0123.common.config import parse_value
-from fold0123.data.layout import LayoutError
+from fold0123.common.config import ConfigError, read_config_text
+from fold0123.common.schema import RunConfig
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
 PARTS = ("oof", "test", "train")
 DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with the error line)
 
 
-def run_dir(cfg: dict, split: str) -> Path:
-    return Path(cfg["checkpoints_dir"]) / f"{cfg['exp']}_{split}"
+def run_path(checkpoints_dir: str | Path, exp: str, split: str) -> Path:
+    return Path(checkpoints_dir) / f"{exp}_{split}"
+
+
+def run_dir(cfg: RunConfig, split: str) -> Path:
+    return run_path(cfg.checkpoints_dir, cfg.exp, split)
 
 
 def config_path(run: Path) -> Path:
     return Path(run) / "config.yml"
 
 
-def read_run_config(run: Path) -> dict:
-    """The resolved config train.py wrote (with its `split`); LayoutError naming the file when it is not one."""
+def read_run_config(run: Path) -> RunConfig:
+    """The resolved config train.py wrote (with its `split`); ConfigError naming the file when it is not one."""
     path = config_path(run)
     if not path.is_file():
-        raise LayoutError(f"{path}: run config not found (is {run} a run directory written by train.py?)")
-    cfg = parse_value(path.read_text())
-    if not isinstance(cfg, dict) or "split" not in cfg:
-        raise LayoutError(f"{path}: not a resolved run config (no 'split' key)")
+        raise ConfigError(f"{path}: run config not found (is {run} a run directory written by train.py?)")
+    cfg = read_config_text(path.read_text(), RunConfig, str(path))
+    if cfg.split is None:
+        raise ConfigError(f"{path}: not a resolved run config (no 'split' key)")
     return cfg
 
 

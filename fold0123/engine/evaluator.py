@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import normalize
 from fold0123.common.io import atomic_path, write_json
 from fold0123.data.layout import read_split, read_test
@@ -25,21 +26,21 @@ from fold0123.models.soup import uniform_soup
 from fold0123.models.tasks import get_task
 
 
-def default_parts(cfg: dict, epoch: int | None) -> list[str]:
+def default_parts(cfg: RunConfig, epoch: int | None) -> list[str]:
     """The config's parts, plus `train` at `eval.train_epochs` for fold splits: their in-fold features feed the
     original's stacking variant; the `all` run's train rows feed nothing, so they are not evaluated unasked."""
-    parts = list(cfg.get("eval", {}).get("parts", ["oof", "test"]))
-    wanted = epoch is not None and epoch in (cfg.get("eval", {}).get("train_epochs") or [])
-    if wanted and not str(cfg.get("split", "")).startswith("all") and "train" not in parts:
+    parts = list(cfg.eval.parts)
+    wanted = epoch is not None and epoch in cfg.eval.train_epochs
+    if wanted and not str(cfg.split or "").startswith("all") and "train" not in parts:
         parts.append("train")
     return parts
 
 
-def part_frames(cfg: dict) -> dict:
+def part_frames(cfg: RunConfig) -> dict:
     """Rows of each part for this run's split (`oof` only when the held-out rows carry labels)."""
-    train, held_out = read_split(cfg["dataroot"], cfg["split"])
-    frames = {"train": train, "test": read_test(cfg["dataroot"])}
-    if cfg["split"] != "all" and "target" in held_out.columns:
+    train, held_out = read_split(cfg.dataroot, cfg.split)
+    frames = {"train": train, "test": read_test(cfg.dataroot)}
+    if cfg.split != "all" and "target" in held_out.columns:
         frames["oof"] = held_out
     return frames
 
@@ -69,10 +70,10 @@ def write_npz(path: Path, ids, outputs: np.ndarray) -> None:
         np.savez(f, ids=np.asarray(list(ids), dtype=str), outputs=outputs.astype(np.float32))
 
 
-def view_metrics(task, outputs: np.ndarray, frame, cfg: dict) -> dict:
+def view_metrics(task, outputs: np.ndarray, frame, cfg: RunConfig) -> dict:
     """The task's metrics on the view-mean prediction and on the identity view alone."""
-    return {"mean": task.metrics(outputs.mean(axis=1), frame, cfg["dataroot"], cfg),
-            "identity": task.metrics(outputs[:, 0], frame, cfg["dataroot"], cfg)}
+    return {"mean": task.metrics(outputs.mean(axis=1), frame, cfg.dataroot, cfg),
+            "identity": task.metrics(outputs[:, 0], frame, cfg.dataroot, cfg)}
 
 
 def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, device: str | None = None,
@@ -98,11 +99,11 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     device = resolve_device(device)
     configure_torch(cfg, device)
     state = load_checkpoint(checkpoint)
-    task = get_task(cfg["task"])
+    task = get_task(cfg.task)
     load_task_state(task, state.get("task_state"))
     model = build_model(cfg, task)
     model.load_state_dict(state["model"])
-    channels_last = device.type == "cuda" and bool(cfg.get("channels_last"))
+    channels_last = device.type == "cuda" and cfg.channels_last
     model = model.to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -110,8 +111,8 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
 
     frames = part_frames(cfg)
     cache = build_cache(cfg)
-    batch_size = int(batch_size or cfg.get("eval", {}).get("batch_size", 64))
-    metrics = {"epoch": epoch, "task": cfg["task"], "split": cfg["split"], "n": 0,
+    batch_size = int(batch_size or cfg.eval.batch_size)
+    metrics = {"epoch": epoch, "task": cfg.task, "split": cfg.split, "n": 0,
                "primary": task.primary, "lower_is_better": bool(task.lower_is_better),
                "views": {"mean": {}, "identity": {}}}
     if epoch is None or tag != rundir.epoch_tag(epoch):  # a soup: say which file was evaluated

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from fold0123.common.schema import RunConfig
 from fold0123.data.images import build_image_cache
 from fold0123.data.layout import read_test, read_train
 
@@ -23,11 +24,11 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def configure_torch(cfg: dict, device: torch.device) -> None:
-    threads = int(cfg.get("threads") or 0)
+def configure_torch(cfg: RunConfig, device: torch.device) -> None:
+    threads = cfg.threads
     if threads > 0:
         torch.set_num_threads(threads)
-    deterministic = bool(cfg.get("deterministic"))
+    deterministic = cfg.deterministic
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
@@ -58,18 +59,18 @@ def load_task_state(task, state: dict | None) -> None:
         task.state = {str(k): float(v) for k, v in state.items()}
 
 
-def cache_dir(cfg: dict) -> Path:
+def cache_dir(cfg: RunConfig) -> Path:
     """One decoded-image cache per checkpoints_dir, shared by every run and by the evaluator."""
-    return Path(cfg["checkpoints_dir"]) / "cache"
+    return Path(cfg.checkpoints_dir) / "cache"
 
 
-def build_cache(cfg: dict, ids=None):
+def build_cache(cfg: RunConfig, ids=None):
     """The uint8 cache at the config's size over every train and test photo of the dataroot, so training and
     evaluation of every split read the same memory-mapped file (built once, reused by the other runs)."""
-    dataroot = cfg["dataroot"]
+    dataroot = cfg.dataroot
     train = read_train(dataroot)
     every_id = list(train["object_id"]) + list(read_test(dataroot, train)["object_id"])
     if ids is not None:
         known = set(every_id)
         every_id += [i for i in dict.fromkeys(ids) if i not in known]  # pseudo or extra rows, if any
-    return build_image_cache(dataroot, every_id, int(cfg["image_size"]), cache_dir(cfg))
+    return build_image_cache(dataroot, every_id, cfg.image_size, cache_dir(cfg))

@@ -23,6 +23,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from fold0123.common.schema import RunConfig
 from fold0123.common.config import dump_config
 from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.common.io import write_text
@@ -60,8 +61,8 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return batches
 
 
-def accumulation_steps(cfg: dict) -> int:
-    batch, effective = int(cfg["batch_size"]), int(cfg.get("effective_batch_size") or cfg["batch_size"])
+def accumulation_steps(cfg: RunConfig) -> int:
+    batch, effective = cfg.batch_size, cfg.effective_batch_size
     if effective % batch:
         raise TrainError(f"effective_batch_size {effective} is not a multiple of batch_size {batch}")
     return max(1, effective // batch)
@@ -97,13 +98,13 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     raise TrainError(f"unknown schedule {schedule!r}; expected cosine or onecycle")
 
 
-def resolve_transfer(cfg: dict) -> Path | None:
+def resolve_transfer(cfg: RunConfig) -> Path | None:
     """`transfer_from` as a checkpoint file: a .pth path, a run directory, or a run name under checkpoints_dir
     (a run resolves to its last epoch checkpoint)."""
-    source = cfg.get("transfer_from")
+    source = cfg.transfer_from
     if not source:
         return None
-    candidates = [Path(source), Path(cfg["checkpoints_dir"]) / str(source)]
+    candidates = [Path(source), Path(cfg.checkpoints_dir) / str(source)]
     for path in candidates:
         if path.is_file():
             return path
@@ -128,8 +129,8 @@ class TrainData:
     n: int
 
 
-def training_data(cfg: dict, split: str, task) -> TrainData:
-    dataroot = cfg["dataroot"]
+def training_data(cfg: RunConfig, split: str, task) -> TrainData:
+    dataroot = cfg.dataroot
     if task.name == "jigsaw":
         # pretext: every photo of the split `all` (train + test), labels unused
         train_df, test_df = read_split(dataroot, "all")
@@ -169,7 +170,7 @@ def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else bool(progress)
 
 
-def _prepare_run(cfg: dict, split: str, resume: bool) -> Path:
+def _prepare_run(cfg: RunConfig, split: str, resume: bool) -> Path:
     run = rundir.run_dir(cfg, split)
     if run.is_dir() and not resume and rundir.list_checkpoints(run):
         raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
@@ -181,7 +182,7 @@ def _prepare_run(cfg: dict, split: str, resume: bool) -> Path:
     return run
 
 
-def train(cfg: dict, split: str, device: str | None = None, resume: bool = False,
+def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = False,
           progress: bool | None = None) -> Path:
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
     run = _prepare_run(cfg, split, resume)
@@ -211,25 +212,22 @@ class Trainee:
     channels_last: bool
 
 
-def build_trainee(cfg: dict, task, device: torch.device, steps_per_epoch: int, transfer: Path | None) -> Trainee:
-    torch.manual_seed(epoch_seed(cfg["seed"], 0))
+def build_trainee(cfg: RunConfig, task, device: torch.device, steps_per_epoch: int, transfer: Path | None) -> Trainee:
+    torch.manual_seed(epoch_seed(cfg.seed, 0))
     model = build_model(cfg, task)
     if transfer is not None:
         load_backbone(model, transfer)
     model = model.to(device)
-    channels_last = device.type == "cuda" and bool(cfg.get("channels_last"))
+    channels_last = device.type == "cuda" and cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    total, warmup = steps_per_epoch * int(cfg["epochs"]), int(round(float(cfg.get("warmup_epochs") or 0)
+    total, warmup = steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs
                                                                     * steps_per_epoch))
-    schedule = cfg.get("schedule", "cosine")
+    schedule = cfg.schedule
     lr_factor(schedule, 0, total, warmup)  # validates the name before any work
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total, warmup))
-    amp = cfg.get("amp") or "none"
-    if amp not in ("bf16", "fp16", "none"):
-        raise TrainError(f"amp {amp!r}: expected bf16, fp16 or none")
-    amp = amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
+    amp = cfg.amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
     return Trainee(model, wrap_model(model, device), optimizer, scheduler,
                    torch.amp.GradScaler("cuda", enabled=amp == "fp16"),
                    {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
@@ -244,8 +242,8 @@ def restore(trainee: Trainee, task, state: dict) -> None:
     set_rng_state(state["rng"])
 
 
-def checkpoint_state(trainee: Trainee, task, cfg: dict, epoch: int, global_step: int) -> dict:
-    return {"epoch": epoch, "global_step": global_step, "split": cfg["split"], "config": cfg,
+def checkpoint_state(trainee: Trainee, task, cfg: RunConfig, epoch: int, global_step: int) -> dict:
+    return {"epoch": epoch, "global_step": global_step, "split": cfg.split, "config": cfg.model_dump(mode="json"),
             "model": model_state(trainee.model), "optimizer": trainee.optimizer.state_dict(),
             "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(),
             "task_state": task_state(task), "rng": rng_state()}
@@ -269,20 +267,20 @@ class Window:
         return self.images / max(time.perf_counter() - self.start, 1e-9)
 
 
-def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, global_step: int, log: LossLog,
+def train_epoch(trainee: Trainee, task, data: TrainData, cfg: RunConfig, epoch: int, global_step: int, log: LossLog,
                 writer, bar_label: str, progress: bool) -> tuple[float, int]:
     """One epoch of micro-batches with gradient accumulation; returns (mean loss per image, global step)."""
-    seed = epoch_seed(cfg["seed"], epoch, 1)
+    seed = epoch_seed(cfg.seed, epoch, 1)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    augment = torch.Generator().manual_seed(epoch_seed(cfg["seed"], epoch, 2))
-    apply_freeze(trainee.model, cfg.get("freeze") or "none", epoch, int(cfg.get("unfreeze_epoch", 2)))
+    augment = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 2))
+    apply_freeze(trainee.model, cfg.freeze, epoch, cfg.unfreeze_epoch)
     trainee.parallel.train()
     accum = accumulation_steps(cfg)
-    batches = epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], epoch)
+    batches = epoch_batches(data.n, cfg.batch_size, cfg.seed, epoch)
     weights = group_weights(batches, accum)
-    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=int(cfg["num_workers"]),
+    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=cfg.num_workers,
                                          pin_memory=trainee.device.type == "cuda")
     bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
                leave=False)
@@ -291,7 +289,7 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, 
     optimizer.zero_grad(set_to_none=True)
     for i, (images, targets) in enumerate(loader):
         images = images.to(device, non_blocking=True)
-        if cfg.get("augment") == "dihedral":
+        if cfg.augment == "dihedral":
             images = random_views(images, augment)
         # jigsaw shuffles tiles on the device and makes its labels here; the other tasks pass through
         images, targets = task.batch(images, targets, augment, cfg)
@@ -314,7 +312,7 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, 
             optimizer.zero_grad(set_to_none=True)
             trainee.scheduler.step()
             global_step += 1
-            if global_step % int(cfg.get("log_every") or 1) == 0 or i + 1 == len(batches):
+            if global_step % cfg.log_every == 0 or i + 1 == len(batches):
                 mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
                 log.write(epoch, global_step, mean_loss, lr, speed)
                 writer.add_scalar("train/loss", mean_loss, global_step)
@@ -327,17 +325,17 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, 
     return total_loss / max(total_images, 1), global_step
 
 
-def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
+def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
     device = resolve_device(device_name)
     configure_torch(cfg, device)
-    cfg = dict(cfg, split=split)
+    cfg = cfg.model_copy(update={"split": split})
     write_text(rundir.config_path(run), dump_config(cfg))
 
-    task = get_task(cfg["task"])
+    task = get_task(cfg.task)
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
     found = last_complete_checkpoint(run) if resume else None
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
-    n_batches = len(epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], 1))
+    n_batches = len(epoch_batches(data.n, cfg.batch_size, cfg.seed, 1))
     trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
     start_epoch, global_step = 1, 0
     if found is not None:
@@ -345,7 +343,7 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
         start_epoch, global_step = found[0] + 1, int(found[1]["global_step"])
         print(f"{run}: resuming after epoch {found[0]}", file=sys.stderr)
 
-    epochs = int(cfg["epochs"])
+    epochs = cfg.epochs
     log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
     writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
     try:
@@ -356,7 +354,7 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
             writer.flush()
             save_checkpoint(rundir.checkpoint_path(run, epoch), checkpoint_state(trainee, task, cfg, epoch,
                                                                                  global_step))
-            prune_checkpoints(run, int(cfg.get("keep_last") or 0))
+            prune_checkpoints(run, cfg.keep_last)
             print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
     finally:
         log.close()

@@ -75,7 +75,7 @@ def _run_plan(run: Path) -> tuple[int | None, int]:
     """(planned epochs, eval.every) from the run's config.yml; (None, 1) until train.py has written it."""
     try:
         cfg = rundir.read_run_config(run)
-        return int(cfg["epochs"]), int((cfg.get("eval") or {}).get("every", 1))
+        return cfg.epochs, cfg.eval.every
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):  # LayoutError is a ValueError
         return None, 1
 

@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 
 from fold0123.common import rundir
 from fold0123.common.config import ConfigError, load_config
+from fold0123.common.schema import RunConfig
 from fold0123.data.layout import split_names
 from fold0123.launcher.status import checkpoint_epochs, read_status, training_done
 
@@ -237,13 +238,10 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
         ckpt = Path(checkpoints)
         overrides.append(f"checkpoints_dir={_shown(ckpt if ckpt.is_absolute() else Path.cwd() / ckpt, root)}")
     try:
-        cfg = load_config(root / conf_shown, overrides)
+        cfg = load_config(root / conf_shown, overrides, schema=RunConfig)
     except ConfigError as err:
         raise LaunchError(str(err)) from None
-    for key in ("checkpoints_dir", "exp"):
-        if key not in cfg:
-            raise LaunchError(f"{conf_shown}: config has no {key!r} key")
-    known = split_names(int(cfg.get("folds", 3)))
+    known = split_names(cfg.folds)
     wanted = list(splits) if splits is not None else known
     bad = [s for s in wanted if not re.fullmatch(r"[A-Za-z0-9_]+", s)]
     if bad or not wanted:
@@ -275,7 +273,7 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
     active_dirs = [d for _, d in active]
     waiter = status_argv(python, "wait", *(["--close", "--linger", f"{linger_s:g}"] if close else []),
                          *active_dirs)
-    return Plan(exp=str(cfg["exp"]), conf=conf_shown, session=session or session_name(str(cfg["exp"])),
+    return Plan(exp=str(cfg.exp), conf=conf_shown, session=session or session_name(str(cfg.exp)),
                 root=str(root), python=python, rows=tuple(rows), skipped=skipped, all_run_dirs=all_dirs,
                 prepare_argv=tuple(status_argv(python, "clear", *active_dirs)) if active_dirs else (),
                 waiter_argv=tuple(waiter))

@@ -21,14 +21,7 @@ import torch.nn.functional as F
 
 from fold0123.data.layout import read_tags
 
-DEFAULTS = {"embed_dim": 64, "text_dim": 128, "temperature": 0.07}
 NO_TAGS = "<no tags>"
-
-
-def clip_options(cfg: dict) -> dict:
-    opts = dict(DEFAULTS)
-    opts.update((cfg or {}).get("clip") or {})
-    return opts
 
 
 def tag_table(dataroot: str | Path) -> pd.DataFrame:

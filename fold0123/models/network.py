@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fold0123.common.schema import RunConfig
 from fold0123.models.backbones import build_backbone
 
 
@@ -46,12 +47,12 @@ def build_head(feature_dim: int, n_outputs: int, dropout: float = 0.0) -> nn.Mod
     return nn.Sequential(nn.Dropout(dropout), linear) if dropout > 0 else linear
 
 
-def build_model(cfg: dict, task) -> Network:
+def build_model(cfg: RunConfig, task) -> Network:
     """The config's backbone (`backbone`, default resnet34; `pretrained`, default False) with a fresh head:
     the task's own (`task.make_head`, e.g. clip's two towers) or a linear layer of `task.n_outputs(cfg)` outputs
     (`head_dropout`, default 0)."""
-    backbone, feature_dim = build_backbone(cfg.get("backbone", "resnet34"), bool(cfg.get("pretrained", False)))
+    backbone, feature_dim = build_backbone(cfg.backbone, cfg.pretrained)
     head = task.make_head(feature_dim, cfg) if hasattr(task, "make_head") else None
     if head is None:
-        head = build_head(feature_dim, task.n_outputs(cfg), float(cfg.get("head_dropout", 0.0) or 0.0))
+        head = build_head(feature_dim, task.n_outputs(cfg), cfg.head_dropout)
     return Network(backbone, head)

@@ -2,7 +2,7 @@
 
 A run is one task x one split; train.py and evaluate.py stay task-agnostic by going through a `Task`:
 
-    task = get_task(cfg["task"])
+    task = get_task(cfg.task)
     y = task.targets(train_frame, dataroot, cfg)        # [n, d] float32; the first call fits task.state
     images, y = task.batch(images_uint8, y, generator, cfg)   # jigsaw shuffles here; others pass through
     loss = task.loss(model(normalize(images)), y)
@@ -31,24 +31,10 @@ import torch.nn.functional as F
 
 from fold0123.data import jigsaw
 from fold0123.data.layout import N_CLASSES, LayoutError, read_csv
+from fold0123.common.schema import RunConfig
 from fold0123.models import clip
 
 Frame = pd.DataFrame
-
-
-def jigsaw_options(cfg: dict) -> dict:
-    """The `jigsaw:` config block (parameters/base.yml) with its defaults, plus the run's `seed`.
-
-    `permutation_set`: `uniform` draws the shuffles from all (grid*grid)! permutations (the original solution);
-    `hamming` / `random` from a fixed set of `n_permutations` (see data.jigsaw.permutation_set).
-    """
-    opts = {"grid": 3, "permutations_per_image": 8, "permutation_set": "hamming", "n_permutations": 100}
-    opts.update((cfg or {}).get("jigsaw") or {})
-    opts["seed"] = int((cfg or {}).get("seed", 0))
-    if opts["permutation_set"] not in ("uniform", "hamming", "random"):
-        raise ValueError(f"jigsaw.permutation_set: {opts['permutation_set']!r} is not one of "
-                         f"uniform, hamming, random")
-    return opts
 
 
 def _column(frame: Frame, column: str) -> np.ndarray:
@@ -62,17 +48,17 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
 
 
-def w2v_path(dataroot: str | Path, cfg: dict) -> Path:
-    return Path(dataroot) / f"materialstechniques_w2v{int(cfg.get('w2v_dim', 20))}.csv"
+def w2v_path(dataroot: str | Path, cfg: RunConfig) -> Path:
+    return Path(dataroot) / f"materialstechniques_w2v{cfg.w2v_dim}.csv"
 
 
-def read_w2v(dataroot: str | Path, cfg: dict, object_ids) -> np.ndarray:
+def read_w2v(dataroot: str | Path, cfg: RunConfig, object_ids) -> np.ndarray:
     """The tag vectors of `object_ids` `[n, dim]` float32 from word2vec.py's CSV, with clear errors."""
     path = w2v_path(dataroot, cfg)
     if not path.is_file():
         raise LayoutError(f"{path}: tag vectors not found (run word2vec.py --dataroot {dataroot} "
-                          f"--dim {int(cfg.get('w2v_dim', 20))})")
-    dim = int(cfg.get("w2v_dim", 20))
+                          f"--dim {cfg.w2v_dim})")
+    dim = cfg.w2v_dim
     columns = tuple(f"w2v_{i}" for i in range(dim))
     table = read_csv(path, ("object_id",) + columns).set_index("object_id")
     ids = pd.Index([str(i) for i in object_ids])
@@ -92,30 +78,30 @@ class Task:
     name: str
     primary: str
     lower_is_better: bool
-    n_outputs_fn: Callable[[dict], int]
-    targets_fn: Callable[["Task", Frame, Path, dict], np.ndarray]
+    n_outputs_fn: Callable[[RunConfig], int]
+    targets_fn: Callable[["Task", Frame, Path, RunConfig], np.ndarray]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     predict_fn: Callable[["Task", torch.Tensor], torch.Tensor]
-    metrics_fn: Callable[["Task", np.ndarray, Frame, Path | None, dict], dict]
-    fit_fn: Callable[["Task", Frame, Path, dict], dict] | None = None
+    metrics_fn: Callable[["Task", np.ndarray, Frame, Path | None, RunConfig | None], dict]
+    fit_fn: Callable[["Task", Frame, Path, RunConfig], dict] | None = None
     state: dict = field(default_factory=dict)
 
-    def n_outputs(self, cfg: dict) -> int:
+    def n_outputs(self, cfg: RunConfig) -> int:
         return self.n_outputs_fn(cfg)
 
-    def fit(self, frame: Frame, dataroot: str | Path, cfg: dict) -> dict:
+    def fit(self, frame: Frame, dataroot: str | Path, cfg: RunConfig) -> dict:
         """Fit the target standardisation on `frame` (the train part), replacing any previous state."""
         self.state = dict(self.fit_fn(self, frame, Path(dataroot), cfg)) if self.fit_fn else {}
         return self.state
 
-    def targets(self, frame: Frame, dataroot: str | Path, cfg: dict) -> np.ndarray:
+    def targets(self, frame: Frame, dataroot: str | Path, cfg: RunConfig) -> np.ndarray:
         """`[len(frame), d]` float32 training targets. The first call (on the train part) fits `state`."""
         if self.fit_fn and not self.state:
             self.fit(frame, dataroot, cfg)
         return np.asarray(self.targets_fn(self, frame, Path(dataroot), cfg), dtype=np.float32)
 
     def batch(self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None,
-              cfg: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              cfg: RunConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Turn a loaded batch into a training batch: identity except for jigsaw (shuffles + labels)."""
         return images, targets
 
@@ -127,20 +113,20 @@ class Task:
         return self.predict_fn(self, outputs.float())
 
     def metrics(self, predictions: np.ndarray, frame: Frame, dataroot: str | Path | None = None,
-                cfg: dict | None = None) -> dict:
+                cfg: RunConfig | None = None) -> dict:
         """Metrics of `predictions` `[n, d]` (already in the saved space, e.g. a mean over views) against the
         labels in `frame` (same row order). Plain floats."""
         predictions = np.asarray(predictions, dtype=np.float64)
         if predictions.ndim != 2 or len(predictions) != len(frame):
             raise ValueError(f"{self.name}: predictions of shape {predictions.shape} for {len(frame)} rows")
-        out = self.metrics_fn(self, predictions, frame, Path(dataroot) if dataroot else None, cfg or {})
+        out = self.metrics_fn(self, predictions, frame, Path(dataroot) if dataroot else None, cfg)
         return {k: float(v) for k, v in out.items()}
 
     def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
         """Cheap metrics of raw outputs on a training/validation batch (for logs); empty unless defined."""
         return {}
 
-    def make_head(self, feature_dim: int, cfg: dict) -> nn.Module | None:
+    def make_head(self, feature_dim: int, cfg: RunConfig) -> nn.Module | None:
         """A task-specific head for `models.network.build_model`; None = a linear layer of `n_outputs`."""
         return None
 
@@ -220,7 +206,7 @@ def _w2v_metrics(task, preds, frame, dataroot, cfg):
 
 
 def _make_materialstechniques() -> Task:
-    return Task("materialstechniques", "cosine", False, lambda cfg: int(cfg.get("w2v_dim", 20)),
+    return Task("materialstechniques", "cosine", False, lambda cfg: cfg.w2v_dim,
                 lambda task, frame, root, cfg: read_w2v(root, cfg, frame["object_id"]),
                 F.mse_loss, lambda task, out: out, _w2v_metrics)
 
@@ -232,19 +218,20 @@ class JigsawTask(Task):
     """Targets come from shuffling, not from the frame: `batch` makes them (identity + 7 shuffles per image)."""
     _permutations: dict = field(default_factory=dict, repr=False)
 
-    def permutations(self, cfg: dict | None) -> torch.Tensor | None:
-        opts = jigsaw_options(cfg or {})
-        if opts["permutation_set"] == "uniform":
+    def permutations(self, cfg: RunConfig) -> torch.Tensor | None:
+        """`uniform` draws the shuffles from all (grid*grid)! permutations (the original solution); `hamming` /
+        `random` from a fixed set of `n_permutations`, seeded by the run's seed (data.jigsaw.permutation_set)."""
+        opts = cfg.jigsaw
+        if opts.permutation_set == "uniform":
             return None
-        key = (opts["permutation_set"], int(opts["n_permutations"]), int(opts["grid"]), int(opts["seed"]))
+        key = (opts.permutation_set, opts.n_permutations, opts.grid, cfg.seed)
         if key not in self._permutations:
             self._permutations[key] = jigsaw.permutation_set(key[1], key[2], key[0], key[3])
         return self._permutations[key]
 
     def batch(self, images, targets, generator=None, cfg=None):
-        opts = jigsaw_options(cfg or {})
-        return jigsaw.jigsaw_batch(images, int(opts["permutations_per_image"]), self.permutations(cfg), generator,
-                                   int(opts["grid"]))
+        return jigsaw.jigsaw_batch(images, cfg.jigsaw.permutations_per_image, self.permutations(cfg), generator,
+                                   cfg.jigsaw.grid)
 
     def batch_metrics(self, outputs, targets):
         return jigsaw.jigsaw_accuracy(outputs, targets)
@@ -264,7 +251,7 @@ def _jigsaw_metrics(task, probs, frame, dataroot, cfg):
 
 
 def _make_jigsaw() -> Task:
-    return JigsawTask("jigsaw", "tile_accuracy", False, lambda cfg: jigsaw_options(cfg)["grid"] ** 4,
+    return JigsawTask("jigsaw", "tile_accuracy", False, lambda cfg: cfg.jigsaw.grid ** 4,
                       lambda task, frame, root, cfg: np.zeros((len(frame), 0), np.float32),
                       jigsaw.jigsaw_loss, _jigsaw_predict, _jigsaw_metrics)
 
@@ -278,13 +265,12 @@ class ClipTask(Task):
     head: nn.Module | None = field(default=None, repr=False)
 
     def make_head(self, feature_dim, cfg):
-        opts = clip.clip_options(cfg)
-        vocab_size = len(clip.vocabulary(cfg["dataroot"]))
+        opts = cfg.clip
+        vocab_size = len(clip.vocabulary(cfg.dataroot))
         if self.state and int(self.state["vocab_size"]) != vocab_size:
-            raise LayoutError(f"{cfg['dataroot']}: the tag vocabulary has {vocab_size} tokens, the checkpoint's "
+            raise LayoutError(f"{cfg.dataroot}: the tag vocabulary has {vocab_size} tokens, the checkpoint's "
                               f"{int(self.state['vocab_size'])}: the tag tables changed since training")
-        self.head = clip.ClipHead(feature_dim, vocab_size, int(opts["embed_dim"]), int(opts["text_dim"]),
-                                  float(opts["temperature"]))
+        self.head = clip.ClipHead(feature_dim, vocab_size, opts.embed_dim, opts.text_dim, opts.temperature)
         return self.head
 
     def _head(self) -> nn.Module:
@@ -325,7 +311,7 @@ def _clip_metrics(task, embeddings, frame, dataroot, cfg):
 
 
 def _make_clip() -> Task:
-    return ClipTask("clip", "recall_at_5", False, lambda cfg: int(clip.clip_options(cfg)["embed_dim"]),
+    return ClipTask("clip", "recall_at_5", False, lambda cfg: cfg.clip.embed_dim,
                     _clip_targets, None, lambda task, out: F.normalize(out, dim=-1), _clip_metrics,
                     fit_fn=_clip_fit)
 

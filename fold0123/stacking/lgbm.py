@@ -19,8 +19,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-DEFAULT_PARAMS = dict(boosting="gbdt", objective="regression", metric="rmse", learning_rate=0.05, num_leaves=31,
-                      feature_fraction=0.9, bagging_fraction=0.8, bagging_freq=5, verbose=-1, seed=0)
+from fold0123.common.schema import LGBM_PARAMS
+
+DEFAULT_PARAMS = {**LGBM_PARAMS, "seed": 0}  # the config schema's (fold0123.common.schema), for direct callers
 
 
 def rmse(y_true, y_pred) -> float:

@@ -1,9 +1,9 @@
 """The steps ensemble.ipynb and stack.py run, each one call on a resolved config dict (parameters/stack.yml).
 
 run_stack(cfg) -> StackResult     features -> OOF LightGBM stack (+ the in-fold variant) -> tuned post-processing
-                                  -> submission, report, plots in cfg['out_dir']
-run_ensemble(cfg) -> EnsembleResult   weighted probability ensemble of cfg['ensemble']['runs'], optional label
-                                  re-distribution; probabilities CSV + report in cfg['out_dir']
+                                  -> submission, report, plots in cfg.out_dir
+run_ensemble(cfg) -> EnsembleResult   weighted probability ensemble of cfg.ensemble.runs, optional label
+                                  re-distribution; probabilities CSV + report in cfg.out_dir
 run_pseudo(cfg, round_) -> PseudoResult   pseudo rows from the ensemble -> the round's split CSVs in the dataroot
 Results are plain dataclasses; their `summary()` is what the CLI prints.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold0123.common.schema import StackConfig
 from fold0123.common.io import write_csv, write_json
 from fold0123.data.layout import N_CLASSES, read_test, read_train
 from fold0123.stacking import ensemble as ens
@@ -27,8 +28,8 @@ from fold0123.stacking.report import (plot_cv_per_epoch, plot_importance, score_
 from fold0123.stacking.runs import RunError, fold_splits, metrics_table
 
 
-def _fold_splits(cfg: dict) -> list[str]:
-    return fold_splits(cfg["folds"], cfg.get("split_suffix", ""))
+def _fold_splits(cfg: StackConfig) -> list[str]:
+    return fold_splits(cfg.folds, cfg.split_suffix)
 
 
 def _pick_exp(features: FeatureSet, choice, task: str) -> str | None:
@@ -51,12 +52,12 @@ def _expected_class(probs: np.ndarray) -> np.ndarray:
     return probs @ np.arange(probs.shape[1])
 
 
-def single_task_rows(cfg: dict, features: FeatureSet) -> tuple[list[dict], pd.DataFrame]:
+def single_task_rows(cfg: StackConfig, features: FeatureSet) -> tuple[list[dict], pd.DataFrame]:
     """Each chosen run's own primary metric per fold at its chosen epoch, plus its target RMSE where it has one
     (target: the prediction; onehot: the expected class). Also returns every epoch's metrics (for the plot)."""
     rows, tables = [], []
     for run in features.runs:
-        table = metrics_table(cfg["checkpoints_dir"], run.exp, _fold_splits(cfg))
+        table = metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg))
         tables.append(table)
         at = table[table["epoch"] == run.epoch]
         rows.append(_row(f"{run.exp} [{run.task}] epoch {run.epoch}", at["value"].tolist(),
@@ -104,29 +105,29 @@ def _post_inputs(features: FeatureSet, blend_exp, onehot_exp, source: str | None
     return target, probs
 
 
-def run_stack(cfg: dict, stamp: str | None = None) -> StackResult:
-    features = build_features(cfg["dataroot"], cfg["checkpoints_dir"], cfg["runs"], k=cfg["folds"],
-                              aggregations=cfg["aggregations"], raw_views=cfg["raw_views"],
-                              split_suffix=cfg.get("split_suffix", ""), test_features=cfg["test_features"],
-                              infold=cfg["infold"])
+def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
+    features = build_features(cfg.dataroot, cfg.checkpoints_dir, cfg.runs, k=cfg.folds,
+                              aggregations=cfg.aggregations, raw_views=cfg.raw_views,
+                              split_suffix=cfg.split_suffix, test_features=cfg.test_features,
+                              infold=cfg.infold)
     notes = list(features.notes)
-    blend_exp = _pick_exp(features, cfg["blend_exp"], "target")
-    onehot_exp = _pick_exp(features, cfg["onehot_exp"], "onehot")
+    blend_exp = _pick_exp(features, cfg.blend_exp, "target")
+    onehot_exp = _pick_exp(features, cfg.onehot_exp, "onehot")
     if onehot_exp and features.view_mean_oof[onehot_exp].shape[1] != N_CLASSES:
         raise RunError(f"onehot_exp {onehot_exp!r}: outputs have d={features.view_mean_oof[onehot_exp].shape[1]}, "
                        f"expected {N_CLASSES} class probabilities")
-    lgbm = cfg["lgbm"]
-    params = {**lgbm["params"], "seed": cfg.get("seed", 0)}
+    lgbm = cfg.lgbm
+    params = {**lgbm.params, "seed": cfg.seed}
     fit = fit_oof_stack(features.train, features.y, features.folds, features.test, params,
-                        lgbm["num_boost_round"], lgbm["early_stopping_rounds"], lgbm["coef"])
+                        lgbm.num_boost_round, lgbm.early_stopping_rounds, lgbm.coef)
     infold_fit = None
     if features.infold is not None:
         infold_fit = fit_infold_stack(features.infold, features.infold_y, features.train, features.y,
-                                      features.folds, features.test, params, lgbm["num_boost_round"],
-                                      lgbm["early_stopping_rounds"])
+                                      features.folds, features.test, params, lgbm.num_boost_round,
+                                      lgbm.early_stopping_rounds)
 
     target_oof, probs_oof = _post_inputs(features, blend_exp, onehot_exp, None)
-    post, grid = pp.tune(fit.oof, target_oof, probs_oof, features.y, cfg["postprocess"])
+    post, grid = pp.tune(fit.oof, target_oof, probs_oof, features.y, cfg.postprocess.model_dump())
     oof_steps = pp.apply_steps(fit.oof, target_oof, probs_oof, post)
     steps = pp.step_table(oof_steps, features.y, features.folds)
     for step, task, exp in (("blend", "target", blend_exp), ("onehot", "onehot", onehot_exp)):
@@ -143,20 +144,20 @@ def run_stack(cfg: dict, stamp: str | None = None) -> StackResult:
     cv_table = pd.DataFrame(rows).set_index("name")
     cv = float(steps.loc["clip", "oof"])
 
-    test_ids = read_test(cfg["dataroot"])["object_id"].to_numpy()
-    source = cfg["test_features"]
+    test_ids = read_test(cfg.dataroot)["object_id"].to_numpy()
+    source = cfg.test_features
     target_test, probs_test = _post_inputs(features, blend_exp, onehot_exp, source)
     final = pp.apply_steps(fit.test[source], target_test, probs_test, post)["clip"]
 
     name = stem(cv, stamp)
-    out_dir = Path(cfg["out_dir"])
+    out_dir = Path(cfg.out_dir)
     submission, submission_ids = write_submission(out_dir, name, test_ids, final)
     plots = {"cv_per_epoch": plot_cv_per_epoch(epoch_metrics, out_dir / f"{name}_cv_per_epoch.png"),
              "importance": plot_importance(fit.importance, out_dir / f"{name}_importance.png")}
     write_csv(out_dir / f"{name}_importance.csv", fit.importance)
 
     answers_table = None
-    answers = cfg.get("answers")
+    answers = cfg.answers
     if answers and Path(answers).is_file():
         answers_table = score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_ids, answers)
     elif answers:
@@ -227,26 +228,26 @@ def _class_scores(y, probs) -> dict:
             "rmse_expected": rmse(y, _expected_class(probs))}
 
 
-def ensemble_probabilities(cfg: dict) -> EnsembleResult:
-    """Weighted ensemble of the class probabilities of cfg['ensemble']['runs'] (weights from their metrics)."""
-    ecfg = cfg["ensemble"]
-    features = build_features(cfg["dataroot"], cfg["checkpoints_dir"], ecfg["runs"], k=cfg["folds"],
-                              aggregations="mean", split_suffix=cfg.get("split_suffix", ""),
-                              test_features=ecfg["test_features"], infold=False)
+def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
+    """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics)."""
+    ecfg = cfg.ensemble
+    features = build_features(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds,
+                              aggregations="mean", split_suffix=cfg.split_suffix,
+                              test_features=ecfg.test_features, infold=False)
     rows = []
     for run in features.runs:
         if features.view_mean_oof[run.exp].shape[1] != N_CLASSES:
             raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {N_CLASSES} class probabilities")
-        table = metrics_table(cfg["checkpoints_dir"], run.exp, _fold_splits(cfg))
+        table = metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg))
         at = table[table["epoch"] == run.epoch]
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
     runs = pd.DataFrame(rows).set_index("exp")
     if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
         raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
-    runs["weight"] = ens.ensemble_weights(runs["score"], ecfg["factor"], bool(runs["lower_is_better"].iloc[0]))
+    runs["weight"] = ens.ensemble_weights(runs["score"], ecfg.factor, bool(runs["lower_is_better"].iloc[0]))
     oof = ens.weighted_ensemble([features.view_mean_oof[e] for e in runs.index], runs["weight"])
-    source = ecfg["test_features"]
+    source = ecfg.test_features
     test = ens.weighted_ensemble([features.view_mean_test[source][e] for e in runs.index], runs["weight"])
     y = features.y.astype(int)
     cv_rows = {e: _class_scores(y, features.view_mean_oof[e]) for e in runs.index}
@@ -254,7 +255,7 @@ def ensemble_probabilities(cfg: dict) -> EnsembleResult:
     cv_table = pd.DataFrame.from_dict(cv_rows, orient="index")
 
     redistribution = redistribution_table = None
-    k = int(ecfg.get("redistribute_k") or 0)
+    k = ecfg.redistribute_k
     if k > 0:
         redistribution = ens.redistribute_labels(test, k)
         k_oof = max(1, int(round(k * len(oof) / len(test))))  # the same share of the rows on OOF
@@ -270,12 +271,12 @@ def ensemble_probabilities(cfg: dict) -> EnsembleResult:
                           redistribution_table=redistribution_table)
 
 
-def run_ensemble(cfg: dict, stamp: str | None = None) -> EnsembleResult:
+def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     """ensemble_probabilities + files: `ensemble_{stamp}_probs.csv` (object_id, p0..p3, label[, label_redistributed])
     and `ensemble_{stamp}_report.md/json` in out_dir."""
     result = ensemble_probabilities(cfg)
     name = f"ensemble_{stamp or timestamp()}"
-    out_dir = Path(cfg["out_dir"])
+    out_dir = Path(cfg.out_dir)
     frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
     frame.insert(0, "object_id", result.test_ids)
     frame["label"] = result.test.argmax(axis=1)
@@ -286,8 +287,8 @@ def run_ensemble(cfg: dict, stamp: str | None = None) -> EnsembleResult:
     tables = {"runs": result.runs, "oof_scores": result.cv_table}
     if result.redistribution_table is not None:
         tables["redistribution"] = result.redistribution_table
-    facts = {"factor": cfg["ensemble"]["factor"], "test_features": cfg["ensemble"]["test_features"],
-             "redistribute_k": cfg["ensemble"].get("redistribute_k"), "probs_csv": result.probs_csv}
+    facts = {"factor": cfg.ensemble.factor, "test_features": cfg.ensemble.test_features,
+             "redistribute_k": cfg.ensemble.redistribute_k, "probs_csv": result.probs_csv}
     result.report_md, _ = write_report(out_dir, name, tables, facts, [])
     return result
 
@@ -307,15 +308,15 @@ class PseudoResult:
                 f"{self.written[0] if self.written else '-'}")
 
 
-def run_pseudo(cfg: dict, round_: int) -> PseudoResult:
+def run_pseudo(cfg: StackConfig, round_: int) -> PseudoResult:
     """Ensemble the runs' test probabilities, keep the confident ones, write round `round_`'s split CSVs, and
     a `pseudo{round}_report.json` in out_dir."""
     result = ensemble_probabilities(cfg)
-    thr = float(cfg["ensemble"]["pseudo_thr"])
-    rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg["dataroot"]))
-    written = write_pseudo_splits(cfg["dataroot"], cfg["folds"], round_, rows)
+    thr = cfg.ensemble.pseudo_thr
+    rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg.dataroot))
+    written = write_pseudo_splits(cfg.dataroot, cfg.folds, round_, rows)
     per_class = rows["target"].value_counts().reindex(range(N_CLASSES), fill_value=0)
-    write_json(Path(cfg["out_dir"]) / f"pseudo{round_}_report.json",
+    write_json(Path(cfg.out_dir) / f"pseudo{round_}_report.json",
                {"round": round_, "thr": thr, "rows_added": len(rows), "per_class": per_class.tolist(),
                 "n_test": len(result.test_ids), "written": [str(p) for p in written],
                 "ensemble_oof": result.cv_table.to_dict(orient="index")})

@@ -17,13 +17,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from fold0123.common.schema import PostprocessGrid
 from fold0123.stacking.lgbm import fold_rmse, rmse
 
 STEPS = ("stack", "blend", "onehot", "snap", "clip")
 LOW, HIGH = 0.0, 3.0
-DEFAULT_GRIDS = dict(ratio=[round(r, 2) for r in np.linspace(0, 1, 11)],
-                     thr=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01],
-                     width=[0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3])
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def tune(stack_oof, target_oof, probs_oof, y, grids: dict | None = None) -> tupl
     the largest thr first, width 0 first): a step is only switched on where it strictly helps.
     Returns the chosen params and the whole grid (columns ratio, thr, width, rmse) for the report.
     """
-    grids = {**DEFAULT_GRIDS, **(grids or {})}
+    grids = {**PostprocessGrid().model_dump(), **(grids or {})}
     ratios = sorted(set(map(float, grids["ratio"])), reverse=True) if target_oof is not None else [1.0]
     thrs = sorted(set(map(float, grids["thr"])), reverse=True) if probs_oof is not None else [1.01]
     widths = sorted(set(map(float, grids["width"])))

@@ -41,7 +41,7 @@ class Outputs:
 
 
 def run_dir(checkpoints_dir: str | Path, exp: str, split: str) -> Path:
-    return rundir.run_dir({"checkpoints_dir": checkpoints_dir, "exp": exp}, split)
+    return rundir.run_path(checkpoints_dir, exp, split)
 
 
 def fold_splits(k: int, split_suffix: str = "") -> list[str]:

@@ -114,7 +114,7 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
             part_ids = {"train": read_csv(train_path, ("object_id",))["object_id"].to_numpy(), "test": test_ids}
             if split != "all":
                 part_ids["oof"] = read_csv(test_path, ("object_id",))["object_id"].to_numpy()
-            write_text(rundir.config_path(run), yaml.safe_dump({"task": task, "exp": task, "folds": k, "seed": seed,
+            write_text(rundir.config_path(run), yaml.safe_dump({"task": task, "exp": task, "split": split_name, "folds": k, "seed": seed,
                                                            "dataroot": str(dataroot), "epochs": epochs}))
             for epoch in range(1, epochs + 1):
                 scale = 1.0 + 1.0 / epoch  # every epoch a little better

@@ -1,0 +1,178 @@
+"""The config schemas: every key of every kind of config, its type and its default, in one place.
+
+The YAML files in `parameters/` say what a user changes and why (their comments are the documentation); these
+classes say what a key may hold and what it is when no file sets it. `parameters/base.yml`, `stack.yml` and
+`recipe.yml` document every key of their schema with its default value, and tests/test_config.py checks that
+the files and the schemas agree key for key, so neither can drift.
+
+Unknown keys and wrong types are errors (`extra="forbid"`, pydantic's type checks), reported by
+`fold0123.common.config` as one line naming the file or `--set`, the key and what was expected. The models are
+frozen: the code receives a resolved config and never edits it; a changed copy is `cfg.model_copy(update=...)`.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt,
+                      field_validator)
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _text(value: Any) -> Any:
+    """YAML reads `devices: 0` as an int and `devices: 0,1` as a string: both mean device names."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+EpochSpec = Annotated[Literal["last", "best"] | PositiveInt, Field(union_mode="left_to_right")]
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+
+class JigsawOptions(Schema):
+    grid: Annotated[int, Field(ge=2)] = 3
+    permutations_per_image: PositiveInt = 8
+    permutation_set: Literal["hamming", "random", "uniform"] = "hamming"
+    n_permutations: PositiveInt = 100
+
+
+class ClipOptions(Schema):
+    embed_dim: PositiveInt = 64
+    text_dim: PositiveInt = 128
+    temperature: Annotated[float, Field(gt=0)] = 0.07
+
+
+class EvalOptions(Schema):
+    every: PositiveInt = 1
+    parts: list[Literal["oof", "test", "train"]] = ["oof", "test"]
+    train_epochs: list[PositiveInt] = []
+    batch_size: PositiveInt = 128
+
+
+class RunConfig(Schema):
+    """One experiment x one split: what train.py, evaluate.py and the launcher read (parameters/base.yml)."""
+    exp: Text                                   # the run directory's prefix; the loader defaults it to the file's stem
+    split: Text | None = None                   # set by train.py in the run's config.yml
+    dataroot: Text = "datasets/emoji"
+    checkpoints_dir: Text = "runs"
+    folds: Annotated[int, Field(ge=2)] = 3
+    seed: NonNegativeInt = 0
+    task: Text = "target"
+    backbone: Text = "resnet34"
+    pretrained: bool = False
+    image_size: Annotated[int, Field(ge=8)] = 224
+    w2v_dim: PositiveInt = 20
+    transfer_from: Text | None = None
+    freeze: Literal["none", "layer34", "head", "fine_tune"] = "none"
+    unfreeze_epoch: PositiveInt = 2
+    head_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    epochs: PositiveInt = 20
+    batch_size: Annotated[int, Field(ge=2)] = 64
+    effective_batch_size: Annotated[int, Field(ge=2)] = 64
+    lr: Annotated[float, Field(gt=0)] = 1.0e-3
+    weight_decay: NonNegativeFloat = 1.0e-2
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+    warmup_epochs: NonNegativeFloat = 1
+    augment: Literal["dihedral", "none"] = "dihedral"
+    amp: Literal["bf16", "fp16", "none"] = "bf16"
+    channels_last: bool = True
+    deterministic: bool = False
+    num_workers: NonNegativeInt = 2
+    threads: NonNegativeInt = 0
+    log_every: PositiveInt = 20
+    keep_last: NonNegativeInt = 0
+    jigsaw: JigsawOptions = JigsawOptions()
+    clip: ClipOptions = ClipOptions()
+    eval: EvalOptions = EvalOptions()
+
+
+# Keys that do not change what a run computes, so changing them neither makes a run stale nor blocks --resume:
+# where things are (contents are fingerprinted separately), how fast or how chatty, what is evaluated, and
+# `epochs`, which a resume may raise to extend a finished run.
+RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "log_every",
+                     "keep_last", "eval", "epochs")
+
+
+# ---------------------------------------------------------------------------------------------------- stacking
+
+LGBM_PARAMS = {"boosting": "gbdt", "objective": "regression", "metric": "rmse", "learning_rate": 0.05,
+               "num_leaves": 31, "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 5,
+               "num_threads": 0, "verbose": -1}
+
+
+class LgbmOptions(Schema):
+    params: dict[str, Any] = LGBM_PARAMS  # a file's params are added to (or replace) these, key by key
+
+    @field_validator("params")
+    @classmethod
+    def _over_defaults(cls, value: dict) -> dict:
+        return {**LGBM_PARAMS, **value}
+
+    num_boost_round: PositiveInt = 10000
+    early_stopping_rounds: PositiveInt = 100
+    coef: Annotated[float, Field(gt=0)] = 1.0
+
+
+class PostprocessGrid(Schema):
+    ratio: list[Annotated[float, Field(ge=0, le=1)]] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    thr: list[float] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01]
+    width: list[NonNegativeFloat] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+
+
+class EnsembleOptions(Schema):
+    runs: dict[str, EpochSpec] = {"onehot": "last"}
+    factor: NonNegativeFloat = 25
+    test_features: Literal["all", "fold_mean"] = "all"
+    redistribute_k: NonNegativeInt = 0
+    pseudo_thr: Annotated[float, Field(ge=0, le=1)] = 0.45
+
+
+class StackConfig(Schema):
+    """stack.py / ensemble.ipynb (parameters/stack.yml)."""
+    exp: Text = "stack"
+    dataroot: Text = "datasets/emoji"
+    checkpoints_dir: Text = "runs"
+    folds: Annotated[int, Field(ge=2)] = 3
+    seed: NonNegativeInt = 0
+    split_suffix: Text = ""
+    runs: dict[str, EpochSpec] = {"target": "last", "onehot": "last", "sortingdate": "last",
+                                  "materialstechniques": "last"}
+    aggregations: Text = "mean,max,min,var"
+    raw_views: bool = False
+    test_features: Literal["all", "fold_mean"] = "all"
+    infold: Literal["auto"] | bool = "auto"
+    lgbm: LgbmOptions = LgbmOptions()
+    blend_exp: Text | None = "auto"
+    onehot_exp: Text | None = "auto"
+    postprocess: PostprocessGrid = PostprocessGrid()
+    out_dir: Text = "submissions"
+    answers: Text | None = None
+    ensemble: EnsembleOptions = EnsembleOptions()
+
+
+# ---------------------------------------------------------------------------------------------------- recipe
+
+class Word2VecOptions(Schema):
+    dim: PositiveInt = 20
+    epochs: PositiveInt = 100
+
+
+class RecipeConfig(Schema):
+    """recipe.py, the main job (parameters/recipe.yml): names the other configs and what they share."""
+    exp: Text = "recipe"
+    dataset: Literal["emoji"] | None = "emoji"
+    dataroot: Text = "datasets/emoji"
+    answers: Text | None = "datasets/emoji_private/answers.csv"
+    folds: Annotated[int, Field(ge=2)] = 3
+    fold_batch_size: NonNegativeInt = 64
+    seed: NonNegativeInt = 0
+    word2vec: Word2VecOptions = Word2VecOptions()
+    devices: Text = "0,1,2,3"
+    pretext: Text = "parameters/jigsaw.yml"
+    tasks: list[Text] = ["parameters/target.yml", "parameters/onehot.yml", "parameters/sortingdate.yml",
+                         "parameters/materialstechniques.yml"]
+    stack: Text = "parameters/stack.yml"
+    pseudo_rounds: NonNegativeInt = 0
