@@ -59,8 +59,9 @@ class LaunchResult:
 
 
 def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None, *,
-                    eval_devices: str | None = None, overrides: Iterable[str] = (), splits: Iterable[str] | None = None, wait: bool = True,
-                    attach: bool = False, session: str | None = None, executor: str = "tmux",
+                    eval_devices: str | None = None, overrides: Iterable[str] = (),
+                    splits: Iterable[str] | None = None, wait: bool = True, attach: bool = False,
+                    session: str | None = None, executor: str = "tmux",
                     socket_name: str | None = None, root: str | Path | None = None,
                     partition: str | None = None, gpus_per_job: int = 1, cpus_per_task: int = 4,
                     timeout_min: int = 24 * 60, timeout_s: float | None = None, poll_s: float = 1.0,
