@@ -1,8 +1,9 @@
-# The two commands: `make demo` (the whole recipe on the bundled emoji dataset) and `make test`.
+# The two commands: `make demo` (the whole recipe on the bundled emoji dataset) and `make test`;
+# `make test-fast` is the suite without the integration runs (pytest.ini), for a quick check while editing.
 PY := .venv/bin/python
 RECIPE ?= parameters/demo/recipe.yml
 
-.PHONY: env demo test bench clean-runs
+.PHONY: env demo test test-fast bench clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
@@ -11,6 +12,9 @@ demo: env
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: env
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 # Benchmarks (not part of the tests); results go to BENCHMARKS.md. ImageMagick is the jigsaw baseline.
 bench: env

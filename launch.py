@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_config_args(parser)  # --conf and repeatable --set, passed on to train.py
     parser.add_argument("--devices", default=None,
                         help="GPU indices (0,1,2,3) or cpu; default: every visible GPU, else cpu")
+    parser.add_argument("--eval-devices", default=None,
+                        help="where the evaluators run, e.g. 4,5,6,7 or cpu; default: the row's trainer's device "
+                             "(Slurm: a GPU list means each job's second GPU, with --gpus-per-job 2)")
     parser.add_argument("--checkpoints", default=None, help="override the config's checkpoints_dir")
     parser.add_argument("--splits", default=None, help="run only these rows, e.g. 3fold0,all")
     parser.add_argument("--attach", action="store_true", help="attach to the tmux session once started")
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         result = launch_fold0123(
-            args.conf, devices=args.devices, checkpoints=args.checkpoints, overrides=args.overrides,
+            args.conf, devices=args.devices, eval_devices=args.eval_devices, checkpoints=args.checkpoints,
+            overrides=args.overrides,
             splits=args.splits.split(",") if args.splits else None, wait=args.wait, attach=args.attach,
             session=args.session, executor=args.executor, socket_name=args.socket, partition=args.partition,
             gpus_per_job=args.gpus_per_job, cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min,

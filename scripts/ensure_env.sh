@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make `.venv` point at a virtual environment built from requirements.txt, reusing a cached one whose key is the
 # file's hash, so a fresh clone pays for torch once per machine and a changed pin builds a new environment.
-# Also installs the system tools the pipeline drives (tmux, tmuxinator) when they are missing and we can.
+# Also installs the system tools the pipeline drives (tmux, tmuxinator) when they are missing and we can, and
+# links the tmuxinator project so `tmuxinator start fold0123` works by name (scripts/link_tmuxinator.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${FOLD0123_CACHE:-$HOME/.cache/fold0123}"
@@ -40,4 +41,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   else
     echo "[env] warning: ${missing[*]} missing; install them (e.g. sudo apt-get install ${missing[*]})" >&2
   fi
+fi
+# `tmuxinator start fold0123 conf=...` by name: link tmuxinator/fold0123.yml into tmuxinator's config folder
+# (the clone set up last wins; a user's own fold0123.yml is left alone with a warning)
+if command -v tmuxinator >/dev/null; then
+  bash scripts/link_tmuxinator.sh || echo "[env] warning: could not link the tmuxinator project; use" \
+    "tmuxinator start -p tmuxinator/fold0123.yml conf=..." >&2
 fi

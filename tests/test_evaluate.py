@@ -105,6 +105,7 @@ def run_cli(*args):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.integration
 def test_cli_epoch_and_corrupt_checkpoint(target_run):
     result = run_cli("--run", str(target_run), "--epoch", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr

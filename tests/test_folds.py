@@ -371,6 +371,7 @@ def test_write_folds_files(bigroot):
     assert "fold 2:" in summary and "held-out class ratios" in summary and "overall class ratios" in summary
 
 
+@pytest.mark.integration
 def test_cli_is_deterministic_and_prints_the_summary(bigroot):
     def run(seed):
         out = subprocess.run([sys.executable, str(ROOT / "SGKFold.py"), "--dataroot", str(bigroot), "--k", "3",

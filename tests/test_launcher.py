@@ -17,7 +17,7 @@ import libtmux
 import pytest
 
 from fold0123.launcher import LaunchError, launch_fold0123, plan_fold0123
-from fold0123.launcher.layout import parse_devices, session_name
+from fold0123.launcher.layout import describe, parse_devices, session_name
 from fold0123.launcher.status import mark_failed, read_status
 from fold0123.launcher.tmux import check_free
 
@@ -77,6 +77,32 @@ def test_devices_cycle_over_gpus_and_cpu_divides_threads(conf_only: Path):
     assert {r.threads for r in cpu.rows} == {4}
     assert all(r.train_argv[-2:] == ("--set", "threads=4") and r.env == {"OMP_NUM_THREADS": "4"} for r in cpu.rows)
     assert {r.threads for r in plan_fold0123(conf_only, devices="cpu", cores=2).rows} == {1}
+
+
+def test_eval_devices_put_each_rows_evaluator_on_its_own_device(conf_only: Path):
+    """The original: train on GPUs 0-3, evaluate on 4-7 (plans need no GPUs: only the argv is checked)."""
+    plan = plan_fold0123(conf_only, devices="0,1,2,3", eval_devices="4,5,6,7", cores=16)
+    assert [(r.device, r.eval_device) for r in plan.rows] == [(f"cuda:{i}", f"cuda:{i + 4}") for i in range(4)]
+    for i, row in enumerate(plan.rows):
+        assert row.train_argv[row.train_argv.index("--device") + 1] == f"cuda:{i}"
+        assert row.eval_argv[-2:] == ("--device", f"cuda:{i + 4}")
+        assert row.panes[2].title == f"{row.split} eval (cuda:{i + 4})"
+        assert f"--device cuda:{i + 4}" in row.panes[2].command
+        assert row.threads is None and row.env == row.eval_env == {}
+    assert "3fold0   cuda:0, evaluated on cuda:4: train" in describe(plan)
+    default = plan_fold0123(conf_only, devices="0,1,2,3", cores=16)  # default: the trainer's device, as before
+    assert [r.eval_argv[-1] for r in default.rows] == [r.device for r in default.rows]
+    assert [p.title for p in default.panes if p.role == "eval"] == [f"{s} eval" for s in SPLITS]
+    # threads: a row with its trainer or its evaluator on the CPU counts once, and only the CPU process gets them
+    cpu_eval = plan_fold0123(conf_only, devices="0,1", eval_devices="cpu", cores=8)
+    assert {r.threads for r in cpu_eval.rows} == {2}
+    assert all(r.env == {} and r.eval_env == {"OMP_NUM_THREADS": "2"} for r in cpu_eval.rows)
+    assert all("threads=" not in " ".join(r.train_argv) and "OMP_NUM_THREADS=2 " in r.panes[2].command
+               and "OMP_NUM_THREADS" not in r.panes[0].command for r in cpu_eval.rows)
+    mixed = plan_fold0123(conf_only, devices="cpu", eval_devices="0", cores=8)
+    assert all(r.train_argv[-2:] == ("--set", "threads=2") and r.eval_env == {} for r in mixed.rows)
+    with pytest.raises(LaunchError, match="--eval-devices '4,x'"):
+        plan_fold0123(conf_only, devices="0", eval_devices="4,x")
 
 
 def test_plan_rows_panes_and_commands(conf_only: Path, tmp_path: Path):

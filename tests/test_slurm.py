@@ -1,14 +1,15 @@
 """The Slurm path (submitit), run with submitit's local executor: one job per row, its evaluator beside it."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fold0123.launcher import launch_fold0123, plan_fold0123
-from fold0123.launcher.slurm import job_devices, row_payload
+from fold0123.launcher import LaunchError, launch_fold0123, plan_fold0123
+from fold0123.launcher.slurm import job_devices, job_eval_device, row_payload, run_row
 from tests.test_launcher import tiny_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,36 @@ def test_jobs_see_their_own_gpu_and_carry_plain_argument_lists(tmp_path: Path):
         "train.py", "--conf", str(conf), "--split", "all", "--device", "cuda:0"]
     assert payload["evaluate"][1:] == ["evaluate.py", "--run", payload["run_dir"], "--watch", "--device", "cuda:0"]
     cpu = plan_fold0123(conf, devices="cpu", threads=6)  # a CPU job uses its cpus_per_task
-    assert row_payload(cpu.rows[0])["env"] == {"OMP_NUM_THREADS": "6"}
+    assert row_payload(cpu.rows[0])["env"] == row_payload(cpu.rows[0])["eval_env"] == {"OMP_NUM_THREADS": "6"}
+
+
+def test_eval_devices_in_a_job_are_its_second_gpu_or_the_cpu(tmp_path: Path):
+    """A job has no global GPU numbers: `--eval-devices 4,5,6,7` means each job's own second GPU."""
+    conf = tmp_path / "plan.yml"
+    conf.write_text(f"base: {ROOT / 'parameters' / 'tiny' / 'target.yml'}\ncheckpoints_dir: {tmp_path / 'runs'}\n")
+    assert job_eval_device(None, 1) is None and job_eval_device("cpu", 1) == "cpu"
+    assert job_eval_device("4,5,6,7", 2) == "cuda:1"
+    with pytest.raises(LaunchError, match="--gpus-per-job 2"):
+        job_eval_device("4,5,6,7", 1)
+    plan = plan_fold0123(conf, devices="cuda:0", eval_devices=job_eval_device("4,5,6,7", 2), threads=6)
+    payload = row_payload(plan.rows[0])
+    assert payload["train"][-2:] == ["--device", "cuda:0"] and payload["evaluate"][-2:] == ["--device", "cuda:1"]
+    on_cpu = row_payload(plan_fold0123(conf, devices="cuda:0", eval_devices="cpu", threads=6).rows[0])
+    assert on_cpu["env"] == {} and on_cpu["eval_env"] == {"OMP_NUM_THREADS": "6"}
+    assert on_cpu["evaluate"][-2:] == ["--device", "cpu"]
+
+
+def test_run_row_gives_trainer_and_evaluator_their_own_environment(tmp_path: Path):
+    def writes_threads(name: str) -> list[str]:
+        code = (f"import os, pathlib; pathlib.Path({str(tmp_path / name)!r})"
+                ".write_text(os.environ.get('OMP_NUM_THREADS', '-'))")
+        return [sys.executable, "-c", code]
+
+    payload = {"split": "3fold0", "run_dir": str(tmp_path / "run"), "train": writes_threads("train"),
+               "evaluate": writes_threads("evaluate"), "env": {}, "eval_env": {"OMP_NUM_THREADS": "3"}}
+    assert run_row(payload) == 0
+    assert (tmp_path / "evaluate").read_text() == "3"
+    assert (tmp_path / "train").read_text() == os.environ.get("OMP_NUM_THREADS", "-")
 
 
 @pytest.mark.integration

@@ -86,6 +86,7 @@ def test_cli_errors_are_one_line(runs):
         stack.main(_argv(runs, "bad", "nosuch=1"))
 
 
+@pytest.mark.integration
 def test_notebook_runs_headless_and_writes_a_submission(runs):
     from nbclient import NotebookClient
 

@@ -2,7 +2,9 @@
 
 `tmuxinator debug` prints the shell script `tmuxinator start` would run; its send-keys lines are the pane
 commands. They must equal what `plan_fold0123` builds (the libtmux launcher's commands), so the YAML and the
-launcher cannot drift. One real `tmuxinator start --no-attach` runs the tiny preset to DONE on a private socket.
+launcher cannot drift. The project is rendered both by name (`tmuxinator debug fold0123`, after
+scripts/link_tmuxinator.sh linked it into a private $TMUXINATOR_CONFIG, as the set-up does) and by path (`-p`).
+One real `tmuxinator start --no-attach` runs the tiny preset to DONE on a private socket.
 """
 from __future__ import annotations
 
@@ -23,15 +25,32 @@ from tests.test_launcher import SPLITS, TINY, fake_run, tiny_experiment
 ROOT = Path(__file__).resolve().parents[1]
 YML = ROOT / "tmuxinator" / "fold0123.yml"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+LINK_SCRIPT = ROOT / "scripts" / "link_tmuxinator.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("tmuxinator") is None or shutil.which("tmux") is None,
                                 reason="tmux and tmuxinator are not installed")
 
 
-def tmuxinator(command: str, *settings: str, cwd: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def tmuxinator(command: str, *settings: str, cwd: Path, extra: tuple[str, ...] = (),
+               config: Path | None = None) -> subprocess.CompletedProcess:
+    """`tmuxinator COMMAND -p tmuxinator/fold0123.yml SETTINGS`, or by name (`tmuxinator COMMAND fold0123`) from
+    the private config folder `config` (with a private HOME, so the user's own folders play no part)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-    return subprocess.run(["tmuxinator", command, "-p", str(YML), *extra, *settings], cwd=cwd, env=env,
+    project = ["-p", str(YML)]
+    if config is not None:
+        env.update(TMUXINATOR_CONFIG=str(config), HOME=str(config.parent / "home"))
+        project = ["fold0123"]
+    return subprocess.run(["tmuxinator", command, *project, *extra, *settings], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def link(config: Path, script: Path = LINK_SCRIPT) -> subprocess.CompletedProcess:
+    """scripts/link_tmuxinator.sh, as scripts/ensure_env.sh runs it, into the private config folder `config`."""
+    home = config.parent / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "TMUXINATOR_CONFIG": str(config), "HOME": str(home)}
+    env.pop("XDG_CONFIG_HOME", None)
+    return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 
 def sent_keys(script: str) -> dict[str, str]:
@@ -56,8 +75,16 @@ def conf(tmp_path: Path) -> Path:
     return path
 
 
-def test_debug_renders_four_rows_of_three_panes_exactly_as_the_launcher_plans(conf: Path, tmp_path: Path):
-    rendered = tmuxinator("debug", f"conf={conf}", "devices=cpu", "socket=h6_debug_only", cwd=tmp_path)
+@pytest.mark.parametrize("by", ["name", "path"])
+def test_debug_renders_four_rows_of_three_panes_exactly_as_the_launcher_plans(conf: Path, tmp_path: Path, by: str):
+    config = None
+    if by == "name":  # `tmuxinator start fold0123 conf=...`, the design card's command, after the set-up's link
+        config = tmp_path / "tmuxinator_config"
+        linked = link(config)
+        assert linked.returncode == 0 and "linked" in linked.stdout, linked.stdout + linked.stderr
+        assert (config / "fold0123.yml").resolve() == YML.resolve()
+    rendered = tmuxinator("debug", f"conf={conf}", "devices=cpu", "socket=h6_debug_only", cwd=tmp_path,
+                          config=config)
     assert rendered.returncode == 0, rendered.stderr
     script = rendered.stdout
     plan = plan_fold0123(conf, devices="cpu", root=ROOT, python=str(VENV_PYTHON))
@@ -94,6 +121,47 @@ def test_debug_devices_checkpoints_and_finished_runs(conf: Path, tmp_path: Path)
     assert [c.split("--device ")[1].split()[0] for c in trains] == ["cuda:0", "cuda:1", "cuda:2"]
     assert all(f"--set checkpoints_dir={elsewhere}" in c and "threads=" not in c for c in trains)
     assert f"--run {elsewhere / 'tinymux_all'} --watch --device cuda:2" in panes[8]
+
+
+def test_debug_eval_devices_match_the_launcher_plan(conf: Path, tmp_path: Path):
+    """The original's layout: train on GPUs 0-3, evaluate on 4-7 (rendering needs no GPU)."""
+    rendered = tmuxinator("debug", f"conf={conf}", "devices=0,1,2,3", "eval_devices=4,5,6,7", cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    panes = [c for t, c in sent_keys(rendered.stdout).items() if t.startswith("fold0123_tinymux:0.")]
+    plan = plan_fold0123(conf, devices="0,1,2,3", eval_devices="4,5,6,7", root=ROOT, python=str(VENV_PYTHON))
+    assert panes == [p.command for p in plan.panes]
+    for i, split in enumerate(SPLITS):
+        assert f"--split {split} --device cuda:{i} " in panes[3 * i]
+        assert f"evaluate.py --run {tmp_path / 'runs' / f'tinymux_{split}'} --watch --device cuda:{i + 4}" \
+            in panes[3 * i + 2] and f"-T '{split} eval (cuda:{i + 4})'" in panes[3 * i + 2]
+
+
+def test_link_points_at_the_checkout_set_up_last_and_never_replaces_a_users_own_file(tmp_path: Path):
+    config = tmp_path / "tmuxinator_config"
+    clone = tmp_path / "clone"  # another clone of the project on the same machine, set up first
+    for path in ("tmuxinator/fold0123.yml", "fold0123/launcher/layout.py"):
+        (clone / path).parent.mkdir(parents=True, exist_ok=True)
+        (clone / path).write_text("")
+    (clone / "scripts").mkdir()
+    shutil.copy(LINK_SCRIPT, clone / "scripts" / "link_tmuxinator.sh")
+    assert link(config, clone / "scripts" / "link_tmuxinator.sh").returncode == 0
+    assert (config / "fold0123.yml").resolve() == (clone / "tmuxinator" / "fold0123.yml").resolve()
+    moved = link(config)  # this checkout's set-up runs later: it wins, and says so
+    assert moved.returncode == 0 and "latest set-up wins" in moved.stdout, moved.stdout + moved.stderr
+    assert (config / "fold0123.yml").resolve() == YML.resolve()
+    again = link(config)
+    assert again.returncode == 0 and again.stdout == again.stderr == ""  # already this checkout: silent
+    (config / "fold0123.yml").unlink()
+    (config / "fold0123.yml").write_text("name: mine\n")  # the user's own project of that name
+    kept = link(config)
+    assert kept.returncode == 0 and "your own file" in kept.stderr and "-p tmuxinator/fold0123.yml" in kept.stderr
+    assert (config / "fold0123.yml").read_text() == "name: mine\n"
+    (config / "fold0123.yml").unlink()
+    (config / "mine").mkdir()
+    (config / "mine" / "fold0123.yaml").write_text("name: mine\n")  # found by name too: the link would hide it
+    hidden = link(config)
+    assert hidden.returncode == 0 and "another tmuxinator project named fold0123" in hidden.stderr
+    assert not (config / "fold0123.yml").exists() and not (config / "fold0123.yml").is_symlink()
 
 
 def test_missing_conf_is_a_usage_error(tmp_path: Path):

@@ -80,6 +80,7 @@ def test_resolve_transfer_accepts_file_run_dir_and_run_name(runs):
         resolve_transfer(RunConfig(**base, transfer_from="jigsaw_nope"))
 
 
+@pytest.mark.integration
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(runs, tmp_path):
     overrides = ("transfer_from=null", "epochs=3", "augment=dihedral")
     full = train(tiny_config("target", runs["dataroot"], tmp_path / "a", *overrides), "3fold1", "cpu",
@@ -150,6 +151,7 @@ def run_cli(*args, cwd=ROOT):
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.integration
 def test_missing_split_tag_vectors_and_transfer_give_one_line_errors(tmp_path):
     dataroot = make_recipe_root(tmp_path / "data", tags=False)
     common = ["--device", "cpu", "--set", f"dataroot={dataroot}", "--set", f"checkpoints_dir={tmp_path / 'runs'}"]
@@ -182,6 +184,7 @@ def test_a_crash_writes_failed_and_reraises(runs, tmp_path):
     assert not rundir.done_path(run).exists()
 
 
+@pytest.mark.integration
 def test_unknown_config_key_and_bad_values_fail_cleanly(tmp_path):
     result = run_cli("--conf", "parameters/tiny/target.yml", "--split", "3fold0", "--set", "nope=1")
     assert result.returncode == 1 and "unknown key 'nope'" in result.stderr

@@ -120,6 +120,7 @@ def test_corrupt_checkpoint_is_reported_and_failed_run_exits_nonzero(runs, tmp_p
     assert any("FAILED" in m for m in messages)
 
 
+@pytest.mark.integration
 def test_cli_waits_for_the_run_directory_and_exits_after_done(runs, tmp_path):
     run = tmp_path / "later" / runs["target"].name
     watcher = subprocess.Popen([sys.executable, "evaluate.py", "--run", str(run), "--watch", "--device", "cpu",

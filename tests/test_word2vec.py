@@ -90,6 +90,7 @@ def test_deterministic_for_a_seed_different_across_seeds_and_sg(dataroot):
     assert tags.write_tag_vectors(dataroot, dim=5, epochs=5, seed=0, sg=True).path.read_bytes() != first
 
 
+@pytest.mark.integration
 def test_cli_identical_across_processes_with_different_hash_seeds(dataroot):
     """Python salts str hashes per process; the vectors must not depend on it (no PYTHONHASHSEED needed)."""
     outputs = []

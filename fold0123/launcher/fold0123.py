@@ -59,8 +59,9 @@ class LaunchResult:
 
 
 def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None, *,
-                    overrides: Iterable[str] = (), splits: Iterable[str] | None = None, wait: bool = True,
-                    attach: bool = False, session: str | None = None, executor: str = "tmux",
+                    eval_devices: str | None = None, overrides: Iterable[str] = (),
+                    splits: Iterable[str] | None = None, wait: bool = True, attach: bool = False,
+                    session: str | None = None, executor: str = "tmux",
                     socket_name: str | None = None, root: str | Path | None = None,
                     partition: str | None = None, gpus_per_job: int = 1, cpus_per_task: int = 4,
                     timeout_min: int = 24 * 60, timeout_s: float | None = None, poll_s: float = 1.0,
@@ -68,6 +69,8 @@ def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: s
     """Launch (and with `wait`, finish) the fold0123 rows of the experiment `conf`.
 
     devices: `0,1,2,3`, `cpu` or None (every visible GPU, else the CPU with its threads divided);
+    eval_devices: where the evaluators run, e.g. `4,5,6,7` (default None: each on its row's trainer's device;
+    on Slurm a GPU list means the job's second GPU, so ask for gpus_per_job=2);
     checkpoints: overrides the config's checkpoints_dir; overrides: `key=value` for train.py's `--set`;
     splits: a subset of the rows; executor: tmux (libtmux, `socket_name` for a private server), slurm or
     local (submitit); close: the session closes itself once every row is DONE (tmux), `linger_s` after
@@ -76,12 +79,16 @@ def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: s
     """
     if executor not in EXECUTORS:
         raise LaunchError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
-    if executor in ("slurm", "local"):
+    one_gpu_each = devices is None and eval_devices is None  # local jobs: see launcher.slurm.submit_rows
+    if executor == "slurm":  # a job's GPUs are its own cuda:0 (trainer) and cuda:1 (a separate evaluator)
+        from fold0123.launcher.slurm import job_devices, job_eval_device
+        devices, eval_devices = job_devices(executor, gpus_per_job), job_eval_device(eval_devices, gpus_per_job)
+    elif executor == "local" and one_gpu_each:
         from fold0123.launcher.slurm import job_devices
-        devices = job_devices(executor, gpus_per_job) if executor == "slurm" or devices is None else devices
-    plan = plan_fold0123(conf, devices=devices, checkpoints=checkpoints, overrides=overrides, splits=splits,
-                         session=session, root=root, close=close, linger_s=linger_s,
-                         threads=cpus_per_task if executor == "slurm" else None)
+        devices = job_devices(executor, gpus_per_job)
+    plan = plan_fold0123(conf, devices=devices, eval_devices=eval_devices, checkpoints=checkpoints,
+                         overrides=overrides, splits=splits, session=session, root=root, close=close,
+                         linger_s=linger_s, threads=cpus_per_task if executor == "slurm" else None)
     if verbose:
         print(describe(plan), flush=True)
     skipped = [RunOutcome(s, plan.run_path(d), "skipped", 0.0, "already DONE and evaluated")
@@ -100,7 +107,7 @@ def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: s
                 wait_idle(tmux_server(socket_name), plan.session, linger_s + 10)
     else:
         outcomes = _launch_submitit(plan, result, executor, partition, gpus_per_job, cpus_per_task, timeout_min,
-                                    wait, timeout_s, poll_s)
+                                    wait, timeout_s, poll_s, one_gpu_each)
     result.outcomes = _in_split_order(plan, skipped + outcomes)
     return result
 
@@ -154,12 +161,12 @@ def _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, ver
 
 
 def _launch_submitit(plan, result, kind, partition, gpus_per_job, cpus_per_task, timeout_min, wait, timeout_s,
-                     poll_s) -> list[RunOutcome]:
+                     poll_s, one_gpu_each) -> list[RunOutcome]:
     from fold0123.launcher.slurm import job_devices, submit_rows, wait_rows
 
     gpus = gpus_per_job if job_devices(kind, gpus_per_job) != "cpu" else 0
     submitted = submit_rows(plan, kind, partition=partition, gpus_per_job=gpus, cpus_per_task=cpus_per_task,
-                            timeout_min=timeout_min)
+                            timeout_min=timeout_min, one_gpu_each=one_gpu_each)
     result.jobs = [str(row.job.job_id) for row in submitted]
     if not wait:
         return [RunOutcome(r.split, r.run_dir, "running", 0.0, f"job {r.job.job_id}") for r in submitted]

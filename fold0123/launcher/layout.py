@@ -9,7 +9,9 @@ A plan is decided once, at launch, from the run directories (DESIGN section 3):
   - a run with checkpoints but no DONE is resumed (`--resume`);
   - a run that is DONE but not fully evaluated gets a row whose trainer pane only says so.
 Devices: `cuda:0..` when GPUs are present (rows cycle over them), else every row on the CPU with
-`--set threads=N`, N = cores // rows, so four rows on a small machine do not oversubscribe it.
+`--set threads=N`, N = cores // rows, so four rows on a small machine do not oversubscribe it. A row's evaluator
+runs on the trainer's device unless `eval_devices` names others: the original trained on GPUs 0-3 and evaluated
+on 4-7, so evaluation never slows training down.
 """
 from __future__ import annotations
 
@@ -49,18 +51,20 @@ class PaneSpec:
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One split's run: the trainer, its loss monitor and its evaluator, all on one device."""
+    """One split's run: the trainer, its loss monitor and its evaluator (on the trainer's device unless asked)."""
     split: str
-    device: str
-    threads: int | None
+    device: str                       # the trainer's
+    eval_device: str                  # the evaluator's: the trainer's unless `eval_devices` says otherwise
+    threads: int | None               # the threads of this row's CPU processes (None: none runs on the CPU)
     run_dir: str                      # as the commands see it (relative to the plan's root when inside it)
     resume: bool
     train_done: bool                  # DONE but not fully evaluated: the trainer pane only says so
     train_argv: tuple[str, ...]
     eval_argv: tuple[str, ...]
     monitor_argv: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)       # the trainer's (OMP_NUM_THREADS on the CPU)
     panes: tuple[PaneSpec, ...] = ()
+    eval_env: dict[str, str] = field(default_factory=dict)  # the evaluator's
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,18 @@ def parse_devices(spec: str | None, n_rows: int) -> list[str]:
     return [devices[i % len(devices)] for i in range(n_rows)]
 
 
+def row_devices(devices: str | None, eval_devices: str | None, n_rows: int) -> list[tuple[str, str]]:
+    """(trainer, evaluator) device per row; `eval_devices` None puts each evaluator on its trainer's device."""
+    train = parse_devices(devices, n_rows)
+    if eval_devices is None:
+        return [(d, d) for d in train]
+    try:
+        evaluate = parse_devices(eval_devices, n_rows)
+    except LaunchError as err:
+        raise LaunchError(str(err).replace("--devices", "--eval-devices", 1)) from None
+    return list(zip(train, evaluate))
+
+
 def cpu_threads(n_cpu_rows: int, cores: int | None = None) -> int:
     """Threads per CPU row so the rows share the cores instead of fighting over them."""
     return max(1, (cores or cpu_cores()) // max(1, n_cpu_rows))
@@ -205,13 +221,15 @@ def status_argv(python: str, *args: str) -> list[str]:
 
 def row_panes(row: RowSpec, python: str) -> tuple[PaneSpec, ...]:
     train_title, loss_title, eval_title = f"{row.split} train ({row.device})", f"{row.split} loss", f"{row.split} eval"
+    if row.eval_device != row.device:  # say where it runs only when that is not the row's device
+        eval_title += f" ({row.eval_device})"
     if row.train_done:
         train = pane_command(train_title,
                              ["echo", f"{row.split}: training already DONE in {row.run_dir}; evaluating only"])
     else:
         train = pane_command(train_title, row.train_argv, row.env,
                              status_argv(python, "mark-failed", row.run_dir, "--role", "train"))
-    evaluate = pane_command(eval_title, row.eval_argv, row.env,
+    evaluate = pane_command(eval_title, row.eval_argv, row.eval_env,
                             status_argv(python, "mark-failed", row.run_dir, "--role", "evaluate"))
     return (PaneSpec(row.split, "train", train_title, train),
             PaneSpec(row.split, "loss", loss_title, pane_command(loss_title, row.monitor_argv)),
@@ -222,13 +240,16 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
                   overrides: Iterable[str] = (), splits: Iterable[str] | None = None,
                   session: str | None = None, root: str | Path | None = None,
                   python: str | None = None, cores: int | None = None, threads: int | None = None,
-                  close: bool = True, linger_s: float = 5.0) -> Plan:
+                  close: bool = True, linger_s: float = 5.0, eval_devices: str | None = None) -> Plan:
     """Decide the rows of one experiment's fold0123 from its config and its run directories.
 
-    `checkpoints` overrides the config's checkpoints_dir (passed on to train.py as `--set checkpoints_dir=`),
-    `splits` restricts the rows (default: every split of the config's `folds`), `root` is where the commands
-    run (default: the repository), `python` the interpreter they use (default: this one), `threads` the
-    threads of each CPU row (default: the cores divided among the CPU rows; a Slurm job's cpus_per_task).
+    `devices` places the trainers (rows cycle over the list), `eval_devices` the evaluators (default: each on
+    its trainer's device; `4,5,6,7` beside devices `0,1,2,3` is the original's layout). `checkpoints` overrides
+    the config's checkpoints_dir (passed on to train.py as `--set checkpoints_dir=`), `splits` restricts the
+    rows (default: every split of the config's `folds`), `root` is where the commands run (default: the
+    repository), `python` the interpreter they use (default: this one), `threads` the threads of each CPU row
+    (default: the cores divided among the rows with a trainer or an evaluator on the CPU; a Slurm job's
+    cpus_per_task): a row's trainer and evaluator share its threads, as they would share its GPU.
     """
     root = Path(os.path.abspath(root or REPO))
     python = python or sys.executable
@@ -255,20 +276,22 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
     all_dirs = tuple((s, run_dir(s)) for s in wanted)
     active = [(s, d) for s, d in all_dirs if read_status(root / d).state != "done"]
     skipped = tuple((s, d) for s, d in all_dirs if (s, d) not in active)
-    row_devices = parse_devices(devices, len(active))
-    n_cpu = sum(1 for d in row_devices if d == "cpu")
+    placed = row_devices(devices, eval_devices, len(active))
+    n_cpu = sum(1 for pair in placed if "cpu" in pair)  # rows with a trainer or an evaluator on the CPU
     threads = (threads or cpu_threads(n_cpu, cores)) if n_cpu else None
     rows = []
-    for (split, rdir), device in zip(active, row_devices):
-        row_threads = threads if device == "cpu" else None
-        env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads else {}
+    for (split, rdir), (device, eval_device) in zip(active, placed):
+        row_threads = threads if "cpu" in (device, eval_device) else None
+        env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads and device == "cpu" else {}
+        eval_env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads and eval_device == "cpu" else {}
         done = training_done(root / rdir)
         resume = not done and bool(checkpoint_epochs(root / rdir))
-        row = RowSpec(split=split, device=device, threads=row_threads, run_dir=rdir, resume=resume,
-                      train_done=done,
-                      train_argv=tuple(train_argv(python, conf_shown, split, device, row_threads, overrides, resume)),
-                      eval_argv=tuple(eval_argv(python, rdir, device)), monitor_argv=tuple(monitor_argv(python, rdir)),
-                      env=env)
+        row = RowSpec(split=split, device=device, eval_device=eval_device, threads=row_threads, run_dir=rdir,
+                      resume=resume, train_done=done,
+                      train_argv=tuple(train_argv(python, conf_shown, split, device,
+                                                  row_threads if device == "cpu" else None, overrides, resume)),
+                      eval_argv=tuple(eval_argv(python, rdir, eval_device)),
+                      monitor_argv=tuple(monitor_argv(python, rdir)), env=env, eval_env=eval_env)
         rows.append(replace(row, panes=row_panes(row, python)))
     active_dirs = [d for _, d in active]
     waiter = status_argv(python, "wait", *(["--close", "--linger", f"{linger_s:g}"] if close else []),
@@ -285,7 +308,8 @@ def describe(plan: Plan) -> str:
     for row in plan.rows:
         how = "evaluate only" if row.train_done else ("resume" if row.resume else "train")
         threads = f", {row.threads} threads" if row.threads else ""
-        lines.append(f"  {row.split:8s} {row.device}{threads}: {how} -> {row.run_dir}")
+        evaluator = f", evaluated on {row.eval_device}" if row.eval_device != row.device else ""
+        lines.append(f"  {row.split:8s} {row.device}{evaluator}{threads}: {how} -> {row.run_dir}")
     for split, rdir in plan.skipped:
         lines.append(f"  {split:8s} skipped: already DONE and evaluated ({rdir})")
     return "\n".join(lines)
@@ -296,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fold0123.launcher.layout", description=__doc__.splitlines()[0])
     parser.add_argument("--conf", required=True)
     parser.add_argument("--devices", default=None)
+    parser.add_argument("--eval-devices", default=None)
     parser.add_argument("--checkpoints", default=None)
     parser.add_argument("--splits", default=None, help="comma-separated subset of the splits")
     parser.add_argument("--session", default=None)
@@ -303,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (for tmuxinator)")
     args = parser.parse_args(argv)
     try:
-        plan = plan_fold0123(args.conf, devices=args.devices or None, checkpoints=args.checkpoints or None,
+        plan = plan_fold0123(args.conf, devices=args.devices or None, eval_devices=args.eval_devices or None,
+                             checkpoints=args.checkpoints or None,
                              splits=args.splits.split(",") if args.splits else None,
                              session=args.session or None, root=args.root)
     except LaunchError as err:

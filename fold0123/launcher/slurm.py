@@ -2,8 +2,9 @@
 
 Each job runs `python -m fold0123.launcher.slurm run-row '<row as JSON>'` in the repository: the trainer and
 `evaluate.py --watch` as two subprocesses of the one job (so the evaluator shares the row's GPU and node, like
-the row's panes share a device), then waits for both. The job's payload is submitit's own `CommandFunction`
-holding plain argument lists, so the compute node only needs the repository, not this process's imports.
+the row's panes share a device), then waits for both; with `--eval-devices` the evaluator gets the job's second
+GPU (`--gpus-per-job 2`) or the CPU instead. The job's payload is submitit's own `CommandFunction` holding
+plain argument lists, so the compute node only needs the repository, not this process's imports.
 There is no loss-monitor pane on a cluster: run `python -m fold0123.launcher.monitor RUN_DIR` where the run directory
 is visible. `--executor local` runs the same jobs with submitit's LocalExecutor (what the tests use).
 """
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fold0123.launcher.layout import Plan, RowSpec, gpu_count
+from fold0123.launcher.layout import LaunchError, Plan, RowSpec, gpu_count
 from fold0123.launcher.status import clear_failures, mark_failed, read_status
 
 EVALUATOR_GRACE_S = 300.0  # after a failed trainer, how long the evaluator may take to notice FAILED
@@ -33,14 +34,16 @@ class SubmittedRow:
 
 def row_payload(row: RowSpec) -> dict:
     return {"split": row.split, "run_dir": row.run_dir, "train_done": row.train_done,
-            "train": list(row.train_argv), "evaluate": list(row.eval_argv), "env": row.env}
+            "train": list(row.train_argv), "evaluate": list(row.eval_argv), "env": row.env,
+            "eval_env": row.eval_env}
 
 
 def run_row(payload: dict, grace_s: float = EVALUATOR_GRACE_S) -> int:
     """Inside the job: trainer and evaluator side by side; a non-zero exit leaves a marker and fails the job."""
     env = {**os.environ, **payload.get("env", {})}
+    eval_env = {**os.environ, **payload.get("eval_env", payload.get("env", {}))}
     run_dir = Path(payload["run_dir"])
-    evaluator = subprocess.Popen(payload["evaluate"], env=env)
+    evaluator = subprocess.Popen(payload["evaluate"], env=eval_env)
     train_rc = 0
     if not payload.get("train_done"):
         train_rc = subprocess.run(payload["train"], env=env).returncode
@@ -82,8 +85,13 @@ def make_executor(kind: str, folder: Path, partition: str | None, gpus_per_job: 
 
 def submit_rows(plan: Plan, kind: str = "slurm", folder: str | Path | None = None, partition: str | None = None,
                 gpus_per_job: int = 1, cpus_per_task: int = 4, timeout_min: int = 24 * 60,
-                mem_gb: float | None = None) -> list[SubmittedRow]:
-    """Submit one job per row of the plan (plan the rows with devices `cuda:0` or `cpu`: each job sees its own)."""
+                mem_gb: float | None = None, one_gpu_each: bool = True) -> list[SubmittedRow]:
+    """Submit one job per row of the plan (plan the rows with `job_devices`: each job sees its own GPUs).
+
+    `one_gpu_each` (local executor): job i sees only local GPU i % n, as its cuda:0, as a Slurm job would;
+    False for a plan that names the machine's GPUs itself (explicit --devices/--eval-devices): every job then
+    sees them all, so `cuda:4` means the machine's GPU 4.
+    """
     from submitit.helpers import CommandFunction
 
     if not plan.rows:
@@ -96,8 +104,10 @@ def submit_rows(plan: Plan, kind: str = "slurm", folder: str | Path | None = Non
     for i, row in enumerate(plan.rows):
         command = [plan.python, "-m", "fold0123.launcher.slurm", "run-row", json.dumps(row_payload(row))]
         executor.update_parameters(name=f"fold0123_{plan.exp}_{row.split}")
-        if local_gpus:  # a local job sees one GPU of its own, as a Slurm job would
+        if local_gpus and one_gpu_each:  # a local job sees one GPU of its own, as a Slurm job would
             executor.update_parameters(gpus_per_node=1, visible_gpus=(i % local_gpus,))
+        elif local_gpus:  # submitit would show it only the first gpus_per_node: show it every GPU
+            executor.update_parameters(gpus_per_node=local_gpus)
         job = executor.submit(CommandFunction(command, cwd=plan.root, verbose=True))  # output in the job log
         submitted.append(SubmittedRow(row.split, plan.run_path(row.run_dir), job))
     return submitted
@@ -135,6 +145,19 @@ def job_devices(kind: str, gpus_per_job: int) -> str:
     if gpus_per_job > 0 and (kind == "slurm" or gpu_count() > 0):
         return "cuda:0"
     return "cpu"
+
+
+def job_eval_device(eval_devices: str | None, gpus_per_job: int) -> str | None:
+    """Inside a Slurm job, where `--eval-devices` has no global GPU numbers to name: None (each evaluator on its
+    trainer's GPU), `cpu`, or any GPU list -> the job's second GPU, cuda:1 (the trainer has cuda:0)."""
+    if eval_devices is None:
+        return None
+    if {d.strip() for d in eval_devices.split(",")} == {"cpu"}:
+        return "cpu"
+    if gpus_per_job < 2:
+        raise LaunchError(f"--eval-devices {eval_devices}: on Slurm each evaluator gets its job's second GPU; "
+                          "ask for --gpus-per-job 2 (or use --eval-devices cpu)")
+    return "cuda:1"
 
 
 def main(argv: list[str] | None = None) -> int:
