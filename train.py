@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fold0123.common.config import ConfigError, add_config_args, config_from_args
-from fold0123.data.layout import LayoutError
-from fold0123.engine.checkpoint import CheckpointError
+from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.engine.trainer import TrainError, train
+
+# What a user can fix, printed as one line; anything else is a bug and keeps its traceback. TrainError is named
+# until engine/trainer.py derives it from Fold0123Error like the other rooms' errors.
+USER_ERRORS = (Fold0123Error, TrainError)
 
 
 def main(argv=None) -> None:
@@ -26,8 +29,8 @@ def main(argv=None) -> None:
         cfg = config_from_args(args)
         run = train(cfg, args.split, device=args.device, resume=args.resume,
                     progress=False if args.no_progress else None)
-    except (ConfigError, LayoutError, CheckpointError, TrainError, KeyError, ValueError) as err:
-        sys.exit(f"error: {' '.join(str(err).split())}")
+    except USER_ERRORS as err:
+        sys.exit(error_line(err))
     print(run)
 
 

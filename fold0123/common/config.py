@@ -15,8 +15,10 @@ from typing import Iterable
 
 import yaml
 
+from fold0123.common.errors import Fold0123Error
 
-class ConfigError(ValueError):
+
+class ConfigError(Fold0123Error):
     pass
 
 
