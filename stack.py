@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fold0123.common.config import ConfigError, add_config_args, config_from_args
-from fold0123.data.layout import LayoutError
+from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.errors import Fold0123Error
 
 COMMANDS = ("stack", "ensemble", "pseudo")
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             result = pipeline.run_ensemble(cfg)
         else:
             result = pipeline.run_pseudo(cfg, args.round)
-    except (ConfigError, LayoutError, ValueError) as err:
+    except Fold0123Error as err:  # a user's mistake; anything else is a bug and keeps its traceback
         sys.exit(f"error: {err}")
     print(result.summary())
 

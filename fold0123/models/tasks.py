@@ -29,8 +29,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fold0123.common.config import ConfigError
+from fold0123.common.errors import LayoutError
 from fold0123.data import jigsaw
-from fold0123.data.layout import N_CLASSES, LayoutError, read_csv
+from fold0123.data.layout import N_CLASSES
+from fold0123.data.metrics import rmse
+from fold0123.data.tags import read_tag_vectors
 from fold0123.models import clip
 
 Frame = pd.DataFrame
@@ -46,8 +50,8 @@ def jigsaw_options(cfg: dict) -> dict:
     opts.update((cfg or {}).get("jigsaw") or {})
     opts["seed"] = int((cfg or {}).get("seed", 0))
     if opts["permutation_set"] not in ("uniform", "hamming", "random"):
-        raise ValueError(f"jigsaw.permutation_set: {opts['permutation_set']!r} is not one of "
-                         f"uniform, hamming, random")
+        raise ConfigError(f"jigsaw.permutation_set: {opts['permutation_set']!r} is not one of "
+                          f"uniform, hamming, random")
     return opts
 
 
@@ -58,31 +62,9 @@ def _column(frame: Frame, column: str) -> np.ndarray:
     return frame[column].to_numpy(dtype=np.float64)
 
 
-def _rmse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
-
-
-def w2v_path(dataroot: str | Path, cfg: dict) -> Path:
-    return Path(dataroot) / f"materialstechniques_w2v{int(cfg.get('w2v_dim', 20))}.csv"
-
-
 def read_w2v(dataroot: str | Path, cfg: dict, object_ids) -> np.ndarray:
-    """The tag vectors of `object_ids` `[n, dim]` float32 from word2vec.py's CSV, with clear errors."""
-    path = w2v_path(dataroot, cfg)
-    if not path.is_file():
-        raise LayoutError(f"{path}: tag vectors not found (run word2vec.py --dataroot {dataroot} "
-                          f"--dim {int(cfg.get('w2v_dim', 20))})")
-    dim = int(cfg.get("w2v_dim", 20))
-    columns = tuple(f"w2v_{i}" for i in range(dim))
-    table = read_csv(path, ("object_id",) + columns).set_index("object_id")
-    ids = pd.Index([str(i) for i in object_ids])
-    missing = ids[~ids.isin(table.index)]
-    if len(missing):
-        raise LayoutError(f"{path}: no vector for object_id {missing[0]!r} ({len(missing)} missing)")
-    values = table.loc[ids, list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
-    if np.isnan(values).any():
-        raise LayoutError(f"{path}: non-numeric value among columns w2v_0..w2v_{dim - 1}")
-    return values
+    """The run's tag vectors (`w2v_dim` of the config) of `object_ids`, `[n, dim]` float32 (data.tags reads them)."""
+    return read_tag_vectors(dataroot, int(cfg.get("w2v_dim", 20)), object_ids)
 
 
 @dataclass
@@ -136,10 +118,6 @@ class Task:
         out = self.metrics_fn(self, predictions, frame, Path(dataroot) if dataroot else None, cfg or {})
         return {k: float(v) for k, v in out.items()}
 
-    def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Cheap metrics of raw outputs on a training/validation batch (for logs); empty unless defined."""
-        return {}
-
     def make_head(self, feature_dim: int, cfg: dict) -> nn.Module | None:
         """A task-specific head for `models.network.build_model`; None = a linear layer of `n_outputs`."""
         return None
@@ -149,7 +127,7 @@ class Task:
 
 def _target_metrics(task, preds, frame, dataroot, cfg):
     y = _column(frame, "target")
-    return {"rmse": _rmse(preds[:, 0], y), "rmse_clipped": _rmse(np.clip(preds[:, 0], 0, N_CLASSES - 1), y)}
+    return {"rmse": rmse(preds[:, 0], y), "rmse_clipped": rmse(np.clip(preds[:, 0], 0, N_CLASSES - 1), y)}
 
 
 def _make_target() -> Task:
@@ -169,7 +147,7 @@ def _onehot_metrics(task, probs, frame, dataroot, cfg):
     y = _column(frame, "target")
     expected = probs @ np.arange(N_CLASSES)
     p_true = np.clip(probs[np.arange(len(y)), np.rint(y).astype(int)], 1e-15, 1.0)
-    return {"rmse": _rmse(expected, y), "accuracy": float(np.mean(probs.argmax(1) == np.rint(y))),
+    return {"rmse": rmse(expected, y), "accuracy": float(np.mean(probs.argmax(1) == np.rint(y))),
             "logloss": float(-np.mean(np.log(p_true)))}
 
 
@@ -198,7 +176,7 @@ def _year_predict(task, out):
 
 
 def _year_metrics(task, years, frame, dataroot, cfg):
-    return {"rmse_years": _rmse(years[:, 0], _column(frame, "sorting_date"))}
+    return {"rmse_years": rmse(years[:, 0], _column(frame, "sorting_date"))}
 
 
 def _make_sortingdate() -> Task:
@@ -245,9 +223,6 @@ class JigsawTask(Task):
         opts = jigsaw_options(cfg or {})
         return jigsaw.jigsaw_batch(images, int(opts["permutations_per_image"]), self.permutations(cfg), generator,
                                    int(opts["grid"]))
-
-    def batch_metrics(self, outputs, targets):
-        return jigsaw.jigsaw_accuracy(outputs, targets)
 
 
 def _jigsaw_predict(task, out):
@@ -298,12 +273,6 @@ class ClipTask(Task):
         targets = targets.to(outputs.device)
         return clip.contrastive_loss(outputs, head.text(targets), targets, head.logit_scale)
 
-    def batch_metrics(self, outputs, targets):
-        with torch.no_grad():
-            text = self._head().text(targets.to(outputs.device))
-        return clip.retrieval_metrics(outputs.float().cpu().numpy(), text.float().cpu().numpy(),
-                                      targets.cpu().numpy())
-
 
 def _clip_fit(task, frame, root, cfg):
     return {"vocab_size": float(len(clip.vocabulary(root)))}
@@ -343,7 +312,7 @@ TASKS: dict[str, Callable[[], Task]] = {
 def get_task(name: str, state: dict | None = None) -> Task:
     """A fresh Task (its own state) by name; pass a checkpoint's `task_state` to restore its statistics."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
     task = TASKS[name]()
     if state:
         task.state = {str(k): float(v) for k, v in state.items()}

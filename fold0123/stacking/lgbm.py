@@ -19,12 +19,10 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from fold0123.data.metrics import rmse
+
 DEFAULT_PARAMS = dict(boosting="gbdt", objective="regression", metric="rmse", learning_rate=0.05, num_leaves=31,
                       feature_fraction=0.9, bagging_fraction=0.8, bagging_freq=5, verbose=-1, seed=0)
-
-
-def rmse(y_true, y_pred) -> float:
-    return float(np.sqrt(np.mean((np.asarray(y_true, float) - np.asarray(y_pred, float)) ** 2)))
 
 
 def fold_rmse(y, pred, folds) -> list[float]:
