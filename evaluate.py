@@ -12,9 +12,7 @@ import functools
 import json
 import sys
 
-from fold0123.common.config import ConfigError
-from fold0123.data.layout import LayoutError
-from fold0123.engine.checkpoint import CheckpointError
+from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
 from fold0123.engine.watch import watch_run
 
@@ -53,8 +51,8 @@ def main(argv=None) -> None:
         else:
             metrics = evaluate_checkpoint(args.run, args.epoch, parts=parts, device=args.device)
         print(_summary(metrics))
-    except (ConfigError, LayoutError, CheckpointError, KeyError, ValueError) as err:
-        sys.exit(f"error: {' '.join(str(err).split())}")
+    except Fold0123Error as err:  # a user's mistake, in one line; anything else is a bug: keep its traceback
+        sys.exit(error_line(err))
 
 
 def _evaluate_quietly(run, epoch, parts=None, device=None):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fold0123.common.config import add_config_args, config_from_args, load_config
 from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
-from fold0123.data.layout import split_names, split_paths
+from fold0123.data.layout import split_names, split_paths, tag_vectors_path
 from fold0123.preprocessing.answers import score_submission
 
 ROOT = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ def make_folds(cfg: RecipeConfig) -> None:
 def make_tag_vectors(cfg: RecipeConfig) -> None:
     stage("tag vectors")
     w2v = cfg.word2vec
-    if (Path(cfg.dataroot) / f"materialstechniques_w2v{w2v.dim}.csv").is_file():
+    if tag_vectors_path(cfg.dataroot, w2v.dim).is_file():
         print("tag vectors exist: skipped")
         return
     run_cli("word2vec.py", "--dataroot", cfg.dataroot, "--dim", str(w2v.dim),

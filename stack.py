@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fold0123.common.config import ConfigError, add_config_args, config_from_args
+from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.errors import Fold0123Error
 from fold0123.common.schema import StackConfig
-from fold0123.data.layout import LayoutError
 
 COMMANDS = ("stack", "ensemble", "pseudo")
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             result = pipeline.run_ensemble(cfg)
         else:
             result = pipeline.run_pseudo(cfg, args.round)
-    except (ConfigError, LayoutError, ValueError) as err:
+    except Fold0123Error as err:  # a user's mistake; anything else is a bug and keeps its traceback
         sys.exit(f"error: {err}")
     print(result.summary())
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fold0123.common.config import ConfigError, add_config_args, config_from_args
+from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.common.schema import RunConfig
-from fold0123.data.layout import LayoutError
-from fold0123.engine.checkpoint import CheckpointError
-from fold0123.engine.trainer import TrainError, train
+from fold0123.engine.trainer import train
 
 
 def main(argv=None) -> None:
@@ -27,8 +26,8 @@ def main(argv=None) -> None:
         cfg = config_from_args(args, RunConfig)
         run = train(cfg, args.split, device=args.device, resume=args.resume,
                     progress=False if args.no_progress else None)
-    except (ConfigError, LayoutError, CheckpointError, TrainError, KeyError, ValueError) as err:
-        sys.exit(f"error: {' '.join(str(err).split())}")
+    except Fold0123Error as err:  # what a user can fix: one line; anything else is a bug and keeps its traceback
+        sys.exit(error_line(err))
     print(run)
 
 

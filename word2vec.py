@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fold0123.data.layout import LayoutError
+from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.data.tags import write_tag_vectors
 
 
@@ -27,8 +27,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         report = write_tag_vectors(args.dataroot, args.dim, args.epochs, args.seed, args.sg)
-    except (LayoutError, ValueError) as err:
-        sys.exit("error: " + " ".join(str(err).split()))
+    except Fold0123Error as err:
+        sys.exit(error_line(err))
     print(report.summary())
 
 

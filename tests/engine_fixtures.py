@@ -11,6 +11,8 @@ import torch
 
 from fold0123.common.config import load_config
 from fold0123.common.schema import RunConfig
+from fold0123.data.layout import tag_vectors_path
+from fold0123.data.tags import vector_columns
 from tests.fixtures import make_dataroot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +28,9 @@ def write_tag_vectors(dataroot: Path, dim: int = 20) -> Path:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, dim))
     vectors = centres[frame["target"].to_numpy(int)] + 0.1 * rng.normal(size=(len(frame), dim))
-    out = pd.DataFrame(vectors, columns=[f"w2v_{i}" for i in range(dim)])
+    out = pd.DataFrame(vectors, columns=list(vector_columns(dim)))
     out.insert(0, "object_id", frame.index)
-    path = dataroot / f"materialstechniques_w2v{dim}.csv"
+    path = tag_vectors_path(dataroot, dim)
     out.to_csv(path, index=False)
     return path
 

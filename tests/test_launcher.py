@@ -10,12 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import libtmux
 import pytest
 
+from fold0123.common.poll import wait_until
 from fold0123.launcher import LaunchError, launch_fold0123, plan_fold0123
 from fold0123.launcher.layout import describe, parse_devices, session_name
 from fold0123.launcher.status import mark_failed, read_status
@@ -169,15 +169,12 @@ def test_refuses_a_running_session_and_replaces_an_idle_leftover(tmux_socket: st
     server = libtmux.Server(socket_name=tmux_socket)
     busy = server.new_session(session_name="fold0123_planned", window_name="done", attach=False)
     busy.active_pane.send_keys("sleep 60", enter=True)
-    deadline = time.monotonic() + 10
-    while busy.active_window.active_pane.pane_current_command != "sleep" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    running = lambda: busy.active_window.active_pane.pane_current_command == "sleep"  # noqa: E731
+    wait_until(running, 10, 0.1, what="the pane to run sleep")
     with pytest.raises(LaunchError, match="already exists and is running"):
         check_free(server, "fold0123_planned")
     busy.active_pane.send_keys("C-c", enter=False)
-    deadline = time.monotonic() + 10
-    while busy.active_window.active_pane.pane_current_command == "sleep" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not running(), 10, 0.1, what="the pane's sleep to stop")
     check_free(server, "fold0123_planned")  # idle: replaced
     assert not server.has_session("fold0123_planned")
 

@@ -7,7 +7,8 @@ import torch
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.data.images import build_image_cache
-from fold0123.data.layout import LayoutError, read_train
+from fold0123.data.layout import LayoutError, read_train, tag_vectors_path
+from fold0123.data.tags import vector_columns
 from fold0123.models.backbones import BackboneError, build_backbone
 from fold0123.models.checkpoints import CheckpointError, read_checkpoint
 from fold0123.models.network import build_model
@@ -26,9 +27,9 @@ def cfg_with(**changes) -> RunConfig:
 def write_w2v(dataroot, dim=4):
     ids = list(read_train(dataroot)["object_id"]) + list(pd.read_csv(dataroot / "test.csv", dtype=str)["object_id"])
     vectors = np.random.default_rng(0).normal(size=(len(ids), dim))
-    frame = pd.DataFrame(vectors, columns=[f"w2v_{i}" for i in range(dim)])
+    frame = pd.DataFrame(vectors, columns=list(vector_columns(dim)))
     frame.insert(0, "object_id", ids)
-    frame.to_csv(dataroot / f"materialstechniques_w2v{dim}.csv", index=False)
+    frame.to_csv(tag_vectors_path(dataroot, dim), index=False)
 
 
 def model_for(task_name, seed=0, cfg=CFG, task=None):

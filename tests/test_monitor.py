@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from fold0123.launcher.monitor import read_loss_log, read_metrics, render
+from fold0123.launcher.monitor import held_out_metrics, read_loss_log, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,12 +31,13 @@ def test_reads_whole_lines_only_and_the_newest_metric(tmp_path: Path):
     assert len(points) == 40 and points[-1].step == 40 and points[-1].epoch == 2  # the partial line is skipped
     assert abs(points[0].loss - 2.0) < 1e-9
     assert read_loss_log(tmp_path / "missing.log") == []
-    metrics = read_metrics(run)
+    metrics = held_out_metrics(run)
     assert [(m.epoch, m.value) for m in metrics] == [(1, 0.91), (2, 0.71)]
     (run / "eval" / "epoch3_metrics.json.tmp.123").write_text("{")  # an evaluator mid-write: ignored
     (run / "eval" / "epoch10_metrics.json").write_text(json.dumps(
-        {"epoch": 10, "primary": "rmse", "lower_is_better": True, "n": 16, "views": {"mean": {"rmse": 0.5}}}))
-    assert [m.epoch for m in read_metrics(run)] == [1, 2, 10]  # numeric, not lexical, order
+        {"epoch": 10, "task": "target", "split": "3fold0", "primary": "rmse", "lower_is_better": True, "n": 16,
+         "views": {"mean": {"rmse": 0.5}}}))
+    assert [m.epoch for m in held_out_metrics(run)] == [1, 2, 10]  # numeric, not lexical, order
 
 
 def test_once_prints_the_curve_with_the_held_out_metric(tmp_path: Path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import stack
-from fold0123.stacking import synthetic
+from tests import synthetic_runs as synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,11 +13,11 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from fold0123.common.poll import wait_until
 from fold0123.launcher import plan_fold0123
 from fold0123.launcher.status import read_status
 from tests.test_launcher import SPLITS, TINY, fake_run, tiny_experiment
@@ -180,33 +180,32 @@ def test_tmuxinator_start_runs_the_tiny_preset_to_done_and_closes(tmp_path: Path
     assert started.returncode == 0, started.stdout + started.stderr
     runs = [tmp_path / "runs" / f"tinystart_{s}" for s in SPLITS]
     wanted = [f"{s} {r}" for s in SPLITS for r in ("train (cpu)", "loss", "eval")]
-    titles, border = [], ""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (titles != wanted or border != "pane-border-status top"):
-        time.sleep(0.5)
+
+    def titled() -> bool:  # the titles are on show (the border set by the waiter)
         titles = subprocess.run(["tmux", "-L", tmux_socket, "list-panes", "-t", "fold0123_tinystart:fold0123",
                                  "-F", "#{pane_title}"], capture_output=True, text=True).stdout.splitlines()
         border = subprocess.run(["tmux", "-L", tmux_socket, "show-options", "-w", "-t",
                                  "fold0123_tinystart:fold0123", "pane-border-status"],
                                 capture_output=True, text=True).stdout.strip()
-    assert titles == wanted
-    assert border == "pane-border-status top"  # the titles are on show (set by the waiter)
-    deadline = time.monotonic() + 480
-    while time.monotonic() < deadline and not all(read_status(r).finished for r in runs):
-        time.sleep(1)
+        return titles == wanted and border == "pane-border-status top"
+
+    wait_until(titled, 30, 0.5, what=f"pane titles {wanted} with pane-border-status top")
+    wait_until(lambda: all(read_status(r).finished for r in runs), 480, 1, what="every run to finish")
     assert [read_status(r).state for r in runs] == ["done"] * 4, [read_status(r).detail for r in runs]
     for run in runs:
         assert (run / "1.pth").is_file() and (run / "eval" / "epoch1_metrics.json").is_file()
-    deadline = time.monotonic() + 30  # the waiter prints the elapsed minutes, lingers 5 s, closes the session
     said = ""
-    while time.monotonic() < deadline:
+
+    def closed() -> bool:  # the waiter prints the elapsed minutes, lingers 5 s, closes the session
+        nonlocal said
         alive = subprocess.run(["tmux", "-L", tmux_socket, "has-session", "-t", "=fold0123_tinystart"],
                                capture_output=True)
         if alive.returncode != 0:
-            break
+            return True
         shown = subprocess.run(["tmux", "-L", tmux_socket, "capture-pane", "-p", "-J", "-t",
                                 "fold0123_tinystart:done"], capture_output=True, text=True).stdout
         said = shown if "runs DONE in" in shown else said
-        time.sleep(0.3)
-    assert alive.returncode != 0, "the session did not close itself after every run was DONE"
+        return False
+
+    wait_until(closed, 30, 0.3, what="the session to close itself after every run was DONE")
     assert re.search(r"fold0123: all 4 runs DONE in [0-9.]+ min", said), said

@@ -33,8 +33,8 @@ def test_pretext_run_writes_the_run_directory(runs):
     assert [e for e, _ in rundir.list_checkpoints(run)] == [1, 2]
     assert rundir.done_path(run).is_file() and not rundir.failed_path(run).exists()
     assert not [p for p in run.iterdir() if ".tmp." in p.name]
-    cfg = yaml.safe_load(rundir.config_path(run).read_text())
-    assert cfg["split"] == "all" and cfg["task"] == "jigsaw" and cfg["exp"] == "jigsaw"
+    cfg = rundir.read_run_config(run)
+    assert (cfg.split, cfg.task, cfg.exp) == ("all", "jigsaw", "jigsaw")
     header, rows = read_log(run)
     assert header == LOG_HEADER
     assert rows and all(len(r) == 5 for r in rows)

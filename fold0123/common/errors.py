@@ -1,7 +1,28 @@
-"""The project's one error base: every expected failure (bad input, bad config, a run that cannot start) is a
-`Fold0123Error` whose message is one line naming the file, key or row; the CLIs print those and let anything
-else (a bug) raise with its traceback."""
+"""The project's one base error, so a command line can tell a user's mistake from a bug.
+
+Every error a user can fix (a config key, a dataroot file, a checkpoint, a launch, a run directory) subclasses
+`Fold0123Error` and carries a one-line message naming the file or key. The CLIs catch this base only and print
+`error: <message>`; anything else (a KeyError from a typo in our code, a shape mismatch) is a bug and keeps its
+traceback. It is a ValueError so that code written against the old ValueError subclasses keeps working.
+"""
+from __future__ import annotations
 
 
 class Fold0123Error(ValueError):
-    pass
+    """A condition the user can fix; the message is one line naming the file, key or argument."""
+
+
+class LayoutError(Fold0123Error):
+    """A dataroot or run-directory file that does not follow its layout; one line naming file and column/row.
+
+    It lives here, not in data.layout (which re-exports it), so common.rundir can raise it without importing
+    the data room."""
+
+
+class UsageError(Fold0123Error):
+    """A command-line argument that cannot work here (a device, a part name, a soup size, a vector size)."""
+
+
+def error_line(err: BaseException) -> str:
+    """`error: <message>` on one line, whatever whitespace the message carries (what the CLIs print)."""
+    return "error: " + " ".join(str(err).split())

@@ -1,21 +1,37 @@
-"""Names of everything in a run directory, in one place, so writer, watcher and readers agree.
+"""Names of everything in a run directory, and the readers of its small files, in one place, so writer, watcher
+and readers agree (the stacking room and the monitor read through here; the npz arrays are read by stacking.runs).
 
 Layout (DESIGN.md section 3): `{checkpoints_dir}/{exp}_{split}/` with config.yml, `{epoch}.pth` (1-based),
 loss.log, tb/, eval/{tag}_{part}.npz and eval/{tag}_metrics.json (tag = `epoch{E}`, or `soup{N}` for a model
 soup of the last N epochs), DONE and FAILED markers. Only final names match `CHECKPOINT_RE`; temporary names
 (fold0123.common.io.is_temporary) never do, so a watcher that filters with `checkpoint_epoch` never sees a partial file.
+
+eval/{tag}_{part}.npz: arrays `ids` [n] (str) and `outputs` [n, 8, d] float32, the 8 dihedral views in the order
+of VIEWS; outputs are predictions in the task's saved space, not logits.
+eval/{tag}_metrics.json: {"epoch", "task", "split", "n", "primary", "lower_is_better",
+"views": {"mean": {metric: value}, "identity": {...}}} (+ "checkpoint" for a soup); split `all` has n = 0 and
+empty views. The evaluator writes it after the npz files, so its presence means the tag is fully evaluated.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from fold0123.common.config import ConfigError, read_config_text
 from fold0123.common.schema import RunConfig
+from fold0123.common.errors import LayoutError
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
 PARTS = ("oof", "test", "train")
 DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with the error line)
+# The 8 dihedral views along axis 1 of every eval npz (data.views applies them, in this order).
+VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
+METRICS_KEYS = ("epoch", "task", "split", "n", "primary", "lower_is_better", "views")
+
+
+class RunError(LayoutError):
+    """A run, epoch or eval file that is missing or malformed (one line naming it)."""
 
 
 def run_path(checkpoints_dir: str | Path, exp: str, split: str) -> Path:
@@ -93,6 +109,42 @@ def metrics_path(run: Path, tag: str) -> Path:
 def is_evaluated(run: Path, epoch: int) -> bool:
     """metrics.json is written last by the evaluator, so its presence means the epoch is fully evaluated."""
     return metrics_path(run, epoch_tag(epoch)).is_file()
+
+
+def evaluated_epochs(run: Path, part: str | None = None) -> list[int]:
+    """Epochs with a final eval/epoch{E}_metrics.json (`part` None: fully evaluated) or, for a part, an
+    eval/epoch{E}_{part}.npz, in epoch order. Temporary names and soups never count; no eval/ is no epoch."""
+    if part is not None and part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
+    suffix = "_metrics.json" if part is None else f"_{part}.npz"
+    folder = eval_dir(run)
+    if not folder.is_dir():
+        return []
+    epochs = []
+    for path in folder.iterdir():
+        middle = path.name[len("epoch"):-len(suffix)]
+        if path.name.startswith("epoch") and path.name.endswith(suffix) and middle.isdigit():
+            epochs.append(int(middle))
+    return sorted(epochs)
+
+
+def read_metrics(run: Path, tag: str) -> dict:
+    """eval/{tag}_metrics.json as a dict with every key of METRICS_KEYS; RunError naming the file otherwise."""
+    path = metrics_path(run, tag)
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: metrics file missing ({tag} not evaluated)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunError(f"{path}: not a readable metrics JSON ({' '.join(str(err).split())})") from None
+    if not isinstance(metrics, dict):
+        raise RunError(f"{path}: not a metrics JSON object")
+    for key in METRICS_KEYS:
+        if key not in metrics:
+            raise RunError(f"{path}: missing key {key!r}")
+    if not isinstance(metrics["views"], dict):
+        raise RunError(f"{path}: 'views' must map view names to metrics")
+    return metrics
 
 
 def done_path(run: Path) -> Path:

@@ -42,16 +42,6 @@ class ImageDataset(Dataset):
         return image, target
 
 
-def channel_stats(cache: ImageCache, max_images: int = 2000, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] units over (a seeded sample of) the cache, for `normalize`."""
-    rows = np.arange(len(cache))
-    if len(rows) > max_images:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_images, replace=False))
-    pixels = np.asarray(cache.array[rows], dtype=np.float64).reshape(-1, 3) / 255.0
-    std = np.maximum(pixels.std(0), 1e-3)
-    return tuple(float(v) for v in pixels.mean(0)), tuple(float(v) for v in std)
-
-
 def normalize(batch: torch.Tensor, mean: Sequence[float] = HALF, std: Sequence[float] = HALF,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 `[B, 3, H, W]` (on any device) -> float `(x / 255 - mean) / std`, in one fused pass per batch."""

@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold0123.common.errors import LayoutError  # noqa: F401  (defined in common, raised and re-exported here)
+
 TRAIN_COLUMNS = ("object_id", "sorting_date", "art_series_id", "target")
 TAG_TABLES = ("materials", "techniques")
 N_CLASSES = 4
 STRING_COLUMNS = {"object_id": str, "art_series_id": str, "name": str}
-
-
-class LayoutError(ValueError):
-    """A dataroot file that does not follow the layout; the message is one line naming file and column/row."""
 
 
 def read_csv(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -45,9 +43,10 @@ def _check_unique_ids(frame: pd.DataFrame, path: Path) -> None:
         raise LayoutError(f"{path}: row {row + 2}: duplicate object_id {frame['object_id'].iloc[row]!r}")
 
 
-def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """`frame[column]` as finite numbers; LayoutError naming the file row (header = row 1) of the first bad one."""
     values = pd.to_numeric(frame[column].astype(str).str.strip(), errors="coerce")
-    bad = values.isna().to_numpy()
+    bad = ~np.isfinite(values.to_numpy(dtype=float))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise LayoutError(f"{path}: row {row + 2}: column {column!r}: non-numeric or missing value "
@@ -58,14 +57,14 @@ def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 def validate_labels(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Check and type the label columns of a train-like table (train.csv or a split's parts)."""
     frame = frame.copy()
-    target = _numeric(frame, "target", path)
+    target = numeric_column(frame, "target", path)
     out_of_range = ~target.between(0, N_CLASSES - 1)
     if out_of_range.any():
         row = int(np.flatnonzero(out_of_range.to_numpy())[0])
         raise LayoutError(f"{path}: row {row + 2}: column 'target': {target.iloc[row]} outside 0..{N_CLASSES - 1}")
     frame["target"] = target.astype(float)
     if "sorting_date" in frame.columns:
-        frame["sorting_date"] = _numeric(frame, "sorting_date", path).astype(float)
+        frame["sorting_date"] = numeric_column(frame, "sorting_date", path).astype(float)
     return frame
 
 
@@ -133,6 +132,11 @@ def _decode(path: Path, object_id: str, table: str) -> None:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise LayoutError(f"{path}: unreadable or corrupt image for object_id {object_id!r} of {table} "
                           f"({reason})") from None
+
+
+def tag_vectors_path(dataroot: str | Path, dim: int) -> Path:
+    """word2vec.py's output: one row per train and test object, `object_id, w2v_0..w2v_{dim-1}`."""
+    return Path(dataroot) / f"materialstechniques_w2v{int(dim)}.csv"
 
 
 def split_names(k: int = 3) -> list[str]:

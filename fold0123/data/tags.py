@@ -1,10 +1,13 @@
-"""Tag vectors: Word2Vec over each object's materials + techniques, averaged per object.
+"""Tag tokens and tag vectors: Word2Vec over each object's materials + techniques, averaged per object.
 
 The materialstechniques task regresses these vectors from the photo, so they must be a pure function of the tag
 tables and the seed: gensim trains with one worker, a fixed seed and a hash function that does not depend on
-PYTHONHASHSEED, and the corpus is built in file order. A name that occurs in both tables (`pencil` as a material
-and as a technique) is two different tokens, `pencil (material)` and `pencil (technique)`, as in the original
-atmaCup #11 solution; a name in one table only stays as it is.
+PYTHONHASHSEED, and the corpus is built in file order.
+
+One spelling of a tag for the whole project (word2vec here, the clip task's vocabulary in models/clip.py):
+`tag_token`. A name that occurs in both tables (`pencil` as a material and as a technique) is two different
+tokens, `pencil (material)` and `pencil (technique)`, as in the original atmaCup #11 solution; a name in one
+table only stays as it is.
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold0123.common.errors import LayoutError, UsageError
 from fold0123.common.io import write_csv
-from fold0123.data.layout import LayoutError, read_tags, read_test, read_train
+from fold0123.data.layout import read_csv, read_tags, read_test, read_train, tag_vectors_path
 
 SUFFIX = {"materials": "material", "techniques": "technique"}
 
@@ -40,29 +44,51 @@ def read_tag_tables(dataroot: str | Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def disambiguate(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """Suffix the table's name to every name that occurs in more than one table: `pencil (material)`."""
+def tag_token(name: str, table: str, shared: bool) -> str:
+    """The one spelling of a tag: its name, or `name (material)` / `name (technique)` when the name is `shared`
+    (occurs in more than one table), so the two meanings of `pencil` stay two tokens."""
+    return f"{name} ({SUFFIX[table]})" if shared else name
+
+
+def shared_names(tables: dict[str, pd.DataFrame]) -> set[str]:
+    """Names that occur in more than one tag table."""
     seen: dict[str, int] = {}
     for frame in tables.values():
         for name in set(frame["name"]):
             seen[name] = seen.get(name, 0) + 1
-    shared = {name for name, count in seen.items() if count > 1}
+    return {name for name, count in seen.items() if count > 1}
+
+
+def disambiguate(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each table with a `token` column (tag_token of its names)."""
+    shared = shared_names(tables)
     out = {}
     for table, frame in tables.items():
         frame = frame.copy()
-        is_shared = frame["name"].isin(shared)
-        frame["token"] = frame["name"].where(~is_shared, frame["name"] + f" ({SUFFIX[table]})")
+        frame["token"] = [tag_token(name, table, name in shared) for name in frame["name"]]
         out[table] = frame
     return out
+
+
+def token_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """(object_id, table, name, token) rows: the materials, then the techniques, each in file order."""
+    frames = [frame.assign(table=table)[["object_id", "table", "name", "token"]]
+              for table, frame in disambiguate(tables).items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_tokens(dataroot: str | Path) -> pd.DataFrame:
+    """token_table of the dataroot's (validated) tag tables: what the clip task reads."""
+    return token_table(read_tag_tables(dataroot))
 
 
 def token_lists(tables: dict[str, pd.DataFrame], object_ids) -> dict[str, list[str]]:
     """Each object's tokens: its materials then its techniques, each in file order ([] for an untagged object)."""
     tokens: dict[str, list[str]] = {object_id: [] for object_id in object_ids}
-    for frame in disambiguate(tables).values():
-        for object_id, token in zip(frame["object_id"], frame["token"]):
-            if object_id in tokens:
-                tokens[object_id].append(token)
+    rows = token_table(tables)
+    for object_id, token in zip(rows["object_id"], rows["token"]):
+        if object_id in tokens:
+            tokens[object_id].append(token)
     return tokens
 
 
@@ -83,7 +109,7 @@ def object_vectors(tokens: dict[str, list[str]], dim: int, epochs: int, seed: in
         for row, words in enumerate(tokens.values()):
             if words:
                 vectors[row] = wv[words].mean(axis=0)
-    frame = pd.DataFrame(vectors, columns=[f"w2v_{i}" for i in range(dim)])
+    frame = pd.DataFrame(vectors, columns=list(vector_columns(dim)))
     frame.insert(0, "object_id", list(tokens))
     return frame
 
@@ -107,8 +133,27 @@ class TagVectorsReport:
         return "\n".join(lines)
 
 
-def vectors_path(dataroot: str | Path, dim: int) -> Path:
-    return Path(dataroot) / f"materialstechniques_w2v{dim}.csv"
+def vector_columns(dim: int) -> tuple[str, ...]:
+    """The vector columns of the tag-vector CSV, after `object_id`."""
+    return tuple(f"w2v_{i}" for i in range(int(dim)))
+
+
+def read_tag_vectors(dataroot: str | Path, dim: int, object_ids) -> np.ndarray:
+    """The tag vectors of `object_ids` `[n, dim]` float32 from word2vec.py's CSV; LayoutError naming the file
+    when it is missing, lacks an object or holds a non-numeric value."""
+    path = tag_vectors_path(dataroot, dim)
+    if not path.is_file():
+        raise LayoutError(f"{path}: tag vectors not found (run word2vec.py --dataroot {dataroot} --dim {int(dim)})")
+    columns = vector_columns(dim)
+    table = read_csv(path, ("object_id",) + columns).set_index("object_id")
+    ids = pd.Index([str(i) for i in object_ids])
+    missing = ids[~ids.isin(table.index)]
+    if len(missing):
+        raise LayoutError(f"{path}: no vector for object_id {missing[0]!r} ({len(missing)} missing)")
+    values = table.loc[ids, list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    if np.isnan(values).any():
+        raise LayoutError(f"{path}: non-numeric value among columns w2v_0..w2v_{int(dim) - 1}")
+    return values
 
 
 def write_tag_vectors(dataroot: str | Path, dim: int = 20, epochs: int = 100, seed: int = 0,
@@ -116,18 +161,18 @@ def write_tag_vectors(dataroot: str | Path, dim: int = 20, epochs: int = 100, se
     """Validate the dataroot's tables, train, and write `materialstechniques_w2v{dim}.csv` for every train and test
     object (train rows first, then test rows, in file order), atomically."""
     if dim < 1 or epochs < 1:
-        raise ValueError(f"dim and epochs must be positive, got dim={dim}, epochs={epochs}")
+        raise UsageError(f"dim and epochs must be positive, got dim={dim}, epochs={epochs}")
     train = read_train(dataroot)
     test = read_test(dataroot, train)
     tables = read_tag_tables(dataroot)
     object_ids = list(train["object_id"]) + list(test["object_id"])
     tokens = token_lists(tables, object_ids)
     frame = object_vectors(tokens, dim, epochs, seed, sg)
-    path = vectors_path(dataroot, dim)
+    path = tag_vectors_path(dataroot, dim)
     write_csv(path, frame)
     known = set(object_ids)
     tagged = set().union(*(set(t["object_id"]) for t in tables.values()))
-    shared = sorted(set(tables["materials"]["name"]) & set(tables["techniques"]["name"]))
+    shared = sorted(shared_names(tables))
     vocabulary = len({token for words in tokens.values() for token in words})
     return TagVectorsReport(path, len(object_ids), sum(not words for words in tokens.values()), vocabulary, shared,
                             len(tagged - known))

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-VIEW_NAMES = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
+from fold0123.common.rundir import VIEWS as VIEW_NAMES  # the run directory's view axis names them
+
 N_VIEWS = len(VIEW_NAMES)
 
 

@@ -15,7 +15,9 @@ import torch
 
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import normalize
+from fold0123.common.errors import UsageError
 from fold0123.common.io import atomic_path, write_json
+from fold0123.data.datasets import normalize
 from fold0123.data.layout import read_split, read_test
 from fold0123.data.views import N_VIEWS, all_views, split_views
 from fold0123.common import rundir
@@ -94,7 +96,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     parts = list(parts) if parts else default_parts(cfg, epoch)
     for part in parts:
         if part not in rundir.PARTS:
-            raise ValueError(f"unknown part {part!r}; expected some of {', '.join(rundir.PARTS)}")
+            raise UsageError(f"unknown part {part!r}; expected some of {', '.join(rundir.PARTS)}")
 
     device = resolve_device(device)
     configure_torch(cfg, device)
@@ -137,7 +139,7 @@ def evaluate_soup(run: str | Path, n: int, parts=None, device: str | None = None
     run = Path(run)
     found = rundir.list_checkpoints(run)
     if len(found) < n:
-        raise ValueError(f"{run}: --soup {n} needs {n} epoch checkpoints, found {len(found)}")
+        raise UsageError(f"{run}: --soup {n} needs {n} epoch checkpoints, found {len(found)}")
     chosen = found[-n:]
     out = rundir.soup_path(run, n)
     uniform_soup([p for _, p in chosen], out)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from fold0123.common.schema import RunConfig
+from fold0123.common.errors import UsageError
 from fold0123.data.images import build_image_cache
 from fold0123.data.layout import read_test, read_train
 
@@ -18,9 +19,9 @@ def resolve_device(name: str | None) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
     return device
 
 

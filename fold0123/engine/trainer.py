@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from fold0123.common.schema import RunConfig
 from fold0123.common.config import dump_config
+from fold0123.common.errors import Fold0123Error
 from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.common.io import write_text
 from fold0123.data.layout import read_split
@@ -41,7 +42,7 @@ from fold0123.models.transfer import apply_freeze, load_backbone
 LOG_HEADER = "epoch step loss lr images_per_s"
 
 
-class TrainError(ValueError):
+class TrainError(Fold0123Error):
     """A run that cannot start (bad transfer source, existing run without --resume, ...): one line."""
 
 

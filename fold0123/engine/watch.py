@@ -22,8 +22,9 @@ import yaml
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from fold0123.common.io import is_temporary
 from fold0123.common import rundir
+from fold0123.common.io import is_temporary
+from fold0123.common.poll import wait_until
 from fold0123.engine.checkpoint import CheckpointError
 
 MARKERS = (rundir.DONE, rundir.FAILED)
@@ -85,15 +86,14 @@ def _wanted(epoch: int, every: int, last: int | None) -> bool:
 
 
 def wait_for_dir(run: Path, poll_s: float, timeout_s: float | None, log: Callable[[str], None]) -> bool:
+    """True once the run directory exists (train.py may start after the watcher); False after `timeout_s`."""
     if run.is_dir():
         return True
     log(f"{run}: waiting for the run directory to appear")
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not run.is_dir():
-        if deadline is not None and time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
+    try:
+        return wait_until(run.is_dir, timeout_s, poll_s, what=f"{run} to appear")
+    except TimeoutError:
+        return False
 
 
 def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None,

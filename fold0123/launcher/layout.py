@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 from fold0123.common import rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.schema import RunConfig
+from fold0123.common.errors import Fold0123Error
 from fold0123.data.layout import split_names
 from fold0123.launcher.status import checkpoint_epochs, read_status, training_done
 
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHELLS = {"bash", "zsh", "sh", "dash", "fish", "ksh", "tcsh", "csh"}
 
 
-class LaunchError(ValueError):
+class LaunchError(Fold0123Error):
     """A launch that cannot start as asked; the message is one line saying why and what to do."""
 
 

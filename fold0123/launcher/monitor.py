@@ -11,20 +11,17 @@ once the run is DONE or FAILED, unless `--follow`; `--once` prints one frame and
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import shutil
 import sys
 import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fold0123.common import rundir
+from fold0123.common.poll import wait_until
 from fold0123.launcher.status import read_status, training_done
 
 LOG_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s")
-METRICS_RE = re.compile(r"^epoch([0-9]+)_metrics\.json$")
 
 
 @dataclass(frozen=True)
@@ -82,26 +79,21 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_metrics(run_dir: str | Path) -> list[EpochMetric]:
-    """Every evaluated epoch's primary held-out metric (mean of the 8 views), in epoch order."""
-    eval_dir = rundir.eval_dir(Path(run_dir))
-    if not eval_dir.is_dir():
-        return []
+def held_out_metrics(run_dir: str | Path) -> list[EpochMetric]:
+    """Every evaluated epoch's primary held-out metric (mean of the 8 views), in epoch order (common.rundir
+    lists and reads the metrics files)."""
+    run_dir = Path(run_dir)
     found = []
-    for path in eval_dir.iterdir():
-        match = METRICS_RE.match(path.name)
-        if not match:
-            continue
+    for epoch in rundir.evaluated_epochs(run_dir):
         try:
-            data = json.loads(path.read_text())
-            name = data["primary"]
-            mean, identity = data.get("views", {}).get("mean", {}), data.get("views", {}).get("identity", {})
-            found.append(EpochMetric(int(match.group(1)), name, _float(mean.get(name)),
-                                     bool(data.get("lower_is_better", True)), int(data.get("n", 0)),
-                                     _float(identity.get(name))))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # being replaced, or not ours: the next frame will see it
-    return sorted(found, key=lambda m: m.epoch)
+            data = rundir.read_metrics(run_dir, rundir.epoch_tag(epoch))
+            name, views = str(data["primary"]), data["views"]
+            mean, identity = views.get("mean") or {}, views.get("identity") or {}
+            found.append(EpochMetric(epoch, name, _float(mean.get(name)), bool(data["lower_is_better"]),
+                                     int(data["n"]), _float(identity.get(name))))
+        except (ValueError, TypeError, AttributeError):  # RunError included
+            continue  # being replaced, or not ours: the next frame will see what is there then
+    return found
 
 
 def _float(value) -> float | None:
@@ -152,7 +144,7 @@ def render(run_dir: str | Path, width: int = 80, height: int = 20, color: bool =
 
     run_dir = Path(run_dir)
     points = read_loss_log(rundir.loss_log_path(run_dir))
-    metrics = read_metrics(run_dir)
+    metrics = held_out_metrics(run_dir)
     head = f"{run_dir.name}  [{run_state(run_dir)}]"
     under = _fit(metric_line(metrics), width)
     if not points:
@@ -201,8 +193,11 @@ def _signature(run_dir: Path) -> tuple:
 
 
 def watch(run_dir: Path, interval: float = 1.0, follow: bool = False, color: bool = True) -> None:
+    """Redraw whenever what a frame shows changed; return after the final frame of a DONE or FAILED run."""
     last_seen = None
-    while True:
+
+    def frame_drawn_and_finished() -> bool:
+        nonlocal last_seen
         finished = rundir.done_path(run_dir).is_file() or rundir.failed_path(run_dir).is_file()
         seen = _signature(run_dir)
         if seen != last_seen:
@@ -211,9 +206,9 @@ def watch(run_dir: Path, interval: float = 1.0, follow: bool = False, color: boo
             sys.stdout.write("\033[H\033[2J" + frame + "\n")
             sys.stdout.flush()
             last_seen = seen
-        if finished and not follow:
-            return
-        time.sleep(interval)
+        return finished and not follow
+
+    wait_until(frame_drawn_and_finished, None, interval, what=f"{run_dir} to finish")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fold0123.launcher.layout import LaunchError, Plan, RowSpec, gpu_count
+from fold0123.common.poll import wait_until
+from fold0123.launcher.layout import Plan, RowSpec, gpu_count
 from fold0123.launcher.status import clear_failures, mark_failed, read_status
 
 EVALUATOR_GRACE_S = 300.0  # after a failed trainer, how long the evaluator may take to notice FAILED
@@ -118,7 +120,8 @@ def wait_rows(submitted: list[SubmittedRow], poll_s: float = 1.0,
     """{split: (done|failed|running, seconds, detail)} once every job ended (or the timeout passed)."""
     start = time.monotonic()
     out: dict[str, tuple[str, float, str]] = {}
-    while len(out) < len(submitted):
+
+    def all_ended() -> bool:  # records each job as it ends
         for row in submitted:
             if row.split in out or not row.job.done():
                 continue
@@ -131,12 +134,13 @@ def wait_rows(submitted: list[SubmittedRow], poll_s: float = 1.0,
                 detail = status.detail if status.state == "failed" else \
                     f"job {row.job.job_id} ended: {lines[-1] if lines else status.detail}"
                 out[row.split] = ("failed", time.monotonic() - start, detail)
-        if timeout_s is not None and time.monotonic() - start > timeout_s:
-            for row in submitted:
-                out.setdefault(row.split, ("running", time.monotonic() - start, f"job {row.job.job_id} still running"))
-            break
-        if len(out) < len(submitted):
-            time.sleep(poll_s)
+        return len(out) == len(submitted)
+
+    try:
+        wait_until(all_ended, timeout_s, poll_s, what=f"{len(submitted)} jobs to end")
+    except TimeoutError:
+        for row in submitted:
+            out.setdefault(row.split, ("running", time.monotonic() - start, f"job {row.job.job_id} still running"))
     return out
 
 

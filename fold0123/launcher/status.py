@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 
 from fold0123.common import rundir
 from fold0123.common.io import write_text
+from fold0123.common.poll import wait_until
 from fold0123.common.rundir import FAILED
 
 EVAL_FAILED = "EVAL_FAILED"  # the launcher's own marker: the evaluator pane exited non-zero
@@ -131,7 +132,9 @@ def wait_for(run_dirs: Iterable[str | Path], poll_s: float = 1.0, timeout_s: flo
     start = time.monotonic()
     finished: dict[Path, tuple[RunStatus, float]] = {}
     seen: list[RunStatus] = []
-    while True:
+
+    def settled() -> bool:  # records each run as it finishes; True when none is left or keep_going() turned False
+        nonlocal seen
         if on_change is not None:
             now = [read_status(d) for d in pending]
             if now != seen:
@@ -145,13 +148,14 @@ def wait_for(run_dirs: Iterable[str | Path], poll_s: float = 1.0, timeout_s: flo
                 pending.remove(run_dir)
                 if on_finish:
                     on_finish(status, elapsed)
-        if not pending:
-            return finished
-        timed_out = timeout_s is not None and time.monotonic() - start > timeout_s
-        if timed_out or (keep_going is not None and not keep_going()):
-            elapsed = time.monotonic() - start
-            return {**finished, **{d: (read_status(d), elapsed) for d in pending}}
-        time.sleep(poll_s)
+        return not pending or (keep_going is not None and not keep_going())
+
+    try:
+        wait_until(settled, timeout_s, poll_s, what=f"{len(pending)} runs to finish")
+    except TimeoutError:
+        pass  # what is unfinished is returned as it stands
+    elapsed = time.monotonic() - start
+    return {**finished, **{d: (read_status(d), elapsed) for d in pending}}
 
 
 def _tmux(*args: str) -> subprocess.CompletedProcess:

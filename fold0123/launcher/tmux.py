@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import time
 
 import libtmux
 
+from fold0123.common.poll import wait_until
 from fold0123.launcher.layout import SHELLS, LaunchError, Plan
 from fold0123.launcher.status import clear_failures
 
@@ -41,26 +41,24 @@ def session_is_busy(session: libtmux.Session) -> bool:
 
 def wait_closed(server: libtmux.Server, name: str, timeout_s: float) -> bool:
     """After success the waiter closes the session (after its linger); wait for that, so callers see it gone."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not session_alive(server, name):
-            return True
-        time.sleep(0.2)
-    return not session_alive(server, name)
+    try:
+        return wait_until(lambda: not session_alive(server, name), timeout_s, 0.2, f"tmux session {name} to close")
+    except TimeoutError:
+        return False
 
 
 def wait_idle(server: libtmux.Server, name: str, timeout_s: float) -> bool:
     """After a failure the waiter names the failed runs and exits, leaving the session open to read; wait for
     that, so a relaunch right away is not refused because the waiter had not noticed yet."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def idle() -> bool:
         try:
-            if not session_is_busy(server.sessions.get(session_name=name)):
-                return True
+            return not session_is_busy(server.sessions.get(session_name=name))
         except Exception:  # the session (or the server) is gone: nothing left to wait for
             return True
-        time.sleep(0.2)
-    return False
+    try:
+        return wait_until(idle, timeout_s, 0.2, f"tmux session {name}'s waiter to finish")
+    except TimeoutError:
+        return False
 
 
 def check_free(server: libtmux.Server, name: str) -> None:

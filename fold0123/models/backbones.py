@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch.nn as nn
 import torchvision
 
+from fold0123.common.errors import Fold0123Error
+
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                        "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2")
 
 
-class BackboneError(ValueError):
+class BackboneError(Fold0123Error):
     pass
 
 

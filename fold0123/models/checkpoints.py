@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
+from fold0123.common.errors import Fold0123Error
+
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Fold0123Error):
     """A checkpoint that is missing, truncated, corrupt or does not fit the model; the message names the file."""
 
 

@@ -6,20 +6,20 @@ pulls each photo towards its own tags and away from the batch's other objects. O
 (skin-tone variants, the many untagged objects) are all positives of each other: a soft target, so identical
 texts are not pushed apart. The saved prediction is the L2-normalised image embedding (`clip.embed_dim`).
 
-The vocabulary is rebuilt from the dataroot (every `material:<name>` and `technique:<name>`, sorted, index 0 =
-"no tags"), so the checkpoint needs no strings; its size is in the task state to check the rebuild.
+The vocabulary is rebuilt from the dataroot (every tag token, spelled by data.tags.tag_token as word2vec spells
+it, ordered by table then name; index 0 = "no tags"), so the checkpoint needs no strings; its size is in the task
+state to check the rebuild.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fold0123.data.layout import read_tags
+from fold0123.data.tags import read_tokens
 
 NO_TAGS = "<no tags>"
 
@@ -35,7 +35,10 @@ def tag_table(dataroot: str | Path) -> pd.DataFrame:
 
 
 def vocabulary(dataroot: str | Path) -> list[str]:
-    return [NO_TAGS] + sorted(set(tag_table(dataroot)["token"]))
+    """NO_TAGS, then every token ordered by (table, name): the order, and so each token's index, that the
+    earlier `material:<name>` spelling had, so text towers trained before the spelling changed still load."""
+    tokens = read_tokens(dataroot)
+    return [NO_TAGS] + [token for _, _, token in sorted(set(zip(tokens["table"], tokens["name"], tokens["token"])))]
 
 
 def multi_hot(dataroot: str | Path, object_ids, vocab: list[str]) -> np.ndarray:
@@ -43,7 +46,7 @@ def multi_hot(dataroot: str | Path, object_ids, vocab: list[str]) -> np.ndarray:
     index = {token: i for i, token in enumerate(vocab)}
     rows = {str(i): r for r, i in enumerate(object_ids)}
     out = np.zeros((len(rows), len(vocab)), np.float32)
-    tags = tag_table(dataroot)
+    tags = read_tokens(dataroot)
     tags = tags[tags["object_id"].isin(rows)]
     known = tags["token"].isin(index)
     out[tags["object_id"][known].map(rows).to_numpy(), tags["token"][known].map(index).to_numpy()] = 1.0

@@ -29,12 +29,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fold0123.data import jigsaw
-from fold0123.data.layout import N_CLASSES, LayoutError, read_csv
+from fold0123.common.config import ConfigError
+from fold0123.common.errors import LayoutError
 from fold0123.common.schema import RunConfig
+from fold0123.data import jigsaw
+from fold0123.data.layout import N_CLASSES
+from fold0123.data.metrics import rmse
+from fold0123.data.tags import read_tag_vectors
 from fold0123.models import clip
 
 Frame = pd.DataFrame
+
+
+def read_w2v(dataroot: str | Path, cfg: RunConfig, object_ids) -> np.ndarray:
+    """The run's tag vectors (`w2v_dim` of the config) of `object_ids`, `[n, dim]` float32 (data.tags reads them)."""
+    return read_tag_vectors(dataroot, cfg.w2v_dim, object_ids)
 
 
 def _column(frame: Frame, column: str) -> np.ndarray:
@@ -44,31 +53,6 @@ def _column(frame: Frame, column: str) -> np.ndarray:
     return frame[column].to_numpy(dtype=np.float64)
 
 
-def _rmse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
-
-
-def w2v_path(dataroot: str | Path, cfg: RunConfig) -> Path:
-    return Path(dataroot) / f"materialstechniques_w2v{cfg.w2v_dim}.csv"
-
-
-def read_w2v(dataroot: str | Path, cfg: RunConfig, object_ids) -> np.ndarray:
-    """The tag vectors of `object_ids` `[n, dim]` float32 from word2vec.py's CSV, with clear errors."""
-    path = w2v_path(dataroot, cfg)
-    if not path.is_file():
-        raise LayoutError(f"{path}: tag vectors not found (run word2vec.py --dataroot {dataroot} "
-                          f"--dim {cfg.w2v_dim})")
-    dim = cfg.w2v_dim
-    columns = tuple(f"w2v_{i}" for i in range(dim))
-    table = read_csv(path, ("object_id",) + columns).set_index("object_id")
-    ids = pd.Index([str(i) for i in object_ids])
-    missing = ids[~ids.isin(table.index)]
-    if len(missing):
-        raise LayoutError(f"{path}: no vector for object_id {missing[0]!r} ({len(missing)} missing)")
-    values = table.loc[ids, list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
-    if np.isnan(values).any():
-        raise LayoutError(f"{path}: non-numeric value among columns w2v_0..w2v_{dim - 1}")
-    return values
 
 
 @dataclass
@@ -135,7 +119,7 @@ class Task:
 
 def _target_metrics(task, preds, frame, dataroot, cfg):
     y = _column(frame, "target")
-    return {"rmse": _rmse(preds[:, 0], y), "rmse_clipped": _rmse(np.clip(preds[:, 0], 0, N_CLASSES - 1), y)}
+    return {"rmse": rmse(preds[:, 0], y), "rmse_clipped": rmse(np.clip(preds[:, 0], 0, N_CLASSES - 1), y)}
 
 
 def _make_target() -> Task:
@@ -155,7 +139,7 @@ def _onehot_metrics(task, probs, frame, dataroot, cfg):
     y = _column(frame, "target")
     expected = probs @ np.arange(N_CLASSES)
     p_true = np.clip(probs[np.arange(len(y)), np.rint(y).astype(int)], 1e-15, 1.0)
-    return {"rmse": _rmse(expected, y), "accuracy": float(np.mean(probs.argmax(1) == np.rint(y))),
+    return {"rmse": rmse(expected, y), "accuracy": float(np.mean(probs.argmax(1) == np.rint(y))),
             "logloss": float(-np.mean(np.log(p_true)))}
 
 
@@ -184,7 +168,7 @@ def _year_predict(task, out):
 
 
 def _year_metrics(task, years, frame, dataroot, cfg):
-    return {"rmse_years": _rmse(years[:, 0], _column(frame, "sorting_date"))}
+    return {"rmse_years": rmse(years[:, 0], _column(frame, "sorting_date"))}
 
 
 def _make_sortingdate() -> Task:
@@ -232,9 +216,6 @@ class JigsawTask(Task):
     def batch(self, images, targets, generator=None, cfg=None):
         return jigsaw.jigsaw_batch(images, cfg.jigsaw.permutations_per_image, self.permutations(cfg), generator,
                                    cfg.jigsaw.grid)
-
-    def batch_metrics(self, outputs, targets):
-        return jigsaw.jigsaw_accuracy(outputs, targets)
 
 
 def _jigsaw_predict(task, out):
@@ -284,12 +265,6 @@ class ClipTask(Task):
         targets = targets.to(outputs.device)
         return clip.contrastive_loss(outputs, head.text(targets), targets, head.logit_scale)
 
-    def batch_metrics(self, outputs, targets):
-        with torch.no_grad():
-            text = self._head().text(targets.to(outputs.device))
-        return clip.retrieval_metrics(outputs.float().cpu().numpy(), text.float().cpu().numpy(),
-                                      targets.cpu().numpy())
-
 
 def _clip_fit(task, frame, root, cfg):
     return {"vocab_size": float(len(clip.vocabulary(root)))}
@@ -329,7 +304,7 @@ TASKS: dict[str, Callable[[], Task]] = {
 def get_task(name: str, state: dict | None = None) -> Task:
     """A fresh Task (its own state) by name; pass a checkpoint's `task_state` to restore its statistics."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
     task = TASKS[name]()
     if state:
         task.state = {str(k): float(v) for k, v in state.items()}

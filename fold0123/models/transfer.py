@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from fold0123.common.config import ConfigError
 from fold0123.models.checkpoints import CheckpointError, read_checkpoint
 from fold0123.models.network import frozen_norm_layers
 
@@ -57,7 +58,7 @@ def trainable_prefixes(mode: str, epoch: int, unfreeze_epoch: int = 2) -> tuple[
         return ("head.",)
     if mode == "fine_tune":
         return ("head.",) if epoch < unfreeze_epoch else None
-    raise ValueError(f"unknown freeze mode {mode!r}; expected one of {', '.join(FREEZE_MODES)}")
+    raise ConfigError(f"unknown freeze mode {mode!r}; expected one of {', '.join(FREEZE_MODES)}")
 
 
 def apply_freeze(model: nn.Module, mode: str | None, epoch: int, unfreeze_epoch: int = 2) -> list[str]:
@@ -69,7 +70,7 @@ def apply_freeze(model: nn.Module, mode: str | None, epoch: int, unfreeze_epoch:
         if param.requires_grad:
             names.append(name)
     if prefixes is not None and not any(n.startswith(prefixes[0]) for n in names):
-        raise ValueError(f"freeze mode {mode!r}: the model has no parameters named {prefixes[0]}* "
+        raise ConfigError(f"freeze mode {mode!r}: the model has no parameters named {prefixes[0]}* "
                          f"(layer34 needs a ResNet-style backbone)")
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._NormBase):

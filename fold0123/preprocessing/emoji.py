@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fold0123.common.errors import Fold0123Error
 from fold0123.common.io import TMP_MARKER
 from fold0123.data.layout import N_CLASSES
-from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, PackageError, fetch_package
+from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, fetch_package
 
 # Changing the salt changes every id: keep it fixed so runs and checkpoints stay comparable across machines.
 ID_SALT = "fold0123/emoji/v1"
@@ -51,11 +52,11 @@ RELEASE_YEARS = {
 RELEASE_YEARS_BY_MAJOR = {"12": 2019, "13": 2020}  # 12.0, 12.1, 13.0, 13.1, ... share their year
 
 
-class EmojiDataError(ValueError):
+class EmojiDataError(Fold0123Error):
     """A package file that does not have the structure the builder relies on; one line naming file and emoji."""
 
 
-class BuildError(ValueError):
+class BuildError(Fold0123Error):
     """The output folder is in a state the builder will not touch without --force."""
 
 
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         summary = build_dataset(args.out, cache=args.cache, seed=args.seed, force=args.force)
-    except (EmojiDataError, BuildError, PackageError) as err:
+    except Fold0123Error as err:
         sys.exit(f"error: {err}")
     print("\n".join(summary.lines()))
 

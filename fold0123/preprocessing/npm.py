@@ -16,11 +16,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fold0123.common.errors import Fold0123Error
+
 CACHE_ENV = "FOLD0123_NPM_CACHE"
 DEFAULT_CACHE = Path("~/.cache/fold0123/npm")
 
 
-class PackageError(ValueError):
+class PackageError(Fold0123Error):
     """A package that could not be fetched or failed its integrity check; the message is one line."""
 
 

@@ -9,7 +9,9 @@ One module per job, each a few plain functions returning plain data:
   pseudo      pseudo-label rows and the split CSVs of the next round
   report      submission CSV, markdown/json report, plots
   pipeline    the steps ensemble.ipynb and stack.py run, in order
-  synthetic   contract-exact fake run directories with a known signal (tests, smoke runs)
+
+The run-directory names and the metrics reader are common.rundir's, the answers scorer data.answers's; the
+contract-exact fake runs the tests stack live in tests/synthetic_runs.py.
 
 No torch here: stacking runs on a laptop from the .npz files alone.
 """

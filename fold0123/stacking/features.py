@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold0123.common.config import ConfigError
+from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
-from fold0123.stacking.runs import (VIEWS, RunError, eval_path, fold_splits, load_outputs, resolve_epoch, run_dir,
-                           run_task)
+from fold0123.stacking.runs import eval_path, fold_splits, load_outputs, resolve_epoch, run_dir, run_task
 
 AGGREGATIONS = {
     "mean": lambda x: x.mean(axis=1),
@@ -39,7 +40,7 @@ def parse_aggregations(spec) -> tuple[str, ...]:
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     unknown = [n for n in names if n not in AGGREGATIONS]
     if unknown or not names:
-        raise ValueError(f"aggregations {spec!r}: unknown {unknown} (choose from {', '.join(AGGREGATIONS)})")
+        raise ConfigError(f"aggregations {spec!r}: unknown {unknown} (choose from {', '.join(AGGREGATIONS)})")
     return tuple(names)
 
 
@@ -115,7 +116,7 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
     in-fold tables only if all exist, False skips them.
     """
     if test_features not in TEST_SOURCES:
-        raise ValueError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
+        raise ConfigError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
     funcs = parse_aggregations(aggregations)
     train_df = read_train(dataroot)
     test_ids = pd.Index(read_test(dataroot)["object_id"])
@@ -129,7 +130,7 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
     splits = fold_splits(k, split_suffix)
     all_split = f"all{split_suffix}"
     if not runs:
-        raise ValueError("no runs chosen: the config's `runs` must name at least one experiment")
+        raise ConfigError("no runs chosen: the config's `runs` must name at least one experiment")
 
     choices, train_blocks, view_mean_oof = [], [], {}
     test_blocks = {source: [] for source in TEST_SOURCES}

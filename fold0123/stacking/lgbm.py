@@ -20,12 +20,9 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common.schema import LGBM_PARAMS
+from fold0123.data.metrics import rmse
 
 DEFAULT_PARAMS = {**LGBM_PARAMS, "seed": 0}  # the config schema's (fold0123.common.schema), for direct callers
-
-
-def rmse(y_true, y_pred) -> float:
-    return float(np.sqrt(np.mean((np.asarray(y_true, float) - np.asarray(y_pred, float)) ** 2)))
 
 
 def fold_rmse(y, pred, folds) -> list[float]:

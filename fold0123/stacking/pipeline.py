@@ -17,14 +17,15 @@ import pandas as pd
 
 from fold0123.common.schema import StackConfig
 from fold0123.common.io import write_csv, write_json
+from fold0123.data.answers import score_answers
 from fold0123.data.layout import N_CLASSES, read_test, read_train
+from fold0123.data.metrics import rmse
 from fold0123.stacking import ensemble as ens
 from fold0123.stacking import postprocess as pp
 from fold0123.stacking.features import FeatureSet, build_features
-from fold0123.stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse, rmse
+from fold0123.stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
-from fold0123.stacking.report import (plot_cv_per_epoch, plot_importance, score_answers, stem, timestamp, write_report,
-                             write_submission)
+from fold0123.stacking.report import plot_cv_per_epoch, plot_importance, stem, timestamp, write_report, write_submission
 from fold0123.stacking.runs import RunError, fold_splits, metrics_table
 
 

@@ -19,6 +19,8 @@ import pandas as pd
 
 from fold0123.common.schema import PostprocessGrid
 from fold0123.stacking.lgbm import fold_rmse, rmse
+from fold0123.data.metrics import rmse
+from fold0123.stacking.lgbm import fold_rmse
 
 STEPS = ("stack", "blend", "onehot", "snap", "clip")
 LOW, HIGH = 0.0, 3.0

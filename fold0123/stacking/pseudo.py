@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold0123.common.errors import UsageError
 from fold0123.common.io import write_csv, write_text
 from fold0123.data.layout import TRAIN_COLUMNS, read_csv, read_split, read_train, split_names, split_paths
 
@@ -52,7 +53,7 @@ def write_pseudo_splits(dataroot: str | Path, k: int, round_: int, rows: pd.Data
     are not carried over, each round's pseudo rows replace the last ones).
     """
     if round_ < 1:
-        raise ValueError(f"pseudo round must be >= 1, got {round_}")
+        raise UsageError(f"pseudo round must be >= 1, got {round_}")
     train_ids = set(read_train(dataroot)["object_id"])
     leaked = rows["object_id"][rows["object_id"].isin(train_ids)]
     if len(leaked):

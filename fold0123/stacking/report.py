@@ -24,8 +24,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fold0123.common.io import atomic_path, write_csv, write_json, write_text  # noqa: E402
-from fold0123.data.layout import LayoutError, read_csv  # noqa: E402
-from fold0123.stacking.lgbm import rmse  # noqa: E402
 
 
 def timestamp() -> str:
@@ -45,17 +43,6 @@ def write_submission(out_dir: str | Path, name: str, test_ids, pred) -> tuple[Pa
     write_csv(plain, frame[["target"]])
     write_csv(with_ids, frame)
     return plain, with_ids
-
-
-def score_answers(test_ids, pred, answers_csv: str | Path) -> dict:
-    """RMSE of `pred` against answers.csv (object_id, target): {'rmse': float, 'n': int}."""
-    answers = read_csv(answers_csv, ("object_id", "target")).set_index("object_id")
-    ids = pd.Index(np.asarray(test_ids, str))
-    missing = ids.difference(answers.index)
-    if len(missing):
-        raise LayoutError(f"{answers_csv}: no answer for {len(missing)} test object(s), e.g. {missing[0]!r}")
-    truth = pd.to_numeric(answers.loc[ids, "target"]).to_numpy(float)
-    return {"rmse": rmse(truth, pred), "n": int(len(ids))}
 
 
 def _save_figure(fig, path: Path) -> Path:

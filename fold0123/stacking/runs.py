@@ -1,10 +1,10 @@
 """Read the run directories train.py and evaluate.py write (the contract in DESIGN.md §3).
 
-Layout read, per run `{checkpoints_dir}/{exp}_{split}/`:
+Layout read, per run `{checkpoints_dir}/{exp}_{split}/` (names, the metrics reader and the epoch listing are
+common.rundir's; the npz arrays are read here, the one place that needs them):
   eval/epoch{E}_{part}.npz      part in oof | test | train; arrays `ids` [n] (str) and `outputs` [n, 8, d] float32,
-                                the 8 dihedral views in the order of VIEWS; outputs are predictions, not logits
-  eval/epoch{E}_metrics.json    {"epoch", "task", "split", "n", "primary", "lower_is_better",
-                                 "views": {"mean": {metric: value}, "identity": {...}}}; split `all` has n = 0
+                                the 8 dihedral views in the order of rundir.VIEWS; predictions, not logits
+  eval/epoch{E}_metrics.json    see common.rundir (read_metrics)
 
 An epoch is resolved ONCE per experiment and used for every split of it ('last', 'best' or an int), so the fold
 models whose out-of-fold rows are stacked together and the `all` model that predicts test are the same recipe
@@ -13,7 +13,6 @@ at the folds' own validation rows, as the original did; the stack's CV is then s
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,13 +22,8 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common import rundir
-from fold0123.data.layout import LayoutError, split_names
-
-VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
-
-
-class RunError(LayoutError):
-    """A run, epoch or eval file the stacking config asks for is missing or malformed (one line naming it)."""
+from fold0123.common.rundir import VIEWS, RunError
+from fold0123.data.layout import split_names
 
 
 @dataclass(frozen=True)
@@ -56,23 +50,13 @@ def _existing_run(run: Path) -> Path:
 
 
 def eval_path(run: Path, epoch: int, part: str) -> Path:
+    """The eval npz of an epoch (rundir names it by tag; stacking always reads epochs)."""
     return rundir.eval_npz_path(run, rundir.epoch_tag(epoch), part)
 
 
-def metrics_path(run: Path, epoch: int) -> Path:
-    return rundir.metrics_path(run, rundir.epoch_tag(epoch))
-
-
-def list_epochs(run: str | Path, part: str = "oof") -> list[int]:
-    """Epochs of `run` that have an eval file for `part` (in-progress temp names are ignored)."""
-    run = _existing_run(Path(run))
-    suffix = f"_{part}.npz"
-    epochs = []
-    for path in rundir.eval_dir(run).glob(f"epoch*{suffix}"):
-        middle = path.name[len("epoch"):-len(suffix)]
-        if middle.isdigit():
-            epochs.append(int(middle))
-    return sorted(epochs)
+def _epochs(run: str | Path, part: str) -> list[int]:
+    """rundir.evaluated_epochs, with a RunError when the run directory itself is missing."""
+    return rundir.evaluated_epochs(_existing_run(Path(run)), part)
 
 
 @lru_cache(maxsize=256)
@@ -104,34 +88,19 @@ def load_outputs(run: str | Path, epoch: int, part: str) -> Outputs:
     run = _existing_run(Path(run))
     path = eval_path(run, epoch, part)
     if not path.is_file():
-        have = list_epochs(run, part)
+        have = _epochs(run, part)
         raise RunError(f"{path}: missing (epoch {epoch}, part {part}; this run has {part} at epochs {have or 'none'})")
     stat = os.stat(path)
     return _load_npz(str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def load_metrics(run: str | Path, epoch: int) -> dict:
-    run = _existing_run(Path(run))
-    path = metrics_path(run, epoch)
-    if not path.is_file():
-        raise RunError(f"{path}: metrics file missing (epoch {epoch})")
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RunError(f"{path}: not valid JSON ({err})") from None
-    for key in ("epoch", "task", "split", "primary", "lower_is_better", "views"):
-        if key not in metrics:
-            raise RunError(f"{path}: missing key {key!r}")
-    return metrics
-
-
 def run_task(checkpoints_dir: str | Path, exp: str, split: str) -> str:
     """The task of an experiment, from the metrics of its first evaluated epoch on `split`."""
     run = run_dir(checkpoints_dir, exp, split)
-    epochs = list_epochs(run, "test") or list_epochs(run, "oof")
+    epochs = _epochs(run, "test") or _epochs(run, "oof")
     if not epochs:
         raise RunError(f"{run}: no evaluated epoch yet (no eval/epoch*_oof.npz or _test.npz)")
-    return load_metrics(run, epochs[0])["task"]
+    return rundir.read_metrics(run, rundir.epoch_tag(epochs[0]))["task"]
 
 
 def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str]) -> pd.DataFrame:
@@ -142,14 +111,15 @@ def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str])
     rows = []
     for split in fold_splits:
         run = run_dir(checkpoints_dir, exp, split)
-        for epoch in list_epochs(run, "oof"):
+        for epoch in _epochs(run, "oof"):
             if not rundir.is_evaluated(run, epoch):
                 continue  # evaluate.py writes the metrics after the npz files; this epoch is still being written
-            metrics = load_metrics(run, epoch)
+            tag = rundir.epoch_tag(epoch)
+            metrics = rundir.read_metrics(run, tag)
             primary = metrics["primary"]
             value = metrics["views"].get("mean", {}).get(primary)
             if value is None:
-                raise RunError(f"{metrics_path(run, epoch)}: views.mean has no primary metric {primary!r}")
+                raise RunError(f"{rundir.metrics_path(run, tag)}: views.mean has no primary metric {primary!r}")
             rows.append(dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary,
                              value=float(value), lower_is_better=bool(metrics["lower_is_better"])))
     return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])

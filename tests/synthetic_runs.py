@@ -1,11 +1,12 @@
-"""Contract-exact fake run directories with a known signal, for tests and smoke runs of the stacking step.
+"""Contract-exact fake run directories with a known signal, for the tests of the stacking step.
 
-`make_dataroot` writes a label-only dataroot (train.csv, test.csv, the {K}fold{k} and `all` split CSVs; no photos)
-and `answers.csv` beside it. `make_runs` writes, for each task and each split in split_names(K), what train.py and
-evaluate.py would: config.yml, eval/epoch{E}_{oof,test,train}.npz (ids + outputs [n, 8, d] float32),
-eval/epoch{E}_metrics.json and DONE. Every model's error on an object is its own random draw, shrinking with the
-epoch, so averaging tasks (stacking) beats any single one; the `train` part (in-fold) has a quarter of that
-error, like a model that saw those labels. Nothing here is read by the real pipeline.
+`make_dataroot` writes a label-only dataroot (train.csv, test.csv, the {K}fold{k} and `all` split CSVs, the tag
+vectors of dimension W2V_DIM; no photos) and `answers.csv` beside it. `make_runs` writes, for each task and each
+split in split_names(K), what train.py and evaluate.py would: config.yml, eval/epoch{E}_{oof,test,train}.npz
+(ids + outputs [n, 8, d] float32), eval/epoch{E}_metrics.json and DONE. The metrics, their primary and its
+direction come from the task table (models.tasks), as evaluate.py's do. Every model's error on an object is its own
+random draw, shrinking with the epoch, so averaging tasks (stacking) beats any single one; the `train` part
+(in-fold) has a quarter of that error, like a model that saw those labels.
 """
 from __future__ import annotations
 
@@ -16,15 +17,17 @@ import pandas as pd
 import yaml
 
 from fold0123.common import rundir
+from fold0123.common.schema import RunConfig
 from fold0123.common.io import atomic_path, write_csv, write_json, write_text
-from fold0123.data.layout import read_csv, read_test, read_train, split_names, split_paths
-from fold0123.stacking.runs import eval_path, metrics_path, run_dir
+from fold0123.data.layout import read_csv, read_test, read_train, split_names, split_paths, tag_vectors_path
+from fold0123.data.tags import vector_columns
+from fold0123.models.tasks import get_task
+from fold0123.stacking.runs import eval_path, run_dir
 
 TASKS = ("target", "onehot", "sortingdate", "materialstechniques")
 YEARS = {0: 1600.0, 1: 1700.0, 2: 1800.0, 3: 1880.0}
-CENTERS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], float)
-PRIMARY = {"target": ("rmse", True), "onehot": ("accuracy", False), "sortingdate": ("rmse", True),
-           "materialstechniques": ("mse", True)}
+CENTERS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], float)  # each class's tag vector
+W2V_DIM = CENTERS.shape[1]
 
 
 def make_dataroot(root: str | Path, n_train: int = 240, n_test: int = 80, k: int = 3, seed: int = 0) -> Path:
@@ -43,6 +46,10 @@ def make_dataroot(root: str | Path, n_train: int = 240, n_test: int = 80, k: int
     write_csv(root / "train.csv", train)
     write_csv(root / "test.csv", test[["object_id"]])
     write_csv(root.parent / "answers.csv", test[["object_id", "target", "sorting_date"]])
+    objects = pd.concat([train, test])
+    vectors = pd.DataFrame(CENTERS[objects["target"].to_numpy(int)], columns=list(vector_columns(W2V_DIM)))
+    vectors.insert(0, "object_id", objects["object_id"].to_numpy())
+    write_csv(tag_vectors_path(root, W2V_DIM), vectors)  # what the materialstechniques metrics compare with
     groups = train["art_series_id"].unique()
     fold_of_series = dict(zip(rng.permutation(groups), np.arange(len(groups)) % k))
     fold = train["art_series_id"].map(fold_of_series).to_numpy()
@@ -76,18 +83,8 @@ def _predict(task: str, target: np.ndarray, year: np.ndarray, scale: float, rng)
     return views.astype(np.float32)
 
 
-def _metrics(task: str, pred: np.ndarray, target: np.ndarray, year: np.ndarray) -> dict:
-    if task == "target":
-        return {"rmse": float(np.sqrt(np.mean((pred[:, 0] - target) ** 2)))}
-    if task == "onehot":
-        return {"accuracy": float(np.mean(pred.argmax(axis=1) == target)),
-                "rmse": float(np.sqrt(np.mean((pred @ np.arange(4) - target) ** 2)))}
-    if task == "sortingdate":
-        return {"rmse": float(np.sqrt(np.mean((pred[:, 0] - year) ** 2)))}
-    return {"mse": float(np.mean((pred - CENTERS[target]) ** 2))}
-
-
-def _save_npz(path: Path, ids, outputs) -> None:
+def save_npz(path: Path, ids, outputs) -> None:
+    """An eval npz as evaluate.py writes it (atomically)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, ids=np.asarray(ids, dtype=str), outputs=outputs)
@@ -106,7 +103,7 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
     rng = np.random.default_rng(seed)
     runs = []
     for task in tasks:
-        primary, lower = PRIMARY[task]
+        table = get_task(task)
         for split in split_names(k):
             split_name = f"{split}{split_suffix}"
             run = run_dir(checkpoints_dir, task, split_name)
@@ -114,8 +111,10 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
             part_ids = {"train": read_csv(train_path, ("object_id",))["object_id"].to_numpy(), "test": test_ids}
             if split != "all":
                 part_ids["oof"] = read_csv(test_path, ("object_id",))["object_id"].to_numpy()
-            write_text(rundir.config_path(run), yaml.safe_dump({"task": task, "exp": task, "split": split_name, "folds": k, "seed": seed,
-                                                           "dataroot": str(dataroot), "epochs": epochs}))
+            cfg = {"task": task, "exp": task, "split": split_name, "folds": k, "seed": seed,
+                   "dataroot": str(dataroot), "epochs": epochs, "w2v_dim": W2V_DIM}
+            write_text(rundir.config_path(run), yaml.safe_dump(cfg))
+            cfg = RunConfig(**cfg)
             for epoch in range(1, epochs + 1):
                 scale = 1.0 + 1.0 / epoch  # every epoch a little better
                 views = {}
@@ -125,16 +124,15 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
                     rows = truth.loc[ids]
                     views[part] = _predict(task, rows["target"].to_numpy(int), rows["sorting_date"].to_numpy(float),
                                            scale * (0.25 if part == "train" else 1.0), rng)
-                    _save_npz(eval_path(run, epoch, part), ids, views[part])
-                metrics = {"epoch": epoch, "task": task, "split": split_name, "n": 0, "primary": primary,
-                           "lower_is_better": lower, "views": {"mean": {}, "identity": {}}}
+                    save_npz(eval_path(run, epoch, part), ids, views[part])
+                metrics = {"epoch": epoch, "task": task, "split": split_name, "n": 0, "primary": table.primary,
+                           "lower_is_better": table.lower_is_better, "views": {"mean": {}, "identity": {}}}
                 if "oof" in views:
-                    rows = truth.loc[part_ids["oof"]]
-                    t, y = rows["target"].to_numpy(int), rows["sorting_date"].to_numpy(float)
-                    metrics["n"] = len(t)
-                    metrics["views"] = {"mean": _metrics(task, views["oof"].mean(axis=1), t, y),
-                                        "identity": _metrics(task, views["oof"][:, 0], t, y)}
-                write_json(metrics_path(run, epoch), metrics)
+                    rows = truth.loc[part_ids["oof"]].reset_index()
+                    metrics["n"] = len(rows)
+                    metrics["views"] = {"mean": table.metrics(views["oof"].mean(axis=1), rows, dataroot, cfg),
+                                        "identity": table.metrics(views["oof"][:, 0], rows, dataroot, cfg)}
+                write_json(rundir.metrics_path(run, rundir.epoch_tag(epoch)), metrics)
             write_text(rundir.done_path(run), "")
             runs.append(run)
     return runs
