@@ -20,12 +20,15 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default=None, help="cuda:N, cuda (all GPUs, DataParallel) or cpu; "
                                                        "default cuda when available")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last complete checkpoint")
+    parser.add_argument("--redo-stale", action="store_true",
+                        help="a run made by another config or from other inputs: delete it and train again "
+                             "(default: refuse, naming what differs)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (default: bar only on a tty)")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, RunConfig)
         run = train(cfg, args.split, device=args.device, resume=args.resume,
-                    progress=False if args.no_progress else None)
+                    progress=False if args.no_progress else None, redo_stale=args.redo_stale)
     except Fold0123Error as err:  # what a user can fix: one line; anything else is a bug and keeps its traceback
         sys.exit(error_line(err))
     print(run)

@@ -76,7 +76,7 @@ def test_resolve_transfer_accepts_file_run_dir_and_run_name(runs):
     assert resolve_transfer(RunConfig(**base, transfer_from=str(runs["jigsaw"]))) == last
     assert resolve_transfer(RunConfig(**base, transfer_from=str(rundir.checkpoint_path(runs["jigsaw"], 1)))).name == "1.pth"
     assert resolve_transfer(RunConfig(**base, transfer_from=None)) is None
-    with pytest.raises(TrainError, match="transfer checkpoint not found"):
+    with pytest.raises(rundir.RunError, match="transfer checkpoint not found"):
         resolve_transfer(RunConfig(**base, transfer_from="jigsaw_nope"))
 
 

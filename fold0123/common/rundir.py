@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 from fold0123.common.config import ConfigError, read_config_text
@@ -55,6 +56,33 @@ def read_run_config(run: Path) -> RunConfig:
     if cfg.split is None:
         raise ConfigError(f"{path}: not a resolved run config (no 'split' key)")
     return cfg
+
+
+def fingerprint_path(run: Path) -> Path:
+    """What made the run (common.fingerprint): its config's identity and digests of its inputs."""
+    return Path(run) / "fingerprint.json"
+
+
+def resolve_transfer(cfg: RunConfig, quiet: bool = False) -> Path | None:
+    """`transfer_from` as a checkpoint file: a .pth path, a run directory, or a run name under checkpoints_dir
+    (a run resolves to its last epoch checkpoint)."""
+    source = cfg.transfer_from
+    if not source:
+        return None
+    candidates = [Path(source), Path(cfg.checkpoints_dir) / str(source)]
+    for path in candidates:
+        if path.is_file():
+            return path
+        if path.is_dir():
+            found = list_checkpoints(path)
+            if not found:
+                raise RunError(f"transfer_from {source!r}: run directory {path} holds no epoch checkpoint yet")
+            if not done_path(path).is_file() and not quiet:
+                print(f"warning: transfer_from {path} has no DONE marker; using its last epoch {found[-1][0]}",
+                      file=sys.stderr)
+            return found[-1][1]
+    raise RunError(f"transfer_from {source!r}: transfer checkpoint not found "
+                   f"(looked for {candidates[0]} and {candidates[1]})")
 
 
 def checkpoint_path(run: Path, epoch: int) -> Path:

@@ -2,8 +2,9 @@
 
 The cache is a plain `.npy` file `[n, size, size, 3]` (HWC, RGB) opened with `mmap_mode='r'`: the OS pages it
 in and shares it between DataLoader workers, so resident memory does not grow with the dataset, and numpy can
-read it without pickle. Its name carries the size and a hash of the ids (and of the dataroot and fit mode), so
-a changed id list or size gets its own file, and an existing file is reused without decoding anything.
+read it without pickle. Its name carries the size and a hash of the ids (and of the dataroot, the fit mode and the
+photos' names, sizes and mtimes), so a changed id list, size or photo gets its own file, and an existing file is
+reused without decoding anything.
 
 Resizing: by default each photo is letterboxed to a square (padded with the median colour of its border) and
 then resized. Artworks come in every aspect ratio, and a plain resize would squash a tall scroll and a wide
@@ -25,6 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import atomic_path
 from fold0123.data.layout import LayoutError, photo_path
 
@@ -99,6 +101,8 @@ def cache_path(dataroot: str | Path, object_ids: Sequence[str], size: int, cache
     digest = hashlib.sha1()
     digest.update(f"v{CACHE_VERSION}|{fit}|{Path(dataroot).resolve()}|".encode())
     digest.update("\n".join(object_ids).encode())
+    # a replaced photo (new size or mtime) gives a new cache instead of its old pixels (common.fingerprint)
+    digest.update(stat_digest(photo_path(dataroot, i) for i in object_ids).encode())
     return Path(cache_dir) / f"images_{size}_{digest.hexdigest()[:16]}.npy"
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fold0123.common.errors import LayoutError  # noqa: F401  (defined in common, raised and re-exported here)
+# names (common.dataroot) and the error (common.errors) are defined in common and re-exported with the readers
+from fold0123.common.dataroot import photo_path, split_names, split_paths, tag_vectors_path  # noqa: F401
+from fold0123.common.errors import LayoutError  # noqa: F401
 
 TRAIN_COLUMNS = ("object_id", "sorting_date", "art_series_id", "target")
 TAG_TABLES = ("materials", "techniques")
@@ -104,8 +106,6 @@ def read_tags(dataroot: str | Path, table: str) -> pd.DataFrame:
     return frame[["object_id", "name"]]
 
 
-def photo_path(dataroot: str | Path, object_id: str) -> Path:
-    return Path(dataroot) / "photos" / f"{object_id}.jpg"
 
 
 def check_photos(dataroot: str | Path, object_ids, table: str = "train.csv", decode: bool = False) -> None:
@@ -134,19 +134,10 @@ def _decode(path: Path, object_id: str, table: str) -> None:
                           f"({reason})") from None
 
 
-def tag_vectors_path(dataroot: str | Path, dim: int) -> Path:
-    """word2vec.py's output: one row per train and test object, `object_id, w2v_0..w2v_{dim-1}`."""
-    return Path(dataroot) / f"materialstechniques_w2v{int(dim)}.csv"
 
 
-def split_names(k: int = 3) -> list[str]:
-    """The splits fold0123 runs: k folds and `all` (train on everything, predict test)."""
-    return [f"{k}fold{i}" for i in range(k)] + ["all"]
 
 
-def split_paths(dataroot: str | Path, split: str) -> tuple[Path, Path]:
-    root = Path(dataroot)
-    return root / f"{split}_train.csv", root / f"{split}_test.csv"
 
 
 def read_split(dataroot: str | Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:

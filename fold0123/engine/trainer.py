@@ -26,11 +26,14 @@ from tqdm import tqdm
 from fold0123.common.schema import RunConfig
 from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
+from fold0123.common.fingerprint import (StaleError, run_fingerprint, run_staleness, stale_message,
+                                         write_fingerprint)
 from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.common.io import write_text
 from fold0123.data.layout import read_split
 from fold0123.data.views import random_views
 from fold0123.common import rundir
+from fold0123.common.rundir import resolve_transfer  # noqa: F401 (train.py's public API)
 from fold0123.engine.checkpoint import (last_complete_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
                                set_rng_state)
 from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
@@ -99,28 +102,6 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     raise TrainError(f"unknown schedule {schedule!r}; expected cosine or onecycle")
 
 
-def resolve_transfer(cfg: RunConfig) -> Path | None:
-    """`transfer_from` as a checkpoint file: a .pth path, a run directory, or a run name under checkpoints_dir
-    (a run resolves to its last epoch checkpoint)."""
-    source = cfg.transfer_from
-    if not source:
-        return None
-    candidates = [Path(source), Path(cfg.checkpoints_dir) / str(source)]
-    for path in candidates:
-        if path.is_file():
-            return path
-        if path.is_dir():
-            found = rundir.list_checkpoints(path)
-            if not found:
-                raise TrainError(f"transfer_from {source!r}: run directory {path} holds no epoch checkpoint yet")
-            if not rundir.done_path(path).is_file():
-                print(f"warning: transfer_from {path} has no DONE marker; using its last epoch {found[-1][0]}",
-                      file=sys.stderr)
-            return found[-1][1]
-    raise TrainError(f"transfer_from {source!r}: transfer checkpoint not found "
-                     f"(looked for {candidates[0]} and {candidates[1]})")
-
-
 # ---------------------------------------------------------------------------------------------------- data
 
 @dataclass
@@ -171,10 +152,20 @@ def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else bool(progress)
 
 
-def _prepare_run(cfg: RunConfig, split: str, resume: bool) -> Path:
+def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool = False) -> Path:
+    """The run directory, checked: a run made by another config or from other inputs (common.fingerprint) is
+    refused, or with `redo_stale` deleted and started again; a fresh one needs `resume` to be continued."""
     run = rundir.run_dir(cfg, split)
-    if run.is_dir() and not resume and rundir.list_checkpoints(run):
-        raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
+    if run.is_dir() and rundir.list_checkpoints(run):
+        reasons = run_staleness(run, cfg, split)
+        if reasons and not redo_stale:
+            raise StaleError(stale_message(run, reasons))
+        if reasons:
+            print(f"{run}: stale ({'; '.join(reasons)}): training it again from scratch", file=sys.stderr)
+            shutil.rmtree(run)
+            resume = False
+        elif not resume:
+            raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
     run.mkdir(parents=True, exist_ok=True)
     rundir.failed_path(run).unlink(missing_ok=True)
     if not resume:
@@ -184,9 +175,9 @@ def _prepare_run(cfg: RunConfig, split: str, resume: bool) -> Path:
 
 
 def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = False,
-          progress: bool | None = None) -> Path:
+          progress: bool | None = None, redo_stale: bool = False) -> Path:
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
-    run = _prepare_run(cfg, split, resume)
+    run = _prepare_run(cfg, split, resume, redo_stale)
     if resume and rundir.done_path(run).is_file():
         print(f"{run}: already DONE, nothing to resume")
         return run
@@ -331,6 +322,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     configure_torch(cfg, device)
     cfg = cfg.model_copy(update={"split": split})
     write_text(rundir.config_path(run), dump_config(cfg))
+    write_fingerprint(rundir.fingerprint_path(run), run_fingerprint(cfg, split))
 
     task = get_task(cfg.task)
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast

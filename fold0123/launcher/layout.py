@@ -31,7 +31,7 @@ from fold0123.common import rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import Fold0123Error
-from fold0123.data.layout import split_names
+from fold0123.common.dataroot import split_names
 from fold0123.launcher.status import checkpoint_epochs, read_status, training_done
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,164 @@
+"""Fingerprints: what made an output, so that a re-run can tell an output it may reuse from a stale one.
+
+Every output that a later stage reuses instead of recomputing (a run directory, the fold files, the tag
+vectors; the image cache carries its inputs in its name) stores a fingerprint beside it: the part of the config
+that changes what it computes (flattened `key: value`) and a digest of each input it read. A re-run builds the
+fingerprint it would store now and compares: any difference is reported by name (`lr: 0.001 -> 0.0003`,
+`3fold0_test.csv changed`) and the output is redone (`--redo-stale`) or refused, never mixed in.
+
+Digests: small inputs (split CSVs, tag tables and vectors) by content; the photo folder and checkpoints by
+name + size + mtime, which a replaced photo or a retrained pretext run changes, without reading gigabytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel
+
+from fold0123.common.errors import Fold0123Error
+from fold0123.common.io import write_json
+
+
+class StaleError(Fold0123Error):
+    """An output made by a different config or from different inputs than the ones asked for now."""
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of the file's content (first 16 hex digits); 'missing' when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def stat_digest(paths: Iterable[str | Path]) -> str:
+    """Digest of the names, sizes and modification times of `paths` (a missing file counts as such)."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            h.update(f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            h.update(f"{Path(path).name}|missing\n".encode())
+    return h.hexdigest()[:16]
+
+
+def folder_digest(folder: str | Path) -> str:
+    """stat_digest of every file in `folder` (sorted): a replaced, added or removed photo changes it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "missing"
+    with os.scandir(folder) as entries:
+        names = sorted(e.path for e in entries if e.is_file())
+    return stat_digest(names)
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_identity(cfg: BaseModel, volatile: Iterable[str] = ()) -> dict[str, Any]:
+    """The config's keys that change what it computes, flattened (`jigsaw.grid: 3`), volatile keys left out."""
+    volatile = tuple(volatile)
+    flat = flatten(cfg.model_dump(mode="json"))
+    return {k: v for k, v in flat.items() if not any(k == v_ or k.startswith(v_ + ".") for v_ in volatile)}
+
+
+@dataclass
+class Fingerprint:
+    config: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_fingerprint(path: str | Path, fingerprint: Fingerprint) -> None:
+    write_json(Path(path), asdict(fingerprint))
+
+
+def read_fingerprint(path: str | Path) -> Fingerprint | None:
+    """The stored fingerprint, or None when there is none (an output of an older version: treat as stale)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return Fingerprint(dict(raw["config"]), dict(raw.get("inputs", {})))
+    except (ValueError, KeyError, TypeError):
+        raise StaleError(f"{path}: not a fingerprint file (delete it, or pass --redo-stale)") from None
+
+
+def differences(stored: Fingerprint | None, now: Fingerprint) -> list[str]:
+    """What differs between the stored fingerprint and the one asked for now, one short phrase each."""
+    if stored is None:
+        return ["no fingerprint (made by an older version, or by hand)"]
+    out = []
+    for key in sorted(set(stored.config) | set(now.config)):
+        old, new = stored.config.get(key, "<unset>"), now.config.get(key, "<unset>")
+        if old != new:
+            out.append(f"{key}: {old!r} -> {new!r}")
+    for name in sorted(set(stored.inputs) | set(now.inputs)):
+        old, new = stored.inputs.get(name), now.inputs.get(name)
+        if old is None:
+            out.append(f"{name} is a new input")
+        elif new is None:
+            out.append(f"{name} is no longer an input")
+        elif old != new:
+            out.append(f"{name} changed")
+    return out
+
+
+def stale_message(what: str | Path, reasons: list[str], redo: str = "--redo-stale") -> str:
+    shown = "; ".join(reasons[:6]) + (f"; and {len(reasons) - 6} more" if len(reasons) > 6 else "")
+    return f"{what} is stale ({shown}): pass {redo} to redo it, or delete it"
+
+
+# ---------------------------------------------------------------------------------------------------- run directories
+
+def run_inputs(cfg, split: str) -> dict[str, str]:
+    """Digests of what a run of `cfg` on `split` reads: its split files, the photos, the tag vectors or tables
+    its task uses, and the checkpoint it transfers from (keyed by names relative to the dataroot)."""
+    from fold0123.common import dataroot, rundir  # noqa: PLC0415 (rundir imports this module's users)
+
+    root = Path(cfg.dataroot)
+    files = list(dataroot.split_paths(root, split))
+    if cfg.task == "materialstechniques":
+        files.append(dataroot.tag_vectors_path(root, cfg.w2v_dim))
+    if cfg.task == "clip":
+        files += [root / "materials.csv", root / "techniques.csv"]
+    inputs = {p.name: file_digest(p) for p in files}
+    inputs["photos/"] = folder_digest(dataroot.photos_dir(root))
+    transfer = rundir.resolve_transfer(cfg, quiet=True)
+    if transfer is not None:
+        inputs["transfer checkpoint"] = f"{Path(transfer).resolve()}|{stat_digest([transfer])}"
+    return inputs
+
+
+def run_fingerprint(cfg, split: str) -> Fingerprint:
+    from fold0123.common.schema import RUN_VOLATILE_KEYS  # noqa: PLC0415
+
+    return Fingerprint(config_identity(cfg, RUN_VOLATILE_KEYS), run_inputs(cfg, split))
+
+
+def run_staleness(run: str | Path, cfg, split: str) -> list[str]:
+    """Why the run directory `run` was not made by `cfg` on `split` from today's inputs ([] = it was)."""
+    from fold0123.common import rundir  # noqa: PLC0415
+
+    return differences(read_fingerprint(rundir.fingerprint_path(run)), run_fingerprint(cfg, split))

@@ -1,0 +1,91 @@
+"""Stale outputs are never silently reused: a run, the folds, the tag vectors and the image cache carry what made
+them (common.fingerprint), and a re-run with another config or other inputs is refused naming what differs, or
+redone with --redo-stale."""
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fold0123.common import rundir
+from fold0123.common.fingerprint import StaleError, read_fingerprint, run_staleness
+from fold0123.data.images import cache_path
+from fold0123.data.layout import photo_path, read_train
+from fold0123.engine.trainer import TrainError, train
+from tests.engine_fixtures import make_recipe_root, tiny_config
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A finished one-epoch target run (no transfer) on 3fold0 of a fresh fixture dataroot."""
+    dataroot = make_recipe_root(tmp_path / "data")
+    runs = tmp_path / "runs"
+    cfg = tiny_config("target", dataroot, runs, "transfer_from=null", "epochs=1")
+    run = train(cfg, "3fold0", device="cpu", progress=False)
+    return dataroot, runs, run
+
+
+def config(dataroot, runs, *overrides):
+    return tiny_config("target", dataroot, runs, "transfer_from=null", "epochs=1", *overrides)
+
+
+def test_a_changed_config_is_refused_naming_the_key_and_redone_on_request(trained):
+    dataroot, runs, run = trained
+    assert read_fingerprint(rundir.fingerprint_path(run)) is not None
+    assert run_staleness(run, config(dataroot, runs), "3fold0") == []
+    for override, reason in (("lr=3e-4", "lr: 0.001 -> 0.0003"), ("seed=7", "seed: 0 -> 7")):
+        with pytest.raises(StaleError, match=f"{run}.*stale.*{reason}.*--redo-stale"):
+            train(config(dataroot, runs, override), "3fold0", device="cpu", progress=False, resume=True)
+    weights = (run / "1.pth").read_bytes()
+    redone = train(config(dataroot, runs, "lr=3e-4"), "3fold0", device="cpu", progress=False, redo_stale=True)
+    assert redone == run and rundir.done_path(run).is_file() and (run / "1.pth").read_bytes() != weights
+    assert run_staleness(run, config(dataroot, runs, "lr=3e-4"), "3fold0") == []
+    assert "lr: 0.0003 -> 0.001" in run_staleness(run, config(dataroot, runs), "3fold0")
+
+
+def test_volatile_keys_do_not_make_a_run_stale(trained):
+    dataroot, runs, run = trained
+    assert run_staleness(run, config(dataroot, runs, "num_workers=1", "log_every=3", "eval.every=2",
+                                     "threads=2", "keep_last=1"), "3fold0") == []
+    with pytest.raises(TrainError, match="--resume"):  # fresh, but a second start still needs --resume
+        train(config(dataroot, runs), "3fold0", device="cpu", progress=False)
+
+
+def test_rewritten_folds_and_replaced_photos_make_the_run_stale(trained):
+    dataroot, runs, run = trained
+    held_out = dataroot / "3fold0_test.csv"
+    lines = held_out.read_text().splitlines()
+    held_out.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer: as if SGKFold.py --seed 1 rewrote it
+    assert run_staleness(run, config(dataroot, runs), "3fold0") == ["3fold0_test.csv changed"]
+    held_out.write_text("\n".join(lines) + "\n")
+    assert run_staleness(run, config(dataroot, runs), "3fold0") == []
+
+    one = read_train(dataroot)["object_id"].iloc[0]
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(photo_path(dataroot, one))
+    assert run_staleness(run, config(dataroot, runs), "3fold0") == ["photos/ changed"]
+    with pytest.raises(StaleError, match="photos/ changed"):
+        train(config(dataroot, runs), "3fold0", device="cpu", progress=False, resume=True)
+
+
+def test_a_retrained_transfer_source_makes_its_followers_stale(tmp_path):
+    dataroot = make_recipe_root(tmp_path / "data")
+    runs = tmp_path / "runs"
+    train(tiny_config("jigsaw", dataroot, runs, "epochs=1"), "all", device="cpu", progress=False)
+    follower = tiny_config("target", dataroot, runs, "epochs=1")  # transfer_from: jigsaw_all
+    run = train(follower, "3fold0", device="cpu", progress=False)
+    assert run_staleness(run, follower, "3fold0") == []
+    train(tiny_config("jigsaw", dataroot, runs, "epochs=1", "lr=5e-4"), "all", device="cpu", progress=False,
+          redo_stale=True)
+    assert run_staleness(run, follower, "3fold0") == ["transfer checkpoint changed"]
+
+
+def test_a_replaced_photo_gets_a_new_image_cache(dataroot, tmp_path):
+    ids = list(read_train(dataroot)["object_id"])
+    before = cache_path(dataroot, ids, 32, tmp_path / "cache")
+    assert cache_path(dataroot, ids, 32, tmp_path / "cache") == before
+    path = photo_path(dataroot, ids[3])
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
+    later = time.time() + 5
+    os.utime(path, (later, later))
+    assert cache_path(dataroot, ids, 32, tmp_path / "cache") != before
