@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-job", type=int, default=1)
     parser.add_argument("--cpus-per-task", type=int, default=4)
     parser.add_argument("--timeout-min", type=int, default=24 * 60, help="Slurm job time limit")
+    parser.add_argument("--redo-stale", action="store_true",
+                        help="retrain runs made by another config or from other inputs (default: refuse, naming "
+                             "what differs)")
     return parser.parse_args(argv)
 
 
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             splits=args.splits.split(",") if args.splits else None, wait=args.wait, attach=args.attach,
             session=args.session, executor=args.executor, socket_name=args.socket, partition=args.partition,
             gpus_per_job=args.gpus_per_job, cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min,
-            close=not args.no_close)
+            close=not args.no_close, redo_stale=args.redo_stale)
     except LaunchError as err:
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:

@@ -145,9 +145,13 @@ def run_inputs(cfg, split: str) -> dict[str, str]:
         files += [root / "materials.csv", root / "techniques.csv"]
     inputs = {p.name: file_digest(p) for p in files}
     inputs["photos/"] = folder_digest(dataroot.photos_dir(root))
-    transfer = rundir.resolve_transfer(cfg, quiet=True)
-    if transfer is not None:
-        inputs["transfer checkpoint"] = f"{Path(transfer).resolve()}|{stat_digest([transfer])}"
+    try:
+        transfer = rundir.resolve_transfer(cfg, quiet=True)
+    except rundir.RunError:
+        inputs["transfer checkpoint"] = "missing"
+    else:
+        if transfer is not None:
+            inputs["transfer checkpoint"] = f"{Path(transfer).resolve()}|{stat_digest([transfer])}"
     return inputs
 
 

@@ -65,7 +65,8 @@ def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: s
                     socket_name: str | None = None, root: str | Path | None = None,
                     partition: str | None = None, gpus_per_job: int = 1, cpus_per_task: int = 4,
                     timeout_min: int = 24 * 60, timeout_s: float | None = None, poll_s: float = 1.0,
-                    close: bool = True, linger_s: float = 5.0, verbose: bool = True) -> LaunchResult:
+                    close: bool = True, linger_s: float = 5.0, verbose: bool = True,
+                    redo_stale: bool = False) -> LaunchResult:
     """Launch (and with `wait`, finish) the fold0123 rows of the experiment `conf`.
 
     devices: `0,1,2,3`, `cpu` or None (every visible GPU, else the CPU with its threads divided);
@@ -88,7 +89,8 @@ def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: s
         devices = job_devices(executor, gpus_per_job)
     plan = plan_fold0123(conf, devices=devices, eval_devices=eval_devices, checkpoints=checkpoints,
                          overrides=overrides, splits=splits, session=session, root=root, close=close,
-                         linger_s=linger_s, threads=cpus_per_task if executor == "slurm" else None)
+                         linger_s=linger_s, threads=cpus_per_task if executor == "slurm" else None,
+                         redo_stale=redo_stale)
     if verbose:
         print(describe(plan), flush=True)
     skipped = [RunOutcome(s, plan.run_path(d), "skipped", 0.0, "already DONE and evaluated")

@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 
 from fold0123.common import rundir
 from fold0123.common.config import ConfigError, load_config
+from fold0123.common.fingerprint import run_staleness, stale_message
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.dataroot import split_names
@@ -197,7 +198,7 @@ def pane_command(title: str, argv: Sequence[str], env: dict[str, str] | None = N
 
 
 def train_argv(python: str, conf: str, split: str, device: str, threads: int | None,
-               overrides: Sequence[str], resume: bool) -> list[str]:
+               overrides: Sequence[str], resume: bool, redo_stale: bool = False) -> list[str]:
     argv = [python, "train.py", "--conf", conf, "--split", split, "--device", device]
     for assignment in overrides:
         argv += ["--set", assignment]
@@ -205,6 +206,8 @@ def train_argv(python: str, conf: str, split: str, device: str, threads: int | N
         argv += ["--set", f"threads={threads}"]
     if resume:
         argv.append("--resume")
+    if redo_stale:
+        argv.append("--redo-stale")
     return argv
 
 
@@ -241,8 +244,12 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
                   overrides: Iterable[str] = (), splits: Iterable[str] | None = None,
                   session: str | None = None, root: str | Path | None = None,
                   python: str | None = None, cores: int | None = None, threads: int | None = None,
-                  close: bool = True, linger_s: float = 5.0, eval_devices: str | None = None) -> Plan:
+                  close: bool = True, linger_s: float = 5.0, eval_devices: str | None = None,
+                  redo_stale: bool = False) -> Plan:
     """Decide the rows of one experiment's fold0123 from its config and its run directories.
+
+    A run made by another config or from other inputs (common.fingerprint) is a LaunchError naming what differs,
+    or with `redo_stale` a row that trains it again from scratch; a finished run asked for more epochs resumes.
 
     `devices` places the trainers (rows cycle over the list), `eval_devices` the evaluators (default: each on
     its trainer's device; `4,5,6,7` beside devices `0,1,2,3` is the original's layout). `checkpoints` overrides
@@ -275,7 +282,17 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
         return _shown(path if path.is_absolute() else root / path, root)
 
     all_dirs = tuple((s, run_dir(s)) for s in wanted)
-    active = [(s, d) for s, d in all_dirs if read_status(root / d).state != "done"]
+    stale = stale_runs(cfg, all_dirs, root)
+    if stale and not redo_stale:
+        raise LaunchError(" | ".join(stale_message(root / d, reasons) for d, reasons in stale.items()))
+
+    def needs_work(split: str, rdir: str) -> bool:
+        """Stale, unfinished, not fully evaluated, or finished with fewer epochs than asked (an extension)."""
+        epochs = checkpoint_epochs(root / rdir)
+        return (rdir in stale or read_status(root / rdir).state != "done"
+                or bool(epochs) and max(epochs) < cfg.epochs)
+
+    active = [(s, d) for s, d in all_dirs if needs_work(s, d)]
     skipped = tuple((s, d) for s, d in all_dirs if (s, d) not in active)
     placed = row_devices(devices, eval_devices, len(active))
     n_cpu = sum(1 for pair in placed if "cpu" in pair)  # rows with a trainer or an evaluator on the CPU
@@ -285,12 +302,15 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
         row_threads = threads if "cpu" in (device, eval_device) else None
         env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads and device == "cpu" else {}
         eval_env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads and eval_device == "cpu" else {}
-        done = training_done(root / rdir)
-        resume = not done and bool(checkpoint_epochs(root / rdir))
+        redo = rdir in stale
+        epochs = [] if redo else checkpoint_epochs(root / rdir)
+        done = not redo and training_done(root / rdir) and bool(epochs) and max(epochs) >= cfg.epochs
+        resume = not done and bool(epochs)
         row = RowSpec(split=split, device=device, eval_device=eval_device, threads=row_threads, run_dir=rdir,
                       resume=resume, train_done=done,
                       train_argv=tuple(train_argv(python, conf_shown, split, device,
-                                                  row_threads if device == "cpu" else None, overrides, resume)),
+                                                  row_threads if device == "cpu" else None, overrides, resume,
+                                                  redo)),
                       eval_argv=tuple(eval_argv(python, rdir, eval_device)),
                       monitor_argv=tuple(monitor_argv(python, rdir)), env=env, eval_env=eval_env)
         rows.append(replace(row, panes=row_panes(row, python)))
@@ -303,11 +323,27 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
                 waiter_argv=tuple(waiter))
 
 
+def stale_runs(cfg: RunConfig, run_dirs: Sequence[tuple[str, str]], root: Path) -> dict[str, list[str]]:
+    """{run_dir: what differs} for the runs with checkpoints that `cfg` did not make from today's inputs
+    (common.fingerprint); paths in the config are relative to `root`, where the panes run."""
+    anchored = {k: str(root / getattr(cfg, k)) for k in ("dataroot", "checkpoints_dir")
+                if not Path(getattr(cfg, k)).is_absolute()}
+    check = cfg.model_copy(update=anchored)
+    stale = {}
+    for split, rdir in run_dirs:
+        if checkpoint_epochs(root / rdir):
+            reasons = run_staleness(root / rdir, check, split)
+            if reasons:
+                stale[rdir] = reasons
+    return stale
+
+
 def describe(plan: Plan) -> str:
     """A few lines for the terminal: what runs where, what is skipped."""
     lines = [f"fold0123 {plan.exp} ({plan.conf}) in {plan.root}"]
     for row in plan.rows:
-        how = "evaluate only" if row.train_done else ("resume" if row.resume else "train")
+        how = ("evaluate only" if row.train_done else "resume" if row.resume
+               else "train again (stale)" if "--redo-stale" in row.train_argv else "train")
         threads = f", {row.threads} threads" if row.threads else ""
         evaluator = f", evaluated on {row.eval_device}" if row.eval_device != row.device else ""
         lines.append(f"  {row.split:8s} {row.device}{evaluator}{threads}: {how} -> {row.run_dir}")
@@ -326,10 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", default=None, help="comma-separated subset of the splits")
     parser.add_argument("--session", default=None)
     parser.add_argument("--root", default=None)
+    parser.add_argument("--redo-stale", action="store_true", help="retrain stale runs instead of refusing")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (for tmuxinator)")
     args = parser.parse_args(argv)
     try:
         plan = plan_fold0123(args.conf, devices=args.devices or None, eval_devices=args.eval_devices or None,
+                             redo_stale=args.redo_stale,
                              checkpoints=args.checkpoints or None,
                              splits=args.splits.split(",") if args.splits else None,
                              session=args.session or None, root=args.root)
