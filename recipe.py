@@ -2,8 +2,9 @@
 
 dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per transfer task -> stacking -> report.
 Every stage is one of the project's own CLIs, run as a subprocess exactly as a user would type it, so the recipe
-proves the commands in the README work, and a stage whose outputs already exist is skipped: re-running the recipe
-resumes where it stopped. The recipe's own config (parameters/demo/recipe.yml, parameters/recipe.yml) only names
+proves the commands in the README work. A stage whose outputs exist and were made as asked now is skipped, so
+re-running the recipe resumes where it stopped; outputs made by another config or from other inputs (their
+fingerprints, common.fingerprint) stop it with one line naming what differs, or with --redo-stale are redone. The recipe's own config (parameters/demo/recipe.yml, parameters/recipe.yml) only names
 the other configs and the devices.
 """
 from __future__ import annotations
@@ -17,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fold0123.common.config import add_config_args, config_from_args, load_config
+from fold0123.common.dataroot import (folds_fingerprint_path, split_names, split_paths, tag_vectors_fingerprint_path,
+                                      tag_vectors_path)
+from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, folds_fingerprint, read_fingerprint,
+                                         stale_message, tag_vectors_fingerprint)
 from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
-from fold0123.data.layout import split_names, split_paths, tag_vectors_path
 from fold0123.preprocessing.answers import score_submission
 
 ROOT = Path(__file__).resolve().parent
@@ -91,37 +96,59 @@ def stack_args(cfg: RecipeConfig, *overrides: str) -> list[str]:
             *[a for o in overrides for a in ("--set", o)]]
 
 
-def make_folds(cfg: RecipeConfig) -> None:
+def reusable(what: str, fingerprint_file: Path, expected: Fingerprint, outputs: list[Path], redo_stale: bool) -> bool:
+    """Whether a stage's outputs exist and were made as asked now; a stale one is an error, or redone."""
+    if not all(p.is_file() for p in outputs):
+        return False
+    reasons = differences(read_fingerprint(fingerprint_file), expected)
+    if not reasons:
+        print(f"{what} exist and are up to date: skipped")
+        return True
+    if not redo_stale:
+        raise StaleError(stale_message(what, reasons))
+    print(f"{what} are stale ({'; '.join(reasons)}): made again")
+    return False
+
+
+def make_folds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     stage("folds")
     wanted = [p for s in split_names(cfg.folds) for p in split_paths(cfg.dataroot, s)]
-    if all(p.is_file() for p in wanted):
-        print(f"folds exist in {cfg.dataroot}: skipped")
+    expected = folds_fingerprint(cfg.dataroot, cfg.folds, cfg.fold_batch_size or None, cfg.seed)
+    if reusable(f"folds in {cfg.dataroot}", folds_fingerprint_path(cfg.dataroot, cfg.folds), expected, wanted,
+                redo_stale):
         return
     run_cli("SGKFold.py", "--dataroot", cfg.dataroot, "--k", str(cfg.folds),
             "--batch-size", str(cfg.fold_batch_size), "--seed", str(cfg.seed))
 
 
-def make_tag_vectors(cfg: RecipeConfig) -> None:
+def make_tag_vectors(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     stage("tag vectors")
     w2v = cfg.word2vec
-    if tag_vectors_path(cfg.dataroot, w2v.dim).is_file():
-        print("tag vectors exist: skipped")
+    expected = tag_vectors_fingerprint(cfg.dataroot, w2v.dim, w2v.epochs, cfg.seed)
+    if reusable("tag vectors", tag_vectors_fingerprint_path(cfg.dataroot, w2v.dim), expected,
+                [tag_vectors_path(cfg.dataroot, w2v.dim)], redo_stale):
         return
     run_cli("word2vec.py", "--dataroot", cfg.dataroot, "--dim", str(w2v.dim),
             "--epochs", str(w2v.epochs), "--seed", str(cfg.seed))
 
 
-def pretext(cfg: RecipeConfig) -> None:
-    """The jigsaw run on split `all`, through the launcher so it resumes or skips like every other run."""
+def launch(cfg: RecipeConfig, conf: str, redo_stale: bool, *args: str) -> None:
+    """One experiment's fold0123 through the launcher, which skips finished runs, resumes interrupted ones and
+    refuses (or with --redo-stale retrains) stale ones."""
+    run_cli("launch.py", "fold0123", "--conf", conf, "--devices", cfg.devices, "--wait", *args, *run_overrides(cfg),
+            *(["--redo-stale"] if redo_stale else []))
+
+
+def pretext(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    """The jigsaw run on split `all`."""
     stage(f"pretext: {cfg.pretext} on split all")
-    run_cli("launch.py", "fold0123", "--conf", cfg.pretext, "--splits", "all", "--devices", str(cfg.devices),
-            "--wait", *run_overrides(cfg))
+    launch(cfg, cfg.pretext, redo_stale, "--splits", "all")
 
 
-def fold0123(cfg: RecipeConfig) -> None:
+def fold0123(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     for conf in cfg.tasks:
         stage(f"fold0123: {conf}")
-        run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg.devices), "--wait", *run_overrides(cfg))
+        launch(cfg, conf, redo_stale)
 
 
 def stack(cfg: RecipeConfig) -> None:
@@ -129,7 +156,7 @@ def stack(cfg: RecipeConfig) -> None:
     run_cli("stack.py", *stack_args(cfg))
 
 
-def pseudo_label_rounds(cfg: RecipeConfig) -> None:
+def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     """Each round: confident test predictions of the last round's runs become train rows (stack.py pseudo), the
     tasks are trained again on the round's splits ({split}_pseudo{r}), and the round is stacked like any other."""
     for r in range(1, cfg.pseudo_rounds + 1):
@@ -138,8 +165,7 @@ def pseudo_label_rounds(cfg: RecipeConfig) -> None:
         run_cli("stack.py", "pseudo", "--round", str(r), *stack_args(cfg, f"split_suffix={previous}"))
         splits = ",".join(s + suffix for s in split_names(cfg.folds))
         for conf in cfg.tasks:
-            run_cli("launch.py", "fold0123", "--conf", conf, "--devices", str(cfg.devices), "--splits", splits,
-                    "--wait", *run_overrides(cfg))
+            launch(cfg, conf, redo_stale, "--splits", splits)
         run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
 
@@ -170,18 +196,24 @@ def score_and_where(cfg: RecipeConfig) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
-    cfg = config_from_args(parser.parse_args(), RecipeConfig)
+    parser.add_argument("--redo-stale", action="store_true",
+                        help="redo folds, tag vectors and runs made by another config or from other inputs "
+                             "(default: stop, naming what differs)")
+    args = parser.parse_args()
     clock = CpuClock()
     try:
+        cfg = config_from_args(args, RecipeConfig)
         build_dataset(cfg)
-        make_folds(cfg)
-        make_tag_vectors(cfg)
-        pretext(cfg)
-        fold0123(cfg)
+        make_folds(cfg, args.redo_stale)
+        make_tag_vectors(cfg, args.redo_stale)
+        pretext(cfg, args.redo_stale)
+        fold0123(cfg, args.redo_stale)
         stack(cfg)
-        pseudo_label_rounds(cfg)
+        pseudo_label_rounds(cfg, args.redo_stale)
     except subprocess.CalledProcessError as err:
         sys.exit(f"error: stage failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
+    except Fold0123Error as err:
+        sys.exit(error_line(err))
     score_and_where(cfg)
     stage("done")
     print(clock.report())

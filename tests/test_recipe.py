@@ -46,13 +46,13 @@ stack: {stack}
 """))
 
 
-def run_recipe(conf: Path, tmux_dir: Path) -> str:
+def run_recipe(conf: Path, tmux_dir: Path, *args: str, ok: bool = True) -> str:
     env = {**os.environ, "TMUX_TMPDIR": str(tmux_dir)}  # a private tmux server for this test
     env.pop("TMUX", None)
-    done = subprocess.run([sys.executable, "recipe.py", "--conf", str(conf)], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "recipe.py", "--conf", str(conf), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    assert (done.returncode == 0) == ok, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout if ok else done.stderr
 
 
 def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_path: Path):
@@ -69,8 +69,14 @@ def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_pat
         assert len(list((tmp_path / "submissions").glob("*_ids.csv"))) == 1
 
         second = run_recipe(recipe_conf, tmux_dir)
-        assert "folds exist" in second and "tag vectors exist" in second
+        assert second.count("exist and are up to date: skipped") == 2  # folds, tag vectors
         assert second.count("skipped: already DONE and evaluated") == 5  # jigsaw + four target rows
+
+        # another seed: the folds (and so every run) are stale; the recipe stops naming why, writing nothing
+        before = sorted(p.name for p in (tmp_path / "data").iterdir())
+        stale = run_recipe(recipe_conf, tmux_dir, "--set", "seed=1", ok=False)
+        assert stale.strip().count("\n") == 0 and "is stale (seed: 0 -> 1)" in stale and "--redo-stale" in stale
+        assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before
     finally:
         subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmux_dir)},
                        capture_output=True)

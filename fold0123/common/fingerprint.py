@@ -166,3 +166,20 @@ def run_staleness(run: str | Path, cfg, split: str) -> list[str]:
     from fold0123.common import rundir  # noqa: PLC0415
 
     return differences(read_fingerprint(rundir.fingerprint_path(run)), run_fingerprint(cfg, split))
+
+
+# ---------------------------------------------------------------------------------------------------- dataroot outputs
+
+def folds_fingerprint(dataroot: str | Path, k: int, batch_size: int | None, seed: int) -> Fingerprint:
+    """What the `{k}fold*`/`all` split files are made of (SGKFold.py stores it beside them)."""
+    root = Path(dataroot)
+    return Fingerprint({"k": int(k), "batch_size": batch_size, "seed": int(seed)},
+                       {name: file_digest(root / name) for name in ("train.csv", "test.csv")})
+
+
+def tag_vectors_fingerprint(dataroot: str | Path, dim: int, epochs: int, seed: int, sg: bool = False) -> Fingerprint:
+    """What `materialstechniques_w2v{dim}.csv` is made of (word2vec.py stores it beside it)."""
+    root = Path(dataroot)
+    names = ("train.csv", "test.csv", "materials.csv", "techniques.csv")
+    return Fingerprint({"dim": int(dim), "epochs": int(epochs), "seed": int(seed), "sg": bool(sg)},
+                       {name: file_digest(root / name) for name in names})

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from fold0123.common.dataroot import folds_fingerprint_path
+from fold0123.common.fingerprint import folds_fingerprint, write_fingerprint
 from fold0123.common.io import atomic_path
 from fold0123.data.fold_alignment import SeriesMove, align_folds
 from fold0123.data.layout import N_CLASSES, LayoutError, check_photos, read_test, read_train, split_paths
@@ -256,6 +258,7 @@ def write_folds(dataroot: str | Path, k: int = 3, batch_size: int | None = 64, s
     outputs[all_train] = raw_train
     outputs[all_test] = test[["object_id"]]
     _write_all(outputs)
+    write_fingerprint(folds_fingerprint_path(dataroot, k), folds_fingerprint(dataroot, k, batch_size, seed))
     overall = class_ratios(y)
     folds = [FoldSummary(i, len(tr), len(te), class_ratios(y[tr]), class_ratios(y[te]))
              for i, (tr, te) in enumerate(plan.indices())]

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fold0123.common.dataroot import tag_vectors_fingerprint_path
 from fold0123.common.errors import LayoutError, UsageError
+from fold0123.common.fingerprint import tag_vectors_fingerprint, write_fingerprint
 from fold0123.common.io import write_csv
 from fold0123.data.layout import read_csv, read_tags, read_test, read_train, tag_vectors_path
 
@@ -170,6 +172,8 @@ def write_tag_vectors(dataroot: str | Path, dim: int = 20, epochs: int = 100, se
     frame = object_vectors(tokens, dim, epochs, seed, sg)
     path = tag_vectors_path(dataroot, dim)
     write_csv(path, frame)
+    write_fingerprint(tag_vectors_fingerprint_path(dataroot, dim),
+                      tag_vectors_fingerprint(dataroot, dim, epochs, seed, sg))
     known = set(object_ids)
     tagged = set().union(*(set(t["object_id"]) for t in tables.values()))
     shared = sorted(shared_names(tables))
