@@ -54,6 +54,9 @@ def test_cli_stacks_and_writes_submission_and_report(runs, capsys):
     assert {row["variant"] for row in report["tables"]["answers"]} >= {"out-of-fold stack", "in-fold stack (original)"}
     assert "stack (out-of-fold)" in names and "stack, in-fold variant (original)" in names
     assert any(n.startswith("target [target]") for n in names)
+    fingerprint = report["facts"]["fingerprint"]  # what made the stack: its config and the runs it read
+    assert fingerprint["config"]["lgbm.num_boost_round"] > 0 and "out_dir" not in fingerprint["config"]
+    assert any(key.startswith("target_3fold0 epoch ") for key in fingerprint["inputs"])
     for suffix in ("_cv_per_epoch.png", "_importance.png", "_importance.csv", "_report.md"):
         assert submission.with_name(submission.stem + suffix).is_file()
     assert not [p for p in out.iterdir() if ".tmp." in p.name]

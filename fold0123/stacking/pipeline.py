@@ -9,14 +9,16 @@ Results are plain dataclasses; their `summary()` is what the CLI prints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fold0123.common.schema import StackConfig
+from fold0123.common import rundir
+from fold0123.common.fingerprint import Fingerprint, config_identity, file_digest
 from fold0123.common.io import write_csv, write_json
+from fold0123.common.schema import StackConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.layout import N_CLASSES, read_test, read_train
 from fold0123.data.metrics import rmse
@@ -170,11 +172,22 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     facts = {"cv": cv, "postprocess": post.as_dict(), "runs": [vars(r) for r in features.runs],
              "test_features": source, "best_iterations": fit.best_iterations, "final_rounds": fit.rounds,
              "n_features": features.train.shape[1], "n_train": len(features.y), "n_test": len(test_ids),
-             "submission": submission, "plots": plots}
+             "submission": submission, "plots": plots, "fingerprint": asdict(stack_fingerprint(cfg, features))}
     report_md, report_json = write_report(out_dir, name, tables, facts, notes)
     return StackResult(name=name, submission=submission, submission_ids=submission_ids, report_md=report_md,
                        report_json=report_json, plots=plots, cv_table=cv_table, answers_table=answers_table,
                        params=post, cv=cv, features=features, fit=fit, infold_fit=infold_fit, notes=notes)
+
+
+def stack_fingerprint(cfg: StackConfig, features: FeatureSet) -> Fingerprint:
+    """What made a stack: its config and, per run it read, that run's own fingerprint and the epoch used, so two
+    submissions can be told apart (or matched) by their reports."""
+    inputs = {}
+    for choice in features.runs:
+        for split in _fold_splits(cfg) + [f"all{cfg.split_suffix}"]:
+            run = rundir.run_path(cfg.checkpoints_dir, choice.exp, split)
+            inputs[f"{run.name} epoch {choice.epoch}"] = file_digest(rundir.fingerprint_path(run))
+    return Fingerprint(config_identity(cfg, ("exp", "out_dir", "answers", "dataroot", "checkpoints_dir")), inputs)
 
 
 def score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_ids, answers) -> pd.DataFrame:
