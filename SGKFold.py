@@ -3,7 +3,7 @@
 Stratified on `target`, grouped by `art_series_id` (scikit-learn's StratifiedGroupKFold), checked fold by fold, and
 batch-aligned by moving whole series: every fold's train size a multiple of the batch size when the total allows it,
 otherwise every fold but one (the summary marks each fold and the note says which fold is not aligned and why). See
-data/folds.py and data/fold_alignment.py.
+fold0123/data/folds.py and fold0123/data/fold_alignment.py.
 """
 from __future__ import annotations
 

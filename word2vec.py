@@ -2,7 +2,7 @@
 
 Word2Vec (window 1, min_count 1) over each object's materials + techniques, a name in both tables split into
 `name (material)` and `name (technique)`; an object's vector is the mean of its tokens' vectors (zeros when it has
-no tags). Writes D/materialstechniques_w2v{dim}.csv. See data/tags.py.
+no tags). Writes D/materialstechniques_w2v{dim}.csv. See fold0123/data/tags.py.
 """
 from __future__ import annotations
 
