@@ -97,19 +97,24 @@ def apply_override(raw: dict, assignment: str) -> tuple[str, ...]:
     return parts
 
 
+def _key(loc: tuple) -> str:
+    """The config's key path of an error location: pydantic appends union members and validator tags to it."""
+    return ".".join(str(p) for p in loc if not str(p).startswith(("literal[", "function-", "constrained-"))
+                    and str(p) not in ("int", "str", "float", "bool", "list", "dict", "none"))
+
+
 def _describe(err: ValidationError, where) -> str:
-    """The first problem of a ValidationError as `SOURCE: key 'a.b': what was expected (got X)`."""
-    first = err.errors()[0]
-    loc = tuple(str(p) for p in first["loc"])
-    # pydantic appends the chosen union member / literal tag to loc: keep the config's own key path
-    key = ".".join(p for p in loc if not p.startswith(("literal[", "function-", "constrained-"))
-                   and p not in ("int", "str", "float", "bool", "list", "dict", "none"))
-    source = where(loc)
+    """The first problem of a ValidationError as `SOURCE: key 'a.b': what was expected (got X)`; a key that
+    accepts several types (a union) lists what each would have needed."""
+    errors = err.errors()
+    first = errors[0]
+    key, source = _key(first["loc"]), where(tuple(str(p) for p in first["loc"]))
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key {key!r}"
     if first["type"] == "missing":
         return f"{source}: key {key!r} is required"
-    return f"{source}: key {key!r}: {first['msg']} (got {first.get('input')!r})"
+    expected = list(dict.fromkeys(e["msg"] for e in errors if _key(e["loc"]) == key))
+    return f"{source}: key {key!r}: {'; or '.join(expected)} (got {first.get('input')!r})"
 
 
 def validate(schema: type[Config], raw: dict, where=lambda loc: "config") -> Config:
