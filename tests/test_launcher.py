@@ -15,7 +15,11 @@ from pathlib import Path
 import libtmux
 import pytest
 
+from fold0123.common import rundir
+from fold0123.common.config import load_config
+from fold0123.common.fingerprint import run_fingerprint, write_fingerprint
 from fold0123.common.poll import wait_until
+from fold0123.common.schema import RunConfig
 from fold0123.launcher import LaunchError, launch_fold0123, plan_fold0123
 from fold0123.launcher.layout import describe, parse_devices, session_name
 from fold0123.launcher.status import mark_failed, read_status
@@ -41,9 +45,14 @@ def tiny_experiment(tmp_path: Path, name: str = "tiny", epochs: int = 1) -> Path
     return conf
 
 
-def fake_run(run_dir: Path, epochs: int = 0, done: bool = False, evaluated: bool = False) -> Path:
-    """A run directory as train.py/evaluate.py leave it, without training (for the planner's decisions)."""
+def fake_run(run_dir: Path, epochs: int = 0, done: bool = False, evaluated: bool = False,
+             conf: Path | None = None) -> Path:
+    """A run directory as train.py/evaluate.py leave it, without training (for the planner's decisions); with
+    `conf`, the fingerprint train.py would write for it, so that the planner finds it fresh."""
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    if conf is not None:
+        cfg = load_config(conf, [f"checkpoints_dir={run_dir.parent}"], schema=RunConfig)
+        write_fingerprint(rundir.fingerprint_path(run_dir), run_fingerprint(cfg, run_dir.name[len(cfg.exp) + 1:]))
     for epoch in range(1, epochs + 1):
         (run_dir / f"{epoch}.pth").write_bytes(b"x")
     if done:
@@ -125,9 +134,9 @@ def test_plan_rows_panes_and_commands(conf_only: Path, tmp_path: Path):
 
 def test_plan_skips_done_resumes_interrupted_and_evaluates_unevaluated(conf_only: Path, tmp_path: Path):
     runs = tmp_path / "runs"
-    fake_run(runs / "planned_3fold0", epochs=2, done=True, evaluated=True)   # finished: skipped
-    fake_run(runs / "planned_3fold1", epochs=1)                              # interrupted: resumed
-    fake_run(runs / "planned_3fold2", epochs=2, done=True)                   # trained, last epoch not evaluated
+    fake_run(runs / "planned_3fold0", 2, done=True, evaluated=True, conf=conf_only)   # finished: skipped
+    fake_run(runs / "planned_3fold1", 1, conf=conf_only)                              # interrupted: resumed
+    fake_run(runs / "planned_3fold2", 2, done=True, conf=conf_only)                   # not evaluated yet
     (runs / "planned_all" / "FAILED").parent.mkdir(parents=True)
     (runs / "planned_all" / "FAILED").write_text("RuntimeError: boom\n")     # failed: retried from scratch
     plan = plan_fold0123(conf_only, devices="cpu", cores=8)

@@ -111,7 +111,7 @@ def test_debug_renders_four_rows_of_three_panes_exactly_as_the_launcher_plans(co
 
 def test_debug_devices_checkpoints_and_finished_runs(conf: Path, tmp_path: Path):
     elsewhere = tmp_path / "elsewhere"
-    fake_run(elsewhere / "tinymux_3fold1", epochs=1, done=True, evaluated=True)
+    fake_run(elsewhere / "tinymux_3fold1", epochs=2, done=True, evaluated=True, conf=conf)
     rendered = tmuxinator("debug", f"conf={conf}", "devices=0,1,2,3", f"checkpoints={elsewhere}", cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
     panes = [c for t, c in sent_keys(rendered.stdout).items() if ":0." in t]
