@@ -14,7 +14,7 @@ import sys
 
 from fold0123.common.config import ConfigError
 from fold0123.data.layout import LayoutError
-from fold0123.engine.checkpoint import CheckpointError
+from fold0123.models.checkpoints import CheckpointError
 from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
 from fold0123.engine.watch import watch_run
 

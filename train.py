@@ -9,7 +9,7 @@ import sys
 
 from fold0123.common.config import ConfigError, add_config_args, config_from_args
 from fold0123.data.layout import LayoutError
-from fold0123.engine.checkpoint import CheckpointError
+from fold0123.models.checkpoints import CheckpointError
 from fold0123.engine.trainer import TrainError, train
 
 

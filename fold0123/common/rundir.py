@@ -1,9 +1,11 @@
 """Names of everything in a run directory, in one place, so writer, watcher and readers agree.
 
-Layout (DESIGN.md section 3): `{checkpoints_dir}/{exp}_{split}/` with config.yml, `{epoch}.pth` (1-based),
-loss.log, tb/, eval/{tag}_{part}.npz and eval/{tag}_metrics.json (tag = `epoch{E}`, or `soup{N}` for a model
-soup of the last N epochs), DONE and FAILED markers. Only final names match `CHECKPOINT_RE`; temporary names
-(fold0123.common.io.is_temporary) never do, so a watcher that filters with `checkpoint_epoch` never sees a partial file.
+Layout (DESIGN.md section 3): `{checkpoints_dir}/{exp}_{split}/` with config.yml, `{epoch}.pth` (1-based, the
+weights of each epoch), resume.pth (the one state to resume from: optimiser, scheduler, scaler, RNG, step; replaced
+every epoch, see models.checkpoints), loss.log, tb/, eval/{tag}_{part}.npz and eval/{tag}_metrics.json (tag =
+`epoch{E}`, or `soup{N}` for a model soup of the last N epochs, soup{N}.pth), DONE and FAILED markers. Only final
+epoch names match `CHECKPOINT_RE` (resume.pth and soups do not); temporary names (fold0123.common.io.is_temporary)
+never do, so a watcher that filters with `checkpoint_epoch` never sees a partial file.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from fold0123.data.layout import LayoutError
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
 PARTS = ("oof", "test", "train")
 DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with the error line)
+RESUME = "resume.pth"
 
 
 def run_dir(cfg: dict, split: str) -> Path:
@@ -39,6 +42,11 @@ def read_run_config(run: Path) -> dict:
 
 def checkpoint_path(run: Path, epoch: int) -> Path:
     return Path(run) / f"{int(epoch)}.pth"
+
+
+def resume_path(run: Path) -> Path:
+    """The run's resume state: written after each epoch's weights, atomically replacing the previous one."""
+    return Path(run) / RESUME
 
 
 def soup_path(run: Path, n: int) -> Path:

@@ -1,11 +1,17 @@
 """The training loop behind train.py: one task x one split -> one run directory (DESIGN.md section 3).
 
 Why it is shaped this way:
-- Every epoch's order and augmentation come from generators seeded by (seed, epoch) alone, and each checkpoint
-  holds model, optimiser, scheduler, scaler and RNG states, so `resume=True` continues from the last complete
-  checkpoint and (deterministic mode, CPU) ends with the same weights as a run that was never interrupted.
-- Checkpoints are atomic (engine.checkpoint), so the watching evaluator never reads half a file; DONE is written
+- Every epoch's order and augmentation come from generators seeded by (seed, epoch) alone; each epoch writes its
+  weights (`{epoch}.pth`) and then replaces the run's one resume.pth (optimiser, scheduler, scaler, RNG, step),
+  so `resume=True` continues after the epoch resume.pth names and (deterministic mode, CPU) ends with the same
+  weights as a run that was never interrupted. Disk use grows by the weights alone (models.checkpoints).
+- Checkpoints are atomic (models.checkpoints), so the watching evaluator never reads half a file; DONE is written
   last and FAILED (with the error line) on a crash, because tmux cannot report a pane's exit status.
+- A DONE run resumed with more epochs (`--resume --set epochs=10` on a 5-epoch run) loses DONE and goes on. Its
+  lr schedule is recomputed for the new total: the steps already taken keep the lrs they had, the resumed steps
+  follow the new schedule from their global step on (a cosine that had reached zero at epoch 5 jumps back to the
+  new curve's value there and decays to zero at epoch 10). Simple, and the same as training 10 epochs from the
+  start would do from epoch 6 on; a schedule restarted over the extra epochs only would need its own warm-up.
 - CUDA extras (AMP, channels_last, DataParallel) switch on by device, so the same code runs the CPU tests.
 """
 from __future__ import annotations
@@ -29,8 +35,8 @@ from fold0123.common.io import write_text
 from fold0123.data.layout import read_split
 from fold0123.data.views import random_views
 from fold0123.common import rundir
-from fold0123.engine.checkpoint import (last_complete_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
-                               set_rng_state)
+from fold0123.models.checkpoints import (prune_checkpoints, read_resume, rng_state, save_checkpoint,
+                                         set_rng_state)
 from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
                           wrap_model)
 from fold0123.models.network import build_model
@@ -186,8 +192,13 @@ def train(cfg: dict, split: str, device: str | None = None, resume: bool = False
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
     run = _prepare_run(cfg, split, resume)
     if resume and rundir.done_path(run).is_file():
-        print(f"{run}: already DONE, nothing to resume")
-        return run
+        last = max((epoch for epoch, _ in rundir.list_checkpoints(run)), default=0)
+        if int(cfg["epochs"]) <= last:
+            print(f"{run}: already DONE, nothing to resume")
+            return run
+        # extending a finished run: without DONE, watchers started from now on wait for the new epochs
+        rundir.done_path(run).unlink(missing_ok=True)
+        print(f"{run}: DONE after epoch {last}; extending it to {cfg['epochs']} epochs", file=sys.stderr)
     try:
         _train(cfg, split, run, device, resume, progress)
     except BaseException as err:
@@ -235,20 +246,32 @@ def build_trainee(cfg: dict, task, device: torch.device, steps_per_epoch: int, t
                    {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
 
 
-def restore(trainee: Trainee, task, state: dict) -> None:
-    trainee.model.load_state_dict(state["model"])
+def restore(trainee: Trainee, task, weights: dict, state: dict) -> None:
+    """Weights from `{epoch}.pth`, everything that steps them from resume.pth (models.checkpoints)."""
+    trainee.model.load_state_dict(weights["model"])
+    load_task_state(task, weights.get("task_state"))
     trainee.optimizer.load_state_dict(state["optimizer"])
-    trainee.scheduler.load_state_dict(state["scheduler"])
+    scheduler = trainee.scheduler
+    scheduler.load_state_dict(state["scheduler"])
+    # the next step's lr from this run's schedule: the same value when resuming, the new curve's when extending
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(trainee.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
     trainee.scaler.load_state_dict(state["scaler"])
-    load_task_state(task, state.get("task_state"))
     set_rng_state(state["rng"])
 
 
-def checkpoint_state(trainee: Trainee, task, cfg: dict, epoch: int, global_step: int) -> dict:
-    return {"epoch": epoch, "global_step": global_step, "split": cfg["split"], "config": cfg,
-            "model": model_state(trainee.model), "optimizer": trainee.optimizer.state_dict(),
-            "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(),
-            "task_state": task_state(task), "rng": rng_state()}
+def weights_state(trainee: Trainee, task, cfg: dict, epoch: int) -> dict:
+    """`{epoch}.pth`: what evaluation, transfer and soups need."""
+    return {"epoch": epoch, "split": cfg["split"], "config": cfg, "model": model_state(trainee.model),
+            "task_state": task_state(task)}
+
+
+def resume_state(trainee: Trainee, epoch: int, global_step: int) -> dict:
+    """resume.pth: what continues training after `epoch` (with that epoch's weights)."""
+    return {"epoch": epoch, "global_step": global_step, "optimizer": trainee.optimizer.state_dict(),
+            "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(), "rng": rng_state()}
 
 
 @dataclass
@@ -335,15 +358,15 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
 
     task = get_task(cfg["task"])
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
-    found = last_complete_checkpoint(run) if resume else None
+    found = read_resume(run) if resume else None  # (weights, resume state) or None
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
     n_batches = len(epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], 1))
     trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
     start_epoch, global_step = 1, 0
     if found is not None:
-        restore(trainee, task, found[1])
-        start_epoch, global_step = found[0] + 1, int(found[1]["global_step"])
-        print(f"{run}: resuming after epoch {found[0]}", file=sys.stderr)
+        restore(trainee, task, *found)
+        start_epoch, global_step = int(found[1]["epoch"]) + 1, int(found[1]["global_step"])
+        print(f"{run}: resuming after epoch {start_epoch - 1}", file=sys.stderr)
 
     epochs = int(cfg["epochs"])
     log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
@@ -354,8 +377,9 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
                                             f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress))
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
-            save_checkpoint(rundir.checkpoint_path(run, epoch), checkpoint_state(trainee, task, cfg, epoch,
-                                                                                 global_step))
+            # weights first, then the resume state that points at them: a crash between the two redoes this epoch
+            save_checkpoint(rundir.checkpoint_path(run, epoch), weights_state(trainee, task, cfg, epoch))
+            save_checkpoint(rundir.resume_path(run), resume_state(trainee, epoch, global_step))
             prune_checkpoints(run, int(cfg.get("keep_last") or 0))
             print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
     finally:
