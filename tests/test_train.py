@@ -10,7 +10,7 @@ import yaml
 
 from fold0123.common import rundir
 from fold0123.models.checkpoints import read_checkpoint
-from fold0123.engine import trainer
+from fold0123.engine import saver, trainer
 from fold0123.engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
                             train)
 from fold0123.models.checkpoints import RESUME_KEYS
@@ -116,13 +116,13 @@ def interrupt_in_epoch_2(monkeypatch, where: str) -> None:
                 raise Interrupt
         monkeypatch.setattr(trainer.LossLog, "write", log_then_die)
     else:  # between the two writes: 2.pth in place, resume.pth still at epoch 1
-        save = trainer.save_checkpoint
+        save = saver.save_checkpoint
 
         def save_then_die(path, state):
             if path.name == rundir.RESUME and state["epoch"] == 2:
                 raise Interrupt
             return save(path, state)
-        monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+        monkeypatch.setattr(saver, "save_checkpoint", save_then_die)
 
 
 @pytest.mark.parametrize("where", ["mid-epoch", "between-writes"])

@@ -35,8 +35,8 @@ from fold0123.common.io import write_text
 from fold0123.data.layout import read_split
 from fold0123.data.views import random_views
 from fold0123.common import rundir
-from fold0123.models.checkpoints import (prune_checkpoints, read_resume, rng_state, save_checkpoint,
-                                         set_rng_state)
+from fold0123.engine.saver import BackgroundSaver
+from fold0123.models.checkpoints import prune_checkpoints, read_resume, rng_state, set_rng_state
 from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
                           wrap_model)
 from fold0123.models.network import build_model
@@ -127,11 +127,31 @@ def resolve_transfer(cfg: dict) -> Path | None:
 
 # ---------------------------------------------------------------------------------------------------- data
 
+class EpochBatches(torch.utils.data.Sampler):
+    """The batch sampler of the run's one DataLoader: each epoch sets `batches`, so the loader (and its worker
+    processes, kept with persistent_workers) is built once per run instead of once per epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 @dataclass
 class TrainData:
-    """What one epoch iterates over: a Dataset over the image cache and the loss/batch recipe of the task."""
+    """What one epoch iterates over: a Dataset over the image cache, and the run's loader over it."""
     dataset: torch.utils.data.Dataset
     n: int
+    loader: torch.utils.data.DataLoader | None = None
+
+    def open_loader(self, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+        self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=EpochBatches(), num_workers=workers,
+                                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        return self.loader
 
 
 def training_data(cfg: dict, split: str, task) -> TrainData:
@@ -305,8 +325,8 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: dict, epoch: int, 
     accum = accumulation_steps(cfg)
     batches = epoch_batches(data.n, int(cfg["batch_size"]), cfg["seed"], epoch)
     weights = group_weights(batches, accum)
-    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=int(cfg["num_workers"]),
-                                         pin_memory=trainee.device.type == "cuda")
+    loader = data.loader or data.open_loader(int(cfg["num_workers"]), trainee.device)
+    loader.batch_sampler.batches = batches
     bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
                leave=False)
     window, total_loss, total_images = Window(), 0.0, 0
@@ -371,17 +391,22 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
     epochs = int(cfg["epochs"])
     log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
     writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
+    saver = BackgroundSaver()
+    keep_last = int(cfg.get("keep_last") or 0)
     try:
         for epoch in range(start_epoch, epochs + 1):
             loss, global_step = train_epoch(trainee, task, data, cfg, epoch, global_step, log, writer,
                                             f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress))
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
-            # weights first, then the resume state that points at them: a crash between the two redoes this epoch
-            save_checkpoint(rundir.checkpoint_path(run, epoch), weights_state(trainee, task, cfg, epoch))
-            save_checkpoint(rundir.resume_path(run), resume_state(trainee, epoch, global_step))
-            prune_checkpoints(run, int(cfg.get("keep_last") or 0))
+            # weights first, then the resume state that points at them (a crash between the two redoes this
+            # epoch), then pruning; written while the next epoch trains
+            saver.save([(rundir.checkpoint_path(run, epoch), weights_state(trainee, task, cfg, epoch)),
+                        (rundir.resume_path(run), resume_state(trainee, epoch, global_step))],
+                       then=lambda: prune_checkpoints(run, keep_last))
             print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
+        saver.wait()  # every file in place before train() writes DONE
     finally:
+        saver.close()  # after a failure too: the last finished epoch's files land before FAILED
         log.close()
         writer.close()
