@@ -134,3 +134,27 @@ def test_prune_keeps_the_newest(tmp_path):
     assert prune_checkpoints(tmp_path, 0) == []
     prune_checkpoints(tmp_path, 2)
     assert sorted(os.listdir(tmp_path)) == ["4.pth", "5.pth"]
+
+
+def test_background_saver_writes_a_snapshot_in_order_and_reports_errors(tmp_path, monkeypatch):
+    from fold0123.engine import saver as saver_module
+    from fold0123.engine.saver import BackgroundSaver
+
+    weights = {"model": {"w": torch.zeros(3)}, "epoch": 1}
+    order = []
+    real_save = saver_module.save_checkpoint
+    monkeypatch.setattr(saver_module, "save_checkpoint", lambda p, s: (order.append(p.name), real_save(p, s)))
+    saver = BackgroundSaver()
+    saver.save([(tmp_path / "1.pth", weights), (tmp_path / "resume.pth", {"epoch": 1, "model": {}})],
+               then=lambda: order.append("then"))
+    weights["model"]["w"].add_(1)  # training goes on updating the live tensors in place
+    saver.wait()
+    assert order == ["1.pth", "resume.pth", "then"]
+    assert torch.equal(read_checkpoint(tmp_path / "1.pth")["model"]["w"], torch.zeros(3))
+
+    def fail():
+        raise OSError("disk full")
+    saver.save([], then=fail)
+    with pytest.raises(OSError, match="disk full"):
+        saver.wait()
+    saver.wait()  # reported once

@@ -9,11 +9,10 @@ import torch
 import yaml
 
 from fold0123.common import rundir
-from fold0123.models.checkpoints import read_checkpoint
 from fold0123.engine import saver, trainer
 from fold0123.engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
                             train)
-from fold0123.models.checkpoints import RESUME_KEYS
+from fold0123.models.checkpoints import RESUME_KEYS, CheckpointError, read_checkpoint
 from tests.engine_fixtures import ROOT, make_recipe_root, session_runs, tiny_config
 
 torch.set_num_threads(1)
@@ -173,6 +172,12 @@ def test_resume_with_more_epochs_extends_a_done_run(runs, full_run, tmp_path, mo
         lrs[epoch] = (global_step, trainee.optimizer.param_groups[0]["lr"])
         return train_epoch(trainee, task, data, cfg, epoch, global_step, *rest)
     monkeypatch.setattr(trainer, "train_epoch", record)
+    # without its resume state a finished run cannot be extended: one error naming the file, and it stays DONE
+    hidden = rundir.resume_path(run).rename(run / "resume.hidden")
+    with pytest.raises(CheckpointError, match="resume.pth: not found, and 3.pth holds weights only"):
+        train(cfg, "3fold1", "cpu", resume=True, progress=False)
+    assert rundir.done_path(run).is_file() and not rundir.failed_path(run).exists() and not lrs
+    hidden.rename(rundir.resume_path(run))
     train(cfg, "3fold1", "cpu", resume=True, progress=False)
     assert list(lrs) == [4] and rundir.done_path(run).is_file()
     assert [e for e, _ in rundir.list_checkpoints(run)] == [3, 4]  # keep_last prunes as the run goes on

@@ -216,7 +216,9 @@ def train(cfg: dict, split: str, device: str | None = None, resume: bool = False
         if int(cfg["epochs"]) <= last:
             print(f"{run}: already DONE, nothing to resume")
             return run
-        # extending a finished run: without DONE, watchers started from now on wait for the new epochs
+        # extending a finished run: check it can be resumed while it still says DONE (a CheckpointError
+        # here leaves it finished), then drop DONE, so watchers started from now on wait for the new epochs
+        read_resume(run)
         rundir.done_path(run).unlink(missing_ok=True)
         print(f"{run}: DONE after epoch {last}; extending it to {cfg['epochs']} epochs", file=sys.stderr)
     try:

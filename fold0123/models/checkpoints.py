@@ -40,10 +40,20 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------------------------------------------- files
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """Write `state` atomically (temp name, fsync, os.replace); a failed write leaves no file."""
+    """Write `state` atomically (temp name, fsync, os.replace); a failed write leaves no file.
+
+    Without the zip records' CRC32s: torch.load never checks them (PyTorch reads its archives without CRC
+    checks), and computing them was 60% of a save's CPU time (0.06 s of 0.1 s per 90 MB resume state). The files
+    load as before; only an external `unzip -t` would complain.
+    """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    crc = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    finally:
+        torch.serialization.set_crc32_options(crc)
     return path
 
 
