@@ -158,3 +158,5 @@ def test_background_saver_writes_a_snapshot_in_order_and_reports_errors(tmp_path
     with pytest.raises(OSError, match="disk full"):
         saver.wait()
     saver.wait()  # reported once
+    saver.save([(tmp_path / "2.pth", {"model": {}, "epoch": 2})], background=False)  # the last epoch: written here
+    assert read_checkpoint(tmp_path / "2.pth")["epoch"] == 2

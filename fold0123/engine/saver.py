@@ -36,22 +36,31 @@ class BackgroundSaver:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, files: list[tuple[Path, dict]], then: Callable[[], object] | None = None) -> None:
-        """Wait for the previous write, snapshot `files` and write them, in order, on a thread."""
+    def save(self, files: list[tuple[Path, dict]], then: Callable[[], object] | None = None,
+             background: bool = True) -> None:
+        """Wait for the previous write, snapshot `files` and write them, in order, on a thread. `background=False`
+        (the last epoch: nothing would overlap the write) writes them here, without the snapshot's copy."""
         self.wait()
+        if not background:
+            self._write(files, then)
+            return
         files = [(Path(path), snapshot(state)) for path, state in files]
 
         def work() -> None:
             try:
-                for path, state in files:
-                    save_checkpoint(path, state)
-                if then is not None:
-                    then()
+                self._write(files, then)
             except BaseException as err:  # handed to the training thread by wait()
                 self._error = err
 
         self._thread = threading.Thread(target=work, name="checkpoint-writer")
         self._thread.start()
+
+    @staticmethod
+    def _write(files: list[tuple[Path, dict]], then: Callable[[], object] | None) -> None:
+        for path, state in files:
+            save_checkpoint(Path(path), state)
+        if then is not None:
+            then()
 
     def wait(self) -> None:
         """Block until the pending write is in place; raise its error here."""

@@ -405,7 +405,7 @@ def _train(cfg: dict, split: str, run: Path, device_name: str | None, resume: bo
             # epoch), then pruning; written while the next epoch trains
             saver.save([(rundir.checkpoint_path(run, epoch), weights_state(trainee, task, cfg, epoch)),
                         (rundir.resume_path(run), resume_state(trainee, epoch, global_step))],
-                       then=lambda: prune_checkpoints(run, keep_last))
+                       then=lambda: prune_checkpoints(run, keep_last), background=epoch < epochs)
             print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
         saver.wait()  # every file in place before train() writes DONE
     finally:
