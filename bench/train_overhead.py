@@ -2,11 +2,19 @@
 dihedral augmentation, normalisation, accumulation, logging) vs a bare PyTorch loop over a batch already on the
 device, with the same model, batch size and device, in the same process. The ratio is the pipeline's overhead.
 
-    .venv/bin/python -m bench.train_overhead [--device cpu|cuda:0] [--images 512] [--image-size 32] ...
+Each round measures the bare loop and then the engine, and their ratio; the medians over rounds are printed with
+the spread. Two clocks (CPU device): wall-clock images/s, what a user sees, and CPU-time images/s (seconds the
+process spent computing, children included), which another program sharing the cores barely moves: on a busy
+machine the wall-clock ratio swings with the neighbours' load between the two halves of a round, the CPU ratio
+does not. Steady state on the CPU clock is the training thread's time over the epochs after the first (the
+background checkpoint writer runs on another thread and is counted in the whole-call figure).
+
+    .venv/bin/python -m bench.train_overhead [--device cpu|cuda:0] [--images 768] [--rounds 3] ...
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -15,6 +23,7 @@ from pathlib import Path
 import torch
 
 from fold0123.common.config import load_config
+from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
 from fold0123.engine.setup import resolve_device
 
@@ -30,30 +39,53 @@ def make_data(base: Path, n: int) -> Path:
     return dataroot
 
 
-def bench_config(args, dataroot: Path, runs: Path) -> dict:
+def bench_config(args, dataroot: Path, runs: Path) -> RunConfig:
     return load_config(ROOT / "parameters" / "base.yml", [
         f"dataroot={dataroot}", f"checkpoints_dir={runs}", "task=target", f"backbone={args.backbone}",
         f"image_size={args.image_size}", f"batch_size={args.batch_size}", f"effective_batch_size={args.batch_size}",
         f"epochs={args.epochs}", "log_every=1", "transfer_from=null", "augment=dihedral",
-        f"num_workers={args.workers}", f"threads={args.threads}", f"amp={args.amp}", "warmup_epochs=0"])
+        f"num_workers={args.workers}", f"threads={args.threads}", f"amp={args.amp}", "warmup_epochs=0"],
+        schema=RunConfig)
 
 
-def engine_throughput(cfg: dict, device: str) -> tuple[float, float]:
-    """(median images/s over loss.log windows after the first epoch, images/s over the whole train() call)."""
-    from fold0123.engine.trainer import train
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the image cache's decoding pool)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
-    start = time.perf_counter()
-    run = train(cfg, "all", device=device, progress=False)
-    wall = time.perf_counter() - start
+
+def engine_throughput(cfg: RunConfig, device: str) -> dict:
+    """images/s of train(): `steady` (wall: median of the loss.log windows after the first epoch; cpu: the
+    training thread's time over those epochs) and `whole` (the whole call), each on both clocks."""
+    from fold0123.engine import trainer
+
+    epoch_cpu, train_epoch = {}, trainer.train_epoch
+
+    def timed_epoch(*args, **kwargs):  # the training thread's CPU time per epoch
+        start = time.thread_time()
+        out = train_epoch(*args, **kwargs)
+        epoch_cpu[args[4]] = time.thread_time() - start
+        return out
+
+    trainer.train_epoch = timed_epoch
+    try:
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        run = trainer.train(cfg, "all", device=device, progress=False)
+        wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    finally:
+        trainer.train_epoch = train_epoch
     rows = [line.split() for line in rundir.loss_log_path(run).read_text().splitlines()[1:]]
     steady = [float(r[4]) for r in rows if int(r[0]) > 1][1:]  # skip the window holding the checkpoint save
     n_images = sum(1 for _ in open(Path(cfg.dataroot) / "all_train.csv")) - 1
-    return statistics.median(steady), n_images * int(cfg.epochs) / wall
+    later = [seconds for epoch, seconds in epoch_cpu.items() if epoch > 1]
+    return {"steady_wall": statistics.median(steady), "whole_wall": n_images * cfg.epochs / wall,
+            "steady_cpu": n_images * len(later) / sum(later), "whole_cpu": n_images * cfg.epochs / cpu}
 
 
-def bare_throughput(cfg: dict, device_name: str, steps: int) -> float:
+def bare_throughput(cfg: RunConfig, device_name: str, steps: int) -> dict:
     """The same model and optimiser stepping on one fixed batch that already sits on the device: median images/s
-    of single steps (the engine's number is the median of its single-step loss.log windows, log_every=1)."""
+    of single steps on the wall clock (the engine's number is the median of its single-step loss.log windows,
+    log_every=1), and all steps' images over this thread's CPU time (as the engine's CPU number: whole epochs)."""
     from fold0123.models.network import build_model
     from fold0123.models.tasks import get_task
 
@@ -79,7 +111,7 @@ def bare_throughput(cfg: dict, device_name: str, steps: int) -> float:
 
     for _ in range(3):
         step()
-    rates = []
+    rates, cpu = [], time.thread_time()
     for _ in range(steps):  # per-step rates, summarised by their median like the engine's loss.log windows
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -88,7 +120,7 @@ def bare_throughput(cfg: dict, device_name: str, steps: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         rates.append(batch / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return {"wall": statistics.median(rates), "cpu": batch * steps / (time.thread_time() - cpu)}
 
 
 def main() -> None:
@@ -107,26 +139,30 @@ def main() -> None:
     device = str(resolve_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
-    bares, steadies, wholes = [], [], []
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         dataroot = make_data(base, args.images)
         steps = max(10, args.images // args.batch_size)
         for r in range(args.rounds):  # alternate, so load from other processes hits both sides alike
             cfg = bench_config(args, dataroot, base / f"runs{r}")
-            bares.append(bare_throughput(cfg, device, steps))
-            steady, whole = engine_throughput(cfg, device)
-            steadies.append(steady)
-            wholes.append(whole)
-    bare, steady, whole = (statistics.median(v) for v in (bares, steadies, wholes))
+            bare = bare_throughput(cfg, device, steps)
+            engine = engine_throughput(cfg, device)
+            rounds.append({"bare_wall": bare["wall"], "bare_cpu": bare["cpu"], **engine})
     print(f"device {device}, {args.backbone} {args.image_size}px, batch {args.batch_size}, "
           f"{args.images} images x {args.epochs} epochs, {torch.get_num_threads()} thread(s), "
-          f"median of {args.rounds} rounds")
-    print(f"bare PyTorch loop      {bare:9.1f} images/s  (rounds: {', '.join(f'{v:.1f}' for v in bares)})")
-    print(f"engine, steady state   {steady:9.1f} images/s  ratio {steady / bare:.3f}  "
-          f"(rounds: {', '.join(f'{v:.1f}' for v in steadies)})")
-    print(f"engine, whole train()  {whole:9.1f} images/s  ratio {whole / bare:.3f}  "
-          f"(incl. cache build, model set-up, checkpoints)")
+          f"median of {args.rounds} rounds (min-max); load average {os.getloadavg()[0]:.1f}")
+    for clock in ("wall", "cpu"):
+        if clock == "cpu" and not device.startswith("cpu"):
+            break  # on a GPU the CPU clock says nothing about the device's work
+        bares = [r[f"bare_{clock}"] for r in rounds]
+        print(f"{clock:4s} {'bare PyTorch loop':22s} {statistics.median(bares):8.1f} images/s")
+        for name, label in (("steady", "engine, steady state"), ("whole", "engine, whole train()")):
+            rates = [r[f"{name}_{clock}"] for r in rounds]
+            ratios = [r[f"{name}_{clock}"] / r[f"bare_{clock}"] for r in rounds]
+            print(f"{clock:4s} {label:22s} {statistics.median(rates):8.1f} images/s  "
+                  f"ratio {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
+    print("whole train() includes the image cache build, model set-up and the checkpoint writes")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from fold0123.common import rundir
-from fold0123.engine.checkpoint import save_checkpoint
+from fold0123.models.checkpoints import save_checkpoint
 from fold0123.engine.watch import watch_run
 
 

@@ -61,7 +61,7 @@ def test_epoch_evaluation_writes_8_view_predictions_and_metrics(runs, target_run
 def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run):
     """The views are in VIEW_NAMES order and use the same cached, normalised image as training."""
     from fold0123.data.datasets import normalize
-    from fold0123.engine.checkpoint import load_checkpoint
+    from fold0123.models.checkpoints import read_checkpoint
     from fold0123.engine.setup import build_cache
     from fold0123.models.network import build_model
     from fold0123.models.tasks import get_task
@@ -70,7 +70,7 @@ def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run)
     ids, outputs = load_npz(rundir.eval_npz_path(target_run, "epoch1", "oof"))
     cfg = rundir.read_run_config(target_run)
     model = build_model(cfg, get_task("target"))
-    model.load_state_dict(load_checkpoint(rundir.checkpoint_path(target_run, 1))["model"])
+    model.load_state_dict(read_checkpoint(rundir.checkpoint_path(target_run, 1))["model"])
     model.eval()
     cache = build_cache(cfg)
     image = torch.from_numpy(np.array(cache[ids[3]])).permute(2, 0, 1)[None]

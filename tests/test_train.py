@@ -1,4 +1,5 @@
-"""train.py and engine.trainer: the run directory, pretext -> transfer, exact resume, accumulation, bad inputs."""
+"""train.py and engine.trainer: the run directory, pretext -> transfer, exact resume (after a crash anywhere, from
+weights-only epoch files + one resume.pth), extending a finished run, accumulation, bad inputs."""
 import shutil
 import subprocess
 import sys
@@ -9,9 +10,10 @@ import yaml
 
 from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
-from fold0123.engine.checkpoint import load_checkpoint
+from fold0123.engine import saver, trainer
 from fold0123.engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
                             train)
+from fold0123.models.checkpoints import RESUME_KEYS, CheckpointError, read_checkpoint
 from tests.engine_fixtures import ROOT, make_recipe_root, session_runs, tiny_config
 
 torch.set_num_threads(1)
@@ -44,11 +46,21 @@ def test_pretext_run_writes_the_run_directory(runs):
     # jigsaw: the tiled batch has perms_per_image images per source; its loss falls from ~ln(9)
     assert float(rows[0][2]) > float(rows[-1][2])
     assert any(p.name.startswith("events.out.tfevents") for p in rundir.tb_dir(run).iterdir())
-    state = load_checkpoint(rundir.checkpoint_path(run, 2))
+    state = read_checkpoint(rundir.checkpoint_path(run, 2))
     assert state["epoch"] == 2 and state["split"] == "all" and state["config"]["task"] == "jigsaw"
     assert state["model"]["head.weight"].shape[0] == 81
-    for key in ("optimizer", "scheduler", "scaler", "rng", "task_state", "global_step"):
-        assert key in state
+
+
+def test_epoch_files_hold_the_weights_and_one_resume_file_is_replaced(runs):
+    run = runs["jigsaw"]
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".pth") == ["1.pth", "2.pth", "resume.pth"]
+    for epoch in (1, 2):
+        state = read_checkpoint(rundir.checkpoint_path(run, epoch))
+        assert set(state) == {"epoch", "split", "config", "model", "task_state"} and state["epoch"] == epoch
+    resume = torch.load(rundir.resume_path(run), weights_only=True)
+    assert set(resume) == set(RESUME_KEYS) and resume["epoch"] == 2  # the last epoch's, not accumulated
+    # AdamW's two moments per weight stay out of the per-epoch files
+    assert rundir.checkpoint_path(run, 2).stat().st_size < 0.6 * rundir.resume_path(run).stat().st_size
 
 
 def test_transfer_starts_from_the_pretext_backbone(runs):
@@ -56,8 +68,8 @@ def test_transfer_starts_from_the_pretext_backbone(runs):
     from fold0123.models.network import build_model
     from fold0123.models.tasks import get_task
 
-    pretext = load_checkpoint(rundir.checkpoint_path(runs["jigsaw"], 2))["model"]
-    tuned = load_checkpoint(rundir.checkpoint_path(runs["target"], 1))["model"]
+    pretext = read_checkpoint(rundir.checkpoint_path(runs["jigsaw"], 2))["model"]
+    tuned = read_checkpoint(rundir.checkpoint_path(runs["target"], 1))["model"]
     cfg = tiny_config("target", runs["dataroot"], runs["runs"])
     fresh = build_model(cfg, get_task("target")).state_dict()
     keys = [k for k in pretext if k.startswith("backbone.") and k.endswith("conv1.weight")]
@@ -80,35 +92,111 @@ def test_resolve_transfer_accepts_file_run_dir_and_run_name(runs):
         resolve_transfer(RunConfig(**base, transfer_from="jigsaw_nope"))
 
 
+RESUME_OVERRIDES = ("transfer_from=null", "epochs=3", "augment=dihedral")
+
+
+@pytest.fixture(scope="module")
+def full_run(runs, tmp_path_factory):
+    """A 3-epoch run that was never interrupted, to compare resumed ones with."""
+    cfg = tiny_config("target", runs["dataroot"], tmp_path_factory.mktemp("full"), *RESUME_OVERRIDES)
+    return train(cfg, "3fold1", "cpu", progress=False)
+
+
+class Interrupt(Exception):
+    """Stands for a kill: raised inside train() at a chosen point."""
+
+
+def interrupt_in_epoch_2(monkeypatch, where: str) -> None:
+    if where == "mid-epoch":  # after the first log line of epoch 2: partial log, no 2.pth, resume.pth at epoch 1
+        write = trainer.LossLog.write
+
+        def log_then_die(self, epoch, *rest):
+            write(self, epoch, *rest)
+            if epoch == 2:
+                raise Interrupt
+        monkeypatch.setattr(trainer.LossLog, "write", log_then_die)
+    else:  # between the two writes: 2.pth in place, resume.pth still at epoch 1
+        save = saver.save_checkpoint
+
+        def save_then_die(path, state):
+            if path.name == rundir.RESUME and state["epoch"] == 2:
+                raise Interrupt
+            return save(path, state)
+        monkeypatch.setattr(saver, "save_checkpoint", save_then_die)
+
+
 @pytest.mark.integration
-def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(runs, tmp_path):
-    overrides = ("transfer_from=null", "epochs=3", "augment=dihedral")
-    full = train(tiny_config("target", runs["dataroot"], tmp_path / "a", *overrides), "3fold1", "cpu",
-                 progress=False)
-    # the same run interrupted after epoch 1 (mid-epoch 2: no 2.pth, no DONE, partial log lines), then resumed
-    partial = tmp_path / "b" / full.name
-    shutil.copytree(full, partial)
-    for epoch in (2, 3):
-        rundir.checkpoint_path(partial, epoch).unlink()
-    rundir.done_path(partial).unlink()
-    cfg = tiny_config("target", runs["dataroot"], tmp_path / "b", *overrides)
+@pytest.mark.parametrize("where", ["mid-epoch", "between-writes"])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(runs, full_run, tmp_path, monkeypatch, where):
+    cfg = tiny_config("target", runs["dataroot"], tmp_path, *RESUME_OVERRIDES)
+    interrupt_in_epoch_2(monkeypatch, where)
+    with pytest.raises(Interrupt):
+        train(cfg, "3fold1", "cpu", progress=False)
+    monkeypatch.undo()
+    partial = tmp_path / full_run.name
+    assert torch.load(rundir.resume_path(partial), weights_only=True)["epoch"] == 1
+    assert rundir.failed_path(partial).is_file() and not rundir.done_path(partial).exists()
+    written = rundir.checkpoint_path(partial, 2)
+    before = written.read_bytes() if where == "between-writes" else None
+
     train(cfg, "3fold1", "cpu", resume=True, progress=False)
-    assert rundir.done_path(partial).is_file()
-    a = load_checkpoint(rundir.checkpoint_path(full, 3))
-    b = load_checkpoint(rundir.checkpoint_path(partial, 3))
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert rundir.done_path(partial).is_file() and not rundir.failed_path(partial).exists()
+    if before is not None:  # the redone epoch rewrote the very same weights file
+        assert written.read_bytes() == before
+    for epoch in (1, 2, 3):
+        a = read_checkpoint(rundir.checkpoint_path(full_run, epoch))["model"]
+        b = read_checkpoint(rundir.checkpoint_path(partial, epoch))["model"]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (epoch, key)
+    a, b = (torch.load(rundir.resume_path(r), weights_only=True) for r in (full_run, partial))
     for slot in a["optimizer"]["state"]:
         assert torch.equal(a["optimizer"]["state"][slot]["exp_avg"], b["optimizer"]["state"][slot]["exp_avg"])
-    assert a["scheduler"] == b["scheduler"] and a["global_step"] == b["global_step"]
+    assert a["scheduler"] == b["scheduler"] and a["global_step"] == b["global_step"] and b["epoch"] == 3
     # the log has no duplicated steps: the resumed epochs replaced what the interrupted one wrote
-    _, rows_a = read_log(full)
+    _, rows_a = read_log(full_run)
     _, rows_b = read_log(partial)
     assert [r[:4] for r in rows_a] == [r[:4] for r in rows_b]
     # an epoch-1 model differs (the test would pass trivially if nothing trained)
-    first = load_checkpoint(rundir.checkpoint_path(full, 1))["model"]
-    assert not torch.equal(first["head.weight"], a["model"]["head.weight"])
+    first = read_checkpoint(rundir.checkpoint_path(full_run, 1))["model"]
+    last = read_checkpoint(rundir.checkpoint_path(full_run, 3))["model"]
+    assert not torch.equal(first["head.weight"], last["head.weight"])
+
+
+def test_resume_with_more_epochs_extends_a_done_run(runs, full_run, tmp_path, monkeypatch):
+    """--resume --set epochs=4 on a DONE 3-epoch run: DONE goes, epoch 4 follows the 4-epoch schedule, then DONE."""
+    run = shutil.copytree(full_run, tmp_path / full_run.name)
+    cfg = tiny_config("target", runs["dataroot"], tmp_path, *RESUME_OVERRIDES, "epochs=4", "keep_last=2")
+    lrs = {}
+    train_epoch = trainer.train_epoch
+
+    def record(trainee, task, data, cfg, epoch, global_step, *rest):
+        lrs[epoch] = (global_step, trainee.optimizer.param_groups[0]["lr"])
+        return train_epoch(trainee, task, data, cfg, epoch, global_step, *rest)
+    monkeypatch.setattr(trainer, "train_epoch", record)
+    # without its resume state a finished run cannot be extended: one error naming the file, and it stays DONE
+    hidden = rundir.resume_path(run).rename(run / "resume.hidden")
+    with pytest.raises(CheckpointError, match="resume.pth: not found, and 3.pth holds weights only"):
+        train(cfg, "3fold1", "cpu", resume=True, progress=False)
+    assert rundir.done_path(run).is_file() and not rundir.failed_path(run).exists() and not lrs
+    hidden.rename(rundir.resume_path(run))
+    train(cfg, "3fold1", "cpu", resume=True, progress=False)
+    assert list(lrs) == [4] and rundir.done_path(run).is_file()
+    assert [e for e, _ in rundir.list_checkpoints(run)] == [3, 4]  # keep_last prunes as the run goes on
+    assert torch.load(rundir.resume_path(run), weights_only=True)["epoch"] == 4
+    # the first resumed step uses the new schedule's lr at its step (the old one had decayed to zero)
+    step, lr = lrs[4]
+    steps_per_epoch = step // 3
+    factor = lr_factor("cosine", step, 4 * steps_per_epoch, steps_per_epoch)  # warmup_epochs: 1
+    assert lr == pytest.approx(cfg.lr * factor) and lr > 0
+    _, rows = read_log(run)
+    assert {int(r[0]) for r in rows} == {1, 2, 3, 4}
+    assert yaml.safe_load(rundir.config_path(run).read_text())["epochs"] == 4
+    # asking for no more epochs than it has is the old no-op
+    before = rundir.checkpoint_path(run, 4).stat().st_mtime_ns
+    train(tiny_config("target", runs["dataroot"], tmp_path, *RESUME_OVERRIDES), "3fold1", "cpu", resume=True,
+          progress=False)
+    assert rundir.checkpoint_path(run, 4).stat().st_mtime_ns == before and rundir.done_path(run).is_file()
 
 
 def test_resume_of_a_finished_run_is_a_no_op_and_rerun_needs_resume(runs):
@@ -209,8 +297,8 @@ def test_freeze_head_keeps_the_transferred_backbone_exactly(runs, tmp_path):
     cfg = tiny_config("target", runs["dataroot"], tmp_path, f"transfer_from={runs['jigsaw']}", "freeze=head",
                       "epochs=1")
     run = train(cfg, "3fold1", "cpu", progress=False)
-    pretext = load_checkpoint(rundir.checkpoint_path(runs["jigsaw"], 2))["model"]
-    tuned = load_checkpoint(rundir.checkpoint_path(run, 1))["model"]
+    pretext = read_checkpoint(rundir.checkpoint_path(runs["jigsaw"], 2))["model"]
+    tuned = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
     backbone = [k for k in tuned if k.startswith("backbone.")]
     assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # BN statistics included
     assert "head.weight" in tuned and tuned["head.weight"].shape == (1, 512)

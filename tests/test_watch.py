@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from fold0123.common import rundir
-from fold0123.engine.checkpoint import load_checkpoint
+from fold0123.models.checkpoints import read_checkpoint
 from fold0123.engine.evaluator import evaluate_checkpoint
 from fold0123.engine.watch import watch_run
-from tests.engine_fixtures import ROOT, session_runs
+from tests.engine_fixtures import ROOT, session_runs, tiny_config
 
 torch.set_num_threads(1)
 
@@ -40,7 +40,7 @@ class Recorder:
     def __call__(self, run, epoch):
         path = rundir.checkpoint_path(run, epoch)
         self.calls.append((epoch, path.stat().st_size))
-        load_checkpoint(path)  # raises if the file is partial
+        read_checkpoint(path)  # raises if the file is partial
         return evaluate_checkpoint(run, epoch, device="cpu")
 
 
@@ -138,3 +138,37 @@ def test_cli_waits_for_the_run_directory_and_exits_after_done(runs, tmp_path):
             watcher.kill()
     assert watcher.returncode == 0, err
     assert rundir.is_evaluated(run, 1) and '"epoch": 1' in out
+
+
+def test_a_watcher_started_after_an_extension_evaluates_the_new_epochs(runs, tmp_path):
+    """`train.py --resume --set epochs=4` on a DONE 2-epoch run removes DONE first, so a watcher started once the
+    extension is under way waits for epochs 3 and 4 instead of exiting on the old DONE."""
+    from fold0123.engine.trainer import train
+
+    # its own 2-epoch run without transfer (the session's target run transferred from jigsaw_all: extending it
+    # with transfer_from=null would be a changed config, which train.py refuses as stale)
+    run = train(tiny_config("target", runs["dataroot"], tmp_path / "runs", "transfer_from=null"), "3fold0",
+                device="cpu", progress=False)
+    for epoch in (1, 2):  # evaluated while the first 2 epochs ran
+        rundir.metrics_path(run, rundir.epoch_tag(epoch)).parent.mkdir(exist_ok=True)
+        rundir.metrics_path(run, rundir.epoch_tag(epoch)).write_text("{}")
+    assert rundir.done_path(run).is_file()
+    extend = subprocess.Popen([sys.executable, "train.py", "--conf", "parameters/tiny/target.yml", "--split", "3fold0",
+                               "--resume", "--device", "cpu", "--no-progress", "--set", "transfer_from=null",
+                               "--set", "epochs=4", "--set", f"dataroot={runs['dataroot']}",
+                               "--set", f"checkpoints_dir={tmp_path / 'runs'}"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    try:
+        while rundir.done_path(run).is_file() and extend.poll() is None:
+            time.sleep(0.05)
+        recorder = Recorder()
+        result = watch_run(run, recorder, log=lambda m: None, timeout_s=300)
+        _, err = extend.communicate(timeout=300)
+    finally:
+        if extend.poll() is None:
+            extend.kill()
+    assert extend.returncode == 0, err
+    assert "extending it to 4 epochs" in err
+    assert result.exit_code == 0 and result.skipped == [1, 2] and result.evaluated == [3, 4]
+    assert [e for e, _ in recorder.calls] == [3, 4] and rundir.is_evaluated(run, 4)

@@ -1,10 +1,13 @@
 """Names of everything in a run directory, and the readers of its small files, in one place, so writer, watcher
 and readers agree (the stacking room and the monitor read through here; the npz arrays are read by stacking.runs).
 
-Layout (DESIGN.md section 3): `{checkpoints_dir}/{exp}_{split}/` with config.yml, `{epoch}.pth` (1-based),
-loss.log, tb/, eval/{tag}_{part}.npz and eval/{tag}_metrics.json (tag = `epoch{E}`, or `soup{N}` for a model
-soup of the last N epochs), DONE and FAILED markers. Only final names match `CHECKPOINT_RE`; temporary names
-(fold0123.common.io.is_temporary) never do, so a watcher that filters with `checkpoint_epoch` never sees a partial file.
+Layout (DESIGN.md section 3): `{checkpoints_dir}/{exp}_{split}/` with config.yml, fingerprint.json (what made
+the run, common.fingerprint), `{epoch}.pth` (1-based, the weights of each epoch), resume.pth (the one state to
+resume from: optimiser, scheduler, scaler, RNG, step; replaced every epoch, see models.checkpoints), loss.log, tb/,
+eval/{tag}_{part}.npz and eval/{tag}_metrics.json (tag = `epoch{E}`, or `soup{N}` for a model soup of the last N
+epochs, soup{N}.pth), DONE and FAILED markers. Only final epoch names match `CHECKPOINT_RE` (resume.pth and soups
+do not); temporary names (fold0123.common.io.is_temporary) never do, so a watcher that filters with
+`checkpoint_epoch` never sees a partial file.
 
 eval/{tag}_{part}.npz: arrays `ids` [n] (str) and `outputs` [n, 8, d] float32, the 8 dihedral views in the order
 of VIEWS; outputs are predictions in the task's saved space, not logits.
@@ -29,6 +32,7 @@ DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with th
 # The 8 dihedral views along axis 1 of every eval npz (data.views applies them, in this order).
 VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
 METRICS_KEYS = ("epoch", "task", "split", "n", "primary", "lower_is_better", "views")
+RESUME = "resume.pth"
 
 
 class RunError(LayoutError):
@@ -87,6 +91,11 @@ def resolve_transfer(cfg: RunConfig, quiet: bool = False) -> Path | None:
 
 def checkpoint_path(run: Path, epoch: int) -> Path:
     return Path(run) / f"{int(epoch)}.pth"
+
+
+def resume_path(run: Path) -> Path:
+    """The run's resume state: written after each epoch's weights, atomically replacing the previous one."""
+    return Path(run) / RESUME
 
 
 def soup_path(run: Path, n: int) -> Path:

@@ -21,7 +21,7 @@ from fold0123.data.datasets import normalize
 from fold0123.data.layout import read_split, read_test
 from fold0123.data.views import N_VIEWS, all_views, split_views
 from fold0123.common import rundir
-from fold0123.engine.checkpoint import load_checkpoint
+from fold0123.models.checkpoints import read_checkpoint
 from fold0123.engine.setup import build_cache, configure_torch, load_task_state, resolve_device, wrap_model
 from fold0123.models.network import build_model
 from fold0123.models.soup import uniform_soup
@@ -100,7 +100,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
 
     device = resolve_device(device)
     configure_torch(cfg, device)
-    state = load_checkpoint(checkpoint)
+    state = read_checkpoint(checkpoint)
     task = get_task(cfg.task)
     load_task_state(task, state.get("task_state"))
     model = build_model(cfg, task)

@@ -1,11 +1,17 @@
 """The training loop behind train.py: one task x one split -> one run directory (DESIGN.md section 3).
 
 Why it is shaped this way:
-- Every epoch's order and augmentation come from generators seeded by (seed, epoch) alone, and each checkpoint
-  holds model, optimiser, scheduler, scaler and RNG states, so `resume=True` continues from the last complete
-  checkpoint and (deterministic mode, CPU) ends with the same weights as a run that was never interrupted.
-- Checkpoints are atomic (engine.checkpoint), so the watching evaluator never reads half a file; DONE is written
+- Every epoch's order and augmentation come from generators seeded by (seed, epoch) alone; each epoch writes its
+  weights (`{epoch}.pth`) and then replaces the run's one resume.pth (optimiser, scheduler, scaler, RNG, step),
+  so `resume=True` continues after the epoch resume.pth names and (deterministic mode, CPU) ends with the same
+  weights as a run that was never interrupted. Disk use grows by the weights alone (models.checkpoints).
+- Checkpoints are atomic (models.checkpoints), so the watching evaluator never reads half a file; DONE is written
   last and FAILED (with the error line) on a crash, because tmux cannot report a pane's exit status.
+- A DONE run resumed with more epochs (`--resume --set epochs=10` on a 5-epoch run) loses DONE and goes on. Its
+  lr schedule is recomputed for the new total: the steps already taken keep the lrs they had, the resumed steps
+  follow the new schedule from their global step on (a cosine that had reached zero at epoch 5 jumps back to the
+  new curve's value there and decays to zero at epoch 10). Simple, and the same as training 10 epochs from the
+  start would do from epoch 6 on; a schedule restarted over the extra epochs only would need its own warm-up.
 - CUDA extras (AMP, channels_last, DataParallel) switch on by device, so the same code runs the CPU tests.
 """
 from __future__ import annotations
@@ -34,8 +40,8 @@ from fold0123.data.layout import read_split
 from fold0123.data.views import random_views
 from fold0123.common import rundir
 from fold0123.common.rundir import resolve_transfer  # noqa: F401 (train.py's public API)
-from fold0123.engine.checkpoint import (last_complete_checkpoint, prune_checkpoints, rng_state, save_checkpoint,
-                               set_rng_state)
+from fold0123.engine.saver import BackgroundSaver
+from fold0123.models.checkpoints import prune_checkpoints, read_resume, rng_state, set_rng_state
 from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
                           wrap_model)
 from fold0123.models.network import build_model
@@ -104,11 +110,31 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
 
 # ---------------------------------------------------------------------------------------------------- data
 
+class EpochBatches(torch.utils.data.Sampler):
+    """The batch sampler of the run's one DataLoader: each epoch sets `batches`, so the loader (and its worker
+    processes, kept with persistent_workers) is built once per run instead of once per epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 @dataclass
 class TrainData:
-    """What one epoch iterates over: a Dataset over the image cache and the loss/batch recipe of the task."""
+    """What one epoch iterates over: a Dataset over the image cache, and the run's loader over it."""
     dataset: torch.utils.data.Dataset
     n: int
+    loader: torch.utils.data.DataLoader | None = None
+
+    def open_loader(self, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+        self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=EpochBatches(), num_workers=workers,
+                                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        return self.loader
 
 
 def training_data(cfg: RunConfig, split: str, task) -> TrainData:
@@ -179,8 +205,15 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
     run = _prepare_run(cfg, split, resume, redo_stale)
     if resume and rundir.done_path(run).is_file():
-        print(f"{run}: already DONE, nothing to resume")
-        return run
+        last = max((epoch for epoch, _ in rundir.list_checkpoints(run)), default=0)
+        if cfg.epochs <= last:
+            print(f"{run}: already DONE, nothing to resume")
+            return run
+        # extending a finished run: check it can be resumed while it still says DONE (a CheckpointError
+        # here leaves it finished), then drop DONE, so watchers started from now on wait for the new epochs
+        read_resume(run)
+        rundir.done_path(run).unlink(missing_ok=True)
+        print(f"{run}: DONE after epoch {last}; extending it to {cfg.epochs} epochs", file=sys.stderr)
     try:
         _train(cfg, split, run, device, resume, progress)
     except BaseException as err:
@@ -225,20 +258,32 @@ def build_trainee(cfg: RunConfig, task, device: torch.device, steps_per_epoch: i
                    {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
 
 
-def restore(trainee: Trainee, task, state: dict) -> None:
-    trainee.model.load_state_dict(state["model"])
+def restore(trainee: Trainee, task, weights: dict, state: dict) -> None:
+    """Weights from `{epoch}.pth`, everything that steps them from resume.pth (models.checkpoints)."""
+    trainee.model.load_state_dict(weights["model"])
+    load_task_state(task, weights.get("task_state"))
     trainee.optimizer.load_state_dict(state["optimizer"])
-    trainee.scheduler.load_state_dict(state["scheduler"])
+    scheduler = trainee.scheduler
+    scheduler.load_state_dict(state["scheduler"])
+    # the next step's lr from this run's schedule: the same value when resuming, the new curve's when extending
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(trainee.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
     trainee.scaler.load_state_dict(state["scaler"])
-    load_task_state(task, state.get("task_state"))
     set_rng_state(state["rng"])
 
 
-def checkpoint_state(trainee: Trainee, task, cfg: RunConfig, epoch: int, global_step: int) -> dict:
-    return {"epoch": epoch, "global_step": global_step, "split": cfg.split, "config": cfg.model_dump(mode="json"),
-            "model": model_state(trainee.model), "optimizer": trainee.optimizer.state_dict(),
-            "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(),
-            "task_state": task_state(task), "rng": rng_state()}
+def weights_state(trainee: Trainee, task, cfg: RunConfig, epoch: int) -> dict:
+    """`{epoch}.pth`: what evaluation, transfer and soups need."""
+    return {"epoch": epoch, "split": cfg.split, "config": cfg.model_dump(mode="json"),
+            "model": model_state(trainee.model), "task_state": task_state(task)}
+
+
+def resume_state(trainee: Trainee, epoch: int, global_step: int) -> dict:
+    """resume.pth: what continues training after `epoch` (with that epoch's weights)."""
+    return {"epoch": epoch, "global_step": global_step, "optimizer": trainee.optimizer.state_dict(),
+            "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(), "rng": rng_state()}
 
 
 @dataclass
@@ -272,8 +317,8 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: RunConfig, epoch: 
     accum = accumulation_steps(cfg)
     batches = epoch_batches(data.n, cfg.batch_size, cfg.seed, epoch)
     weights = group_weights(batches, accum)
-    loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=batches, num_workers=cfg.num_workers,
-                                         pin_memory=trainee.device.type == "cuda")
+    loader = data.loader or data.open_loader(cfg.num_workers, trainee.device)
+    loader.batch_sampler.batches = batches
     bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
                leave=False)
     window, total_loss, total_images = Window(), 0.0, 0
@@ -326,29 +371,35 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
 
     task = get_task(cfg.task)
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
-    found = last_complete_checkpoint(run) if resume else None
+    found = read_resume(run) if resume else None  # (weights, resume state) or None
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
     n_batches = len(epoch_batches(data.n, cfg.batch_size, cfg.seed, 1))
     trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
     start_epoch, global_step = 1, 0
     if found is not None:
-        restore(trainee, task, found[1])
-        start_epoch, global_step = found[0] + 1, int(found[1]["global_step"])
-        print(f"{run}: resuming after epoch {found[0]}", file=sys.stderr)
+        restore(trainee, task, *found)
+        start_epoch, global_step = int(found[1]["epoch"]) + 1, int(found[1]["global_step"])
+        print(f"{run}: resuming after epoch {start_epoch - 1}", file=sys.stderr)
 
     epochs = cfg.epochs
     log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
     writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
+    saver = BackgroundSaver()
+    keep_last = cfg.keep_last
     try:
         for epoch in range(start_epoch, epochs + 1):
             loss, global_step = train_epoch(trainee, task, data, cfg, epoch, global_step, log, writer,
                                             f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress))
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
-            save_checkpoint(rundir.checkpoint_path(run, epoch), checkpoint_state(trainee, task, cfg, epoch,
-                                                                                 global_step))
-            prune_checkpoints(run, cfg.keep_last)
+            # weights first, then the resume state that points at them (a crash between the two redoes this
+            # epoch), then pruning; written while the next epoch trains
+            saver.save([(rundir.checkpoint_path(run, epoch), weights_state(trainee, task, cfg, epoch)),
+                        (rundir.resume_path(run), resume_state(trainee, epoch, global_step))],
+                       then=lambda: prune_checkpoints(run, keep_last), background=epoch < epochs)
             print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
+        saver.wait()  # every file in place before train() writes DONE
     finally:
+        saver.close()  # after a failure too: the last finished epoch's files land before FAILED
         log.close()
         writer.close()

@@ -6,6 +6,9 @@ fsyncs it and `os.replace`s it to `{epoch}.pth`: the watcher reacts to the move'
 of final names only (a final name is never written in place), and ignores temporary names. It rescans the folder
 on start (and every `rescan_s` as a safety net) to catch checkpoints written while it was down, evaluates in epoch
 order, skips epochs whose metrics.json exists, and exits once DONE is there and the last epoch is evaluated.
+resume.pth (the run's resume state) is no epoch name, so it is never evaluated. A DONE run extended with
+`train.py --resume --set epochs=N` loses its DONE before train.py writes anything, so a watcher started after
+that waits for the new epochs; one started before it would still see the old DONE and exit.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from watchdog.observers import Observer
 from fold0123.common import rundir
 from fold0123.common.io import is_temporary
 from fold0123.common.poll import wait_until
-from fold0123.engine.checkpoint import CheckpointError
+from fold0123.models.checkpoints import CheckpointError
 
 MARKERS = (rundir.DONE, rundir.FAILED)
 

@@ -7,14 +7,13 @@ so evaluate.py reads it like any other.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from fold0123.common.io import atomic_path
-from fold0123.models.checkpoints import CheckpointError, read_checkpoint
+from fold0123.common import rundir
+from fold0123.models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 
 
 def average_state_dicts(state_dicts: Sequence[dict], names: Sequence[str] = ()) -> dict:
@@ -44,21 +43,12 @@ def uniform_soup(checkpoint_paths: Sequence[str | Path], out_path: str | Path) -
     soup = dict(checkpoints[-1])
     soup["model"] = average_state_dicts([c["model"] for c in checkpoints], [str(p) for p in paths])
     soup["soup"] = [str(p) for p in paths]
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        torch.save(soup, tmp)
-    return out_path
-
-
-def epoch_checkpoints(run_dir: str | Path) -> list[Path]:
-    """`{epoch}.pth` files of a run directory in epoch order (temp names and other .pth files ignored)."""
-    found = [p for p in Path(run_dir).glob("*.pth") if re.fullmatch(r"\d+\.pth", p.name)]
-    return sorted(found, key=lambda p: int(p.stem))
+    return save_checkpoint(out_path, soup)
 
 
 def soup_last(run_dir: str | Path, n: int, out_path: str | Path) -> Path:
     """Soup the last `n` epoch checkpoints of `run_dir` (fewer if the run has fewer)."""
-    paths = epoch_checkpoints(run_dir)[-n:]
+    paths = [path for _, path in rundir.list_checkpoints(Path(run_dir))[-n:]]
     if not paths:
         raise CheckpointError(f"{run_dir}: no epoch checkpoints ({{epoch}}.pth) to soup")
     return uniform_soup(paths, out_path)
