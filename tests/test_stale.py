@@ -107,3 +107,7 @@ def test_the_launcher_refuses_stale_runs_extends_finished_ones_and_redoes_on_req
     assert "--redo-stale" in redo.rows[0].train_argv and "--resume" not in redo.rows[0].train_argv
     more = plan_fold0123(conf, devices="cpu", checkpoints=runs, overrides=[*base, "epochs=3"], splits=["3fold0"])
     assert more.rows[0].resume and not more.rows[0].train_done  # a finished run asked for more epochs resumes
+    assert more.prepare_argv[-2:] == ("--extend", more.rows[0].run_dir)  # its DONE goes before the panes start
+    from fold0123.launcher.status import clear_failures
+    clear_failures([more.rows[0].run_dir], extend=[more.rows[0].run_dir])
+    assert not rundir.done_path(run).exists()

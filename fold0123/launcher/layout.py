@@ -79,7 +79,7 @@ class Plan:
     rows: tuple[RowSpec, ...]                  # the rows to run, in split order
     skipped: tuple[tuple[str, str], ...]       # (split, run_dir) already DONE and evaluated
     all_run_dirs: tuple[tuple[str, str], ...]  # (split, run_dir) of every split, run or skipped
-    prepare_argv: tuple[str, ...]              # clears stale failure markers before the panes start
+    prepare_argv: tuple[str, ...]              # clears stale failure markers (and DONE of runs being extended)
     waiter_argv: tuple[str, ...]               # the last window: waits, prints elapsed minutes, closes
 
     def run_path(self, run_dir: str) -> Path:
@@ -315,11 +315,13 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
                       monitor_argv=tuple(monitor_argv(python, rdir)), env=env, eval_env=eval_env)
         rows.append(replace(row, panes=row_panes(row, python)))
     active_dirs = [d for _, d in active]
+    extending = [r.run_dir for r in rows if r.resume and training_done(root / r.run_dir)]
+    prepare = status_argv(python, "clear", *active_dirs, *(["--extend", *extending] if extending else []))
     waiter = status_argv(python, "wait", *(["--close", "--linger", f"{linger_s:g}"] if close else []),
                          *active_dirs)
     return Plan(exp=str(cfg.exp), conf=conf_shown, session=session or session_name(str(cfg.exp)),
                 root=str(root), python=python, rows=tuple(rows), skipped=skipped, all_run_dirs=all_dirs,
-                prepare_argv=tuple(status_argv(python, "clear", *active_dirs)) if active_dirs else (),
+                prepare_argv=tuple(prepare) if active_dirs else (),
                 waiter_argv=tuple(waiter))
 
 

@@ -88,11 +88,14 @@ def training_done(run_dir: str | Path) -> bool:
     return rundir.done_path(Path(run_dir)).is_file()
 
 
-def clear_failures(run_dirs: Iterable[str | Path]) -> list[Path]:
-    """Remove FAILED/EVAL_FAILED markers (a relaunch retries those runs); returns what was removed."""
+def clear_failures(run_dirs: Iterable[str | Path], extend: Iterable[str | Path] = ()) -> list[Path]:
+    """Remove FAILED/EVAL_FAILED markers (a relaunch retries those runs), and DONE of the finished runs that
+    are being extended to more epochs (so their evaluators wait for the new epochs instead of exiting on the old
+    DONE); returns what was removed."""
     removed = []
-    for run_dir in run_dirs:
-        for marker in (FAILED, EVAL_FAILED):
+    for run_dir in [*run_dirs, *extend]:
+        markers = (FAILED, EVAL_FAILED) + ((rundir.DONE,) if run_dir in extend else ())
+        for marker in markers:
             path = Path(run_dir) / marker
             if path.is_file():
                 path.unlink()
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("run_dirs", nargs="+")
     clear = sub.add_parser("clear", help="remove FAILED/EVAL_FAILED markers before a relaunch")
     clear.add_argument("run_dirs", nargs="+")
+    clear.add_argument("--extend", nargs="*", default=[], help="finished runs being extended: remove DONE too")
     mark = sub.add_parser("mark-failed", help="record a pane's non-zero exit")
     mark.add_argument("run_dir")
     mark.add_argument("--role", choices=("train", "evaluate"), required=True)
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{status.name}\t{status.state}\t{status.detail}")
         return 0
     if args.command == "clear":
-        for path in clear_failures(args.run_dirs):
+        for path in clear_failures(args.run_dirs, args.extend):
             print(f"removed stale {path}")
         return 0
     if args.command == "mark-failed":
