@@ -103,6 +103,7 @@ def test_every_shipped_config_validates():
         load_config(path, schema=schema)
 
 
+@pytest.mark.integration
 def test_train_cli_reports_a_config_typo_in_one_line(tmp_path):
     (tmp_path / "c.yml").write_text(f"base: {ROOT / 'parameters/tiny/target.yml'}\nepohcs: 3\n")
     out = subprocess.run([sys.executable, "train.py", "--conf", str(tmp_path / "c.yml"), "--split", "3fold0"],

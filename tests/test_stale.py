@@ -68,6 +68,7 @@ def test_rewritten_folds_and_replaced_photos_make_the_run_stale(trained):
         train(config(dataroot, runs), "3fold0", device="cpu", progress=False, resume=True)
 
 
+@pytest.mark.integration
 def test_a_retrained_transfer_source_makes_its_followers_stale(tmp_path):
     dataroot = make_recipe_root(tmp_path / "data")
     runs = tmp_path / "runs"

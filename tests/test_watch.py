@@ -140,6 +140,7 @@ def test_cli_waits_for_the_run_directory_and_exits_after_done(runs, tmp_path):
     assert rundir.is_evaluated(run, 1) and '"epoch": 1' in out
 
 
+@pytest.mark.integration
 def test_a_watcher_started_after_an_extension_evaluates_the_new_epochs(runs, tmp_path):
     """`train.py --resume --set epochs=4` on a DONE 2-epoch run removes DONE first, so a watcher started once the
     extension is under way waits for epochs 3 and 4 instead of exiting on the old DONE."""
