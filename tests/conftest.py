@@ -1,13 +1,11 @@
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.fixtures import make_dataroot  # noqa: E402

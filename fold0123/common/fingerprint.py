@@ -20,8 +20,10 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
+from fold0123.common import dataroot, rundir
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.io import write_json
+from fold0123.common.schema import RUN_VOLATILE_KEYS
 
 
 class StaleError(Fold0123Error):
@@ -135,8 +137,6 @@ def stale_message(what: str | Path, reasons: list[str], redo: str = "--redo-stal
 def run_inputs(cfg, split: str) -> dict[str, str]:
     """Digests of what a run of `cfg` on `split` reads: its split files, the photos, the tag vectors or tables
     its task uses, and the checkpoint it transfers from (keyed by names relative to the dataroot)."""
-    from fold0123.common import dataroot, rundir  # noqa: PLC0415 (rundir imports this module's users)
-
     root = Path(cfg.dataroot)
     files = list(dataroot.split_paths(root, split))
     if cfg.task == "materialstechniques":
@@ -156,15 +156,11 @@ def run_inputs(cfg, split: str) -> dict[str, str]:
 
 
 def run_fingerprint(cfg, split: str) -> Fingerprint:
-    from fold0123.common.schema import RUN_VOLATILE_KEYS  # noqa: PLC0415
-
     return Fingerprint(config_identity(cfg, RUN_VOLATILE_KEYS), run_inputs(cfg, split))
 
 
 def run_staleness(run: str | Path, cfg, split: str) -> list[str]:
     """Why the run directory `run` was not made by `cfg` on `split` from today's inputs ([] = it was)."""
-    from fold0123.common import rundir  # noqa: PLC0415
-
     return differences(read_fingerprint(rundir.fingerprint_path(run)), run_fingerprint(cfg, split))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 # names (common.dataroot) and the error (common.errors) are defined in common and re-exported with the readers
-from fold0123.common.dataroot import photo_path, split_names, split_paths, tag_vectors_path  # noqa: F401
+from fold0123.common.dataroot import photo_path, split_names, split_paths, tag_vectors_path  # noqa: F401 (re-exported)
 from fold0123.common.errors import LayoutError  # noqa: F401
 
 TRAIN_COLUMNS = ("object_id", "sorting_date", "art_series_id", "target")

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fold0123.common.schema import RunConfig
-from fold0123.data.datasets import normalize
 from fold0123.common.errors import UsageError
 from fold0123.common.io import atomic_path, write_json
+from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import normalize
 from fold0123.data.layout import read_split, read_test
 from fold0123.data.views import N_VIEWS, all_views, split_views

@@ -29,17 +29,17 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from fold0123.common.schema import RunConfig
+from fold0123.common import rundir
 from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.fingerprint import (StaleError, run_fingerprint, run_staleness, stale_message,
                                          write_fingerprint)
-from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.common.io import write_text
+from fold0123.common.rundir import resolve_transfer
+from fold0123.common.schema import RunConfig
+from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.data.layout import read_split
 from fold0123.data.views import random_views
-from fold0123.common import rundir
-from fold0123.common.rundir import resolve_transfer  # noqa: F401 (train.py's public API)
 from fold0123.engine.saver import BackgroundSaver
 from fold0123.models.checkpoints import prune_checkpoints, read_resume, rng_state, set_rng_state
 from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,

@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fold0123.launcher.layout import LaunchError, Plan, RowSpec, gpu_count
 from fold0123.common.poll import wait_until
-from fold0123.launcher.layout import Plan, RowSpec, gpu_count
+from fold0123.launcher.layout import LaunchError, Plan, RowSpec, gpu_count
 from fold0123.launcher.status import clear_failures, mark_failed, read_status
 
 EVALUATOR_GRACE_S = 300.0  # after a failed trainer, how long the evaluator may take to notice FAILED

@@ -24,16 +24,6 @@ from fold0123.data.tags import read_tokens
 NO_TAGS = "<no tags>"
 
 
-def tag_table(dataroot: str | Path) -> pd.DataFrame:
-    """(object_id, token) rows of both tag tables, tokens prefixed by their table."""
-    parts = []
-    for table in ("materials", "techniques"):
-        tags = read_tags(dataroot, table)
-        parts.append(pd.DataFrame({"object_id": tags["object_id"].astype(str),
-                                   "token": table[:-1] + ":" + tags["name"].astype(str)}))
-    return pd.concat(parts, ignore_index=True)
-
-
 def vocabulary(dataroot: str | Path) -> list[str]:
     """NO_TAGS, then every token ordered by (table, name): the order, and so each token's index, that the
     earlier `material:<name>` spelling had, so text towers trained before the spelling changed still load."""

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common.schema import PostprocessGrid
-from fold0123.stacking.lgbm import fold_rmse, rmse
 from fold0123.data.metrics import rmse
 from fold0123.stacking.lgbm import fold_rmse
 
