@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,18 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_text(target, "whole")
     assert target.read_text() == "whole" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_only_a_dead_writers_temporaries_are_removed(tmp_path):
+    from fold0123.common.io import remove_orphaned_temporaries
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a PID that has exited (and was reaped)
+    orphan = tmp_path / f"3.pth.tmp.{dead.pid}"
+    mine = tmp_path / f"4.pth.tmp.{os.getpid()}"
+    final = tmp_path / "2.pth"
+    for path in (orphan, mine, final):
+        path.write_bytes(b"x")
+    assert remove_orphaned_temporaries(tmp_path) == [orphan]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, final.name])
+    assert remove_orphaned_temporaries(tmp_path / "missing") == []

@@ -112,3 +112,15 @@ def test_the_launcher_refuses_stale_runs_extends_finished_ones_and_redoes_on_req
     from fold0123.launcher.status import clear_failures
     clear_failures([more.rows[0].run_dir], extend=[more.rows[0].run_dir])
     assert not rundir.done_path(run).exists()
+
+
+def test_a_resumed_run_removes_what_a_killed_writer_left(trained):
+    import subprocess
+
+    dataroot, runs, run = trained
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = run / f"2.pth.tmp.{dead.pid}"
+    orphan.write_bytes(b"half a checkpoint")
+    train(config(dataroot, runs, "epochs=2"), "3fold0", device="cpu", progress=False, resume=True)  # extends
+    assert not orphan.exists() and [e for e, _ in rundir.list_checkpoints(run)] == [1, 2]

@@ -34,7 +34,7 @@ from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.fingerprint import (StaleError, run_fingerprint, run_staleness, stale_message,
                                          write_fingerprint)
-from fold0123.common.io import write_text
+from fold0123.common.io import remove_orphaned_temporaries, write_text
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import ImageDataset, normalize
@@ -194,6 +194,8 @@ def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool = Fa
             raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
     run.mkdir(parents=True, exist_ok=True)
     rundir.failed_path(run).unlink(missing_ok=True)
+    for path in remove_orphaned_temporaries(run):  # what a killed earlier attempt was writing
+        print(f"{run}: removed {path.name}, left by a killed writer", file=sys.stderr)
     if not resume:
         rundir.done_path(run).unlink(missing_ok=True)
         shutil.rmtree(rundir.tb_dir(run), ignore_errors=True)

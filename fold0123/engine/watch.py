@@ -26,7 +26,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from fold0123.common import rundir
-from fold0123.common.io import is_temporary
+from fold0123.common.io import is_temporary, remove_orphaned_temporaries
 from fold0123.common.poll import wait_until
 from fold0123.models.checkpoints import CheckpointError
 
@@ -115,6 +115,8 @@ def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: i
     if not wait_for_dir(run, poll_s, timeout_s, log):
         result.errors.append(f"{run}: run directory did not appear within {timeout_s}s")
         return result
+    for path in remove_orphaned_temporaries(rundir.eval_dir(run)):  # a killed evaluator's half-written arrays
+        log(f"{run}: removed {path.name}, left by a killed evaluator")
 
     events: queue.Queue = queue.Queue()
     observer = Observer()
