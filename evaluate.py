@@ -39,12 +39,15 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", default=None, help="comma list of oof,test,train (default: the config's)")
     parser.add_argument("--device", default=None, help="cuda:N or cpu (default cuda when available)")
     parser.add_argument("--timeout", type=float, default=None, help="--watch: give up after this many seconds")
+    parser.add_argument("--wait-lock", action="store_true",
+                        help="--watch: wait for another watcher of this run to finish (default: exit, naming it)")
     args = parser.parse_args(argv)
     parts = args.parts.split(",") if args.parts else None
     try:
         if args.watch:
             evaluate = functools.partial(_evaluate_quietly, parts=parts, device=args.device)
-            result = watch_run(args.run, evaluate, every=args.every, timeout_s=args.timeout)
+            result = watch_run(args.run, evaluate, every=args.every, timeout_s=args.timeout,
+                               wait_lock=args.wait_lock)
             sys.exit(result.exit_code)
         if args.soup is not None:
             metrics = evaluate_soup(args.run, args.soup, parts=parts, device=args.device)

@@ -173,3 +173,30 @@ def test_a_watcher_started_after_an_extension_evaluates_the_new_epochs(runs, tmp
     assert "extending it to 4 epochs" in err
     assert result.exit_code == 0 and result.skipped == [1, 2] and result.evaluated == [3, 4]
     assert [e for e, _ in recorder.calls] == [3, 4] and rundir.is_evaluated(run, 4)
+
+
+def test_one_watcher_per_run_a_second_is_refused_naming_the_first_or_waits(runs, tmp_path):
+    import os
+    import threading
+
+    from fold0123.common.io import LockedError, exclusive_lock
+
+    run = shutil.copytree(runs["target"], tmp_path / runs["target"].name)  # DONE, 2 epochs
+    with exclusive_lock(rundir.eval_lock_path(run)):
+        with pytest.raises(LockedError, match=rf"eval.lock: another evaluate.py --watch .*\(pid {os.getpid()}\)"):
+            watch_run(run, Recorder(), log=lambda m: None, timeout_s=60)
+    held, release = threading.Event(), threading.Event()
+
+    def first_watcher():  # holds the lock until told to go
+        with exclusive_lock(rundir.eval_lock_path(run)):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=first_watcher)
+    holder.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()
+    recorder = Recorder()
+    result = watch_run(run, recorder, log=lambda m: None, timeout_s=60, wait_lock=True)
+    holder.join()
+    assert result.exit_code == 0 and [e for e, _ in recorder.calls] == [1, 2]

@@ -7,10 +7,13 @@ crash must never leave one behind. So each writer writes `name.tmp.<pid>` beside
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Iterator
+
+from fold0123.common.errors import Fold0123Error
 
 TMP_MARKER = ".tmp."
 
@@ -59,6 +62,31 @@ def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+class LockedError(Fold0123Error):
+    """Another live process holds the lock (its PID is in the message)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, wait: bool = False, holder: str = "another process") -> Iterator[None]:
+    """An advisory `flock` on `path` for as long as the block runs, with this PID written in the file so a refused
+    process can say who holds it. The kernel drops the lock when the holder dies: a killed holder never blocks.
+    `wait=False` raises LockedError at once when it is held; `wait=True` blocks until it is free."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LockedError(f"{path}: {holder} (pid {pid}) holds this lock") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -62,6 +62,11 @@ def read_run_config(run: Path) -> RunConfig:
     return cfg
 
 
+def eval_lock_path(run: Path) -> Path:
+    """Held (flock) by the run's one `evaluate.py --watch`; holds its PID."""
+    return Path(run) / "eval.lock"
+
+
 def fingerprint_path(run: Path) -> Path:
     """What made the run (common.fingerprint): its config's identity and digests of its inputs."""
     return Path(run) / "fingerprint.json"

@@ -26,7 +26,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from fold0123.common import rundir
-from fold0123.common.io import is_temporary, remove_orphaned_temporaries
+from fold0123.common.io import exclusive_lock, is_temporary, remove_orphaned_temporaries
 from fold0123.common.poll import wait_until
 from fold0123.models.checkpoints import CheckpointError
 
@@ -101,7 +101,21 @@ def wait_for_dir(run: Path, poll_s: float, timeout_s: float | None, log: Callabl
 
 def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None,
               rescan_s: float = 10.0, poll_s: float = 0.5, timeout_s: float | None = None,
-              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> WatchResult:
+              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+              wait_lock: bool = False) -> WatchResult:
+    """`_watch` under the run's evaluator lock: one watcher per run, so no epoch is evaluated twice at once. A
+    second watcher raises LockedError naming the first's PID, or with `wait_lock` waits for it to finish."""
+    run = Path(run)
+    if not wait_for_dir(run, poll_s, timeout_s, log):
+        return WatchResult(errors=[f"{run}: run directory did not appear within {timeout_s}s"])
+    with exclusive_lock(rundir.eval_lock_path(run), wait=wait_lock,
+                        holder="another evaluate.py --watch on this run (--wait-lock waits for it)"):
+        return _watch(run, evaluate, every, rescan_s, poll_s, timeout_s, log)
+
+
+def _watch(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None,
+           rescan_s: float = 10.0, poll_s: float = 0.5, timeout_s: float | None = None,
+           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> WatchResult:
     """Call `evaluate(run, epoch)` for each epoch checkpoint of `run` once it is in place, in epoch order.
 
     Returns after the run's DONE (or FAILED) marker once every wanted epoch is evaluated, or after `timeout_s`
