@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fold0123.common import rundir
@@ -124,3 +125,11 @@ def test_a_resumed_run_removes_what_a_killed_writer_left(trained):
     orphan.write_bytes(b"half a checkpoint")
     train(config(dataroot, runs, "epochs=2"), "3fold0", device="cpu", progress=False, resume=True)  # extends
     assert not orphan.exists() and [e for e, _ in rundir.list_checkpoints(run)] == [1, 2]
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(trained):
+    dataroot, runs, run = trained  # trained with the tiny preset's threads: 1
+    assert rundir.read_run_config(run).threads == 1
+    train(config(dataroot, runs, "epochs=2", "threads=2"), "3fold0", device="cpu", progress=False, resume=True)
+    assert rundir.read_run_config(run).threads == 1  # a relaunch dividing the cores differently changes nothing
+    assert torch.load(rundir.resume_path(run), weights_only=True)["threads"] == 1

@@ -282,9 +282,11 @@ def weights_state(trainee: Trainee, task, cfg: RunConfig, epoch: int) -> dict:
             "model": model_state(trainee.model), "task_state": task_state(task)}
 
 
-def resume_state(trainee: Trainee, epoch: int, global_step: int) -> dict:
-    """resume.pth: what continues training after `epoch` (with that epoch's weights)."""
-    return {"epoch": epoch, "global_step": global_step, "optimizer": trainee.optimizer.state_dict(),
+def resume_state(trainee: Trainee, cfg: RunConfig, epoch: int, global_step: int) -> dict:
+    """resume.pth: what continues training after `epoch` (with that epoch's weights), and the thread count the
+    run was trained with (a resume keeps it: numerics)."""
+    return {"epoch": epoch, "global_step": global_step, "threads": cfg.threads,
+            "optimizer": trainee.optimizer.state_dict(),
             "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(), "rng": rng_state()}
 
 
@@ -366,6 +368,14 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: RunConfig, epoch: 
 
 def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
     device = resolve_device(device_name)
+    found = read_resume(run) if resume else None  # (weights, resume state) or None
+    started_with = None if found is None else found[1].get("threads")
+    if started_with is not None and int(started_with) != cfg.threads:
+        # the thread count changes the float reduction order: a resumed run keeps the one it started with, so
+        # it ends bit-identical to an uninterrupted run whatever a relaunch divides the cores into
+        print(f"{run}: resuming with threads={started_with}, as it started (asked for {cfg.threads})",
+              file=sys.stderr)
+        cfg = cfg.model_copy(update={"threads": int(started_with)})
     configure_torch(cfg, device)
     cfg = cfg.model_copy(update={"split": split})
     write_text(rundir.config_path(run), dump_config(cfg))
@@ -373,7 +383,6 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
 
     task = get_task(cfg.task)
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
-    found = read_resume(run) if resume else None  # (weights, resume state) or None
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
     n_batches = len(epoch_batches(data.n, cfg.batch_size, cfg.seed, 1))
     trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
@@ -397,7 +406,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
             # weights first, then the resume state that points at them (a crash between the two redoes this
             # epoch), then pruning; written while the next epoch trains
             saver.save([(rundir.checkpoint_path(run, epoch), weights_state(trainee, task, cfg, epoch)),
-                        (rundir.resume_path(run), resume_state(trainee, epoch, global_step))],
+                        (rundir.resume_path(run), resume_state(trainee, cfg, epoch, global_step))],
                        then=lambda: prune_checkpoints(run, keep_last), background=epoch < epochs)
             print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
         saver.wait()  # every file in place before train() writes DONE
