@@ -138,3 +138,17 @@ def test_only_a_dead_writers_temporaries_are_removed(tmp_path):
     assert remove_orphaned_temporaries(tmp_path) == [orphan]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, final.name])
     assert remove_orphaned_temporaries(tmp_path / "missing") == []
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_version(tmp_path):
+    import errno
+
+    from fold0123.common.io import DiskFullError
+
+    target = tmp_path / "3.pth"
+    target.write_text("epoch 2's weights")
+    with pytest.raises(DiskFullError, match=r"3.pth: no space left on the device writing it \(0.0 MB written"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "epoch 2's weights" and [p.name for p in tmp_path.iterdir()] == ["3.pth"]

@@ -133,3 +133,26 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(trained):
     train(config(dataroot, runs, "epochs=2", "threads=2"), "3fold0", device="cpu", progress=False, resume=True)
     assert rundir.read_run_config(run).threads == 1  # a relaunch dividing the cores differently changes nothing
     assert torch.load(rundir.resume_path(run), weights_only=True)["threads"] == 1
+
+
+def test_when_even_the_failed_marker_cannot_be_written_the_run_s_own_error_is_raised(trained, monkeypatch, capsys):
+    import errno
+
+    from fold0123.engine import trainer
+
+    dataroot, runs, run = trained
+    write = trainer.write_text
+
+    def full_disk_for_markers(path, text):
+        if path.name == rundir.FAILED:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(path, text)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom in epoch 2")
+
+    monkeypatch.setattr(trainer, "write_text", full_disk_for_markers)
+    monkeypatch.setattr(trainer, "train_epoch", boom)
+    with pytest.raises(RuntimeError, match="boom in epoch 2"):
+        train(config(dataroot, runs, "epochs=2"), "3fold0", device="cpu", progress=False, resume=True)
+    assert "could not write FAILED (No space left on device); the run failed: boom in epoch 2" in capsys.readouterr().err

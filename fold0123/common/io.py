@@ -7,9 +7,11 @@ crash must never leave one behind. So each writer writes `name.tmp.<pid>` beside
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -23,9 +25,14 @@ def is_temporary(path: str | os.PathLike) -> bool:
     return TMP_MARKER in Path(path).name
 
 
+class DiskFullError(Fold0123Error):
+    """A write that ran out of space; the message names the file and the free space left."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it to `path`, on error delete it."""
+    """Yield a temporary path beside `path`; on success fsync it and rename it to `path`, on error delete it.
+    A full disk becomes one DiskFullError line; the previous version of `path`, if any, is left untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}")
@@ -34,6 +41,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(f"{path}: no space left on the device writing it ({written / 1e6:.1f} MB written "
+                            f"before it filled up, {free / 1e6:.1f} MB free now): free some space, then "
+                            f"resume") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -220,7 +220,11 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
         _train(cfg, split, run, device, resume, progress)
     except BaseException as err:
         line = " ".join(str(err).split()) or type(err).__name__
-        write_text(rundir.failed_path(run), f"{type(err).__name__}: {line}\n")
+        try:
+            write_text(rundir.failed_path(run), f"{type(err).__name__}: {line}\n")
+        except OSError as marker_err:  # e.g. the disk is full: the error itself matters more than its marker
+            print(f"{run}: could not write {rundir.FAILED} ({marker_err.strerror}); the run failed: {line}",
+                  file=sys.stderr)
         raise
     write_text(rundir.done_path(run), time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return run
