@@ -136,6 +136,8 @@ def test_soup_of_the_last_epochs(target_run):
                                load_npz(rundir.eval_npz_path(target_run, "epoch2", "oof"))[1], atol=1e-5)
     with pytest.raises(ValueError, match="needs 5 epoch checkpoints"):
         evaluate_soup(target_run, 5, device="cpu")
+    with pytest.raises(ValueError, match="--soup 0: a soup averages the last N >= 1"):  # not "every epoch"
+        evaluate_soup(target_run, 0, device="cpu")
 
 
 def test_train_part_only_for_fold_splits_at_the_configured_epochs():

@@ -187,3 +187,9 @@ def test_read_split_allows_soft_pseudo_labels_that_train_csv_may_not_have(dataro
     part, held_out = layout.read_split(dataroot, "3fold0_pseudo1")
     assert part["target"].iloc[-1] == 2.5 and len(held_out) == 2
     assert np.issubdtype(held_out["target"].dtype, np.floating)
+
+
+def test_a_header_only_test_csv_is_an_error(dataroot):
+    (dataroot / "test.csv").write_text("object_id\n")
+    with pytest.raises(LayoutError, match=r"test.csv: no rows \(only a header\)"):
+        layout.read_test(dataroot)

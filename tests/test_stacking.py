@@ -196,6 +196,12 @@ def test_runs_resolve_epochs_and_fail_clearly(synth):
     assert resolve_epoch(runs, "materialstechniques", folds, "best") == 1
     with pytest.raises(RunError, match=r"target_3fold0.*epoch 7"):
         resolve_epoch(runs, "target", folds, 7)
+    lagging = run_dir(runs, "onehot", "3fold1") / "eval" / "epoch3_metrics.json"
+    lagging.rename(lagging.with_suffix(".hidden"))  # fold 1 has not evaluated epoch 3 yet
+    with pytest.raises(RunError, match=r"onehot_3fold1: newest evaluated epoch 2, the other folds' 3"):
+        resolve_epoch(runs, "onehot", folds, "last")  # never a silent fall-back to epoch 2 for every fold
+    assert resolve_epoch(runs, "onehot", folds, 2) == 2
+    lagging.with_suffix(".hidden").rename(lagging)
     with pytest.raises(RunError, match=r"nosuch_3fold0: run directory not found"):
         build_features(root, runs, {"nosuch": "last"})
     (run_dir(runs, "target", "all") / "eval" / "epoch3_test.npz").unlink()

@@ -88,6 +88,8 @@ def read_test(dataroot: str | Path, train: pd.DataFrame | None = None) -> pd.Dat
     """test.csv; when `train` is given, also check that no test id is a train id."""
     path = Path(dataroot) / "test.csv"
     frame = read_csv(path, ("object_id",))
+    if frame.empty:
+        raise LayoutError(f"{path}: no rows (only a header): there is nothing to predict")
     _check_unique_ids(frame, path)
     if train is not None:
         both = frame["object_id"].isin(set(train["object_id"])).to_numpy()

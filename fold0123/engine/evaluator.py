@@ -137,6 +137,8 @@ def evaluate_soup(run: str | Path, n: int, parts=None, device: str | None = None
     `soup{n}` (eval/soup{n}_{part}.npz, eval/soup{n}_metrics.json with "epoch" = the last souped epoch)."""
     run = Path(run)
     found = rundir.list_checkpoints(run)
+    if n < 1:
+        raise UsageError(f"--soup {n}: a soup averages the last N >= 1 epoch checkpoints")
     if len(found) < n:
         raise UsageError(f"{run}: --soup {n} needs {n} epoch checkpoints, found {len(found)}")
     chosen = found[-n:]

@@ -147,6 +147,14 @@ def resolve_epoch(checkpoints_dir: str | Path, exp: str, fold_splits: list[str],
         raise RunError(f"{exp}: its fold runs {fold_splits} have no evaluated epoch in common "
                        f"({ {s: sorted(e) for s, e in per_split.items()} })")
     if spec == "last":
+        # every fold at the same point of training: a fold whose newest evaluation lags the others is an error
+        # (naming it), never a silent fall-back to an earlier epoch of all of them
+        newest = {split: max(epochs) for split, epochs in per_split.items()}
+        if len(set(newest.values())) > 1:
+            behind = min(newest, key=newest.get)
+            raise RunError(f"{run_dir(checkpoints_dir, exp, behind)}: newest evaluated epoch {newest[behind]}, "
+                           f"the other folds' {max(newest.values())}: evaluate it (evaluate.py --run ... --epoch "
+                           f"{max(newest.values())}) or name an epoch for {exp} in `runs`")
         return common[-1]
     if spec == "best":
         means = table[table["epoch"].isin(common)].groupby("epoch")["value"].mean()
