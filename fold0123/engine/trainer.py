@@ -32,8 +32,8 @@ from tqdm import tqdm
 from fold0123.common import rundir
 from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
-from fold0123.common.fingerprint import (StaleError, run_fingerprint, run_staleness, stale_message,
-                                         write_fingerprint)
+from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, read_fingerprint, run_fingerprint,
+                                         stale_message, write_fingerprint)
 from fold0123.common.io import remove_orphaned_temporaries, write_text
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
@@ -178,12 +178,13 @@ def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else bool(progress)
 
 
-def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool = False) -> Path:
-    """The run directory, checked: a run made by another config or from other inputs (common.fingerprint) is
-    refused, or with `redo_stale` deleted and started again; a fresh one needs `resume` to be continued."""
+def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool, fingerprint: Fingerprint) -> Path:
+    """The run directory, checked against `fingerprint` (what this call would make it from): a run made by
+    another config or from other inputs is refused, or with `redo_stale` deleted and started again; a fresh one
+    needs `resume` to be continued."""
     run = rundir.run_dir(cfg, split)
     if run.is_dir() and rundir.list_checkpoints(run):
-        reasons = run_staleness(run, cfg, split)
+        reasons = differences(read_fingerprint(rundir.fingerprint_path(run)), fingerprint)
         if reasons and not redo_stale:
             raise StaleError(stale_message(run, reasons))
         if reasons:
@@ -205,7 +206,9 @@ def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool = Fa
 def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = False,
           progress: bool | None = None, redo_stale: bool = False) -> Path:
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
-    run = _prepare_run(cfg, split, resume, redo_stale)
+    fingerprint = run_fingerprint(cfg, split)  # digests the inputs once: checked here, written by _train
+    run = _prepare_run(cfg, split, resume, redo_stale, fingerprint)
+    found = None
     if resume and rundir.done_path(run).is_file():
         last = max((epoch for epoch, _ in rundir.list_checkpoints(run)), default=0)
         if cfg.epochs <= last:
@@ -213,11 +216,11 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
             return run
         # extending a finished run: check it can be resumed while it still says DONE (a CheckpointError
         # here leaves it finished), then drop DONE, so watchers started from now on wait for the new epochs
-        read_resume(run)
+        found = read_resume(run)
         rundir.done_path(run).unlink(missing_ok=True)
         print(f"{run}: DONE after epoch {last}; extending it to {cfg.epochs} epochs", file=sys.stderr)
     try:
-        _train(cfg, split, run, device, resume, progress)
+        _train(cfg, split, run, device, resume, progress, fingerprint, found)
     except BaseException as err:
         line = " ".join(str(err).split()) or type(err).__name__
         try:
@@ -370,9 +373,12 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: RunConfig, epoch: 
     return total_loss / max(total_images, 1), global_step
 
 
-def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None):
+def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None,
+           fingerprint: Fingerprint, found: tuple[dict, dict] | None = None):
+    """`found`: the (weights, resume state) train() already read to extend a finished run, else read here."""
     device = resolve_device(device_name)
-    found = read_resume(run) if resume else None  # (weights, resume state) or None
+    if found is None and resume:
+        found = read_resume(run)  # (weights, resume state), or None for a run with no finished epoch
     started_with = None if found is None else found[1].get("threads")
     if started_with is not None and int(started_with) != cfg.threads:
         # the thread count changes the float reduction order: a resumed run keeps the one it started with, so
@@ -383,7 +389,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     configure_torch(cfg, device)
     cfg = cfg.model_copy(update={"split": split})
     write_text(rundir.config_path(run), dump_config(cfg))
-    write_fingerprint(rundir.fingerprint_path(run), run_fingerprint(cfg, split))
+    write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
     task = get_task(cfg.task)
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
