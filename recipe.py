@@ -113,7 +113,7 @@ def reusable(what: str, fingerprint_file: Path, expected: Fingerprint, outputs: 
 def make_folds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     stage("folds")
     wanted = [p for s in split_names(cfg.folds) for p in split_paths(cfg.dataroot, s)]
-    expected = folds_fingerprint(cfg.dataroot, cfg.folds, cfg.fold_batch_size or None, cfg.seed)
+    expected = folds_fingerprint(cfg.dataroot, cfg.folds, cfg.fold_batch_size, cfg.seed)
     if reusable(f"folds in {cfg.dataroot}", folds_fingerprint_path(cfg.dataroot, cfg.folds), expected, wanted,
                 redo_stale):
         return

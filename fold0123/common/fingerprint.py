@@ -167,9 +167,10 @@ def run_staleness(run: str | Path, cfg, split: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- dataroot outputs
 
 def folds_fingerprint(dataroot: str | Path, k: int, batch_size: int | None, seed: int) -> Fingerprint:
-    """What the `{k}fold*`/`all` split files are made of (SGKFold.py stores it beside them)."""
+    """What the `{k}fold*`/`all` split files are made of (SGKFold.py stores it beside them); batch size 0 and
+    None both mean no alignment, as SGKFold.py's `--batch-size 0` does."""
     root = Path(dataroot)
-    return Fingerprint({"k": int(k), "batch_size": batch_size, "seed": int(seed)},
+    return Fingerprint({"k": int(k), "batch_size": batch_size or None, "seed": int(seed)},
                        {name: file_digest(root / name) for name in ("train.csv", "test.csv")})
 
 
