@@ -108,8 +108,6 @@ def read_tags(dataroot: str | Path, table: str) -> pd.DataFrame:
     return frame[["object_id", "name"]]
 
 
-
-
 def check_photos(dataroot: str | Path, object_ids, table: str = "train.csv", decode: bool = False) -> None:
     """Fail on the first object of `table` whose photo is missing or, with `decode`, does not decode.
 
@@ -134,12 +132,6 @@ def _decode(path: Path, object_id: str, table: str) -> None:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise LayoutError(f"{path}: unreadable or corrupt image for object_id {object_id!r} of {table} "
                           f"({reason})") from None
-
-
-
-
-
-
 
 
 def read_split(dataroot: str | Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:

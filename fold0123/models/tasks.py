@@ -53,8 +53,6 @@ def _column(frame: Frame, column: str) -> np.ndarray:
     return frame[column].to_numpy(dtype=np.float64)
 
 
-
-
 @dataclass
 class Task:
     """One row of the task table. The function fields are plain functions; `state` is the only mutable part
