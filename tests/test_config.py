@@ -38,11 +38,27 @@ def test_base_chain_overrides_and_defaults(tmp_path):
     ("eval.parts=[bogus]", "key 'eval.parts.0': .*'oof', 'test' or 'train'"),
     ("freeze=layer5", "key 'freeze'"),
     ("jigsaw=3", "key 'jigsaw': .*dictionary"),
+    ("epochs=ten", "--set epochs=ten: key 'epochs': .*integer"),
+    ("batch_size=0", "key 'batch_size': .*greater than or equal to 2"),
+    ("exp=../esc", "key 'exp': .*path separator"),
+    ("exp=..", "key 'exp': .*relative folder name"),
+    ("split=a/b", "key 'split': .*path separator"),
 ])
 def test_bad_overrides_are_one_line_naming_the_set_and_key(tmp_path, override, message):
     (tmp_path / "c.yml").write_text("lr: 0.1\njigsaw: {grid: 3}\n")
     with pytest.raises(ConfigError, match=message) as err:
         load_config(tmp_path / "c.yml", [override], schema=RunConfig)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("postprocess.ratio=[]", "key 'postprocess.ratio': List should have at least 1 item"),
+    ("postprocess.width=[]", "key 'postprocess.width'"),
+    ("exp=x/../../y", "key 'exp': .*path separator"),
+])
+def test_bad_stack_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(ROOT / "parameters/stack.yml", [override], schema=StackConfig)
     assert "\n" not in str(err.value)
 
 

@@ -138,7 +138,7 @@ def test_transfer_errors_name_the_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="2.pth: corrupt or truncated"):
         load_backbone(model, tmp_path / "2.pth")
     torch.save({"model": build_model(cfg_with(backbone="resnet10t"), get_task("target")).state_dict()}, tmp_path / "3.pth")
-    with pytest.raises(CheckpointError, match="3.pth: backbone does not match"):
+    with pytest.raises(CheckpointError, match="3.pth: weights do not fit this run.s backbone"):
         load_backbone(model, tmp_path / "3.pth")
 
 

@@ -11,8 +11,8 @@ import yaml
 from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
 from fold0123.engine import saver, trainer
-from fold0123.engine.trainer import (LOG_HEADER, TrainError, epoch_batches, group_weights, lr_factor, resolve_transfer,
-                            train)
+from fold0123.engine.trainer import (LOG_HEADER, DivergedError, TrainError, epoch_batches, group_weights, lr_factor,
+                                     resolve_transfer, train)
 from fold0123.models.checkpoints import RESUME_KEYS, CheckpointError, read_checkpoint
 from tests.engine_fixtures import ROOT, make_recipe_root, session_runs, tiny_config
 
@@ -264,11 +264,11 @@ def test_missing_split_tag_vectors_and_transfer_give_one_line_errors(tmp_path):
 
 def test_a_crash_writes_failed_and_reraises(runs, tmp_path):
     cfg = tiny_config("target", runs["dataroot"], tmp_path, "transfer_from=null", "lr=1.0e+30")
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(DivergedError, match=r"lr 1e\+30\): the training diverged; lower `lr`"):
         train(cfg, "3fold2", "cpu", progress=False)
     run = tmp_path / "target_3fold2"
     text = rundir.failed_path(run).read_text()
-    assert text.startswith("FloatingPointError: ") and "loss is" in text and text.count("\n") == 1
+    assert text.startswith("DivergedError: loss is") and text.count("\n") == 1
     assert not rundir.done_path(run).exists()
 
 

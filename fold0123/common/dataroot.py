@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fold0123.common.names import check_name
+
 
 def photos_dir(dataroot: str | Path) -> Path:
     return Path(dataroot) / "photos"
@@ -20,6 +22,7 @@ def split_names(k: int = 3) -> list[str]:
 
 def split_paths(dataroot: str | Path, split: str) -> tuple[Path, Path]:
     root = Path(dataroot)
+    check_name(split, "split name")
     return root / f"{split}_train.csv", root / f"{split}_test.csv"
 
 

@@ -29,12 +29,31 @@ class DiskFullError(Fold0123Error):
     """A write that ran out of space; the message names the file and the free space left."""
 
 
+class OutputPathError(Fold0123Error):
+    """A folder an output needs cannot be made: part of its path is a file, or it is not writable."""
+
+
+def make_dir(folder: str | os.PathLike) -> Path:
+    """`mkdir -p` that fails in one line naming the folder (e.g. `checkpoints_dir` given as a file's path)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise OutputPathError(f"{folder}: cannot create this folder: {blocker} is a file, not a folder") from None
+    except PermissionError:
+        raise OutputPathError(f"{folder}: cannot create this folder: permission denied") from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it to `path`, on error delete it.
     A full disk becomes one DiskFullError line; the previous version of `path`, if any, is left untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
+    if path.is_dir():
+        raise OutputPathError(f"{path}: is a folder; cannot write a file there")
     tmp = path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}")
     try:
         yield tmp
@@ -90,7 +109,7 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, holder: str = "a
     process can say who holds it. The kernel drops the lock when the holder dies: a killed holder never blocks.
     `wait=False` raises LockedError at once when it is held; `wait=True` blocks until it is free."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

@@ -25,6 +25,7 @@ from pathlib import Path
 from fold0123.common.config import ConfigError, read_config_text
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import LayoutError
+from fold0123.common.names import check_name
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
 PARTS = ("oof", "test", "train")
@@ -40,7 +41,7 @@ class RunError(LayoutError):
 
 
 def run_path(checkpoints_dir: str | Path, exp: str, split: str) -> Path:
-    return Path(checkpoints_dir) / f"{exp}_{split}"
+    return Path(checkpoints_dir) / f"{check_name(exp, 'experiment name')}_{check_name(split, 'split name')}"
 
 
 def run_dir(cfg: RunConfig, split: str) -> Path:

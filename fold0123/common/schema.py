@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt,
-                      field_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt,
+                      PositiveInt, field_validator)
+
+from fold0123.common.names import name_problem
 
 
 class Schema(BaseModel):
@@ -26,7 +28,15 @@ def _text(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
+def _file_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} {problem}; it becomes part of file names and must stay inside its folder")
+    return value
+
+
 Text = Annotated[str, BeforeValidator(_text)]
+Name = Annotated[str, BeforeValidator(_text), AfterValidator(_file_name)]  # exp and split names
 EpochSpec = Annotated[Literal["last", "best"] | PositiveInt, Field(union_mode="left_to_right")]
 
 
@@ -54,8 +64,8 @@ class EvalOptions(Schema):
 
 class RunConfig(Schema):
     """One experiment x one split: what train.py, evaluate.py and the launcher read (parameters/base.yml)."""
-    exp: Text                                   # the run directory's prefix; the loader defaults it to the file's stem
-    split: Text | None = None                   # set by train.py in the run's config.yml
+    exp: Name                                   # the run directory's prefix; the loader defaults it to the file's stem
+    split: Name | None = None                   # set by train.py in the run's config.yml
     dataroot: Text = "datasets/emoji"
     checkpoints_dir: Text = "runs"
     folds: Annotated[int, Field(ge=2)] = 3
@@ -117,9 +127,11 @@ class LgbmOptions(Schema):
 
 
 class PostprocessGrid(Schema):
-    ratio: list[Annotated[float, Field(ge=0, le=1)]] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    thr: list[float] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01]
-    width: list[NonNegativeFloat] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    """The grids the post-processing searches; each needs at least one value (a fixed one to switch a step off)."""
+    ratio: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=1)] = [
+        0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    thr: Annotated[list[float], Field(min_length=1)] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01]
+    width: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
 
 
 class EnsembleOptions(Schema):
@@ -132,7 +144,7 @@ class EnsembleOptions(Schema):
 
 class StackConfig(Schema):
     """stack.py / ensemble.ipynb (parameters/stack.yml)."""
-    exp: Text = "stack"
+    exp: Name = "stack"
     dataroot: Text = "datasets/emoji"
     checkpoints_dir: Text = "runs"
     folds: Annotated[int, Field(ge=2)] = 3
@@ -162,7 +174,7 @@ class Word2VecOptions(Schema):
 
 class RecipeConfig(Schema):
     """recipe.py, the main job (parameters/recipe.yml): names the other configs and what they share."""
-    exp: Text = "recipe"
+    exp: Name = "recipe"
     dataset: Literal["emoji"] | None = "emoji"
     dataroot: Text = "datasets/emoji"
     answers: Text | None = "datasets/emoji_private/answers.csv"

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fold0123.common.fingerprint import stat_digest
-from fold0123.common.io import atomic_path
+from fold0123.common.io import atomic_path, make_dir
 from fold0123.data.layout import LayoutError, photo_path
 
 FITS = ("pad", "stretch")
@@ -128,7 +128,7 @@ def _decode_chunk(args: tuple[list[str], int, str]) -> np.ndarray:
 def _build_lock(path: Path):
     """An exclusive lock beside the cache, so runs started together (fold0123) decode once, not once each:
     the first builds, the others wait and then find the finished file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     with open(path.with_name(path.name + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

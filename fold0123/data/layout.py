@@ -14,6 +14,7 @@ import pandas as pd
 # names (common.dataroot) and the error (common.errors) are defined in common and re-exported with the readers
 from fold0123.common.dataroot import photo_path, split_names, split_paths, tag_vectors_path  # noqa: F401 (re-exported)
 from fold0123.common.errors import LayoutError  # noqa: F401
+from fold0123.common.names import name_problem
 
 TRAIN_COLUMNS = ("object_id", "sorting_date", "art_series_id", "target")
 TAG_TABLES = ("materials", "techniques")
@@ -36,9 +37,11 @@ def read_csv(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _check_unique_ids(frame: pd.DataFrame, path: Path) -> None:
-    empty = frame.index[frame["object_id"].str.strip() == ""]
-    if len(empty):
-        raise LayoutError(f"{path}: row {int(empty[0]) + 2}: empty object_id")
+    """Ids name photo files, so one with a path separator would read outside photos/ (common.names)."""
+    for row, object_id in enumerate(frame["object_id"]):
+        problem = name_problem(object_id)
+        if problem:
+            raise LayoutError(f"{path}: row {row + 2}: object_id {object_id!r} {problem}")
     dup = frame["object_id"].duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])

@@ -20,7 +20,7 @@ from fold0123.data.datasets import normalize
 from fold0123.data.layout import read_split, read_test
 from fold0123.data.views import N_VIEWS, all_views, split_views
 from fold0123.common import rundir
-from fold0123.models.checkpoints import read_checkpoint
+from fold0123.models.checkpoints import load_weights, read_checkpoint
 from fold0123.engine.setup import build_cache, configure_torch, load_task_state, resolve_device, wrap_model
 from fold0123.models.network import build_model
 from fold0123.models.soup import uniform_soup
@@ -103,7 +103,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     task = get_task(cfg.task)
     load_task_state(task, state.get("task_state"))
     model = build_model(cfg, task)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint)
     channels_last = device.type == "cuda" and cfg.channels_last
     model = model.to(device).eval()
     if channels_last:

@@ -34,14 +34,15 @@ from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, read_fingerprint, run_fingerprint,
                                          stale_message, write_fingerprint)
-from fold0123.common.io import remove_orphaned_temporaries, write_text
+from fold0123.common.io import make_dir, remove_orphaned_temporaries, write_text
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.data.layout import read_split
 from fold0123.data.views import random_views
 from fold0123.engine.saver import BackgroundSaver
-from fold0123.models.checkpoints import prune_checkpoints, read_resume, rng_state, set_rng_state
+from fold0123.models.checkpoints import (CheckpointError, load_weights, prune_checkpoints, read_resume, rng_state,
+                                         set_rng_state)
 from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
                           wrap_model)
 from fold0123.models.network import build_model
@@ -53,6 +54,10 @@ LOG_HEADER = "epoch step loss lr images_per_s"
 
 class TrainError(Fold0123Error):
     """A run that cannot start (bad transfer source, existing run without --resume, ...): one line."""
+
+
+class DivergedError(TrainError):
+    """The loss became NaN or infinite: the settings, not the code, need changing (usually `lr`)."""
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -193,7 +198,7 @@ def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool, fin
             resume = False
         elif not resume:
             raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
-    run.mkdir(parents=True, exist_ok=True)
+    make_dir(run)
     rundir.failed_path(run).unlink(missing_ok=True)
     for path in remove_orphaned_temporaries(run):  # what a killed earlier attempt was writing
         print(f"{run}: removed {path.name}, left by a killed writer", file=sys.stderr)
@@ -267,13 +272,24 @@ def build_trainee(cfg: RunConfig, task, device: torch.device, steps_per_epoch: i
                    {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
 
 
-def restore(trainee: Trainee, task, weights: dict, state: dict) -> None:
+def restore(trainee: Trainee, task, weights: dict, state: dict, run: Path) -> None:
     """Weights from `{epoch}.pth`, everything that steps them from resume.pth (models.checkpoints)."""
-    trainee.model.load_state_dict(weights["model"])
+    load_weights(trainee.model, weights["model"], run / f"{weights.get('epoch')}.pth")
     load_task_state(task, weights.get("task_state"))
-    trainee.optimizer.load_state_dict(state["optimizer"])
     scheduler = trainee.scheduler
-    scheduler.load_state_dict(state["scheduler"])
+    try:
+        trainee.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        # torch checks the groups' sizes, not the shapes of their buffers (momentum, Adam's moments)
+        for group in trainee.optimizer.param_groups:
+            for param in group["params"]:
+                for name, value in trainee.optimizer.state.get(param, {}).items():
+                    if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                        raise ValueError(f"its {name} has shape {tuple(value.shape)}, the parameter's "
+                                         f"{tuple(param.shape)}")
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{rundir.resume_path(run)}: does not fit this run's optimiser, made by another "
+                              f"backbone or config? ({' '.join(str(err).split())[:200]})") from None
     # the next step's lr from this run's schedule: the same value when resuming, the new curve's when extending
     lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
     for group, lr in zip(trainee.optimizer.param_groups, lrs):
@@ -350,7 +366,8 @@ def train_epoch(trainee: Trainee, task, data: TrainData, cfg: RunConfig, epoch: 
             loss = task.loss(out, targets)
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise FloatingPointError(f"loss is {value} at epoch {epoch} batch {i + 1}")
+            raise DivergedError(f"loss is {value} at epoch {epoch} batch {i + 1} (lr {cfg.lr:g}): the training "
+                                f"diverged; lower `lr` or raise `warmup_epochs`, then train again")
         trainee.scaler.scale(loss * weights[i]).backward()
         window.add(value, x.shape[0])
         total_loss, total_images = total_loss + value * x.shape[0], total_images + x.shape[0]
@@ -398,7 +415,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
     start_epoch, global_step = 1, 0
     if found is not None:
-        restore(trainee, task, *found)
+        restore(trainee, task, *found, run)
         start_epoch, global_step = int(found[1]["epoch"]) + 1, int(found[1]["global_step"])
         print(f"{run}: resuming after epoch {start_epoch - 1}", file=sys.stderr)
 

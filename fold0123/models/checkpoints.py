@@ -20,7 +20,10 @@ stripped on read so every consumer sees the plain `Network` keys.
 """
 from __future__ import annotations
 
+import pickle
 import random
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +61,47 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return path
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def load_weights(module: torch.nn.Module, weights: dict, path: str | Path, what: str = "model") -> int:
+    """Load `weights` into `module` only when they fit it exactly, else CheckpointError naming `path` and the
+    first difference: a checkpoint of another backbone or task must not fail in a 20-line torch traceback, and a
+    silent partial load would look like training from scratch. Returns the number of tensors loaded."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or reshaped:
+        problem = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
+                   else f"{reshaped[0]!r} has shape {tuple(weights[reshaped[0]].shape)}, "
+                        f"the {what}'s {tuple(own[reshaped[0]].shape)}")
+        raise CheckpointError(f"{path}: weights do not fit this run's {what}, made from another backbone or task? "
+                              f"({problem}; {len(missing)} missing, {len(unexpected)} unexpected, "
+                              f"{len(reshaped)} reshaped)")
+    module.load_state_dict(weights)
+    return len(weights)
+
+
 def _load(path: str | Path, map_location) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # RuntimeError, UnpicklingError, EOFError, BadZipFile, ... all mean a bad file
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:200]})") from None
+        with warnings.catch_warnings():  # torch warns about a file's pickle protocol before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise CheckpointError(f"{path}: refused: loading it would unpickle {found.group(1)}, and unpickling a "
+                                  f"file can run code; only weights-only checkpoints (tensors, numbers, strings, "
+                                  f"lists, dicts) are loaded") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint, or not a torch checkpoint "
+                              f"({_first_line(err)})") from None
+    except Exception as err:  # RuntimeError, EOFError, BadZipFile, ... all mean a bad file
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(err)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint (expected a dict)")
     return state

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from fold0123.common.config import ConfigError
-from fold0123.models.checkpoints import CheckpointError, read_checkpoint
+from fold0123.models.checkpoints import CheckpointError, load_weights, read_checkpoint
 from fold0123.models.network import frozen_norm_layers
 
 FREEZE_MODES = ("none", "layer34", "head", "fine_tune")
@@ -34,18 +34,7 @@ def load_backbone(model: nn.Module, checkpoint_path: str | Path) -> int:
     backbone = {k[len("backbone."):]: v for k, v in checkpoint["model"].items() if k.startswith("backbone.")}
     if not backbone:
         raise CheckpointError(f"{checkpoint_path}: no 'backbone.*' weights in the checkpoint's model")
-    own = model.backbone.state_dict()
-    missing = [k for k in own if k not in backbone]
-    unexpected = [k for k in backbone if k not in own]
-    reshaped = [k for k in own if k in backbone and backbone[k].shape != own[k].shape]
-    if missing or unexpected or reshaped:
-        problem = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
-                   else f"{reshaped[0]!r} has shape {tuple(backbone[reshaped[0]].shape)}, "
-                        f"the model's {tuple(own[reshaped[0]].shape)}")
-        raise CheckpointError(f"{checkpoint_path}: backbone does not match the model's ({problem}; "
-                              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped)")
-    model.backbone.load_state_dict(backbone)
-    return len(backbone)
+    return load_weights(model.backbone, backbone, checkpoint_path, "backbone")
 
 
 def trainable_prefixes(mode: str, epoch: int, unfreeze_epoch: int = 2) -> tuple[str, ...] | None:

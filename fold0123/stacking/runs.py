@@ -14,6 +14,7 @@ at the folds' own validation rows, as the original did; the stack's CV is then s
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -66,7 +67,7 @@ def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
             if "ids" not in data or "outputs" not in data:
                 raise RunError(f"{path}: expected arrays 'ids' and 'outputs' (has {', '.join(data.files)})")
             ids, outputs = data["ids"], data["outputs"]
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: a zero-byte file
         if isinstance(err, RunError):
             raise
         raise RunError(f"{path}: not a readable npz ({str(err).splitlines()[0]})") from None
