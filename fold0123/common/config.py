@@ -71,7 +71,11 @@ def _read_yaml(path: Path, origin: dict, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{shown}: top level must be a mapping of keys")
     base = raw.pop("base", None)
-    below = {} if base is None else _read_yaml(shown.parent / str(base), origin, seen + (path,))
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{shown}: key 'base': expected the path of another config file (got {base!r})")
+    if base is not None and not (shown.parent / base).is_file():
+        raise ConfigError(f"{shown}: key 'base': config file {shown.parent / base} not found")
+    below = {} if base is None else _read_yaml(shown.parent / base, origin, seen + (path,))
     return _merge(below, raw, origin, str(shown))
 
 

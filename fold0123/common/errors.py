@@ -9,7 +9,11 @@ from __future__ import annotations
 
 
 class Fold0123Error(ValueError):
-    """A condition the user can fix; the message is one line naming the file, key or argument."""
+    """A condition the user can fix; the message is one line naming the file, key or argument (whitespace a
+    value brought in, such as a newline inside a `--set`, is folded here, so every message stays one line)."""
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(" ".join(str(message).split()))
 
 
 class LayoutError(Fold0123Error):

@@ -78,6 +78,9 @@ def read_train(dataroot: str | Path) -> pd.DataFrame:
     path = Path(dataroot) / "train.csv"
     frame = read_csv(path, TRAIN_COLUMNS)
     _check_unique_ids(frame, path)
+    no_group = np.flatnonzero((frame["art_series_id"].str.strip() == "").to_numpy())
+    if len(no_group):  # the folds keep each series whole: a blank one would silently join every other blank
+        raise LayoutError(f"{path}: row {int(no_group[0]) + 2}: column 'art_series_id': empty series id")
     frame = validate_labels(frame, path)
     fractional = (frame["target"] % 1 != 0).to_numpy()
     if fractional.any():

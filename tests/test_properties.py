@@ -1,0 +1,459 @@
+"""Property-based bad input (issue 12): hypothesis generates broken configs, dataroot CSVs, photos and stacking
+inputs, and every case must end in a correct result or one clear line naming the file and the key, row or
+column: never a traceback (an exception outside Fold0123Error), never a silently wrong value.
+
+The runs are derandomized (the same cases on every machine and every CI run) and each test counts the distinct
+cases it tried, so the number the README states is checked here, not assumed. `PROPERTY_EXAMPLES` scales them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fold0123.common import rundir
+from fold0123.common.config import load_config, parse_value
+from fold0123.common.errors import Fold0123Error, LayoutError
+from fold0123.common.schema import RunConfig, StackConfig
+from fold0123.data.answers import score_answers
+from fold0123.data.images import load_image
+from fold0123.data.layout import N_CLASSES, TRAIN_COLUMNS, check_photos, read_split, read_test, read_train
+from fold0123.stacking.runs import RunError, eval_path, load_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = float(os.environ.get("PROPERTY_EXAMPLES", "1"))
+
+
+def examples(n: int):
+    return settings(max_examples=max(1, int(n * SCALE)), derandomize=True, database=None, deadline=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def assert_one_clear_line(err: BaseException, *names: str) -> str:
+    """A project error, on one line, naming each of `names` (a file, a key, a column)."""
+    assert isinstance(err, Fold0123Error), f"{type(err).__name__} is not a Fold0123Error: {err}"
+    message = str(err)
+    assert message and "\n" not in message and "Traceback" not in message, message
+    for name in names:
+        assert str(name) in message, f"{name!r} not named in: {message}"
+    return message
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+def _leaf_keys(model, prefix="") -> list[str]:
+    keys = []
+    for name, value in model.model_dump().items():
+        if isinstance(value, dict) and value and name not in ("runs",):
+            keys += [f"{prefix}{name}.{k}" for k in value]
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+RUN_KEYS = sorted(_leaf_keys(RunConfig(exp="x")))
+STACK_KEYS = sorted(_leaf_keys(StackConfig()))
+scalars = st.one_of(
+    st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+    st.sampled_from(["", "ten", "0", "-1", "1e-3", "[]", "{}", "[1, 2]", "nan", "inf", "a/b", "..", "last", "cpu",
+                     "resnet18", "oof", "none", "{a: 1}", "[oof, bogus]"]),
+    st.text(max_size=8))
+values = st.one_of(scalars, st.lists(scalars, max_size=3))
+
+
+def _as_yaml(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _get(cfg, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    return value
+
+
+def _same(parsed, got) -> bool:
+    """The value the config holds is the value the user set (pydantic may coerce 2 -> 2.0 or 3 -> '3')."""
+    if isinstance(got, (list, tuple)):
+        return isinstance(parsed, (list, tuple)) and len(parsed) == len(got) and all(map(_same, parsed, got))
+    if isinstance(got, float) and isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+        return got == parsed or (math.isnan(got) and math.isnan(parsed))
+    return got == parsed or str(got) == str(parsed)
+
+
+def _check_override(path: Path, schema, key: str, value, seen: set) -> None:
+    text = _as_yaml(value) if not isinstance(value, str) else value
+    override = f"{key}={text}"
+    seen.add((schema.__name__, override))
+    try:
+        cfg = load_config(path, [override], schema=schema)
+    except Fold0123Error as err:
+        assert_one_clear_line(err, "--set")
+        return
+    parsed = parse_value(text) if text != "" else ""  # what apply_override reads
+    if key != "exp" and not isinstance(parsed, dict):  # exp: the loader names it; a dict merges key by key
+        assert _same(parsed, _get(cfg, key)), f"{override} silently became {_get(cfg, key)!r}"
+
+
+@examples(250)
+@given(key=st.sampled_from(RUN_KEYS), value=values)
+def _run_overrides(key, value, seen):
+    _check_override(ROOT / "parameters/tiny/target.yml", RunConfig, key, value, seen)
+
+
+def test_run_config_overrides_end_in_the_value_set_or_one_line():
+    seen: set = set()
+    _run_overrides(seen=seen)
+    assert len(seen) >= 200 * SCALE
+    COUNTS["run config --set"] = len(seen)
+
+
+@examples(120)
+@given(key=st.sampled_from(STACK_KEYS), value=values)
+def _stack_overrides(key, value, seen):
+    _check_override(ROOT / "parameters/stack.yml", StackConfig, key, value, seen)
+
+
+def test_stack_config_overrides_end_in_the_value_set_or_one_line():
+    seen: set = set()
+    _stack_overrides(seen=seen)
+    assert len(seen) >= 90 * SCALE
+    COUNTS["stack config --set"] = len(seen)
+
+
+@examples(60)
+@given(body=st.one_of(st.text(max_size=40), st.dictionaries(st.sampled_from(RUN_KEYS[:20] + ["nope", "base"]),
+                                                               values, max_size=3).map(yaml.safe_dump)))
+def _config_files(body, tmp, seen):
+    seen.add(body)
+    path = tmp / "c.yml"
+    path.write_text(body)
+    try:
+        load_config(path, [], schema=RunConfig)
+    except Fold0123Error as err:
+        assert_one_clear_line(err, path)
+
+
+def test_config_files_end_in_a_config_or_one_line_naming_the_file(tmp_path):
+    seen: set = set()
+    _config_files(tmp=tmp_path, seen=seen)
+    assert len(seen) >= 45 * SCALE
+    COUNTS["config files"] = len(seen)
+
+
+# ------------------------------------------------------------------------------------------- dataroot CSVs
+
+def _valid_train(n: int = 12) -> pd.DataFrame:
+    return pd.DataFrame({"object_id": [f"{i:06x}" for i in range(n)], "sorting_date": [1600 + 10 * i for i in range(n)],
+                         "art_series_id": [f"s{i // 2}" for i in range(n)], "target": [i % N_CLASSES for i in range(n)]})
+
+
+cells = st.one_of(st.sampled_from(["", " ", "nan", "NaN", "inf", "-inf", "-1", "4", "3.5", "1e309", "abc", "../x",
+                                   "a/b", "..", "000001", "0x10", "１", "2,5", '"', "\t", "None"]),
+                  st.text(max_size=6), st.integers(-5, 5).map(str), st.floats().map(str))
+mutations = st.one_of(
+    st.tuples(st.just("cell"), st.integers(0, 11), st.sampled_from(TRAIN_COLUMNS), cells),
+    st.tuples(st.just("drop"), st.sampled_from(TRAIN_COLUMNS)),
+    st.tuples(st.just("duplicate"), st.integers(0, 11)),
+    st.tuples(st.just("raw"), st.sampled_from(["", "\n", "object_id\n", "a,b\n1,2,3\n", "\x00\x00", "\ufeff",
+                                               "object_id,target\n", "\xff\xfe"])),
+    st.tuples(st.just("truncate"), st.integers(1, 200)),
+)
+
+
+def _expected_names(mutation) -> tuple[str, ...]:
+    kind = mutation[0]
+    if kind == "cell":
+        return ()  # a cell is named by row and column below when the reader refuses it
+    if kind == "drop":
+        return (mutation[1],)
+    return ()
+
+
+def _write_mutated(root: Path, mutation) -> None:
+    frame = _valid_train()
+    path = root / "train.csv"
+    kind = mutation[0]
+    if kind == "cell":
+        _, row, column, value = mutation
+        frame = frame.astype(str)
+        frame.loc[row, column] = value
+    elif kind == "drop":
+        frame = frame.drop(columns=[mutation[1]])
+    elif kind == "duplicate":
+        frame = pd.concat([frame, frame.iloc[[mutation[1]]]], ignore_index=True)
+    if kind == "raw":
+        path.write_bytes(mutation[1].encode("utf-8", "surrogatepass") if mutation[1] != "\xff\xfe" else b"\xff\xfe")
+        return
+    frame.to_csv(path, index=False)
+    if kind == "truncate":
+        path.write_bytes(path.read_bytes()[: mutation[1]])
+
+
+def _check_train_frame(frame: pd.DataFrame) -> None:
+    """What every stage after the reader relies on: a train.csv that passed is a correct one."""
+    assert list(frame.columns[:4]) == list(TRAIN_COLUMNS) or set(TRAIN_COLUMNS) <= set(frame.columns)
+    assert frame["object_id"].is_unique and all("/" not in i and i.strip(".") for i in frame["object_id"])
+    assert frame["target"].isin(range(N_CLASSES)).all()
+    assert np.isfinite(frame["sorting_date"].to_numpy(float)).all()
+    assert (frame["art_series_id"].str.strip() != "").all()
+
+
+@examples(220)
+@given(mutation=mutations)
+def _train_csvs(mutation, root, seen):
+    seen.add(repr(mutation))
+    _write_mutated(root, mutation)
+    try:
+        frame = read_train(root)
+    except Fold0123Error as err:
+        message = assert_one_clear_line(err, root / "train.csv", *_expected_names(mutation))
+        if mutation[0] == "cell" and ("row " in message):
+            assert re.search(r"row \d+", message)
+        return
+    _check_train_frame(frame)
+
+
+def test_train_csv_mutations_end_in_a_correct_table_or_one_line(tmp_path):
+    seen: set = set()
+    _train_csvs(root=tmp_path, seen=seen)
+    assert len(seen) >= 150 * SCALE
+    COUNTS["train.csv mutations"] = len(seen)
+
+
+@examples(60)
+@given(ids=st.lists(st.one_of(st.sampled_from(["ok1", "ok2", "../up", "", "..", "a\\b", "000001", "x y"]),
+                              st.text(max_size=5)), max_size=5),
+       header=st.sampled_from(["object_id", "id", "object_id,extra"]))
+def _test_csvs(ids, header, root, seen):
+    seen.add((tuple(ids), header))
+    lines = [header] + [f"{i}" if header != "object_id,extra" else f"{i},1" for i in ids]
+    (root / "test.csv").write_text("\n".join(lines) + "\n")
+    try:
+        frame = read_test(root, train=_valid_train())
+    except Fold0123Error as err:
+        assert_one_clear_line(err, root / "test.csv")
+        return
+    assert len(frame) > 0 and frame["object_id"].is_unique
+    assert not set(frame["object_id"]) & set(_valid_train()["object_id"])
+
+
+def test_test_csv_mutations_end_in_a_correct_table_or_one_line(tmp_path):
+    seen: set = set()
+    _test_csvs(root=tmp_path, seen=seen)
+    assert len(seen) >= 40 * SCALE
+    COUNTS["test.csv mutations"] = len(seen)
+
+
+@examples(50)
+@given(mutation=mutations, part=st.sampled_from(["train", "test"]))
+def _split_csvs(mutation, part, root, seen):
+    seen.add((repr(mutation), part))
+    _write_mutated(root, mutation)
+    other = "test" if part == "train" else "train"
+    shutil.copy(root / "train.csv", root / f"3fold0_{part}.csv")
+    _valid_train().iloc[:3].to_csv(root / f"3fold0_{other}.csv", index=False)
+    try:
+        train, held_out = read_split(root, "3fold0")
+    except Fold0123Error as err:
+        assert_one_clear_line(err, "3fold0_")
+        return
+    assert train["target"].between(0, N_CLASSES - 1).all() and train["object_id"].is_unique
+
+
+def test_split_file_mutations_end_in_a_correct_table_or_one_line(tmp_path):
+    seen: set = set()
+    _split_csvs(root=tmp_path, seen=seen)
+    assert len(seen) >= 35 * SCALE
+    COUNTS["split file mutations"] = len(seen)
+
+
+# ----------------------------------------------------------------------------------------------------- photos
+
+def _image_bytes(kind: str, mode: str, width: int, height: int, cut: int) -> bytes:
+    if kind == "random":
+        return np.random.default_rng(width * 131 + height).bytes(cut)
+    image = Image.new(mode, (width, height), color=None)
+    buffer = io.BytesIO()
+    image.save(buffer, format={"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP"}[kind])
+    data = buffer.getvalue()
+    return data[:cut] if cut < len(data) else data
+
+
+photos = st.tuples(st.sampled_from(["jpeg", "png", "gif", "bmp", "random"]),
+                   st.sampled_from(["RGB", "L", "CMYK", "1", "P", "RGBA", "LA", "I;16", "I", "F"]),
+                   st.integers(1, 40), st.integers(1, 40), st.integers(0, 400))
+
+
+@examples(120)
+@given(photo=photos, size=st.sampled_from([8, 32]), fit=st.sampled_from(["pad", "stretch"]))
+def _photos(photo, size, fit, root, seen):
+    kind, mode, width, height, cut = photo
+    try:
+        data = _image_bytes(kind, mode, width, height, cut)
+    except (OSError, ValueError, KeyError):
+        return  # PIL cannot write this mode in this format: not a photo a user could bring
+    seen.add((data, size, fit))
+    path = root / "photos" / "abc.jpg"
+    path.write_bytes(data)
+    try:
+        check_photos(root, ["abc"], decode=True)
+        pixels = load_image(path, size, fit)
+    except Fold0123Error as err:
+        assert_one_clear_line(err, path)
+        return
+    assert pixels.shape == (size, size, 3) and pixels.dtype == np.uint8
+
+
+def test_photos_decode_to_rgb_or_fail_in_one_line_naming_the_file(tmp_path):
+    (tmp_path / "photos").mkdir()
+    seen: set = set()
+    _photos(root=tmp_path, seen=seen)
+    assert len(seen) >= 60 * SCALE
+    COUNTS["photos"] = len(seen)
+
+
+# ------------------------------------------------------------------------------------------ stacking inputs
+
+arrays = st.one_of(
+    st.tuples(st.just("ok"), st.integers(0, 4), st.integers(1, 3)),
+    st.tuples(st.just("ids"), st.sampled_from(["int", "bytes", "object", "2d", "missing"]), st.integers(1, 3)),
+    st.tuples(st.just("outputs"), st.sampled_from(["nan", "inf", "2d", "7views", "short", "int", "missing",
+                                                   "object"]), st.integers(1, 3)),
+    st.tuples(st.just("bytes"), st.sampled_from([b"", b"PK", b"\x93NUMPY", b"PK\x03\x04" + b"\0" * 30]),
+              st.integers(1, 3)),
+)
+
+
+def _write_npz(path: Path, case) -> tuple[int, int] | None:
+    """Write the case; return (n, d) when it is a valid file."""
+    kind, what, d = case
+    n = 4
+    ids = np.array([f"id{i}" for i in range(n)])
+    outputs = np.random.default_rng(0).normal(size=(n, len(rundir.VIEWS), d)).astype(np.float32)
+    if kind == "bytes":
+        path.write_bytes(what)
+        return None
+    if kind == "ok":
+        n = what
+        np.savez(path, ids=ids[:n], outputs=outputs[:n])
+        return n, d
+    arrays_ = {"ids": ids, "outputs": outputs}
+    if kind == "ids":
+        arrays_["ids"] = {"int": np.arange(n), "bytes": ids.astype("S"), "object": ids.astype(object),
+                          "2d": ids.reshape(2, 2), "missing": None}[what]
+    else:
+        bad = outputs.copy()
+        if what in ("nan", "inf"):
+            bad[1, 2, 0] = np.nan if what == "nan" else np.inf
+        arrays_["outputs"] = {"nan": bad, "inf": bad, "2d": outputs[:, 0], "7views": outputs[:, :7],
+                              "short": outputs[:2], "int": outputs.astype(np.int64) + 0 * 0, "missing": None,
+                              "object": outputs.astype(object)}[what]
+    kept = {k: v for k, v in arrays_.items() if v is not None}
+    if any(v.dtype == object for v in kept.values()):
+        np.savez(path, allow_pickle=True, **kept)
+    else:
+        np.savez(path, **kept)
+    return (n, d) if kind == "outputs" and what == "int" else None
+
+
+@examples(80)
+@given(case=arrays)
+def _npzs(case, run, seen):
+    seen.add(repr(case))
+    path = eval_path(run, 1, "oof")
+    valid = _write_npz(path, case)
+    os.utime(path, ns=(len(seen), len(seen)))  # load_outputs caches by (size, mtime): a new file, a new read
+    try:
+        loaded = load_outputs(run, 1, "oof")
+    except Fold0123Error as err:
+        assert isinstance(err, RunError)
+        assert_one_clear_line(err, path)
+        assert valid is None, f"a valid file was refused: {err}"
+        return
+    assert valid is not None, f"{case} was accepted"
+    assert loaded.outputs.shape == (valid[0], len(rundir.VIEWS), valid[1]) and np.isfinite(loaded.outputs).all()
+    assert loaded.ids.dtype.kind == "U"
+
+
+def test_eval_npz_cases_load_correctly_or_fail_in_one_line(tmp_path):
+    (tmp_path / "eval").mkdir()
+    seen: set = set()
+    _npzs(run=tmp_path, seen=seen)
+    assert len(seen) >= min(25 * SCALE, 60)  # the space holds about 70 distinct files
+    COUNTS["eval npz"] = len(seen)
+
+
+@examples(60)
+@given(body=st.one_of(st.text(max_size=30), st.dictionaries(
+    st.sampled_from(list(rundir.METRICS_KEYS) + ["other"]),
+    st.one_of(st.integers(), st.text(max_size=4), st.none(), st.just({}), st.lists(st.integers(), max_size=2)),
+    max_size=len(rundir.METRICS_KEYS) + 1).map(json.dumps)))
+def _metrics(body, run, seen):
+    seen.add(body)
+    path = rundir.metrics_path(run, "epoch1")
+    path.write_text(body)
+    try:
+        metrics = rundir.read_metrics(run, "epoch1")
+    except Fold0123Error as err:
+        assert_one_clear_line(err, path)
+        return
+    assert set(rundir.METRICS_KEYS) <= set(metrics) and isinstance(metrics["views"], dict)
+
+
+def test_metrics_json_cases_read_correctly_or_fail_in_one_line(tmp_path):
+    (tmp_path / "eval").mkdir()
+    seen: set = set()
+    _metrics(run=tmp_path, seen=seen)
+    assert len(seen) >= 45 * SCALE
+    COUNTS["metrics json"] = len(seen)
+
+
+@examples(60)
+@given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "", "a "]),
+                               st.sampled_from(["0", "1", "3", "4", "-1", "1.5", "x", "", "nan"])),
+                     max_size=5),
+       header=st.sampled_from(["object_id,target", "object_id", "id,target", "object_id,target,sorting_date"]))
+def _answers(rows, header, root, seen):
+    seen.add((tuple(rows), header))
+    path = root / "answers.csv"
+    extra = ",1900" if header.endswith("sorting_date") else ""
+    path.write_text("\n".join([header] + [f"{i},{t}{extra}" if "," in header else i for i, t in rows]) + "\n")
+    predictions = np.full(4, 1.5)
+    try:
+        score = score_answers(["a", "b", "c", "d"], predictions, path)
+    except Fold0123Error as err:
+        assert_one_clear_line(err, path)
+        return
+    answers = pd.read_csv(path, dtype={"object_id": str}).set_index("object_id")["target"]
+    expected = float(np.sqrt(np.mean((answers.loc[["a", "b", "c", "d"]].to_numpy(float) - 1.5) ** 2)))
+    assert math.isclose(float(score), expected, rel_tol=1e-9)
+
+
+def test_answers_cases_score_correctly_or_fail_in_one_line(tmp_path):
+    seen: set = set()
+    _answers(root=tmp_path, seen=seen)
+    assert len(seen) >= 40 * SCALE
+    COUNTS["answers csv"] = len(seen)
+
+
+COUNTS: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts():
+    yield
+    if COUNTS:
+        print(f"\nproperty cases: {sum(COUNTS.values())} distinct ({', '.join(f'{k} {v}' for k, v in COUNTS.items())})")
