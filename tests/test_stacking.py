@@ -43,6 +43,27 @@ def test_stack_beats_each_single_feature():
     assert set(fit.importance["feature"]) == {"f0", "f1", "f2"}
 
 
+def test_a_folds_own_labels_never_choose_its_stack_or_post_processing():
+    """Changing the labels of the fold being scored must not change its predictions: its level-2 rounds come
+    from an inner split of the other folds, and its post-processing grid point from the other folds' rows."""
+    rng = np.random.default_rng(2)
+    n = 300
+    y = rng.integers(0, 4, n).astype(float)
+    folds = np.arange(n) % 3
+    X = _noisy_copies(rng, y, [0.5, 0.8])
+    target, probs = y + 0.5 * rng.standard_normal(n), rng.dirichlet(np.ones(4), n)
+    shuffled = y.copy()
+    shuffled[folds == 0] = rng.permutation(y[folds == 0])  # fold 0's labels changed, its features not
+    fits = [fit_oof_stack(X, labels, folds, {}, FAST, 300, 20) for labels in (y, shuffled)]
+    np.testing.assert_array_equal(fits[0].oof[folds == 0], fits[1].oof[folds == 0])
+    assert fits[0].best_iterations[0] == fits[1].best_iterations[0]
+    stack = fits[0].oof
+    nested = [pp.nested_tune(stack, target, probs, labels, folds)[0] for labels in (y, shuffled)]
+    np.testing.assert_array_equal(nested[0][folds == 0], nested[1][folds == 0])
+    tuned = [pp.tune(stack, target, probs, labels)[0] for labels in (y, shuffled)]
+    assert tuned[0] != tuned[1]  # the non-nested grid point does look at fold 0's labels
+
+
 def test_out_of_fold_stack_beats_in_fold_stack_on_held_out_rows():
     """Feature `leaky` is near-perfect on the rows its model trained on (in-fold) but noisy elsewhere; `honest`
     is equally good everywhere. The in-fold stack learns to trust `leaky` and pays for it on new rows."""

@@ -54,6 +54,11 @@ def test_cli_stacks_and_writes_submission_and_report(runs, capsys):
     assert {row["variant"] for row in report["tables"]["answers"]} >= {"out-of-fold stack", "in-fold stack (original)"}
     assert "stack (out-of-fold)" in names and "stack, in-fold variant (original)" in names
     assert any(n.startswith("target [target]") for n in names)
+    nested = next(row for row in report["tables"]["cv"] if row["name"].startswith("post-processing tuned on the other"))
+    stack_row = next(row for row in report["tables"]["cv"] if row["name"] == "stack (out-of-fold)")
+    # the submission's CV is the nested one when post-processing is kept, the clipped stack's when it is not
+    facts = report["facts"]
+    assert facts["cv"] == pytest.approx(nested["oof"] if facts["postprocess_kept"] else stack_row["oof"], abs=0.02)
     fingerprint = report["facts"]["fingerprint"]  # what made the stack: its config and the runs it read
     assert fingerprint["config"]["lgbm.num_boost_round"] > 0 and "out_dir" not in fingerprint["config"]
     assert any(key.startswith("target_3fold0 epoch ") for key in fingerprint["inputs"])

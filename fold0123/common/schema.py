@@ -147,7 +147,7 @@ class StackConfig(Schema):
     exp: Name = "stack"
     dataroot: Text = "datasets/emoji"
     checkpoints_dir: Text = "runs"
-    folds: Annotated[int, Field(ge=2)] = 3
+    folds: Annotated[int, Field(ge=3)] = 3  # the stack picks its rounds on an inner split of K-1 folds
     seed: NonNegativeInt = 0
     split_suffix: Text = ""
     runs: dict[str, EpochSpec] = {"target": "last", "onehot": "last", "sortingdate": "last",
@@ -159,6 +159,7 @@ class StackConfig(Schema):
     lgbm: LgbmOptions = LgbmOptions()
     blend_exp: Text | None = "auto"
     onehot_exp: Text | None = "auto"
+    postprocess_keep: Literal["if_nested_helps", "always", "never"] = "if_nested_helps"
     postprocess: PostprocessGrid = PostprocessGrid()
     out_dir: Text = "submissions"
     answers: Text | None = None
@@ -178,7 +179,7 @@ class RecipeConfig(Schema):
     dataset: Literal["emoji"] | None = "emoji"
     dataroot: Text = "datasets/emoji"
     answers: Text | None = "datasets/emoji_private/answers.csv"
-    folds: Annotated[int, Field(ge=2)] = 3
+    folds: Annotated[int, Field(ge=3)] = 3  # the stack picks its rounds on an inner split of K-1 folds
     fold_batch_size: NonNegativeInt = 64
     seed: NonNegativeInt = 0
     word2vec: Word2VecOptions = Word2VecOptions()

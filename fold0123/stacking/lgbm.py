@@ -1,8 +1,11 @@
 """LightGBM stacking: a level-2 regressor on the runs' features, validated with the runs' own group folds.
 
-`fit_oof_stack` is the honest one: every training row's features are out-of-fold, the level-2 model is
-cross-validated on the same folds (early stopping on the held-out fold via LightGBM 4 callbacks), and a final
-model on all rows runs `round(mean best iteration x coef)` rounds (the original's `coef`) to predict test.
+`fit_oof_stack` is the honest one: every training row's features are out-of-fold, and the level-2 model is
+cross-validated on the same folds without ever looking at the fold it predicts: its number of rounds is chosen
+by early stopping on an inner split of the training folds (each training fold held out in turn, the mean best
+iteration; LightGBM 4 callbacks), then it is refit on all training folds for that many rounds. Early stopping on
+the scored fold, as the original did, picks the rounds that suit those rows and makes the CV optimistic. A final
+model on all rows runs `round(mean chosen rounds x coef)` rounds (the original's `coef`) to predict test.
 `fit_infold_stack` is the original's variant, kept to compare against: fold k's level-2 model learns from fold
 run k's outputs on its own training rows (over-confident, because that model saw those labels) and is scored
 on fold k's held-out rows.
@@ -19,6 +22,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from fold0123.common.errors import UsageError
 from fold0123.common.schema import LGBM_PARAMS
 from fold0123.data.metrics import rmse
 
@@ -66,20 +70,37 @@ def _check(X: pd.DataFrame, tests: dict[str, pd.DataFrame]) -> None:
             raise ValueError(f"test features {source!r} have other columns than the train features")
 
 
+def inner_rounds(params: dict, X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, num_boost_round: int,
+                 early_stopping_rounds: int) -> int:
+    """Boosting rounds chosen on these rows alone: the mean best iteration of early stopping with each of their
+    folds held out in turn (the folds are group folds, so no group helps choose its own rounds)."""
+    best = []
+    for fold in np.unique(folds):
+        tr, va = folds != fold, folds == fold
+        model = _train(params, X[tr], y[tr], num_boost_round, (X[va], y[va]), early_stopping_rounds)
+        best.append(int(model.best_iteration or num_boost_round))
+    return max(1, int(round(np.mean(best))))
+
+
 def fit_oof_stack(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, tests: dict[str, pd.DataFrame],
                   params: dict | None = None, num_boost_round: int = 10000, early_stopping_rounds: int = 100,
                   coef: float = 1.0) -> StackFit:
-    """Cross-validate on the group folds, then refit on every row for round(mean best iteration * coef)."""
+    """Cross-validate on the group folds (rounds from an inner split of each fold's training folds), then refit
+    on every row for round(mean chosen rounds * coef). `best_iterations` holds each outer fold's chosen rounds."""
     _check(X, tests)
+    if len(np.unique(folds)) < 3:
+        raise UsageError("the OOF stack needs at least 3 folds: each fold's rounds are chosen on an inner split "
+                         "of the other folds")
     params = _params(params)
     y = np.asarray(y, float)
     oof = np.zeros(len(y))
     best = []
     for fold in np.unique(folds):
         tr, va = folds != fold, folds == fold
-        model = _train(params, X[tr], y[tr], num_boost_round, (X[va], y[va]), early_stopping_rounds)
-        best.append(int(model.best_iteration or num_boost_round))
-        oof[va] = model.predict(X[va], num_iteration=model.best_iteration)
+        rounds = inner_rounds(params, X[tr], y[tr], folds[tr], num_boost_round, early_stopping_rounds)
+        model = _train(params, X[tr], y[tr], rounds)
+        best.append(rounds)
+        oof[va] = model.predict(X[va])
     rounds = max(1, int(round(np.mean(best) * coef)))
     final = _train(params, X, y, rounds)
     test = {source: final.predict(frame) for source, frame in tests.items()}
@@ -90,8 +111,9 @@ def fit_oof_stack(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, tests: dict
 def fit_infold_stack(infold_X: list[pd.DataFrame], infold_y: list[np.ndarray], X: pd.DataFrame, y: np.ndarray,
                      folds: np.ndarray, tests: dict[str, pd.DataFrame], params: dict | None = None,
                      num_boost_round: int = 10000, early_stopping_rounds: int = 100) -> StackFit:
-    """The original's variant: fold k's model trains on fold run k's in-fold features, early-stops and is scored
-    on fold k's out-of-fold rows; test = the mean of the fold models' predictions."""
+    """The original's variant, kept as a comparison row: fold k's model trains on fold run k's in-fold features,
+    early-stops on and is scored on fold k's out-of-fold rows (both optimistic, as the original was); test = the
+    mean of the fold models' predictions."""
     _check(X, tests)
     params = _params(params)
     y = np.asarray(y, float)

@@ -8,7 +8,10 @@ Steps (each applied to the previous one's output; `apply_steps` returns all of t
   clip    to [0, 3]
 A step that is switched off (ratio 1, thr > 1, width 0, or its run absent) passes its input through, so the grids
 below always contain "do nothing" and tuning cannot choose a step that hurts the out-of-fold score it sees.
-`tune` searches the grids on OUT-OF-FOLD predictions only; the test answers are never looked at.
+`tune` searches the grids on OUT-OF-FOLD predictions only; the test answers are never looked at. Its own score
+is still optimistic (the grid point was picked on the rows it is scored on), so `nested_tune` scores each fold
+with the point picked on the other folds: that is the CV to trust, and the one that decides whether the
+post-processing is kept at all.
 """
 from __future__ import annotations
 
@@ -97,6 +100,24 @@ def tune(stack_oof, target_oof, probs_oof, y, grids: dict | None = None) -> tupl
     table = pd.DataFrame(rows, columns=["ratio", "thr", "width", "rmse"])
     best = table.iloc[int(np.argmin(table["rmse"].to_numpy()))]
     return PostParams(ratio=float(best.ratio), thr=float(best.thr), width=float(best.width)), table
+
+
+def _rows(values: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+    return None if values is None else np.asarray(values)[mask]
+
+
+def nested_tune(stack_oof, target_oof, probs_oof, y, folds, grids: dict | None = None
+                ) -> tuple[np.ndarray, list[PostParams]]:
+    """Every fold post-processed with the grid point `tune` picks on the other folds only: (predictions [n],
+    the point per fold). Their RMSE is an honest CV of "tune, then apply"; the fold being scored never votes."""
+    stack_oof, y, folds = np.asarray(stack_oof, float), np.asarray(y, float), np.asarray(folds)
+    out, chosen = np.zeros(len(y)), []
+    for fold in np.unique(folds):
+        rest, this = folds != fold, folds == fold
+        params, _ = tune(stack_oof[rest], _rows(target_oof, rest), _rows(probs_oof, rest), y[rest], grids)
+        out[this] = apply_steps(stack_oof[this], _rows(target_oof, this), _rows(probs_oof, this), params)["clip"]
+        chosen.append(params)
+    return out, chosen
 
 
 def step_table(steps: dict[str, np.ndarray], y, folds) -> pd.DataFrame:
