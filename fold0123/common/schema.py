@@ -166,6 +166,7 @@ class RecipeConfig(Schema):
     dataset: Literal["emoji"] | None = "emoji"
     dataroot: Text = "datasets/emoji"
     answers: Text | None = "datasets/emoji_private/answers.csv"
+    test_tags: bool = False  # dataset: emoji only; true keeps the test objects' tags in the dataroot
     folds: Annotated[int, Field(ge=2)] = 3
     fold_batch_size: NonNegativeInt = 64
     seed: NonNegativeInt = 0
