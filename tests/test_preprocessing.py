@@ -436,6 +436,12 @@ def test_real_dataset(tmp_path):
     assert ids.groupby("art_series_id")["base_hexcode"].nunique().max() == 1
     assert (ids.groupby("base_hexcode")["art_series_id"].nunique() == 1).all()
     assert "NA" in set(read_tags(out, "materials")["name"])
+    # atmaCup #11's layout: tags for the train objects only, the test objects' in the private folder
+    for table in ("materials", "techniques"):
+        assert set(read_tags(out, table)["object_id"]) <= set(train["object_id"])
+        hidden = pd.read_csv(emoji.test_tags_path(out.parent / "emoji_private", table), dtype=str,
+                             keep_default_na=False)
+        assert set(hidden["object_id"]) == set(test["object_id"])
 
 
 @pytest.mark.parametrize("test_tags, redo_stale", [(False, False), (True, True)])
