@@ -130,7 +130,7 @@ class Summary:
             f"without tags; tag match rate {100 * self.tag_match_rate:.1f}% ({self.tag_matched}/{self.rows})",
             f"  techniques: {self.techniques_per_object:.2f} per object; "
             f"skipped {self.skipped_without_image} emoji without a Google image",
-            f"  tags in the dataroot: " + ("train and test objects (--test-tags)" if self.test_tags else
+            "  tags in the dataroot: " + ("train and test objects (--test-tags)" if self.test_tags else
                                            f"train objects only, as in atmaCup #11 ({self.test_tag_rows} test "
                                            f"tag rows in {self.private}/test_*.csv)"),
         ]
