@@ -66,16 +66,19 @@ def run_cli(*args: str) -> None:
     subprocess.run(command, check=True, cwd=ROOT)
 
 
-def build_dataset(cfg: RecipeConfig) -> None:
-    """`dataset: emoji` builds (or reuses) the bundled dataset at `dataroot`; `dataset: null` takes the dataroot
-    as it is, e.g. a competition's own data in the atmaCup #11 layout."""
+def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    """`dataset: emoji` builds (or reuses) the bundled dataset at `dataroot`, with the test objects' tags in the
+    dataroot only when `test_tags` is true; a build made the other way stops the recipe, or with --redo-stale is
+    rebuilt (its photos keep their times, so only what reads the tag tables becomes stale). `dataset: null`
+    takes the dataroot as it is, e.g. a competition's own data in the atmaCup #11 layout (`test_tags` unused)."""
     stage("dataset")
     if cfg.dataset is None:
         print(f"using {cfg.dataroot} as it is (dataset: null)")
         return
     if cfg.dataset != "emoji":
         raise SystemExit(f"error: dataset {cfg.dataset!r}: expected emoji or null")
-    run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg.dataroot)
+    run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg.dataroot, *(["--test-tags"] if cfg.test_tags else []),
+            *(["--redo-stale"] if redo_stale else []))
 
 
 def shared(cfg: RecipeConfig) -> list[str]:
@@ -203,7 +206,7 @@ def main() -> None:
     clock = CpuClock()
     try:
         cfg = config_from_args(args, RecipeConfig)
-        build_dataset(cfg)
+        build_dataset(cfg, args.redo_stale)
         make_folds(cfg, args.redo_stale)
         make_tag_vectors(cfg, args.redo_stale)
         pretext(cfg, args.redo_stale)

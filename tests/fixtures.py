@@ -2,6 +2,7 @@
 
 Images carry a learnable signal (the hue and the position of a bright square depend on the target), series hold
 1-3 objects, and tags correlate with the target, so a broken pipeline scores visibly worse than a working one.
+`test_tags=False` leaves the test objects out of materials.csv and techniques.csv, as atmaCup #11 shipped them.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def draw(target: int, rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8))
 
 
-def make_dataroot(root: Path, n_train: int = 48, n_test: int = 16, size: int = 32, seed: int = 0) -> Path:
+def make_dataroot(root: Path, n_train: int = 48, n_test: int = 16, size: int = 32, seed: int = 0,
+                  test_tags: bool = True) -> Path:
     rng = np.random.default_rng(seed)
     root = Path(root)
     (root / "photos").mkdir(parents=True, exist_ok=True)
@@ -41,10 +43,13 @@ def make_dataroot(root: Path, n_train: int = 48, n_test: int = 16, size: int = 3
     test_series = frame["art_series_id"].drop_duplicates().iloc[-(n_test // 2):]
     is_test = frame["art_series_id"].isin(test_series)
     materials, techniques = [], []
-    for row in frame.itertuples():
+    for row, test in zip(frame.itertuples(), is_test):
         draw(row.target, rng, size).save(root / "photos" / f"{row.object_id}.jpg", quality=95)
-        materials += [(row.object_id, m) for m in MATERIALS[row.target] if rng.random() < 0.9]
-        techniques += [(row.object_id, t) for t in TECHNIQUES[row.target] if rng.random() < 0.9]
+        tagged_materials = [(row.object_id, m) for m in MATERIALS[row.target] if rng.random() < 0.9]
+        tagged_techniques = [(row.object_id, t) for t in TECHNIQUES[row.target] if rng.random() < 0.9]
+        if test_tags or not test:  # the same draws either way, so the photos do not depend on the option
+            materials += tagged_materials
+            techniques += tagged_techniques
     frame[~is_test][["object_id", "sorting_date", "art_series_id", "target"]].to_csv(root / "train.csv", index=False)
     frame[is_test][["object_id"]].to_csv(root / "test.csv", index=False)
     frame[is_test][["object_id", "target", "sorting_date"]].to_csv(root.parent / "answers.csv", index=False)

@@ -5,6 +5,7 @@ integration test builds the real dataset from the pinned packages (downloaded on
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -132,9 +133,16 @@ def test_dates_targets_and_series(built):
     assert not set(series.values()) & set(ids["object_id"])
 
 
+def all_tags(out: Path, table: str) -> pd.DataFrame:
+    """The dataroot's rows of a tag table and the private folder's test rows, together."""
+    private = emoji.test_tags_path(emoji.private_dir(out), table)
+    return pd.concat([read_tags(out, table), pd.read_csv(private, dtype=str, keep_default_na=False)],
+                     ignore_index=True)
+
+
 def test_tags_inherited_fe0f_and_case(built):
     out, summary, ids = built
-    materials = read_tags(out, "materials").groupby("object_id")["name"].apply(list).to_dict()
+    materials = all_tags(out, "materials").groupby("object_id")["name"].apply(list).to_dict()
     tags_of = lambda hexcode: materials.get(ids.loc[hexcode, "object_id"], [])  # noqa: E731
     assert tags_of(WAVE) == WAVE_TAGS
     assert tags_of("1F44B-1F3FB") == WAVE_TAGS + ["light skin tone"]
@@ -144,7 +152,7 @@ def test_tags_inherited_fe0f_and_case(built):
     assert tags_of("1F984") == []
     assert summary.tag_matched == summary.rows - 1
     assert summary.share_without_tags == pytest.approx(1 / summary.rows)
-    techniques = read_tags(out, "techniques")
+    techniques = all_tags(out, "techniques")
     wave = techniques[techniques["object_id"] == ids.loc["1F44B-1F3FB", "object_id"]]["name"].tolist()
     assert wave == ["People & Body", "hand-fingers-open"]
     assert len(techniques) == 2 * summary.rows
@@ -183,6 +191,82 @@ def test_ids_opaque_shuffled_and_private(built):
     assert not (out / "answers.csv").exists() and not (out / "ids.csv").exists()
     split = ids.reset_index().set_index("object_id")["split"]
     assert (split[test["object_id"]] == "test").all() and (split[train["object_id"]] == "train").all()
+
+
+def test_tags_of_test_objects_are_private_unless_test_tags(tmp_path, built):
+    """As in atmaCup #11, the dataroot's tag tables hold train objects only; the test objects' rows are in the
+    private folder, and --test-tags keeps them in the dataroot too (the same rows, in the same order)."""
+    out, summary, ids = built
+    train, test = read_train(out), read_test(out)
+    private = emoji.private_dir(out)
+    assert not summary.test_tags and json.loads((out / emoji.MARKER).read_text())["test_tags"] is False
+    keep = emoji.build_from_tarballs(*fake_packages(tmp_path / "npm2"), tmp_path / "keep" / "emoji", test_tags=True)
+    assert keep.test_tags and json.loads((tmp_path / "keep" / "emoji" / emoji.MARKER).read_text())["test_tags"]
+    for table in ("materials", "techniques"):
+        rows = read_tags(out, table)
+        hidden = pd.read_csv(emoji.test_tags_path(private, table), dtype=str, keep_default_na=False)
+        assert set(rows["object_id"]) <= set(train["object_id"])
+        assert not set(rows["object_id"]) & set(test["object_id"])
+        assert set(hidden["object_id"]) <= set(test["object_id"]) and len(hidden) > 0
+        everything = read_tags(tmp_path / "keep" / "emoji", table)
+        assert set(everything["object_id"]) & set(test["object_id"])
+        assert sorted(map(tuple, everything.to_numpy())) == sorted(map(tuple, pd.concat([rows, hidden]).to_numpy()))
+        assert (everything[everything["object_id"].isin(test["object_id"])].reset_index(drop=True)
+                .equals(hidden.reset_index(drop=True)))
+    assert summary.test_tag_rows == keep.test_tag_rows > 0
+    assert "train objects only" in "\n".join(summary.lines()) and "--test-tags" in "\n".join(keep.lines())
+
+
+def test_a_build_with_the_other_test_tags_choice_is_refused_or_rebuilt_keeping_photo_times(tmp_path, monkeypatch):
+    from fold0123.common.fingerprint import folder_digest
+
+    cache = tmp_path / "cache"
+    pins = fake_pins(*fake_packages(cache))
+    monkeypatch.setenv("PATH", "")
+    out = tmp_path / "datasets" / "emoji"
+    emoji.build_dataset(out, cache=cache, packages=pins)
+    photos, materials = folder_digest(out / "photos"), (out / "materials.csv").read_text()
+    with pytest.raises(emoji.StaleBuildError, match=r"train-only tags -> test tags in the dataroot.*--redo-stale"):
+        emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True)
+    assert (out / "materials.csv").read_text() == materials
+    rebuilt = emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True, redo_stale=True)
+    assert rebuilt.test_tags and not rebuilt.reused
+    assert (out / "materials.csv").read_text() != materials
+    assert folder_digest(out / "photos") == photos  # identical photos keep their times: runs on photos stay fresh
+    assert emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True, redo_stale=True).reused
+    # a marker written before the option existed: that build kept the test tags in the dataroot
+    marker = json.loads((out / emoji.MARKER).read_text())
+    del marker["test_tags"]
+    (out / emoji.MARKER).write_text(json.dumps(marker))
+    assert emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True).test_tags
+    monkeypatch.setattr(emoji, "build_dataset", functools.partial(emoji.build_dataset, packages=pins))  # for main
+    with pytest.raises(SystemExit, match=r"^error: .*test tags in the dataroot \(--test-tags\) -> train-only tags"):
+        emoji.main(["--out", str(out), "--cache", str(cache)])
+    emoji.main(["--out", str(out), "--cache", str(cache), "--test-tags"])  # reused
+    emoji.main(["--out", str(out), "--cache", str(cache), "--redo-stale"])
+    assert json.loads((out / emoji.MARKER).read_text())["test_tags"] is False
+    assert not set(read_tags(out, "materials")["object_id"]) & set(read_test(out)["object_id"])
+
+
+def test_every_stage_reading_tags_works_when_test_objects_have_none(tmp_path):
+    """word2vec.py gives untagged (test) objects zero vectors and the tagged train objects real ones; the clip
+    task's tag matrix marks them 'no tags'; folds do not read tags."""
+    from fold0123.data.folds import write_folds
+    from fold0123.data.tags import write_tag_vectors
+    from fold0123.models.clip import NO_TAGS, multi_hot, vocabulary
+
+    root = emoji.build_from_tarballs(*fake_packages(tmp_path / "npm"), tmp_path / "emoji").out
+    write_folds(root, k=3, batch_size=None, seed=0)
+    report = write_tag_vectors(root, dim=4, epochs=5, seed=0)
+    vectors = pd.read_csv(report.path, dtype={"object_id": str}, keep_default_na=False).set_index("object_id")
+    test_ids = read_test(root)["object_id"]
+    tagged = set(read_tags(root, "materials")["object_id"]) | set(read_tags(root, "techniques")["object_id"])
+    assert (vectors.loc[test_ids].to_numpy() == 0).all()
+    assert (np.abs(vectors.loc[sorted(tagged)].to_numpy()).sum(axis=1) > 0).all()
+    assert report.n_untagged == len(test_ids)
+    vocab = vocabulary(root)
+    hot = multi_hot(root, list(test_ids), vocab)
+    assert (hot[:, vocab.index(NO_TAGS)] == 1).all() and hot.sum() == len(test_ids)
 
 
 def test_test_split_is_series_disjoint_and_seeded(tmp_path, built):
@@ -352,3 +436,21 @@ def test_real_dataset(tmp_path):
     assert ids.groupby("art_series_id")["base_hexcode"].nunique().max() == 1
     assert (ids.groupby("base_hexcode")["art_series_id"].nunique() == 1).all()
     assert "NA" in set(read_tags(out, "materials")["name"])
+    # atmaCup #11's layout: tags for the train objects only, the test objects' in the private folder
+    for table in ("materials", "techniques"):
+        assert set(read_tags(out, table)["object_id"]) <= set(train["object_id"])
+        hidden = pd.read_csv(emoji.test_tags_path(out.parent / "emoji_private", table), dtype=str,
+                             keep_default_na=False)
+        assert set(hidden["object_id"]) == set(test["object_id"])
+
+
+@pytest.mark.parametrize("test_tags, redo_stale", [(False, False), (True, True)])
+def test_recipe_passes_the_test_tags_choice_to_the_builder(monkeypatch, test_tags, redo_stale):
+    import recipe
+    from fold0123.common.schema import RecipeConfig
+
+    calls = []
+    monkeypatch.setattr(recipe, "run_cli", lambda *args: calls.append(args))
+    recipe.build_dataset(RecipeConfig(dataroot="d/emoji", test_tags=test_tags), redo_stale)
+    assert calls == [("-m", "fold0123.preprocessing.emoji", "--out", "d/emoji", *(["--test-tags"] if test_tags else []),
+                      *(["--redo-stale"] if redo_stale else []))]

@@ -1,6 +1,7 @@
 """The main job end to end on the 32 px fixture: recipe.py runs the real CLIs (folds, word2vec, the jigsaw
 pretext and a task's four rows in real tmux, stacking) on a dataroot taken as it is (`dataset: null`, as a
-competition's data would be), then a second run skips everything already done."""
+competition's data would be, with tags for the train objects only), then a second run skips everything already
+done."""
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ def write(path: Path, text: str) -> str:
 
 @pytest.fixture
 def recipe_conf(tmp_path: Path) -> Path:
-    dataroot = make_dataroot(tmp_path / "data")
+    dataroot = make_dataroot(tmp_path / "data", test_tags=False)  # as atmaCup #11: every stage without test tags
     runs, tiny = tmp_path / "runs", ROOT / "parameters" / "tiny"
     common = f"checkpoints_dir: {runs}\nepochs: 1\n"
     jigsaw = write(tmp_path / "jigsaw.yml", f"base: {tiny / 'jigsaw.yml'}\n{common}")

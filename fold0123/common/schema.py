@@ -179,6 +179,7 @@ class RecipeConfig(Schema):
     dataset: Literal["emoji"] | None = "emoji"
     dataroot: Text = "datasets/emoji"
     answers: Text | None = "datasets/emoji_private/answers.csv"
+    test_tags: bool = False  # dataset: emoji only; true keeps the test objects' tags in the dataroot
     folds: Annotated[int, Field(ge=3)] = 3  # the stack picks its rounds on an inner split of K-1 folds
     fold_batch_size: NonNegativeInt = 64
     seed: NonNegativeInt = 0

@@ -39,7 +39,9 @@ def multi_hot(dataroot: str | Path, object_ids, vocab: list[str]) -> np.ndarray:
     tags = read_tokens(dataroot)
     tags = tags[tags["object_id"].isin(rows)]
     known = tags["token"].isin(index)
-    out[tags["object_id"][known].map(rows).to_numpy(), tags["token"][known].map(index).to_numpy()] = 1.0
+    # explicit int64: with no tagged object among `object_ids` (test objects of a train-only-tags dataroot) the
+    # selections are empty and would otherwise come out as object arrays, which numpy refuses as indices
+    out[tags["object_id"][known].map(rows).to_numpy(np.int64), tags["token"][known].map(index).to_numpy(np.int64)] = 1.0
     out[out.sum(1) == 0, 0] = 1.0
     return out
 

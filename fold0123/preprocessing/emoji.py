@@ -9,7 +9,14 @@ Unicode allocated code points in release order, so the hexcode alone predicts th
 pixels do. That is why the hexcode never reaches the dataroot: ids and series ids are salted hashes, rows (and
 photo writes) are shuffled, and the hexcode <-> id mapping lives in the private folder beside the answers.
 
-    python -m fold0123.preprocessing.emoji --out datasets/emoji [--cache DIR] [--seed 0] [--force]
+atmaCup #11 shipped materials.csv and techniques.csv for the training objects only (the solution predicted the tag
+embedding from the photo for that reason), so by default the dataroot's tag tables hold train objects only and the
+test objects' tag rows go to the private folder (test_materials.csv, test_techniques.csv). `--test-tags` keeps
+them in the dataroot too, for experiments where test metadata is available; dataset.json records the choice, so a
+build made the other way is refused (or, with --force / --redo-stale, rebuilt) instead of reused.
+
+    python -m fold0123.preprocessing.emoji --out datasets/emoji [--cache DIR] [--seed 0] [--test-tags]
+                                           [--force | --redo-stale]
 """
 from __future__ import annotations
 
@@ -60,6 +67,15 @@ class BuildError(Fold0123Error):
     """The output folder is in a state the builder will not touch without --force."""
 
 
+class StaleBuildError(BuildError):
+    """A complete earlier build made with other options (seed, packages, test tags): --redo-stale rebuilds it."""
+
+    def __init__(self, out: Path, reasons: list[str]):
+        self.reasons = reasons
+        super().__init__(f"{out}: built with other options ({'; '.join(reasons)}); pass --force or --redo-stale "
+                         f"to rebuild it (recipe.py: --redo-stale)")
+
+
 @dataclass(frozen=True)
 class EmojiImage:
     """One image of emoji-datasource, before anonymisation (hexcodes are the uppercase `unified` strings)."""
@@ -93,6 +109,8 @@ class Summary:
     techniques_per_object: float
     reused: bool = False
     packages: list[str] = field(default_factory=list)
+    test_tags: bool = False  # the test objects' tag rows are in the dataroot too (--test-tags)
+    test_tag_rows: int = 0   # materials + techniques rows of test objects (in the private folder either way)
 
     @property
     def tag_match_rate(self) -> float:
@@ -112,6 +130,9 @@ class Summary:
             f"without tags; tag match rate {100 * self.tag_match_rate:.1f}% ({self.tag_matched}/{self.rows})",
             f"  techniques: {self.techniques_per_object:.2f} per object; "
             f"skipped {self.skipped_without_image} emoji without a Google image",
+            "  tags in the dataroot: " + ("train and test objects (--test-tags)" if self.test_tags else
+                                           f"train objects only, as in atmaCup #11 ({self.test_tag_rows} test "
+                                           f"tag rows in {self.private}/test_*.csv)"),
         ]
 
 
@@ -285,8 +306,30 @@ def choose_test_series(series: pd.Series, target: pd.Series, seed: int) -> set[s
 
 # ---------------------------------------------------------------- the build
 
+TAG_TABLES = ("materials", "techniques")
+
+
+def test_tags_path(private: str | os.PathLike, table: str) -> Path:
+    """Where the test objects' rows of `table` (materials | techniques) live: `{private}/test_{table}.csv`."""
+    return Path(private) / f"test_{table}.csv"
+
+
+def _write_tag_tables(tables: dict[str, pd.DataFrame], is_test_id: set[str], out: Path, private: Path,
+                      test_tags: bool) -> int:
+    """Each tag table split by object: train rows to the dataroot, test rows to the private folder (always, so the
+    private folder is complete whichever way the dataroot was built), and with `test_tags` every row to the
+    dataroot as well (in the one shuffled order). Returns the number of test rows."""
+    n_test = 0
+    for table, frame in tables.items():
+        test = frame["object_id"].isin(is_test_id).to_numpy()
+        n_test += int(test.sum())
+        (frame if test_tags else frame[~test]).to_csv(out / f"{table}.csv", index=False)
+        frame[test].to_csv(test_tags_path(private, table), index=False)
+    return n_test
+
+
 def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[str, list[str]], out: Path,
-                  private: Path, seed: int, emoji_tgz: Path, skipped: int) -> Summary:
+                  private: Path, seed: int, emoji_tgz: Path, skipped: int, test_tags: bool = False) -> Summary:
     stripped = {}
     for hexcode, names in tags.items():
         stripped.setdefault(strip_fe0f(hexcode), names)
@@ -319,8 +362,9 @@ def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[s
         photo.save(out / "photos" / f"{object_id}.jpg", "JPEG", quality=JPEG_QUALITY)
     frame[~is_test].to_csv(out / "train.csv", index=False)
     frame[is_test][["object_id"]].to_csv(out / "test.csv", index=False)
-    pd.DataFrame(materials, columns=["object_id", "name"]).to_csv(out / "materials.csv", index=False)
-    pd.DataFrame(techniques, columns=["object_id", "name"]).to_csv(out / "techniques.csv", index=False)
+    test_tag_rows = _write_tag_tables({"materials": pd.DataFrame(materials, columns=["object_id", "name"]),
+                                       "techniques": pd.DataFrame(techniques, columns=["object_id", "name"])},
+                                      set(frame["object_id"][is_test]), out, private, test_tags)
     frame[is_test][["object_id", "target", "sorting_date"]].to_csv(private / "answers.csv", index=False)
     pd.DataFrame({
         "object_id": frame["object_id"], "hexcode": [r.hexcode for r in rows],
@@ -339,7 +383,8 @@ def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[s
         train_series=frame["art_series_id"][~is_test].nunique(), test_series=len(test_series),
         train_targets=counts(~is_test), test_targets=counts(is_test),
         tags_per_object=float(n_tags.mean()), share_without_tags=float((n_tags == 0).mean()),
-        tag_matched=int(matched), skipped_without_image=skipped, techniques_per_object=2.0)
+        tag_matched=int(matched), skipped_without_image=skipped, techniques_per_object=2.0, test_tags=test_tags,
+        test_tag_rows=test_tag_rows)
 
 
 def private_dir(out: str | os.PathLike) -> Path:
@@ -352,11 +397,33 @@ def _package_pins(packages: tuple[Package, ...]) -> list[str]:
     return [f"{p.spec} {p.integrity}" for p in packages]
 
 
-def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, ...]) -> Summary | None:
-    """The summary of a complete earlier build of the same packages and seed, None when there is nothing at `out`.
+def _tags_phrase(test_tags: bool) -> str:
+    return "test tags in the dataroot (--test-tags)" if test_tags else "train-only tags"
 
-    Anything else at `out` (a partial folder, another seed or package pin) is a BuildError: the builder does not
-    silently overwrite what it did not make in this configuration."""
+
+def build_differences(made: dict, seed: int, packages: tuple[Package, ...], test_tags: bool) -> list[str]:
+    """What differs between an earlier build's dataset.json and the options asked for now, one phrase each.
+
+    A marker without `test_tags` was written before the option existed, when every build kept the test
+    objects' tags in the dataroot."""
+    out = []
+    if made.get("seed") != seed:
+        out.append(f"seed {made.get('seed')} -> {seed}")
+    if made.get("packages") != _package_pins(packages):
+        out.append(f"packages {made.get('packages')} -> {_package_pins(packages)}")
+    made_tags = bool(made.get("test_tags", True))
+    if made_tags != test_tags:
+        out.append(f"{_tags_phrase(made_tags)} -> {_tags_phrase(test_tags)}")
+    return out
+
+
+def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, ...],
+                   test_tags: bool = False) -> Summary | None:
+    """The summary of a complete earlier build with the same packages, seed and test-tag choice, None when there is
+    nothing at `out`.
+
+    Anything else at `out` is a BuildError: a partial folder or someone else's, or a StaleBuildError for a build
+    made with other options. The builder does not silently overwrite what it did not make as asked now."""
     out = Path(out)
     private = private_dir(out)
     if not out.exists():
@@ -370,11 +437,30 @@ def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, .
     except (OSError, ValueError, TypeError) as err:
         raise BuildError(f"{out}: earlier build unreadable or its private folder {private} incomplete ({err}); "
                          f"pass --force to rebuild") from None
-    if made.get("seed") != seed or made.get("packages") != _package_pins(packages):
-        raise BuildError(f"{out}: built with seed {made.get('seed')} and packages {made.get('packages')}; "
-                         f"pass --force to rebuild with seed {seed}")
+    reasons = build_differences(made, seed, packages, test_tags)
+    if reasons:
+        raise StaleBuildError(out, reasons)
     summary.reused, summary.out, summary.private = True, str(out), str(private)
+    summary.test_tags = bool(made.get("test_tags", True))
     return summary
+
+
+def _keep_photo_times(old_photos: Path, new_photos: Path) -> None:
+    """Give each rebuilt photo that is byte-identical to the earlier build's its earlier modification time.
+
+    Runs fingerprint the photo folder by names, sizes and mtimes (common.fingerprint), so a rebuild that changes
+    only the tag tables (--test-tags) then leaves the runs that read only the photos up to date."""
+    if not old_photos.is_dir():
+        return
+    for new in new_photos.iterdir():
+        old = old_photos / new.name
+        try:
+            same = old.stat().st_size == new.stat().st_size and old.read_bytes() == new.read_bytes()
+            if same:
+                st = old.stat()
+                os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            continue
 
 
 def _publish(built: Path, final: Path) -> None:
@@ -389,11 +475,12 @@ def _publish(built: Path, final: Path) -> None:
 
 
 def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.PathLike, out: str | os.PathLike,
-                        seed: int = 0, packages: tuple[Package, ...] = ()) -> Summary:
+                        seed: int = 0, packages: tuple[Package, ...] = (), test_tags: bool = False) -> Summary:
     """Build dataroot `out` and its private folder from the two tarballs, replacing what is there.
 
     Everything is written into temp folders first and renamed into place at the end (private first, then the
-    dataroot whose marker says "complete"), so a failure leaves no half-written dataset behind."""
+    dataroot whose marker says "complete"), so a failure leaves no half-written dataset behind. `test_tags`
+    keeps the test objects' tag rows in the dataroot (they are in the private folder either way)."""
     out, emoji_tgz, emojibase_tgz = Path(out), Path(emoji_tgz), Path(emojibase_tgz)
     private = private_dir(out)
     tmp_out = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
@@ -406,13 +493,15 @@ def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.Pa
         if not rows:
             raise EmojiDataError(f"{emoji_tgz}: {EMOJI_JSON}: no emoji with a Google 64 px image")
         tags = read_emojibase_tags(emojibase_tgz)
-        summary = _write_tables(rows, images, tags, tmp_out, tmp_private, seed, emoji_tgz, skipped)
+        summary = _write_tables(rows, images, tags, tmp_out, tmp_private, seed, emoji_tgz, skipped, test_tags)
         summary.out, summary.private, summary.packages = str(out), str(private), _package_pins(packages)
         (tmp_private / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         (tmp_out / MARKER).write_text(json.dumps({
             "builder": "fold0123.preprocessing.emoji", "seed": seed, "packages": _package_pins(packages),
+            "test_tags": bool(test_tags),
             "rows": summary.rows, "train_rows": summary.train_rows, "test_rows": summary.test_rows,
         }, indent=2) + "\n")
+        _keep_photo_times(out / "photos", tmp_out / "photos")
         _publish(tmp_private, private)
         _publish(tmp_out, out)
     finally:
@@ -423,14 +512,24 @@ def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.Pa
 
 
 def build_dataset(out: str | os.PathLike = "datasets/emoji", cache: str | os.PathLike | None = None, seed: int = 0,
-                  force: bool = False, packages: tuple[Package, Package] = (EMOJI_DATASOURCE, EMOJIBASE)) -> Summary:
-    """Fetch (or reuse) the pinned packages and build the dataset, or reuse a complete earlier build."""
+                  force: bool = False, packages: tuple[Package, Package] = (EMOJI_DATASOURCE, EMOJIBASE),
+                  test_tags: bool = False, redo_stale: bool = False) -> Summary:
+    """Fetch (or reuse) the pinned packages and build the dataset, or reuse a complete earlier build made as asked.
+
+    `force` rebuilds whatever is at `out`; `redo_stale` rebuilds only a complete earlier build made with other
+    options (what recipe.py --redo-stale asks for), never a folder that is not a build."""
     if not force:
-        earlier = existing_build(out, seed, packages)
+        try:
+            earlier = existing_build(out, seed, packages, test_tags)
+        except StaleBuildError as err:
+            if not redo_stale:
+                raise
+            print(f"{out}: rebuilding, made with other options ({'; '.join(err.reasons)})", flush=True)
+            earlier = None
         if earlier is not None:
             return earlier
     emoji_tgz, emojibase_tgz = (fetch_package(p, cache) for p in packages)
-    return build_from_tarballs(emoji_tgz, emojibase_tgz, out, seed=seed, packages=packages)
+    return build_from_tarballs(emoji_tgz, emojibase_tgz, out, seed=seed, packages=packages, test_tags=test_tags)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -439,10 +538,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", default=None, help="npm tarball cache (default $FOLD0123_NPM_CACHE or "
                                                       "~/.cache/fold0123/npm)")
     parser.add_argument("--seed", type=int, default=0, help="row shuffle and test split seed")
+    parser.add_argument("--test-tags", action="store_true",
+                        help="keep the test objects' materials/techniques rows in the dataroot (default: train "
+                             "objects only, as atmaCup #11 shipped them; the test rows go to the private folder)")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a complete build")
+    parser.add_argument("--redo-stale", action="store_true",
+                        help="rebuild a complete build made with another seed, package pin or --test-tags choice "
+                             "(default: stop, naming what differs); a build made as asked is reused")
     args = parser.parse_args(argv)
     try:
-        summary = build_dataset(args.out, cache=args.cache, seed=args.seed, force=args.force)
+        summary = build_dataset(args.out, cache=args.cache, seed=args.seed, force=args.force,
+                                test_tags=args.test_tags, redo_stale=args.redo_stale)
     except Fold0123Error as err:
         sys.exit(f"error: {err}")
     print("\n".join(summary.lines()))

@@ -9,6 +9,9 @@ One module per job, each a few plain functions returning plain data:
   pseudo      pseudo-label rows and the split CSVs of the next round
   report      submission CSV, markdown/json report, plots
   pipeline    the steps ensemble.ipynb and stack.py run, in order
+  pixel_stats ~50 statistics per photo (cached by photo fingerprint): a baseline's features, later stack features
+  baselines   constant mean, pixel-statistics and tag LightGBMs on the pipeline's split and answers
+              (`python -m fold0123.stacking.baselines`)
 
 The run-directory names and the metrics reader are common.rundir's, the answers scorer data.answers's; the
 contract-exact fake runs the tests stack live in tests/synthetic_runs.py.
