@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -110,3 +111,23 @@ def test_notebook_runs_headless_and_writes_a_submission(runs):
     assert len(pd.read_csv(submission)) == 50
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2
+
+
+def test_pixel_statistics_join_every_table_as_stack_features(runs, capsys):
+    """With `pixel_stats`, each object's photo statistics sit beside the runs' outputs in the train, test and
+    in-fold tables, aligned by object_id (photos drawn here from each object's class, so they carry signal)."""
+    from tests.fixtures import draw
+
+    root = runs / "data"
+    labels = pd.concat([pd.read_csv(root / "train.csv", dtype={"object_id": str}),
+                        pd.read_csv(runs / "answers.csv", dtype={"object_id": str})])
+    (root / "photos").mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for row in labels.itertuples():
+        draw(int(row.target), rng, 16).save(root / "photos" / f"{row.object_id}.jpg")
+    stack.main(_argv(runs, "px", "pixel_stats=true"))
+    capsys.readouterr()
+    (importance,) = (runs / "px").glob("*_importance.csv")
+    features = pd.read_csv(importance)["feature"]
+    assert features.str.startswith("px_").sum() == 51 and (~features.str.startswith("px_")).sum() > 0
+    assert (runs / "runs" / "cache" / "pixel_stats_v1.csv").is_file()

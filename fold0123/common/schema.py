@@ -154,6 +154,7 @@ class StackConfig(Schema):
                                   "materialstechniques": "last"}
     aggregations: Text = "mean,max,min,var"
     raw_views: bool = False
+    pixel_stats: bool = False
     test_features: Literal["all", "fold_mean"] = "all"
     infold: Literal["auto"] | bool = "auto"
     lgbm: LgbmOptions = LgbmOptions()

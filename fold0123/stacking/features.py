@@ -13,7 +13,7 @@ has in the out-of-fold table (averaging the views of three models first would sh
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +196,20 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
         infold_y = [target.loc[t.index].to_numpy() for t in infold_tables]
     return FeatureSet(runs=choices, train=train, y=y, folds=folds, test=test, view_mean_oof=view_mean_oof,
                       view_mean_test=view_mean_test, infold=infold_tables, infold_y=infold_y, notes=notes)
+
+
+def with_pixel_statistics(features: FeatureSet, dataroot: str | Path, cache_dir: str | Path) -> FeatureSet:
+    """`features` with each object's photo statistics (stacking.pixel_stats, `px_*` columns) beside the runs'
+    outputs, in every table: a strong tabular baseline's inputs, so the stack can use what the nets missed."""
+    from fold0123.stacking.pixel_stats import cache_file, pixel_features
+
+    ids = list(features.train.index) + [i for i in next(iter(features.test.values())).index]
+    px = pixel_features(dataroot, ids, cache_file(cache_dir)).frame
+
+    def join(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([frame, px.loc[frame.index].set_axis(frame.index)], axis=1)
+
+    return replace(features, train=join(features.train),
+                   test={source: join(frame) for source, frame in features.test.items()},
+                   infold=None if features.infold is None else [join(frame) for frame in features.infold])
+

@@ -24,7 +24,7 @@ from fold0123.data.layout import N_CLASSES, read_test, read_train
 from fold0123.data.metrics import rmse
 from fold0123.stacking import ensemble as ens
 from fold0123.stacking import postprocess as pp
-from fold0123.stacking.features import FeatureSet, build_features
+from fold0123.stacking.features import FeatureSet, build_features, with_pixel_statistics
 from fold0123.stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
 from fold0123.stacking.report import plot_cv_per_epoch, plot_importance, stem, timestamp, write_report, write_submission
@@ -113,6 +113,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
                               aggregations=cfg.aggregations, raw_views=cfg.raw_views,
                               split_suffix=cfg.split_suffix, test_features=cfg.test_features,
                               infold=cfg.infold)
+    if cfg.pixel_stats:
+        features = with_pixel_statistics(features, cfg.dataroot, Path(cfg.checkpoints_dir) / "cache")
     notes = list(features.notes)
     blend_exp = _pick_exp(features, cfg.blend_exp, "target")
     onehot_exp = _pick_exp(features, cfg.onehot_exp, "onehot")
