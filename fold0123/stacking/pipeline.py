@@ -171,6 +171,13 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     plots = {"cv_per_epoch": plot_cv_per_epoch(epoch_metrics, out_dir / f"{name}_cv_per_epoch.png"),
              "importance": plot_importance(fit.importance, out_dir / f"{name}_importance.png")}
     write_csv(out_dir / f"{name}_importance.csv", fit.importance)
+    write_csv(out_dir / f"{name}_epoch_metrics.csv", epoch_metrics)
+    # every train row's label, fold and out-of-fold predictions, for reports (confusion matrix, OOF vs in-fold)
+    oof_frame = pd.DataFrame({"object_id": features.train.index, "target": features.y, "fold": features.folds,
+                              "stack": fit.oof, "submitted": oof_steps["clip"] if not keep else nested})
+    if infold_fit is not None:
+        oof_frame["stack_infold"] = infold_fit.oof
+    write_csv(out_dir / f"{name}_oof.csv", oof_frame)
 
     answers_table = None
     answers = cfg.answers
