@@ -446,7 +446,7 @@ def test_real_dataset(tmp_path):
 
 @pytest.mark.parametrize("test_tags, redo_stale", [(False, False), (True, True)])
 def test_recipe_passes_the_test_tags_choice_to_the_builder(monkeypatch, test_tags, redo_stale):
-    import recipe
+    from fold0123.launcher import recipe
     from fold0123.common.schema import RecipeConfig
 
     calls = []

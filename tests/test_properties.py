@@ -25,7 +25,7 @@ from PIL import Image
 
 from fold0123.common import rundir
 from fold0123.common.config import load_config, parse_value
-from fold0123.common.errors import Fold0123Error, LayoutError
+from fold0123.common.errors import Fold0123Error
 from fold0123.common.schema import RunConfig, StackConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.images import load_image

@@ -1,0 +1,193 @@
+"""The main job's stages (recipe.py, and the ablation driver that extends it): each runs one of the project's
+own CLIs as a subprocess, exactly as a user would type it, and skips what exists and was made as asked now.
+
+dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per transfer task -> stacking -> report.
+Outputs made by another config or from other inputs (their fingerprints, common.fingerprint) stop a stage with
+one line naming what differs, or with `redo_stale` are redone.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fold0123.common.config import load_config
+from fold0123.common.dataroot import (folds_fingerprint_path, split_names, split_paths, tag_vectors_fingerprint_path,
+                                      tag_vectors_path)
+from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, folds_fingerprint, read_fingerprint,
+                                         stale_message, tag_vectors_fingerprint)
+from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: the CLIs run from there
+
+
+@dataclass
+class CpuClock:
+    """Wall-clock and the share of it the machine's CPUs were busy (from /proc/stat), for the benchmark."""
+    start_wall: float = field(default_factory=time.time)
+    start_ticks: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        self.start_ticks = self._ticks()
+
+    @staticmethod
+    def _ticks() -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except OSError:
+            return None
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def report(self) -> str:
+        minutes = (time.time() - self.start_wall) / 60
+        end = self._ticks()
+        if self.start_ticks is None or end is None or end[1] == self.start_ticks[1]:
+            return f"{minutes:.1f} min wall-clock"
+        busy = (end[0] - self.start_ticks[0]) / (end[1] - self.start_ticks[1])
+        return f"{minutes:.1f} min wall-clock, CPU busy {100 * busy:.0f}% of it ({os.cpu_count()} cores)"
+
+
+def stage(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def run_cli(*args: str) -> None:
+    command = [sys.executable, *args]
+    print("$ " + " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    """`dataset: emoji` builds (or reuses) the bundled dataset at `dataroot`, with the test objects' tags in the
+    dataroot only when `test_tags` is true; a build made the other way stops the recipe, or with --redo-stale is
+    rebuilt (its photos keep their times, so only what reads the tag tables becomes stale). `dataset: null`
+    takes the dataroot as it is, e.g. a competition's own data in the atmaCup #11 layout (`test_tags` unused)."""
+    stage("dataset")
+    if cfg.dataset is None:
+        print(f"using {cfg.dataroot} as it is (dataset: null)")
+        return
+    if cfg.dataset != "emoji":
+        raise SystemExit(f"error: dataset {cfg.dataset!r}: expected emoji or null")
+    run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg.dataroot, *(["--test-tags"] if cfg.test_tags else []),
+            *(["--redo-stale"] if redo_stale else []))
+
+
+def shared(cfg: RecipeConfig) -> list[str]:
+    """Overrides every run and the stacking take from the recipe, so one --set dataroot=... (or folds, seed)
+    moves them all."""
+    return ["--set", f"dataroot={cfg.dataroot}", "--set", f"folds={cfg.folds}", "--set", f"seed={cfg.seed}"]
+
+
+def run_overrides(cfg: RecipeConfig) -> list[str]:
+    """What every training run takes from the recipe: the shared keys and the tag vectors' dimension."""
+    return [*shared(cfg), "--set", f"w2v_dim={cfg.word2vec.dim}"]
+
+
+def stack_args(cfg: RecipeConfig, *overrides: str) -> list[str]:
+    """stack.py's arguments: the recipe's stacking config, dataroot and answers (scored in its report)."""
+    answers = "null" if cfg.answers is None else cfg.answers
+    return ["--conf", cfg.stack, *shared(cfg), "--set", f"answers={answers}",
+            *[a for o in overrides for a in ("--set", o)]]
+
+
+def reusable(what: str, fingerprint_file: Path, expected: Fingerprint, outputs: list[Path], redo_stale: bool) -> bool:
+    """Whether a stage's outputs exist and were made as asked now; a stale one is an error, or redone."""
+    if not all(p.is_file() for p in outputs):
+        return False
+    reasons = differences(read_fingerprint(fingerprint_file), expected)
+    if not reasons:
+        print(f"{what} exist and are up to date: skipped")
+        return True
+    if not redo_stale:
+        raise StaleError(stale_message(what, reasons))
+    print(f"{what} are stale ({'; '.join(reasons)}): made again")
+    return False
+
+
+def make_folds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    stage("folds")
+    wanted = [p for s in split_names(cfg.folds) for p in split_paths(cfg.dataroot, s)]
+    expected = folds_fingerprint(cfg.dataroot, cfg.folds, cfg.fold_batch_size, cfg.seed)
+    if reusable(f"folds in {cfg.dataroot}", folds_fingerprint_path(cfg.dataroot, cfg.folds), expected, wanted,
+                redo_stale):
+        return
+    run_cli("SGKFold.py", "--dataroot", cfg.dataroot, "--k", str(cfg.folds),
+            "--batch-size", str(cfg.fold_batch_size), "--seed", str(cfg.seed))
+
+
+def make_tag_vectors(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    stage("tag vectors")
+    w2v = cfg.word2vec
+    expected = tag_vectors_fingerprint(cfg.dataroot, w2v.dim, w2v.epochs, cfg.seed)
+    if reusable("tag vectors", tag_vectors_fingerprint_path(cfg.dataroot, w2v.dim), expected,
+                [tag_vectors_path(cfg.dataroot, w2v.dim)], redo_stale):
+        return
+    run_cli("word2vec.py", "--dataroot", cfg.dataroot, "--dim", str(w2v.dim),
+            "--epochs", str(w2v.epochs), "--seed", str(cfg.seed))
+
+
+def launch(cfg: RecipeConfig, conf: str, redo_stale: bool, *args: str) -> None:
+    """One experiment's fold0123 through the launcher, which skips finished runs, resumes interrupted ones and
+    refuses (or with --redo-stale retrains) stale ones."""
+    run_cli("launch.py", "fold0123", "--conf", conf, "--devices", cfg.devices, "--wait", *args, *run_overrides(cfg),
+            *(["--redo-stale"] if redo_stale else []))
+
+
+def pretext(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    """The jigsaw run on split `all`."""
+    stage(f"pretext: {cfg.pretext} on split all")
+    launch(cfg, cfg.pretext, redo_stale, "--splits", "all")
+
+
+def fold0123(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    for conf in cfg.tasks:
+        stage(f"fold0123: {conf}")
+        launch(cfg, conf, redo_stale)
+
+
+def stack(cfg: RecipeConfig) -> None:
+    stage(f"stacking: {cfg.stack}")
+    run_cli("stack.py", *stack_args(cfg))
+
+
+def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    """Each round: confident test predictions of the last round's runs become train rows (stack.py pseudo), the
+    tasks are trained again on the round's splits ({split}_pseudo{r}), and the round is stacked like any other."""
+    for r in range(1, cfg.pseudo_rounds + 1):
+        previous, suffix = ("" if r == 1 else f"_pseudo{r - 1}"), f"_pseudo{r}"
+        stage(f"pseudo-label round {r}")
+        run_cli("stack.py", "pseudo", "--round", str(r), *stack_args(cfg, f"split_suffix={previous}"))
+        splits = ",".join(s + suffix for s in split_names(cfg.folds))
+        for conf in cfg.tasks:
+            launch(cfg, conf, redo_stale, "--splits", splits)
+        run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
+
+
+def newest_submission(out_dir: str | Path) -> Path | None:
+    """The stacking step's latest submission (`{cv}_{time}.csv`, beside its `_ids.csv` copy and report)."""
+    copies = sorted(Path(out_dir).glob("*_ids.csv"), key=lambda p: p.stat().st_mtime)
+    return copies[-1].with_name(copies[-1].name.replace("_ids.csv", ".csv")) if copies else None
+
+
+def score_and_where(cfg: RecipeConfig) -> None:
+    """Score the submission on the held-out answers (the only place they are read) and say where things are."""
+    stage("submission score and where things are")
+    submission = newest_submission(load_config(cfg.stack, schema=StackConfig).out_dir)
+    if submission is None:
+        print("no submission found")
+        return
+    answers = cfg.answers
+    if answers and Path(answers).is_file():
+        from fold0123.preprocessing.answers import score_submission  # the one reader of the answers
+
+        score = score_submission(submission.with_name(submission.stem + "_ids.csv"), answers)
+        print(f"submission RMSE on the held-out answers: {score['rmse']:.4f} ({score['n']} test objects)")
+    runs = sorted({str(Path(load_config(c, schema=RunConfig).checkpoints_dir)) for c in [cfg.pretext, *cfg.tasks]})
+    print(f"submission   {submission}")
+    print(f"report       {submission.with_name(submission.stem + '_report.md')} (and its plots beside it)")
+    print(f"runs         {', '.join(runs)}/{{exp}}_{{split}}")
+    print(f"dataroot     {cfg.dataroot}")
