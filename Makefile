@@ -2,13 +2,19 @@
 # `make test-fast` is the suite without the integration runs (pytest.ini), for a quick check while editing.
 PY := .venv/bin/python
 RECIPE ?= parameters/demo/recipe.yml
+ABLATION ?= parameters/ablation/cpu.yml
 
-.PHONY: env demo test test-fast bench clean-runs
+.PHONY: env demo ablation test test-fast bench clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
 demo: env
 	PYTHONUNBUFFERED=1 $(PY) recipe.py --conf $(RECIPE) $(if $(SET),$(foreach s,$(SET),--set $(s)))
+
+# The ablation table (RESULTS.md, results.json, report.html in results/cpu): the demo recipe, its variants and
+# the baselines; reuses what `make demo` made.
+ablation: env
+	PYTHONUNBUFFERED=1 $(PY) ablation.py --conf $(ABLATION) $(if $(SET),$(foreach s,$(SET),--set $(s)))
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -156,8 +156,10 @@ def test_config_files_end_in_a_config_or_one_line_naming_the_file(tmp_path):
 # ------------------------------------------------------------------------------------------- dataroot CSVs
 
 def _valid_train(n: int = 12) -> pd.DataFrame:
-    return pd.DataFrame({"object_id": [f"{i:06x}" for i in range(n)], "sorting_date": [1600 + 10 * i for i in range(n)],
-                         "art_series_id": [f"s{i // 2}" for i in range(n)], "target": [i % N_CLASSES for i in range(n)]})
+    return pd.DataFrame({"object_id": [f"{i:06x}" for i in range(n)],
+                         "sorting_date": [1600 + 10 * i for i in range(n)],
+                         "art_series_id": [f"s{i // 2}" for i in range(n)],
+                         "target": [i % N_CLASSES for i in range(n)]})
 
 
 cells = st.one_of(st.sampled_from(["", " ", "nan", "NaN", "inf", "-inf", "-1", "4", "3.5", "1e309", "abc", "../x",

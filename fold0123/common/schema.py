@@ -191,3 +191,18 @@ class RecipeConfig(Schema):
                          "parameters/materialstechniques.yml"]
     stack: Text = "parameters/stack.yml"
     pseudo_rounds: NonNegativeInt = 0
+
+
+# ---------------------------------------------------------------------------------------------------- ablation
+
+class AblationConfig(Schema):
+    """ablation.py / `make ablation` (parameters/ablation/cpu.yml, gpu.yml)."""
+    exp: Name = "ablation"                       # the loader's default (the file's stem); names nothing else
+    recipe: Text = "parameters/demo/recipe.yml"  # its dataset, folds, pretext, tasks and stack are the base
+    recipe_set: dict[str, Any] = {}              # overrides of the recipe, as --set would give them
+    out_dir: Text = "results/cpu"                # RESULTS.md, results.json, report.html, stacks/, baselines/
+    scratch: bool = True                         # the target run without the pretext (row 3)
+    freeze_modes: list[Literal["none", "layer34", "head", "fine_tune"]] = ["none", "layer34", "head", "fine_tune"]
+    soup: NonNegativeInt = 2                     # uniform soup of the last N epochs of target_scratch (0/1: none)
+    pseudo: bool = True                          # one pseudo-label round from the post-processed stack (row 11)
+

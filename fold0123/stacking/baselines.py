@@ -305,7 +305,8 @@ class BaselineReport:
     def table(self) -> str:
         """The markdown table (also what the CLI prints)."""
         folds = [f"fold{i}" for i in range(self.folds)]
-        lines = ["| baseline | features | CV mean ± std | " + " | ".join(folds) + " | OOF RMSE | answers | fold mean | seconds |",
+        lines = ["| baseline | features | CV mean ± std | " + " | ".join(folds) +
+                 " | OOF RMSE | answers | fold mean | seconds |",
                  "| --- | ---: | ---: | " + " | ".join("---:" for _ in folds) + " | ---: | ---: | ---: | ---: |"]
         for r in self.rows:
             if r.status != "ok":

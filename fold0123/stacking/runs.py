@@ -84,10 +84,11 @@ def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
     return Outputs(ids=ids, outputs=outputs, path=Path(path))
 
 
-def load_outputs(run: str | Path, epoch: int, part: str) -> Outputs:
-    """The eval file of `run` at `epoch` for `part`; cached until the file changes (size or mtime)."""
+def load_outputs(run: str | Path, epoch: int | str, part: str) -> Outputs:
+    """The eval file of `run` at `epoch` (or an eval tag such as `soup3`) for `part`; cached until the file
+    changes (size or mtime)."""
     run = _existing_run(Path(run))
-    path = eval_path(run, epoch, part)
+    path = eval_path(run, epoch, part) if isinstance(epoch, int) else rundir.eval_npz_path(run, epoch, part)
     if not path.is_file():
         have = _epochs(run, part)
         raise RunError(f"{path}: missing (epoch {epoch}, part {part}; this run has {part} at epochs {have or 'none'})")

@@ -1,0 +1,37 @@
+"""`make ablation`: the recipe, every variant of the ablation table, and the table (RESULTS.md, results.json,
+report.html): each piece of the pipeline against the simple baselines, on the same folds and held-out answers.
+
+    python ablation.py --conf parameters/ablation/cpu.yml [--set key=value ...] [--redo-stale]
+
+The steps live in fold0123.launcher.ablation, the table in fold0123.stacking.ablation (which
+`python -m fold0123.stacking.ablation --conf ...` re-writes from the outputs alone).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.schema import AblationConfig
+from fold0123.launcher.ablation import run_ablation
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_args(parser)
+    parser.add_argument("--redo-stale", action="store_true",
+                        help="redo outputs made by another config or from other inputs (default: stop, naming them)")
+    args = parser.parse_args()
+    try:
+        cfg = config_from_args(args, AblationConfig)
+        run_ablation(cfg, ["--conf", args.conf, *[a for s in args.overrides for a in ("--set", s)]], args.redo_stale)
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"error: step failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
+    except Fold0123Error as err:
+        sys.exit(error_line(err))
+
+
+if __name__ == "__main__":
+    main()
