@@ -115,7 +115,10 @@ def page(title: str, sections: list[str]) -> str:
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"object_id": str}) if path.is_file() else None
+    """A CSV the stack wrote, or None when it is missing (an older out_dir); "NA" stays a string (DESIGN 6)."""
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"object_id": str})
 
 
 def _ordered(frame: pd.DataFrame, first: list[str], last: list[str]) -> pd.DataFrame:
@@ -268,7 +271,8 @@ def stack_html(out_dir: str | Path, name: str) -> Path:
 
 
 def ablation_figure(rows: pd.DataFrame):
-    """cv_mean ± cv_std per row as horizontal bars (coloured by group), the answers score as a red diamond."""
+    """cv_mean ± cv_std per row as horizontal bars (coloured by group), the answers score as a red diamond; rows
+    without a CV keep their line, empty, so every row of the table has its place."""
     labels = [f"{r.id} {r.name}" for r in rows.itertuples()]
     groups = list(dict.fromkeys(rows["group"]))
     colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
@@ -284,8 +288,13 @@ def ablation_figure(rows: pd.DataFrame):
         ax.scatter(answers, y, marker="D", color="red", zorder=3, s=22, label="held-out answers")
     for g in groups:
         ax.barh([np.nan], [np.nan], color=colours[g], label=f"CV: {g}")
+    values = np.concatenate([mean[has] - std[has], mean[has] + std[has], answers[~np.isnan(answers)]])
+    if len(values):  # zoom on the scores: rows differ by hundredths on a scale of one
+        lo, hi = values.min(), values.max()
+        pad = 0.1 * (hi - lo) + 1e-3
+        ax.set_xlim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel("score (mean ± std over folds)")
+    ax.set_xlabel("score (mean ± std over folds; the axis does not start at 0)")
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -357,6 +366,7 @@ def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
             sections.append(f"<h2>Stack {_esc(stack['name'])}</h2>")
             sections += stack_sections(stack_dir, stack["name"])
         else:
-            sections.append(section("Stack", paragraph(f"no stack report {stack_dir / (stack['name'] + '_report.json')}")))
+            missing = stack_dir / f"{stack['name']}_report.json"
+            sections.append(section("Stack", paragraph(f"no stack report {missing}")))
     write_text(out_html, page(results.get("title") or "Ablation", sections))
     return out_html

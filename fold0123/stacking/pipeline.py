@@ -201,7 +201,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     report_html = stack_html(out_dir, name)  # last: it reads the files above back
     return StackResult(name=name, submission=submission, submission_ids=submission_ids, report_md=report_md,
                        report_json=report_json, report_html=report_html, plots=plots, cv_table=cv_table,
-                       answers_table=answers_table, params=post, cv=cv, features=features, fit=fit, infold_fit=infold_fit, notes=notes)
+                       answers_table=answers_table, params=post, cv=cv, features=features, fit=fit,
+                       infold_fit=infold_fit, notes=notes)
 
 
 def stack_fingerprint(cfg: StackConfig, features: FeatureSet) -> Fingerprint:
