@@ -100,6 +100,41 @@ def test_ablation_html_is_self_contained_with_every_row_nulls_and_verdicts(tmp_p
         assert f'class="v-{verdict}"' in html
 
 
+def test_stack_html_from_an_out_dir_without_infold_or_answers(tmp_path: Path):
+    """What a stack with `infold: none` and no answers file leaves (written by hand here, through the same
+    writers): the page says so instead of failing; the confusion matrix takes its classes from the data (0..2)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from fold0123.common.io import write_csv
+    from fold0123.stacking.html_report import confusion_figure, stack_html
+    from fold0123.stacking.report import write_report
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60).astype(float)
+    pred = np.clip(y + rng.normal(0, 0.6, 60), 0, 2)
+    write_csv(tmp_path / "s_oof.csv", pd.DataFrame({"object_id": [f"o{i}" for i in range(60)], "target": y,
+                                                     "fold": np.arange(60) % 3, "stack": pred, "submitted": pred}))
+    write_csv(tmp_path / "s_importance.csv", pd.DataFrame({"feature": ["a", "b"], "gain": [3.0, 1.0],
+                                                            "split": [4, 2]}))
+    write_csv(tmp_path / "s_epoch_metrics.csv", pd.DataFrame(
+        {"exp": "target", "task": "target", "split": ["3fold0", "3fold1", "3fold0", "3fold1"], "epoch": [1, 1, 2, 2],
+         "metric": "rmse", "value": [1.0, 1.1, 0.9, 0.95], "lower_is_better": True}))
+    cv = pd.DataFrame([{"name": "stack (out-of-fold)", "metric": "rmse", "fold0": 0.5, "fold1": 0.6, "fold2": 0.55,
+                        "mean": 0.55, "std": 0.04, "oof": 0.551}]).set_index("name")
+    write_report(tmp_path, "s", {"cv": cv}, {"cv": 0.551, "postprocess_kept": False}, ["a note"])
+    page = stack_html(tmp_path, "s")
+    assert page == tmp_path / "s_report.html"
+    assert len(check_self_contained(page)) == 3  # CV per epoch, importance, confusion matrix; no scatter
+    html = page.read_text()
+    assert "stack (out-of-fold)" in cells(html) and "a note" in html
+    assert "the in-fold variant was not fitted" in html and "Score on the held-out answers" not in html
+    fig = confusion_figure(y, pred + 3)  # predictions past the last class are clipped into it
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2"]
+    assert fig.axes[0].images[0].get_array().sum() == 60 and fig.axes[0].images[0].get_array()[:, 2].sum() == 60
+    plt.close(fig)
+
+
 # ---- in a browser
 
 

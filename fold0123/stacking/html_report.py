@@ -354,7 +354,7 @@ def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
         sections.append(section("CV per row", image(ablation_figure(rows), "ablation CV per row")))
     claims = results.get("claims") or []
     if claims:
-        names = dict(zip(rows["id"], rows["name"]))
+        names = {r["id"]: r["name"] for r in results["rows"]}
         sections.append(section("Claims of the write-up",
                                 paragraph("verdict: the difference between the two rows against their fold-to-fold "
                                           "spread; cost: the extra wall-clock seconds"),
