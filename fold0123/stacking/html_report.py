@@ -38,6 +38,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.86em}
 th,td{border:1px solid #d0d0d0;padding:3px 8px;vertical-align:top}
 th{background:#eef1f5;text-align:left} tr:nth-child(even) td{background:#fafafa}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap} td.name{white-space:pre}
+td.long{overflow-wrap:anywhere} div.scroll{overflow-x:auto}
 img{max-width:100%;display:block;margin:.6em 0} code,pre{font-size:.85em;background:#f4f4f4}
 pre{padding:6px;overflow-x:auto} .note{color:#555} ul.notes li{margin:.2em 0}
 """ + "".join(f"td.v-{k.replace(' ', '-')}{{background:{c} !important;font-weight:bold}}"
@@ -68,8 +69,9 @@ def _fmt(value, digits: int = 4) -> str:
 
 def table(frame: pd.DataFrame, cell_class=None, digits: dict | None = None) -> str:
     """A DataFrame (its index included when named) as an HTML table. Numbers right-aligned; the first column keeps
-    its leading spaces (the CV table indents the post-processing steps). `cell_class(column, value)` may add a CSS
-    class to a cell (the verdicts' colours); `digits` maps a column to its decimals (default 4)."""
+    its leading spaces (the CV table indents the post-processing steps); a table wider than the page scrolls.
+    `cell_class(column, value)` may add a CSS class to a cell (the verdicts' colours); `digits` maps a column to
+    its decimals (default 4)."""
     if any(n is not None for n in frame.index.names):
         frame = frame.reset_index()
     digits = digits or {}
@@ -81,12 +83,14 @@ def table(frame: pd.DataFrame, cell_class=None, digits: dict | None = None) -> s
             classes = ["name"] if i == 0 else []
             if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
                 classes.append("num")
+            elif isinstance(value, str) and len(value) > 40 and i > 0:  # notes with long paths wrap anywhere
+                classes.append("long")
             if cell_class and cell_class(column, value):
                 classes.append(cell_class(column, value))
             attr = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{attr}>{_esc(_fmt(value, digits.get(column, 4)))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def image(fig, alt: str) -> str:
@@ -294,7 +298,8 @@ def ablation_figure(rows: pd.DataFrame):
         pad = 0.1 * (hi - lo) + 1e-3
         ax.set_xlim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel("score (mean ± std over folds; the axis does not start at 0)")
+    zoomed = "; the axis does not start at 0" if ax.get_xlim()[0] > 0 else ""
+    ax.set_xlabel(f"score (mean ± std over folds{zoomed})")
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -315,8 +320,8 @@ def _ablation_rows(rows: list[dict]) -> pd.DataFrame:
 
 
 def _claims_table(claims: list[dict], names: dict) -> str:
-    frame = pd.DataFrame([{"claim": c["claim"],
-                           "rows": " vs ".join(f"{i} ({names.get(i, '?')})" for i in c.get("rows", [])),
+    label = lambda i: f"{i} ({names[i]})" if i in names else str(i)  # noqa: E731
+    frame = pd.DataFrame([{"claim": c["claim"], "rows": " vs ".join(label(i) for i in c.get("rows", [])),
                            "difference": c.get("difference"), "spread": c.get("spread"), "verdict": c["verdict"],
                            "cost_seconds": c.get("cost_seconds"), "note": c.get("note", "")} for c in claims],
                          dtype=object)
