@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make `.venv` point at a virtual environment built from requirements.txt, reusing a cached one whose key is the
 # file's hash, so a fresh clone pays for torch once per machine and a changed pin builds a new environment.
-# Also installs the system tools the pipeline drives (tmux, tmuxinator) when they are missing and we can, and
+# Also installs the system tools the pipeline drives (tmux, tmuxinator) and the browser the HTML report's test
+# renders it with (Debian's chromium, headless; about 150 MB, 1.5 min) when they are missing and we can, and
 # links the tmuxinator project so `tmuxinator start fold0123` works by name (scripts/link_tmuxinator.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ fi
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v tmuxinator >/dev/null || missing+=(tmuxinator)
+command -v chromium >/dev/null || missing+=(chromium)  # tests/test_html_report.py screenshots the reports with it
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "[env] installing ${missing[*]} from the distribution's packages"

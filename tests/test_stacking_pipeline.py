@@ -41,6 +41,7 @@ def test_cli_stacks_and_writes_submission_and_report(runs, capsys):
     stack.main(_argv(runs, "cli"))
     printed = capsys.readouterr().out
     assert "CV (OOF RMSE after post-processing)" in printed and "score on the answers" in printed
+    assert "_report.html" in printed.split("html: ")[1].splitlines()[0]
     out = runs / "cli"
     (submission,) = [p for p in out.glob("*.csv") if p.name.count("_") == 1]
     assert submission.name.startswith(printed.split("CV (OOF RMSE after post-processing): ")[1][:6])
@@ -63,7 +64,8 @@ def test_cli_stacks_and_writes_submission_and_report(runs, capsys):
     fingerprint = report["facts"]["fingerprint"]  # what made the stack: its config and the runs it read
     assert fingerprint["config"]["lgbm.num_boost_round"] > 0 and "out_dir" not in fingerprint["config"]
     assert any(key.startswith("target_3fold0 epoch ") for key in fingerprint["inputs"])
-    for suffix in ("_cv_per_epoch.png", "_importance.png", "_importance.csv", "_report.md", "_epoch_metrics.csv"):
+    for suffix in ("_cv_per_epoch.png", "_importance.png", "_importance.csv", "_report.md", "_report.html",
+                   "_epoch_metrics.csv"):
         assert submission.with_name(submission.stem + suffix).is_file()
     oof = pd.read_csv(submission.with_name(submission.stem + "_oof.csv"), dtype={"object_id": str})
     assert len(oof) == 150 and {"target", "fold", "stack", "submitted", "stack_infold"} <= set(oof.columns)

@@ -188,6 +188,7 @@ def score_and_where(cfg: RecipeConfig) -> None:
         print(f"submission RMSE on the held-out answers: {score['rmse']:.4f} ({score['n']} test objects)")
     runs = sorted({str(Path(load_config(c, schema=RunConfig).checkpoints_dir)) for c in [cfg.pretext, *cfg.tasks]})
     print(f"submission   {submission}")
-    print(f"report       {submission.with_name(submission.stem + '_report.md')} (and its plots beside it)")
+    print(f"report       {submission.with_name(submission.stem + '_report.html')} (one self-contained page; the "
+          "markdown, json and plots beside it)")
     print(f"runs         {', '.join(runs)}/{{exp}}_{{split}}")
     print(f"dataroot     {cfg.dataroot}")

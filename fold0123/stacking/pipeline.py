@@ -1,7 +1,7 @@
 """The steps ensemble.ipynb and stack.py run, each one call on a resolved config dict (parameters/stack.yml).
 
 run_stack(cfg) -> StackResult     features -> OOF LightGBM stack (+ the in-fold variant) -> tuned post-processing
-                                  -> submission, report, plots in cfg.out_dir
+                                  -> submission, report (md, json, html), plots in cfg.out_dir
 run_ensemble(cfg) -> EnsembleResult   weighted probability ensemble of cfg.ensemble.runs, optional label
                                   re-distribution; probabilities CSV + report in cfg.out_dir
 run_pseudo(cfg, round_) -> PseudoResult   pseudo rows from the ensemble -> the round's split CSVs in the dataroot
@@ -25,6 +25,7 @@ from fold0123.data.metrics import rmse
 from fold0123.stacking import ensemble as ens
 from fold0123.stacking import postprocess as pp
 from fold0123.stacking.features import FeatureSet, build_features, with_pixel_statistics
+from fold0123.stacking.html_report import stack_html
 from fold0123.stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
 from fold0123.stacking.report import plot_cv_per_epoch, plot_importance, stem, timestamp, write_report, write_submission
@@ -80,6 +81,7 @@ class StackResult:
     submission_ids: Path
     report_md: Path
     report_json: Path
+    report_html: Path                  # the self-contained HTML report (html_report.stack_html)
     plots: dict[str, Path]
     cv_table: pd.DataFrame             # index name; metric, fold0.., mean, std, oof
     answers_table: pd.DataFrame | None  # rmse on the held-out answers per variant / test source / step
@@ -96,7 +98,8 @@ class StackResult:
                      f"(tuning scored nested)", self.cv_table.to_string()]
             if self.answers_table is not None:
                 lines += ["score on the answers:", self.answers_table.to_string()]
-        lines += [f"submission: {self.submission}", f"report: {self.report_md}"] + [f"note: {n}" for n in self.notes]
+        lines += [f"submission: {self.submission}", f"report: {self.report_md}",
+                  f"html: {self.report_html}"] + [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -195,9 +198,11 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
              "n_features": features.train.shape[1], "n_train": len(features.y), "n_test": len(test_ids),
              "submission": submission, "plots": plots, "fingerprint": asdict(stack_fingerprint(cfg, features))}
     report_md, report_json = write_report(out_dir, name, tables, facts, notes)
+    report_html = stack_html(out_dir, name)  # last: it reads the files above back
     return StackResult(name=name, submission=submission, submission_ids=submission_ids, report_md=report_md,
-                       report_json=report_json, plots=plots, cv_table=cv_table, answers_table=answers_table,
-                       params=post, cv=cv, features=features, fit=fit, infold_fit=infold_fit, notes=notes)
+                       report_json=report_json, report_html=report_html, plots=plots, cv_table=cv_table,
+                       answers_table=answers_table, params=post, cv=cv, features=features, fit=fit,
+                       infold_fit=infold_fit, notes=notes)
 
 
 def stack_fingerprint(cfg: StackConfig, features: FeatureSet) -> Fingerprint:

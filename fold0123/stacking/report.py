@@ -53,10 +53,20 @@ def _save_figure(fig, path: Path) -> Path:
 
 
 def plot_cv_per_epoch(metrics: pd.DataFrame, path: str | Path) -> Path:
-    """One panel per experiment: its primary metric per epoch, mean over folds with ± std whiskers."""
+    return _save_figure(cv_per_epoch_figure(metrics), Path(path))
+
+
+def cv_per_epoch_figure(metrics: pd.DataFrame, per_row: int | None = None):
+    """One panel per experiment: its primary metric per epoch, mean over folds with ± std whiskers (the figure,
+    so that the PNG and the HTML report draw the same plot). `per_row` panels per row (default: all in one row;
+    the HTML report wraps them so that the labels stay readable at page width)."""
     exps = list(dict.fromkeys(metrics["exp"]))
-    fig, axes = plt.subplots(1, max(1, len(exps)), figsize=(4.5 * max(1, len(exps)), 3.4), squeeze=False)
-    for ax, exp in zip(axes[0], exps):
+    cols = max(1, min(per_row or len(exps), len(exps)))
+    nrows = max(1, -(-len(exps) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(exps):]:
+        ax.set_visible(False)
+    for ax, exp in zip(axes.flat, exps):
         rows = metrics[metrics["exp"] == exp]
         stats = rows.groupby("epoch")["value"].agg(["mean", "std"]).fillna(0.0)
         ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=4)
@@ -69,16 +79,21 @@ def plot_cv_per_epoch(metrics: pd.DataFrame, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle("CV per epoch: mean ± std over folds", y=1.02)
     fig.tight_layout()
-    return _save_figure(fig, Path(path))
+    return fig
 
 
 def plot_importance(importance: pd.DataFrame, path: str | Path, top: int = 30) -> Path:
+    return _save_figure(importance_figure(importance, top), Path(path))
+
+
+def importance_figure(importance: pd.DataFrame, top: int = 30):
+    """The `top` features by total gain, largest at the top."""
     rows = importance.nlargest(top, "gain").iloc[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.25 * len(rows) + 1))
     ax.barh(rows["feature"], rows["gain"])
     ax.set_xlabel("total gain")
     ax.set_title("LightGBM feature importance")
-    return _save_figure(fig, Path(path))
+    return fig
 
 
 def _table_md(frame: pd.DataFrame) -> str:
