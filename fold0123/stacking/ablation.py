@@ -33,6 +33,7 @@ from fold0123.common.schema import AblationConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.layout import read_train
 from fold0123.data.metrics import rmse
+from fold0123.stacking.html_report import ablation_html
 from fold0123.stacking.runs import RunError, fold_splits, load_outputs, run_dir
 
 
@@ -225,16 +226,12 @@ def markdown(results: dict) -> str:
 
 def write_results(out_dir: str | Path, meta: dict, rows: list[Row], claim_list: list[Claim],
                   stack: dict | None) -> dict:
-    """results.json, RESULTS.md and (when the HTML renderer is there) report.html in `out_dir`."""
+    """results.json, RESULTS.md and report.html (stacking.html_report) in `out_dir`."""
     out_dir = Path(out_dir)
     results = {**meta, "rows": [asdict(r) for r in rows], "claims": [asdict(c) for c in claim_list],
                "stack": stack}
     write_json(out_dir / "results.json", results)
     write_text(out_dir / "RESULTS.md", markdown(results))
-    try:
-        from fold0123.stacking.html_report import ablation_html
-    except ImportError:
-        return results
     ablation_html(out_dir / "results.json", out_dir / "report.html")
     return results
 
@@ -321,6 +318,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
     if not any(r.id == "12b" for r in rows if r.folds):
         rows.append(Row("12", "10 + tag features", "stack", note="skipped: the test objects have no tags here "
                                                                   "(build with --test-tags to measure it)"))
+    rows.sort(key=lambda r: r.id.startswith("12"))  # the tag rows (12, 12b) last, as in the issue's list
     by_id = {r.id: r for r in rows}
     cost = {"pretext": run_seconds(ckpt, pretext_exp(recipe), ["all"]), "pixel_stats": None,
             "pseudo": timings.get("pseudo")}
