@@ -8,7 +8,7 @@ import yaml
 
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.io import atomic_path, is_temporary, write_text
-from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
+from fold0123.common.schema import AblationConfig, RecipeConfig, RunConfig, StackConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,8 @@ def test_the_documenting_file_and_the_schema_agree_key_for_key_and_on_defaults(p
 
 def test_every_shipped_config_validates():
     for path in sorted((ROOT / "parameters").rglob("*.yml")):
-        schema = StackConfig if path.stem == "stack" else RecipeConfig if path.stem == "recipe" else RunConfig
+        schema = (StackConfig if path.stem == "stack" else RecipeConfig if path.stem == "recipe"
+                  else AblationConfig if path.parent.name == "ablation" else RunConfig)
         load_config(path, schema=schema)
 
 
