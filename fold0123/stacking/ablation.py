@@ -178,7 +178,8 @@ def claims(rows: dict[str, Row], extra_cost: dict[str, float | None]) -> list[Cl
     by = rows.get
     singles = [r for r in rows.values() if r.group == "task alone" and r.folds]
     best_single = min(singles, key=lambda r: r.cv_mean) if singles else None
-    deep = [r for r in rows.values() if r.group in ("stack", "run") and r.folds]
+    # the in-fold stack's CV is optimistic by construction (its level-2 model saw those rows' runs): never "best"
+    deep = [r for r in rows.values() if r.group in ("stack", "run") and r.folds and not r.id.endswith("infold")]
     best_deep = min(deep, key=lambda r: r.cv_mean) if deep else None
     freeze = by("5-layer34")
     return [
