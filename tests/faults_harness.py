@@ -385,12 +385,17 @@ def summary_line(summary: dict) -> str:
         if s.get("skipped"):
             parts.append(f"disk full: skipped ({s['skipped']})")
         else:
-            parts.append(f"disk full: train.py {s['train_error_lines']} error line, no traceback: "
-                         f"{s['train_no_traceback']}, FAILED written: {s['failed_written']}, previous "
-                         f"checkpoint loadable: {s['previous_intact']}, resume OK: {s['resume_ok']}"
-                         f" (bit-identical: {s['resume_identical']}); evaluate.py --epoch: "
-                         f"{s['eval_error_lines']} error line, no traceback: {s['eval_no_traceback']}, "
-                         f"rerun identical: {s['eval_rerun_identical']}")
+            g = lambda key: s.get(key, "not reached")  # noqa: E731 - a failed probe stops part way
+            parts.append(f"disk full: train.py exit {g('train_exit')}, {g('train_error_lines')} error line, no "
+                         f"traceback: {g('train_no_traceback')}, FAILED written: {g('failed_written')}, previous "
+                         f"checkpoint loadable: {g('previous_intact')}, resume OK: {g('resume_ok')} "
+                         f"(bit-identical: {g('resume_identical')}); evaluate.py --epoch: exit {g('eval_exit')}, "
+                         f"{g('eval_error_lines')} error line, no traceback: {g('eval_no_traceback')}, rerun "
+                         f"identical: {g('eval_rerun_identical')}")
+    if "disk_full_cache" in summary:
+        s = summary["disk_full_cache"]
+        parts.append(f"disk too full for the image cache: exit {s['exit']}, one line: {s['no_traceback']}, "
+                     f"FAILED written: {s['failed_written']}, {len(s['orphans'])} temp files left")
     return "; ".join(parts)
 
 

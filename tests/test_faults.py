@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,14 +76,17 @@ def train_trial(ref, trial: fh.Trial) -> dict:
         trigger = fh.during_write(run, fh.is_pth, trial.k)
     else:  # startup, moment: seconds after config.yml, the first thing the run writes
         trigger = fh.after_appears(rundir.config_path(run), trial.delay_s)
+    started = time.monotonic()
     proc = fh.start(fh.train_argv(ref.dataroot, runs), folder / "killed.log")
-    out = {"killed": fh.kill_when(proc, trigger)}
+    out = {"killed": fh.kill_when(proc, trigger), "kill_s": round(time.monotonic() - started, 2)}
     at_kill = fh.temporaries(runs)
     out.update(temps_at_kill=at_kill, mid_write=any(".pth.tmp." in t for t in at_kill),
                partial_finals=fh.partial_finals(run) if run.is_dir() else [],
                resume_from=(torch.load(rundir.resume_path(run), weights_only=True)["epoch"]
                             if rundir.resume_path(run).is_file() else 0))
+    started = time.monotonic()
     result = fh.run(fh.train_argv(ref.dataroot, runs, resume=True))
+    out["resume_s"] = round(time.monotonic() - started, 2)
     out["resumed"] = result.returncode == 0 and rundir.done_path(run).is_file()
     if not out["resumed"]:
         out["resume_stderr"] = result.stderr.strip().splitlines()[-3:]
@@ -275,6 +279,22 @@ def test_a_full_disk_is_one_line_and_a_failed_marker_and_the_run_resumes(referen
         reference.evaluated, run, epoch3)
     fh.record("disk_full", summary)
     assert summary["eval_rerun_identical"], result.stderr
+
+
+def test_a_disk_too_full_for_the_image_cache_is_one_line_not_a_bus_error(reference, tmpfs):
+    """A fresh run on a tmpfs with room for its config but not for the decoded-image cache (a memmap): one
+    `error:` line naming the cache file, FAILED written, no temporary file left. (It was a SIGBUS: no message,
+    no marker, the half-built cache left behind for good.)"""
+    tmpfs.mount(100 << 10)
+    run = tmpfs.path / f"{fh.EXP}_{fh.SPLIT}"
+    result = fh.run(fh.train_argv(reference.dataroot, tmpfs.path))
+    ok, line = fh.one_error_line(result.stderr)
+    summary = {"exit": result.returncode, "line": line, "no_traceback": "Traceback" not in result.stderr,
+               "failed_written": rundir.failed_path(run).is_file(), "orphans": fh.temporaries(tmpfs.path)}
+    fh.record("disk_full_cache", summary)
+    assert result.returncode == 1 and ok, (result.returncode, result.stderr)
+    assert "/cache/images_32_" in line and ".npy: no space left" in line, line
+    assert summary["failed_written"] and not summary["orphans"]
 
 
 # ---------------------------------------------------------------------------------------------------- fold0123
