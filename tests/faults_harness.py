@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,7 +264,6 @@ def link_run(source: Path, dest: Path, with_eval: bool = False) -> Path:
     for path in Path(source).iterdir():
         if path.is_dir():
             if path.name != "eval" or with_eval:
-                import shutil
                 shutil.copytree(path, dest / path.name)
         elif path.suffix == ".pth":
             os.link(path, dest / path.name)

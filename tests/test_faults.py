@@ -1,7 +1,7 @@
 """Fault injection (issue 12, "The suite"): real train.py / evaluate.py / fold0123 processes killed with SIGKILL,
 and a real full disk; the runs must come back bit-identical, with nothing half-written and nothing left behind.
 
-`make test` runs a small slice (FAULT_KILLS=5 train.py kills, FAULT_EVAL_KILLS=3 evaluator kills, the disk-full
+`make test` runs a small slice (FAULT_KILLS=5 train.py kills, FAULT_EVAL_KILLS=2 evaluator kills, the disk-full
 case as root); `make faults` runs the full counts (20 and 12) and the fold0123 row kill in tmux, and writes the
 figures to FAULT_SUMMARY (the README's Reliability section quotes them). The schedule of kill moments is seeded
 (FAULT_SEED); see tests/faults_harness.py for how a moment is chosen and observed.
@@ -36,6 +36,7 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run every killed one is compared with, and its evaluation (eval/ of a linked copy)."""
+    started = time.monotonic()
     base = tmp_path_factory.mktemp("faults")
     dataroot = make_recipe_root(base / "data", tags=False)
     result = fh.run(fh.train_argv(dataroot, base / "reference"))
@@ -49,6 +50,7 @@ def reference(tmp_path_factory):
     metrics = [rundir.metrics_path(evaluated, rundir.epoch_tag(e)) for e in range(1, fh.EPOCHS + 1)]
     assert all(m.is_file() for m in metrics)
     eval_window = max(m.stat().st_mtime for m in metrics) - rundir.eval_lock_path(evaluated).stat().st_mtime
+    fh.record("reference", {"wall_s": round(time.monotonic() - started, 1)})
     return SimpleNamespace(base=base, dataroot=dataroot, run=run, window_s=window, evaluated=evaluated,
                            eval_window_s=eval_window)
 
@@ -104,7 +106,7 @@ def test_train_py_killed_at_random_moments_resumes_bit_identically(reference):
     """SIGKILL train.py (FAULT_KILLS times, most during a checkpoint write), `--resume` to DONE: every final-named
     file at every kill point reads back whole, every resumed run ends with the uninterrupted run's weights, loss
     steps and optimiser state, and nothing named `*.tmp.*` is left anywhere under checkpoints_dir."""
-    n = fh.fault_count("FAULT_KILLS", 5)
+    started, n = time.monotonic(), fh.fault_count("FAULT_KILLS", 5)
     trials = in_parallel(fh.train_schedule(n, fh.fault_seed(), reference.window_s),
                          lambda t: train_trial(reference, t))
     outcomes = [t.outcome for t in trials]
@@ -117,7 +119,7 @@ def test_train_py_killed_at_random_moments_resumes_bit_identically(reference):
         "partial_finals": sum(len(o.get("partial_finals", [])) for o in outcomes),
         "temps_at_kill": sum(len(o.get("temps_at_kill", [])) for o in outcomes),
         "orphans_after": sum(len(o.get("orphans_after", [])) for o in outcomes),
-        "schedule": fh.trial_rows(trials)})
+        "wall_s": round(time.monotonic() - started, 1), "jobs": fh.fault_jobs(), "schedule": fh.trial_rows(trials)})
     for t in trials:
         o = t.outcome
         where = f"trial {t.index} ({t.describe()}): {o}"
@@ -168,7 +170,7 @@ def test_evaluate_watch_killed_and_restarted_writes_identical_arrays(reference):
     """SIGKILL `evaluate.py --watch` (FAULT_EVAL_KILLS times: right after one of its files landed, during a
     write, at a random moment) and start it again: eval/ ends identical to an uninterrupted evaluation (arrays
     bit for bit, metrics as data), no half-written file under a final name, no temporary file left."""
-    n = fh.fault_count("FAULT_EVAL_KILLS", 3)
+    started, n = time.monotonic(), fh.fault_count("FAULT_EVAL_KILLS", 2)
     trials = in_parallel(fh.eval_schedule(n, fh.fault_seed(), reference.eval_window_s),
                          lambda t: eval_trial(reference, t))
     outcomes = [t.outcome for t in trials]
@@ -180,7 +182,7 @@ def test_evaluate_watch_killed_and_restarted_writes_identical_arrays(reference):
         "identical": sum(o.get("identical", False) for o in outcomes),
         "partial_finals": sum(len(o.get("partial_finals", [])) for o in outcomes),
         "orphans_after": sum(len(o.get("orphans_after", [])) for o in outcomes),
-        "schedule": fh.trial_rows(trials)})
+        "wall_s": round(time.monotonic() - started, 1), "jobs": fh.fault_jobs(), "schedule": fh.trial_rows(trials)})
     for t in trials:
         o = t.outcome
         where = f"trial {t.index} ({t.describe()}): {o}"
@@ -236,6 +238,7 @@ def test_a_full_disk_is_one_line_and_a_failed_marker_and_the_run_resumes(referen
     and resume state whole; after the tmpfs grows, `--resume` ends bit-identical to the uninterrupted run. Then
     `evaluate.py --epoch 3` on a disk filled to the last byte: one line naming the npz, nothing half-written;
     after freeing the space the same command writes the reference's arrays."""
+    started = time.monotonic()
     weights = rundir.checkpoint_path(reference.run, 1).stat().st_size
     state = rundir.resume_path(reference.run).stat().st_size
     disk = tmpfs.path
@@ -277,6 +280,7 @@ def test_a_full_disk_is_one_line_and_a_failed_marker_and_the_run_resumes(referen
     epoch3 = [p.name for p in rundir.eval_dir(reference.evaluated).iterdir() if p.name.startswith("epoch3_")]
     summary["eval_rerun_identical"] = result.returncode == 0 and not fh.eval_differences(
         reference.evaluated, run, epoch3)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
     fh.record("disk_full", summary)
     assert summary["eval_rerun_identical"], result.stderr
 
@@ -325,6 +329,7 @@ def test_fold0123_row_killed_in_tmux_resumes_only_that_row_bit_identically(tmp_p
     from fold0123.launcher import launch_fold0123
     from tests.test_launcher import SPLITS, tiny_experiment
 
+    started = time.monotonic()
     conf = tiny_experiment(tmp_path, epochs=fh.EPOCHS)
     runs, victim_split = tmp_path / "runs", "3fold1"
     victim = runs / f"tiny_{victim_split}"
@@ -365,7 +370,7 @@ def test_fold0123_row_killed_in_tmux_resumes_only_that_row_bit_identically(tmp_p
         "relaunched_rows": [r.split for r in rows], "resumed": [r.split for r in rows if r.resume],
         "others": sorted({states[s] for s in others}), "temps_at_kill": killed_at,
         "identical": not differences, "threads_started": started, "threads_asked": rows[0].threads if rows else None,
-        "threads_kept": kept, "orphans_after": fh.temporaries(runs)})
+        "threads_kept": kept, "orphans_after": fh.temporaries(runs), "wall_s": round(time.monotonic() - started, 1)})
     assert states == {**{s: "skipped" for s in others}, victim_split: "done"}, relaunch.summary()
     assert [r.split for r in rows] == [victim_split] and rows[0].resume
     assert kept == started == resumed_threads, (started, kept, resumed_threads)
