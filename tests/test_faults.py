@@ -329,7 +329,7 @@ def test_fold0123_row_killed_in_tmux_resumes_only_that_row_bit_identically(tmp_p
     from fold0123.launcher import launch_fold0123
     from tests.test_launcher import SPLITS, tiny_experiment
 
-    started = time.monotonic()
+    t0 = time.monotonic()
     conf = tiny_experiment(tmp_path, epochs=fh.EPOCHS)
     runs, victim_split = tmp_path / "runs", "3fold1"
     victim = runs / f"tiny_{victim_split}"
@@ -370,7 +370,7 @@ def test_fold0123_row_killed_in_tmux_resumes_only_that_row_bit_identically(tmp_p
         "relaunched_rows": [r.split for r in rows], "resumed": [r.split for r in rows if r.resume],
         "others": sorted({states[s] for s in others}), "temps_at_kill": killed_at,
         "identical": not differences, "threads_started": started, "threads_asked": rows[0].threads if rows else None,
-        "threads_kept": kept, "orphans_after": fh.temporaries(runs), "wall_s": round(time.monotonic() - started, 1)})
+        "threads_kept": kept, "orphans_after": fh.temporaries(runs), "wall_s": round(time.monotonic() - t0, 1)})
     assert states == {**{s: "skipped" for s in others}, victim_split: "done"}, relaunch.summary()
     assert [r.split for r in rows] == [victim_split] and rows[0].resume
     assert kept == started == resumed_threads, (started, kept, resumed_threads)
