@@ -1,10 +1,11 @@
 # The two commands: `make demo` (the whole recipe on the bundled emoji dataset) and `make test`;
-# `make test-fast` is the suite without the integration runs (pytest.ini), for a quick check while editing.
+# `make test-fast` is the suite without the integration runs and the fault injection (pytest.ini), for a quick
+# check while editing; `make faults` is the fault injection at its full counts (tests/test_faults.py).
 PY := .venv/bin/python
 RECIPE ?= parameters/demo/recipe.yml
 ABLATION ?= parameters/ablation/cpu.yml
 
-.PHONY: env demo ablation test test-fast bench clean-runs
+.PHONY: env demo ablation test test-fast faults bench clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
@@ -20,7 +21,16 @@ test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: env
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration and not faults" $(PYTEST_ARGS)
+
+# `make test` runs a slice of these (5 train.py kills, 2 evaluator kills, the full disk as root); this runs 20
+# train.py kills, 12 evaluator kills and the fold0123 row kill in tmux, and writes the figures to FAULT_SUMMARY
+# (the last lines of the output say them too). FAULT_SEED changes the kill moments, FAULT_JOBS the trials at once.
+FAULT_SUMMARY ?= faults-summary.json
+faults: env
+	rm -f $(FAULT_SUMMARY)
+	FAULT_KILLS=$(or $(FAULT_KILLS),20) FAULT_EVAL_KILLS=$(or $(FAULT_EVAL_KILLS),12) FAULT_FULL=1 \
+	  FAULT_SUMMARY=$(FAULT_SUMMARY) $(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 # Benchmarks (not part of the tests); results go to BENCHMARKS.md. ImageMagick is the jigsaw baseline.
 bench: env

@@ -23,3 +23,17 @@ def tmux_socket():
     name = f"fold0123test_{uuid.uuid4().hex[:8]}"
     yield name
     subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault-injection figures (tests/test_faults.py), one line per probe, when any probe ran."""
+    import sys
+
+    harness = sys.modules.get("tests.faults_harness")
+    if harness is None or not harness.SUMMARY:
+        return
+    terminalreporter.section("fault injection")
+    for part in harness.summary_line(harness.SUMMARY).split("; "):
+        terminalreporter.write_line(part)
+    if os.environ.get("FAULT_SUMMARY"):
+        terminalreporter.write_line(f"figures and the kill schedule: {os.environ['FAULT_SUMMARY']}")

@@ -107,10 +107,22 @@ def test_read_resume_trusts_the_resume_files_epoch(tmp_path):
     assert read_resume(tmp_path)[0]["epoch"] == 2
 
 
-def test_read_resume_refuses_what_it_cannot_continue(tmp_path):
+def test_read_resume_starts_afresh_when_killed_before_the_first_resume_state(tmp_path):
+    """A kill between 1.pth and the run's first resume.pth (found by tests/test_faults.py) left a run that
+    `--resume` refused forever: no epoch finished, so it starts again. A finished run keeps refusing."""
     save_checkpoint(rundir.checkpoint_path(tmp_path, 1), split_state(1)[0])
+    assert read_resume(tmp_path) is None
+    rundir.done_path(tmp_path).write_text("2026-01-01\n")
     with pytest.raises(CheckpointError, match="resume.pth: not found, and 1.pth holds weights only"):
         read_resume(tmp_path)
+
+
+def test_read_resume_refuses_what_it_cannot_continue(tmp_path):
+    for epoch in (1, 2):
+        save_checkpoint(rundir.checkpoint_path(tmp_path, epoch), split_state(epoch)[0])
+    with pytest.raises(CheckpointError, match="resume.pth: not found, and 2.pth holds weights only"):
+        read_resume(tmp_path)
+    rundir.checkpoint_path(tmp_path, 2).unlink()
     save_checkpoint(rundir.resume_path(tmp_path), split_state(2)[1])
     with pytest.raises(CheckpointError, match="2.pth: not found, but resume.pth resumes after epoch 2"):
         read_resume(tmp_path)

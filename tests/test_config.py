@@ -170,3 +170,27 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_version(
             tmp.write_text("half")
             raise OSError(errno.ENOSPC, "No space left on device")
     assert target.read_text() == "epoch 2's weights" and [p.name for p in tmp_path.iterdir()] == ["3.pth"]
+
+
+def test_a_full_disk_inside_torch_save_is_recognised_through_the_exception_chain(tmp_path):
+    """torch.save reports its file object's ENOSPC as a RuntimeError ('unexpected pos ...') with the OSError as
+    its context (seen on a real full tmpfs by tests/test_faults.py): still one DiskFullError line."""
+    import errno
+
+    from fold0123.common.io import DiskFullError, is_disk_full
+
+    def chained():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    with pytest.raises(DiskFullError, match=r"4.pth: no space left on the device"):
+        with atomic_path(tmp_path / "4.pth") as tmp:
+            tmp.write_text("half")
+            chained()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # the same error without ENOSPC is not a full disk
+        with atomic_path(tmp_path / "4.pth"):
+            raise RuntimeError("unexpected pos 704 vs 598")
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))

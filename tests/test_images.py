@@ -34,6 +34,38 @@ def _build(args):
     return build_image_cache(dataroot, ids, 16, cache_dir, workers=1).decoded
 
 
+def test_a_killed_builds_temp_file_is_removed_and_a_full_disk_is_an_error_not_a_bus_error(dataroot, tmp_path,
+                                                                                           monkeypatch):
+    """Found by tests/test_faults.py: a build killed half way left `images_*.npy.tmp.<pid>` (megabytes at real
+    sizes) that nothing removed, and a disk too full for the memmap killed the process with SIGBUS. Now the next
+    build removes dead writers' temp files, and the space is allocated before any page is written."""
+    import errno
+
+    from fold0123.common.io import DiskFullError
+    from fold0123.data import images
+
+    ids = list(read_train(dataroot)["object_id"])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    orphan = cache / "images_64_0123456789abcdef.npy.tmp.999999999"  # no such PID
+    orphan.write_bytes(b"half a cache")
+    live = cache / f"images_64_0123456789abcdef.npy.tmp.{os.getpid()}"  # a live writer's: left alone
+    live.write_bytes(b"being written")
+    build_image_cache(dataroot, ids, 16, cache)
+    assert not orphan.exists() and live.exists()
+
+    reserved = []
+
+    def full(fd, offset, length):
+        reserved.append(length)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(images.os, "posix_fallocate", full)
+    with pytest.raises(DiskFullError, match=r"images_8_.*\.npy: no space left on the device"):
+        build_image_cache(dataroot, ids, 8, cache)
+    assert reserved and reserved[0] >= len(ids) * 8 * 8 * 3
+    assert [p.suffix for p in cache.iterdir() if p.name.startswith("images_8_")] == [".lock"]  # no npy, no temp
+
+
 def test_runs_started_together_decode_once(dataroot, tmp_path):
     ids = list(read_train(dataroot)["object_id"])
     with multiprocessing.get_context("fork").Pool(2) as pool:

@@ -135,9 +135,14 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(trained):
     assert torch.load(rundir.resume_path(run), weights_only=True)["threads"] == 1
 
 
-def test_when_even_the_failed_marker_cannot_be_written_the_run_s_own_error_is_raised(trained, monkeypatch, capsys):
+@pytest.mark.parametrize("raised", ["DiskFullError", "OSError"])
+def test_when_even_the_failed_marker_cannot_be_written_the_run_s_own_error_is_raised(trained, monkeypatch, capsys,
+                                                                                       raised):
+    """write_text turns ENOSPC into DiskFullError (what a real full disk raises: tests/test_faults.py found the
+    marker's error replacing the run's own when only OSError was caught); a bare OSError is caught too."""
     import errno
 
+    from fold0123.common.io import atomic_path
     from fold0123.engine import trainer
 
     dataroot, runs, run = trained
@@ -145,7 +150,10 @@ def test_when_even_the_failed_marker_cannot_be_written_the_run_s_own_error_is_ra
 
     def full_disk_for_markers(path, text):
         if path.name == rundir.FAILED:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            if raised == "OSError":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            with atomic_path(path):  # the real write_text's conversion
+                raise OSError(errno.ENOSPC, "No space left on device")
         return write(path, text)
 
     def boom(*args, **kwargs):
@@ -155,4 +163,5 @@ def test_when_even_the_failed_marker_cannot_be_written_the_run_s_own_error_is_ra
     monkeypatch.setattr(trainer, "train_epoch", boom)
     with pytest.raises(RuntimeError, match="boom in epoch 2"):
         train(config(dataroot, runs, "epochs=2"), "3fold0", device="cpu", progress=False, resume=True)
-    assert "could not write FAILED (No space left on device); the run failed: boom in epoch 2" in capsys.readouterr().err
+    why = "No space left on device" if raised == "OSError" else "no space left on the device"
+    assert f"could not write FAILED ({why}); the run failed: boom in epoch 2" in capsys.readouterr().err

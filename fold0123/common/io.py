@@ -60,8 +60,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except Exception as err:
+        if not is_disk_full(err):
             raise
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
@@ -72,6 +72,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC anywhere in the exception's chain: torch.save and other C++ writers report their file object's
+    OSError as a RuntimeError ('unexpected pos ...') whose context is the OSError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ print into the same square, turning aspect ratio into texture; the 90° views al
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import multiprocessing
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fold0123.common.fingerprint import stat_digest
-from fold0123.common.io import atomic_path, make_dir
+from fold0123.common.io import atomic_path, make_dir, remove_orphaned_temporaries
 from fold0123.data.layout import LayoutError, photo_path
 
 FITS = ("pad", "stretch")
@@ -156,6 +157,7 @@ def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int
     if size < 1:
         raise ValueError(f"image size must be positive, got {size}")
     path = cache_path(dataroot, object_ids, size, cache_dir, fit)
+    remove_orphaned_temporaries(path.parent)  # a build killed half way left its `.tmp.<pid>` (dead PIDs only)
     existing = _open_existing(path, len(object_ids), size)
     if existing is not None:
         return ImageCache(object_ids, existing, path, decoded=0)
@@ -169,10 +171,28 @@ def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int
     return ImageCache(object_ids, array, path, decoded=len(object_ids))
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the whole (sparse) memmap file now: on a full disk a write into a mapped page that cannot be
+    allocated kills the process with SIGBUS, no message and no FAILED marker (tests/test_faults.py found it);
+    allocated up front, it is an ENOSPC here, which atomic_path reports as one DiskFullError line. A file system
+    without fallocate (EOPNOTSUPP, EINVAL) keeps the old behaviour."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise
+
+
 def _write_cache(path: Path, paths: list[str], size: int, fit: str, workers: int, chunk: int) -> None:
     jobs = [(paths[i:i + chunk], size, fit) for i in range(0, len(paths), chunk)]
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        try:
+            _reserve(tmp)
+        except OSError:
+            del out  # unmapped, so the unlinked temp file gives its space back at once
+            raise
         row = 0
         if workers > 1 and len(jobs) > 1:
             # fork: the children only run PIL/numpy, and need not re-import the caller's script

@@ -34,7 +34,7 @@ from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, read_fingerprint, run_fingerprint,
                                          stale_message, write_fingerprint)
-from fold0123.common.io import make_dir, remove_orphaned_temporaries, write_text
+from fold0123.common.io import DiskFullError, make_dir, remove_orphaned_temporaries, write_text
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import ImageDataset, normalize
@@ -230,9 +230,9 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
         line = " ".join(str(err).split()) or type(err).__name__
         try:
             write_text(rundir.failed_path(run), f"{type(err).__name__}: {line}\n")
-        except OSError as marker_err:  # e.g. the disk is full: the error itself matters more than its marker
-            print(f"{run}: could not write {rundir.FAILED} ({marker_err.strerror}); the run failed: {line}",
-                  file=sys.stderr)
+        except (OSError, DiskFullError) as marker_err:  # the disk is full: the error matters more than its marker
+            why = getattr(marker_err, "strerror", None) or "no space left on the device"
+            print(f"{run}: could not write {rundir.FAILED} ({why}); the run failed: {line}", file=sys.stderr)
         raise
     write_text(rundir.done_path(run), time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return run
@@ -396,6 +396,9 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     device = resolve_device(device_name)
     if found is None and resume:
         found = read_resume(run)  # (weights, resume state), or None for a run with no finished epoch
+        if found is None and rundir.list_checkpoints(run):
+            print(f"{run}: killed before its first resume state was written: training from epoch 1",
+                  file=sys.stderr)
     started_with = None if found is None else found[1].get("threads")
     if started_with is not None and int(started_with) != cfg.threads:
         # the thread count changes the float reduction order: a resumed run keeps the one it started with, so

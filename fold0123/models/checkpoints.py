@@ -54,8 +54,11 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     crc = torch.serialization.get_crc32_options()
     torch.serialization.set_crc32_options(False)
     try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        # through a Python file object, not the path: given a path, torch's own writer turns a full disk into a
+        # bare RuntimeError and keeps the unlinked temp file open (its space held) until the error is collected;
+        # given a file object, the OSError (ENOSPC) is chained to that error and the file is closed here
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)
     finally:
         torch.serialization.set_crc32_options(crc)
     return path
@@ -117,7 +120,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def read_resume(run: str | Path) -> tuple[dict, dict] | None:
-    """(weights, resume state) to continue `run` from; None when the run has no finished epoch (a fresh start).
+    """(weights, resume state) to continue `run` from; None when the run has no finished epoch (a fresh start),
+    which includes a run killed after writing 1.pth and before its first resume.pth.
 
     The resume file names the epoch; its weights file must exist. A run written before resume.pth existed
     carries the whole state in its newest epoch file, which then serves as both.
@@ -144,6 +148,10 @@ def read_resume(run: str | Path) -> tuple[dict, dict] | None:
     legacy = read_checkpoint(found[-1][1])
     if all(k in legacy for k in RESUME_KEYS):
         return legacy, legacy
+    if [epoch for epoch, _ in found] == [1] and not rundir.done_path(run).is_file():
+        # killed between epoch 1's weights and the run's first resume.pth: no epoch finished, so the run starts
+        # again (and rewrites the same 1.pth); any later epoch has an earlier resume.pth to go back to
+        return None
     raise CheckpointError(f"{path}: not found, and {found[-1][1].name} holds weights only: cannot resume "
                           f"(train the run afresh)")
 
