@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from fold0123.common import rundir
+from fold0123.common.errors import Fold0123Error
 from fold0123.common.io import write_text
 from fold0123.common.poll import wait_until
 from fold0123.common.rundir import FAILED
@@ -232,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed stale {path}")
         return 0
     if args.command == "mark-failed":
-        marker = mark_failed(args.run_dir, args.role, args.message)
+        try:
+            marker = mark_failed(args.run_dir, args.role, args.message)
+        except Fold0123Error as err:  # e.g. the disk that made the run fail is still full: say so, in one line
+            print(f"{Path(args.run_dir).name}: {args.role} failed; the marker could not be written ({err})")
+            return 1
         print(f"{Path(args.run_dir).name}: {args.role} failed" + (f" (wrote {marker})" if marker else ""))
         return 1
     return _wait_main(args)
