@@ -67,8 +67,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free
         raise DiskFullError(f"{path}: no space left on the device writing it ({written / 1e6:.1f} MB written "
-                            f"before it filled up, {free / 1e6:.1f} MB free now): free some space, then "
-                            f"resume") from None
+                            f"before it filled up, {free / 1e6:.1f} MB free now): free some space and run the "
+                            f"command again (training: with --resume)") from None
     finally:
         if tmp.exists():
             tmp.unlink()
