@@ -34,11 +34,20 @@ from fold0123.stacking.runs import RunError, eval_path, load_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = float(os.environ.get("PROPERTY_EXAMPLES", "1"))
+COUNTS: dict[str, int] = {}  # distinct cases per test, printed at the end of the module
 
 
 def examples(n: int):
     return settings(max_examples=max(1, int(n * SCALE)), derandomize=True, database=None, deadline=None,
                     suppress_health_check=list(HealthCheck))
+
+
+def run_counted(name: str, check, minimum: float, **fixtures) -> None:
+    """Run a @given check, counting the distinct cases it tried: the figure the README states is checked here."""
+    seen: set = set()
+    check(seen=seen, **fixtures)
+    assert len(seen) >= minimum, (name, len(seen))
+    COUNTS[name] = len(seen)
 
 
 def assert_one_clear_line(err: BaseException, *names: str) -> str:
@@ -114,10 +123,7 @@ def _run_overrides(key, value, seen):
 
 
 def test_run_config_overrides_end_in_the_value_set_or_one_line():
-    seen: set = set()
-    _run_overrides(seen=seen)
-    assert len(seen) >= 200 * SCALE
-    COUNTS["run config --set"] = len(seen)
+    run_counted("run config --set", _run_overrides, 200 * SCALE)
 
 
 @examples(120)
@@ -127,10 +133,7 @@ def _stack_overrides(key, value, seen):
 
 
 def test_stack_config_overrides_end_in_the_value_set_or_one_line():
-    seen: set = set()
-    _stack_overrides(seen=seen)
-    assert len(seen) >= 90 * SCALE
-    COUNTS["stack config --set"] = len(seen)
+    run_counted("stack config --set", _stack_overrides, 90 * SCALE)
 
 
 @examples(60)
@@ -147,10 +150,7 @@ def _config_files(body, tmp, seen):
 
 
 def test_config_files_end_in_a_config_or_one_line_naming_the_file(tmp_path):
-    seen: set = set()
-    _config_files(tmp=tmp_path, seen=seen)
-    assert len(seen) >= 45 * SCALE
-    COUNTS["config files"] = len(seen)
+    run_counted("config files", _config_files, 45 * SCALE, tmp=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- dataroot CSVs
@@ -229,10 +229,7 @@ def _train_csvs(mutation, root, seen):
 
 
 def test_train_csv_mutations_end_in_a_correct_table_or_one_line(tmp_path):
-    seen: set = set()
-    _train_csvs(root=tmp_path, seen=seen)
-    assert len(seen) >= 150 * SCALE
-    COUNTS["train.csv mutations"] = len(seen)
+    run_counted("train.csv mutations", _train_csvs, 150 * SCALE, root=tmp_path)
 
 
 @examples(60)
@@ -253,10 +250,7 @@ def _test_csvs(ids, header, root, seen):
 
 
 def test_test_csv_mutations_end_in_a_correct_table_or_one_line(tmp_path):
-    seen: set = set()
-    _test_csvs(root=tmp_path, seen=seen)
-    assert len(seen) >= 40 * SCALE
-    COUNTS["test.csv mutations"] = len(seen)
+    run_counted("test.csv mutations", _test_csvs, 40 * SCALE, root=tmp_path)
 
 
 @examples(50)
@@ -276,10 +270,7 @@ def _split_csvs(mutation, part, root, seen):
 
 
 def test_split_file_mutations_end_in_a_correct_table_or_one_line(tmp_path):
-    seen: set = set()
-    _split_csvs(root=tmp_path, seen=seen)
-    assert len(seen) >= 35 * SCALE
-    COUNTS["split file mutations"] = len(seen)
+    run_counted("split file mutations", _split_csvs, 35 * SCALE, root=tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------- photos
@@ -321,10 +312,7 @@ def _photos(photo, size, fit, root, seen):
 
 def test_photos_decode_to_rgb_or_fail_in_one_line_naming_the_file(tmp_path):
     (tmp_path / "photos").mkdir()
-    seen: set = set()
-    _photos(root=tmp_path, seen=seen)
-    assert len(seen) >= 60 * SCALE
-    COUNTS["photos"] = len(seen)
+    run_counted("photos", _photos, 60 * SCALE, root=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ stacking inputs
@@ -392,10 +380,7 @@ def _npzs(case, run, seen):
 
 def test_eval_npz_cases_load_correctly_or_fail_in_one_line(tmp_path):
     (tmp_path / "eval").mkdir()
-    seen: set = set()
-    _npzs(run=tmp_path, seen=seen)
-    assert len(seen) >= min(25 * SCALE, 60)  # the space holds about 70 distinct files
-    COUNTS["eval npz"] = len(seen)
+    run_counted("eval npz", _npzs, min(25 * SCALE, 60), run=tmp_path)  # the space holds about 70 distinct files
 
 
 @examples(60)
@@ -417,10 +402,7 @@ def _metrics(body, run, seen):
 
 def test_metrics_json_cases_read_correctly_or_fail_in_one_line(tmp_path):
     (tmp_path / "eval").mkdir()
-    seen: set = set()
-    _metrics(run=tmp_path, seen=seen)
-    assert len(seen) >= 45 * SCALE
-    COUNTS["metrics json"] = len(seen)
+    run_counted("metrics json", _metrics, 45 * SCALE, run=tmp_path)
 
 
 @examples(60)
@@ -445,13 +427,8 @@ def _answers(rows, header, root, seen):
 
 
 def test_answers_cases_score_correctly_or_fail_in_one_line(tmp_path):
-    seen: set = set()
-    _answers(root=tmp_path, seen=seen)
-    assert len(seen) >= 40 * SCALE
-    COUNTS["answers csv"] = len(seen)
+    run_counted("answers csv", _answers, 40 * SCALE, root=tmp_path)
 
-
-COUNTS: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
