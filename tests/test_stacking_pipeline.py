@@ -135,3 +135,22 @@ def test_pixel_statistics_join_every_table_as_stack_features(runs, capsys):
     features = pd.read_csv(importance)["feature"]
     assert features.str.startswith("px_").sum() == 51 and (~features.str.startswith("px_")).sum() > 0
     assert (runs / "runs" / "cache" / "pixel_stats_v1.csv").is_file()
+
+
+def test_tag_features_join_the_stack_only_where_test_objects_have_tags(runs, capsys):
+    root = runs / "data"
+    train = pd.read_csv(root / "train.csv", dtype={"object_id": str})
+    answers = pd.read_csv(runs / "answers.csv", dtype={"object_id": str})
+    tagged = pd.concat([train[["object_id", "target"]], answers[["object_id", "target"]]])
+    for table in ("materials", "techniques"):
+        rows = pd.DataFrame({"object_id": tagged["object_id"], "name": [f"{table}{t}" for t in tagged["target"]]})
+        rows[rows["object_id"].isin(train["object_id"])].to_csv(root / f"{table}.csv", index=False)
+    with pytest.raises(SystemExit, match=r"^error: .*tag_features: the test objects have no tags"):
+        stack.main(_argv(runs, "tags", "tag_features=true"))
+    for table in ("materials", "techniques"):  # now with the test objects' tags too (an emoji --test-tags build)
+        pd.DataFrame({"object_id": tagged["object_id"], "name": [f"{table}{t}" for t in tagged["target"]]}).to_csv(
+            root / f"{table}.csv", index=False)
+    stack.main(_argv(runs, "tags", "tag_features=true"))
+    capsys.readouterr()
+    (importance,) = (runs / "tags").glob("*_importance.csv")
+    assert pd.read_csv(importance)["feature"].str.startswith("tag_").sum() == 8  # 4 classes x 2 tables

@@ -28,14 +28,17 @@ def target_variants(cfg: AblationConfig, base: RunConfig) -> dict[str, list[str]
     return variants
 
 
-def stack_variants(cfg: AblationConfig, exps: list[str]) -> dict[str, list[str]]:
+def stack_variants(cfg: AblationConfig, exps: list[str], tags: bool = False) -> dict[str, list[str]]:
     """Stack name -> stack.py overrides (row 6: each task alone; 8: the four tasks; 9: + pixel statistics;
-    10: + post-processing, kept whatever its nested CV says, so that the claim is measured)."""
+    10: + post-processing, kept whatever its nested CV says, so that the claim is measured; 12, when the test
+    objects have tags (`tags`): + the bag of tags)."""
     variants = {f"alone_{exp}": [f"runs={{{exp}: last}}", "infold=false", "pixel_stats=false", *STACK_OFF]
                 for exp in exps}
     variants["four"] = ["pixel_stats=false", *STACK_OFF]
     variants["pixels"] = ["pixel_stats=true", *STACK_OFF]
     variants["post"] = ["pixel_stats=true", "postprocess_keep=always"]
+    if tags:
+        variants["tags"] = [*variants["post"], "tag_features=true"]
     return variants
 
 
@@ -43,8 +46,8 @@ def ablation_recipe(cfg: AblationConfig) -> RecipeConfig:
     return load_config(cfg.recipe, [f"{k}={v}" for k, v in cfg.recipe_set.items()], schema=RecipeConfig)
 
 
-def stack_dirs(cfg: AblationConfig, exps: list[str]) -> dict[str, Path]:
-    names = list(stack_variants(cfg, exps)) + (["pseudo"] if cfg.pseudo else [])
+def stack_dirs(cfg: AblationConfig, exps: list[str], tags: bool = False) -> dict[str, Path]:
+    names = list(stack_variants(cfg, exps, tags)) + (["pseudo"] if cfg.pseudo else [])
     return {name: Path(cfg.out_dir) / "stacks" / name for name in names}
 
 

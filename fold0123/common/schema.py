@@ -155,6 +155,7 @@ class StackConfig(Schema):
     aggregations: Text = "mean,max,min,var"
     raw_views: bool = False
     pixel_stats: bool = False
+    tag_features: bool = False
     test_features: Literal["all", "fold_mean"] = "all"
     infold: Literal["auto"] | bool = "auto"
     lgbm: LgbmOptions = LgbmOptions()

@@ -69,8 +69,9 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
                       "cpu" if recipe.devices == "cpu" else "cuda")
 
     tasks_exps = list(tasks)
-    stacks = stack_dirs(cfg, tasks_exps)
-    for name, overrides in stack_variants(cfg, tasks_exps).items():
+    tags = recipe.test_tags  # the emoji build with --test-tags: row 12, the stack with tag features
+    stacks = stack_dirs(cfg, tasks_exps, tags)
+    for name, overrides in stack_variants(cfg, tasks_exps, tags).items():
         stage(f"stack {name}: {' '.join(overrides)}")
         timer.run(f"stack {name}", run_cli, "stack.py", *stack_args(recipe, f"out_dir={stacks[name]}", *overrides))
     if cfg.pseudo:

@@ -285,7 +285,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
         exp = target_exp if mode == target_cfg.freeze else f"target_freeze_{mode}"
         add(run_row, f"5-{mode}", f"transferred, freeze {mode}", "run", root, ckpt, exp, "target", k, answers,
             note="the transferred target run itself" if exp == target_exp else "")
-    stacks = stack_dirs(cfg, list(tasks))
+    stacks = stack_dirs(cfg, list(tasks), recipe.test_tags)
     for exp, (_, run_cfg) in tasks.items():
         report = stack_report(stacks[f"alone_{exp}"])
         if report:
@@ -307,8 +307,14 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
              "post": {"post-processing tuned on the other folds (nested)":
                       ("10", "9 + tuned post-processing (CV nested)", "post-processed")},
              "pseudo": {"post-processing tuned on the other folds (nested)":
-                        ("11", "10 + one pseudo-label round", "post-processed")}}
+                        ("11", "10 + one pseudo-label round", "post-processed")},
+             "tags": {"post-processing tuned on the other folds (nested)":
+                      ("12", "10 + tag features (test objects' tags in the dataroot)", "post-processed")}}
     for name, wanted in named.items():
+        if name == "tags" and name not in stacks:
+            rows.append(Row("12", "10 + tag features", "stack", note="skipped: the test objects have no tags here "
+                                                                      "(the recipe's test_tags: true measures it)"))
+            continue
         report = stack_report(stacks[name]) if name in stacks else None
         if report is None:
             rows.append(Row(next(iter(wanted.values()))[0], next(iter(wanted.values()))[1], "stack",
@@ -316,9 +322,6 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
             continue
         seconds = timings.get(f"stack {name}", 0.0) + (timings.get("pseudo", 0.0) if name == "pseudo" else 0.0)
         rows += stack_rows(report, wanted, seconds)
-    if not any(r.id == "12b" for r in rows if r.folds):
-        rows.append(Row("12", "10 + tag features", "stack", note="skipped: the test objects have no tags here "
-                                                                  "(build with --test-tags to measure it)"))
     rows.sort(key=lambda r: r.id.startswith("12"))  # the tag rows (12, 12b) last, as in the issue's list
     by_id = {r.id: r for r in rows}
     cost = {"pretext": run_seconds(ckpt, pretext_exp(recipe), ["all"]), "pixel_stats": None,

@@ -203,13 +203,32 @@ def with_pixel_statistics(features: FeatureSet, dataroot: str | Path, cache_dir:
     outputs, in every table: a strong tabular baseline's inputs, so the stack can use what the nets missed."""
     from fold0123.stacking.pixel_stats import cache_file, pixel_features
 
-    ids = list(features.train.index) + [i for i in next(iter(features.test.values())).index]
-    px = pixel_features(dataroot, ids, cache_file(cache_dir)).frame
+    return with_extra_columns(features, pixel_features(dataroot, object_ids(features), cache_file(cache_dir)).frame)
 
+
+def with_tag_features(features: FeatureSet, dataroot: str | Path) -> FeatureSet:
+    """`features` with each object's bag of tags (stacking.baselines.bag_of_tags): only for a dataroot whose test
+    objects have tags (e.g. the emoji build's --test-tags); atmaCup #11's had none, so this is off by default."""
+    from fold0123.stacking.baselines import bag_of_tags, tags_skip_reason
+
+    test_ids = list(next(iter(features.test.values())).index)
+    reason = tags_skip_reason(dataroot, test_ids)
+    if reason:
+        raise LayoutError(f"{dataroot}: tag_features: {reason}")
+    return with_extra_columns(features, bag_of_tags(dataroot, object_ids(features)))
+
+
+def with_extra_columns(features: FeatureSet, extra: pd.DataFrame) -> FeatureSet:
+    """`features` with `extra` (indexed by object_id, every train and test object) beside the runs' outputs in
+    the train, test and in-fold tables."""
     def join(frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.concat([frame, px.loc[frame.index].set_axis(frame.index)], axis=1)
+        return pd.concat([frame, extra.loc[frame.index].set_axis(frame.index)], axis=1)
 
     return replace(features, train=join(features.train),
                    test={source: join(frame) for source, frame in features.test.items()},
                    infold=None if features.infold is None else [join(frame) for frame in features.infold])
+
+
+def object_ids(features: FeatureSet) -> list[str]:
+    return list(features.train.index) + list(next(iter(features.test.values())).index)
 

@@ -24,7 +24,7 @@ from fold0123.data.layout import N_CLASSES, read_test, read_train
 from fold0123.data.metrics import rmse
 from fold0123.stacking import ensemble as ens
 from fold0123.stacking import postprocess as pp
-from fold0123.stacking.features import FeatureSet, build_features, with_pixel_statistics
+from fold0123.stacking.features import FeatureSet, build_features, with_pixel_statistics, with_tag_features
 from fold0123.stacking.html_report import stack_html
 from fold0123.stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
@@ -118,6 +118,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
                               infold=cfg.infold)
     if cfg.pixel_stats:
         features = with_pixel_statistics(features, cfg.dataroot, Path(cfg.checkpoints_dir) / "cache")
+    if cfg.tag_features:
+        features = with_tag_features(features, cfg.dataroot)
     notes = list(features.notes)
     blend_exp = _pick_exp(features, cfg.blend_exp, "target")
     onehot_exp = _pick_exp(features, cfg.onehot_exp, "onehot")
