@@ -120,8 +120,8 @@ def run_row(id: str, name: str, group: str, dataroot, checkpoints_dir, exp: str,
                       run_seconds(checkpoints_dir, exp, splits + ["all"]), note)
 
 
-def stack_rows(report_json: str | Path, rows: dict[str, tuple[str, str, str]], seconds: float | None = None
-               ) -> list[Row]:
+def stack_rows(report_json: str | Path, rows: dict[str, tuple[str, str, str]], seconds: float | None = None,
+               group: str = "stack") -> list[Row]:
     """Rows from a stack report: `{cv-table row name: (id, name, answers column)}` where the answers column is
     `stack` or `post-processed` of the out-of-fold stack's `all` test features (or of the in-fold stack's when the
     CV row is the in-fold one)."""
@@ -132,14 +132,14 @@ def stack_rows(report_json: str | Path, rows: dict[str, tuple[str, str, str]], s
     for cv_name, (id, name, column) in rows.items():
         if cv_name not in cv:
             notes = "; ".join(report.get("notes", []))[:200]
-            out.append(Row(id, name, "stack", note=f"not measured: no {cv_name!r} row in its report ({notes})"))
+            out.append(Row(id, name, group, note=f"not measured: no {cv_name!r} row in its report ({notes})"))
             continue
         row = cv[cv_name]
         folds = [row[c] for c in sorted(row) if c.startswith("fold")]
         variant = "in-fold stack (original)" if "in-fold" in cv_name else "out-of-fold stack"
         source = report["facts"].get("test_features", "all")
         answer = answers.get((variant, source), {}).get(column)
-        out.append(Row.scored(id, name, "stack", folds, row.get("oof"), answer, seconds,
+        out.append(Row.scored(id, name, group, folds, row.get("oof"), answer, seconds,
                               note=f"{Path(report_json).name}: {cv_name}"))
     return out
 
@@ -291,8 +291,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
         if report:
             rows += stack_rows(report, {"stack (out-of-fold)": (f"6-{exp}", f"{exp} alone (LightGBM on its "
                                                                              f"features)", "stack")},
-                               timings.get(f"stack alone_{exp}"))
-            rows[-1].group = "task alone"
+                               timings.get(f"stack alone_{exp}"), group="task alone")
         if run_cfg.task == "onehot":
             add(run_row, f"6-{exp}-direct", f"{exp}: expected class, 8-view mean", "run", root, ckpt, exp, "onehot",
                 k, answers)
@@ -324,7 +323,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
         rows += stack_rows(report, wanted, seconds)
     rows.sort(key=lambda r: r.id.startswith("12"))  # the tag rows (12, 12b) last, as in the issue's list
     by_id = {r.id: r for r in rows}
-    cost = {"pretext": run_seconds(ckpt, pretext_exp(recipe), ["all"]), "pixel_stats": None,
+    cost = {"pretext": run_seconds(ckpt, pretext_exp(recipe), ["all"]), "pixel_stats": timings.get("stack pixels"),
             "pseudo": timings.get("pseudo")}
     meta = {**meta, "dataroot": root, "answers": answers}
     return write_results(out, meta, rows, claims(by_id, cost), _stack_ref(stacks.get("post")))
