@@ -34,6 +34,7 @@ from fold0123.data.answers import score_answers
 from fold0123.data.layout import read_train
 from fold0123.data.metrics import rmse
 from fold0123.stacking.html_report import ablation_html
+from fold0123.stacking.pipeline import INFOLD_ROW, INFOLD_VARIANT, NESTED_ROW, OOF_ROW, OOF_VARIANT
 from fold0123.stacking.runs import RunError, fold_splits, load_outputs, run_dir
 
 
@@ -136,7 +137,7 @@ def stack_rows(report_json: str | Path, rows: dict[str, tuple[str, str, str]], s
             continue
         row = cv[cv_name]
         folds = [row[c] for c in sorted(row) if c.startswith("fold")]
-        variant = "in-fold stack (original)" if "in-fold" in cv_name else "out-of-fold stack"
+        variant = INFOLD_VARIANT if cv_name == INFOLD_ROW else OOF_VARIANT
         source = report["facts"].get("test_features", "all")
         answer = answers.get((variant, source), {}).get(column)
         out.append(Row.scored(id, name, group, folds, row.get("oof"), answer, seconds,
@@ -289,8 +290,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
     for exp, (_, run_cfg) in tasks.items():
         report = stack_report(stacks[f"alone_{exp}"])
         if report:
-            rows += stack_rows(report, {"stack (out-of-fold)": (f"6-{exp}", f"{exp} alone (LightGBM on its "
-                                                                             f"features)", "stack")},
+            rows += stack_rows(report, {OOF_ROW: (f"6-{exp}", f"{exp} alone (LightGBM on its features)", "stack")},
                                timings.get(f"stack alone_{exp}"), group="task alone")
         if run_cfg.task == "onehot":
             add(run_row, f"6-{exp}-direct", f"{exp}: expected class, 8-view mean", "run", root, ckpt, exp, "onehot",
@@ -300,15 +300,12 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
             ckpt, "target_scratch", "target", k, answers, tag=f"soup{cfg.soup}")
         add(run_row, "7-last", "target from scratch: last epoch", "run", root, ckpt, "target_scratch", "target", k,
             answers)
-    named = {"four": {"stack (out-of-fold)": ("8", "OOF LightGBM stack of the tasks", "stack"),
-                      "stack, in-fold variant (original)": ("8-infold", "  the original's in-fold stack", "stack")},
-             "pixels": {"stack (out-of-fold)": ("9", "8 + pixel statistics as stack features", "stack")},
-             "post": {"post-processing tuned on the other folds (nested)":
-                      ("10", "9 + tuned post-processing (CV nested)", "post-processed")},
-             "pseudo": {"post-processing tuned on the other folds (nested)":
-                        ("11", "10 + one pseudo-label round", "post-processed")},
-             "tags": {"post-processing tuned on the other folds (nested)":
-                      ("12", "10 + tag features (test objects' tags in the dataroot)", "post-processed")}}
+    named = {"four": {OOF_ROW: ("8", "OOF LightGBM stack of the tasks", "stack"),
+                      INFOLD_ROW: ("8-infold", "  the original's in-fold stack", "stack")},
+             "pixels": {OOF_ROW: ("9", "8 + pixel statistics as stack features", "stack")},
+             "post": {NESTED_ROW: ("10", "9 + tuned post-processing (CV nested)", "post-processed")},
+             "pseudo": {NESTED_ROW: ("11", "10 + one pseudo-label round", "post-processed")},
+             "tags": {NESTED_ROW: ("12", "10 + tag features (test objects' tags in the dataroot)", "post-processed")}}
     for name, wanted in named.items():
         if name == "tags" and name not in stacks:
             rows.append(Row("12", "10 + tag features", "stack", note="skipped: the test objects have no tags here "

@@ -32,6 +32,12 @@ from fold0123.stacking.report import plot_cv_per_epoch, plot_importance, stem, t
 from fold0123.stacking.runs import RunError, fold_splits, metrics_table
 
 
+# Row names of the report's CV table and variants of its answers table: the ablation table reads them back.
+OOF_ROW, INFOLD_ROW = "stack (out-of-fold)", "stack, in-fold variant (original)"
+NESTED_ROW = "post-processing tuned on the other folds (nested)"
+OOF_VARIANT, INFOLD_VARIANT = "out-of-fold stack", "in-fold stack (original)"
+
+
 def _fold_splits(cfg: StackConfig) -> list[str]:
     return fold_splits(cfg.folds, cfg.split_suffix)
 
@@ -154,12 +160,12 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
 
     rows, epoch_metrics = single_task_rows(cfg, features)
     if infold_fit is not None:
-        rows.append(_row("stack, in-fold variant (original)", infold_fit.fold_scores, infold_fit.cv))
+        rows.append(_row(INFOLD_ROW, infold_fit.fold_scores, infold_fit.cv))
     for step in pp.STEPS:
-        label = "stack (out-of-fold)" if step == "stack" else f"  + {step}"
+        label = OOF_ROW if step == "stack" else f"  + {step}"
         rows.append(_row(label, steps.loc[step, [c for c in steps.columns if c.startswith("fold")]].tolist(),
                          float(steps.loc[step, "oof"])))
-    rows.append(_row("post-processing tuned on the other folds (nested)",
+    rows.append(_row(NESTED_ROW,
                      fold_rmse(features.y, nested, features.folds), nested_cv))
     cv_table = pd.DataFrame(rows).set_index("name")
     # the CV of what is submitted, with the tuning scored nested: the steps' own "+ clip" row is optimistic
@@ -222,7 +228,7 @@ def score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_
     """RMSE on the answers for each stack variant x test-feature source, raw and post-processed, and for the
     target run alone. Only reported: every choice was made on out-of-fold predictions before this runs."""
     rows = []
-    for variant, f in (("out-of-fold stack", fit), ("in-fold stack (original)", infold_fit)):
+    for variant, f in ((OOF_VARIANT, fit), (INFOLD_VARIANT, infold_fit)):
         if f is None:
             continue
         for source, pred in f.test.items():
