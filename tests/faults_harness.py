@@ -399,5 +399,11 @@ def summary_line(summary: dict) -> str:
     return "; ".join(parts)
 
 
+def tally(outcomes: list[dict], flags: tuple[str, ...], lists: tuple[str, ...]) -> dict:
+    """The figures of a kill probe: how many trials set each flag, and how many files each list gathered."""
+    return {**{flag: sum(o.get(flag, False) for o in outcomes) for flag in flags},
+            **{name: sum(len(o.get(name, [])) for o in outcomes) for name in lists}}
+
+
 def trial_rows(trials: list[Trial]) -> list[dict]:
     return [{**asdict(t), "moment": t.describe()} for t in trials]

@@ -112,13 +112,8 @@ def test_train_py_killed_at_random_moments_resumes_bit_identically(reference):
     outcomes = [t.outcome for t in trials]
     fh.record("train_kills", {
         "trials": n, "seed": fh.fault_seed(), "window_s": round(reference.window_s, 2),
-        "killed": sum(o.get("killed", False) for o in outcomes),
-        "mid_write": sum(o.get("mid_write", False) for o in outcomes),
-        "resumed": sum(o.get("resumed", False) for o in outcomes),
-        "identical": sum(o.get("identical", False) for o in outcomes),
-        "partial_finals": sum(len(o.get("partial_finals", [])) for o in outcomes),
-        "temps_at_kill": sum(len(o.get("temps_at_kill", [])) for o in outcomes),
-        "orphans_after": sum(len(o.get("orphans_after", [])) for o in outcomes),
+        **fh.tally(outcomes, ("killed", "mid_write", "resumed", "identical"),
+                   ("partial_finals", "temps_at_kill", "orphans_after")),
         "wall_s": round(time.monotonic() - started, 1), "jobs": fh.fault_jobs(), "schedule": fh.trial_rows(trials)})
     for t in trials:
         o = t.outcome
@@ -176,12 +171,7 @@ def test_evaluate_watch_killed_and_restarted_writes_identical_arrays(reference):
     outcomes = [t.outcome for t in trials]
     fh.record("eval_kills", {
         "trials": n, "seed": fh.fault_seed(), "window_s": round(reference.eval_window_s, 2),
-        "killed": sum(o.get("killed", False) for o in outcomes),
-        "mid_write": sum(o.get("mid_write", False) for o in outcomes),
-        "restarted": sum(o.get("restarted", False) for o in outcomes),
-        "identical": sum(o.get("identical", False) for o in outcomes),
-        "partial_finals": sum(len(o.get("partial_finals", [])) for o in outcomes),
-        "orphans_after": sum(len(o.get("orphans_after", [])) for o in outcomes),
+        **fh.tally(outcomes, ("killed", "mid_write", "restarted", "identical"), ("partial_finals", "orphans_after")),
         "wall_s": round(time.monotonic() - started, 1), "jobs": fh.fault_jobs(), "schedule": fh.trial_rows(trials)})
     for t in trials:
         o = t.outcome
