@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fold0123.common.config import load_config
-from fold0123.common.schema import RunConfig
+from fold0123.common.config import dump_config, load_config
+from fold0123.common.schema import RunConfig, StackConfig
 from fold0123.data.layout import tag_vectors_path
 from fold0123.data.tags import vector_columns
 from tests.fixtures import make_dataroot
@@ -67,3 +67,32 @@ def _session_runs(base: str) -> dict:
 def session_runs(tmp_path_factory) -> dict:
     """{dataroot, runs, jigsaw: runs/jigsaw_all, target: runs/target_3fold0 (transferred from jigsaw_all)}."""
     return _session_runs(str(tmp_path_factory.getbasetemp() / "engine_session"))
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def tiny_recipe(root: Path, tasks: tuple[str, ...] = ("target",), run_keys: str = "epochs: 1\n") -> Path:
+    """A recipe config over the tiny presets on a fixture dataroot taken as it is (`dataset: null`, train-only
+    tags as atmaCup #11), all its runs under `root/runs` (each preset plus `run_keys`), stacking `tasks`."""
+    dataroot = make_dataroot(root / "data", test_tags=False)
+    runs, tiny = root / "runs", ROOT / "parameters" / "tiny"
+    confs = {name: write(root / f"{name}.yml", f"base: {tiny / name}.yml\ncheckpoints_dir: {runs}\n{run_keys}")
+             for name in ("jigsaw", *tasks)}
+    chosen = ", ".join(f"{task}: last" for task in tasks)  # a mapping --set replaces the whole mapping
+    stack = load_config(tiny / "stack.yml", [f"checkpoints_dir={runs}", f"out_dir={root / 'submissions'}",
+                                             f"runs={{{chosen}}}"], schema=StackConfig)
+    return Path(write(root / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
+dataset: null
+dataroot: {dataroot}
+answers: {root / 'answers.csv'}
+fold_batch_size: 8
+word2vec: {{dim: 20, epochs: 5}}
+devices: cpu
+pretext: {confs['jigsaw']}
+tasks: [{', '.join(confs[task] for task in tasks)}]
+stack: {write(root / 'stack.yml', dump_config(stack))}
+"""))
+

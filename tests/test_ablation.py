@@ -12,17 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fold0123.common.config import dump_config, load_config
-from fold0123.common.schema import StackConfig
 from fold0123.stacking.ablation import Row, judge
-from tests.fixtures import make_dataroot
-
-
-def write(path: Path, text: str) -> str:
-    path.write_text(text)
-    return str(path)
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.engine_fixtures import ROOT, tiny_recipe, write
 
 
 def test_judge_compares_fold_by_fold_against_the_spread():
@@ -38,24 +29,7 @@ def test_judge_compares_fold_by_fold_against_the_spread():
 @pytest.fixture
 def ablation_conf(tmp_path: Path) -> str:
     """The recipe of tests/test_recipe.py with two tasks (target, onehot) of 2 epochs, and an ablation of it."""
-    dataroot = make_dataroot(tmp_path / "data", test_tags=False)
-    runs, tiny = tmp_path / "runs", ROOT / "parameters" / "tiny"
-    common = f"checkpoints_dir: {runs}\nepochs: 2\neval: {{train_epochs: [2]}}\n"  # + the in-fold stack
-    confs = {name: write(tmp_path / f"{name}.yml", f"base: {tiny / name}.yml\n{common}")
-             for name in ("jigsaw", "target", "onehot")}
-    stack = load_config(tiny / "stack.yml", [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}",
-                                             "runs={target: last, onehot: last}"], schema=StackConfig)
-    recipe = write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
-dataset: null
-dataroot: {dataroot}
-answers: {tmp_path / 'answers.csv'}
-fold_batch_size: 8
-word2vec: {{dim: 20, epochs: 5}}
-devices: cpu
-pretext: {confs['jigsaw']}
-tasks: [{confs['target']}, {confs['onehot']}]
-stack: {write(tmp_path / 'stack.yml', dump_config(stack))}
-""")
+    recipe = tiny_recipe(tmp_path, ("target", "onehot"), "epochs: 2\neval: {train_epochs: [2]}\n")  # + in-fold
     return write(tmp_path / "ablation.yml", f"recipe: {recipe}\nout_dir: {tmp_path / 'results'}\n"
                                             "freeze_modes: [none, layer34]\nsoup: 2\npseudo: true\n")
 

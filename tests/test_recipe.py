@@ -11,40 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from fold0123.common.config import dump_config, load_config
-from fold0123.common.schema import StackConfig
-from tests.fixtures import make_dataroot
+from tests.engine_fixtures import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
-def write(path: Path, text: str) -> str:
-    path.write_text(text)
-    return str(path)
-
-
 @pytest.fixture
 def recipe_conf(tmp_path: Path) -> Path:
-    dataroot = make_dataroot(tmp_path / "data", test_tags=False)  # as atmaCup #11: every stage without test tags
-    runs, tiny = tmp_path / "runs", ROOT / "parameters" / "tiny"
-    common = f"checkpoints_dir: {runs}\nepochs: 1\n"
-    jigsaw = write(tmp_path / "jigsaw.yml", f"base: {tiny / 'jigsaw.yml'}\n{common}")
-    target = write(tmp_path / "target.yml", f"base: {tiny / 'target.yml'}\n{common}")
-    stack_cfg = load_config(tiny / "stack.yml", [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}",
-                                                 "runs={target: last}"], schema=StackConfig)  # a mapping --set replaces whole
-    stack = write(tmp_path / "stack.yml", dump_config(stack_cfg))
-    return Path(write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
-dataset: null
-dataroot: {dataroot}
-answers: {tmp_path / 'answers.csv'}
-fold_batch_size: 8
-word2vec: {{dim: 20, epochs: 5}}
-devices: cpu
-pretext: {jigsaw}
-tasks: [{target}]
-stack: {stack}
-"""))
+    return tiny_recipe(tmp_path)  # every stage without test tags, as atmaCup #11
 
 
 def run_recipe(conf: Path, tmux_dir: Path, *args: str, ok: bool = True) -> str:
