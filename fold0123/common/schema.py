@@ -40,6 +40,22 @@ Name = Annotated[str, BeforeValidator(_text), AfterValidator(_file_name)]  # exp
 EpochSpec = Annotated[Literal["last", "best"] | PositiveInt, Field(union_mode="left_to_right")]
 
 
+# ---------------------------------------------------------------------------------------------------- competition
+
+class CompetitionSpec(Schema):
+    """What is predicted and how it is scored: `competition.yml` in the dataroot (data/competition.py reads it;
+    a dataroot without one is atmaCup #11, so every default below is that competition's).
+
+    The project's layout always names the id `object_id` and the label `target` (the adapters rename a
+    competition's own columns); for `ordinal` and `classification` the label is the class index 0..K-1 and
+    `classes` its names (K = len(classes))."""
+    name: Text = "atmacup11"
+    kind: Literal["ordinal", "classification", "regression"] = "ordinal"
+    metric: Literal["rmse", "accuracy", "top5_accuracy", "macro_f1"] = "rmse"
+    classes: list[Text] | None = ["0", "1", "2", "3"]  # null with a class kind: 0..max(target) of train.csv
+    group_column: Text | None = "art_series_id"        # null: plain stratified folds (no group is kept whole)
+
+
 # ---------------------------------------------------------------------------------------------------- runs
 
 class JigsawOptions(Schema):

@@ -1,5 +1,5 @@
-"""The competition metric, once: numpy only, so the task table (torch side) and the stacking room (no torch)
-score with the same function."""
+"""The metrics, once: numpy only, so the task table (torch side) and the stacking room (no torch) score with the
+same functions. Which one a competition uses is its spec's business (data.competition)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,3 +9,20 @@ def rmse(y_true, y_pred) -> float:
     """Root mean squared error in float64 (atmaCup #11 scores the ordinal target as a number)."""
     error = np.asarray(y_true, np.float64) - np.asarray(y_pred, np.float64)
     return float(np.sqrt(np.mean(error ** 2)))
+
+
+def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int = 5) -> float:
+    """Share of rows whose true class is among the k most probable (all of them when k >= K); ties are broken by
+    class index, as a stable sort gives, so a constant prediction scores what its first k classes are worth."""
+    probabilities = np.asarray(probabilities, np.float64)
+    if len(y_true) == 0:
+        return float("nan")
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return float(np.mean((top == np.asarray(y_true)[:, None]).any(1)))
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 0) -> float:
+    """Unweighted mean of per-class F1 over the classes present in `y_true` or `y_pred` (scikit-learn's
+    `f1_score(average="macro")`, whose convention Kaggle's scorer shares)."""
+    from sklearn.metrics import f1_score
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
