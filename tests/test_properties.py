@@ -29,8 +29,11 @@ from fold0123.common.errors import Fold0123Error
 from fold0123.common.schema import RunConfig, StackConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.images import load_image
-from fold0123.data.layout import N_CLASSES, TRAIN_COLUMNS, check_photos, read_split, read_test, read_train
+from fold0123.data.competition import ATMACUP
+from fold0123.data.layout import check_photos, read_split, read_test, read_train
 from fold0123.stacking.runs import RunError, eval_path, load_outputs
+
+TRAIN_COLUMNS, N_CLASSES = ATMACUP.train_columns, ATMACUP.n_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = float(os.environ.get("PROPERTY_EXAMPLES", "1"))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fold0123.data.layout import read_split, split_names, split_paths
+from fold0123.data.layout import read_split, split_names, split_paths, train_columns
 from fold0123.stacking import ensemble as ens
 from fold0123.stacking import postprocess as pp
 from tests import synthetic_runs as synthetic
@@ -281,7 +281,7 @@ def test_pseudo_rows_never_enter_a_validation_part(synth):
     rng = np.random.default_rng(4)
     probs = rng.dirichlet([1, 1, 1, 1], size=len(test_ids))
     train = pd.read_csv(root / "train.csv", dtype={"object_id": str})
-    rows = pseudo_rows(test_ids, probs, 0.45, train)
+    rows = pseudo_rows(test_ids, probs, 0.45, train, train_columns(root), "art_series_id")
     assert 0 < len(rows) < len(test_ids)
     assert (probs[np.isin(test_ids, rows["object_id"])].max(axis=1) >= 0.45).all()
     np.testing.assert_array_equal(rows["target"], probs[np.isin(test_ids, rows["object_id"])].argmax(axis=1))

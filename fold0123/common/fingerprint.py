@@ -168,10 +168,12 @@ def run_staleness(run: str | Path, cfg, split: str) -> list[str]:
 
 def folds_fingerprint(dataroot: str | Path, k: int, batch_size: int | None, seed: int) -> Fingerprint:
     """What the `{k}fold*`/`all` split files are made of (SGKFold.py stores it beside them); batch size 0 and
-    None both mean no alignment, as SGKFold.py's `--batch-size 0` does."""
+    None both mean no alignment, as SGKFold.py's `--batch-size 0` does. A competition spec (its group column and
+    kind decide the folds) counts where there is one; atmaCup dataroots have none, so their fingerprints stay."""
     root = Path(dataroot)
+    names = ("train.csv", "test.csv") + (("competition.yml",) if (root / "competition.yml").is_file() else ())
     return Fingerprint({"k": int(k), "batch_size": batch_size or None, "seed": int(seed)},
-                       {name: file_digest(root / name) for name in ("train.csv", "test.csv")})
+                       {name: file_digest(root / name) for name in names})
 
 
 def tag_vectors_fingerprint(dataroot: str | Path, dim: int, epochs: int, seed: int, sg: bool = False) -> Fingerprint:

@@ -54,6 +54,7 @@ class CompetitionSpec(Schema):
     metric: Literal["rmse", "accuracy", "top5_accuracy", "macro_f1"] = "rmse"
     classes: list[Text] | None = ["0", "1", "2", "3"]  # null with a class kind: 0..max(target) of train.csv
     group_column: Text | None = "art_series_id"        # null: plain stratified folds (no group is kept whole)
+    columns: list[Text] = ["sorting_date"]             # further numeric columns every train row must carry
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -95,6 +96,7 @@ class RunConfig(Schema):
     freeze: Literal["none", "layer34", "head", "fine_tune"] = "none"
     unfreeze_epoch: PositiveInt = 2
     head_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     epochs: PositiveInt = 20
     batch_size: Annotated[int, Field(ge=2)] = 64
     effective_batch_size: Annotated[int, Field(ge=2)] = 64

@@ -57,6 +57,13 @@ class Competition:
         return list(self.spec.classes) if self.spec.classes else [str(c) for c in range(self.n_classes)]
 
     @property
+    def train_columns(self) -> tuple[str, ...]:
+        """The columns train.csv and every split's train part must have (atmaCup: object_id, sorting_date,
+        art_series_id, target, in its order)."""
+        group = (self.spec.group_column,) if self.spec.group_column else ()
+        return ("object_id", *self.spec.columns, *group, "target")
+
+    @property
     def target_range(self) -> tuple[float, float] | None:
         """Where a predicted number may lie (ordinal: 0..K-1, what atmaCup's post-processing clips to)."""
         return (0.0, float(self.n_classes - 1)) if self.has_classes else None
@@ -94,8 +101,14 @@ def read_spec(dataroot: str | Path) -> CompetitionSpec:
     return spec
 
 
-def read_competition(dataroot: str | Path) -> Competition:
-    """The resolved spec of a dataroot (cached per path and file state: it is asked for per task and per part)."""
+ATMACUP = Competition(CompetitionSpec(), 4)
+
+
+def read_competition(dataroot: str | Path | None) -> Competition:
+    """The resolved spec of a dataroot (cached per path and file state: it is asked for per task and per part);
+    atmaCup #11's for no dataroot (metrics computed without one, as tests and notebooks do)."""
+    if dataroot is None:
+        return ATMACUP
     path = spec_path(dataroot)
     stamp = path.stat().st_mtime_ns if path.is_file() else None
     train = Path(dataroot) / "train.csv"

@@ -1,4 +1,5 @@
-"""Cross-validation folds: stratified on `target`, grouped by `art_series_id`, optionally batch-aligned.
+"""Cross-validation folds: stratified on `target`, grouped by the competition's group column (atmaCup:
+`art_series_id`; none: every row is its own group), optionally batch-aligned.
 
 scikit-learn's `StratifiedGroupKFold` does the splitting; this module adds what it leaves out. It checks every fold
 (sklearn can give an empty fold when there are few groups), and, like the original atmaCup #11 solution, it can move
@@ -23,7 +24,8 @@ from fold0123.common.dataroot import folds_fingerprint_path
 from fold0123.common.fingerprint import folds_fingerprint, write_fingerprint
 from fold0123.common.io import atomic_path
 from fold0123.data.fold_alignment import SeriesMove, align_folds
-from fold0123.data.layout import N_CLASSES, LayoutError, check_photos, read_test, read_train, split_paths
+from fold0123.data.competition import Competition, read_competition
+from fold0123.data.layout import check_photos, read_test, read_train, split_paths
 
 
 @dataclass
@@ -166,7 +168,7 @@ def _train_sizes(fold: np.ndarray, k: int) -> np.ndarray:
     return len(fold) - np.bincount(fold, minlength=k)
 
 
-def class_ratios(y: np.ndarray, classes=range(N_CLASSES)) -> np.ndarray:
+def class_ratios(y: np.ndarray, classes) -> np.ndarray:
     y = np.asarray(y)
     return np.array([(y == c).mean() if len(y) else 0.0 for c in classes])
 
@@ -222,18 +224,34 @@ class FoldsReport:
         return "\n".join(lines)
 
 
-def _ratios(ratios: np.ndarray) -> str:
-    return " ".join(f"{c}:{r:.3f}" for c, r in enumerate(ratios))
+def _ratios(ratios: np.ndarray, shown: int = 10) -> str:
+    """The first `shown` classes' shares (a 100-class competition would print a screen per fold)."""
+    more = f" ... ({len(ratios)} classes)" if len(ratios) > shown else ""
+    return " ".join(f"{c}:{r:.3f}" for c, r in enumerate(ratios[:shown])) + more
+
+
+STRATA_BINS = 10  # a regression target is stratified on its deciles
+
+
+def strata(target: np.ndarray, competition: Competition) -> np.ndarray:
+    """What the folds balance: the class, or a regression target's decile (ties share a bin)."""
+    if competition.has_classes:
+        return np.asarray(target).astype(int)
+    edges = np.unique(np.quantile(target, np.linspace(0, 1, STRATA_BINS + 1)[1:-1]))
+    return np.searchsorted(edges, target, side="right")
+
+
+def groups_of(train: pd.DataFrame, competition: Competition) -> np.ndarray:
+    """The rows' groups (kept whole by the folds); without a group column each row is its own."""
+    column = competition.group_column
+    return (train[column] if column else train["object_id"]).astype(str).to_numpy()
 
 
 def read_validated(dataroot: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """train.csv and test.csv, checked: columns, ids, labels, series, and every photo decodes."""
+    """train.csv and test.csv, checked: columns, ids, labels, groups, and every photo decodes."""
     dataroot = Path(dataroot)
     train = read_train(dataroot)
     test = read_test(dataroot, train)
-    empty = np.flatnonzero(train["art_series_id"].str.strip().to_numpy() == "")
-    if len(empty):
-        raise LayoutError(f"{dataroot / 'train.csv'}: row {int(empty[0]) + 2}: empty art_series_id")
     check_photos(dataroot, train["object_id"], "train.csv", decode=True)
     check_photos(dataroot, test["object_id"], "test.csv", decode=True)
     return train, test
@@ -246,8 +264,9 @@ def write_folds(dataroot: str | Path, k: int = 3, batch_size: int | None = 64, s
     dataroot = Path(dataroot)
     train, test = read_validated(dataroot)
     raw_train = pd.read_csv(dataroot / "train.csv", keep_default_na=False, dtype=str)  # rows exactly as given
-    y = train["target"].astype(int).to_numpy()
-    groups = train["art_series_id"].to_numpy()
+    competition = read_competition(dataroot)
+    y = strata(train["target"].to_numpy(), competition)
+    groups = groups_of(train, competition)
     plan = plan_folds(y, groups, k, batch_size, seed)
     outputs: dict[Path, pd.DataFrame] = {}
     for i, (train_idx, test_idx) in enumerate(plan.indices()):
@@ -259,8 +278,9 @@ def write_folds(dataroot: str | Path, k: int = 3, batch_size: int | None = 64, s
     outputs[all_test] = test[["object_id"]]
     _write_all(outputs)
     write_fingerprint(folds_fingerprint_path(dataroot, k), folds_fingerprint(dataroot, k, batch_size, seed))
-    overall = class_ratios(y)
-    folds = [FoldSummary(i, len(tr), len(te), class_ratios(y[tr]), class_ratios(y[te]))
+    classes = range(int(y.max()) + 1)
+    overall = class_ratios(y, classes)
+    folds = [FoldSummary(i, len(tr), len(te), class_ratios(y[tr], classes), class_ratios(y[te], classes))
              for i, (tr, te) in enumerate(plan.indices())]
     return FoldsReport(dataroot, k, batch_size, seed, len(train), len(test), len(np.unique(groups)), overall, folds,
                        plan, list(outputs))

@@ -1,4 +1,5 @@
-"""Read and validate a dataroot in the atmaCup #11 layout (see README, "The data layout").
+"""Read and validate a dataroot in the project's layout (see README, "The data layout"): atmaCup #11's, with the
+columns and label range its competition spec (data/competition.py, `competition.yml`) asks for.
 
 Every reader returns a plain DataFrame with string ids and fails with one `LayoutError` line naming the file and
 the column or row, so a malformed competition drop is diagnosed before any training starts. CSVs are read with
@@ -15,10 +16,9 @@ import pandas as pd
 from fold0123.common.dataroot import photo_path, split_names, split_paths, tag_vectors_path  # noqa: F401 (re-exported)
 from fold0123.common.errors import LayoutError  # noqa: F401
 from fold0123.common.names import name_problem
+from fold0123.data.competition import Competition, read_competition
 
-TRAIN_COLUMNS = ("object_id", "sorting_date", "art_series_id", "target")
 TAG_TABLES = ("materials", "techniques")
-N_CLASSES = 4
 STRING_COLUMNS = {"object_id": str, "art_series_id": str, "name": str}
 
 
@@ -59,34 +59,53 @@ def numeric_column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return values
 
 
-def validate_labels(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Check and type the label columns of a train-like table (train.csv or a split's parts)."""
+def train_columns(dataroot: str | Path) -> tuple[str, ...]:
+    return read_competition(dataroot).train_columns
+
+
+def validate_labels(frame: pd.DataFrame, path: Path, competition: Competition) -> pd.DataFrame:
+    """Check and type the label columns of a train-like table (train.csv or a split's parts): a class target
+    within 0..K-1 (split files may carry soft pseudo labels, so not necessarily whole), the spec's numeric
+    columns finite."""
     frame = frame.copy()
     target = numeric_column(frame, "target", path)
-    out_of_range = ~target.between(0, N_CLASSES - 1)
-    if out_of_range.any():
-        row = int(np.flatnonzero(out_of_range.to_numpy())[0])
-        raise LayoutError(f"{path}: row {row + 2}: column 'target': {target.iloc[row]} outside 0..{N_CLASSES - 1}")
+    bounds = competition.target_range
+    if bounds is not None:
+        out_of_range = ~target.between(*bounds)
+        if out_of_range.any():
+            row = int(np.flatnonzero(out_of_range.to_numpy())[0])
+            raise LayoutError(f"{path}: row {row + 2}: column 'target': {target.iloc[row]} outside "
+                              f"0..{competition.n_classes - 1}")
     frame["target"] = target.astype(float)
-    if "sorting_date" in frame.columns:
-        frame["sorting_date"] = numeric_column(frame, "sorting_date", path).astype(float)
+    for column in competition.spec.columns:
+        if column in frame.columns:
+            frame[column] = numeric_column(frame, column, path).astype(float)
     return frame
+
+
+def _check_groups(frame: pd.DataFrame, path: Path, competition: Competition) -> None:
+    """The folds keep each group whole: a blank group id would silently join every other blank one."""
+    column = competition.group_column
+    if column is None:
+        return
+    no_group = np.flatnonzero((frame[column].astype(str).str.strip() == "").to_numpy())
+    if len(no_group):
+        raise LayoutError(f"{path}: row {int(no_group[0]) + 2}: column {column!r}: empty group id")
 
 
 def read_train(dataroot: str | Path) -> pd.DataFrame:
     """train.csv, typed; `target` must be a whole class there (split files may carry soft pseudo labels)."""
     path = Path(dataroot) / "train.csv"
-    frame = read_csv(path, TRAIN_COLUMNS)
+    competition = read_competition(dataroot)
+    frame = read_csv(path, competition.train_columns)
     _check_unique_ids(frame, path)
-    no_group = np.flatnonzero((frame["art_series_id"].str.strip() == "").to_numpy())
-    if len(no_group):  # the folds keep each series whole: a blank one would silently join every other blank
-        raise LayoutError(f"{path}: row {int(no_group[0]) + 2}: column 'art_series_id': empty series id")
-    frame = validate_labels(frame, path)
+    _check_groups(frame, path, competition)
+    frame = validate_labels(frame, path, competition)
     fractional = (frame["target"] % 1 != 0).to_numpy()
-    if fractional.any():
+    if competition.has_classes and fractional.any():
         row = int(np.flatnonzero(fractional)[0])
         raise LayoutError(f"{path}: row {row + 2}: column 'target': {frame['target'].iloc[row]} is not a whole class "
-                          f"0..{N_CLASSES - 1}")
+                          f"0..{competition.n_classes - 1}")
     return frame
 
 
@@ -150,11 +169,12 @@ def read_split(dataroot: str | Path, split: str) -> tuple[pd.DataFrame, pd.DataF
     for path in (train_path, test_path):
         if not path.is_file():
             raise LayoutError(f"{path}: split file not found (run SGKFold.py --dataroot {dataroot})")
-    train = read_csv(train_path, TRAIN_COLUMNS)
+    competition = read_competition(dataroot)
+    train = read_csv(train_path, competition.train_columns)
     _check_unique_ids(train, train_path)
-    train = validate_labels(train, train_path)
+    train = validate_labels(train, train_path, competition)
     held_out = read_csv(test_path, ("object_id",))
     _check_unique_ids(held_out, test_path)
     if "target" in held_out.columns:
-        held_out = validate_labels(held_out, test_path)
+        held_out = validate_labels(held_out, test_path, competition)
     return train, held_out

@@ -100,7 +100,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     device = resolve_device(device)
     configure_torch(cfg, device)
     state = read_checkpoint(checkpoint)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, dataroot=cfg.dataroot)
     load_task_state(task, state.get("task_state"))
     model = build_model(cfg, task)
     load_weights(model, state["model"], checkpoint)

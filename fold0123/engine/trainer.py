@@ -411,7 +411,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     write_text(rundir.config_path(run), dump_config(cfg))
     write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, dataroot=cfg.dataroot)
     data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
     n_batches = len(epoch_batches(data.n, cfg.batch_size, cfg.seed, 1))

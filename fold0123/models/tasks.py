@@ -12,8 +12,8 @@ A run is one task x one split; train.py and evaluate.py stay task-agnostic by go
     preds = task.predict(outputs)                        # the run directory's space (see below)
     task.metrics(preds.numpy(), heldout_frame, dataroot, cfg)
 
-Saved predictions (DESIGN.md's contract): target -> predicted target (d=1); onehot -> class probabilities
-(d=4); sortingdate -> year, de-standardised with the train statistics in `state` (d=1);
+Saved predictions (DESIGN.md's contract): target -> predicted target (d=1); classify (alias onehot, its atmaCup
+name) -> class probabilities (d=K, the competition's classes: data.competition); sortingdate -> year, de-standardised with the train statistics in `state` (d=1);
 materialstechniques -> the predicted word2vec vector (d=w2v_dim); jigsaw -> per-tile position probabilities
 (d=81, read as [tile, position]); clip -> the L2-normalised image embedding (d=clip.embed_dim).
 """
@@ -33,7 +33,7 @@ from fold0123.common.config import ConfigError
 from fold0123.common.errors import LayoutError
 from fold0123.common.schema import RunConfig
 from fold0123.data import jigsaw
-from fold0123.data.layout import N_CLASSES
+from fold0123.data.competition import read_competition, score
 from fold0123.data.metrics import rmse
 from fold0123.data.tags import read_tag_vectors
 from fold0123.models import clip
@@ -113,11 +113,15 @@ class Task:
         return None
 
 
-# --- target: the ordinal class as a number, MSE / RMSE (the competition metric) ---------------------------
+# --- target: the label as a number (atmaCup's ordinal class, or a regression target), MSE / RMSE ------------
 
 def _target_metrics(task, preds, frame, dataroot, cfg):
     y = _column(frame, "target")
-    return {"rmse": rmse(preds[:, 0], y), "rmse_clipped": rmse(np.clip(preds[:, 0], 0, N_CLASSES - 1), y)}
+    out = {"rmse": rmse(preds[:, 0], y)}
+    bounds = read_competition(dataroot).target_range
+    if bounds is not None:  # what the prediction scores once clipped into the labels' range, as submitted
+        out["rmse_clipped"] = rmse(np.clip(preds[:, 0], *bounds), y)
+    return out
 
 
 def _make_target() -> Task:
@@ -126,25 +130,41 @@ def _make_target() -> Task:
                 F.mse_loss, lambda task, out: out, _target_metrics)
 
 
-# --- onehot: 4-way classification; accuracy and the RMSE of the expected class -----------------------------
+# --- classify (atmaCup: onehot): K-way classification ------------------------------------------------------
 
-def _onehot_targets(task, frame, root, cfg):
+def _n_classes(cfg: RunConfig) -> int:
+    n = read_competition(cfg.dataroot).n_classes
+    if n < 2:
+        raise ConfigError(f"task {cfg.task!r}: {cfg.dataroot}'s competition has no classes (a regression target): "
+                          f"use task target")
+    return n
+
+
+def _classify_targets(task, frame, root, cfg):
+    """One-hot rows, smoothed by `label_smoothing` (cross entropy against them is torch's label-smoothed CE)."""
+    n = _n_classes(cfg)
+    onehot = np.eye(n, dtype=np.float32)[np.rint(_column(frame, "target")).astype(int)]
+    return onehot * (1 - cfg.label_smoothing) + cfg.label_smoothing / n if cfg.label_smoothing else onehot
+
+
+def _classify_metrics(task, probs, frame, dataroot, cfg):
+    """Accuracy and log loss always; the RMSE of the expected class for an ordinal target (atmaCup's primary),
+    the competition's own metric otherwise."""
     y = _column(frame, "target")
-    return np.eye(N_CLASSES, dtype=np.float32)[np.rint(y).astype(int)]
-
-
-def _onehot_metrics(task, probs, frame, dataroot, cfg):
-    y = _column(frame, "target")
-    expected = probs @ np.arange(N_CLASSES)
     p_true = np.clip(probs[np.arange(len(y)), np.rint(y).astype(int)], 1e-15, 1.0)
-    return {"rmse": rmse(expected, y), "accuracy": float(np.mean(probs.argmax(1) == np.rint(y))),
-            "logloss": float(-np.mean(np.log(p_true)))}
+    out = {"accuracy": float(np.mean(probs.argmax(1) == np.rint(y))), "logloss": float(-np.mean(np.log(p_true)))}
+    competition = read_competition(dataroot)
+    if competition.kind == "ordinal":
+        out = {"rmse": rmse(probs @ np.arange(probs.shape[1]), y), **out}
+    elif competition.metric not in out:
+        out[competition.metric] = score(competition.metric, y, probs, competition.n_classes)
+    return out
 
 
-def _make_onehot() -> Task:
+def _make_classify(name: str = "classify") -> Task:
     # cross_entropy with probability targets: one-hot rows give the usual CE, soft rows (pseudo labels) work too
-    return Task("onehot", "rmse", True, lambda cfg: N_CLASSES, _onehot_targets, F.cross_entropy,
-                lambda task, out: torch.softmax(out, dim=-1), _onehot_metrics)
+    return Task(name, "rmse", True, _n_classes, _classify_targets, F.cross_entropy,
+                lambda task, out: torch.softmax(out, dim=-1), _classify_metrics)
 
 
 # --- sortingdate: the year, standardised with the train part's mean/std ----------------------------------
@@ -292,18 +312,27 @@ def _make_clip() -> Task:
 TASKS: dict[str, Callable[[], Task]] = {
     "jigsaw": _make_jigsaw,
     "target": _make_target,
-    "onehot": _make_onehot,
+    "classify": _make_classify,
+    "onehot": lambda: _make_classify("onehot"),
     "sortingdate": _make_sortingdate,
     "materialstechniques": _make_materialstechniques,
     "clip": _make_clip,
 }
 
 
-def get_task(name: str, state: dict | None = None) -> Task:
-    """A fresh Task (its own state) by name; pass a checkpoint's `task_state` to restore its statistics."""
+CLASS_TASKS = ("classify", "onehot")
+
+
+def get_task(name: str, state: dict | None = None, dataroot: str | Path | None = None) -> Task:
+    """A fresh Task (its own state) by name; pass a checkpoint's `task_state` to restore its statistics, and the
+    dataroot to rank a classification task by its competition's metric (atmaCup: the expected class's RMSE)."""
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
     task = TASKS[name]()
     if state:
         task.state = {str(k): float(v) for k, v in state.items()}
+    if name in CLASS_TASKS and dataroot is not None:
+        competition = read_competition(dataroot)
+        if competition.kind == "classification":
+            task.primary, task.lower_is_better = competition.metric, competition.lower_is_better
     return task

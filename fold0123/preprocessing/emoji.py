@@ -40,9 +40,9 @@ from PIL import Image
 
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.io import TMP_MARKER
-from fold0123.data.layout import N_CLASSES
 from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, fetch_package
 
+N_ERAS = 4  # the eras of the release year: atmaCup #11's four target classes
 # Changing the salt changes every id: keep it fixed so runs and checkpoints stay comparable across machines.
 ID_SALT = "fold0123/emoji/v1"
 TEST_SHARE_FOLDS = 5  # test = one fold of a 5-fold stratified group split, i.e. ~20 % of the objects
@@ -117,7 +117,7 @@ class Summary:
         return self.tag_matched / self.rows if self.rows else 0.0
 
     def lines(self) -> list[str]:
-        header = "target " + "".join(f"{c:>7d}" for c in range(N_CLASSES))
+        header = "target " + "".join(f"{c:>7d}" for c in range(N_ERAS))
         return [
             f"emoji dataset {self.out}" + (" (reused; --force rebuilds)" if self.reused else ""),
             f"  private answers and ids: {self.private}",
@@ -374,7 +374,7 @@ def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[s
     }).to_csv(private / "ids.csv", index=False)
 
     def counts(mask: np.ndarray) -> list[int]:
-        return np.bincount(frame["target"][mask], minlength=N_CLASSES).tolist()
+        return np.bincount(frame["target"][mask], minlength=N_ERAS).tolist()
 
     n_tags = np.asarray(n_tags)
     return Summary(

@@ -20,7 +20,8 @@ from fold0123.common.fingerprint import Fingerprint, config_identity, file_diges
 from fold0123.common.io import write_csv, write_json
 from fold0123.common.schema import StackConfig
 from fold0123.data.answers import score_answers
-from fold0123.data.layout import N_CLASSES, read_test, read_train
+from fold0123.data.competition import read_competition
+from fold0123.data.layout import read_test, read_train
 from fold0123.data.metrics import rmse
 from fold0123.stacking import ensemble as ens
 from fold0123.stacking import postprocess as pp
@@ -129,9 +130,10 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     notes = list(features.notes)
     blend_exp = _pick_exp(features, cfg.blend_exp, "target")
     onehot_exp = _pick_exp(features, cfg.onehot_exp, "onehot")
-    if onehot_exp and features.view_mean_oof[onehot_exp].shape[1] != N_CLASSES:
+    n_classes = read_competition(cfg.dataroot).n_classes
+    if onehot_exp and features.view_mean_oof[onehot_exp].shape[1] != n_classes:
         raise RunError(f"onehot_exp {onehot_exp!r}: outputs have d={features.view_mean_oof[onehot_exp].shape[1]}, "
-                       f"expected {N_CLASSES} class probabilities")
+                       f"expected {n_classes} class probabilities")
     lgbm = cfg.lgbm
     params = {**lgbm.params, "seed": cfg.seed}
     fit = fit_oof_stack(features.train, features.y, features.folds, features.test, params,
@@ -282,10 +284,11 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     features = build_features(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds,
                               aggregations="mean", split_suffix=cfg.split_suffix,
                               test_features=ecfg.test_features, infold=False)
+    n_classes = read_competition(cfg.dataroot).n_classes
     rows = []
     for run in features.runs:
-        if features.view_mean_oof[run.exp].shape[1] != N_CLASSES:
-            raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {N_CLASSES} class probabilities")
+        if features.view_mean_oof[run.exp].shape[1] != n_classes:
+            raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {n_classes} class probabilities")
         table = metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg))
         at = table[table["epoch"] == run.epoch]
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
@@ -361,9 +364,11 @@ def run_pseudo(cfg: StackConfig, round_: int) -> PseudoResult:
     a `pseudo{round}_report.json` in out_dir."""
     result = ensemble_probabilities(cfg)
     thr = cfg.ensemble.pseudo_thr
-    rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg.dataroot))
+    competition = read_competition(cfg.dataroot)
+    rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg.dataroot), competition.train_columns,
+                       competition.group_column)
     written = write_pseudo_splits(cfg.dataroot, cfg.folds, round_, rows)
-    per_class = rows["target"].value_counts().reindex(range(N_CLASSES), fill_value=0)
+    per_class = rows["target"].value_counts().reindex(range(result.test.shape[1]), fill_value=0)
     write_json(Path(cfg.out_dir) / f"pseudo{round_}_report.json",
                {"round": round_, "thr": thr, "rows_added": len(rows), "per_class": per_class.tolist(),
                 "n_test": len(result.test_ids), "written": [str(p) for p in written],
