@@ -1,6 +1,7 @@
 """Stacking from the command line: the same steps as ensemble.ipynb.
 
   python stack.py --conf parameters/stack.yml [--set key=value ...]            stack, post-process, submit, report
+                                                         (a classification competition: the ensemble below)
   python stack.py ensemble --conf parameters/stack.yml [--set ensemble.redistribute_k=5]
                                                          weighted probability ensemble (+ label re-distribution)
   python stack.py pseudo --conf parameters/stack.yml --round 1 [--set ensemble.pseudo_thr=0.45]
@@ -24,8 +25,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("stack", "LightGBM stacking -> post-processing -> submission and report"),
-                       ("ensemble", "weighted probability ensemble, optional label re-distribution"),
+    for name, text in (("stack", "LightGBM stacking -> post-processing -> submission and report "
+                                 "(classification: the ensemble)"),
+                       ("ensemble", "weighted probability ensemble, optional label re-distribution, submission"),
                        ("pseudo", "write a pseudo-label round's split CSVs")):
         sub = commands.add_parser(name, help=text)
         add_config_args(sub)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = config_from_args(args, StackConfig)
         if args.command == "stack":
-            result = pipeline.run_stack(cfg)
+            result = pipeline.run_default(cfg)
         elif args.command == "ensemble":
             result = pipeline.run_ensemble(cfg)
         else:

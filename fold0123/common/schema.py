@@ -157,6 +157,7 @@ class EnsembleOptions(Schema):
     factor: NonNegativeFloat = 25
     test_features: Literal["all", "fold_mean"] = "all"
     redistribute_k: NonNegativeInt = 0
+    submit: Literal["argmax", "redistributed"] = "argmax"
     pseudo_thr: Annotated[float, Field(ge=0, le=1)] = 0.45
 
 

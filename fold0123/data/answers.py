@@ -15,7 +15,7 @@ import pandas as pd
 
 from fold0123.common.errors import LayoutError
 from fold0123.data.layout import numeric_column, read_csv
-from fold0123.data.metrics import rmse
+from fold0123.data.competition import score
 
 
 def read_answers(answers_csv: str | Path) -> pd.Series:
@@ -52,23 +52,27 @@ def id_problems(ids: list[str], answer_ids: list[str], answers_csv: str | Path, 
 
 
 def score_answers(ids, predictions, answers_csv: str | Path, source: str | Path = "test predictions",
-                  first_row: int = 2) -> dict:
-    """{"rmse": float, "n": int} of `predictions` (one per id, in the order of `ids`) against answers.csv.
+                  first_row: int = 2, metric: str = "rmse") -> dict:
+    """{metric: float, "n": int} of `predictions` (one number or label per id, or `[n, K]` class probabilities,
+    in the order of `ids`) against answers.csv, by the competition's metric (data.competition.score).
 
     LayoutError starting with `source` when the ids are not the answers' ids exactly once (every problem in one
     line) or a prediction is not a finite number."""
     ids = [str(i) for i in ids]
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    predictions = np.asarray(predictions, dtype=np.float64)
+    predictions = predictions.reshape(len(predictions), -1) if predictions.ndim > 1 else predictions.reshape(-1)
+    if predictions.ndim == 2 and predictions.shape[1] == 1:
+        predictions = predictions[:, 0]
     if len(predictions) != len(ids):
         raise ValueError(f"{source}: {len(predictions)} predictions for {len(ids)} object_ids")
     truth = read_answers(answers_csv)
     problems = id_problems(ids, list(truth.index), answers_csv, first_row)
     if problems:
         raise LayoutError(f"{source}: " + "; ".join(problems))
-    bad = np.flatnonzero(~np.isfinite(predictions))
+    bad = np.flatnonzero(~np.isfinite(predictions).reshape(len(predictions), -1).all(1))
     if len(bad):
         raise LayoutError(f"{source}: row {int(bad[0]) + first_row}: prediction {predictions[bad[0]]} for object_id "
                           f"{ids[bad[0]]!r} is not a finite number")
     if not ids:
-        return {"rmse": float("nan"), "n": 0}
-    return {"rmse": rmse(truth.loc[ids].to_numpy(), predictions), "n": len(ids)}
+        return {metric: float("nan"), "n": 0}
+    return {metric: score(metric, truth.loc[ids].to_numpy(), predictions), "n": len(ids)}

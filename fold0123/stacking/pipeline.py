@@ -20,7 +20,7 @@ from fold0123.common.fingerprint import Fingerprint, config_identity, file_diges
 from fold0123.common.io import write_csv, write_json
 from fold0123.common.schema import StackConfig
 from fold0123.data.answers import score_answers
-from fold0123.data.competition import read_competition
+from fold0123.data.competition import read_competition, score
 from fold0123.data.layout import read_test, read_train
 from fold0123.data.metrics import rmse
 from fold0123.stacking import ensemble as ens
@@ -256,10 +256,13 @@ class EnsembleResult:
     oof: np.ndarray             # [n_train, C] ensembled out-of-fold probabilities (train.csv order)
     test: np.ndarray            # [n_test, C] ensembled test probabilities (test.csv order)
     test_ids: np.ndarray
-    cv_table: pd.DataFrame      # per run and the ensemble: accuracy and RMSE of argmax / expected class on OOF
+    cv_table: pd.DataFrame      # per run and the ensemble: OOF scores (accuracy, the competition's metric, ...)
     redistribution: ens.Redistribution | None
     redistribution_table: pd.DataFrame | None   # histograms before/after (test) and OOF effect
+    labels: np.ndarray | None = None            # [n_test] the submitted classes (argmax or re-distributed)
+    answers_table: pd.DataFrame | None = None   # the competition's metric on the held-out answers
     probs_csv: Path | None = None
+    submission: Path | None = None
     report_md: Path | None = None
 
     def summary(self) -> str:
@@ -267,28 +270,37 @@ class EnsembleResult:
             lines = [self.runs.to_string(), self.cv_table.to_string()]
             if self.redistribution_table is not None:
                 lines.append(self.redistribution_table.to_string())
-        if self.probs_csv:
-            lines.append(f"probabilities: {self.probs_csv}")
+            if self.answers_table is not None:
+                lines += ["score on the answers:", self.answers_table.to_string()]
+        lines += [f"{what}: {path}" for what, path in (("probabilities", self.probs_csv),
+                                                       ("submission", self.submission)) if path]
         return "\n".join(lines)
 
 
-def _class_scores(y, probs) -> dict:
+def _class_scores(y, probs, competition) -> dict:
+    """Accuracy always; the competition's metric; for an ordinal target the RMSE of argmax / expected class."""
     label = probs.argmax(axis=1)
-    return {"accuracy": float(np.mean(label == y)), "rmse_argmax": rmse(y, label),
-            "rmse_expected": rmse(y, _expected_class(probs))}
+    out = {"accuracy": float(np.mean(label == y))}
+    if competition.metric not in out and competition.metric != "rmse":
+        out[competition.metric] = score(competition.metric, y, probs, competition.n_classes)
+    if competition.kind == "ordinal":
+        out.update(rmse_argmax=rmse(y, label), rmse_expected=rmse(y, _expected_class(probs)))
+    return out
 
 
 def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
-    """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics)."""
+    """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
+    submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores."""
     ecfg = cfg.ensemble
+    competition = read_competition(cfg.dataroot)
     features = build_features(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds,
                               aggregations="mean", split_suffix=cfg.split_suffix,
                               test_features=ecfg.test_features, infold=False)
-    n_classes = read_competition(cfg.dataroot).n_classes
     rows = []
     for run in features.runs:
-        if features.view_mean_oof[run.exp].shape[1] != n_classes:
-            raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {n_classes} class probabilities")
+        if features.view_mean_oof[run.exp].shape[1] != competition.n_classes:
+            raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {competition.n_classes} class "
+                           f"probabilities")
         table = metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg))
         at = table[table["epoch"] == run.epoch]
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
@@ -301,8 +313,8 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     source = ecfg.test_features
     test = ens.weighted_ensemble([features.view_mean_test[source][e] for e in runs.index], runs["weight"])
     y = features.y.astype(int)
-    cv_rows = {e: _class_scores(y, features.view_mean_oof[e]) for e in runs.index}
-    cv_rows["weighted ensemble"] = _class_scores(y, oof)
+    cv_rows = {e: _class_scores(y, features.view_mean_oof[e], competition) for e in runs.index}
+    cv_rows["weighted ensemble"] = _class_scores(y, oof, competition)
     cv_table = pd.DataFrame.from_dict(cv_rows, orient="index")
 
     redistribution = redistribution_table = None
@@ -315,17 +327,40 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
             "test before": redistribution.before, "test after": redistribution.after,
             f"oof before (K={k_oof})": oof_red.before, "oof after": oof_red.after})
         redistribution_table.index.name = "class"
-        cv_table.loc["ensemble, re-distributed", ["accuracy", "rmse_argmax"]] = [
-            float(np.mean(oof_red.labels == y)), rmse(y, oof_red.labels)]
+        label_scores = {"accuracy": float(np.mean(oof_red.labels == y))}
+        if competition.kind == "ordinal":
+            label_scores["rmse_argmax"] = rmse(y, oof_red.labels)
+        if competition.metric == "macro_f1":
+            label_scores["macro_f1"] = score("macro_f1", y, oof_red.labels)
+        cv_table.loc["ensemble, re-distributed", list(label_scores)] = list(label_scores.values())
+    if ecfg.submit == "redistributed" and redistribution is None:
+        raise RunError("ensemble.submit: redistributed needs ensemble.redistribute_k > 0")
+    labels = redistribution.labels if ecfg.submit == "redistributed" else test.argmax(axis=1)
     return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[source].index, str),
                           cv_table=cv_table, redistribution=redistribution,
-                          redistribution_table=redistribution_table)
+                          redistribution_table=redistribution_table, labels=labels)
+
+
+def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> pd.DataFrame:
+    """The competition's metric on the held-out answers for each run alone, the ensemble and what is submitted.
+    Only reported: the weights and `submit` were chosen from out-of-fold scores before this runs."""
+    metric = competition.metric
+    # top-5 accuracy scores probabilities; the other metrics score the labels argmax (or re-distribution) gives
+    rows = {"weighted ensemble (argmax)": result.test}
+    if result.redistribution is not None:
+        rows["weighted ensemble, re-distributed"] = result.redistribution.labels
+    if metric != "top5_accuracy":
+        rows = {name: (p.argmax(1) if p.ndim == 2 else p) for name, p in rows.items()}
+    table = {name: score_answers(result.test_ids, pred, answers, metric=metric)[metric] for name, pred in rows.items()}
+    return pd.Series(table, name=f"{metric} on the answers").to_frame()
 
 
 def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
-    """ensemble_probabilities + files: `ensemble_{stamp}_probs.csv` (object_id, p0..p3, label[, label_redistributed])
-    and `ensemble_{stamp}_report.md/json` in out_dir."""
+    """ensemble_probabilities + files in out_dir: `ensemble_{stamp}_probs.csv` (object_id, p0..p{K-1}, label
+    [, label_redistributed]), the submission `ensemble_{stamp}_submission.csv` (object_id, target: the class
+    index, label: its name) and `ensemble_{stamp}_report.md/json`."""
     result = ensemble_probabilities(cfg)
+    competition = read_competition(cfg.dataroot)
     name = f"ensemble_{stamp or timestamp()}"
     out_dir = Path(cfg.out_dir)
     frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
@@ -335,13 +370,33 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
         frame["label_redistributed"] = result.redistribution.labels
     result.probs_csv = out_dir / f"{name}_probs.csv"
     write_csv(result.probs_csv, frame)
+    names = np.asarray(competition.class_names, dtype=object)
+    result.submission = out_dir / f"{name}_submission.csv"
+    write_csv(result.submission, pd.DataFrame({"object_id": result.test_ids, "target": result.labels,
+                                               "label": names[result.labels]}))
+    notes = []
+    if cfg.answers and Path(cfg.answers).is_file():
+        result.answers_table = score_ensemble(result, cfg.answers, competition)
+    elif cfg.answers:
+        notes.append(f"answers {cfg.answers} not found: no score on held-out answers")
     tables = {"runs": result.runs, "oof_scores": result.cv_table}
     if result.redistribution_table is not None:
         tables["redistribution"] = result.redistribution_table
+    if result.answers_table is not None:
+        tables["answers"] = result.answers_table
     facts = {"factor": cfg.ensemble.factor, "test_features": cfg.ensemble.test_features,
-             "redistribute_k": cfg.ensemble.redistribute_k, "probs_csv": result.probs_csv}
-    result.report_md, _ = write_report(out_dir, name, tables, facts, [])
+             "redistribute_k": cfg.ensemble.redistribute_k, "submit": cfg.ensemble.submit,
+             "probs_csv": result.probs_csv, "submission": result.submission, "metric": competition.metric}
+    result.report_md, _ = write_report(out_dir, name, tables, facts, notes)
     return result
+
+
+def run_default(cfg: StackConfig, stamp: str | None = None) -> StackResult | EnsembleResult:
+    """What `stack.py` does without a command: atmaCup-style competitions (ordinal, regression) stack with
+    LightGBM; a classification competition ensembles its runs' probabilities (the ACCV way)."""
+    if read_competition(cfg.dataroot).kind == "classification":
+        return run_ensemble(cfg, stamp)
+    return run_stack(cfg, stamp)
 
 
 @dataclass
