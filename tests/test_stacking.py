@@ -18,6 +18,8 @@ from tests import synthetic_runs as synthetic
 from fold0123.stacking.features import aggregate_views, build_features
 from fold0123.data.metrics import rmse
 from fold0123.stacking.lgbm import fit_infold_stack, fit_oof_stack
+
+RANGE = (0.0, 3.0)  # atmaCup's four classes
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
 from fold0123.stacking.runs import RunError, load_outputs, resolve_epoch, run_dir
 
@@ -58,9 +60,9 @@ def test_a_folds_own_labels_never_choose_its_stack_or_post_processing():
     np.testing.assert_array_equal(fits[0].oof[folds == 0], fits[1].oof[folds == 0])
     assert fits[0].best_iterations[0] == fits[1].best_iterations[0]
     stack = fits[0].oof
-    nested = [pp.nested_tune(stack, target, probs, labels, folds)[0] for labels in (y, shuffled)]
+    nested = [pp.nested_tune(stack, target, probs, labels, folds, RANGE)[0] for labels in (y, shuffled)]
     np.testing.assert_array_equal(nested[0][folds == 0], nested[1][folds == 0])
-    tuned = [pp.tune(stack, target, probs, labels)[0] for labels in (y, shuffled)]
+    tuned = [pp.tune(stack, target, probs, labels, RANGE)[0] for labels in (y, shuffled)]
     assert tuned[0] != tuned[1]  # the non-nested grid point does look at fold 0's labels
 
 
@@ -99,14 +101,14 @@ def test_each_post_processing_step():
     np.testing.assert_allclose(pp.snap(stack, 0.05), [0.2, 1.4, 3.0, 3.5, -0.3])
     np.testing.assert_allclose(pp.snap(stack, 0.21), [0.0, 1.4, 3.0, 3.5, -0.3])
     np.testing.assert_allclose(pp.snap(np.array([0.75]), 0.25), [0.75])  # exactly at the edge: unchanged
-    np.testing.assert_allclose(pp.clip(stack), [0.2, 1.4, 2.96, 3.0, 0.0])
-    steps = pp.apply_steps(stack, target, probs, pp.PostParams(ratio=0.5, thr=0.8, width=0.1))
+    np.testing.assert_allclose(pp.clip(stack, RANGE), [0.2, 1.4, 2.96, 3.0, 0.0])
+    steps = pp.apply_steps(stack, target, probs, pp.PostParams(ratio=0.5, thr=0.8, width=0.1), RANGE)
     assert list(steps) == list(pp.STEPS)
     np.testing.assert_allclose(steps["blend"], 0.5 * stack + 0.5 * target)
     np.testing.assert_allclose(steps["onehot"], [0.0, 1.7, 2.98, 3.25, 0.0])
     np.testing.assert_allclose(steps["snap"], [0.0, 1.7, 3.0, 3.25, 0.0])
     np.testing.assert_allclose(steps["clip"], [0.0, 1.7, 3.0, 3.0, 0.0])
-    off = pp.apply_steps(stack, target, probs, pp.PostParams())
+    off = pp.apply_steps(stack, target, probs, pp.PostParams(), RANGE)
     np.testing.assert_allclose(off["snap"], stack)
 
 
@@ -120,17 +122,17 @@ def test_tuning_finds_the_helpful_settings_on_fixed_inputs():
     sure = rng.random(n) < 0.3                   # a classifier that is right whenever it is confident
     probs[sure] = 0.02
     probs[sure, y[sure].astype(int)] = 0.94
-    params, grid = pp.tune(stack, target, probs, y)
+    params, grid = pp.tune(stack, target, probs, y, RANGE)
     assert 0.3 <= params.ratio <= 0.7
     assert 0.5 <= params.thr < 0.94
     assert len(grid) == 11 * 7 * 7
-    tuned = rmse(y, pp.apply_steps(stack, target, probs, params)["clip"])
+    tuned = rmse(y, pp.apply_steps(stack, target, probs, params, RANGE)["clip"])
     assert tuned == pytest.approx(grid["rmse"].min())
-    assert tuned < rmse(y, pp.clip(stack)) - 0.1
+    assert tuned < rmse(y, pp.clip(stack, RANGE)) - 0.1
     # a useless target prediction and a useless classifier: tuning switches both off
-    params, _ = pp.tune(stack, rng.standard_normal(n) * 5, np.full((n, 4), 0.25), y)
+    params, _ = pp.tune(stack, rng.standard_normal(n) * 5, np.full((n, 4), 0.25), y, RANGE)
     assert params.ratio == 1.0 and params.thr > 1
-    table = pp.step_table(pp.apply_steps(stack, target, probs, params), y, np.arange(n) % 4)
+    table = pp.step_table(pp.apply_steps(stack, target, probs, params, RANGE), y, np.arange(n) % 4)
     assert list(table.index) == list(pp.STEPS) and {"fold0", "fold3", "mean", "std", "oof"} <= set(table.columns)
 
 

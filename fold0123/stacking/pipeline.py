@@ -130,7 +130,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     notes = list(features.notes)
     blend_exp = _pick_exp(features, cfg.blend_exp, "target")
     onehot_exp = _pick_exp(features, cfg.onehot_exp, "onehot")
-    n_classes = read_competition(cfg.dataroot).n_classes
+    competition = read_competition(cfg.dataroot)
+    n_classes, bounds = competition.n_classes, competition.target_range
     if onehot_exp and features.view_mean_oof[onehot_exp].shape[1] != n_classes:
         raise RunError(f"onehot_exp {onehot_exp!r}: outputs have d={features.view_mean_oof[onehot_exp].shape[1]}, "
                        f"expected {n_classes} class probabilities")
@@ -146,15 +147,15 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
 
     target_oof, probs_oof = _post_inputs(features, blend_exp, onehot_exp, None)
     grids = cfg.postprocess.model_dump()
-    post, grid = pp.tune(fit.oof, target_oof, probs_oof, features.y, grids)
-    nested, _ = pp.nested_tune(fit.oof, target_oof, probs_oof, features.y, features.folds, grids)
-    nested_cv, raw_cv = rmse(features.y, nested), rmse(features.y, pp.clip(fit.oof))
+    post, grid = pp.tune(fit.oof, target_oof, probs_oof, features.y, bounds, grids)
+    nested, _ = pp.nested_tune(fit.oof, target_oof, probs_oof, features.y, features.folds, bounds, grids)
+    nested_cv, raw_cv = rmse(features.y, nested), rmse(features.y, pp.clip(fit.oof, bounds))
     keep = cfg.postprocess_keep == "always" or (cfg.postprocess_keep == "if_nested_helps" and nested_cv < raw_cv)
     if not keep:
         notes.append(f"post-processing off ({cfg.postprocess_keep}): tuned on the other folds it scores "
                      f"{nested_cv:.4f}, the clipped stack {raw_cv:.4f}")
         post = pp.PostParams()
-    oof_steps = pp.apply_steps(fit.oof, target_oof, probs_oof, post)
+    oof_steps = pp.apply_steps(fit.oof, target_oof, probs_oof, post, bounds)
     steps = pp.step_table(oof_steps, features.y, features.folds)
     for step, task, exp in (("blend", "target", blend_exp), ("onehot", "onehot", onehot_exp)):
         if exp is None:
@@ -176,7 +177,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     test_ids = read_test(cfg.dataroot)["object_id"].to_numpy()
     source = cfg.test_features
     target_test, probs_test = _post_inputs(features, blend_exp, onehot_exp, source)
-    final = pp.apply_steps(fit.test[source], target_test, probs_test, post)["clip"]
+    final = pp.apply_steps(fit.test[source], target_test, probs_test, post, bounds)["clip"]
 
     name = stem(cv, stamp)
     out_dir = Path(cfg.out_dir)
@@ -195,7 +196,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     answers_table = None
     answers = cfg.answers
     if answers and Path(answers).is_file():
-        answers_table = score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_ids, answers)
+        answers_table = score_variants(features, fit, infold_fit, post, bounds, blend_exp, onehot_exp, test_ids,
+                                       answers)
     elif answers:
         notes.append(f"answers {answers} not found: no score on held-out answers")
 
@@ -226,7 +228,8 @@ def stack_fingerprint(cfg: StackConfig, features: FeatureSet) -> Fingerprint:
     return Fingerprint(config_identity(cfg, ("exp", "out_dir", "answers", "dataroot", "checkpoints_dir")), inputs)
 
 
-def score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_ids, answers) -> pd.DataFrame:
+def score_variants(features, fit, infold_fit, post, bounds, blend_exp, onehot_exp, test_ids, answers
+                   ) -> pd.DataFrame:
     """RMSE on the answers for each stack variant x test-feature source, raw and post-processed, and for the
     target run alone. Only reported: every choice was made on out-of-fold predictions before this runs."""
     rows = []
@@ -235,7 +238,7 @@ def score_variants(features, fit, infold_fit, post, blend_exp, onehot_exp, test_
             continue
         for source, pred in f.test.items():
             target_test, probs_test = _post_inputs(features, blend_exp, onehot_exp, source)
-            steps = pp.apply_steps(pred, target_test, probs_test, post)
+            steps = pp.apply_steps(pred, target_test, probs_test, post, bounds)
             rows.append({"variant": variant, "test_features": source,
                          "stack": score_answers(test_ids, steps["stack"], answers)["rmse"],
                          "post-processed": score_answers(test_ids, steps["clip"], answers)["rmse"]})

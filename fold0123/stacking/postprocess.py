@@ -5,7 +5,7 @@ Steps (each applied to the previous one's output; `apply_steps` returns all of t
   blend   ratio * stack + (1 - ratio) * the target task's own prediction (mean of its 8 views)
   onehot  where the onehot task's top class probability exceeds thr, that class
   snap    values within `width` of an integer become that integer
-  clip    to [0, 3]
+  clip    into the labels' range (atmaCup: 0..K-1 = [0, 3]; `bounds`, from the competition spec; None: no clip)
 A step that is switched off (ratio 1, thr > 1, width 0, or its run absent) passes its input through, so the grids
 below always contain "do nothing" and tuning cannot choose a step that hurts the out-of-fold score it sees.
 `tune` searches the grids on OUT-OF-FOLD predictions only; the test answers are never looked at. Its own score
@@ -25,7 +25,7 @@ from fold0123.data.metrics import rmse
 from fold0123.stacking.lgbm import fold_rmse
 
 STEPS = ("stack", "blend", "onehot", "snap", "clip")
-LOW, HIGH = 0.0, 3.0
+Bounds = tuple[float, float] | None
 
 
 @dataclass(frozen=True)
@@ -64,21 +64,23 @@ def snap(pred: np.ndarray, width: float) -> np.ndarray:
     return out
 
 
-def clip(pred: np.ndarray, low: float = LOW, high: float = HIGH) -> np.ndarray:
-    return np.clip(np.asarray(pred, float), low, high)
+def clip(pred: np.ndarray, bounds: Bounds) -> np.ndarray:
+    pred = np.asarray(pred, float)
+    return pred.copy() if bounds is None else np.clip(pred, *bounds)
 
 
-def apply_steps(stack, target_pred, probs, params: PostParams) -> dict[str, np.ndarray]:
+def apply_steps(stack, target_pred, probs, params: PostParams, bounds: Bounds) -> dict[str, np.ndarray]:
     """Every step's output, cumulative, keyed by STEPS (the last one is the submission)."""
     out = {"stack": np.asarray(stack, float).copy()}
     out["blend"] = blend(out["stack"], target_pred, params.ratio)
     out["onehot"] = onehot_override(out["blend"], probs, params.thr)
     out["snap"] = snap(out["onehot"], params.width)
-    out["clip"] = clip(out["snap"])
+    out["clip"] = clip(out["snap"], bounds)
     return out
 
 
-def tune(stack_oof, target_oof, probs_oof, y, grids: dict | None = None) -> tuple[PostParams, pd.DataFrame]:
+def tune(stack_oof, target_oof, probs_oof, y, bounds: Bounds, grids: dict | None = None
+         ) -> tuple[PostParams, pd.DataFrame]:
     """Grid-search ratio x thr x width for the lowest OOF RMSE after all steps.
 
     Ties keep the earlier grid point; grids are sorted so that earlier means closer to "off" (ratio 1 first,
@@ -96,7 +98,7 @@ def tune(stack_oof, target_oof, probs_oof, y, grids: dict | None = None) -> tupl
         for thr in thrs:
             overridden = onehot_override(blended, probs_oof, thr)
             for width in widths:
-                rows.append((ratio, thr, width, rmse(y, clip(snap(overridden, width)))))
+                rows.append((ratio, thr, width, rmse(y, clip(snap(overridden, width), bounds))))
     table = pd.DataFrame(rows, columns=["ratio", "thr", "width", "rmse"])
     best = table.iloc[int(np.argmin(table["rmse"].to_numpy()))]
     return PostParams(ratio=float(best.ratio), thr=float(best.thr), width=float(best.width)), table
@@ -106,7 +108,7 @@ def _rows(values: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
     return None if values is None else np.asarray(values)[mask]
 
 
-def nested_tune(stack_oof, target_oof, probs_oof, y, folds, grids: dict | None = None
+def nested_tune(stack_oof, target_oof, probs_oof, y, folds, bounds: Bounds, grids: dict | None = None
                 ) -> tuple[np.ndarray, list[PostParams]]:
     """Every fold post-processed with the grid point `tune` picks on the other folds only: (predictions [n],
     the point per fold). Their RMSE is an honest CV of "tune, then apply"; the fold being scored never votes."""
@@ -114,8 +116,9 @@ def nested_tune(stack_oof, target_oof, probs_oof, y, folds, grids: dict | None =
     out, chosen = np.zeros(len(y)), []
     for fold in np.unique(folds):
         rest, this = folds != fold, folds == fold
-        params, _ = tune(stack_oof[rest], _rows(target_oof, rest), _rows(probs_oof, rest), y[rest], grids)
-        out[this] = apply_steps(stack_oof[this], _rows(target_oof, this), _rows(probs_oof, this), params)["clip"]
+        params, _ = tune(stack_oof[rest], _rows(target_oof, rest), _rows(probs_oof, rest), y[rest], bounds, grids)
+        out[this] = apply_steps(stack_oof[this], _rows(target_oof, this), _rows(probs_oof, this), params,
+                                bounds)["clip"]
         chosen.append(params)
     return out, chosen
 
