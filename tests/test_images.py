@@ -100,8 +100,10 @@ def test_non_square_photo_is_letterboxed_not_stretched(tmp_path):
     assert padded.shape == (40, 40, 3)
     assert padded[:8].min() > 240  # padding in the border colour above the photo
     assert abs(int(padded[20, 20, 0]) - 200) < 10 and padded[20, 20, 1] < 20
-    stretched = load_image(tmp_path / "wide.png", 40, fit="stretch")
+    stretched = load_image(tmp_path / "wide.png", 40, fit="squish")
     assert stretched[12:28, 20, 1].max() < 20  # the bar now fills the middle band: squashed shape
+    cropped = load_image(tmp_path / "wide.png", 40, fit="crop")  # the centre 20x20, scaled up: bar and border
+    assert cropped[:8, 20].min() > 240 and cropped[20, :, 1].max() < 20  # bar runs across, border above it
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

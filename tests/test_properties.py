@@ -294,7 +294,7 @@ photos = st.tuples(st.sampled_from(["jpeg", "png", "gif", "bmp", "random"]),
 
 
 @examples(120)
-@given(photo=photos, size=st.sampled_from([8, 32]), fit=st.sampled_from(["pad", "stretch"]))
+@given(photo=photos, size=st.sampled_from([8, 32]), fit=st.sampled_from(["pad", "squish", "crop"]))
 def _photos(photo, size, fit, root, seen):
     kind, mode, width, height, cut = photo
     try:

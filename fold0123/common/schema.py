@@ -91,6 +91,7 @@ class RunConfig(Schema):
     backbone: Text = "resnet34"
     pretrained: bool = False
     image_size: Annotated[int, Field(ge=8)] = 224
+    resize: Literal["pad", "squish", "crop"] = "pad"
     w2v_dim: PositiveInt = 20
     transfer_from: Text | None = None
     freeze: Literal["none", "layer34", "head", "fine_tune"] = "none"

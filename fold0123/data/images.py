@@ -6,10 +6,11 @@ read it without pickle. Its name carries the size and a hash of the ids (and of 
 photos' names, sizes and mtimes), so a changed id list, size or photo gets its own file, and an existing file is
 reused without decoding anything.
 
-Resizing: by default each photo is letterboxed to a square (padded with the median colour of its border) and
-then resized. Artworks come in every aspect ratio, and a plain resize would squash a tall scroll and a wide
-print into the same square, turning aspect ratio into texture; the 90° views also only make sense on a square.
-`fit='stretch'` gives the plain resize (what fastai's `Resize(method='squish')` does) for comparison.
+Resizing (the run config's `resize`): by default each photo is letterboxed to a square (padded with the median
+colour of its border) and then resized. Artworks come in every aspect ratio, and a plain resize would squash a
+tall scroll and a wide print into the same square, turning aspect ratio into texture; the 90° views also only
+make sense on a square. `squish` is the plain resize and `crop` the centre square, fastai's
+`Resize(method='squish')` and `Resize(method='crop')` (the paddy notebooks compare them per model).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import atomic_path, make_dir, remove_orphaned_temporaries
 from fold0123.data.layout import LayoutError, photo_path
 
-FITS = ("pad", "stretch")
+FITS = ("pad", "squish", "crop")
 CACHE_VERSION = 1  # bump when the decode/resize recipe changes, so old caches are not reused
 
 
@@ -92,6 +93,10 @@ def load_image(path: str | Path, size: int, fit: str = "pad") -> np.ndarray:
         square = Image.new("RGB", (side, side), _border_colour(np.asarray(img)))
         square.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
         img = square
+    elif fit == "crop" and img.width != img.height:
+        side = min(img.width, img.height)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side))
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8)

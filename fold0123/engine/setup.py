@@ -74,4 +74,4 @@ def build_cache(cfg: RunConfig, ids=None):
     if ids is not None:
         known = set(every_id)
         every_id += [i for i in dict.fromkeys(ids) if i not in known]  # pseudo or extra rows, if any
-    return build_image_cache(dataroot, every_id, cfg.image_size, cache_dir(cfg))
+    return build_image_cache(dataroot, every_id, cfg.image_size, cache_dir(cfg), fit=cfg.resize)
