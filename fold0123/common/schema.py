@@ -198,16 +198,16 @@ class Word2VecOptions(Schema):
 class RecipeConfig(Schema):
     """recipe.py, the main job (parameters/recipe.yml): names the other configs and what they share."""
     exp: Name = "recipe"
-    dataset: Literal["emoji"] | None = "emoji"
+    dataset: Literal["emoji", "emoji_classify"] | None = "emoji"
     dataroot: Text = "datasets/emoji"
     answers: Text | None = "datasets/emoji_private/answers.csv"
     test_tags: bool = False  # dataset: emoji only; true keeps the test objects' tags in the dataroot
     folds: Annotated[int, Field(ge=3)] = 3  # the stack picks its rounds on an inner split of K-1 folds
     fold_batch_size: NonNegativeInt = 64
     seed: NonNegativeInt = 0
-    word2vec: Word2VecOptions = Word2VecOptions()
+    word2vec: Word2VecOptions | None = Word2VecOptions()  # null: no tag vectors (a competition without tags)
     devices: Text = "0,1,2,3"
-    pretext: Text = "parameters/jigsaw.yml"
+    pretext: Text | None = "parameters/jigsaw.yml"       # null: the tasks train from scratch
     tasks: list[Text] = ["parameters/target.yml", "parameters/onehot.yml", "parameters/sortingdate.yml",
                          "parameters/materialstechniques.yml"]
     stack: Text = "parameters/stack.yml"

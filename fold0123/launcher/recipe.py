@@ -64,14 +64,21 @@ def run_cli(*args: str) -> None:
 def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     """`dataset: emoji` builds (or reuses) the bundled dataset at `dataroot`, with the test objects' tags in the
     dataroot only when `test_tags` is true; a build made the other way stops the recipe, or with --redo-stale is
-    rebuilt (its photos keep their times, so only what reads the tag tables becomes stale). `dataset: null`
-    takes the dataroot as it is, e.g. a competition's own data in the atmaCup #11 layout (`test_tags` unused)."""
+    rebuilt (its photos keep their times, so only what reads the tag tables becomes stale). `dataset:
+    emoji_classify` builds the classification benchmark as a competition ships it (ImageFolder, beside the
+    dataroot: `{dataroot}_raw`) and turns it into the dataroot with the ImageFolder adapter. `dataset: null`
+    takes the dataroot as it is, e.g. a competition's own data in the project's layout (`test_tags` unused)."""
     stage("dataset")
     if cfg.dataset is None:
         print(f"using {cfg.dataroot} as it is (dataset: null)")
         return
-    if cfg.dataset != "emoji":
-        raise SystemExit(f"error: dataset {cfg.dataset!r}: expected emoji or null")
+    if cfg.dataset == "emoji_classify":
+        raw, private = f"{cfg.dataroot}_raw", str(Path(cfg.answers).parent) if cfg.answers else f"{cfg.dataroot}_private"
+        run_cli("-m", "fold0123.preprocessing.emoji_classify", "--out", raw, "--private", private)
+        if not (Path(cfg.dataroot) / "competition.yml").is_file():
+            run_cli("-m", "fold0123.preprocessing.adapters", "imagefolder", "--src", raw, "--out", cfg.dataroot,
+                    "--groups", str(Path(raw) / "groups.csv"))
+        return
     run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg.dataroot, *(["--test-tags"] if cfg.test_tags else []),
             *(["--redo-stale"] if redo_stale else []))
 
@@ -84,7 +91,7 @@ def shared(cfg: RecipeConfig) -> list[str]:
 
 def run_overrides(cfg: RecipeConfig) -> list[str]:
     """What every training run takes from the recipe: the shared keys and the tag vectors' dimension."""
-    return [*shared(cfg), "--set", f"w2v_dim={cfg.word2vec.dim}"]
+    return [*shared(cfg), *(["--set", f"w2v_dim={cfg.word2vec.dim}"] if cfg.word2vec else [])]
 
 
 def stack_args(cfg: RecipeConfig, *overrides: str) -> list[str]:
@@ -122,6 +129,9 @@ def make_folds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
 def make_tag_vectors(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     stage("tag vectors")
     w2v = cfg.word2vec
+    if w2v is None:
+        print("no tag vectors (word2vec: null)")
+        return
     expected = tag_vectors_fingerprint(cfg.dataroot, w2v.dim, w2v.epochs, cfg.seed)
     if reusable("tag vectors", tag_vectors_fingerprint_path(cfg.dataroot, w2v.dim), expected,
                 [tag_vectors_path(cfg.dataroot, w2v.dim)], redo_stale):
@@ -138,7 +148,9 @@ def launch(cfg: RecipeConfig, conf: str, redo_stale: bool, *args: str) -> None:
 
 
 def pretext(cfg: RecipeConfig, redo_stale: bool = False) -> None:
-    """The jigsaw run on split `all`."""
+    """The jigsaw run on split `all` (none with `pretext: null`)."""
+    if cfg.pretext is None:
+        return
     stage(f"pretext: {cfg.pretext} on split all")
     launch(cfg, cfg.pretext, redo_stale, "--splits", "all")
 
@@ -167,28 +179,42 @@ def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
         run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
 
-def newest_submission(out_dir: str | Path) -> Path | None:
-    """The stacking step's latest submission (`{cv}_{time}.csv`, beside its `_ids.csv` copy and report)."""
+def newest_submission(out_dir: str | Path, classification: bool = False) -> tuple[Path, Path] | None:
+    """(the latest submission, the file to score it by): the stack's `{cv}_{time}.csv` and its `_ids.csv` copy,
+    or a classification competition's `ensemble_{time}_submission.csv` (object_id, target, label) twice."""
+    if classification:
+        found = sorted(Path(out_dir).glob("ensemble_*_submission.csv"), key=lambda p: p.stat().st_mtime)
+        return (found[-1], found[-1]) if found else None
     copies = sorted(Path(out_dir).glob("*_ids.csv"), key=lambda p: p.stat().st_mtime)
-    return copies[-1].with_name(copies[-1].name.replace("_ids.csv", ".csv")) if copies else None
+    return (copies[-1].with_name(copies[-1].name.replace("_ids.csv", ".csv")), copies[-1]) if copies else None
 
 
 def score_and_where(cfg: RecipeConfig) -> None:
-    """Score the submission on the held-out answers (the only place they are read) and say where things are."""
+    """Score the submission on the held-out answers (the only place they are read) by the competition's metric
+    and say where things are."""
+    from fold0123.data.competition import read_competition
+
     stage("submission score and where things are")
-    submission = newest_submission(load_config(cfg.stack, schema=StackConfig).out_dir)
-    if submission is None:
+    competition = read_competition(cfg.dataroot)
+    found = newest_submission(load_config(cfg.stack, schema=StackConfig).out_dir,
+                              competition.kind == "classification")
+    if found is None:
         print("no submission found")
         return
+    submission, scored = found
     answers = cfg.answers
     if answers and Path(answers).is_file():
         from fold0123.preprocessing.answers import score_submission  # the one reader of the answers
 
-        score = score_submission(submission.with_name(submission.stem + "_ids.csv"), answers)
-        print(f"submission RMSE on the held-out answers: {score['rmse']:.4f} ({score['n']} test objects)")
-    runs = sorted({str(Path(load_config(c, schema=RunConfig).checkpoints_dir)) for c in [cfg.pretext, *cfg.tasks]})
+        metric = competition.metric if competition.metric != "top5_accuracy" else "accuracy"
+        score = score_submission(scored, answers, metric)
+        name = "RMSE" if metric == "rmse" else metric
+        print(f"submission {name} on the held-out answers: {score[metric]:.4f} ({score['n']} test objects)")
+    confs = [c for c in (cfg.pretext, *cfg.tasks) if c]
+    runs = sorted({str(Path(load_config(c, schema=RunConfig).checkpoints_dir)) for c in confs})
+    report = submission.with_name(submission.stem.removesuffix("_submission") + "_report")
     print(f"submission   {submission}")
-    print(f"report       {submission.with_name(submission.stem + '_report.html')} (one self-contained page; the "
-          "markdown, json and plots beside it)")
+    print(f"report       {report.with_suffix('.html' if report.with_suffix('.html').is_file() else '.md')} "
+          "(the markdown, json and plots beside it)")
     print(f"runs         {', '.join(runs)}/{{exp}}_{{split}}")
     print(f"dataroot     {cfg.dataroot}")
