@@ -141,3 +141,38 @@ def test_redistribution_for_seven_classes_reaches_the_submission(classify_runs, 
     accuracy = float(np.mean(answers.loc[submission["object_id"], "target"].to_numpy() == submission["target"]))
     reported = re.search(r"weighted ensemble, re-distributed\s+([0-9.]+)", out.split("score on the answers:")[1])
     assert float(reported.group(1)) == pytest.approx(accuracy, abs=1e-4)
+
+
+# What the tiny target and onehot runs gave at commit 28459d7, before the competition spec existed (fixture
+# dataroot, 3fold0, 2 epochs, resnet18, 32 px, one thread, deterministic): sha256 prefixes of the epoch-2 weights
+# and out-of-fold outputs, and the mean-view metrics. The atmaCup default must keep giving exactly these.
+BEFORE_THE_SPEC = {
+    "target": ("740ca8746f1b307b", "bf7698bfaa825dd6", {"rmse": 1.8216069285496475}),
+    "onehot": ("657b1bc7411656b3", "4eaa77ac7b648646", {"rmse": 0.8521889877828631, "accuracy": 0.5333333333333333,
+                                                        "logloss": 1.1202950877301343}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(BEFORE_THE_SPEC))
+def test_the_atmacup_default_reproduces_the_numbers_from_before_the_spec_bit_for_bit(task, tmp_path):
+    import hashlib
+
+    import torch
+
+    from fold0123.engine.evaluator import evaluate_checkpoint
+    from fold0123.engine.trainer import train
+    from tests.engine_fixtures import make_recipe_root
+
+    torch.set_num_threads(1)
+    root = make_recipe_root(tmp_path / "data")
+    run = train(tiny_config(task, root, tmp_path / "runs", "transfer_from=null"), "3fold0", device="cpu",
+                progress=False)
+    metrics = evaluate_checkpoint(run, 2, device="cpu")["views"]["mean"]
+    weights = torch.load(run / "2.pth", weights_only=True)["model"]
+    outputs = np.load(run / "eval" / "epoch2_oof.npz")["outputs"]
+    digest = [hashlib.sha256(b"".join(v.numpy().tobytes() for v in weights.values())).hexdigest()[:16],
+              hashlib.sha256(outputs.tobytes()).hexdigest()[:16]]
+    expected_weights, expected_outputs, expected_metrics = BEFORE_THE_SPEC[task]
+    assert digest == [expected_weights, expected_outputs]
+    for name, value in expected_metrics.items():
+        assert metrics[name] == value
