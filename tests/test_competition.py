@@ -176,3 +176,23 @@ def test_the_atmacup_default_reproduces_the_numbers_from_before_the_spec_bit_for
     assert digest == [expected_weights, expected_outputs]
     for name, value in expected_metrics.items():
         assert metrics[name] == value
+
+
+def test_a_rectangular_size_trains_on_flips_and_evaluates_all_eight_views(tmp_path):
+    import torch
+
+    from fold0123.engine.evaluator import evaluate_checkpoint
+    from fold0123.engine.setup import build_cache
+    from fold0123.engine.trainer import train
+
+    torch.set_num_threads(1)
+    root = make_class_dataroot(tmp_path / "data", k=3, n_train=24, n_test=6)
+    write_folds(root, k=3, batch_size=None, seed=0)
+    cfg = tiny_config("onehot", root, tmp_path / "runs", "task=classify", "transfer_from=null", "epochs=1",
+                      "image_size=[24, 40]", "resize=squish")
+    assert build_cache(cfg).array.shape[1:] == (24, 40, 3)
+    run = train(cfg, "3fold0", device="cpu", progress=False)
+    evaluate_checkpoint(run, 1, device="cpu")
+    outputs = np.load(run / "eval" / "epoch1_oof.npz")["outputs"]
+    assert outputs.shape[1:] == (8, 3) and np.allclose(outputs.sum(-1), 1, atol=1e-5)
+    assert not np.allclose(outputs[:, 0], outputs[:, 4])  # the transposed views were really evaluated

@@ -143,3 +143,18 @@ def test_dataset_returns_chw_uint8_and_targets(dataroot, tmp_path):
     assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
     with pytest.raises(KeyError, match="not in image cache"):
         ImageDataset(cache, ["unknown"], None)
+
+
+@pytest.mark.parametrize("fit", ["pad", "squish", "crop"])
+def test_rectangular_sizes_are_height_by_width_in_every_fit(tmp_path, fit):
+    pixels = np.full((20, 20, 3), 255, np.uint8)  # a square white photo with a red dot in the middle
+    pixels[8:12, 8:12] = (200, 0, 0)
+    Image.fromarray(pixels).save(tmp_path / "square.png")
+    out = load_image(tmp_path / "square.png", (16, 32), fit=fit)
+    assert out.shape == (16, 32, 3)
+    red = np.argwhere(out[..., 1] < 100)  # where the dot landed
+    width = red[:, 1].max() - red[:, 1].min() + 1
+    height = red[:, 0].max() - red[:, 0].min() + 1
+    # pad letterboxes (dot stays round), squish stretches it 2:1, crop cuts the top and bottom (dot grows, round)
+    assert {"pad": width <= height + 1, "squish": width >= 1.5 * height, "crop": width <= height + 1}[fit]
+    assert {"pad": height <= 4, "squish": height <= 4, "crop": height >= 5}[fit]

@@ -90,7 +90,7 @@ class RunConfig(Schema):
     task: Text = "target"
     backbone: Text = "resnet34"
     pretrained: bool = False
-    image_size: Annotated[int, Field(ge=8)] = 224
+    image_size: Annotated[int, Field(ge=8)] | tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] = 224
     resize: Literal["pad", "squish", "crop"] = "pad"
     w2v_dim: PositiveInt = 20
     transfer_from: Text | None = None

@@ -11,6 +11,9 @@ colour of its border) and then resized. Artworks come in every aspect ratio, and
 tall scroll and a wide print into the same square, turning aspect ratio into texture; the 90° views also only
 make sense on a square. `squish` is the plain resize and `crop` the centre square, fastai's
 `Resize(method='squish')` and `Resize(method='crop')` (the paddy notebooks compare them per model).
+
+A size is `s` (square) or `(height, width)`, as the paddy notebooks train at 320x224 (fastai's (224, 320)
+order is height first too): `pad` then letterboxes and `crop` centre-crops to that aspect instead of a square.
 """
 from __future__ import annotations
 
@@ -33,6 +36,14 @@ from fold0123.common.io import atomic_path, make_dir, remove_orphaned_temporarie
 from fold0123.data.layout import LayoutError, photo_path
 
 FITS = ("pad", "squish", "crop")
+Size = int | tuple[int, int]
+
+
+def height_width(size: Size) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if h < 1 or w < 1:
+        raise ValueError(f"image size must be positive, got {size}")
+    return h, w
 CACHE_VERSION = 1  # bump when the decode/resize recipe changes, so old caches are not reused
 
 
@@ -40,7 +51,7 @@ CACHE_VERSION = 1  # bump when the decode/resize recipe changes, so old caches a
 class ImageCache:
     """A decoded, resized image set: `cache[object_id]` -> uint8 `[size, size, 3]` (a view into the memmap)."""
     ids: list[str]
-    array: np.ndarray  # [n, size, size, 3] uint8, memory-mapped read-only
+    array: np.ndarray  # [n, height, width, 3] uint8, memory-mapped read-only
     path: Path
     decoded: int = 0  # how many JPEGs this build decoded (0 when an existing cache was reused)
     index: dict[str, int] = field(init=False, repr=False)
@@ -49,8 +60,9 @@ class ImageCache:
         self.index = {object_id: row for row, object_id in enumerate(self.ids)}
 
     @property
-    def size(self) -> int:
-        return int(self.array.shape[1])
+    def size(self) -> tuple[int, int]:
+        """(height, width) of every cached image."""
+        return int(self.array.shape[1]), int(self.array.shape[2])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,9 +86,19 @@ def _border_colour(pixels: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.median(border, axis=0))
 
 
-def load_image(path: str | Path, size: int, fit: str = "pad") -> np.ndarray:
-    """One photo as uint8 `[size, size, 3]` RGB; greyscale, CMYK and EXIF-rotated JPEGs come out upright RGB."""
+def _box(width: int, height: int, aspect: float, larger: bool) -> tuple[int, int]:
+    """The (width, height) of the `aspect` (= w / h) box that holds (`larger`) or fits inside the photo."""
+    if (width / height > aspect) == larger:
+        return width, max(1, round(width / aspect))
+    return max(1, round(height * aspect)), height
+
+
+def load_image(path: str | Path, size: Size, fit: str = "pad") -> np.ndarray:
+    """One photo as uint8 `[height, width, 3]` RGB (`size`: s or (h, w)); greyscale, CMYK and EXIF-rotated JPEGs
+    come out upright RGB."""
     path = Path(path)
+    height, width = height_width(size)
+    aspect = width / height
     if fit not in FITS:
         raise ValueError(f"unknown fit {fit!r}; expected one of {FITS}")
     if not path.is_file():
@@ -88,31 +110,32 @@ def load_image(path: str | Path, size: int, fit: str = "pad") -> np.ndarray:
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise LayoutError(f"{path}: unreadable image ({err})") from None
-    if fit == "pad" and img.width != img.height:
-        side = max(img.width, img.height)
-        square = Image.new("RGB", (side, side), _border_colour(np.asarray(img)))
-        square.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
-        img = square
-    elif fit == "crop" and img.width != img.height:
-        side = min(img.width, img.height)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if fit == "pad" and img.width * height != img.height * width:
+        box = _box(img.width, img.height, aspect, larger=True)
+        canvas = Image.new("RGB", box, _border_colour(np.asarray(img)))
+        canvas.paste(img, ((box[0] - img.width) // 2, (box[1] - img.height) // 2))
+        img = canvas
+    elif fit == "crop" and img.width * height != img.height * width:
+        box = _box(img.width, img.height, aspect, larger=False)
+        left, top = (img.width - box[0]) // 2, (img.height - box[1]) // 2
+        img = img.crop((left, top, left + box[0], top + box[1]))
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8)
 
 
-def cache_path(dataroot: str | Path, object_ids: Sequence[str], size: int, cache_dir: str | Path,
+def cache_path(dataroot: str | Path, object_ids: Sequence[str], size: Size, cache_dir: str | Path,
                fit: str = "pad") -> Path:
     digest = hashlib.sha1()
     digest.update(f"v{CACHE_VERSION}|{fit}|{Path(dataroot).resolve()}|".encode())
     digest.update("\n".join(object_ids).encode())
     # a replaced photo (new size or mtime) gives a new cache instead of its old pixels (common.fingerprint)
     digest.update(stat_digest(photo_path(dataroot, i) for i in object_ids).encode())
-    return Path(cache_dir) / f"images_{size}_{digest.hexdigest()[:16]}.npy"
+    h, w = height_width(size)
+    return Path(cache_dir) / f"images_{h if h == w else f'{h}x{w}'}_{digest.hexdigest()[:16]}.npy"
 
 
-def _open_existing(path: Path, n: int, size: int) -> np.ndarray | None:
+def _open_existing(path: Path, n: int, size: Size) -> np.ndarray | None:
     """The cache at `path` if it is a whole array of the right shape (else None: it will be rebuilt)."""
     if not path.is_file():
         return None
@@ -120,14 +143,16 @@ def _open_existing(path: Path, n: int, size: int) -> np.ndarray | None:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError):
         return None
-    if array.shape != (n, size, size, 3) or array.dtype != np.uint8:
+    if array.shape != (n, *height_width(size), 3) or array.dtype != np.uint8:
         return None
     return array
 
 
 def _decode_chunk(args: tuple[list[str], int, str]) -> np.ndarray:
     paths, size, fit = args
-    return np.stack([load_image(p, size, fit) for p in paths]) if paths else np.zeros((0, size, size, 3), np.uint8)
+    if not paths:
+        return np.zeros((0, *height_width(size), 3), np.uint8)
+    return np.stack([load_image(p, size, fit) for p in paths])
 
 
 @contextlib.contextmanager
@@ -147,7 +172,7 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int, cache_dir: str | Path,
+def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: Size, cache_dir: str | Path,
                       fit: str = "pad", workers: int | None = None, chunk: int = 64) -> ImageCache:
     """Decode `photos/{id}.jpg` for every id once into `cache_dir/images_{size}_{hash}.npy`, or reuse that file.
 
@@ -159,8 +184,7 @@ def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: int
     object_ids = [str(i) for i in object_ids]
     if len(set(object_ids)) != len(object_ids):
         raise ValueError("build_image_cache: duplicate object ids")
-    if size < 1:
-        raise ValueError(f"image size must be positive, got {size}")
+    height_width(size)
     path = cache_path(dataroot, object_ids, size, cache_dir, fit)
     remove_orphaned_temporaries(path.parent)  # a build killed half way left its `.tmp.<pid>` (dead PIDs only)
     existing = _open_existing(path, len(object_ids), size)
@@ -189,10 +213,10 @@ def _reserve(path: Path) -> None:
                 raise
 
 
-def _write_cache(path: Path, paths: list[str], size: int, fit: str, workers: int, chunk: int) -> None:
+def _write_cache(path: Path, paths: list[str], size: Size, fit: str, workers: int, chunk: int) -> None:
     jobs = [(paths[i:i + chunk], size, fit) for i in range(0, len(paths), chunk)]
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *height_width(size), 3))
         try:
             _reserve(tmp)
         except OSError:

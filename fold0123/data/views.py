@@ -8,7 +8,8 @@ the 8 distinct elements of the dihedral group D4, so training on random views an
 time covers every symmetry of the square exactly once.
 
 All functions act on the last two dimensions (`[..., H, W]`), so they work for CHW images, NCHW batches and
-dense maps alike. Rotated views swap H and W: stacking views of a non-square image is refused.
+dense maps alike. Rotated views swap H and W, so a rectangular input (the paddy notebooks' 320x224) trains on the
+4 flips only, and its rotated views are evaluated as batches of their own (`view_outputs`).
 """
 from __future__ import annotations
 
@@ -81,21 +82,31 @@ def split_views(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.reshape(outputs.shape[0] // N_VIEWS, N_VIEWS, *outputs.shape[1:])
 
 
-def random_view_ids(batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    return torch.randint(0, N_VIEWS, (batch_size,), generator=generator)
+def view_outputs(fn, x: torch.Tensor) -> torch.Tensor:
+    """`fn` of all 8 views of a batch `[B, C, H, W]` as `[B, 8, ...]`: one batch of `B * 8` for a square input; for
+    a rectangular one, one call per view (a rotated view has another shape than the flips, a CNN takes both)."""
+    if x.shape[-1] == x.shape[-2]:
+        return split_views(fn(all_views(x)))
+    return torch.stack([fn(apply_view(x, k)) for k in range(N_VIEWS)], dim=1)
+
+
+def random_view_ids(batch_size: int, generator: torch.Generator | None = None, n_views: int = N_VIEWS) -> torch.Tensor:
+    return torch.randint(0, n_views, (batch_size,), generator=generator)
 
 
 def random_views(x: torch.Tensor, generator: torch.Generator | None = None,
                  views: torch.Tensor | None = None) -> torch.Tensor:
-    """Each sample of `x` (`[B, ..., H, W]`, square) in a random dihedral view: the training augmentation.
+    """Each sample of `x` (`[B, ..., H, W]`) in a random dihedral view: the training augmentation; a rectangular
+    batch draws among the 4 flips only (views 0..3), which keep its shape.
 
     One op per view kind over the samples that drew it (8 ops a batch, not B). `generator` is a CPU
     `torch.Generator` (deterministic shuffling on resume); `views` fixes the per-sample view ids instead.
     """
-    if x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"random_views needs square images, got {tuple(x.shape[-2:])}")
+    square = x.shape[-1] == x.shape[-2]
     if views is None:
-        views = random_view_ids(x.shape[0], generator)
+        views = random_view_ids(x.shape[0], generator, N_VIEWS if square else 4)
+    elif not square and bool((views >= 4).any()):
+        raise ValueError(f"a rotated view of a rectangular batch {tuple(x.shape[-2:])} changes its shape")
     views = views.to(x.device)
     out = torch.empty_like(x)
     for k in range(N_VIEWS):

@@ -18,7 +18,7 @@ from fold0123.common.io import atomic_path, write_json
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import normalize
 from fold0123.data.layout import read_split, read_test
-from fold0123.data.views import N_VIEWS, all_views, split_views
+from fold0123.data.views import N_VIEWS, view_outputs
 from fold0123.common import rundir
 from fold0123.models.checkpoints import load_weights, read_checkpoint
 from fold0123.engine.setup import build_cache, configure_torch, load_task_state, resolve_device, wrap_model
@@ -55,12 +55,15 @@ def predict_views(model, task, cache, ids, device, batch_size: int, channels_las
         rows = np.sort(index[start:start + batch_size])
         order = np.argsort(np.argsort(index[start:start + batch_size]))  # memmap reads in file order
         images = torch.from_numpy(np.ascontiguousarray(cache.array[rows][order])).permute(0, 3, 1, 2)
-        x = normalize(all_views(images.to(device)))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        pred = task.predict(model(x).float())
-        pred = pred.reshape(pred.shape[0], -1)
-        outputs.append(split_views(pred).float().cpu().numpy())
+
+        def predict(views: torch.Tensor) -> torch.Tensor:
+            x = normalize(views)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            pred = task.predict(model(x).float())
+            return pred.reshape(pred.shape[0], -1)
+
+        outputs.append(view_outputs(predict, images.to(device)).float().cpu().numpy())
     if not outputs:
         return np.zeros((0, N_VIEWS, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32)
