@@ -68,6 +68,7 @@ MARKER = "adapter.json"  # written into the dataroot by every adapter: what made
 SKIPPED_NAMES = {"Thumbs.db", "desktop.ini"}
 PROJECT_COLUMNS = ("object_id", "target")
 DRAFT_SIDE = 64  # JPEG decode check at reduced scale
+MAX_NAME_BYTES = 255  # a file name's limit on Linux and macOS file systems
 
 
 class BuildError(Fold0123Error):
@@ -144,9 +145,12 @@ def listed(folder: Path) -> list[Path]:
 
 
 def object_id_of(path: Path) -> str:
-    """The object id of an image: its file name without the extension; LayoutError when it cannot be a file name."""
+    """The object id of an image: its file name without the extension; LayoutError when it cannot be a file name
+    (common.names) or `photos/{id}.jpg` would be longer than a file name may be."""
     object_id = path.stem
     problem = name_problem(object_id)
+    if not problem and len(f"{object_id}.jpg".encode()) > MAX_NAME_BYTES:
+        problem = f"is too long for photos/{{id}}.jpg (at most {MAX_NAME_BYTES - 4} bytes)"
     if problem:
         raise LayoutError(f"{path}: image name {object_id!r} {problem}: it cannot become an object id")
     return object_id
@@ -180,11 +184,6 @@ def check_image(path: Path, decode: bool = True) -> None:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise LayoutError(f"{path}: not a readable image ({reason})") from None
-
-
-def check_images(collected: Collected, decode: bool = True) -> None:
-    for image in [*collected.train, *collected.test]:
-        check_image(image.path, decode)
 
 
 def _folder(path: Path, what: str, hint: str) -> Path:
@@ -388,12 +387,15 @@ def _relative_link(target: Path, final_dir: Path) -> str:
     return os.path.relpath(target.resolve(), final_dir)
 
 
-def _write(collected: Collected, built: Path, final_photos: Path, metric: str, name: str) -> None:
+def _write(collected: Collected, built: Path, final_photos: Path, metric: str, name: str, decode: bool) -> None:
     """photos/ (links), train.csv, test.csv and competition.yml into the fresh folder `built`; the links point as
-    seen from `final_photos` (where they will be once `built` is renamed into place)."""
+    seen from `final_photos` (where they will be once `built` is renamed into place). Each image is checked as its
+    link is made (one pass over the files); a bad one stops the build with `built` half-made, which the caller
+    deletes."""
     photos = built / "photos"
     photos.mkdir(parents=True)
     for image in [*collected.train, *collected.test]:
+        check_image(image.path, decode)
         os.symlink(_relative_link(image.path, final_photos), photos / f"{image.object_id}.jpg")
     index = {c: i for i, c in enumerate(collected.classes)}
     train = pd.DataFrame({"object_id": [i.object_id for i in collected.train],
@@ -422,14 +424,14 @@ def _publish(built: Path, final: Path) -> None:
 
 def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "accuracy", name: str | None = None,
                  force: bool = False, decode: bool = True) -> AdapterSummary:
-    """Check every image, then write the dataroot `out` atomically (temp folder beside it, renamed into place)."""
+    """Write the dataroot `out` atomically (a temp folder beside it, renamed into place once every image has been
+    checked and every file written; on any error the temp folder is deleted and `out` is as it was)."""
     out = Path(out)
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: expected one of {', '.join(METRICS)}")
     if metric == "rmse":
         raise UsageError("--metric rmse: scores a number; these adapters write a classification")
     check_out(out, collected.source, collected.image_dirs, force)
-    check_images(collected, decode)
     make_dir(out.parent)
     final_photos = out.parent.resolve() / out.name / "photos"
     built = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
@@ -443,7 +445,7 @@ def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "ac
     try:
         if built.exists():
             shutil.rmtree(built)
-        _write(collected, built, final_photos, metric, name)
+        _write(collected, built, final_photos, metric, name, decode)
         (built / MARKER).write_text(json.dumps({
             "adapter": collected.adapter, "source": str(collected.source.resolve()), "options": collected.options,
             "metric": metric, "name": name, "decoded": decode, "classes": len(collected.classes),
