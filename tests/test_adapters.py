@@ -324,3 +324,15 @@ def test_adapters_and_class_baselines_import_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
+
+
+def test_class_names_yaml_would_misread_stay_text(tmp_path):
+    """Folder names such as `no`, `1` or `null` are strings in competition.yml (quoted), in sorted order."""
+    src = tmp_path / "src"
+    for name in ("no", "1", "null"):
+        image(src / "train" / name / f"{name}_a.png")
+    image(src / "test/x.png")
+    adapters.adapt_imagefolder(src, tmp_path / "root")
+    assert read_competition(tmp_path / "root").class_names == ["1", "no", "null"]
+    train = pd.read_csv(tmp_path / "root/train.csv", dtype=str, keep_default_na=False)
+    assert dict(zip(train["object_id"], train["target"])) == {"1_a": "0", "no_a": "1", "null_a": "2"}
