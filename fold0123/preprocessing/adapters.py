@@ -341,7 +341,8 @@ def scan_csv(src: str | os.PathLike, id_column: str = "image_id", label_column: 
         if group_column and not record[group_column].strip():
             raise LayoutError(f"{where}: empty {group_column!r} for image {name!r}")
         candidates = by_name.get(name) or by_stem.get(name) or []
-        found = ([p for folder, p in candidates if folder == label] or [p for folder, p in candidates if folder is None])
+        found = ([p for folder, p in candidates if folder == label]
+                 or [p for folder, p in candidates if folder is None])
         if not found and candidates:
             others = ", ".join(sorted({f"{train_images}/{folder}/" for folder, _ in candidates}))
             raise LayoutError(f"{where}: label {label!r} does not match the folder of image {name!r} (it is in "

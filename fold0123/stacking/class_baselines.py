@@ -361,7 +361,8 @@ def run_class_baselines(dataroot: str | Path, folds: int = 3, answers: str | Pat
     counts = np.bincount(data.y, minlength=comp.n_classes)
     facts = {"train_rows": len(data.ids), "test_rows": len(data.test_ids), "classes": comp.n_classes,
              "metric": comp.metric, "group_column": comp.group_column,
-             "majority_class": comp.class_names[int(counts.argmax())], "majority_share": float(counts.max() / len(data.y)),
+             "majority_class": comp.class_names[int(counts.argmax())],
+             "majority_share": float(counts.max() / len(data.y)),
              "fold_sizes": {s.name: [len(s.train), len(s.held_out)] for s in [*data.folds, data.all]}}
     rows = [_timed(lambda: score_model("majority class", data, class_prior, None, answers, seed))]
 
