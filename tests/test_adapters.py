@@ -19,6 +19,7 @@ from PIL import Image
 
 from fold0123.common.errors import LayoutError, UsageError
 from fold0123.data.competition import read_competition
+from fold0123.data.layout import check_photos, read_test, read_train
 from fold0123.preprocessing import adapters
 from fold0123.preprocessing.adapters import BuildError
 
@@ -94,6 +95,10 @@ def test_imagefolder_groups_file_by_path_or_stem_names_the_group_column(tmp_path
     assert train["series"].tolist() == ["007", "007", "s2", "s2", "s3"]  # kept as text: '007' stays '007'
     assert read_competition(tmp_path / "root").group_column == "series"
     assert (summary.groups, summary.group_column) == (3, "series")
+    read = read_train(tmp_path / "root")  # the pipeline's own reader takes it as it is
+    assert read["target"].tolist() == [0, 0, 1, 1, 2] and read["series"].tolist() == ["007", "007", "s2", "s2", "s3"]
+    check_photos(tmp_path / "root", [*read["object_id"], *read_test(tmp_path / "root", read)["object_id"]],
+                 decode=True)
 
 
 def test_a_train_image_without_group_is_one_line(tmp_path):
@@ -232,6 +237,7 @@ def test_csv_adapter_keeps_extra_columns_and_links_photos(tmp_path, flat):
     assert link.is_symlink() and link.resolve() == (src / "train_images" / ("" if flat else "normal") /
                                                     "100382.png").resolve()
     assert (summary.classes, summary.train_rows, summary.test_rows, summary.groups) == (3, 5, 2, 3)
+    assert read_train(tmp_path / "root")["target"].tolist() == [0, 0, 1, 2, 1]
 
 
 def test_csv_ids_without_extension_and_unlisted_images_are_noted(tmp_path):
@@ -312,6 +318,7 @@ def test_cli_one_line_errors_and_summary(tmp_path):
     bad = subprocess.run(cmd + ["--id-column", "name"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert bad.returncode == 1 and bad.stderr == (f"error: {src}/train.csv: no column 'name' (has image_id, label, "
                                                   f"variety, age, field; choose it with --id-column)\n")
+    cmd[4:5] = ["--src", str(src)]  # the recipe's spelling
     good = subprocess.run(cmd + ["--group-column", "field"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert good.returncode == 0, good.stderr
     assert "3 classes; train 5 images, test 2; metric accuracy; 3 groups (field)" in good.stdout

@@ -16,6 +16,7 @@ dataroot:
                  `SRC/test_images/` (the fastai paddy-disease layout); `--group-column` names a grouping column
 
     python -m fold0123.preprocessing.adapters imagefolder SRC --out DATAROOT [--groups FILE] [--metric accuracy]
+                                              (SRC or --src SRC)
     python -m fold0123.preprocessing.adapters csv SRC --out DATAROOT --id-column image_id --label-column label
                                               [--group-column G] [--metric accuracy]
     (both: [--name NAME] [--force] [--no-decode])
@@ -405,8 +406,10 @@ def _write(collected: Collected, built: Path, final_photos: Path, metric: str, n
         train[column] = [dict(i.values)[column] for i in collected.train]
     train.to_csv(built / "train.csv", index=False)
     pd.DataFrame({"object_id": [i.object_id for i in collected.test]}).to_csv(built / "test.csv", index=False)
+    # columns: [] -- the extra columns are kept in train.csv but not required of every split file (the spec's
+    # default, atmaCup's sorting_date, would be)
     spec = {"name": name, "kind": "classification", "metric": metric, "classes": list(collected.classes),
-            "group_column": collected.group_column}
+            "group_column": collected.group_column, "columns": []}
     (built / SPEC_FILE).write_text(f"# written by fold0123.preprocessing.adapters ({collected.adapter}) from "
                                    f"{collected.source}\n" + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     read_spec(built)  # what the pipeline will read: a spec it would refuse fails here, before anything is published
@@ -485,7 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="adapter", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("src", help="the competition's data folder, as shipped")
+    common.add_argument("src", nargs="?", help="the competition's data folder, as shipped (or --src)")
+    common.add_argument("--src", dest="src_option", default=None, help="the same as SRC")
     common.add_argument("--out", required=True, help="the dataroot to write (a new folder)")
     common.add_argument("--metric", default="accuracy", choices=[m for m in METRICS if m != "rmse"],
                         help="the competition metric written to competition.yml (default accuracy)")
@@ -505,6 +509,9 @@ def main(argv: list[str] | None = None) -> None:
     csv.add_argument("--train-images", default="train_images")
     csv.add_argument("--test-images", default="test_images")
     args = parser.parse_args(argv)
+    if (args.src is None) == (args.src_option is None):
+        parser.error("give the source folder once: SRC or --src SRC")
+    args.src = args.src or args.src_option
     try:
         if args.adapter == "imagefolder":
             summary = adapt_imagefolder(args.src, args.out, args.groups, args.metric, args.name, args.force,
