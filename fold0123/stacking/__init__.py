@@ -12,6 +12,8 @@ One module per job, each a few plain functions returning plain data:
   pixel_stats ~50 statistics per photo (cached by photo fingerprint): a baseline's features, later stack features
   baselines   constant mean, pixel-statistics and tag LightGBMs on the pipeline's split and answers
               (`python -m fold0123.stacking.baselines`)
+  class_baselines  majority class and a multiclass pixel-statistics LightGBM for a class spec, in its metric
+              (`python -m fold0123.stacking.class_baselines`)
 
 The run-directory names and the metrics reader are common.rundir's, the answers scorer data.answers's; the
 contract-exact fake runs the tests stack live in tests/synthetic_runs.py.
