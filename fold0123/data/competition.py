@@ -64,6 +64,11 @@ class Competition:
         return ("object_id", *self.spec.columns, *group, "target")
 
     @property
+    def text_columns(self) -> tuple[str, ...]:
+        """Columns read as strings whatever they look like: the group ids."""
+        return (self.spec.group_column,) if self.spec.group_column else ()
+
+    @property
     def target_range(self) -> tuple[float, float] | None:
         """Where a predicted number may lie (ordinal: 0..K-1, what atmaCup's post-processing clips to)."""
         return (0.0, float(self.n_classes - 1)) if self.has_classes else None

@@ -22,12 +22,15 @@ TAG_TABLES = ("materials", "techniques")
 STRING_COLUMNS = {"object_id": str, "art_series_id": str, "name": str}
 
 
-def read_csv(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_csv(path: str | Path, columns: tuple[str, ...], text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """`path` with `columns` required; ids, names and the `text` columns (a group column: "007" is not 7) as
+    strings."""
     path = Path(path)
     if not path.is_file():
         raise LayoutError(f"{path}: file not found")
     try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[], dtype=STRING_COLUMNS)
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[],
+                            dtype={**STRING_COLUMNS, **{column: str for column in text}})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise LayoutError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
     for column in columns:
@@ -97,7 +100,7 @@ def read_train(dataroot: str | Path) -> pd.DataFrame:
     """train.csv, typed; `target` must be a whole class there (split files may carry soft pseudo labels)."""
     path = Path(dataroot) / "train.csv"
     competition = read_competition(dataroot)
-    frame = read_csv(path, competition.train_columns)
+    frame = read_csv(path, competition.train_columns, competition.text_columns)
     _check_unique_ids(frame, path)
     _check_groups(frame, path, competition)
     frame = validate_labels(frame, path, competition)
@@ -170,7 +173,7 @@ def read_split(dataroot: str | Path, split: str) -> tuple[pd.DataFrame, pd.DataF
         if not path.is_file():
             raise LayoutError(f"{path}: split file not found (run SGKFold.py --dataroot {dataroot})")
     competition = read_competition(dataroot)
-    train = read_csv(train_path, competition.train_columns)
+    train = read_csv(train_path, competition.train_columns, competition.text_columns)
     _check_unique_ids(train, train_path)
     train = validate_labels(train, train_path, competition)
     held_out = read_csv(test_path, ("object_id",))

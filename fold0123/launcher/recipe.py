@@ -72,12 +72,10 @@ def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     if cfg.dataset is None:
         print(f"using {cfg.dataroot} as it is (dataset: null)")
         return
-    if cfg.dataset == "emoji_classify":
-        raw, private = f"{cfg.dataroot}_raw", str(Path(cfg.answers).parent) if cfg.answers else f"{cfg.dataroot}_private"
-        run_cli("-m", "fold0123.preprocessing.emoji_classify", "--out", raw, "--private", private)
-        if not (Path(cfg.dataroot) / "competition.yml").is_file():
-            run_cli("-m", "fold0123.preprocessing.adapters", "imagefolder", "--src", raw, "--out", cfg.dataroot,
-                    "--groups", str(Path(raw) / "groups.csv"))
+    if cfg.dataset == "emoji_classify":  # the builder reuses a build (and adapted dataroot) made as asked
+        private = str(Path(cfg.answers).parent) if cfg.answers else f"{cfg.dataroot}_private"
+        run_cli("-m", "fold0123.preprocessing.emoji_classify", "--out", f"{cfg.dataroot}_raw", "--private", private,
+                "--dataroot", cfg.dataroot)
         return
     run_cli("-m", "fold0123.preprocessing.emoji", "--out", cfg.dataroot, *(["--test-tags"] if cfg.test_tags else []),
             *(["--redo-stale"] if redo_stale else []))

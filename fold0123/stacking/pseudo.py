@@ -23,7 +23,8 @@ import pandas as pd
 
 from fold0123.common.errors import UsageError
 from fold0123.common.io import write_csv, write_text
-from fold0123.data.layout import read_csv, read_split, read_train, split_names, split_paths, train_columns
+from fold0123.data.competition import read_competition
+from fold0123.data.layout import read_csv, read_split, read_train, split_names, split_paths
 
 
 def pseudo_rows(test_ids, probs, thr: float, train: pd.DataFrame, columns: tuple[str, ...],
@@ -61,12 +62,13 @@ def write_pseudo_splits(dataroot: str | Path, k: int, round_: int, rows: pd.Data
     leaked = rows["object_id"][rows["object_id"].isin(train_ids)]
     if len(leaked):
         raise ValueError(f"pseudo rows must be test objects; {leaked.iloc[0]!r} is a train.csv row")
-    columns = list(train_columns(dataroot)) + ["pseudo"]
+    competition = read_competition(dataroot)
+    columns = list(competition.train_columns) + ["pseudo"]
     written = []
     for split in split_names(k):
         _, held_out = read_split(dataroot, f"{split}{base_suffix}")  # validates both parts: one clear error
         base_train, base_test = split_paths(dataroot, f"{split}{base_suffix}")
-        train_part = read_csv(base_train, train_columns(dataroot))  # as written
+        train_part = read_csv(base_train, competition.train_columns, competition.text_columns)  # as written
         earlier = (pd.to_numeric(train_part["pseudo"], errors="coerce").fillna(0) == 1 if "pseudo" in train_part
                    else pd.Series(False, index=train_part.index))
         if cumulative:
