@@ -154,7 +154,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
         for n in range(len(loc), 0, -1):
             if tuple(loc[:n]) in set_by:
                 return f"--set {set_by[tuple(loc[:n])]}"
-        return file_of(loc)
+        # a group's own check (e.g. arcface's margin_min <= margin_max) failing after a --set of a key in it
+        under = [assignment for key, assignment in set_by.items() if key[:len(loc)] == tuple(loc)]
+        return f"--set {under[-1]}" if under and loc else file_of(loc)
 
     return validate(schema, raw, override_of)
 

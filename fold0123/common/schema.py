@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt,
-                      PositiveInt, field_validator)
+                      PositiveInt, field_validator, model_validator)
 
 from fold0123.common.names import name_problem
 
@@ -37,7 +37,8 @@ def _file_name(value: str) -> str:
 
 Text = Annotated[str, BeforeValidator(_text)]
 Name = Annotated[str, BeforeValidator(_text), AfterValidator(_file_name)]  # exp and split names
-EpochSpec = Annotated[Literal["last", "best"] | PositiveInt, Field(union_mode="left_to_right")]
+SoupTag = Annotated[str, Field(pattern=r"^soup[1-9][0-9]*$")]  # soup{N}: the uniform soup of the last N epochs
+EpochSpec = Annotated[Literal["last", "best"] | PositiveInt | SoupTag, Field(union_mode="left_to_right")]
 
 
 # ---------------------------------------------------------------------------------------------------- competition
@@ -72,6 +73,21 @@ class ClipOptions(Schema):
     temperature: Annotated[float, Field(gt=0)] = 0.07
 
 
+class ArcFaceOptions(Schema):
+    """`head: arcface` (models/arcface.py): sub-centres per class, the logit scale and the range the
+    frequency-adaptive margins (radians) are spread over, the rarest class getting `margin_max`."""
+    subcenters: PositiveInt = 3
+    scale: Annotated[float, Field(gt=0)] = 30.0
+    margin_min: Annotated[float, Field(ge=0, lt=1.5)] = 0.05
+    margin_max: Annotated[float, Field(ge=0, lt=1.5)] = 0.5
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.margin_min > self.margin_max:
+            raise ValueError(f"margin_min {self.margin_min} is above margin_max {self.margin_max}")
+        return self
+
+
 class EvalOptions(Schema):
     every: PositiveInt = 1
     parts: list[Literal["oof", "test", "train"]] = ["oof", "test"]
@@ -98,11 +114,13 @@ class RunConfig(Schema):
     unfreeze_epoch: PositiveInt = 2
     head_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    head: Literal["linear", "arcface"] = "linear"
     epochs: PositiveInt = 20
     batch_size: Annotated[int, Field(ge=2)] = 64
     effective_batch_size: Annotated[int, Field(ge=2)] = 64
     lr: Annotated[float, Field(gt=0)] = 1.0e-3
     weight_decay: NonNegativeFloat = 1.0e-2
+    layer_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
     schedule: Literal["cosine", "onecycle"] = "cosine"
     warmup_epochs: NonNegativeFloat = 1
     augment: Literal["dihedral", "none"] = "dihedral"
@@ -115,6 +133,7 @@ class RunConfig(Schema):
     keep_last: NonNegativeInt = 0
     jigsaw: JigsawOptions = JigsawOptions()
     clip: ClipOptions = ClipOptions()
+    arcface: ArcFaceOptions = ArcFaceOptions()
     eval: EvalOptions = EvalOptions()
 
 

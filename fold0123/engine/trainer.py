@@ -40,6 +40,7 @@ from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import ImageDataset, normalize
 from fold0123.data.layout import read_split
 from fold0123.data.views import random_views
+from fold0123.engine.optim import build_optimizer
 from fold0123.engine.saver import BackgroundSaver
 from fold0123.models.checkpoints import (CheckpointError, load_weights, prune_checkpoints, read_resume, rng_state,
                                          set_rng_state)
@@ -264,7 +265,7 @@ def build_trainee(cfg: RunConfig, task, device: torch.device, steps_per_epoch: i
                                                                     * steps_per_epoch))
     schedule = cfg.schedule
     lr_factor(schedule, 0, total, warmup)  # validates the name before any work
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg)  # AdamW; per-stage lrs with layer_decay < 1 (engine.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total, warmup))
     amp = cfg.amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
     return Trainee(model, wrap_model(model, device), optimizer, scheduler,

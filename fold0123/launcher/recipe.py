@@ -1,7 +1,8 @@
 """The main job's stages (recipe.py, and the ablation driver that extends it): each runs one of the project's
 own CLIs as a subprocess, exactly as a user would type it, and skips what exists and was made as asked now.
 
-dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per transfer task -> stacking -> report.
+dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per transfer task -> the soups the stack
+names (`runs: {target: soup5}`) -> stacking -> report.
 Outputs made by another config or from other inputs (their fingerprints, common.fingerprint) stop a stage with
 one line naming what differs, or with `redo_stale` are redone.
 """
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fold0123.common import rundir
 from fold0123.common.config import load_config
 from fold0123.common.dataroot import (folds_fingerprint_path, split_names, split_paths, tag_vectors_fingerprint_path,
                                       tag_vectors_path)
@@ -159,8 +161,45 @@ def fold0123(cfg: RecipeConfig, redo_stale: bool = False) -> None:
         launch(cfg, conf, redo_stale)
 
 
+def soups_named(stack_cfg: StackConfig) -> dict[str, set[int]]:
+    """exp -> the N of each `soup{N}` the stack config chooses for it (in `runs` or `ensemble.runs`)."""
+    soups: dict[str, set[int]] = {}
+    for runs in (stack_cfg.runs, stack_cfg.ensemble.runs):
+        for exp, spec in runs.items():
+            if isinstance(spec, str) and spec.startswith("soup"):
+                soups.setdefault(exp, set()).add(int(spec[len("soup"):]))
+    return soups
+
+
+def soup_is_current(run: Path, n: int) -> bool:
+    """Whether `run`'s soup of its last `n` epochs is evaluated and souped up to the run's last epoch (a run
+    extended since, or re-trained, needs a new one)."""
+    try:
+        souped = rundir.read_metrics(run, f"soup{n}")["epoch"]
+    except rundir.RunError:
+        return False
+    found = rundir.list_checkpoints(run)
+    return bool(found) and souped == found[-1][0]
+
+
+def make_soups(cfg: RecipeConfig, split_suffix: str = "") -> None:
+    """`evaluate.py --soup N` on every split's run of each experiment the stack names as `soup{N}` (stacking
+    reads eval/soup{N}_*), skipping soups that are current."""
+    stack_cfg = load_config(cfg.stack, [f"folds={cfg.folds}"], schema=StackConfig)
+    device = "cpu" if cfg.devices == "cpu" else "cuda"
+    for exp, sizes in sorted(soups_named(stack_cfg).items()):
+        for n in sorted(sizes):
+            for split in split_names(cfg.folds):
+                run = Path(stack_cfg.checkpoints_dir) / f"{exp}_{split}{split_suffix}"
+                if soup_is_current(run, n):
+                    print(f"{run}: soup{n} is up to date: skipped")
+                    continue
+                run_cli("evaluate.py", "--run", str(run), "--soup", str(n), "--device", device)
+
+
 def stack(cfg: RecipeConfig) -> None:
     stage(f"stacking: {cfg.stack}")
+    make_soups(cfg)
     run_cli("stack.py", *stack_args(cfg))
 
 
@@ -174,6 +213,7 @@ def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
         splits = ",".join(s + suffix for s in split_names(cfg.folds))
         for conf in cfg.tasks:
             launch(cfg, conf, redo_stale, "--splits", splits)
+        make_soups(cfg, suffix)
         run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
 

@@ -19,9 +19,12 @@ class BackboneError(Fold0123Error):
     pass
 
 
-def build_backbone(name: str = "resnet34", pretrained: bool = False) -> tuple[nn.Module, int]:
+def build_backbone(name: str = "resnet34", pretrained: bool = False,
+                   image_size: int | None = None) -> tuple[nn.Module, int]:
     """`(module without classifier, feature_dim)`. torchvision ResNets keep their layer names (`layer3`,
-    `layer4`) so freezing by name works; other names go to `timm.create_model(name, num_classes=0)`."""
+    `layer4`); other names go to `timm.create_model(name, num_classes=0)`, given `img_size=image_size` when the
+    model takes one (ViTs, Swin: their patch grid and position embeddings depend on it; CNNs take any size).
+    models.stages groups either kind into stages for freezing and layer-wise lr decay."""
     try:
         if name in TORCHVISION_RESNETS:
             model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
@@ -32,7 +35,7 @@ def build_backbone(name: str = "resnet34", pretrained: bool = False) -> tuple[nn
         if not timm.is_model(name):
             raise BackboneError(f"unknown backbone {name!r}: not a torchvision ResNet "
                                 f"({', '.join(TORCHVISION_RESNETS)}) nor a timm model name")
-        model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+        model = _create_timm(timm, name, pretrained, image_size)
         # models with a pre-logits layer (MobileNetV3's conv_head) output head_hidden_size, not num_features
         return model, int(getattr(model, "head_hidden_size", None) or model.num_features)
     except (OSError, RuntimeError, ConnectionError) as err:
@@ -40,3 +43,15 @@ def build_backbone(name: str = "resnet34", pretrained: bool = False) -> tuple[nn
             raise BackboneError(f"could not load pretrained weights for {name!r} (needs internet or a filled "
                                 f"torch/huggingface cache): {str(err).splitlines()[0]}") from None
         raise
+
+
+def _create_timm(timm, name: str, pretrained: bool, image_size: int | None) -> nn.Module:
+    """timm.create_model with `img_size` for the models whose constructor has one (timm passes unknown keyword
+    arguments on to the constructor, which refuses them: that refusal is the test)."""
+    if image_size is not None:
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=image_size)
+        except TypeError as err:
+            if "img_size" not in str(err):
+                raise
+    return timm.create_model(name, pretrained=pretrained, num_classes=0)

@@ -36,7 +36,7 @@ from fold0123.data import jigsaw
 from fold0123.data.competition import read_competition, score
 from fold0123.data.metrics import rmse
 from fold0123.data.tags import read_tag_vectors
-from fold0123.models import clip
+from fold0123.models import arcface, clip
 
 Frame = pd.DataFrame
 
@@ -161,10 +161,31 @@ def _classify_metrics(task, probs, frame, dataroot, cfg):
     return out
 
 
+# >>> arcface hook (models/arcface.py): `head: arcface` swaps the linear head for a sub-center ArcFace whose
+# margins come from the class counts fitted into `state`; the loss adds them. The default linear head: unchanged.
+@dataclass
+class ClassifyTask(Task):
+    head: nn.Module | None = field(default=None, repr=False)
+
+    def make_head(self, feature_dim, cfg):
+        self.head = (arcface.build_head(feature_dim, _n_classes(cfg), cfg, self.state) if cfg.head == "arcface"
+                     else None)
+        return self.head
+
+    def loss(self, outputs, targets):
+        return super().loss(outputs, targets) if self.head is None else self.head.loss(outputs, targets)
+
+
+def _classify_fit(task, frame, root, cfg):
+    return arcface.fit_state(_column(frame, "target"), _n_classes(cfg), cfg)
+# <<< arcface hook
+
+
 def _make_classify(name: str = "classify") -> Task:
-    # cross_entropy with probability targets: one-hot rows give the usual CE, soft rows (pseudo labels) work too
-    return Task(name, "rmse", True, _n_classes, _classify_targets, F.cross_entropy,
-                lambda task, out: torch.softmax(out, dim=-1), _classify_metrics)
+    # cross_entropy with probability targets: one-hot rows give the usual CE, soft rows (pseudo labels) work too;
+    # the ArcFace head's logits (s * cosine) go through the same softmax
+    return ClassifyTask(name, "rmse", True, _n_classes, _classify_targets, F.cross_entropy,
+                        lambda task, out: torch.softmax(out, dim=-1), _classify_metrics, fit_fn=_classify_fit)
 
 
 # --- sortingdate: the year, standardised with the train part's mean/std ----------------------------------

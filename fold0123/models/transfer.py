@@ -2,8 +2,9 @@
 
 Freeze modes (`apply_freeze(model, mode, epoch)`, called at the start of every epoch):
 - `none`: everything trains.
-- `layer34`: only `backbone.layer3`, `backbone.layer4` and the head train (the original solution's follow-up:
-  keep the jigsaw's low-level filters, adapt the high-level ones).
+- `layer34`: only the last half of the backbone's stages and the head train (the original solution's follow-up:
+  keep the jigsaw's low-level filters, adapt the high-level ones). ResNet: `backbone.layer3`, `backbone.layer4`;
+  ConvNeXt: `stages.2`, `stages.3`; ViT: the last half of `blocks` (models.stages says what a stage is).
 - `head`: only the head trains (a linear probe of the pretext features).
 - `fine_tune`: head only before `unfreeze_epoch`, everything from it on (fastai's `fine_tune(freeze_epochs=1)`
   is `unfreeze_epoch=2`).
@@ -19,9 +20,10 @@ import torch.nn as nn
 from fold0123.common.config import ConfigError
 from fold0123.models.checkpoints import CheckpointError, load_weights, read_checkpoint
 from fold0123.models.network import frozen_norm_layers
+from fold0123.models.stages import backbone_stages
 
 FREEZE_MODES = ("none", "layer34", "head", "fine_tune")
-LAYER34 = ("backbone.layer3.", "backbone.layer4.", "head.")
+HEAD = "head."
 
 
 def load_backbone(model: nn.Module, checkpoint_path: str | Path) -> int:
@@ -37,30 +39,29 @@ def load_backbone(model: nn.Module, checkpoint_path: str | Path) -> int:
     return load_weights(model.backbone, backbone, checkpoint_path, "backbone")
 
 
-def trainable_prefixes(mode: str, epoch: int, unfreeze_epoch: int = 2) -> tuple[str, ...] | None:
-    """Parameter-name prefixes that train in `mode` at (1-based) `epoch`; None means all of them."""
-    if mode in (None, "none"):
+def trainable_names(model: nn.Module, mode: str | None, epoch: int, unfreeze_epoch: int = 2) -> set[str] | None:
+    """Names of the parameters of `model` (a models.network.Network) that train in `mode` at (1-based) `epoch`;
+    None means all of them."""
+    if mode not in (None, *FREEZE_MODES):
+        raise ConfigError(f"unknown freeze mode {mode!r}; expected one of {', '.join(FREEZE_MODES)}")
+    if mode in (None, "none") or (mode == "fine_tune" and epoch >= unfreeze_epoch):
         return None
+    names = {name for name, _ in model.named_parameters() if name.startswith(HEAD)}
     if mode == "layer34":
-        return LAYER34
-    if mode == "head":
-        return ("head.",)
-    if mode == "fine_tune":
-        return ("head.",) if epoch < unfreeze_epoch else None
-    raise ConfigError(f"unknown freeze mode {mode!r}; expected one of {', '.join(FREEZE_MODES)}")
+        names |= {f"backbone.{name}" for name in backbone_stages(model.backbone, "freeze: layer34").last_half()}
+    return names
 
 
 def apply_freeze(model: nn.Module, mode: str | None, epoch: int, unfreeze_epoch: int = 2) -> list[str]:
     """Set `requires_grad` for `mode` at `epoch` and keep frozen batch norms in eval; returns trainable names."""
-    prefixes = trainable_prefixes(mode, epoch, unfreeze_epoch)
+    chosen = trainable_names(model, mode, epoch, unfreeze_epoch)
+    if chosen is not None and not chosen:
+        raise ConfigError(f"freeze mode {mode!r}: the model has no parameters named {HEAD}*")
     names = []
     for name, param in model.named_parameters():
-        param.requires_grad = prefixes is None or name.startswith(prefixes)
+        param.requires_grad = chosen is None or name in chosen
         if param.requires_grad:
             names.append(name)
-    if prefixes is not None and not any(n.startswith(prefixes[0]) for n in names):
-        raise ConfigError(f"freeze mode {mode!r}: the model has no parameters named {prefixes[0]}* "
-                         f"(layer34 needs a ResNet-style backbone)")
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._NormBase):
             module.train(model.training)

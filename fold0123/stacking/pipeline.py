@@ -30,7 +30,7 @@ from fold0123.stacking.html_report import stack_html
 from fold0123.stacking.lgbm import StackFit, fit_infold_stack, fit_oof_stack, fold_rmse
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
 from fold0123.stacking.report import plot_cv_per_epoch, plot_importance, stem, timestamp, write_report, write_submission
-from fold0123.stacking.runs import RunError, fold_splits, metrics_table
+from fold0123.stacking.runs import RunError, choice_label, choice_metrics, fold_splits, metrics_table
 
 
 # Row names of the report's CV table and variants of its answers table: the ablation table reads them back.
@@ -70,8 +70,8 @@ def single_task_rows(cfg: StackConfig, features: FeatureSet) -> tuple[list[dict]
     for run in features.runs:
         table = metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg))
         tables.append(table)
-        at = table[table["epoch"] == run.epoch]
-        rows.append(_row(f"{run.exp} [{run.task}] epoch {run.epoch}", at["value"].tolist(),
+        at = choice_metrics(cfg.checkpoints_dir, run.exp, _fold_splits(cfg), run.epoch)  # an epoch or a soup
+        rows.append(_row(f"{run.exp} [{run.task}] {choice_label(run.epoch)}", at["value"].tolist(),
                          metric=at["metric"].iloc[0]))
         pred = features.view_mean_oof[run.exp]
         if run.task in ("target", "onehot"):
@@ -304,8 +304,7 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
         if features.view_mean_oof[run.exp].shape[1] != competition.n_classes:
             raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {competition.n_classes} class "
                            f"probabilities")
-        table = metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg))
-        at = table[table["epoch"] == run.epoch]
+        at = choice_metrics(cfg.checkpoints_dir, run.exp, _fold_splits(cfg), run.epoch)  # an epoch or a soup
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
     runs = pd.DataFrame(rows).set_index("exp")

@@ -6,14 +6,17 @@ common.rundir's; the npz arrays are read here, the one place that needs them):
                                 the 8 dihedral views in the order of rundir.VIEWS; predictions, not logits
   eval/epoch{E}_metrics.json    see common.rundir (read_metrics)
 
-An epoch is resolved ONCE per experiment and used for every split of it ('last', 'best' or an int), so the fold
-models whose out-of-fold rows are stacked together and the `all` model that predicts test are the same recipe
-at the same point of training. 'best' picks the epoch with the best mean-over-folds primary metric (this looks
-at the folds' own validation rows, as the original did; the stack's CV is then slightly optimistic).
+An epoch is resolved ONCE per experiment and used for every split of it ('last', 'best', an int or 'soup{N}'), so
+the fold models whose out-of-fold rows are stacked together and the `all` model that predicts test are the same
+recipe at the same point of training. 'best' picks the epoch with the best mean-over-folds primary metric (this
+looks at the folds' own validation rows, as the original did; the stack's CV is then slightly optimistic).
+'soup{N}' reads each run's uniform soup of its last N epochs (eval/soup{N}_*, `evaluate.py --soup N`, which the
+recipe runs for the soups its stack names); a resolved choice is then that tag instead of an epoch number.
 """
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +28,8 @@ import pandas as pd
 from fold0123.common import rundir
 from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import split_names
+
+SOUP_RE = re.compile(r"^soup([1-9][0-9]*)$")  # an eval tag / epoch spec: the uniform soup of the last N epochs
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,19 @@ def _existing_run(run: Path) -> Path:
     return run
 
 
-def eval_path(run: Path, epoch: int, part: str) -> Path:
-    """The eval npz of an epoch (rundir names it by tag; stacking always reads epochs)."""
-    return rundir.eval_npz_path(run, rundir.epoch_tag(epoch), part)
+def eval_tag(epoch: int | str) -> str:
+    """The eval tag of a resolved choice: `epoch{E}` for an epoch number, the tag itself (`soup5`) otherwise."""
+    return rundir.epoch_tag(epoch) if isinstance(epoch, int) else str(epoch)
+
+
+def choice_label(epoch: int | str) -> str:
+    """How reports name a resolved choice: `epoch 3`, `soup5`."""
+    return f"epoch {epoch}" if isinstance(epoch, int) else str(epoch)
+
+
+def eval_path(run: Path, epoch: int | str, part: str) -> Path:
+    """The eval npz of an epoch or an eval tag such as `soup5` (rundir names them by tag)."""
+    return rundir.eval_npz_path(run, eval_tag(epoch), part)
 
 
 def _epochs(run: str | Path, part: str) -> list[int]:
@@ -88,7 +103,7 @@ def load_outputs(run: str | Path, epoch: int | str, part: str) -> Outputs:
     """The eval file of `run` at `epoch` (or an eval tag such as `soup3`) for `part`; cached until the file
     changes (size or mtime)."""
     run = _existing_run(Path(run))
-    path = eval_path(run, epoch, part) if isinstance(epoch, int) else rundir.eval_npz_path(run, epoch, part)
+    path = eval_path(run, epoch, part)
     if not path.is_file():
         have = _epochs(run, part)
         raise RunError(f"{path}: missing (epoch {epoch}, part {part}; this run has {part} at epochs {have or 'none'})")
@@ -127,8 +142,51 @@ def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str])
     return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])
 
 
-def resolve_epoch(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], spec) -> int:
-    """'last' | 'best' | int -> one epoch that every fold run of `exp` has evaluated (oof npz + metrics)."""
+def choice_metrics(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], epoch: int | str) -> pd.DataFrame:
+    """The fold runs' metrics at a resolved choice (an epoch, or a tag such as `soup5`): metrics_table's columns,
+    one row per split."""
+    rows = []
+    for split in fold_splits:
+        run = run_dir(checkpoints_dir, exp, split)
+        metrics = rundir.read_metrics(run, eval_tag(epoch))
+        primary = metrics["primary"]
+        value = metrics["views"].get("mean", {}).get(primary)
+        if value is None:
+            raise RunError(f"{rundir.metrics_path(run, eval_tag(epoch))}: views.mean has no primary metric {primary!r}")
+        rows.append(dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary, value=float(value),
+                         lower_is_better=bool(metrics["lower_is_better"])))
+    return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])
+
+
+def soup_size(spec) -> int | None:
+    """N of a `soup{N}` spec, None for anything else."""
+    match = SOUP_RE.match(spec) if isinstance(spec, str) else None
+    return int(match.group(1)) if match else None
+
+
+def resolve_soup(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], tag: str) -> str:
+    """`soup{N}` -> the tag, once every fold run of `exp` has it evaluated (oof npz + metrics) and all of them
+    souped up to the same epoch (the same point of training, as 'last' requires)."""
+    last = {}
+    for split in fold_splits:
+        run = _existing_run(run_dir(checkpoints_dir, exp, split))
+        if not (rundir.metrics_path(run, tag).is_file() and eval_path(run, tag, "oof").is_file()):
+            raise RunError(f"{rundir.metrics_path(run, tag)}: missing: make the soup with evaluate.py --run {run} "
+                           f"--soup {soup_size(tag)} (the recipe makes the soups its stack names)")
+        last[split] = rundir.read_metrics(run, tag)["epoch"]
+    if len(set(last.values())) > 1:
+        behind = min(last, key=lambda s: last[s] or 0)
+        raise RunError(f"{rundir.metrics_path(run_dir(checkpoints_dir, exp, behind), tag)}: souped up to epoch "
+                       f"{last[behind]}, the other folds up to {max(v or 0 for v in last.values())}: make it again "
+                       f"(evaluate.py --run ... --soup {soup_size(tag)})")
+    return tag
+
+
+def resolve_epoch(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], spec) -> int | str:
+    """'last' | 'best' | int -> one epoch that every fold run of `exp` has evaluated (oof npz + metrics);
+    'soup{N}' -> that tag, once every fold run has its soup evaluated (resolve_soup)."""
+    if soup_size(spec) is not None:
+        return resolve_soup(checkpoints_dir, exp, fold_splits, spec)
     table = metrics_table(checkpoints_dir, exp, fold_splits)
     per_split = {split: set(table.loc[table["split"] == split, "epoch"]) for split in fold_splits}
     for split, epochs in per_split.items():
@@ -162,4 +220,4 @@ def resolve_epoch(checkpoints_dir: str | Path, exp: str, fold_splits: list[str],
         means = table[table["epoch"].isin(common)].groupby("epoch")["value"].mean()
         lower = bool(table["lower_is_better"].iloc[0])
         return int(means.idxmin() if lower else means.idxmax())
-    raise RunError(f"{exp}: epoch must be 'last', 'best' or an integer, got {spec!r}")
+    raise RunError(f"{exp}: epoch must be 'last', 'best', an integer or 'soup<N>', got {spec!r}")
