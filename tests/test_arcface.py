@@ -17,7 +17,7 @@ from fold0123.models import arcface
 from fold0123.models.checkpoints import read_checkpoint
 from fold0123.models.network import build_model
 from fold0123.models.tasks import get_task
-from tests.engine_fixtures import make_recipe_root, tiny_config
+from tests.engine_fixtures import tiny_config
 
 torch.set_num_threads(1)
 CFG = RunConfig(exp="t", task="onehot", backbone="resnet18", head="arcface")
@@ -158,21 +158,24 @@ def test_margins_out_of_order_are_a_config_error_naming_the_key():
         load_config(ROOT / "parameters" / "tiny" / "onehot.yml", ["arcface.margin_min=0.6"], schema=RunConfig)
 
 
-def test_an_arcface_run_trains_and_evaluates_to_class_probabilities(tmp_path):
+def test_an_arcface_run_trains_and_evaluates_to_class_probabilities_for_k_classes(tmp_path):
+    from fold0123.data.folds import write_folds
     from fold0123.engine.evaluator import evaluate_checkpoint
     from fold0123.engine.trainer import train
+    from tests.class_fixtures import make_class_dataroot
 
-    dataroot = make_recipe_root(tmp_path / "data", tags=False)
-    cfg = tiny_config("onehot", dataroot, tmp_path / "runs", "transfer_from=null", "epochs=1", "head=arcface",
-                      "arcface.subcenters=2")
+    dataroot = make_class_dataroot(tmp_path / "data", k=7)
+    write_folds(dataroot, k=3, batch_size=None, seed=0)
+    cfg = tiny_config("onehot", dataroot, tmp_path / "runs", "task=classify", "transfer_from=null", "epochs=1",
+                      "head=arcface", "arcface.subcenters=2")
     run = train(cfg, "3fold0", device="cpu", progress=False)
     state = read_checkpoint(rundir.checkpoint_path(run, 1))
     counts = pd.read_csv(dataroot / "3fold0_train.csv")["target"].value_counts()
-    assert state["task_state"] == {f"class_count_{c}": float(counts.get(c, 0)) for c in range(4)}
-    assert state["model"]["head.weight"].shape == (4 * 2, 512)
+    assert state["task_state"] == {f"class_count_{c}": float(counts.get(c, 0)) for c in range(7)}
+    assert state["model"]["head.weight"].shape == (7 * 2, 512)
     metrics = evaluate_checkpoint(run, 1, parts=["oof"], device="cpu")
     with np.load(rundir.eval_npz_path(run, "epoch1", "oof")) as npz:
         probs = npz["outputs"]
-    assert probs.shape[1:] == (8, 4)
+    assert probs.shape[1:] == (8, 7)
     np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-5)
     assert json.loads(rundir.metrics_path(run, "epoch1").read_text())["views"] == metrics["views"]
