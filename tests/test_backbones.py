@@ -39,6 +39,11 @@ def test_a_vit_is_built_at_the_config_image_size():
     net = model(VIT)
     assert net.backbone.patch_embed.img_size == (32, 32)
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 1)
+    torch.manual_seed(0)
+    rect = build_model(RunConfig(exp="t", backbone=VIT, image_size=[32, 48]), get_task("target"))
+    assert rect.backbone.patch_embed.img_size == (32, 48)
+    assert rect(torch.zeros(2, 3, 48, 32)).shape == (2, 1)  # a rotated view of the rectangle
+    assert model(CONVNEXT)(torch.zeros(2, 3, 32, 32)).shape == (2, 1)  # a CNN takes no img_size
 
 
 @pytest.mark.parametrize("backbone, trained, frozen", [

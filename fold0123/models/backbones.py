@@ -20,7 +20,7 @@ class BackboneError(Fold0123Error):
 
 
 def build_backbone(name: str = "resnet34", pretrained: bool = False,
-                   image_size: int | None = None) -> tuple[nn.Module, int]:
+                   image_size: int | tuple[int, int] | None = None) -> tuple[nn.Module, int]:
     """`(module without classifier, feature_dim)`. torchvision ResNets keep their layer names (`layer3`,
     `layer4`); other names go to `timm.create_model(name, num_classes=0)`, given `img_size=image_size` when the
     model takes one (ViTs, Swin: their patch grid and position embeddings depend on it; CNNs take any size).
@@ -45,13 +45,17 @@ def build_backbone(name: str = "resnet34", pretrained: bool = False,
         raise
 
 
-def _create_timm(timm, name: str, pretrained: bool, image_size: int | None) -> nn.Module:
+def _create_timm(timm, name: str, pretrained: bool, image_size: int | tuple[int, int] | None) -> nn.Module:
     """timm.create_model with `img_size` for the models whose constructor has one (timm passes unknown keyword
-    arguments on to the constructor, which refuses them: that refusal is the test)."""
+    arguments on to the constructor, which refuses them: that refusal is the test). A rectangle also asks for
+    `dynamic_img_size`: the rotated views of an [h, w] image arrive as [w, h] batches."""
     if image_size is not None:
+        sized = {"img_size": image_size}
+        if not isinstance(image_size, int):
+            sized["dynamic_img_size"] = True
         try:
-            return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=image_size)
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, **sized)
         except TypeError as err:
-            if "img_size" not in str(err):
+            if not any(key in str(err) for key in sized):
                 raise
     return timm.create_model(name, pretrained=pretrained, num_classes=0)
