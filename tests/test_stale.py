@@ -165,3 +165,12 @@ def test_when_even_the_failed_marker_cannot_be_written_the_run_s_own_error_is_ra
         train(config(dataroot, runs, "epochs=2"), "3fold0", device="cpu", progress=False, resume=True)
     why = "No space left on device" if raised == "OSError" else "no space left on the device"
     assert f"could not write FAILED ({why}); the run failed: boom in epoch 2" in capsys.readouterr().err
+
+
+def test_a_key_added_later_at_its_old_behaviour_makes_nothing_stale():
+    from fold0123.common.fingerprint import ADDED_LATER, Fingerprint, differences
+
+    before = Fingerprint({"lr": 0.001})  # a run made before `resize`, `head`, ... existed
+    assert differences(before, Fingerprint({"lr": 0.001, **ADDED_LATER})) == []
+    assert differences(before, Fingerprint({"lr": 0.001, **ADDED_LATER, "resize": "crop"})) == [
+        "resize: 'pad' -> 'crop'"]

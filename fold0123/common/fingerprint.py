@@ -107,13 +107,19 @@ def read_fingerprint(path: str | Path) -> Fingerprint | None:
         raise StaleError(f"{path}: not a fingerprint file (delete it, or pass --redo-stale)") from None
 
 
+# Keys added to the run schema after runs existed, with the value that gives what those runs computed: a stored
+# fingerprint without such a key was made with that behaviour, so the new key alone makes nothing stale.
+ADDED_LATER = {"resize": "pad", "label_smoothing": 0.0, "head": "linear", "layer_decay": 1.0,
+               "arcface.subcenters": 3, "arcface.scale": 30.0, "arcface.margin_min": 0.05, "arcface.margin_max": 0.5}
+
+
 def differences(stored: Fingerprint | None, now: Fingerprint) -> list[str]:
     """What differs between the stored fingerprint and the one asked for now, one short phrase each."""
     if stored is None:
         return ["no fingerprint (made by an older version, or by hand)"]
     out = []
     for key in sorted(set(stored.config) | set(now.config)):
-        old, new = stored.config.get(key, "<unset>"), now.config.get(key, "<unset>")
+        old, new = stored.config.get(key, ADDED_LATER.get(key, "<unset>")), now.config.get(key, "<unset>")
         if old != new:
             out.append(f"{key}: {old!r} -> {new!r}")
     for name in sorted(set(stored.inputs) | set(now.inputs)):
