@@ -196,3 +196,22 @@ def test_a_rectangular_size_trains_on_flips_and_evaluates_all_eight_views(tmp_pa
     outputs = np.load(run / "eval" / "epoch1_oof.npz")["outputs"]
     assert outputs.shape[1:] == (8, 3) and np.allclose(outputs.sum(-1), 1, atol=1e-5)
     assert not np.allclose(outputs[:, 0], outputs[:, 4])  # the transposed views were really evaluated
+
+
+def test_hand_set_ensemble_weights_name_every_run(classify_runs):
+    import stack
+    from fold0123.common.schema import EnsembleOptions
+    from fold0123.stacking.pipeline import _ensemble_weights
+
+    runs = pd.DataFrame({"score": [0.5, 0.6], "lower_is_better": False}, index=["resnet", "convnext"])
+    np.testing.assert_allclose(_ensemble_weights(runs, EnsembleOptions(weights={"resnet": 3, "convnext": 1})),
+                               [0.75, 0.25])
+    scored = _ensemble_weights(runs, EnsembleOptions(factor=1))  # by score: 0.5 : 0.6
+    np.testing.assert_allclose(scored, [5 / 11, 6 / 11])
+    tmp = classify_runs
+    argv = ["ensemble", "--conf", str(ROOT / "parameters/tiny/stack.yml")]
+    for s in (f"dataroot={tmp / 'data'}", f"checkpoints_dir={tmp / 'runs'}", f"out_dir={tmp / 'hand'}",
+              "ensemble.runs={classify: last}", "ensemble.weights={other: 1}"):
+        argv += ["--set", s]
+    with pytest.raises(SystemExit, match="not a run: other; no weight: classify"):
+        stack.main(argv)

@@ -175,6 +175,7 @@ class PostprocessGrid(Schema):
 class EnsembleOptions(Schema):
     runs: dict[str, EpochSpec] = {"onehot": "last"}
     factor: NonNegativeFloat = 25
+    weights: dict[str, NonNegativeFloat] = {}  # hand-set weight per run (normalised); empty: weighted by score
     test_features: Literal["all", "fold_mean"] = "all"
     redistribute_k: NonNegativeInt = 0
     submit: Literal["argmax", "redistributed"] = "argmax"

@@ -291,6 +291,22 @@ def _class_scores(y, probs, competition) -> dict:
     return out
 
 
+def _ensemble_weights(runs: pd.DataFrame, ecfg) -> np.ndarray:
+    """Hand-set `ensemble.weights` (every run named, normalised), or weights from the runs' out-of-fold scores."""
+    if not ecfg.weights:
+        return ens.ensemble_weights(runs["score"], ecfg.factor, bool(runs["lower_is_better"].iloc[0]))
+    unknown = sorted(set(ecfg.weights) - set(runs.index))
+    missing = sorted(set(runs.index) - set(ecfg.weights))
+    if unknown or missing:
+        raise RunError(f"ensemble.weights must name each of ensemble.runs ({', '.join(runs.index)}): "
+                       + "; ".join(p for p in (unknown and f"not a run: {', '.join(unknown)}",
+                                               missing and f"no weight: {', '.join(missing)}") if p))
+    weights = np.array([ecfg.weights[e] for e in runs.index], float)
+    if weights.sum() <= 0:
+        raise RunError("ensemble.weights: at least one weight must be > 0")
+    return weights / weights.sum()
+
+
 def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
     submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores."""
@@ -310,7 +326,7 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     runs = pd.DataFrame(rows).set_index("exp")
     if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
         raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
-    runs["weight"] = ens.ensemble_weights(runs["score"], ecfg.factor, bool(runs["lower_is_better"].iloc[0]))
+    runs["weight"] = _ensemble_weights(runs, ecfg)
     oof = ens.weighted_ensemble([features.view_mean_oof[e] for e in runs.index], runs["weight"])
     source = ecfg.test_features
     test = ens.weighted_ensemble([features.view_mean_test[source][e] for e in runs.index], runs["weight"])
