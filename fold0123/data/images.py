@@ -87,6 +87,14 @@ def load_image(path: str | Path, size: int, fit: str = "pad") -> np.ndarray:
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise LayoutError(f"{path}: unreadable image ({err})") from None
+    return fit_image(img, size, fit)
+
+
+def fit_image(img: Image.Image, size: int, fit: str = "pad") -> np.ndarray:
+    """An RGB PIL image as uint8 `[size, size, 3]`, letterboxed (`pad`) or stretched: the one resize recipe of
+    every cache (photos here, MUGE images in data.muge_images)."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; expected one of {FITS}")
     if fit == "pad" and img.width != img.height:
         side = max(img.width, img.height)
         square = Image.new("RGB", (side, side), _border_colour(np.asarray(img)))
