@@ -1,9 +1,10 @@
 """The text tower's tokenizer: a Hugging Face `tokenizers` WordPiece fitted on the training texts only.
 
-Fitting on a few thousand short texts takes milliseconds and gives the same vocabulary every time, so a run does
-not store the tokenizer: it refits it from the dataroot's train texts and checks a digest of the vocabulary
-against the one in its checkpoint's task state (`vocab_digest`, a float, as task states are floats), so a
-changed train split is an error, never a silently shifted vocabulary. Ids: 0 = [PAD], 1 = [UNK].
+Fitting on a few thousand short texts takes milliseconds but is not reproducible (the trainer breaks ties in
+hash order: two fits of the same texts can differ by a token), so a run keeps the fitted tokenizer as a file
+(models.clip_task: `{run}/tokenizer.json`) and its checkpoints a digest of the vocabulary (`vocab_digest`, a
+float, as task states are floats), so a tokenizer that is not the run's is an error, never a silently shifted
+vocabulary. Ids: 0 = [PAD], 1 = [UNK].
 """
 from __future__ import annotations
 
