@@ -40,8 +40,8 @@ def train_once(conf: str, exp: str, *overrides: str) -> Path:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conf", default="parameters/demo/retrieval.yml")
-    parser.add_argument("--ttl-steps", type=int, default=30)
-    parser.add_argument("--ttl-lr", type=float, default=1e-4)
+    parser.add_argument("--ttl-steps", type=int, default=100)
+    parser.add_argument("--ttl-lr", type=float, default=3e-4)
     args = parser.parse_args(argv)
     cfg = load_config(ROOT / args.conf, schema=RunConfig)
     data = Path(cfg.dataroot)
