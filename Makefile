@@ -5,12 +5,17 @@ PY := .venv/bin/python
 RECIPE ?= parameters/demo/recipe.yml
 ABLATION ?= parameters/ablation/cpu.yml
 
-.PHONY: env demo ablation test test-fast faults bench clean-runs
+.PHONY: env demo demo-retrieval ablation test test-fast faults bench clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
 demo: env
 	PYTHONUNBUFFERED=1 $(PY) recipe.py --conf $(RECIPE) $(if $(SET),$(foreach s,$(SET),--set $(s)))
+
+# Text-to-image retrieval (issue 11) on the bundled emoji retrieval set: build -> pack -> train (transferred from
+# the demo's jigsaw run, and from scratch) -> predict -> ensemble -> test-time learning -> score; prints the table.
+demo-retrieval: env
+	PYTHONUNBUFFERED=1 $(PY) -m fold0123.retrieval.demo
 
 # The ablation table (RESULTS.md, results.json, report.html in results/cpu): the demo recipe, its variants and
 # the baselines; reuses what `make demo` made.

@@ -46,7 +46,8 @@ def test_backbones():
         build_backbone("nonet")
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+# clip reads a MUGE-layout dataroot, not this atmaCup one: tests/test_retrieval_model.py trains it
+@pytest.mark.parametrize("name", sorted(set(TASKS) - {"clip"}))
 def test_every_task_learns_a_tiny_batch(name, dataroot, tmp_path):
     write_w2v(dataroot)
     train = read_train(dataroot).iloc[:8]
@@ -224,31 +225,3 @@ def test_jigsaw_task_batches_follow_the_config():
         get_task("segmentation")
 
 
-def test_clip_task_trains_both_towers_and_round_trips(dataroot, tmp_path):
-    cfg = cfg_with(dataroot=str(dataroot), clip={"embed_dim": 16, "text_dim": 32, "temperature": 0.1})
-    train = read_train(dataroot)
-    task = get_task("clip")
-    tags = task.targets(train, dataroot, cfg)
-    assert tags.shape[0] == len(train) and (tags.sum(1) >= 1).all() and task.state["vocab_size"] == tags.shape[1]
-    model = model_for("clip", cfg=cfg, task=task)
-    assert model.head.image.out_features == 16 == task.n_outputs(cfg)
-    text_before = model.head.text.embed.weight.clone()
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    loss = task.loss(model(normalize(images)), torch.from_numpy(tags[:8]))
-    loss.backward()
-    torch.optim.SGD(model.parameters(), 0.1).step()
-    assert not torch.equal(model.head.text.embed.weight, text_before)  # the text tower is trained with the image one
-    embeddings = task.predict(model.eval()(normalize(images))).detach()
-    assert torch.allclose(embeddings.norm(dim=1), torch.ones(8), atol=1e-5)
-    save(model, tmp_path / "1.pth")
-    restored_task = get_task("clip", state=task.state)
-    restored = model_for("clip", cfg=cfg, task=restored_task)
-    restored.load_state_dict(read_checkpoint(tmp_path / "1.pth")["model"])
-    a = task.metrics(embeddings.numpy(), train.iloc[:8], dataroot, cfg)
-    b = restored_task.metrics(embeddings.numpy(), train.iloc[:8], dataroot, cfg)
-    assert a == b and 0 <= a["recall_at_1"] <= a["recall_at_5"] <= 1
-    from fold0123.models.clip import retrieval_metrics
-    text = model.head.text(torch.from_numpy(tags[:8])).detach().numpy()
-    assert retrieval_metrics(text, text, tags[:8])["recall_at_1"] == 1.0  # its own tags rank first
-    with pytest.raises(ValueError, match="build the model"):
-        get_task("clip").loss(embeddings, torch.from_numpy(tags[:8]))

@@ -249,11 +249,10 @@ def test_a_build_with_the_other_test_tags_choice_is_refused_or_rebuilt_keeping_p
 
 
 def test_every_stage_reading_tags_works_when_test_objects_have_none(tmp_path):
-    """word2vec.py gives untagged (test) objects zero vectors and the tagged train objects real ones; the clip
-    task's tag matrix marks them 'no tags'; folds do not read tags."""
+    """word2vec.py gives untagged (test) objects zero vectors and the tagged train objects real ones; folds do not
+    read tags."""
     from fold0123.data.folds import write_folds
     from fold0123.data.tags import write_tag_vectors
-    from fold0123.models.clip import NO_TAGS, multi_hot, vocabulary
 
     root = emoji.build_from_tarballs(*fake_packages(tmp_path / "npm"), tmp_path / "emoji").out
     write_folds(root, k=3, batch_size=None, seed=0)
@@ -264,9 +263,6 @@ def test_every_stage_reading_tags_works_when_test_objects_have_none(tmp_path):
     assert (vectors.loc[test_ids].to_numpy() == 0).all()
     assert (np.abs(vectors.loc[sorted(tagged)].to_numpy()).sum(axis=1) > 0).all()
     assert report.n_untagged == len(test_ids)
-    vocab = vocabulary(root)
-    hot = multi_hot(root, list(test_ids), vocab)
-    assert (hot[:, vocab.index(NO_TAGS)] == 1).all() and hot.sum() == len(test_ids)
 
 
 def test_test_split_is_series_disjoint_and_seeded(tmp_path, built):

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
-from fold0123.common import dataroot, rundir
+from fold0123.common import dataroot, muge, rundir
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.io import write_json
 from fold0123.common.schema import RUN_VOLATILE_KEYS
@@ -144,13 +144,15 @@ def run_inputs(cfg, split: str) -> dict[str, str]:
     """Digests of what a run of `cfg` on `split` reads: its split files, the photos, the tag vectors or tables
     its task uses, and the checkpoint it transfers from (keyed by names relative to the dataroot)."""
     root = Path(cfg.dataroot)
-    files = list(dataroot.split_paths(root, split))
-    if cfg.task == "materialstechniques":
-        files.append(dataroot.tag_vectors_path(root, cfg.w2v_dim))
-    if cfg.task == "clip":
-        files += [root / "materials.csv", root / "techniques.csv"]
-    inputs = {p.name: file_digest(p) for p in files}
-    inputs["photos/"] = folder_digest(dataroot.photos_dir(root))
+    if cfg.task == "clip":  # a MUGE-layout dataroot: the texts by content, the packed images by stat
+        inputs = {muge.texts_jsonl(root, s).name: file_digest(muge.texts_jsonl(root, s)) for s in muge.SPLITS}
+        inputs["lmdb/"] = stat_digest(muge.lmdb_images(root, s) / "data.mdb" for s in muge.SPLITS)
+    else:
+        files = list(dataroot.split_paths(root, split))
+        if cfg.task == "materialstechniques":
+            files.append(dataroot.tag_vectors_path(root, cfg.w2v_dim))
+        inputs = {p.name: file_digest(p) for p in files}
+        inputs["photos/"] = folder_digest(dataroot.photos_dir(root))
     try:
         transfer = rundir.resolve_transfer(cfg, quiet=True)
     except rundir.RunError:

@@ -68,9 +68,15 @@ class JigsawOptions(Schema):
 
 
 class ClipOptions(Schema):
+    """task: clip, text-to-image retrieval on a MUGE-layout dataroot (models.clip, retrieval/)."""
     embed_dim: PositiveInt = 64
     text_dim: PositiveInt = 128
+    text_layers: NonNegativeInt = 1      # transformer encoder layers of the text tower; 0 = an embedding bag
+    text_heads: PositiveInt = 4
+    max_length: Annotated[int, Field(ge=2)] = 32
+    vocab_size: Annotated[int, Field(ge=16)] = 4000
     temperature: Annotated[float, Field(gt=0)] = 0.07
+    reader: Literal["cache", "lmdb"] = "cache"
 
 
 class ArcFaceOptions(Schema):

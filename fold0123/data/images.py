@@ -97,8 +97,7 @@ def load_image(path: str | Path, size: Size, fit: str = "pad") -> np.ndarray:
     """One photo as uint8 `[height, width, 3]` RGB (`size`: s or (h, w)); greyscale, CMYK and EXIF-rotated JPEGs
     come out upright RGB."""
     path = Path(path)
-    height, width = height_width(size)
-    aspect = width / height
+    height_width(size)
     if fit not in FITS:
         raise ValueError(f"unknown fit {fit!r}; expected one of {FITS}")
     if not path.is_file():
@@ -110,6 +109,16 @@ def load_image(path: str | Path, size: Size, fit: str = "pad") -> np.ndarray:
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise LayoutError(f"{path}: unreadable image ({err})") from None
+    return fit_image(img, size, fit)
+
+
+def fit_image(img: Image.Image, size: Size, fit: str = "pad") -> np.ndarray:
+    """An RGB PIL image as uint8 `[height, width, 3]` by `fit`: the one resize recipe of every cache (photos
+    here, MUGE images in data.muge_images)."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; expected one of {FITS}")
+    height, width = height_width(size)
+    aspect = width / height
     if fit == "pad" and img.width * height != img.height * width:
         box = _box(img.width, img.height, aspect, larger=True)
         canvas = Image.new("RGB", box, _border_colour(np.asarray(img)))

@@ -113,8 +113,9 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         model = model.to(memory_format=torch.channels_last)
     model = wrap_model(model, device)
 
-    frames = part_frames(cfg)
-    cache = build_cache(cfg)
+    # a task with its own layout (clip: the MUGE splits' galleries) names its parts and its image cache
+    frames = task.part_frames(cfg) if hasattr(task, "part_frames") else part_frames(cfg)
+    cache = task.image_cache(cfg) if hasattr(task, "image_cache") else build_cache(cfg)
     batch_size = int(batch_size or cfg.eval.batch_size)
     metrics = {"epoch": epoch, "task": cfg.task, "split": cfg.split, "n": 0,
                "primary": task.primary, "lower_is_better": bool(task.lower_is_better),

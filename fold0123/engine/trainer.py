@@ -145,6 +145,8 @@ class TrainData:
 
 def training_data(cfg: RunConfig, split: str, task) -> TrainData:
     dataroot = cfg.dataroot
+    if hasattr(task, "training_data"):  # a task with its own layout (clip: MUGE pairs from the LMDB)
+        return TrainData(*task.training_data(cfg, split))
     if task.name == "jigsaw":
         # pretext: every photo of the split `all` (train + test), labels unused
         train_df, test_df = read_split(dataroot, "all")

@@ -1,95 +1,82 @@
-"""CLIP-style image-text contrastive task over the tag lists (materials and techniques).
+"""The CLIP dual encoder's head and loss: text-to-image retrieval the Chinese-CLIP way (issue 11).
 
-The "text" of an object is its bag of tags; a small text encoder (a linear embedding of the multi-hot tag
-vector, mean-pooled, then an MLP) maps it into the image embedding's space, and the symmetric InfoNCE loss
-pulls each photo towards its own tags and away from the batch's other objects. Objects with the same tag set
-(skin-tone variants, the many untagged objects) are all positives of each other: a soft target, so identical
-texts are not pushed apart. The saved prediction is the L2-normalised image embedding (`clip.embed_dim`).
+The image tower is the run's backbone (ResNet34 by default, transferable from the jigsaw pretext like every
+task) plus a linear projection: that projection is what the model's `forward` returns, so the evaluator saves
+image embeddings through the same 8-view path as every other task. The text tower lives in the head too (so it
+trains, checkpoints, soups and loads with the model): token embeddings plus learned positions, `text_layers`
+pre-norm transformer encoder layers (0 = an embedding bag: the mean of the token embeddings), a masked mean
+over the real tokens and a linear projection. It is trained from scratch: there are no hub downloads here.
 
-The vocabulary is rebuilt from the dataroot (every tag token, spelled by data.tags.tag_token as word2vec spells
-it, ordered by table then name; index 0 = "no tags"), so the checkpoint needs no strings; its size is in the task
-state to check the rebuild.
+The loss is the symmetric InfoNCE of CLIP (open_clip's ClipLoss: cross-entropy of the image->text and the
+text->image logits, averaged) with a learnable temperature: `logit_scale` starts at log(1/temperature) and is
+clamped so that the scale never exceeds 100, as CLIP clamps it (here inside the loss, so no training-loop hook is
+needed). One change: pairs whose texts are the same string ("red apple" twice in a batch) are not each other's
+negatives: their cross logits are masked out of both softmaxes instead of being pushed apart.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fold0123.data.tags import read_tokens
-
-NO_TAGS = "<no tags>"
+MAX_LOGIT_SCALE = math.log(100.0)
 
 
-def vocabulary(dataroot: str | Path) -> list[str]:
-    """NO_TAGS, then every token ordered by (table, name): the order, and so each token's index, that the
-    earlier `material:<name>` spelling had, so text towers trained before the spelling changed still load."""
-    tokens = read_tokens(dataroot)
-    return [NO_TAGS] + [token for _, _, token in sorted(set(zip(tokens["table"], tokens["name"], tokens["token"])))]
-
-
-def multi_hot(dataroot: str | Path, object_ids, vocab: list[str]) -> np.ndarray:
-    """`[n, len(vocab)]` float32 tag indicators; an object without tags gets the NO_TAGS token."""
-    index = {token: i for i, token in enumerate(vocab)}
-    rows = {str(i): r for r, i in enumerate(object_ids)}
-    out = np.zeros((len(rows), len(vocab)), np.float32)
-    tags = read_tokens(dataroot)
-    tags = tags[tags["object_id"].isin(rows)]
-    known = tags["token"].isin(index)
-    # explicit int64: with no tagged object among `object_ids` (test objects of a train-only-tags dataroot) the
-    # selections are empty and would otherwise come out as object arrays, which numpy refuses as indices
-    out[tags["object_id"][known].map(rows).to_numpy(np.int64), tags["token"][known].map(index).to_numpy(np.int64)] = 1.0
-    out[out.sum(1) == 0, 0] = 1.0
-    return out
-
-
-class TextEncoder(nn.Module):
-    def __init__(self, vocab_size: int, text_dim: int, embed_dim: int):
+class TextTower(nn.Module):
+    def __init__(self, vocab_size: int, width: int, embed_dim: int, layers: int = 1, heads: int = 4,
+                 max_length: int = 32):
         super().__init__()
-        self.embed = nn.Linear(vocab_size, text_dim, bias=False)  # == EmbeddingBag(mean) over the tag tokens
-        self.mlp = nn.Sequential(nn.LayerNorm(text_dim), nn.GELU(), nn.Linear(text_dim, embed_dim))
+        self.token = nn.Embedding(vocab_size, width, padding_idx=0)
+        self.position = nn.Parameter(torch.zeros(max_length, width))
+        nn.init.normal_(self.position, std=0.01)
+        self.encoder = None
+        if layers > 0:
+            layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=0.0,
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.project = nn.Linear(width, embed_dim)
 
-    def forward(self, tags: torch.Tensor) -> torch.Tensor:
-        tags = tags.float()
-        return self.mlp(self.embed(tags / tags.sum(1, keepdim=True).clamp_min(1.0)))
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` int token ids (0 = padding) -> `[B, embed_dim]`."""
+        tokens = tokens.long()
+        real = tokens != 0
+        real[:, 0] |= ~real.any(1)  # an all-padding text still attends to one position
+        x = self.token(tokens) + self.position[: tokens.shape[1]]
+        if self.encoder is not None:
+            x = self.encoder(x, src_key_padding_mask=~real)
+        weights = real.unsqueeze(-1).to(x.dtype)
+        pooled = (x * weights).sum(1) / weights.sum(1)
+        return self.project(self.norm(pooled))
 
 
 class ClipHead(nn.Module):
     """The image projection (what `forward` returns), the text tower and the learnable temperature."""
 
-    def __init__(self, feature_dim: int, vocab_size: int, embed_dim: int, text_dim: int, temperature: float):
+    def __init__(self, feature_dim: int, vocab_size: int, embed_dim: int, text_dim: int, temperature: float,
+                 text_layers: int = 1, text_heads: int = 4, max_length: int = 32):
         super().__init__()
         self.image = nn.Linear(feature_dim, embed_dim)
-        self.text = TextEncoder(vocab_size, text_dim, embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / temperature))))
+        self.text = TextTower(vocab_size, text_dim, embed_dim, text_layers, text_heads, max_length)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.image(features)
 
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.float().clamp(0, MAX_LOGIT_SCALE).exp()
 
-def contrastive_loss(image: torch.Tensor, text: torch.Tensor, tags: torch.Tensor,
-                     logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE with soft targets: objects with identical tag sets are each other's positives."""
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, keys: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of B (image, text) pairs; `keys[i] == keys[j]` marks identical texts, whose
+    cross pairs are left out of the negatives (masked), so the only target of row i stays column i."""
     image, text = F.normalize(image.float(), dim=-1), F.normalize(text.float(), dim=-1)
-    logits = image @ text.T * logit_scale.float().clamp(max=np.log(100.0)).exp()
-    same = (torch.cdist(tags.float(), tags.float(), p=1) == 0).float()
-    target = same / same.sum(1, keepdim=True)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-
-
-@torch.no_grad()
-def retrieval_metrics(image: np.ndarray, text: np.ndarray, tags: np.ndarray) -> dict:
-    """Image -> text retrieval among the frame's objects: a hit is any object with the same tag set."""
-    image = image / np.maximum(np.linalg.norm(image, axis=1, keepdims=True), 1e-12)
-    text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-    similarity = image @ text.T
-    same = (np.abs(tags[:, None, :] - tags[None, :, :]).sum(-1) == 0)
-    order = np.argsort(-similarity, axis=1)
-    hits = np.take_along_axis(same, order, axis=1)
-    first_hit = hits.argmax(1)
-    k5 = min(5, len(image))
-    return {"recall_at_1": float(hits[:, 0].mean()), f"recall_at_{5}": float(hits[:, :k5].any(1).mean()),
-            "median_rank": float(np.median(first_hit + 1)), "cosine": float(np.mean((image * text).sum(1)))}
+    logits = scale * image @ text.T
+    keys = keys.reshape(-1)
+    same = keys[:, None] == keys[None, :]
+    same.fill_diagonal_(False)
+    logits = logits.masked_fill(same, float("-inf"))
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2

@@ -276,58 +276,12 @@ def _make_jigsaw() -> Task:
                       jigsaw.jigsaw_loss, _jigsaw_predict, _jigsaw_metrics)
 
 
-# --- clip: image-text contrastive over the tag lists (models/clip.py) -------------------------------------
-
-@dataclass
-class ClipTask(Task):
-    """The loss and metrics need the text tower, which lives in the model's head (so it trains, checkpoints and
-    loads with it): `make_head` builds the head and keeps a reference here."""
-    head: nn.Module | None = field(default=None, repr=False)
-
-    def make_head(self, feature_dim, cfg):
-        opts = cfg.clip
-        vocab_size = len(clip.vocabulary(cfg.dataroot))
-        if self.state and int(self.state["vocab_size"]) != vocab_size:
-            raise LayoutError(f"{cfg.dataroot}: the tag vocabulary has {vocab_size} tokens, the checkpoint's "
-                              f"{int(self.state['vocab_size'])}: the tag tables changed since training")
-        self.head = clip.ClipHead(feature_dim, vocab_size, opts.embed_dim, opts.text_dim, opts.temperature)
-        return self.head
-
-    def _head(self) -> nn.Module:
-        if self.head is None:
-            raise ValueError("clip: build the model with models.network.build_model(cfg, task) first "
-                             "(the loss and metrics use its text tower)")
-        return self.head
-
-    def loss(self, outputs, targets):
-        head = self._head()
-        targets = targets.to(outputs.device)
-        return clip.contrastive_loss(outputs, head.text(targets), targets, head.logit_scale)
-
-
-def _clip_fit(task, frame, root, cfg):
-    return {"vocab_size": float(len(clip.vocabulary(root)))}
-
-
-def _clip_targets(task, frame, root, cfg):
-    return clip.multi_hot(root, frame["object_id"], clip.vocabulary(root))
-
-
-def _clip_metrics(task, embeddings, frame, dataroot, cfg):
-    if dataroot is None:
-        raise ValueError("clip metrics need the dataroot (for the tags)")
-    head = task._head()
-    tags = clip.multi_hot(dataroot, frame["object_id"], clip.vocabulary(dataroot))
-    device = next(head.parameters()).device
-    with torch.no_grad():
-        text = head.text(torch.from_numpy(tags).to(device)).float().cpu().numpy()
-    return clip.retrieval_metrics(embeddings, text, tags)
-
+# --- clip: text-to-image retrieval on a MUGE-layout dataroot (models/clip_task.py, models/clip.py) -------
 
 def _make_clip() -> Task:
-    return ClipTask("clip", "recall_at_5", False, lambda cfg: cfg.clip.embed_dim,
-                    _clip_targets, None, lambda task, out: F.normalize(out, dim=-1), _clip_metrics,
-                    fit_fn=_clip_fit)
+    from fold0123.models.clip_task import make_clip_task  # subclasses Task, so imported when asked for
+
+    return make_clip_task()
 
 
 TASKS: dict[str, Callable[[], Task]] = {

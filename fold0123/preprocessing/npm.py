@@ -48,6 +48,10 @@ EMOJI_DATASOURCE = Package(
 EMOJIBASE = Package(
     "emojibase-data", "17.0.0",
     "sha512-Yvgb5AWoHViHV/gq1qr5ZAarcBip+B27/ZLRsUJkbgAEaLlZ/fof9g882LTpmEpyhBNEC0m2SEmItljHsTygjA==")
+# another artist's drawings of the same emoji: the retrieval set's test-time-learning cache (preprocessing.muge_emoji)
+EMOJI_DATASOURCE_APPLE = Package(
+    "emoji-datasource-apple", "16.0.0",
+    "sha512-dVYjsK0FnCry9F+PBtnivhG2K0xdwlmqYaSgiUtztUdAGPYiHYhZcVKvNBqC791g2qyEcFNTBO6utg4eQ3uLTw==")
 
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:

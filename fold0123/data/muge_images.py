@@ -1,0 +1,105 @@
+"""How training and evaluation reach a MUGE dataroot's images: decoded once from the packed LMDB into the same
+uint8 memory-mapped cache the photos use (data.images.ImageCache), and a Dataset of (image, text tokens) pairs.
+
+Why a cache and not the LMDB in every epoch: an epoch of a small-image run decodes each PNG/JPEG again from the
+LMDB (base64, then the codec, then the resize), which on 2 CPU cores costs more than the model's step
+(BENCHMARKS.md: LMDB reader vs TSV vs memmap cache); decoded once at the run's `image_size`, every epoch,
+the evaluator's 8 views and the prediction step slice the same memmap, exactly as the atmaCup tasks do, so the run
+directory contract and `evaluate.py --watch` need nothing new. The cache file's name carries the ids, the size and
+the LMDB files' names, sizes and mtimes, so a repacked split gets a new cache. `LmdbPairs` reads the LMDB
+directly, opened lazily per worker (data.muge_lmdb), for data too large to cache (`clip.reader: lmdb`).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fold0123.common import muge
+from fold0123.common.fingerprint import stat_digest
+from fold0123.common.io import atomic_path, remove_orphaned_temporaries
+from fold0123.data.images import CACHE_VERSION, ImageCache, _build_lock, _open_existing, fit_image
+from fold0123.data.muge import decode_base64, open_image
+from fold0123.data.muge_lmdb import LmdbSplit
+
+
+def decode_image(b64: bytes | str, size: int, where: str) -> np.ndarray:
+    """One base64 image as uint8 `[size, size, 3]` (the photos' resize recipe)."""
+    return fit_image(open_image(decode_base64(b64, where), where), size)
+
+
+def _lmdb_files(root: Path, splits: Sequence[str]) -> list[Path]:
+    return [muge.lmdb_images(root, s) / "data.mdb" for s in splits]
+
+
+def muge_cache(root: str | Path, splits: Sequence[str], size: int, cache_dir: str | Path) -> ImageCache:
+    """Every image of `splits` (from their LMDB) decoded at `size` into `cache_dir/muge_{size}_{hash}.npy`, or
+    that file reused. Ids are the image ids as strings; an image id in two splits is one row."""
+    root = Path(root)
+    readers = [LmdbSplit(root, s) for s in splits]
+    owner: dict[str, LmdbSplit] = {}
+    for reader in readers:
+        for image_id in reader.image_ids():
+            owner.setdefault(str(image_id), reader)
+    ids = list(owner)
+    digest = hashlib.sha1(f"v{CACHE_VERSION}|muge|{root.resolve()}|{','.join(splits)}|".encode())
+    digest.update("\n".join(ids).encode())
+    digest.update(stat_digest(_lmdb_files(root, splits)).encode())
+    path = Path(cache_dir) / f"muge_{size}_{digest.hexdigest()[:16]}.npy"
+    remove_orphaned_temporaries(path.parent) if path.parent.is_dir() else None
+    existing = _open_existing(path, len(ids), size)
+    if existing is None:
+        with _build_lock(path):
+            if _open_existing(path, len(ids), size) is None:
+                with atomic_path(path) as tmp:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ids), size, size, 3))
+                    for row, image_id in enumerate(ids):
+                        reader = owner[image_id]
+                        out[row] = decode_image(reader.image_b64(int(image_id)), size,
+                                                f"{reader.images_path}: image_id {image_id}")
+                    out.flush()
+                    del out
+        existing = np.load(path, mmap_mode="r", allow_pickle=False)
+    for reader in readers:
+        reader.close()
+    return ImageCache(ids, existing, path)
+
+
+class PairDataset(Dataset):
+    """`(image uint8 [3, S, S], target int64 [1 + L])` per (image, text) pair: target[0] is the text's key
+    (identical strings share it), target[1:] its token ids."""
+
+    def __init__(self, cache: ImageCache, image_ids: Sequence, targets: np.ndarray):
+        self.cache, self.rows = cache, cache.rows([str(i) for i in image_ids])
+        self.targets = np.asarray(targets, dtype=np.int64)
+        if len(self.targets) != len(self.rows):
+            raise ValueError(f"{len(self.targets)} target rows for {len(self.rows)} pairs")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        image = torch.from_numpy(np.array(self.cache.array[self.rows[i]].transpose(2, 0, 1), order="C"))
+        return image, torch.from_numpy(self.targets[i])
+
+
+class LmdbPairs(Dataset):
+    """The same samples read straight from the LMDB (decoded per access), opened lazily in each worker."""
+
+    def __init__(self, root: str | Path, split: str, targets: np.ndarray, size: int):
+        self.reader, self.size = LmdbSplit(root, split), size
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.image_ids = [pair[0] for pair in self.reader.pairs()]
+        self.reader.close()
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, i: int):
+        image_id = self.image_ids[i]
+        pixels = decode_image(self.reader.image_b64(image_id), self.size, f"{self.reader.images_path}: {image_id}")
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), torch.from_numpy(self.targets[i])

@@ -1,0 +1,175 @@
+"""The `clip` task: text-to-image retrieval on a MUGE-layout dataroot, trained by train.py like every task.
+
+How it meets the task-agnostic engine (models.tasks' Task, engine.trainer, engine.evaluator):
+- `training_data(cfg, split)`: the pairs of the run split's MUGE splits (common.muge.RUN_SPLITS: `train`, or
+  `all` = train + valid) from the packed LMDB, each with its target row `[text key, token ids...]` (the key marks
+  identical strings, which the loss does not treat as negatives). Images come from the memmap cache that
+  data.muge_images decodes once from the LMDB (or, with `clip.reader: lmdb`, straight from the LMDB).
+- `make_head`: the run's WordPiece tokenizer (fitted on the train split's texts when the run starts, data.tokenizer,
+  and kept as `{run}/tokenizer.json`) and models.clip's ClipHead; the vocabulary's size and digest are the task
+  state, checked when a checkpoint is loaded.
+- `part_frames` / `image_cache`: the evaluator's parts are the splits' galleries (`oof` = valid for split
+  `train`; `test`; `train`), one row per image; its npz files hold the 8-view image embeddings as usual.
+- `metrics`: the held-out split's texts are encoded by the head's text tower and ranked against the whole
+  gallery: text->image and image->text Recall@1/5/10 and MR (data.recall); primary `t2i_mr`, the MUGE metric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fold0123.common import muge, rundir
+from fold0123.common.io import write_text
+from fold0123.common.errors import LayoutError, UsageError
+from fold0123.common.schema import RunConfig
+from fold0123.data import tokenizer as tok
+from fold0123.data.muge import read_texts
+from fold0123.data.muge_images import LmdbPairs, PairDataset, muge_cache
+from fold0123.data.muge_lmdb import LmdbSplit
+from fold0123.data.recall import retrieval_metrics
+from fold0123.models import clip
+from fold0123.models.tasks import Task
+
+TOKENIZER = "tokenizer.json"
+
+
+def train_texts(dataroot: str | Path) -> list[str]:
+    return [t.text for t in read_texts(muge.texts_jsonl(dataroot, "train"))]
+
+
+@dataclass
+class ClipTask(Task):
+    head: nn.Module | None = field(default=None, repr=False)
+    run: Path | None = None  # the run directory whose tokenizer.json to use (default: the config's run)
+    _tokenizer: object = field(default=None, repr=False)
+
+    # --- text
+    def tokenizer_path(self, cfg: RunConfig) -> Path | None:
+        """`{run}/tokenizer.json`: `run` when a caller set it (predict, ttl), else the run directory of `cfg`;
+        None for a config that names no split (a model built outside any run, as unit tests do)."""
+        if self.run is not None:
+            return Path(self.run) / TOKENIZER
+        return rundir.run_dir(cfg, cfg.split) / TOKENIZER if cfg.split else None
+
+    def tokenizer(self, cfg: RunConfig):
+        """The run's WordPiece tokenizer: read from the run directory, or fitted on the train split's texts and
+        written there (a fresh run). Fitting is not reproducible from run to run (the trainer's ties depend on
+        hash order), so the file, not a refit, is what evaluation and prediction use; the task state holds its
+        vocabulary's size and digest, so a replaced file is an error."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            path = self.tokenizer_path(cfg)
+            if path is not None and path.is_file():
+                self._tokenizer = Tokenizer.from_file(str(path))
+            elif self.state:
+                raise LayoutError(f"{path}: the run's tokenizer is missing (it is written beside the checkpoints "
+                                  f"when the run starts; a checkpoint moved elsewhere needs it beside it)")
+            else:
+                self._tokenizer = tok.fit_tokenizer(train_texts(cfg.dataroot), cfg.clip.vocab_size)
+                if path is not None:
+                    write_text(path, self._tokenizer.to_str())
+        return self._tokenizer
+
+    def text_targets(self, cfg: RunConfig, texts) -> np.ndarray:
+        """`[n, 1 + max_length]` int64: the text's key, then its token ids."""
+        keys = np.asarray([tok.text_key(t) for t in texts], dtype=np.int64)[:, None]
+        return np.concatenate([keys, tok.encode(self.tokenizer(cfg), texts, cfg.clip.max_length)], axis=1)
+
+    @torch.no_grad()
+    def encode_texts(self, cfg: RunConfig, texts, batch_size: int = 256) -> np.ndarray:
+        """L2-normalised text embeddings `[n, embed_dim]` float32 from the head's text tower."""
+        head = self._head()
+        device = next(head.parameters()).device
+        tokens = torch.from_numpy(tok.encode(self.tokenizer(cfg), list(texts), cfg.clip.max_length))
+        out = [F.normalize(head.text(tokens[i:i + batch_size].to(device)).float(), dim=-1).cpu()
+               for i in range(0, len(tokens), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, cfg.clip.embed_dim), np.float32)
+
+    # --- model
+    def make_head(self, feature_dim, cfg):
+        tokenizer = self.tokenizer(cfg)
+        size, digest = tokenizer.get_vocab_size(), tok.vocab_digest(tokenizer)
+        if self.state and (int(self.state.get("vocab_size", -1)) != size or self.state.get("vocab_digest") != digest):
+            raise LayoutError(f"{self.tokenizer_path(cfg)}: another vocabulary ({size} tokens) than the "
+                              f"checkpoint's ({int(self.state.get('vocab_size', -1))}): not this run's tokenizer")
+        self.state = {"vocab_size": float(size), "vocab_digest": digest}
+        opts = cfg.clip
+        self.head = clip.ClipHead(feature_dim, size, opts.embed_dim, opts.text_dim, opts.temperature,
+                                  opts.text_layers, opts.text_heads, opts.max_length)
+        return self.head
+
+    def _head(self) -> nn.Module:
+        if self.head is None:
+            raise ValueError("clip: build the model with models.network.build_model(cfg, task) first "
+                             "(the loss and metrics use its text tower)")
+        return self.head
+
+    def loss(self, outputs, targets):
+        head = self._head()
+        targets = targets.to(outputs.device).long()
+        return clip.clip_loss(outputs, head.text(targets[:, 1:]), targets[:, 0], head.scale())
+
+    # --- data
+    def training_data(self, cfg: RunConfig, split: str):
+        """(Dataset, number of pairs) of the run split's MUGE splits."""
+        if split not in muge.RUN_SPLITS:
+            raise UsageError(f"--split {split}: a clip run trains on {' or '.join(muge.RUN_SPLITS)} "
+                             f"(train: hold out valid; all: train + valid)")
+        datasets = []
+        for name in muge.RUN_SPLITS[split]:
+            reader = LmdbSplit(cfg.dataroot, name)
+            pairs = reader.pairs()
+            reader.close()
+            targets = self.text_targets(cfg, [p[2] for p in pairs])
+            if cfg.clip.reader == "lmdb":
+                datasets.append(LmdbPairs(cfg.dataroot, name, targets, cfg.image_size))
+            else:
+                datasets.append(PairDataset(self.image_cache(cfg), [p[0] for p in pairs], targets))
+        dataset = datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)
+        return dataset, len(dataset)
+
+    def image_cache(self, cfg: RunConfig):
+        from fold0123.engine.setup import cache_dir  # where every run's caches live (names only)
+
+        return muge_cache(cfg.dataroot, muge.SPLITS, cfg.image_size, cache_dir(cfg))
+
+    def part_frames(self, cfg: RunConfig) -> dict:
+        """One row per gallery image (`object_id` = the image id as a string, `muge_split`) per part."""
+        def gallery(name):
+            reader = LmdbSplit(cfg.dataroot, name)
+            ids = [str(i) for i in reader.image_ids()]
+            reader.close()
+            return pd.DataFrame({"object_id": ids, "muge_split": name})
+
+        frames = {"train": gallery("train"), "test": gallery("test")}
+        if muge.HELD_OUT.get(cfg.split):
+            frames["oof"] = gallery(muge.HELD_OUT[cfg.split])
+        return frames
+
+
+def gallery_positives(texts, image_ids) -> list[list[int]]:
+    column = {int(i): c for c, i in enumerate(image_ids)}
+    return [[column[i] for i in (t.image_ids or ()) if i in column] for t in texts]
+
+
+def _metrics(task: ClipTask, embeddings, frame, dataroot, cfg):
+    split = str(frame["muge_split"].iloc[0])
+    texts = read_texts(muge.texts_jsonl(dataroot, split))
+    images = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    text = task.encode_texts(cfg, [t.text for t in texts]).astype(np.float64)
+    out = retrieval_metrics(text @ images.T, gallery_positives(texts, frame["object_id"]))
+    out["logit_scale"] = float(task._head().scale().detach())
+    return out
+
+
+def make_clip_task() -> ClipTask:
+    return ClipTask("clip", "t2i_mr", False, lambda cfg: cfg.clip.embed_dim,
+                    lambda task, frame, root, cfg: np.zeros((len(frame), 0), np.float32), None,
+                    lambda task, out: F.normalize(out, dim=-1), _metrics)

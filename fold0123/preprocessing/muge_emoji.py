@@ -1,0 +1,234 @@
+"""Build the bundled retrieval set, in the MUGE layout, from the pinned npm emoji packages the emoji build uses.
+
+One text per image: each Google 64 px emoji image (emoji-datasource-google, composited on white, PNG) and its
+emojibase English `label` ("thumbs up: medium skin tone"). Splits are series-disjoint (a base emoji and its
+skin-tone variants stay together, as in preprocessing.emoji): about 70 % train, 10 % valid, 20 % test of the
+series. Image and text ids are salted hashes turned into integers (MUGE and its scorer use integer ids), and
+every file is written in a shuffled order, so neither ids nor positions say anything about the code point (which
+predicts the release year, see preprocessing.emoji); the id <-> hexcode key stays in the private folder.
+
+    {out}/                 train/valid/test _imgs.tsv and _texts.jsonl (test texts without image_ids)
+    {out}_private/         test_texts.jsonl with the answers (what `python -m fold0123.retrieval.score` reads),
+                           ids.csv (id -> hexcode, split), summary.json
+    {out}_cache/           the test-time-learning cache, itself a MUGE split `test`: each test text (same text_id
+                           and text) with the same emoji drawn by another artist (emoji-datasource-apple), as a web
+                           image search for that text would return it; cache image ids are their own salted ids
+
+`dataset.json`, written last, marks a complete build; a complete build made with the same seed and packages is
+reused, anything else at `out` is refused without --force.
+
+    python -m fold0123.preprocessing.muge_emoji --out datasets/emoji_muge [--seed 0] [--cache DIR] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fold0123.common import muge
+from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.io import TMP_MARKER
+from fold0123.data.muge import MugeText, encode_base64, write_images, write_texts
+from fold0123.preprocessing.emoji import (EMOJIBASE_JSON, BuildError, EmojiDataError, _load_json, _member_bytes,
+                                          on_white, read_emoji_datasource, strip_fe0f)
+from fold0123.preprocessing.npm import (EMOJI_DATASOURCE, EMOJI_DATASOURCE_APPLE, EMOJIBASE, Package,
+                                        fetch_package)
+
+ID_SALT = "fold0123/emoji-muge/v1"
+SHARES = {"train": 0.7, "valid": 0.1, "test": 0.2}
+MARKER = "dataset.json"
+OTHER_ARTIST_DIR = "package/img/apple/64/"
+PACKAGES = (EMOJI_DATASOURCE, EMOJIBASE, EMOJI_DATASOURCE_APPLE)
+
+
+def opaque_int(hexcode: str, kind: str) -> int:
+    """48 bits of a salted SHA-1: an integer id, stable across machines, uninformative about the code point."""
+    return int(hashlib.sha1(f"{ID_SALT}/{kind}/{hexcode.upper()}".encode()).hexdigest()[:12], 16)
+
+
+def read_labels(tgz: str | os.PathLike) -> dict[str, str]:
+    """emojibase's English label by uppercase hexcode, base emoji and skin-tone variants alike."""
+    tgz = Path(tgz)
+    files = _member_bytes(tgz, lambda name: name == EMOJIBASE_JSON)
+    if EMOJIBASE_JSON not in files:
+        raise EmojiDataError(f"{tgz}: no {EMOJIBASE_JSON} in the package")
+    labels = {}
+    for entry in _load_json(tgz, EMOJIBASE_JSON, files[EMOJIBASE_JSON]):
+        for item in [entry, *(entry.get("skins") or [])]:
+            if item.get("hexcode") and item.get("label"):
+                labels[str(item["hexcode"]).upper()] = str(item["label"])
+    return labels
+
+
+def png_b64(png: bytes, what: str) -> str:
+    out = io.BytesIO()
+    on_white(png, what).save(out, "PNG", optimize=False)
+    return encode_base64(out.getvalue())
+
+
+@dataclass
+class Summary:
+    out: str
+    private: str
+    cache: str
+    seed: int
+    images: dict
+    series: dict
+    unlabelled: int
+    cache_pairs: int
+    packages: list
+    reused: bool = False
+
+    def lines(self) -> list[str]:
+        return [f"emoji retrieval set {self.out}" + (" (reused; --force rebuilds)" if self.reused else ""),
+                "  images (= texts): " + ", ".join(f"{k} {v}" for k, v in self.images.items()),
+                "  series: " + ", ".join(f"{k} {v}" for k, v in self.series.items()),
+                f"  test answers and ids: {self.private}; test-time cache: {self.cache} ({self.cache_pairs} pairs)",
+                f"  skipped {self.unlabelled} images without an emojibase label"]
+
+
+def private_dir(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.parent / f"{out.name}_private"
+
+
+def cache_dir(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.parent / f"{out.name}_cache"
+
+
+def _pins(packages) -> list[str]:
+    return [f"{p.spec} {p.integrity}" for p in packages]
+
+
+def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0,
+                        packages: tuple[Package, ...] = (), limit: int | None = None) -> Summary:
+    """Build `out`, its private folder and its cache folder, replacing what is there (temp folders renamed into
+    place at the end). `limit` keeps only that many series (tests)."""
+    out = Path(out)
+    finals = {"out": out, "private": private_dir(out), "cache": cache_dir(out)}
+    tmps = {k: v.with_name(f"{v.name}{TMP_MARKER}{os.getpid()}") for k, v in finals.items()}
+    try:
+        for tmp in tmps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        rows, images, _ = read_emoji_datasource(google_tgz)
+        labels = read_labels(emojibase_tgz)
+        stripped = {}
+        for hexcode, label in labels.items():
+            stripped.setdefault(strip_fe0f(hexcode), label)
+        other = {name[len(OTHER_ARTIST_DIR):]: data for name, data in
+                 _member_bytes(Path(other_tgz), lambda n: n.startswith(OTHER_ARTIST_DIR) and n.endswith(".png"))
+                 .items()}
+        labelled = []
+        for row in rows:
+            label = labels.get(row.hexcode) or stripped.get(strip_fe0f(row.hexcode))
+            if label:
+                labelled.append((row, label))
+        unlabelled = len(rows) - len(labelled)
+        rng = np.random.default_rng(seed)
+        series = sorted({row.base_hexcode for row, _ in labelled})
+        series = [series[i] for i in rng.permutation(len(series))]
+        if limit is not None:
+            series = series[:limit]
+        cut = np.cumsum([SHARES["train"], SHARES["valid"]]) * len(series)
+        split_of = {s: "train" if i < cut[0] else "valid" if i < cut[1] else "test" for i, s in enumerate(series)}
+        labelled = [(row, label) for row, label in labelled if row.base_hexcode in split_of]
+        by_split = {s: [] for s in muge.SPLITS}
+        for i in rng.permutation(len(labelled)):  # the shuffled order is the only order ever written
+            by_split[split_of[labelled[i][0].base_hexcode]].append(labelled[i])
+        key_rows, cache_images, cache_texts = [], {}, []
+        for split, items in by_split.items():
+            image_map, texts = {}, []
+            for row, label in items:
+                image_id, text_id = opaque_int(row.hexcode, "image"), opaque_int(row.hexcode, "text")
+                image_map[image_id] = png_b64(images[row.image], f"{google_tgz}: {row.image}")
+                texts.append(MugeText(text_id, label, (image_id,)))
+                key_rows.append((image_id, text_id, row.hexcode, row.base_hexcode, split, label))
+                if split == "test" and row.image in other:
+                    cache_id = opaque_int(row.hexcode, "cache-image")
+                    cache_images[cache_id] = png_b64(other[row.image], f"{other_tgz}: {row.image}")
+                    cache_texts.append(MugeText(text_id, label, (cache_id,)))
+            order = rng.permutation(len(texts))  # texts in another order than their images
+            texts = [texts[i] for i in order]
+            write_images(muge.images_tsv(tmps["out"], split), image_map)
+            write_texts(muge.texts_jsonl(tmps["out"], split), texts, answers=split != "test")
+            if split == "test":
+                write_texts(muge.texts_jsonl(tmps["private"], "test"), texts)
+        write_images(muge.images_tsv(tmps["cache"], "test"), cache_images)
+        write_texts(muge.texts_jsonl(tmps["cache"], "test"), cache_texts)
+        with open(tmps["private"] / "ids.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image_id", "text_id", "hexcode", "base_hexcode", "split", "text"])
+            writer.writerows(key_rows)
+        summary = Summary(str(out), str(finals["private"]), str(finals["cache"]), seed,
+                          {s: len(v) for s, v in by_split.items()},
+                          {s: len({r.base_hexcode for r, _ in v}) for s, v in by_split.items()},
+                          unlabelled, len(cache_texts), _pins(packages))
+        (tmps["private"] / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        (tmps["out"] / MARKER).write_text(json.dumps({"builder": "fold0123.preprocessing.muge_emoji", "seed": seed,
+                                                      "packages": _pins(packages), "limit": limit}, indent=2) + "\n")
+        for key in ("private", "cache", "out"):  # the dataroot with its marker last
+            final = finals[key]
+            old = final.with_name(f"{final.name}.old{TMP_MARKER}{os.getpid()}")
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmps[key], final)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        for tmp in tmps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def existing_build(out, seed: int, packages, limit=None) -> Summary | None:
+    out = Path(out)
+    if not out.exists():
+        return None
+    marker = out / MARKER
+    try:
+        made = json.loads(marker.read_text())
+        summary = Summary(**json.loads((private_dir(out) / "summary.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        raise BuildError(f"{out}: exists but is not a complete retrieval build; pass --force to replace it") from None
+    if made.get("seed") != seed or made.get("packages") != _pins(packages) or made.get("limit") != limit:
+        raise BuildError(f"{out}: built with another seed, package pin or limit; pass --force to rebuild it")
+    summary.reused = True
+    return summary
+
+
+def build_dataset(out="datasets/emoji_muge", cache=None, seed: int = 0, force: bool = False,
+                  packages: tuple[Package, ...] = PACKAGES, limit: int | None = None) -> Summary:
+    if not force:
+        earlier = existing_build(out, seed, packages, limit)
+        if earlier is not None:
+            return earlier
+    google, emojibase, other = (fetch_package(p, cache) for p in packages)
+    return build_from_tarballs(google, emojibase, other, out, seed, packages, limit)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="datasets/emoji_muge")
+    parser.add_argument("--cache", default=None, help="npm tarball cache (default ~/.cache/fold0123/npm)")
+    parser.add_argument("--seed", type=int, default=0, help="split and order seed")
+    parser.add_argument("--force", action="store_true", help="rebuild whatever is at --out")
+    args = parser.parse_args(argv)
+    try:
+        summary = build_dataset(args.out, args.cache, args.seed, args.force)
+    except Fold0123Error as err:
+        sys.exit(error_line(err))
+    print("\n".join(summary.lines()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Predict a MUGE split with a trained clip run: its similarity matrix (.npy + id orders) and the MUGE JSONL.
+
+    python -m fold0123.retrieval.predict --run runs/demo/retrieval_train [--epoch last] [--split test] [--out DIR]
+
+Texts come from `{split}_texts.jsonl` (test texts need no answers), the gallery is every image of the split's
+LMDB (in increasing id order) through the run's image cache, identity view. Writes into `--out` (default
+`{run}/retrieval/`): `{split}_similarity.npy`, `{split}_similarity.ids.json`, `{split}_predictions.jsonl`.
+The library functions are what retrieval.ttl and the demo reuse.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fold0123.common import muge, rundir
+from fold0123.common.errors import Fold0123Error, UsageError, error_line
+from fold0123.data.datasets import normalize
+from fold0123.data.muge import read_texts
+from fold0123.data.muge_lmdb import LmdbSplit
+from fold0123.engine.setup import load_task_state, resolve_device
+from fold0123.models.checkpoints import load_weights, read_checkpoint
+from fold0123.models.network import build_model
+from fold0123.models.tasks import get_task
+from fold0123.retrieval.predictions import predictions_path, save_similarity, write_predictions
+
+
+def checkpoint_of(run: Path, epoch: str | int = "last") -> Path:
+    found = rundir.list_checkpoints(run)
+    if not found:
+        raise UsageError(f"{run}: no epoch checkpoints")
+    if epoch == "last":
+        return found[-1][1]
+    path = rundir.checkpoint_path(run, int(epoch))
+    if not path.is_file():
+        raise UsageError(f"{path}: no such checkpoint")
+    return path
+
+
+def load_run_model(run: str | Path, epoch: str | int = "last", device: str | None = "cpu"):
+    """(cfg, task, model in eval mode, checkpoint path) of a clip run; the model is a fresh object built from the
+    checkpoint, so changing it never touches the file (retrieval.ttl relies on that)."""
+    run = Path(run)
+    cfg = rundir.read_run_config(run)
+    if cfg.task != "clip":
+        raise UsageError(f"{run}: a {cfg.task} run; retrieval needs a clip run")
+    path = checkpoint_of(run, epoch)
+    state = read_checkpoint(path)
+    task = get_task("clip")
+    load_task_state(task, state.get("task_state"))
+    task.run = run
+    model = build_model(cfg, task)
+    load_weights(model, state["model"], path)
+    return cfg, task, model.to(resolve_device(device)).eval(), path
+
+
+@torch.no_grad()
+def image_embeddings(model, task, cache, image_ids, batch_size: int = 256) -> np.ndarray:
+    device = next(model.parameters()).device
+    rows, out = cache.rows([str(i) for i in image_ids]), []
+    for start in range(0, len(rows), batch_size):
+        images = torch.from_numpy(np.ascontiguousarray(cache.array[np.sort(rows[start:start + batch_size])]))
+        order = np.argsort(np.argsort(rows[start:start + batch_size]))
+        x = normalize(images[order].permute(0, 3, 1, 2).to(device))
+        out.append(task.predict(model(x)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def similarity(cfg, task, model, split: str = "test"):
+    """(text ids, image ids, float32 similarity [texts, images]) of one split of the run's dataroot."""
+    texts = read_texts(muge.texts_jsonl(cfg.dataroot, split), need_images=False)
+    reader = LmdbSplit(cfg.dataroot, split)
+    image_ids = reader.image_ids()
+    reader.close()
+    images = image_embeddings(model, task, task.image_cache(cfg), image_ids)
+    text = task.encode_texts(cfg, [t.text for t in texts])
+    return [t.text_id for t in texts], image_ids, (text @ images.T).astype(np.float32)
+
+
+def write_outputs(out: str | Path, split: str, text_ids, image_ids, sim: np.ndarray, tag: str = "") -> dict:
+    out = Path(out)
+    matrix = save_similarity(out / f"{split}{tag}_similarity.npy", sim, text_ids, image_ids)
+    jsonl = write_predictions(predictions_path(out, f"{split}{tag}"), text_ids, image_ids, sim)
+    return {"similarity": matrix, "predictions": jsonl}
+
+
+def predict(run: str | Path, split: str = "test", epoch: str | int = "last", out: str | Path | None = None,
+            device: str | None = "cpu") -> dict:
+    cfg, task, model, _ = load_run_model(run, epoch, device)
+    text_ids, image_ids, sim = similarity(cfg, task, model, split)
+    return write_outputs(out or Path(run) / "retrieval", split, text_ids, image_ids, sim)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--epoch", default="last")
+    parser.add_argument("--split", default="test", choices=muge.SPLITS)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        paths = predict(args.run, args.split, args.epoch, args.out, args.device)
+    except Fold0123Error as err:
+        sys.exit(error_line(err))
+    print(paths["predictions"])
+
+
+if __name__ == "__main__":
+    main()

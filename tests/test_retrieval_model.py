@@ -1,0 +1,96 @@
+"""The clip task (issue 11): the symmetric InfoNCE with identical texts masked, the clamped temperature, and a
+tiny text-image training through train.py's library function whose evaluator beats chance on the whole gallery."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fold0123.common import rundir
+from fold0123.common.config import load_config
+from fold0123.common.errors import LayoutError
+from fold0123.common.schema import RunConfig
+from fold0123.engine.evaluator import evaluate_checkpoint
+from fold0123.engine.trainer import train
+from fold0123.models import clip
+from fold0123.models.tasks import get_task
+from fold0123.preprocessing import pack_lmdb
+from tests.engine_fixtures import ROOT
+from tests.muge_fixtures import make_muge_root
+
+torch.set_num_threads(1)
+
+
+def tiny_retrieval(dataroot, runs, *overrides) -> RunConfig:
+    return load_config(ROOT / "parameters" / "tiny" / "retrieval.yml",
+                       [f"dataroot={dataroot}", f"checkpoints_dir={runs}", *overrides], schema=RunConfig)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("retrieval")
+    root = make_muge_root(base / "muge")
+    pack_lmdb.pack(root, ["train", "valid", "test"])
+    cfg = tiny_retrieval(root, base / "runs")
+    run = train(cfg, "train", device="cpu", progress=False)
+    return {"root": root, "runs": base / "runs", "run": run, "cfg": cfg}
+
+
+def test_identical_texts_are_not_negatives():
+    torch.manual_seed(0)
+    image, text = torch.randn(4, 8), torch.randn(4, 8)
+    text[1] = text[0]  # rows 0 and 1 carry the same string
+    distinct = clip.clip_loss(image, text, torch.tensor([0, 1, 2, 3]), torch.tensor(10.0))
+    same = clip.clip_loss(image, text, torch.tensor([5, 5, 2, 3]), torch.tensor(10.0))
+    # by hand: the cross logits of the identical pair leave both softmaxes
+    logits = 10.0 * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[0, 1] = mask[1, 0] = True
+    logits = logits.masked_fill(mask, float("-inf"))
+    labels = torch.arange(4)
+    expected = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    assert torch.allclose(same, expected) and not torch.allclose(same, distinct)
+
+
+def test_logit_scale_is_clamped_at_100_as_clip_does():
+    head = clip.ClipHead(8, 10, 4, 8, temperature=1e-4, text_layers=0)
+    assert float(head.scale().detach()) == pytest.approx(100.0)
+    assert float(clip.ClipHead(8, 10, 4, 8, temperature=0.07).scale().detach()) == pytest.approx(1 / 0.07, rel=1e-5)
+
+
+def test_infonce_decreases_and_retrieval_beats_chance_through_train(trained):
+    run = trained["run"]
+    losses = {}
+    for line in rundir.loss_log_path(run).read_text().splitlines()[1:]:
+        epoch, _, loss = line.split()[:3]
+        losses.setdefault(int(epoch), []).append(float(loss))
+    means = [np.mean(losses[e]) for e in sorted(losses)]
+    assert means[-1] < 0.8 * means[0]
+    assert (run / "tokenizer.json").is_file()
+    metrics = evaluate_checkpoint(run, 6, device="cpu")
+    mean = metrics["views"]["identity"]
+    assert metrics["primary"] == "t2i_mr" and metrics["n"] == 16
+    # chance on a gallery of 16: R@1 = 1/16, MR = 1/3
+    assert mean["t2i_r1"] > 4 / 16 and mean["i2t_r1"] > 4 / 16 and mean["t2i_mr"] > 2 * mean["chance_t2i_mr"]
+    npz = np.load(rundir.eval_npz_path(run, "epoch6", "test"))
+    assert npz["outputs"].shape == (16, 8, 32)
+
+
+def test_a_replaced_tokenizer_is_refused(trained, tmp_path):
+    from fold0123.models.checkpoints import read_checkpoint
+    from fold0123.models.network import build_model
+
+    state = read_checkpoint(rundir.checkpoint_path(trained["run"], 6))["task_state"]
+    cfg = rundir.read_run_config(trained["run"])
+    task = get_task("clip", state)
+    task.run = tmp_path  # no tokenizer.json there
+    with pytest.raises(LayoutError, match="tokenizer is missing"):
+        build_model(cfg, task)
+    other = get_task("clip")
+    other.run = tmp_path
+    build_model(cfg.model_copy(update={"clip": cfg.clip.model_copy(update={"vocab_size": 40})}), other)  # writes one
+    task = get_task("clip", state)
+    task.run = tmp_path
+    with pytest.raises(LayoutError, match="not this run's tokenizer"):
+        build_model(cfg, task)
