@@ -36,7 +36,7 @@ from fold0123.data import jigsaw
 from fold0123.data.competition import read_competition, score
 from fold0123.data.metrics import rmse
 from fold0123.data.tags import read_tag_vectors
-from fold0123.models import arcface, clip
+from fold0123.models import arcface
 
 Frame = pd.DataFrame
 
