@@ -305,6 +305,12 @@ def test_pseudo_rows_never_enter_a_validation_part(synth):
     # a second round built on the first replaces the pseudo rows instead of stacking them up
     write_pseudo_splits(root, 3, 2, rows.iloc[:3], base_suffix="_pseudo1")
     assert len(read_split(root, "3fold0_pseudo2")[0]) == len(read_split(root, "3fold0")[0]) + 3
+    # ... or, cumulative, keeps the first round's rows and relabels those the new round names again
+    relabelled = rows.iloc[:3].assign(target=(rows["target"].iloc[:3] + 1) % 4)
+    write_pseudo_splits(root, 3, 2, relabelled, base_suffix="_pseudo1", cumulative=True)
+    round2 = read_split(root, "3fold0_pseudo2")[0].set_index("object_id")
+    assert len(round2) == len(read_split(root, "3fold0")[0]) + len(rows) and round2.index.is_unique
+    np.testing.assert_array_equal(round2.loc[relabelled["object_id"], "target"], relabelled["target"])
     with pytest.raises(ValueError, match="train.csv row"):
         write_pseudo_splits(root, 3, 3, rows.assign(object_id=train["object_id"].iloc[: len(rows)].to_numpy()))
 

@@ -186,6 +186,7 @@ class EnsembleOptions(Schema):
     redistribute_k: NonNegativeInt = 0
     submit: Literal["argmax", "redistributed"] = "argmax"
     pseudo_thr: Annotated[float, Field(ge=0, le=1)] = 0.45
+    pseudo_cumulative: bool = False  # a round keeps the earlier rounds' rows it does not relabel
 
 
 class StackConfig(Schema):

@@ -440,7 +440,10 @@ def run_pseudo(cfg: StackConfig, round_: int) -> PseudoResult:
     competition = read_competition(cfg.dataroot)
     rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg.dataroot), competition.train_columns,
                        competition.group_column)
-    written = write_pseudo_splits(cfg.dataroot, cfg.folds, round_, rows)
+    # cumulative: build on the splits the ensembled runs trained on (the last round's), keeping its rows
+    cumulative = cfg.ensemble.pseudo_cumulative
+    written = write_pseudo_splits(cfg.dataroot, cfg.folds, round_, rows,
+                                  base_suffix=cfg.split_suffix if cumulative else "", cumulative=cumulative)
     per_class = rows["target"].value_counts().reindex(range(result.test.shape[1]), fill_value=0)
     write_json(Path(cfg.out_dir) / f"pseudo{round_}_report.json",
                {"round": round_, "thr": thr, "rows_added": len(rows), "per_class": per_class.tolist(),
