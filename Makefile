@@ -37,13 +37,17 @@ faults: env
 	FAULT_KILLS=$(or $(FAULT_KILLS),20) FAULT_EVAL_KILLS=$(or $(FAULT_EVAL_KILLS),12) FAULT_FULL=1 \
 	  FAULT_SUMMARY=$(FAULT_SUMMARY) $(PY) -m pytest -m faults $(PYTEST_ARGS)
 
-# Benchmarks (not part of the tests); results go to BENCHMARKS.md. ImageMagick is the jigsaw baseline.
+# Benchmarks (not part of the tests); results go to BENCHMARKS.md. ImageMagick is the jigsaw baseline; the MUGE
+# readers' benchmark first builds the bundled retrieval set (reused when built) and packs it.
 bench: env
 	@command -v convert-im6.q16 >/dev/null || command -v magick >/dev/null || \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q imagemagick >/dev/null
 	$(PY) -m bench.jigsaw_bench
 	$(PY) -m bench.train_overhead
 	$(PY) -m bench.watch_latency
+	$(PY) -m fold0123.preprocessing.muge_emoji --out datasets/emoji_muge
+	$(PY) -m fold0123.preprocessing.pack_lmdb --data-dir datasets/emoji_muge --splits train,valid,test
+	$(PY) -m bench.muge_readers --data-dir datasets/emoji_muge --rounds 3
 
 clean-runs:
 	rm -rf runs submissions

@@ -12,6 +12,7 @@ import functools
 import json
 import sys
 
+from fold0123.common import rundir
 from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
 from fold0123.engine.watch import watch_run
@@ -23,8 +24,10 @@ def _summary(metrics: dict) -> str:
         return f"{metrics['split']}: no oof rows (test features written)"
     primary = metrics["primary"]
     name = metrics.get("checkpoint", f"epoch {metrics['epoch']}")
-    return (f"{metrics['split']} {name}: {primary} {mean.get(primary)} (8-view mean), "
-            f"{metrics['views']['identity'].get(primary)} (identity) on {metrics['n']} oof rows")
+    values = [f"{mean.get(primary)} (8-view mean)", f"{metrics['views']['identity'].get(primary)} (identity)"]
+    if rundir.primary_view(metrics) == "identity":  # the task's primary view first
+        values.reverse()
+    return f"{metrics['split']} {name}: {primary} {', '.join(values)} on {metrics['n']} oof rows"
 
 
 def main(argv=None) -> None:
@@ -60,7 +63,9 @@ def main(argv=None) -> None:
 
 def _evaluate_quietly(run, epoch, parts=None, device=None):
     metrics = evaluate_checkpoint(run, epoch, parts=parts, device=device)
-    print(json.dumps({"epoch": epoch, **metrics["views"]["mean"]}), flush=True)
+    view = rundir.primary_view(metrics)  # the 8-view mean, unless the task reads its metric from another view
+    print(json.dumps({"epoch": epoch, **({"view": view} if view != "mean" else {}), **metrics["views"][view]}),
+          flush=True)
     return metrics
 
 

@@ -3,7 +3,8 @@
 Each image shows a concept (a colour and the position of a bright square) and its text names it ("red top left"),
 with noise, so a text tower and an image tower can learn to meet; several images share a text, so batches hold
 identical texts. Test texts are written without image_ids; their answers go to `{root}_private`, and a
-test-time-learning cache (other noisy drawings of the test concepts) to `{root}_cache`, as the bundled build does.
+test-time-learning cache (other noisy drawings of the valid and test concepts) to `{root}_cache`, as the bundled
+build does.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from fold0123.common import muge
-from fold0123.data.muge import MugeText, encode_base64, write_images, write_texts
+from fold0123.data.muge import MugeText, encode_base64, read_texts, write_images, write_texts
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220), "yellow": (220, 220, 40)}
 PLACES = {"top left": (0, 0), "top right": (0, 2), "bottom left": (2, 0), "bottom right": (2, 2)}
@@ -54,4 +55,17 @@ def make_muge_root(root: Path, per_split=(48, 16, 16), seed: int = 0, size: int 
             write_texts(muge.texts_jsonl(root.parent / f"{root.name}_private", "test"), texts)
     write_images(muge.images_tsv(root.parent / f"{root.name}_cache", "test"), cache_images)
     write_texts(muge.texts_jsonl(root.parent / f"{root.name}_cache", "test"), cache_texts)
+    # the valid split's cache, drawn with a generator of its own so the splits above stay what they were
+    other, valid_images, valid_texts = np.random.default_rng(seed + 1), {}, []
+    for text in read_texts(muge.texts_jsonl(root, "valid")):
+        cache_id = next(next_id)
+        valid_images[cache_id] = encode_base64(draw(*_concept(text.text), other, size))
+        valid_texts.append(MugeText(text.text_id, text.text, (cache_id,)))
+    write_images(muge.images_tsv(root.parent / f"{root.name}_cache", "valid"), valid_images)
+    write_texts(muge.texts_jsonl(root.parent / f"{root.name}_cache", "valid"), valid_texts)
     return root
+
+
+def _concept(text: str) -> tuple[str, str]:
+    colour, place = text.split(" ", 1)
+    return colour, place

@@ -8,7 +8,7 @@ import yaml
 
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.io import atomic_path, is_temporary, write_text
-from fold0123.common.schema import AblationConfig, RecipeConfig, RunConfig, StackConfig
+from fold0123.common.schema import AblationConfig, RecipeConfig, RunConfig, StackConfig, TtlConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,9 +103,9 @@ def _leaf_keys(mapping: dict, prefix: str = "") -> set[str]:
 
 
 @pytest.mark.parametrize("path, schema", [("base.yml", RunConfig), ("stack.yml", StackConfig),
-                                          ("recipe.yml", RecipeConfig)])
+                                          ("recipe.yml", RecipeConfig), ("ttl.yml", TtlConfig)])
 def test_the_documenting_file_and_the_schema_agree_key_for_key_and_on_defaults(path, schema):
-    """parameters/{base,stack,recipe}.yml document every key of their schema with its default: neither may
+    """parameters/{base,stack,recipe,ttl}.yml document every key of their schema with its default: neither may
     have a key the other lacks, and the values are the schema's defaults (one home for defaults, two views)."""
     documented = yaml.safe_load((ROOT / "parameters" / path).read_text())
     defaults = schema(exp="x").model_dump(mode="json")
@@ -118,6 +118,7 @@ def test_the_documenting_file_and_the_schema_agree_key_for_key_and_on_defaults(p
 def test_every_shipped_config_validates():
     for path in sorted((ROOT / "parameters").rglob("*.yml")):
         schema = (StackConfig if path.stem == "stack" else RecipeConfig if path.stem == "recipe"
+                  else TtlConfig if path.stem == "ttl"
                   else AblationConfig if path.parent.name == "ablation" else RunConfig)
         load_config(path, schema=schema)
 

@@ -171,6 +171,18 @@ def test_bad_config_key_is_one_clear_line(conf_only: Path):
         plan_fold0123("parameters/none_such.yml")
 
 
+def test_a_retrieval_config_plans_its_muge_rows(tmp_path: Path):
+    """A clip config's rows are the MUGE run splits (train, all); a fold split is one line, not four failing panes."""
+    conf = tmp_path / "retrieval.yml"
+    conf.write_text(f"base: {ROOT / 'parameters' / 'tiny' / 'retrieval.yml'}\ncheckpoints_dir: {tmp_path / 'runs'}\n")
+    plan = plan_fold0123(conf, devices="cpu", cores=2)
+    assert [r.split for r in plan.rows] == ["train", "all"]
+    assert list(plan.rows[0].train_argv[1:6]) == ["train.py", "--conf", str(conf), "--split", "train"]
+    assert [r.split for r in plan_fold0123(conf, devices="cpu", splits=["all"]).rows] == ["all"]
+    with pytest.raises(LaunchError, match=r"retrieval.yml: splits 3fold0: a clip run trains on train or all"):
+        plan_fold0123(conf, devices="cpu", splits=["train", "3fold0"])
+
+
 # --- real tmux ------------------------------------------------------------------------------------------------
 
 @needs_tmux

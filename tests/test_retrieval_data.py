@@ -185,5 +185,17 @@ def test_bundled_build_is_series_disjoint_opaque_and_packs(tmp_path):
     cache = layout.read_split(muge_emoji.cache_dir(out), "test")
     assert {t.text_id for t in cache.texts} <= {t.text_id for t in answers}
     assert not set(cache.images) & set(layout.read_images(muge.images_tsv(out, "test")))
+    # the valid split has its own cache (where the test-time-learning settings are chosen), pointing at valid texts
+    valid = layout.read_split(muge_emoji.cache_dir(out), "valid")
+    valid_texts = {t.text_id: t.text for t in layout.read_texts(muge.texts_jsonl(out, "valid"))}
+    assert valid.texts and all(valid_texts[t.text_id] == t.text for t in valid.texts)
+    assert not set(valid.images) & set(layout.read_images(muge.images_tsv(out, "valid")))
+    assert summary.cache_pairs == {"valid": len(valid.texts), "test": len(cache.texts)}
     pack_lmdb.pack(out, muge.SPLITS)
     assert muge_emoji.build_dataset(out, cache=tmp_path / "npm", packages=()).reused is True
+    # a build from before the valid cache is not silently reused
+    marker = json.loads((out / muge_emoji.MARKER).read_text())
+    del marker["cache_splits"]
+    (out / muge_emoji.MARKER).write_text(json.dumps(marker))
+    with pytest.raises(muge_emoji.BuildError, match="test-time cache lacks"):
+        muge_emoji.build_dataset(out, cache=tmp_path / "npm", packages=())

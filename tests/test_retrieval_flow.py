@@ -6,12 +6,16 @@ import hashlib
 
 import numpy as np
 import pytest
+import torch
 
 from fold0123.common import muge
-from fold0123.common.errors import LayoutError
+from fold0123.common.errors import LayoutError, UsageError
+from fold0123.common.schema import TtlConfig
+from fold0123.data.muge import read_texts
+from fold0123.data.recall import first_positive_rank, recall_at
 from fold0123.engine.trainer import train
 from fold0123.preprocessing import pack_lmdb
-from fold0123.retrieval import ensemble, predict, predictions, score, ttl
+from fold0123.retrieval import ensemble, predict, predictions, score, ttl, ttl_select
 from tests.muge_fixtures import make_muge_root
 from tests.test_retrieval_model import tiny_retrieval
 
@@ -61,7 +65,7 @@ def test_test_time_learning_helps_and_leaves_the_checkpoint_untouched(runs, tmp_
     before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     stat = checkpoint.stat()
     plain = score.score(predict.predict(runs["a"], "test", out=tmp_path)["predictions"], runs["answers"])
-    result = ttl.test_time_learning(runs["a"], runs["cache"], steps=15, lr=1e-3, out=tmp_path)
+    result = ttl.test_time_learning(runs["a"], runs["cache"], TtlConfig(steps=15, lr=1e-3), out=tmp_path)
     adapted = score.score(result["predictions"], runs["answers"])
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == before
     assert checkpoint.stat().st_mtime_ns == stat.st_mtime_ns
@@ -70,3 +74,43 @@ def test_test_time_learning_helps_and_leaves_the_checkpoint_untouched(runs, tmp_
     # predicting again from the checkpoint gives the unadapted numbers: nothing leaked into the saved model
     again = score.score(predict.predict(runs["a"], "test", out=tmp_path / "again")["predictions"], runs["answers"])
     assert again == plain
+
+
+@pytest.mark.parametrize("mode, moves", [("text", ("head.text.",)), ("heads", ("head.",)),
+                                         ("projections", ("head.image.", "head.text.project."))])
+def test_each_adapt_setting_moves_only_its_weights(runs, mode, moves):
+    cfg, task, model, _ = predict.load_run_model(runs["a"])
+    images, texts = ttl.cache_pairs(runs["cache"], "test", cfg.image_size)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted, losses = ttl.adapt(model, task, cfg, images, texts, TtlConfig(steps=3, lr=1e-2, adapt=mode,
+                                                                           batch_size=0))
+    after = adapted.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(moves) for k in changed), sorted(changed)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_settings_are_chosen_on_valid_and_never_on_test(runs, tmp_path, capsys):
+    base = TtlConfig(lr=3e-3)
+    rows = ttl_select.select(runs["a"], runs["cache"], base, ["adapt=text,heads", "batch_size=0"], [2, 4])
+    assert rows[0]["steps"] == 0 and rows[0]["gain"] == 0.0
+    assert sorted((r["adapt"], r["steps"]) for r in rows[1:]) == [("heads", 2), ("heads", 4), ("text", 2),
+                                                                  ("text", 4)]
+    assert [r["mr"] for r in rows[1:]] == sorted((r["mr"] for r in rows[1:]), reverse=True)
+    # the scores are the valid answers' recall after that many steps: the 4-step text row, redone by hand
+    cfg, task, model, _ = predict.load_run_model(runs["a"])
+    images, texts = ttl.cache_pairs(runs["cache"], "valid", cfg.image_size)
+    adapted, _ = ttl.adapt(model, task, cfg, images, texts, base.model_copy(update={"steps": 4, "adapt": "text",
+                                                                                     "batch_size": 0}), cfg.seed)
+    by_hand = predict.similarity(cfg, task, adapted, "valid")
+    truth = {t.text_id: t.image_ids for t in read_texts(muge.texts_jsonl(runs["root"], "valid"))}
+    column = {i: c for c, i in enumerate(by_hand[1])}
+    ranks = first_positive_rank(by_hand[2], [[column[i] for i in truth[t]] for t in by_hand[0]])
+    row = next(r for r in rows if r["adapt"] == "text" and r["steps"] == 4)
+    assert row["mr"] == pytest.approx(recall_at(ranks)["mr"])
+    with pytest.raises(UsageError, match="valid"):
+        ttl_select.select(runs["a"], runs["cache"], base, ["adapt=text"], [2], split="test")
+    ttl_select.main(["--run", str(runs["a"]), "--cache", str(runs["cache"]), "--grid", "adapt=text",
+                     "--steps", "1,2", "--out", str(tmp_path / "rows.json")])
+    assert "best: --set steps=" in capsys.readouterr().out and (tmp_path / "rows.json").is_file()

@@ -2,6 +2,8 @@
 tiny text-image training through train.py's library function whose evaluator beats chance on the whole gallery."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,44 @@ def test_a_replaced_tokenizer_is_refused(trained, tmp_path):
     task.run = tmp_path
     with pytest.raises(LayoutError, match="not this run's tokenizer"):
         build_model(cfg, task)
+
+
+def test_the_primary_metric_is_read_from_the_identity_view(trained, capsys):
+    """A flipped emoji is another emoji: clip's metrics.json says `primary_view: identity`, and the watcher's
+    line, evaluate.py's summary and the monitor read t2i_mr from that view, not from the 8-view mean."""
+    import evaluate
+    from fold0123.launcher.monitor import held_out_metrics, metric_line
+
+    run = trained["run"]
+    metrics = evaluate._evaluate_quietly(run, 6, device="cpu")
+    written = rundir.read_metrics(run, "epoch6")
+    assert written["primary_view"] == "identity" and rundir.primary_view(written) == "identity"
+    identity, mean = written["views"]["identity"]["t2i_mr"], written["views"]["mean"]["t2i_mr"]
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["view"] == "identity" and line["t2i_mr"] == identity and line["epoch"] == 6
+    assert evaluate._summary(metrics).startswith(f"train epoch 6: t2i_mr {identity} (identity), {mean} (8-view")
+    shown = held_out_metrics(run)[-1]
+    assert shown.value == identity and shown.view == "identity"
+    assert "identity view, the task's primary" in metric_line([shown])
+    assert rundir.primary_view({"views": {}}) == "mean"  # every other task's files: unchanged, the mean
+
+
+def test_the_lmdb_reader_gives_the_cached_samples_in_forked_workers(trained):
+    """`clip.reader: lmdb` decodes straight from the LMDB per sample: the same bytes as the memmap cache, also
+    in DataLoader workers forked after the parent opened the environment (each reopens it)."""
+    from fold0123.data.muge_images import LmdbPairs, PairDataset
+
+    cfg = trained["cfg"]
+    cached, n = get_task("clip").training_data(cfg.model_copy(update={"split": "train"}), "train")
+    task = get_task("clip")
+    task.run = trained["run"]
+    lmdb_cfg = cfg.model_copy(update={"clip": cfg.clip.model_copy(update={"reader": "lmdb"})})
+    direct, same_n = task.training_data(lmdb_cfg, "train")
+    assert isinstance(direct, LmdbPairs) and isinstance(cached, PairDataset) and n == same_n == 48
+    direct[0]  # the parent opens the environment before the workers fork
+    loader = torch.utils.data.DataLoader(direct, batch_size=16, num_workers=2,
+                                         multiprocessing_context="fork")
+    batches = list(loader)
+    images, targets = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    assert torch.equal(images, torch.stack([cached[i][0] for i in range(n)]))
+    assert torch.equal(targets, torch.stack([cached[i][1] for i in range(n)]))

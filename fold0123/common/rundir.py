@@ -12,8 +12,10 @@ do not); temporary names (fold0123.common.io.is_temporary) never do, so a watche
 eval/{tag}_{part}.npz: arrays `ids` [n] (str) and `outputs` [n, 8, d] float32, the 8 dihedral views in the order
 of VIEWS; outputs are predictions in the task's saved space, not logits.
 eval/{tag}_metrics.json: {"epoch", "task", "split", "n", "primary", "lower_is_better",
-"views": {"mean": {metric: value}, "identity": {...}}} (+ "checkpoint" for a soup); split `all` has n = 0 and
-empty views. The evaluator writes it after the npz files, so its presence means the tag is fully evaluated.
+"views": {"mean": {metric: value}, "identity": {...}}} (+ "checkpoint" for a soup; + "primary_view": "identity"
+for a task whose primary metric is read from the identity view, clip's: absent means the 8-view mean, see
+`primary_view`); split `all` has n = 0 and empty views. The evaluator writes it after the npz files, so its
+presence means the tag is fully evaluated.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with th
 # The 8 dihedral views along axis 1 of every eval npz (data.views applies them, in this order).
 VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
 METRICS_KEYS = ("epoch", "task", "split", "n", "primary", "lower_is_better", "views")
+METRIC_VIEWS = ("mean", "identity")  # the views metrics.json scores: the 8-view mean and the identity view
 RESUME = "resume.pth"
 
 
@@ -187,7 +190,16 @@ def read_metrics(run: Path, tag: str) -> dict:
             raise RunError(f"{path}: missing key {key!r}")
     if not isinstance(metrics["views"], dict):
         raise RunError(f"{path}: 'views' must map view names to metrics")
+    if metrics.get("primary_view", "mean") not in METRIC_VIEWS:
+        raise RunError(f"{path}: 'primary_view' must be one of {', '.join(METRIC_VIEWS)}, "
+                       f"got {metrics['primary_view']!r}")
     return metrics
+
+
+def primary_view(metrics: dict) -> str:
+    """The view a metrics dict's primary metric is read from: its `primary_view`, else the 8-view mean (every
+    task but clip, whose metrics files predate the key or never need it)."""
+    return str(metrics.get("primary_view", "mean"))
 
 
 def done_path(run: Path) -> Path:

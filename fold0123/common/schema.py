@@ -1,9 +1,9 @@
 """The config schemas: every key of every kind of config, its type and its default, in one place.
 
 The YAML files in `parameters/` say what a user changes and why (their comments are the documentation); these
-classes say what a key may hold and what it is when no file sets it. `parameters/base.yml`, `stack.yml` and
-`recipe.yml` document every key of their schema with its default value, and tests/test_config.py checks that
-the files and the schemas agree key for key, so neither can drift.
+classes say what a key may hold and what it is when no file sets it. `parameters/base.yml`, `stack.yml`,
+`recipe.yml` and `ttl.yml` document every key of their schema with its default value, and tests/test_config.py
+checks that the files and the schemas agree key for key, so neither can drift.
 
 Unknown keys and wrong types are errors (`extra="forbid"`, pydantic's type checks), reported by
 `fold0123.common.config` as one line naming the file or `--set`, the key and what was expected. The models are
@@ -213,6 +213,21 @@ class StackConfig(Schema):
     out_dir: Text = "submissions"
     answers: Text | None = None
     ensemble: EnsembleOptions = EnsembleOptions()
+
+
+# ---------------------------------------------------------------------------------------------------- retrieval
+
+class TtlConfig(Schema):
+    """Test-time learning (retrieval.ttl; parameters/ttl.yml): K contrastive steps on a cache of (query text,
+    image) pairs, on a copy of a clip run's model, before predicting. The defaults are what
+    retrieval.ttl_select chose on the valid split's cache for the demo's runs (never on test answers)."""
+    exp: Name = "ttl"
+    steps: NonNegativeInt = 100
+    lr: Annotated[float, Field(gt=0)] = 3e-4
+    adapt: Literal["all", "heads", "text", "projections"] = "all"  # which weights move (retrieval.ttl.ADAPT)
+    batch_size: NonNegativeInt = 64      # cached pairs per step, drawn at random; 0: all of them in every step
+    weight_decay: NonNegativeFloat = 0.0
+    temperature: Annotated[float, Field(gt=0)] | None = None  # null: the run's learned one (trained along)
 
 
 # ---------------------------------------------------------------------------------------------------- recipe

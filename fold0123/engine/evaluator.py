@@ -120,6 +120,8 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     metrics = {"epoch": epoch, "task": cfg.task, "split": cfg.split, "n": 0,
                "primary": task.primary, "lower_is_better": bool(task.lower_is_better),
                "views": {"mean": {}, "identity": {}}}
+    if task.primary_view != "mean":  # only then: every other task's metrics.json stays as it was
+        metrics["primary_view"] = task.primary_view
     if epoch is None or tag != rundir.epoch_tag(epoch):  # a soup: say which file was evaluated
         metrics["checkpoint"] = Path(checkpoint).name
     for part in parts:

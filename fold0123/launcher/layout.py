@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from fold0123.common import rundir
+from fold0123.common import muge, rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.fingerprint import run_staleness, stale_message
 from fold0123.common.schema import RunConfig
@@ -254,10 +254,10 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
     `devices` places the trainers (rows cycle over the list), `eval_devices` the evaluators (default: each on
     its trainer's device; `4,5,6,7` beside devices `0,1,2,3` is the original's layout). `checkpoints` overrides
     the config's checkpoints_dir (passed on to train.py as `--set checkpoints_dir=`), `splits` restricts the
-    rows (default: every split of the config's `folds`), `root` is where the commands run (default: the
-    repository), `python` the interpreter they use (default: this one), `threads` the threads of each CPU row
-    (default: the cores divided among the rows with a trainer or an evaluator on the CPU; a Slurm job's
-    cpus_per_task): a row's trainer and evaluator share its threads, as they would share its GPU.
+    rows (default: every split of the config's `folds`; a clip config's `train` and `all`), `root` is where the
+    commands run (default: the repository), `python` the interpreter they use (default: this one), `threads` the
+    threads of each CPU row (default: the cores divided among the rows with a trainer or an evaluator on the CPU;
+    a Slurm job's cpus_per_task): a row's trainer and evaluator share its threads, as they would share its GPU.
     """
     root = Path(os.path.abspath(root or REPO))
     python = python or sys.executable
@@ -270,11 +270,14 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
         cfg = load_config(root / conf_shown, overrides, schema=RunConfig)
     except ConfigError as err:
         raise LaunchError(str(err)) from None
-    known = split_names(cfg.folds)
+    known = run_splits(cfg)
     wanted = list(splits) if splits is not None else known
     bad = [s for s in wanted if not re.fullmatch(r"[A-Za-z0-9_]+", s)]
     if bad or not wanted:
         raise LaunchError(f"splits {wanted!r}: expected names like {', '.join(known)}")
+    if cfg.task == "clip" and set(wanted) - set(known):  # train.py would fail in every pane: say it once, here
+        raise LaunchError(f"{conf_shown}: splits {', '.join(s for s in wanted if s not in known)}: a clip run "
+                          f"trains on {' or '.join(known)} (the MUGE splits; train holds out valid)")
 
     def run_dir(split: str) -> str:
         """The split's run directory (data.rundir), shown relative to root."""
@@ -323,6 +326,12 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
                 root=str(root), python=python, rows=tuple(rows), skipped=skipped, all_run_dirs=all_dirs,
                 prepare_argv=tuple(prepare) if active_dirs else (),
                 waiter_argv=tuple(waiter))
+
+
+def run_splits(cfg: RunConfig) -> list[str]:
+    """The rows of an experiment: `{k}fold0 .. {k}fold{k-1}` and `all`, or for a retrieval (clip) config the MUGE
+    run splits `train` (held out: valid) and `all` (train + valid), which have no folds."""
+    return list(muge.RUN_SPLITS) if cfg.task == "clip" else split_names(cfg.folds)
 
 
 def stale_runs(cfg: RunConfig, run_dirs: Sequence[tuple[str, str]], root: Path) -> dict[str, list[str]]:

@@ -41,6 +41,7 @@ class EpochMetric:
     lower_is_better: bool
     n: int
     identity: float | None = None
+    view: str = "mean"   # the view `value` is read from (common.rundir.primary_view)
 
 
 def read_loss_log(path: str | Path) -> list[LossPoint]:
@@ -80,7 +81,8 @@ def _is_number(text: str) -> bool:
 
 
 def held_out_metrics(run_dir: str | Path) -> list[EpochMetric]:
-    """Every evaluated epoch's primary held-out metric (mean of the 8 views), in epoch order (common.rundir
+    """Every evaluated epoch's primary held-out metric (on the task's primary view: the mean of the 8 views, or
+    the identity view where metrics.json says so), in epoch order (common.rundir
     lists and reads the metrics files)."""
     run_dir = Path(run_dir)
     found = []
@@ -88,9 +90,10 @@ def held_out_metrics(run_dir: str | Path) -> list[EpochMetric]:
         try:
             data = rundir.read_metrics(run_dir, rundir.epoch_tag(epoch))
             name, views = str(data["primary"]), data["views"]
-            mean, identity = views.get("mean") or {}, views.get("identity") or {}
-            found.append(EpochMetric(epoch, name, _float(mean.get(name)), bool(data["lower_is_better"]),
-                                     int(data["n"]), _float(identity.get(name))))
+            view = rundir.primary_view(data)
+            primary, identity = views.get(view) or {}, views.get("identity") or {}
+            found.append(EpochMetric(epoch, name, _float(primary.get(name)), bool(data["lower_is_better"]),
+                                     int(data["n"]), _float(identity.get(name)), view))
         except (ValueError, TypeError, AttributeError):  # RunError included
             continue  # being replaced, or not ours: the next frame will see what is there then
     return found
@@ -128,8 +131,11 @@ def metric_line(metrics: list[EpochMetric]) -> str:
     better = "lower" if last.lower_is_better else "higher"
     values = [m.value for m in metrics if m.value is not None]
     best = min(values) if last.lower_is_better else max(values)
-    identity = f", identity view {last.identity:.4f}" if last.identity is not None else ""
-    return (f"held-out {last.name} = {last.value:.4f} (epoch {last.epoch}, 8-view mean{identity}; "
+    if last.view == "identity":
+        view = "identity view, the task's primary"
+    else:
+        view = "8-view mean" + (f", identity view {last.identity:.4f}" if last.identity is not None else "")
+    return (f"held-out {last.name} = {last.value:.4f} (epoch {last.epoch}, {view}; "
             f"best {best:.4f}, {better} is better; n={last.n})")
 
 

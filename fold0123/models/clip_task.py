@@ -11,7 +11,9 @@ How it meets the task-agnostic engine (models.tasks' Task, engine.trainer, engin
 - `part_frames` / `image_cache`: the evaluator's parts are the splits' galleries (`oof` = valid for split
   `train`; `test`; `train`), one row per image; its npz files hold the 8-view image embeddings as usual.
 - `metrics`: the held-out split's texts are encoded by the head's text tower and ranked against the whole
-  gallery: text->image and image->text Recall@1/5/10 and MR (data.recall); primary `t2i_mr`, the MUGE metric.
+  gallery: text->image and image->text Recall@1/5/10 and MR (data.recall); primary `t2i_mr`, the MUGE metric,
+  read from the identity view (`primary_view`): the watcher's line, the monitor and metrics.json's
+  `primary_view` say so, since a flip changes what an emoji means and the 8-view mean scores far lower.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def train_texts(dataroot: str | Path) -> list[str]:
 @dataclass
 class ClipTask(Task):
     head: nn.Module | None = field(default=None, repr=False)
+    primary_view: str = "identity"  # a flipped emoji is another emoji: the 8-view mean is no one's embedding
     run: Path | None = None  # the run directory whose tokenizer.json to use (default: the config's run)
     _tokenizer: object = field(default=None, repr=False)
 

@@ -67,6 +67,9 @@ class Task:
     metrics_fn: Callable[["Task", np.ndarray, Frame, Path | None, RunConfig | None], dict]
     fit_fn: Callable[["Task", Frame, Path, RunConfig], dict] | None = None
     state: dict = field(default_factory=dict)
+    # which evaluated view the primary metric is read from (common.rundir.primary_view): the 8-view mean, or
+    # `identity` for a task whose flips change what an image says (clip: "facing right" is not its mirror)
+    primary_view: str = "mean"
 
     def n_outputs(self, cfg: RunConfig) -> int:
         return self.n_outputs_fn(cfg)

@@ -10,9 +10,11 @@ predicts the release year, see preprocessing.emoji); the id <-> hexcode key stay
     {out}/                 train/valid/test _imgs.tsv and _texts.jsonl (test texts without image_ids)
     {out}_private/         test_texts.jsonl with the answers (what `python -m fold0123.retrieval.score` reads),
                            ids.csv (id -> hexcode, split), summary.json
-    {out}_cache/           the test-time-learning cache, itself a MUGE split `test`: each test text (same text_id
-                           and text) with the same emoji drawn by another artist (emoji-datasource-apple), as a web
-                           image search for that text would return it; cache image ids are their own salted ids
+    {out}_cache/           the test-time-learning cache, itself MUGE splits `valid` and `test`: each valid and
+                           test text (same text_id and text) with the same emoji drawn by another artist
+                           (emoji-datasource-apple), as a web image search for that text would return it; cache
+                           image ids are their own salted ids. The valid cache is where retrieval.ttl_select
+                           chooses the test-time-learning settings, so the test answers choose nothing
 
 `dataset.json`, written last, marks a complete build; a complete build made with the same seed and packages is
 reused, anything else at `out` is refused without --force.
@@ -48,6 +50,7 @@ SHARES = {"train": 0.7, "valid": 0.1, "test": 0.2}
 MARKER = "dataset.json"
 OTHER_ARTIST_DIR = "package/img/apple/64/"
 PACKAGES = (EMOJI_DATASOURCE, EMOJIBASE, EMOJI_DATASOURCE_APPLE)
+CACHE_SPLITS = ("valid", "test")  # the splits with a test-time-learning cache (a build without valid is refused)
 
 
 def opaque_int(hexcode: str, kind: str) -> int:
@@ -84,7 +87,7 @@ class Summary:
     images: dict
     series: dict
     unlabelled: int
-    cache_pairs: int
+    cache_pairs: dict
     packages: list
     reused: bool = False
 
@@ -92,7 +95,8 @@ class Summary:
         return [f"emoji retrieval set {self.out}" + (" (reused; --force rebuilds)" if self.reused else ""),
                 "  images (= texts): " + ", ".join(f"{k} {v}" for k, v in self.images.items()),
                 "  series: " + ", ".join(f"{k} {v}" for k, v in self.series.items()),
-                f"  test answers and ids: {self.private}; test-time cache: {self.cache} ({self.cache_pairs} pairs)",
+                f"  test answers and ids: {self.private}; test-time cache: {self.cache} ("
+                + ", ".join(f"{k} {v}" for k, v in self.cache_pairs.items()) + " pairs)",
                 f"  skipped {self.unlabelled} images without an emojibase label"]
 
 
@@ -146,7 +150,8 @@ def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0
         by_split = {s: [] for s in muge.SPLITS}
         for i in rng.permutation(len(labelled)):  # the shuffled order is the only order ever written
             by_split[split_of[labelled[i][0].base_hexcode]].append(labelled[i])
-        key_rows, cache_images, cache_texts = [], {}, []
+        key_rows = []
+        cache_images, cache_texts = {s: {} for s in CACHE_SPLITS}, {s: [] for s in CACHE_SPLITS}
         for split, items in by_split.items():
             image_map, texts = {}, []
             for row, label in items:
@@ -154,18 +159,19 @@ def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0
                 image_map[image_id] = png_b64(images[row.image], f"{google_tgz}: {row.image}")
                 texts.append(MugeText(text_id, label, (image_id,)))
                 key_rows.append((image_id, text_id, row.hexcode, row.base_hexcode, split, label))
-                if split == "test" and row.image in other:
+                if split in CACHE_SPLITS and row.image in other:
                     cache_id = opaque_int(row.hexcode, "cache-image")
-                    cache_images[cache_id] = png_b64(other[row.image], f"{other_tgz}: {row.image}")
-                    cache_texts.append(MugeText(text_id, label, (cache_id,)))
+                    cache_images[split][cache_id] = png_b64(other[row.image], f"{other_tgz}: {row.image}")
+                    cache_texts[split].append(MugeText(text_id, label, (cache_id,)))
             order = rng.permutation(len(texts))  # texts in another order than their images
             texts = [texts[i] for i in order]
             write_images(muge.images_tsv(tmps["out"], split), image_map)
             write_texts(muge.texts_jsonl(tmps["out"], split), texts, answers=split != "test")
             if split == "test":
                 write_texts(muge.texts_jsonl(tmps["private"], "test"), texts)
-        write_images(muge.images_tsv(tmps["cache"], "test"), cache_images)
-        write_texts(muge.texts_jsonl(tmps["cache"], "test"), cache_texts)
+        for split in CACHE_SPLITS:
+            write_images(muge.images_tsv(tmps["cache"], split), cache_images[split])
+            write_texts(muge.texts_jsonl(tmps["cache"], split), cache_texts[split])
         with open(tmps["private"] / "ids.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image_id", "text_id", "hexcode", "base_hexcode", "split", "text"])
@@ -173,10 +179,11 @@ def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0
         summary = Summary(str(out), str(finals["private"]), str(finals["cache"]), seed,
                           {s: len(v) for s, v in by_split.items()},
                           {s: len({r.base_hexcode for r, _ in v}) for s, v in by_split.items()},
-                          unlabelled, len(cache_texts), _pins(packages))
+                          unlabelled, {s: len(cache_texts[s]) for s in CACHE_SPLITS}, _pins(packages))
         (tmps["private"] / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
         (tmps["out"] / MARKER).write_text(json.dumps({"builder": "fold0123.preprocessing.muge_emoji", "seed": seed,
-                                                      "packages": _pins(packages), "limit": limit}, indent=2) + "\n")
+                                                      "packages": _pins(packages), "limit": limit,
+                                                      "cache_splits": list(CACHE_SPLITS)}, indent=2) + "\n")
         for key in ("private", "cache", "out"):  # the dataroot with its marker last
             final = finals[key]
             old = final.with_name(f"{final.name}.old{TMP_MARKER}{os.getpid()}")
@@ -202,6 +209,9 @@ def existing_build(out, seed: int, packages, limit=None) -> Summary | None:
         raise BuildError(f"{out}: exists but is not a complete retrieval build; pass --force to replace it") from None
     if made.get("seed") != seed or made.get("packages") != _pins(packages) or made.get("limit") != limit:
         raise BuildError(f"{out}: built with another seed, package pin or limit; pass --force to rebuild it")
+    if made.get("cache_splits") != list(CACHE_SPLITS):
+        raise BuildError(f"{out}: its test-time cache lacks some of the splits {', '.join(CACHE_SPLITS)} (an older "
+                         f"build); pass --force to rebuild it")
     summary.reused = True
     return summary
 

@@ -5,7 +5,9 @@ saved similarity matrices and their ensembles, test-time learning on a copy of a
     score        python -m fold0123.retrieval.score PRED --answers A        (Recall@1/5/10, MR)
     predict      python -m fold0123.retrieval.predict --run RUN --split test
     ensemble     python -m fold0123.retrieval.ensemble M1.npy M2.npy [--weights ...] --out DIR
-    ttl          python -m fold0123.retrieval.ttl --run RUN --cache DIR --steps K
+    ttl          python -m fold0123.retrieval.ttl --run RUN --cache DIR [--conf parameters/ttl.yml] [--set k=v]
+    ttl_select   python -m fold0123.retrieval.ttl_select --run RUN --cache DIR --grid adapt=all,text ...
+                 (the test-time-learning settings, chosen on the valid split's cache)
     demo         python -m fold0123.retrieval.demo (make demo-retrieval)
 
 The training itself is the `clip` task of train.py (models.tasks, models.clip); reading the MUGE layout is the

@@ -3,7 +3,8 @@
     build (datasets/emoji_muge, its private answers and its cache) -> pack (LMDB) -> the jigsaw pretext of
     `make demo` (reused when runs/demo/jigsaw_all is DONE) -> train.py twice (image tower transferred from the
     pretext, and from scratch) -> predict the test split -> ensemble of the two saved matrices -> test-time
-    learning on the cache -> score every submission against the private answers -> the table.
+    learning on the cache (parameters/ttl.yml: the settings retrieval.ttl_select chose on the valid split's
+    cache) -> score every submission against the private answers -> the table.
 
 Every step reuses what an earlier run made (a complete build, a DONE run); the answers are read only to score.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from fold0123.common import muge, rundir
 from fold0123.common.config import load_config
-from fold0123.common.schema import RunConfig
+from fold0123.common.schema import RunConfig, TtlConfig
 from fold0123.retrieval import ensemble, predict, score, ttl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,10 +41,12 @@ def train_once(conf: str, exp: str, *overrides: str) -> Path:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conf", default="parameters/demo/retrieval.yml")
-    parser.add_argument("--ttl-steps", type=int, default=100)
-    parser.add_argument("--ttl-lr", type=float, default=3e-4)
+    parser.add_argument("--ttl-conf", default="parameters/ttl.yml", help="the test-time-learning settings")
+    parser.add_argument("--ttl-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a test-time-learning setting; repeatable")
     args = parser.parse_args(argv)
     cfg = load_config(ROOT / args.conf, schema=RunConfig)
+    ttl_opts = load_config(ROOT / args.ttl_conf, args.ttl_set, schema=TtlConfig)
     data = Path(cfg.dataroot)
     private, cache = data.parent / f"{data.name}_private", data.parent / f"{data.name}_cache"
     run_cli("-m", "fold0123.preprocessing.muge_emoji", "--out", str(data))
@@ -65,15 +68,16 @@ def main(argv=None) -> None:
         rows[f"{name} image tower"] = score.score(paths["predictions"], answers)
     both = ensemble.ensemble([out / n / "test_similarity.npy" for n in runs], out / "ensemble")
     rows["ensemble of the two (saved .npy)"] = score.score(both["predictions"], answers)
-    adapted = ttl.test_time_learning(runs["transferred"], cache, args.ttl_steps, args.ttl_lr, out=out / "ttl")
-    rows[f"transferred + test-time learning ({args.ttl_steps} steps)"] = score.score(adapted["predictions"], answers)
+    adapted = ttl.test_time_learning(runs["transferred"], cache, ttl_opts, out=out / "ttl")
+    rows[f"transferred + test-time learning ({ttl_opts.steps} steps, {ttl_opts.adapt})"] = \
+        score.score(adapted["predictions"], answers)
     gallery = sum(1 for _ in open(muge.images_tsv(data, "test")))
     chance = (1 + 5 + 10) / 3 / gallery
     print(f"\n=== retrieval, test split: {rows[next(iter(rows))]['n']} texts, gallery of {gallery} images "
           f"(chance MR {100 * chance:.2f}) ===")
-    print(f"{'submission':<48}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MR':>8}{'x chance':>10}")
+    print(f"{'submission':<56}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MR':>8}{'x chance':>10}")
     for name, r in rows.items():
-        print(f"{name:<48}{100 * r['r1']:>8.2f}{100 * r['r5']:>8.2f}{100 * r['r10']:>8.2f}{100 * r['mr']:>8.2f}"
+        print(f"{name:<56}{100 * r['r1']:>8.2f}{100 * r['r5']:>8.2f}{100 * r['r10']:>8.2f}{100 * r['mr']:>8.2f}"
               f"{r['mr'] / chance:>10.1f}")
     print(f"submissions in {out}")
 

@@ -123,7 +123,8 @@ def run_task(checkpoints_dir: str | Path, exp: str, split: str) -> str:
 def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str]) -> pd.DataFrame:
     """Every evaluated epoch of the fold runs of `exp`: one row per (epoch, split) with the primary metric.
 
-    Columns: exp, task, split, epoch, metric, value, lower_is_better (the value is on the mean of the 8 views).
+    Columns: exp, task, split, epoch, metric, value, lower_is_better (the value is on the task's primary view:
+    the mean of the 8 views unless the metrics file names another, common.rundir.primary_view).
     """
     rows = []
     for split in fold_splits:
@@ -133,10 +134,10 @@ def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str])
                 continue  # evaluate.py writes the metrics after the npz files; this epoch is still being written
             tag = rundir.epoch_tag(epoch)
             metrics = rundir.read_metrics(run, tag)
-            primary = metrics["primary"]
-            value = metrics["views"].get("mean", {}).get(primary)
+            primary, view = metrics["primary"], rundir.primary_view(metrics)
+            value = metrics["views"].get(view, {}).get(primary)
             if value is None:
-                raise RunError(f"{rundir.metrics_path(run, tag)}: views.mean has no primary metric {primary!r}")
+                raise RunError(f"{rundir.metrics_path(run, tag)}: views.{view} has no primary metric {primary!r}")
             rows.append(dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary,
                              value=float(value), lower_is_better=bool(metrics["lower_is_better"])))
     return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])
@@ -149,10 +150,11 @@ def choice_metrics(checkpoints_dir: str | Path, exp: str, fold_splits: list[str]
     for split in fold_splits:
         run = run_dir(checkpoints_dir, exp, split)
         metrics = rundir.read_metrics(run, eval_tag(epoch))
-        primary = metrics["primary"]
-        value = metrics["views"].get("mean", {}).get(primary)
+        primary, view = metrics["primary"], rundir.primary_view(metrics)
+        value = metrics["views"].get(view, {}).get(primary)
         if value is None:
-            raise RunError(f"{rundir.metrics_path(run, eval_tag(epoch))}: views.mean has no primary metric {primary!r}")
+            raise RunError(f"{rundir.metrics_path(run, eval_tag(epoch))}: views.{view} has no primary metric "
+                           f"{primary!r}")
         rows.append(dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary, value=float(value),
                          lower_is_better=bool(metrics["lower_is_better"])))
     return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])
