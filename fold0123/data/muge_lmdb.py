@@ -5,7 +5,8 @@
 
 The environments are opened read-only, without locks, and lazily in the process that reads: a DataLoader worker
 forked after the parent opened one must not share its handle (LMDB forbids using an environment across fork),
-so `LmdbSplit` reopens when its process id changes. Pickle is Chinese-CLIP's choice for the pairs; it is read
+so `LmdbSplit` reopens when its process id changes, closing the inherited copies first (py-lmdb refuses to open
+a path that this process, through the fork, already holds: tests/test_retrieval_model.py forks after an open). Pickle is Chinese-CLIP's choice for the pairs; it is read
 here with an unpickler that refuses every global (class, function), so a pairs file can carry nothing but
 tuples, ints and strings.
 """
@@ -60,11 +61,23 @@ class LmdbSplit:
         if self._pid != os.getpid():
             import lmdb
 
+            if self._pid is not None:  # handles inherited through fork: py-lmdb still counts them as open here
+                self._forget_inherited()
+
             def env(path):
                 return lmdb.open(str(path), readonly=True, create=False, lock=False, readahead=False,
                                  meminit=False, max_readers=256)
             self._images, self._pairs, self._pid = env(self.images_path), env(self.pairs_path), os.getpid()
         return self._images, self._pairs
+
+    def _forget_inherited(self) -> None:
+        """Close, in a forked child, the parent's environments it inherited, so this process may open its own
+        (py-lmdb refuses a second open of a path it already holds). Read-only and lock-free, closing them only
+        unmaps this process's copies and closes its duplicated descriptors; the parent's handles are untouched."""
+        for env in (self._images, self._pairs):
+            if env is not None:
+                env.close()
+        self._images = self._pairs = None
 
     def __getstate__(self):  # a pickled copy (DataLoader workers with spawn) reopens in its own process
         state = dict(self.__dict__)
