@@ -222,12 +222,12 @@ class TtlConfig(Schema):
     image) pairs, on a copy of a clip run's model, before predicting. The defaults are what
     retrieval.ttl_select chose on the valid split's cache for the demo's runs (never on test answers)."""
     exp: Name = "ttl"
-    steps: NonNegativeInt = 300
+    steps: NonNegativeInt = 600
     lr: Annotated[float, Field(gt=0)] = 3e-4
     adapt: Literal["all", "heads", "text", "projections"] = "all"  # which weights move (retrieval.ttl.ADAPT)
     batch_size: NonNegativeInt = 64      # cached pairs per step, drawn at random; 0: all of them in every step
     weight_decay: NonNegativeFloat = 0.0
-    temperature: Annotated[float, Field(gt=0)] | None = None  # null: the run's learned one (trained along)
+    temperature: Annotated[float, Field(gt=0)] | None = 0.1  # null: the run's learned one (trained along)
 
 
 # ---------------------------------------------------------------------------------------------------- recipe
