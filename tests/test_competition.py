@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from fold0123.common.config import load_config
 from fold0123.common.errors import LayoutError
-from fold0123.common.schema import StackConfig
 from fold0123.data.competition import read_competition, score
 from fold0123.data.folds import write_folds
 from fold0123.data.layout import read_split, read_train
