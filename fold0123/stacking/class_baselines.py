@@ -257,16 +257,16 @@ def score_model(name: str, data: ClassData, model: ClassModel, features: pd.Data
                     len(held) + len(data.test_ids), seed)
         oof[held] = fit.probabilities[:len(held)]
         fold_tests.append(fit.probabilities[len(held):])
-        row.fold_scores.append(score(comp.metric, data.y[held], fit.probabilities[:len(held)], comp.n_classes))
+        row.fold_scores.append(score(comp.metric, data.y[held], fit.probabilities[:len(held)]))
         _record(row, split.name, fit, data)
     fit = model(data, data.all.train, None if X is None else X[data.all.train], X_test, len(data.test_ids), seed)
     _record(row, data.all.name, fit, data)
     row.cv_mean, row.cv_std = float(np.mean(row.fold_scores)), float(np.std(row.fold_scores))
-    row.oof = score(comp.metric, data.y, oof, comp.n_classes)
+    row.oof = score(comp.metric, data.y, oof)
     if answers is not None:
         truth = answer_labels(answers, data.test_ids, comp.n_classes)
-        row.answers = score(comp.metric, truth, fit.probabilities, comp.n_classes)
-        row.answers_fold_mean = score(comp.metric, truth, np.mean(fold_tests, axis=0), comp.n_classes)
+        row.answers = score(comp.metric, truth, fit.probabilities)
+        row.answers_fold_mean = score(comp.metric, truth, np.mean(fold_tests, axis=0))
         row.answers_n = len(truth)
     return row
 

@@ -286,7 +286,7 @@ def _class_scores(y, probs, competition) -> dict:
     label = probs.argmax(axis=1)
     out = {"accuracy": float(np.mean(label == y))}
     if competition.metric not in out and competition.metric != "rmse":
-        out[competition.metric] = score(competition.metric, y, probs, competition.n_classes)
+        out[competition.metric] = score(competition.metric, y, probs)
     if competition.kind == "ordinal":
         out.update(rmse_argmax=rmse(y, label), rmse_expected=rmse(y, _expected_class(probs)))
     return out
