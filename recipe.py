@@ -1,6 +1,8 @@
 """The main job (`make demo`): the whole atmaCup #11 recipe on one dataroot, end to end.
 
-dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per transfer task -> stacking -> report.
+dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per transfer task -> stacking -> report
+[-> baselines]. A classification competition (parameters/classify/recipe.yml) skips the tag vectors and the
+pretext where its config says so and ensembles instead of stacking.
 Every stage is one of the project's own CLIs, run as a subprocess exactly as a user would type it, so the recipe
 proves the commands in the README work. A stage whose outputs exist and were made as asked now is skipped, so
 re-running the recipe resumes where it stopped; outputs made by another config or from other inputs (their
@@ -17,8 +19,8 @@ import sys
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.common.schema import RecipeConfig
-from fold0123.launcher.recipe import (CpuClock, build_dataset, fold0123, make_folds, make_tag_vectors, pretext,
-                                      pseudo_label_rounds, score_and_where, stack, stage)
+from fold0123.launcher.recipe import (CpuClock, baselines, build_dataset, fold0123, make_folds, make_tag_vectors,
+                                      pretext, pseudo_label_rounds, score_and_where, stack, stage)
 
 
 def main() -> None:
@@ -38,6 +40,7 @@ def main() -> None:
         fold0123(cfg, args.redo_stale)
         stack(cfg)
         pseudo_label_rounds(cfg, args.redo_stale)
+        baselines(cfg)
     except subprocess.CalledProcessError as err:
         sys.exit(f"error: stage failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
     except Fold0123Error as err:

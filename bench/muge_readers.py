@@ -51,7 +51,7 @@ def main(argv=None) -> None:
             results["memmap cache (slice)"].append(clock(lambda: [cached[i] for i in range(n)]))
     base = statistics.median(results["LMDB (per sample: base64, decode, resize)"])
     print(f"{n} images of {args.data_dir} {args.split} at {args.size} px, CPU seconds, median of {args.rounds}")
-    print(f"| reader | images/s | x the LMDB reader |\n| --- | ---: | ---: |")
+    print("| reader | images/s | x the LMDB reader |\n| --- | ---: | ---: |")
     for name, times in results.items():
         t = statistics.median(times)
         print(f"| {name} | {n / t:,.0f} | {base / t:.2f} |")

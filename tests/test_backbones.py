@@ -13,7 +13,6 @@ from fold0123.engine.optim import build_optimizer
 from fold0123.engine.trainer import epoch_seed, train
 from fold0123.models.checkpoints import read_checkpoint
 from fold0123.models.network import Network, build_model
-from fold0123.models.stages import backbone_stages
 from fold0123.models.tasks import get_task
 from fold0123.models.transfer import apply_freeze
 from tests.engine_fixtures import make_recipe_root, tiny_config

@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from fold0123.common.config import load_config
 from fold0123.common.errors import LayoutError
-from fold0123.common.schema import StackConfig
 from fold0123.data.competition import read_competition, score
 from fold0123.data.folds import write_folds
 from fold0123.data.layout import read_split, read_train
@@ -215,3 +213,18 @@ def test_hand_set_ensemble_weights_name_every_run(classify_runs):
         argv += ["--set", s]
     with pytest.raises(SystemExit, match="not a run: other; no weight: classify"):
         stack.main(argv)
+
+
+def test_pseudo_labels_for_seven_classes_carry_the_specs_columns_only(classify_runs, capsys):
+    import stack
+
+    tmp = classify_runs
+    argv = ["pseudo", "--round", "1", "--conf", str(ROOT / "parameters/tiny/stack.yml")]
+    for s in (f"dataroot={tmp / 'data'}", f"checkpoints_dir={tmp / 'runs'}", f"out_dir={tmp / 'pseudo'}",
+              "ensemble.runs={classify: last}", "ensemble.pseudo_thr=0.0"):
+        argv += ["--set", s]
+    stack.main(argv)
+    train, _ = read_split(tmp / "data", "3fold0_pseudo1")
+    pseudo = train[train["pseudo"] == 1]
+    assert len(pseudo) == 35 and pseudo["target"].between(0, 6).all()  # every test row at threshold 0
+    assert list(pd.read_csv(tmp / "data" / "3fold0_pseudo1_train.csv").columns[:3]) == ["object_id", "target", "pseudo"]

@@ -56,3 +56,43 @@ def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_pat
     finally:
         subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmux_dir)},
                        capture_output=True)
+
+
+def test_a_classification_recipe_ensembles_two_architectures_and_scores_by_accuracy(tmp_path: Path):
+    """demo-classify's shape on a K = 7 fixture: no tag vectors, no pretext, a ResNet and a ConvNeXt through
+    fold0123 in tmux, the ensemble as the submission, accuracy on the answers, the baselines beside it."""
+    from fold0123.common.config import dump_config, load_config
+    from fold0123.common.schema import StackConfig
+    from tests.class_fixtures import make_class_dataroot
+    from tests.engine_fixtures import write
+
+    dataroot = make_class_dataroot(tmp_path / "data", k=7)
+    runs, tiny = tmp_path / "runs", ROOT / "parameters" / "tiny"
+    confs = [write(tmp_path / f"{name}.yml", f"base: {tiny / 'onehot.yml'}\ntask: classify\nexp: {name}\n"
+                   f"backbone: {backbone}\ncheckpoints_dir: {runs}\ntransfer_from: null\nepochs: 1\n")
+             for name, backbone in (("resnet", "resnet18"), ("convnext", "convnext_atto"))]
+    stack = load_config(ROOT / "parameters" / "classify" / "stack.yml",
+                        [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}"], schema=StackConfig)
+    conf = write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'classify' / 'recipe.yml'}
+dataset: null
+dataroot: {dataroot}
+answers: {tmp_path / 'answers.csv'}
+fold_batch_size: 8
+devices: cpu
+tasks: [{', '.join(confs)}]
+stack: {write(tmp_path / 'stack.yml', dump_config(stack))}
+""")
+    tmux_dir = tmp_path / "tmux"
+    tmux_dir.mkdir()
+    try:
+        out = run_recipe(Path(conf), tmux_dir)
+    finally:
+        subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmux_dir)},
+                       capture_output=True)
+    assert "no tag vectors (word2vec: null)" in out and "pretext" not in out.split("=== fold0123")[0]
+    for name in ("resnet", "convnext"):
+        assert (runs / f"{name}_all" / "DONE").is_file()
+    assert "resnet alone" in out and "convnext alone" in out and "weighted ensemble (argmax)" in out
+    assert "submission accuracy on the held-out answers:" in out
+    assert "| pixel statistics LightGBM |" in out and "| majority class |" in out
+    assert len(list((tmp_path / "submissions").glob("ensemble_*_submission.csv"))) == 1

@@ -254,6 +254,7 @@ class RecipeConfig(Schema):
                          "parameters/materialstechniques.yml"]
     stack: Text = "parameters/stack.yml"
     pseudo_rounds: NonNegativeInt = 0
+    baselines: bool = False  # also score the constant and pixel-statistics LightGBM on the same folds and answers
 
 
 # ---------------------------------------------------------------------------------------------------- ablation

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from fold0123.common.errors import LayoutError
 from fold0123.common.schema import CompetitionSpec
+from fold0123.data.metrics import macro_f1, rmse, top_k_accuracy
 
 SPEC_FILE = "competition.yml"
 CLASS_KINDS = ("ordinal", "classification")
@@ -148,9 +149,8 @@ def to_labels(predictions: np.ndarray) -> np.ndarray:
     return np.rint(predictions).astype(np.int64)
 
 
-def score(metric: str, y_true, predictions, n_classes: int = 0) -> float:
+def score(metric: str, y_true, predictions) -> float:
     """The competition metric of `predictions` (`[n]` numbers or labels, or `[n, K]` class probabilities)."""
-    from fold0123.data.metrics import macro_f1, rmse, top_k_accuracy
     y_true = np.asarray(y_true, np.float64)
     predictions = np.asarray(predictions, np.float64)
     if metric == "rmse":
@@ -164,5 +164,5 @@ def score(metric: str, y_true, predictions, n_classes: int = 0) -> float:
             raise ValueError("top5_accuracy needs class probabilities [n, K]")
         return top_k_accuracy(np.rint(y_true).astype(int), predictions, 5)
     if metric == "macro_f1":
-        return macro_f1(np.rint(y_true).astype(int), to_labels(predictions), n_classes)
+        return macro_f1(np.rint(y_true).astype(int), to_labels(predictions))
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")

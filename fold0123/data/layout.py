@@ -22,15 +22,15 @@ TAG_TABLES = ("materials", "techniques")
 STRING_COLUMNS = {"object_id": str, "art_series_id": str, "name": str}
 
 
-def read_csv(path: str | Path, columns: tuple[str, ...], text: tuple[str, ...] = ()) -> pd.DataFrame:
-    """`path` with `columns` required; ids, names and the `text` columns (a group column: "007" is not 7) as
-    strings."""
+def read_csv(path: str | Path, columns: tuple[str, ...], text: tuple[str, ...] | bool = ()) -> pd.DataFrame:
+    """`path` with `columns` required; ids, names and the `text` columns (a group column: "007" is not 7), or with
+    `text=True` every column, as strings."""
     path = Path(path)
     if not path.is_file():
         raise LayoutError(f"{path}: file not found")
     try:
         frame = pd.read_csv(path, keep_default_na=False, na_values=[],
-                            dtype={**STRING_COLUMNS, **{column: str for column in text}})
+                            dtype=str if text is True else {**STRING_COLUMNS, **{column: str for column in text}})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise LayoutError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
     for column in columns:
@@ -39,7 +39,7 @@ def read_csv(path: str | Path, columns: tuple[str, ...], text: tuple[str, ...] =
     return frame
 
 
-def _check_unique_ids(frame: pd.DataFrame, path: Path) -> None:
+def check_unique_ids(frame: pd.DataFrame, path: Path) -> None:
     """Ids name photo files, so one with a path separator would read outside photos/ (common.names)."""
     for row, object_id in enumerate(frame["object_id"]):
         problem = name_problem(object_id)
@@ -101,7 +101,7 @@ def read_train(dataroot: str | Path) -> pd.DataFrame:
     path = Path(dataroot) / "train.csv"
     competition = read_competition(dataroot)
     frame = read_csv(path, competition.train_columns, competition.text_columns)
-    _check_unique_ids(frame, path)
+    check_unique_ids(frame, path)
     _check_groups(frame, path, competition)
     frame = validate_labels(frame, path, competition)
     fractional = (frame["target"] % 1 != 0).to_numpy()
@@ -118,7 +118,7 @@ def read_test(dataroot: str | Path, train: pd.DataFrame | None = None) -> pd.Dat
     frame = read_csv(path, ("object_id",))
     if frame.empty:
         raise LayoutError(f"{path}: no rows (only a header): there is nothing to predict")
-    _check_unique_ids(frame, path)
+    check_unique_ids(frame, path)
     if train is not None:
         both = frame["object_id"].isin(set(train["object_id"])).to_numpy()
         if both.any():
@@ -174,10 +174,10 @@ def read_split(dataroot: str | Path, split: str) -> tuple[pd.DataFrame, pd.DataF
             raise LayoutError(f"{path}: split file not found (run SGKFold.py --dataroot {dataroot})")
     competition = read_competition(dataroot)
     train = read_csv(train_path, competition.train_columns, competition.text_columns)
-    _check_unique_ids(train, train_path)
+    check_unique_ids(train, train_path)
     train = validate_labels(train, train_path, competition)
     held_out = read_csv(test_path, ("object_id",))
-    _check_unique_ids(held_out, test_path)
+    check_unique_ids(held_out, test_path)
     if "target" in held_out.columns:
         held_out = validate_labels(held_out, test_path, competition)
     return train, held_out

@@ -21,7 +21,7 @@ def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int = 5) ->
     return float(np.mean((top == np.asarray(y_true)[:, None]).any(1)))
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 0) -> float:
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Unweighted mean of per-class F1 over the classes present in `y_true` or `y_pred` (scikit-learn's
     `f1_score(average="macro")`, whose convention Kaggle's scorer shares)."""
     from sklearn.metrics import f1_score

@@ -217,6 +217,19 @@ def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
         run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
 
+def baselines(cfg: RecipeConfig) -> None:
+    """With `baselines: true`, the simple baselines on the same folds and answers (a classification competition's:
+    majority class and a multiclass pixel-statistics LightGBM; otherwise the constant and the regression one)."""
+    if not cfg.baselines:
+        return
+    from fold0123.data.competition import read_competition
+
+    module = "class_baselines" if read_competition(cfg.dataroot).kind == "classification" else "baselines"
+    stage(f"baselines: {module}")
+    run_cli("-m", f"fold0123.stacking.{module}", "--dataroot", cfg.dataroot, "--folds", str(cfg.folds),
+            "--threads", "2", *(["--answers", cfg.answers] if cfg.answers else []))
+
+
 def newest_submission(out_dir: str | Path, classification: bool = False) -> tuple[Path, Path] | None:
     """(the latest submission, the file to score it by): the stack's `{cv}_{time}.csv` and its `_ids.csv` copy,
     or a classification competition's `ensemble_{time}_submission.csv` (object_id, target, label) twice."""

@@ -160,7 +160,7 @@ def _classify_metrics(task, probs, frame, dataroot, cfg):
     if competition.kind == "ordinal":
         out = {"rmse": rmse(probs @ np.arange(probs.shape[1]), y), **out}
     elif competition.metric not in out:
-        out[competition.metric] = score(competition.metric, y, probs, competition.n_classes)
+        out[competition.metric] = score(competition.metric, y, probs)
     return out
 
 

@@ -64,6 +64,7 @@ from fold0123.common.errors import Fold0123Error, LayoutError, UsageError, error
 from fold0123.common.io import TMP_MARKER, make_dir
 from fold0123.common.names import name_problem
 from fold0123.data.competition import METRICS, SPEC_FILE, read_spec
+from fold0123.data.layout import read_csv
 
 MARKER = "adapter.json"  # written into the dataroot by every adapter: what made it, from where
 SKIPPED_NAMES = {"Thumbs.db", "desktop.ini"}
@@ -252,10 +253,7 @@ def _with_groups(collected: Collected, path: Path) -> Collected:
     """Attach a groups CSV (image, group) to the train images: every train image needs exactly one group."""
     if not path.is_file():
         raise LayoutError(f"{path}: groups file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise LayoutError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    frame = read_csv(path, (), text=True)  # every column as text: ids such as 045 stay themselves
     if frame.shape[1] < 2:
         raise LayoutError(f"{path}: expected 2 columns (the image, its group), has {frame.shape[1]}")
     image_column, column = str(frame.columns[0]), str(frame.columns[1])
@@ -312,10 +310,7 @@ def scan_csv(src: str | os.PathLike, id_column: str = "image_id", label_column: 
     csv_path = src / train_csv
     if not csv_path.is_file():
         raise LayoutError(f"{csv_path}: file not found ({CSV_HINT})")
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise LayoutError(f"{csv_path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    frame = read_csv(csv_path, (), text=True)
     has = ", ".join(map(str, frame.columns))
     for column, option in ((id_column, "--id-column"), (label_column, "--label-column"),
                            (group_column, "--group-column")):

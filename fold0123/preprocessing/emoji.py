@@ -417,6 +417,19 @@ def build_differences(made: dict, seed: int, packages: tuple[Package, ...], test
     return out
 
 
+def read_build(out: Path, private: Path, summary_type, what: str = "build"):
+    """(the marker's json, the private summary) of a complete earlier build at `out`; BuildError for a folder
+    without the marker (partial, or not a build) or with unreadable records."""
+    marker = out / MARKER
+    if not marker.is_file():
+        raise BuildError(f"{out}: exists but holds no {MARKER} (not a complete {what}); pass --force to replace it")
+    try:
+        return json.loads(marker.read_text()), summary_type(**json.loads((private / "summary.json").read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise BuildError(f"{out}: earlier build unreadable or its private folder {private} incomplete ({err}); "
+                         f"pass --force to rebuild") from None
+
+
 def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, ...],
                    test_tags: bool = False) -> Summary | None:
     """The summary of a complete earlier build with the same packages, seed and test-tag choice, None when there is
@@ -428,15 +441,7 @@ def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, .
     private = private_dir(out)
     if not out.exists():
         return None
-    marker = out / MARKER
-    if not marker.is_file():
-        raise BuildError(f"{out}: exists but holds no {MARKER} (not a complete emoji build); pass --force to replace it")
-    try:
-        made = json.loads(marker.read_text())
-        summary = Summary(**json.loads((private / "summary.json").read_text()))
-    except (OSError, ValueError, TypeError) as err:
-        raise BuildError(f"{out}: earlier build unreadable or its private folder {private} incomplete ({err}); "
-                         f"pass --force to rebuild") from None
+    made, summary = read_build(out, private, Summary, "emoji build")
     reasons = build_differences(made, seed, packages, test_tags)
     if reasons:
         raise StaleBuildError(out, reasons)

@@ -54,7 +54,8 @@ from fold0123.common.io import TMP_MARKER
 from fold0123.preprocessing.adapters import MARKER as ADAPTER_MARKER
 from fold0123.preprocessing.adapters import adapt_imagefolder, class_order
 from fold0123.preprocessing.emoji import (EMOJI_JSON, IMAGE_DIR, BuildError, EmojiDataError, EmojiImage,
-                                          _publish, choose_test_series, on_white, read_emoji_datasource)
+                                          _publish, choose_test_series, on_white, read_build,
+                                          read_emoji_datasource)
 from fold0123.preprocessing.npm import EMOJI_DATASOURCE, Package, fetch_package
 
 ID_SALT = "fold0123/emoji_classify/v1"  # fixed: ids stay comparable across machines; not emoji.py's (see above)
@@ -208,15 +209,7 @@ def existing_build(out: Path, private: Path, seed: int, min_series: int,
     anything else (a partial or foreign folder, a build with other options): never overwritten without --force."""
     if not out.exists():
         return None
-    marker = out / MARKER
-    if not marker.is_file():
-        raise BuildError(f"{out}: exists but holds no {MARKER} (not a complete build); pass --force to replace it")
-    try:
-        made = json.loads(marker.read_text())
-        summary = ClassifySummary(**json.loads((private / "summary.json").read_text()))
-    except (OSError, ValueError, TypeError) as err:
-        raise BuildError(f"{out}: earlier build unreadable or its private folder {private} incomplete ({err}); "
-                         f"pass --force to rebuild") from None
+    made, summary = read_build(out, private, ClassifySummary)
     wanted = {"builder": BUILDER, "seed": seed, "min_series": min_series, "packages": _pins(packages)}
     differ = [f"{k} {made.get(k)} -> {v}" for k, v in wanted.items() if made.get(k) != v]
     if differ:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fold0123.common.errors import Fold0123Error, LayoutError, UsageError, error_line
+from fold0123.common.errors import LayoutError, UsageError, error_line
 from fold0123.retrieval.predictions import load_similarity
 from fold0123.retrieval.predict import write_outputs
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,11 +38,11 @@ import pandas as pd
 from fold0123.common.dataroot import split_names, split_paths
 from fold0123.common.errors import Fold0123Error, LayoutError, UsageError, error_line
 from fold0123.common.io import write_json, write_text
-from fold0123.common.names import name_problem
 from fold0123.data.answers import id_problems, read_answers
 from fold0123.data.competition import Competition, read_competition, score
+from fold0123.data.layout import check_unique_ids, read_csv
 from fold0123.stacking import pixel_stats
-from fold0123.stacking.baselines import default_out
+from fold0123.stacking.baselines import default_out, timed
 
 INNER_FOLDS = 5            # the inner early-stopping split holds out one of 5 folds: ~20 % of a fit's rows
 NUM_BOOST_ROUND = 2000
@@ -79,22 +78,8 @@ class ClassData:
 
 def _ids(path: Path, columns: tuple[str, ...] = ("object_id",)) -> pd.DataFrame:
     """A dataroot CSV with every column as text (group ids such as `007` stay themselves), its ids checked."""
-    if not path.is_file():
-        raise LayoutError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise LayoutError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    for column in columns:
-        if column not in frame.columns:
-            raise LayoutError(f"{path}: missing column {column!r} (has {', '.join(map(str, frame.columns))})")
-    for row, object_id in enumerate(frame["object_id"]):
-        problem = name_problem(object_id)
-        if problem:
-            raise LayoutError(f"{path}: row {row + 2}: object_id {object_id!r} {problem}")
-    dup = np.flatnonzero(frame["object_id"].duplicated().to_numpy())
-    if len(dup):
-        raise LayoutError(f"{path}: row {int(dup[0]) + 2}: duplicate object_id {frame['object_id'].iloc[dup[0]]!r}")
+    frame = read_csv(path, columns, text=True)
+    check_unique_ids(frame, path)
     return frame
 
 
@@ -272,16 +257,16 @@ def score_model(name: str, data: ClassData, model: ClassModel, features: pd.Data
                     len(held) + len(data.test_ids), seed)
         oof[held] = fit.probabilities[:len(held)]
         fold_tests.append(fit.probabilities[len(held):])
-        row.fold_scores.append(score(comp.metric, data.y[held], fit.probabilities[:len(held)], comp.n_classes))
+        row.fold_scores.append(score(comp.metric, data.y[held], fit.probabilities[:len(held)]))
         _record(row, split.name, fit, data)
     fit = model(data, data.all.train, None if X is None else X[data.all.train], X_test, len(data.test_ids), seed)
     _record(row, data.all.name, fit, data)
     row.cv_mean, row.cv_std = float(np.mean(row.fold_scores)), float(np.std(row.fold_scores))
-    row.oof = score(comp.metric, data.y, oof, comp.n_classes)
+    row.oof = score(comp.metric, data.y, oof)
     if answers is not None:
         truth = answer_labels(answers, data.test_ids, comp.n_classes)
-        row.answers = score(comp.metric, truth, fit.probabilities, comp.n_classes)
-        row.answers_fold_mean = score(comp.metric, truth, np.mean(fold_tests, axis=0), comp.n_classes)
+        row.answers = score(comp.metric, truth, fit.probabilities)
+        row.answers_fold_mean = score(comp.metric, truth, np.mean(fold_tests, axis=0))
         row.answers_n = len(truth)
     return row
 
@@ -290,13 +275,6 @@ def _record(row: ClassBaselineRow, split: str, fit: ClassFit, data: ClassData) -
     if fit.best_iteration is not None:
         row.best_iterations[split] = fit.best_iteration
         row.inner_rows[split] = [data.ids[i] for i in fit.inner_rows]
-
-
-def _timed(build: Callable[[], ClassBaselineRow]) -> ClassBaselineRow:
-    start = time.perf_counter()
-    row = build()
-    row.seconds = time.perf_counter() - start
-    return row
 
 
 # ---------------------------------------------------------------------------------------------------- the report
@@ -364,7 +342,7 @@ def run_class_baselines(dataroot: str | Path, folds: int = 3, answers: str | Pat
              "majority_class": comp.class_names[int(counts.argmax())],
              "majority_share": float(counts.max() / len(data.y)),
              "fold_sizes": {s.name: [len(s.train), len(s.held_out)] for s in [*data.folds, data.all]}}
-    rows = [_timed(lambda: score_model("majority class", data, class_prior, None, answers, seed))]
+    rows = [timed(lambda: score_model("majority class", data, class_prior, None, answers, seed))]
 
     def pixel_row() -> ClassBaselineRow:
         px = pixel_stats.pixel_features(dataroot, data.ids + data.test_ids,
@@ -373,7 +351,7 @@ def run_class_baselines(dataroot: str | Path, folds: int = 3, answers: str | Pat
         model = lambda *a: lgbm_classifier(*a, threads=threads)  # noqa: E731
         return score_model("pixel statistics LightGBM", data, model, px.frame, answers, seed)
 
-    rows.append(_timed(pixel_row))
+    rows.append(timed(pixel_row))
     report = ClassBaselineReport(str(dataroot), folds, seed, None if answers is None else str(answers), str(out),
                                  rows, facts)
     write_json(out / "class_baselines.json", report.to_json())

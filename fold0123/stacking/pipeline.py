@@ -263,6 +263,7 @@ class EnsembleResult:
     redistribution: ens.Redistribution | None
     redistribution_table: pd.DataFrame | None   # histograms before/after (test) and OOF effect
     labels: np.ndarray | None = None            # [n_test] the submitted classes (argmax or re-distributed)
+    run_tests: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # each run's [n_test, C] alone
     answers_table: pd.DataFrame | None = None   # the competition's metric on the held-out answers
     probs_csv: Path | None = None
     submission: Path | None = None
@@ -285,7 +286,7 @@ def _class_scores(y, probs, competition) -> dict:
     label = probs.argmax(axis=1)
     out = {"accuracy": float(np.mean(label == y))}
     if competition.metric not in out and competition.metric != "rmse":
-        out[competition.metric] = score(competition.metric, y, probs, competition.n_classes)
+        out[competition.metric] = score(competition.metric, y, probs)
     if competition.kind == "ordinal":
         out.update(rmse_argmax=rmse(y, label), rmse_expected=rmse(y, _expected_class(probs)))
     return out
@@ -356,7 +357,8 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     labels = redistribution.labels if ecfg.submit == "redistributed" else test.argmax(axis=1)
     return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[source].index, str),
                           cv_table=cv_table, redistribution=redistribution,
-                          redistribution_table=redistribution_table, labels=labels)
+                          redistribution_table=redistribution_table, labels=labels,
+                          run_tests={e: features.view_mean_test[source][e] for e in runs.index})
 
 
 def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> pd.DataFrame:
@@ -364,7 +366,8 @@ def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> 
     Only reported: the weights and `submit` were chosen from out-of-fold scores before this runs."""
     metric = competition.metric
     # top-5 accuracy scores probabilities; the other metrics score the labels argmax (or re-distribution) gives
-    rows = {"weighted ensemble (argmax)": result.test}
+    rows = {**{f"{exp} alone": probs for exp, probs in result.run_tests.items()},
+            "weighted ensemble (argmax)": result.test}
     if result.redistribution is not None:
         rows["weighted ensemble, re-distributed"] = result.redistribution.labels
     if metric != "top5_accuracy":
