@@ -384,13 +384,15 @@ def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | No
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataroot", required=True, help="folder in the atmaCup #11 layout, with SGKFold.py's splits")
+def baselines_main(argv: list[str] | None, description: str, run: Callable, what: str) -> None:
+    """The command line both baseline modules share: parse, run `run(dataroot, folds, answers, out, seed,
+    pixel_cache, threads=...)`, print its report or one error line. `what` names the dataroot it expects."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataroot", required=True, help=f"{what}, with SGKFold.py's splits")
     parser.add_argument("--folds", type=int, default=3, help="K of the {K}fold{k} split files (default 3)")
     parser.add_argument("--answers", default=None, help="held-out answers CSV (object_id, target) to score the "
                                                         "test predictions on (default: not scored)")
-    parser.add_argument("--out", default=None, help="where baselines.json and baselines.md go (default: "
+    parser.add_argument("--out", default=None, help="where the json and md reports go (default: "
                                                     "{dataroot}_baselines beside the dataroot)")
     parser.add_argument("--seed", type=int, default=0, help="LightGBM and inner-split seed")
     parser.add_argument("--threads", type=int, default=1,
@@ -402,11 +404,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.threads < 0:
             raise UsageError(f"--threads {args.threads}: expected 0 (every core) or more")
-        report = run_baselines(args.dataroot, args.folds, args.answers, args.out, args.seed, args.pixel_cache,
-                               threads=args.threads)
+        report = run(args.dataroot, args.folds, args.answers, args.out, args.seed, args.pixel_cache,
+                     threads=args.threads)
     except Fold0123Error as err:
         sys.exit(error_line(err))
     print(report.summary())
+
+
+def main(argv: list[str] | None = None) -> None:
+    baselines_main(argv, __doc__.splitlines()[0], run_baselines, "folder in the atmaCup #11 layout")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ Outputs, written atomically into --out (default `{dataroot}_baselines`, beside t
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,13 +34,13 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common.dataroot import split_names, split_paths
-from fold0123.common.errors import Fold0123Error, LayoutError, UsageError, error_line
+from fold0123.common.errors import LayoutError, UsageError
 from fold0123.common.io import write_json, write_text
 from fold0123.data.answers import id_problems, read_answers
 from fold0123.data.competition import Competition, read_competition, score
 from fold0123.data.layout import check_unique_ids, read_csv
 from fold0123.stacking import pixel_stats
-from fold0123.stacking.baselines import default_out, timed
+from fold0123.stacking.baselines import baselines_main, default_out, timed
 
 INNER_FOLDS = 5            # the inner early-stopping split holds out one of 5 folds: ~20 % of a fit's rows
 NUM_BOOST_ROUND = 2000
@@ -360,26 +358,8 @@ def run_class_baselines(dataroot: str | Path, folds: int = 3, answers: str | Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataroot", required=True, help="dataroot with competition.yml (a class kind) and "
-                                                          "SGKFold.py's split files")
-    parser.add_argument("--answers", default=None, help="held-out answers CSV (object_id, target = class index)")
-    parser.add_argument("--folds", type=int, default=3, help="K of the {K}fold{k} split files (default 3)")
-    parser.add_argument("--out", default=None, help="where class_baselines.json/.md go (default "
-                                                    "{dataroot}_baselines)")
-    parser.add_argument("--seed", type=int, default=0, help="LightGBM and inner-split seed")
-    parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1; 0: every core)")
-    parser.add_argument("--pixel-cache", default=None, help="pixel statistics cache CSV (default: "
-                                                            f"OUT/{pixel_stats.cache_file('.').name})")
-    args = parser.parse_args(argv)
-    try:
-        if args.threads < 0:
-            raise UsageError(f"--threads {args.threads}: expected 0 (every core) or more")
-        report = run_class_baselines(args.dataroot, args.folds, args.answers, args.out, args.seed, args.pixel_cache,
-                                     threads=args.threads)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
-    print(report.summary())
+    baselines_main(argv, __doc__.splitlines()[0], run_class_baselines,
+                   "dataroot with a competition.yml of a class kind")
 
 
 if __name__ == "__main__":
