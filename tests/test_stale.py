@@ -174,3 +174,18 @@ def test_a_key_added_later_at_its_old_behaviour_makes_nothing_stale():
     assert differences(before, Fingerprint({"lr": 0.001, **ADDED_LATER})) == []
     assert differences(before, Fingerprint({"lr": 0.001, **ADDED_LATER, "resize": "crop"})) == [
         "resize: 'pad' -> 'crop'"]
+
+
+def test_a_changed_competition_spec_makes_a_run_stale(tmp_path):
+    from fold0123.common.fingerprint import differences, run_fingerprint
+    from fold0123.data.folds import write_folds
+    from tests.class_fixtures import make_class_dataroot
+    from tests.engine_fixtures import tiny_config
+
+    root = make_class_dataroot(tmp_path / "data", k=7)
+    write_folds(root, k=3, batch_size=None, seed=0)
+    cfg = tiny_config("onehot", root, tmp_path / "runs", "task=classify", "transfer_from=null")
+    before = run_fingerprint(cfg, "3fold0")
+    spec = root / "competition.yml"
+    spec.write_text(spec.read_text().replace("c6]", "c6, c7]"))  # one class more: another head
+    assert differences(before, run_fingerprint(cfg, "3fold0")) == ["competition.yml changed"]

@@ -141,8 +141,9 @@ def stale_message(what: str | Path, reasons: list[str], redo: str = "--redo-stal
 # ---------------------------------------------------------------------------------------------------- run directories
 
 def run_inputs(cfg, split: str) -> dict[str, str]:
-    """Digests of what a run of `cfg` on `split` reads: its split files, the photos, the tag vectors or tables
-    its task uses, and the checkpoint it transfers from (keyed by names relative to the dataroot)."""
+    """Digests of what a run of `cfg` on `split` reads: its split files, the competition spec, the photos, the tag
+    vectors or tables its task uses, and the checkpoint it transfers from (keyed by names relative to the
+    dataroot)."""
     root = Path(cfg.dataroot)
     if cfg.task == "clip":  # a MUGE-layout dataroot: the texts by content, the packed images by stat
         inputs = {muge.texts_jsonl(root, s).name: file_digest(muge.texts_jsonl(root, s)) for s in muge.SPLITS}
@@ -151,6 +152,8 @@ def run_inputs(cfg, split: str) -> dict[str, str]:
         files = list(dataroot.split_paths(root, split))
         if cfg.task == "materialstechniques":
             files.append(dataroot.tag_vectors_path(root, cfg.w2v_dim))
+        if (root / "competition.yml").is_file():  # its classes size the head (atmaCup dataroots have none)
+            files.append(root / "competition.yml")
         inputs = {p.name: file_digest(p) for p in files}
         inputs["photos/"] = folder_digest(dataroot.photos_dir(root))
     try:
