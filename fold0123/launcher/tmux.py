@@ -71,7 +71,13 @@ def check_free(server: libtmux.Server, name: str) -> None:
         raise LaunchError(f"tmux session {name!r} already exists and is running: attach with "
                           f"`tmux{socket} attach -t {name}`, stop it with `tmux{socket} kill-session -t {name}`, "
                           "or pass --session NAME")
+    last = len(server.sessions) == 1
     session.kill()
+    if last:  # the server exits with its last session: a session started before it is gone would die with it
+        try:
+            wait_until(lambda: not server.is_alive(), timeout=5, what="the emptied tmux server to exit")
+        except TimeoutError:
+            pass  # still serving (another client's session appeared): starting ours on it is fine
 
 
 def start_session(plan: Plan, server: libtmux.Server) -> libtmux.Session:
