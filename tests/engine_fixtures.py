@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fold0123.common import rundir
 from fold0123.common.config import dump_config, load_config
 from fold0123.common.schema import RunConfig, StackConfig
 from fold0123.data.layout import tag_vectors_path
 from fold0123.data.tags import vector_columns
+from fold0123.engine import saver, trainer
 from tests.fixtures import make_dataroot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +98,25 @@ tasks: [{', '.join(confs[task] for task in tasks)}]
 stack: {write(root / 'stack.yml', dump_config(stack))}
 """))
 
+
+class Interrupt(Exception):
+    """Stands for a kill: raised inside train() at a chosen point."""
+
+
+def interrupt_in_epoch_2(monkeypatch, where: str) -> None:
+    if where == "mid-epoch":  # after the first log line of epoch 2: partial log, no 2.pth, resume.pth at epoch 1
+        write = trainer.LossLog.write
+
+        def log_then_die(self, epoch, *rest):
+            write(self, epoch, *rest)
+            if epoch == 2:
+                raise Interrupt
+        monkeypatch.setattr(trainer.LossLog, "write", log_then_die)
+    else:  # between the two writes: 2.pth in place, resume.pth still at epoch 1
+        save = saver.save_checkpoint
+
+        def save_then_die(path, state):
+            if path.name == rundir.RESUME and state["epoch"] == 2:
+                raise Interrupt
+            return save(path, state)
+        monkeypatch.setattr(saver, "save_checkpoint", save_then_die)

@@ -8,14 +8,13 @@ import torch.nn as nn
 from fold0123.common import rundir
 from fold0123.common.config import ConfigError
 from fold0123.common.schema import RunConfig
-from fold0123.engine import trainer
 from fold0123.engine.optim import build_optimizer
 from fold0123.engine.trainer import epoch_seed, train
 from fold0123.models.checkpoints import read_checkpoint
 from fold0123.models.network import Network, build_model
 from fold0123.models.tasks import get_task
 from fold0123.models.transfer import apply_freeze
-from tests.engine_fixtures import make_recipe_root, tiny_config
+from tests.engine_fixtures import Interrupt, interrupt_in_epoch_2, make_recipe_root, tiny_config
 
 torch.set_num_threads(1)
 CONVNEXT, VIT = "convnext_atto", "vit_tiny_patch16_224"
@@ -124,21 +123,11 @@ def test_a_convnext_and_a_vit_train_one_tiny_epoch_frozen_by_stage_with_layer_de
                                                                                                     rel=1e-5)
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_a_resumed_layer_decay_run_ends_bit_identical(dataroot, tmp_path, monkeypatch):
     keys = ("transfer_from=null", f"backbone={CONVNEXT}", "epochs=2", "layer_decay=0.6")
     full = train(tiny_config("target", dataroot, tmp_path / "full", *keys), "3fold0", "cpu", progress=False)
     cfg = tiny_config("target", dataroot, tmp_path / "cut", *keys)
-    write = trainer.LossLog.write
-
-    def log_then_die(self, epoch, *rest):
-        write(self, epoch, *rest)
-        if epoch == 2:
-            raise Interrupt
-    monkeypatch.setattr(trainer.LossLog, "write", log_then_die)
+    interrupt_in_epoch_2(monkeypatch, "mid-epoch")
     with pytest.raises(Interrupt):
         train(cfg, "3fold0", "cpu", progress=False)
     monkeypatch.undo()

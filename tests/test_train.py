@@ -10,11 +10,12 @@ import yaml
 
 from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
-from fold0123.engine import saver, trainer
+from fold0123.engine import trainer
 from fold0123.engine.trainer import (LOG_HEADER, DivergedError, TrainError, epoch_batches, group_weights, lr_factor,
                                      resolve_transfer, train)
 from fold0123.models.checkpoints import RESUME_KEYS, CheckpointError, read_checkpoint
-from tests.engine_fixtures import ROOT, make_recipe_root, session_runs, tiny_config
+from tests.engine_fixtures import (ROOT, Interrupt, interrupt_in_epoch_2, make_recipe_root, session_runs,
+                                   tiny_config)
 
 torch.set_num_threads(1)
 
@@ -100,29 +101,6 @@ def full_run(runs, tmp_path_factory):
     """A 3-epoch run that was never interrupted, to compare resumed ones with."""
     cfg = tiny_config("target", runs["dataroot"], tmp_path_factory.mktemp("full"), *RESUME_OVERRIDES)
     return train(cfg, "3fold1", "cpu", progress=False)
-
-
-class Interrupt(Exception):
-    """Stands for a kill: raised inside train() at a chosen point."""
-
-
-def interrupt_in_epoch_2(monkeypatch, where: str) -> None:
-    if where == "mid-epoch":  # after the first log line of epoch 2: partial log, no 2.pth, resume.pth at epoch 1
-        write = trainer.LossLog.write
-
-        def log_then_die(self, epoch, *rest):
-            write(self, epoch, *rest)
-            if epoch == 2:
-                raise Interrupt
-        monkeypatch.setattr(trainer.LossLog, "write", log_then_die)
-    else:  # between the two writes: 2.pth in place, resume.pth still at epoch 1
-        save = saver.save_checkpoint
-
-        def save_then_die(path, state):
-            if path.name == rundir.RESUME and state["epoch"] == 2:
-                raise Interrupt
-            return save(path, state)
-        monkeypatch.setattr(saver, "save_checkpoint", save_then_die)
 
 
 @pytest.mark.integration
