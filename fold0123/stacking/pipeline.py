@@ -281,14 +281,24 @@ class EnsembleResult:
         return "\n".join(lines)
 
 
-def _class_scores(y, probs, competition) -> dict:
-    """Accuracy always; the competition's metric; for an ordinal target the RMSE of argmax / expected class."""
-    label = probs.argmax(axis=1)
-    out = {"accuracy": float(np.mean(label == y))}
-    if competition.metric not in out and competition.metric != "rmse":
-        out[competition.metric] = score(competition.metric, y, probs)
+def _label_scores(y, labels, competition) -> dict:
+    """Scores of predicted classes: accuracy, the competition's metric where labels suffice (macro-F1), and for
+    an ordinal target the RMSE of the class as a number."""
+    out = {"accuracy": float(np.mean(labels == y))}
+    if competition.metric == "macro_f1":
+        out["macro_f1"] = score("macro_f1", y, labels)
     if competition.kind == "ordinal":
-        out.update(rmse_argmax=rmse(y, label), rmse_expected=rmse(y, _expected_class(probs)))
+        out["rmse_argmax"] = rmse(y, labels)
+    return out
+
+
+def _class_scores(y, probs, competition) -> dict:
+    """`_label_scores` of the argmax, plus what needs the probabilities: top-5 accuracy, the expected class's RMSE."""
+    out = _label_scores(y, probs.argmax(axis=1), competition)
+    if competition.metric == "top5_accuracy":
+        out["top5_accuracy"] = score("top5_accuracy", y, probs)
+    if competition.kind == "ordinal":
+        out["rmse_expected"] = rmse(y, _expected_class(probs))
     return out
 
 
@@ -346,11 +356,7 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
             "test before": redistribution.before, "test after": redistribution.after,
             f"oof before (K={k_oof})": oof_red.before, "oof after": oof_red.after})
         redistribution_table.index.name = "class"
-        label_scores = {"accuracy": float(np.mean(oof_red.labels == y))}
-        if competition.kind == "ordinal":
-            label_scores["rmse_argmax"] = rmse(y, oof_red.labels)
-        if competition.metric == "macro_f1":
-            label_scores["macro_f1"] = score("macro_f1", y, oof_red.labels)
+        label_scores = _label_scores(y, oof_red.labels, competition)
         cv_table.loc["ensemble, re-distributed", list(label_scores)] = list(label_scores.values())
     if ecfg.submit == "redistributed" and redistribution is None:
         raise RunError("ensemble.submit: redistributed needs ensemble.redistribute_k > 0")
