@@ -1,5 +1,6 @@
 """timm backbones as first-class citizens: a ConvNeXt and a ViT at 32 px train an epoch through the real trainer,
-`freeze: layer34` freezes by stage (the last half of the stages or blocks trains), layer-wise lr decay gives each
+a ViT pretrains on the jigsaw and transfers,
+`freeze: last_half` (alias layer34) freezes by stage (the last half of the stages or blocks trains), layer-wise lr decay gives each
 stage its lr, and a resumed layer-decay run ends bit-identical to an uninterrupted one."""
 import pytest
 import torch
@@ -53,10 +54,13 @@ def test_a_vit_is_built_at_the_config_image_size():
      tuple(f"backbone.blocks.{i}." for i in range(6)) + ("backbone.patch_embed.", "backbone.cls_token",
                                                          "backbone.pos_embed")),
 ])
-def test_freeze_layer34_trains_the_last_half_of_the_stages(backbone, trained, frozen):
+def test_freeze_last_half_trains_the_last_half_of_the_stages(backbone, trained, frozen):
     net = model(backbone)
     everything = names(net, "")
-    apply_freeze(net, "layer34", 1)
+    apply_freeze(net, "last_half", 1)
+    assert trainable(net) == names(net, "head.", *trained)
+    apply_freeze(net, "none", 1)
+    apply_freeze(net, "layer34", 1)  # the atmaCup name of the same mode
     assert trainable(net) == names(net, "head.", *trained)
     assert names(net, *frozen) and not (trainable(net) & names(net, *frozen))
     assert names(net, *frozen) | names(net, "head.", *trained) == everything  # nothing left out
@@ -121,6 +125,23 @@ def test_a_convnext_and_a_vit_train_one_tiny_epoch_frozen_by_stage_with_layer_de
     assert [g["lr"] / head_lr for g in groups] == pytest.approx([0.5 ** g["depth"] for g in groups])
     assert float(rundir.loss_log_path(run).read_text().splitlines()[-1].split()[3]) == pytest.approx(head_lr,
                                                                                                     rel=1e-5)
+
+
+def test_a_vit_pretrains_on_the_jigsaw_and_transfers_its_backbone(dataroot, tmp_path):
+    """The jigsaw crops 32 px images to whole tiles (30 px): a ViT built at 32 px must take them (timm's dynamic
+    size, padded to whole patches), and its backbone must reach the task run whole."""
+    jigsaw = train(tiny_config("jigsaw", dataroot, tmp_path, f"backbone={VIT}", "epochs=1"), "all", "cpu",
+                   progress=False)
+    cfg = tiny_config("target", dataroot, tmp_path, f"backbone={VIT}", "epochs=1", f"transfer_from={jigsaw}",
+                      "freeze=head")
+    run = train(cfg, "3fold0", "cpu", progress=False)
+    pretext = read_checkpoint(rundir.checkpoint_path(jigsaw, 1))["model"]
+    tuned = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
+    torch.manual_seed(epoch_seed(cfg.seed, 0))
+    fresh = build_model(cfg, get_task("target")).state_dict()
+    backbone = [k for k in tuned if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # frozen: the pretext's, whole
+    assert not torch.equal(tuned["backbone.pos_embed"], fresh["backbone.pos_embed"])
 
 
 def test_a_resumed_layer_decay_run_ends_bit_identical(dataroot, tmp_path, monkeypatch):

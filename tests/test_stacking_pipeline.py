@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import stack
+from fold0123.stacking import pixel_stats
 from tests import synthetic_runs as synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,8 +134,8 @@ def test_pixel_statistics_join_every_table_as_stack_features(runs, capsys):
     capsys.readouterr()
     (importance,) = (runs / "px").glob("*_importance.csv")
     features = pd.read_csv(importance)["feature"]
-    assert features.str.startswith("px_").sum() == 51 and (~features.str.startswith("px_")).sum() > 0
-    assert (runs / "runs" / "cache" / "pixel_stats_v1.csv").is_file()
+    assert features.str.startswith("px_").sum() == len(pixel_stats.FEATURES) and (~features.str.startswith("px_")).sum() > 0
+    assert (runs / "runs" / "cache" / pixel_stats.cache_file(".").name).is_file()
 
 
 def test_tag_features_join_the_stack_only_where_test_objects_have_tags(runs, capsys):

@@ -116,7 +116,7 @@ class RunConfig(Schema):
     resize: Literal["pad", "squish", "crop"] = "pad"
     w2v_dim: PositiveInt = 20
     transfer_from: Text | None = None
-    freeze: Literal["none", "layer34", "head", "fine_tune"] = "none"
+    freeze: Literal["none", "last_half", "layer34", "head", "fine_tune"] = "none"
     unfreeze_epoch: PositiveInt = 2
     head_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0

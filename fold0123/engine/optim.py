@@ -2,7 +2,7 @@
 
 Layer-wise decay (BEiT; the ACCV 2022 and most ViT fine-tuning recipes): the head learns at `lr`, the backbone's
 last stage at lr * decay, the one before at lr * decay^2, ..., the stem at lr * decay^(stages + 1), so the
-pretrained low-level filters move least. The stages are models.stages' (the same grouping `freeze: layer34`
+pretrained low-level filters move least. The stages are models.stages' (the same grouping `freeze: last_half`
 halves); a ViT decays per block. Groups are ordered head first, so `param_groups[0]["lr"]` (what loss.log shows)
 is the head's, the peak lr of the schedule as without decay. `layer_decay: 1` builds exactly the optimiser of
 one group over `model.parameters()` that runs had before the option existed (bit-identical training).

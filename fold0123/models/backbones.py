@@ -47,12 +47,14 @@ def build_backbone(name: str = "resnet34", pretrained: bool = False,
 
 def _create_timm(timm, name: str, pretrained: bool, image_size: int | tuple[int, int] | None) -> nn.Module:
     """timm.create_model with `img_size` for the models whose constructor has one (timm passes unknown keyword
-    arguments on to the constructor, which refuses them: that refusal is the test). A rectangle also asks for
-    `dynamic_img_size`: the rotated views of an [h, w] image arrive as [w, h] batches."""
-    if image_size is not None:
-        sized = {"img_size": image_size}
-        if not isinstance(image_size, int):
-            sized["dynamic_img_size"] = True
+    arguments on to the constructor, which refuses them: that refusal is the test). Those that can also take
+    `dynamic_img_size` and `dynamic_img_pad` (ViTs) get them, so that they accept what the pipeline feeds them
+    besides `image_size`: the jigsaw pretext's images cropped to whole tiles (30 of 32 px) and a rectangle's
+    rotated views ([w, h] batches). At `image_size` itself they compute exactly what a fixed-size model does."""
+    attempts = [] if image_size is None else [
+        {"img_size": image_size, "dynamic_img_size": True, "dynamic_img_pad": True},
+        {"img_size": image_size, "dynamic_img_size": True}, {"img_size": image_size}]
+    for sized in attempts:
         try:
             return timm.create_model(name, pretrained=pretrained, num_classes=0, **sized)
         except TypeError as err:

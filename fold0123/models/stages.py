@@ -1,4 +1,4 @@
-"""A backbone's parameters in stages, input to output: what `freeze: layer34` and layer-wise lr decay act on.
+"""A backbone's parameters in stages, input to output: what `freeze: last_half` and layer-wise lr decay act on.
 
 Freezing "the high-level half" and decaying the lr "per depth" need the same thing from any architecture: the
 parameter names of its stem and of each stage (or block) in order. Where they come from:

@@ -2,9 +2,11 @@
 
 Freeze modes (`apply_freeze(model, mode, epoch)`, called at the start of every epoch):
 - `none`: everything trains.
-- `layer34`: only the last half of the backbone's stages and the head train (the original solution's follow-up:
+- `last_half`: only the last half of the backbone's stages and the head train (the original solution's follow-up:
   keep the jigsaw's low-level filters, adapt the high-level ones). ResNet: `backbone.layer3`, `backbone.layer4`;
   ConvNeXt: `stages.2`, `stages.3`; ViT: the last half of `blocks` (models.stages says what a stage is).
+  `layer34` is its atmaCup name (the write-up's "freeze layer3/4/fc"): the same mode, kept so that configs and
+  runs that name it stay valid and current.
 - `head`: only the head trains (a linear probe of the pretext features).
 - `fine_tune`: head only before `unfreeze_epoch`, everything from it on (fastai's `fine_tune(freeze_epochs=1)`
   is `unfreeze_epoch=2`).
@@ -22,7 +24,7 @@ from fold0123.models.checkpoints import CheckpointError, load_weights, read_chec
 from fold0123.models.network import frozen_norm_layers
 from fold0123.models.stages import backbone_stages
 
-FREEZE_MODES = ("none", "layer34", "head", "fine_tune")
+FREEZE_MODES = ("none", "last_half", "layer34", "head", "fine_tune")
 HEAD = "head."
 
 
@@ -47,8 +49,8 @@ def trainable_names(model: nn.Module, mode: str | None, epoch: int, unfreeze_epo
     if mode in (None, "none") or (mode == "fine_tune" and epoch >= unfreeze_epoch):
         return None
     names = {name for name, _ in model.named_parameters() if name.startswith(HEAD)}
-    if mode == "layer34":
-        names |= {f"backbone.{name}" for name in backbone_stages(model.backbone, "freeze: layer34").last_half()}
+    if mode in ("last_half", "layer34"):
+        names |= {f"backbone.{name}" for name in backbone_stages(model.backbone, f"freeze: {mode}").last_half()}
     return names
 
 

@@ -4,7 +4,7 @@
 
 Rows (each scored with the same metric, RMSE on the target, as the pipeline's stack):
   constant mean        the training fold's mean target
-  pixel statistics     LightGBM on ~50 statistics per photo (stacking.pixel_stats; cached by photo fingerprint)
+  pixel statistics     LightGBM on ~320 pixel features per photo (stacking.pixel_stats; cached by photo fingerprint)
   tags                 LightGBM on the bag of tags (materials + techniques, spelled as word2vec.py spells them);
                        only when the test objects have tags in the dataroot: atmaCup #11 gave tags for the train
                        objects only, so a tag model could not predict its test set (the row says so, skipped)
@@ -25,7 +25,7 @@ row, the RMSE on the answers and the wall-clock seconds (features included; cach
 Outputs, both written atomically into --out (default: `{dataroot}_baselines` beside the dataroot, the way the
 emoji answers live in `{dataroot}_private`: the dataroot stays the layout plus the split files, and stacking
 writes nothing into it but pseudo-label splits): `baselines.json` (everything, plain data) and `baselines.md`
-(the table). The pixel-statistics cache defaults to the same folder (`pixel_stats_v1.csv`).
+(the table). The pixel-statistics cache defaults to the same folder (`pixel_stats_v2.csv`).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Rows, each scored by the competition's metric (competition.yml, data.competition
 macro-F1, or RMSE of the expected class for an ordinal target):
   majority class       the training rows' class frequencies as probabilities: its top class is the majority class
                        (accuracy = the majority's share of the scored rows), its top 5 the five most frequent
-  pixel statistics     a multiclass LightGBM on ~50 statistics per photo (stacking.pixel_stats, cached by photo
+  pixel statistics     a multiclass LightGBM on ~320 pixel features per photo (stacking.pixel_stats, cached by photo
                        fingerprint), its class probabilities scored
 
 The regression baselines (stacking.baselines) answer the same question for a number; this module is their K-class

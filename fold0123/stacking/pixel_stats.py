@@ -1,4 +1,4 @@
-"""About 50 statistics of a photo's pixels: the features a strong tabular competitor computes in 50 lines.
+"""About 320 features of a photo's pixels: what a strong tabular competitor computes in 50 lines.
 
 On small image sets a LightGBM on these is a strong baseline (0.915 RMSE on the emoji answers, as good as the CPU
 demo's whole deep pipeline), so every result table should carry it, and the stack can take them as features
@@ -14,6 +14,11 @@ run features):
   shares    skin-tone-like pixels (Kovač's RGB rule), near-white, near-black and grey pixels, distinct colours,
             pixels that differ from the border colour (the object on its background), centre minus border
             brightness
+  histograms the hue of the coloured pixels in 16 bins; the RGB colours quantised to 4 levels a channel (64 bins)
+  thumbnail  the photo squished to 8x8 RGB: where the colours are
+
+The histograms and the thumbnail (version 2) took the LightGBM on these from 0.917 to 0.878 out-of-fold RMSE on the
+emoji folds (docs: README, Baselines); the 51 statistics alone were version 1.
 
 Photos are decoded the way the image cache decodes them (EXIF-upright RGB, so greyscale and CMYK JPEGs work) and
 shrunk to at most `MAX_SIDE` pixels a side first: the statistics barely move, and a competition's large photos
@@ -41,12 +46,16 @@ from fold0123.common.errors import LayoutError
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import write_csv
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 MAX_SIDE = 256
 PREFIX = "px_"
 QUANTILES = (5, 25, 50, 75, 95)
 EDGE_THRESHOLD = 32.0       # grey-level gradient magnitude that counts as an edge (0..255 scale)
 BACKGROUND_DISTANCE = 32.0  # max abs channel difference from the border colour that still counts as background
+HUE_BINS = 16
+COLOURED = 40               # saturation (0..255) above which a pixel's hue counts
+RGB_LEVELS = 4              # per channel, for the colour histogram
+THUMBNAIL = 8               # side of the thumbnail
 
 FEATURES: tuple[str, ...] = (
     ("width", "height", "aspect", "log_pixels")
@@ -57,6 +66,9 @@ FEATURES: tuple[str, ...] = (
     + ("grey_entropy", "gradient_mean", "edge_density")
     + ("skin_share", "white_share", "black_share", "grey_share", "colour_count", "foreground_share",
        "centre_minus_border")
+    + tuple(f"hue_h{i:02d}" for i in range(HUE_BINS))
+    + tuple(f"rgb_{r}{g}{b}" for r in range(RGB_LEVELS) for g in range(RGB_LEVELS) for b in range(RGB_LEVELS))
+    + tuple(f"thumb_{y}{x}_{c}" for y in range(THUMBNAIL) for x in range(THUMBNAIL) for c in "rgb")
 )
 
 
@@ -138,6 +150,15 @@ def pixel_statistics(pixels: np.ndarray, width: int | None = None, height: int |
     out += [_share(skin), _share(rgb.min(1) > 240), _share(rgb.max(1) < 15), _share(sat < 0.1),
             len(np.unique(quantised)) / 4096, _share(foreground),
             (float(centre.mean()) if centre.size else float(grey.mean())) - float(border.mean())]
+
+    coloured = hsv[:, 1] > COLOURED
+    out += list(np.bincount((hsv[coloured, 0] * HUE_BINS / 256).astype(np.int64), minlength=HUE_BINS)
+                / max(1, int(coloured.sum())))
+    levels = (pixels.reshape(-1, 3).astype(np.int64) * RGB_LEVELS) // 256
+    out += list(np.bincount(levels @ np.array([RGB_LEVELS ** 2, RGB_LEVELS, 1]), minlength=RGB_LEVELS ** 3)
+                / len(levels))
+    thumbnail = Image.fromarray(pixels, "RGB").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
+    out += list(np.asarray(thumbnail, dtype=np.float64).ravel())
     return np.asarray(out, dtype=np.float64)
 
 
@@ -212,7 +233,7 @@ def pixel_features(dataroot: str | Path, object_ids: Sequence[str], cache: str |
         values[todo] = _compute([str(paths[n]) for n in todo], default_workers() if workers is None else workers)
     frame = pd.DataFrame(values, columns=columns(), index=pd.Index(ids, name="object_id"))
     if cache is not None and todo:
-        rows = frame.assign(photo=keys)[["photo", *columns()]]
+        rows = pd.concat([pd.Series(keys, index=frame.index, name="photo"), frame], axis=1)
         kept = stored.drop(index=[i for i in ids if i in stored.index])
-        write_csv(cache, pd.concat([kept, rows]).rename_axis("object_id").reset_index())
+        write_csv(cache, pd.concat([kept, rows]).copy().rename_axis("object_id").reset_index())  # copy: one block
     return PixelFeatures(frame, computed=len(todo), cached=len(ids) - len(todo), cache=cache)
