@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fold0123.common.ablation_plan import task_confs
+from fold0123.common.config import load_config
+from fold0123.common.schema import RecipeConfig
+from fold0123.launcher.recipe import shared
 from fold0123.stacking.ablation import Row, judge
 from tests.engine_fixtures import ROOT, tiny_recipe, write
 
@@ -24,6 +28,19 @@ def test_judge_compares_fold_by_fold_against_the_spread():
     assert judge("b beats a", base, clearly).verdict == "refuted"
     assert judge("n beats b", noisy, base).verdict == "not significant"
     assert judge("missing", None, base).verdict == "not measured"
+
+
+def test_the_recipe_checkpoints_dir_moves_every_run_the_stack_and_the_table(tmp_path: Path):
+    """One recipe key puts a second dataset's (or seed's) runs beside the first's: the runs and the stack get it
+    (`shared`), and the table reads the runs where they are (`task_confs`)."""
+    recipe = tiny_recipe(tmp_path, ("target",))
+    own = load_config(recipe, schema=RecipeConfig)
+    ((_, target),) = task_confs(own).values()
+    assert own.checkpoints_dir is None and "checkpoints_dir" not in " ".join(shared(own))
+    moved = load_config(recipe, [f"checkpoints_dir={tmp_path / 'tags'}"], schema=RecipeConfig)
+    ((_, target_moved),) = task_confs(moved).values()
+    assert Path(target_moved.checkpoints_dir) == tmp_path / "tags" != Path(target.checkpoints_dir)
+    assert shared(moved)[-2:] == ["--set", f"checkpoints_dir={tmp_path / 'tags'}"]
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ STACK_OFF = ["postprocess_keep=never", "blend_exp=null", "onehot_exp=null"]
 
 
 def task_confs(recipe: RecipeConfig) -> dict[str, tuple[str, RunConfig]]:
-    """exp -> (config file, resolved config) of the recipe's tasks."""
+    """exp -> (config file, resolved config, with the recipe's overrides) of the recipe's tasks."""
     out = {}
     for conf in recipe.tasks:
-        cfg = load_config(conf, schema=RunConfig)
+        cfg = load_config(conf, recipe.overrides(), schema=RunConfig)
         out[cfg.exp] = (conf, cfg)
     return out
 

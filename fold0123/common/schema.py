@@ -255,6 +255,13 @@ class RecipeConfig(Schema):
     stack: Text = "parameters/stack.yml"
     pseudo_rounds: NonNegativeInt = 0
     baselines: bool = False  # also score the constant and pixel-statistics LightGBM on the same folds and answers
+    checkpoints_dir: Text | None = None  # null: each config's own; a folder: every run and the stacking use it
+
+    def overrides(self) -> list[str]:
+        """The `key=value` settings every run and the stacking take from the recipe, so that one --set dataroot=...
+        (or folds, seed, checkpoints_dir: a second seed or dataset beside the first) moves them all."""
+        moved = [f"dataroot={self.dataroot}", f"folds={self.folds}", f"seed={self.seed}"]
+        return moved + ([f"checkpoints_dir={self.checkpoints_dir}"] if self.checkpoints_dir is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------------- ablation

@@ -84,9 +84,8 @@ def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
 
 
 def shared(cfg: RecipeConfig) -> list[str]:
-    """Overrides every run and the stacking take from the recipe, so one --set dataroot=... (or folds, seed)
-    moves them all."""
-    return ["--set", f"dataroot={cfg.dataroot}", "--set", f"folds={cfg.folds}", "--set", f"seed={cfg.seed}"]
+    """RecipeConfig.overrides as --set arguments."""
+    return [a for o in cfg.overrides() for a in ("--set", o)]
 
 
 def run_overrides(cfg: RecipeConfig) -> list[str]:
@@ -185,7 +184,7 @@ def soup_is_current(run: Path, n: int) -> bool:
 def make_soups(cfg: RecipeConfig, split_suffix: str = "") -> None:
     """`evaluate.py --soup N` on every split's run of each experiment the stack names as `soup{N}` (stacking
     reads eval/soup{N}_*), skipping soups that are current."""
-    stack_cfg = load_config(cfg.stack, [f"folds={cfg.folds}"], schema=StackConfig)
+    stack_cfg = load_config(cfg.stack, cfg.overrides(), schema=StackConfig)
     device = "cpu" if cfg.devices == "cpu" else "cuda"
     for exp, sizes in sorted(soups_named(stack_cfg).items()):
         for n in sorted(sizes):
@@ -247,7 +246,7 @@ def score_and_where(cfg: RecipeConfig) -> None:
 
     stage("submission score and where things are")
     competition = read_competition(cfg.dataroot)
-    found = newest_submission(load_config(cfg.stack, schema=StackConfig).out_dir,
+    found = newest_submission(load_config(cfg.stack, cfg.overrides(), schema=StackConfig).out_dir,
                               competition.kind == "classification")
     if found is None:
         print("no submission found")
@@ -262,7 +261,7 @@ def score_and_where(cfg: RecipeConfig) -> None:
         name = "RMSE" if metric == "rmse" else metric
         print(f"submission {name} on the held-out answers: {score[metric]:.4f} ({score['n']} test objects)")
     confs = [c for c in (cfg.pretext, *cfg.tasks) if c]
-    runs = sorted({str(Path(load_config(c, schema=RunConfig).checkpoints_dir)) for c in confs})
+    runs = sorted({str(Path(load_config(c, cfg.overrides(), schema=RunConfig).checkpoints_dir)) for c in confs})
     report = submission.with_name(submission.stem.removesuffix("_submission") + "_report")
     print(f"submission   {submission}")
     print(f"report       {report.with_suffix('.html' if report.with_suffix('.html').is_file() else '.md')} "
