@@ -81,6 +81,40 @@ def test_early_stopping_never_looks_at_the_scored_rows(scored):
             assert row.best_iterations[split] >= 1
 
 
+def test_a_bagged_baseline_averages_its_seeded_members_on_one_inner_split(scored):
+    """--bag N (the recipe passes its stack's lgbm.bag): the clipped mean of the models seeded seed..seed+N-1,
+    all early-stopped on the same inner rows."""
+    root, _ = scored
+    train, held_out = read_split(root, "3fold0")
+    X = pixel_stats.pixel_features(root, list(train["object_id"]) + list(held_out["object_id"]), workers=1).frame
+    X_train, X_held = X.loc[train["object_id"]], X.loc[held_out["object_id"]]
+    single = baselines.lgbm(train, X_train, X_held, len(X_held), seed=4, threads=1,
+                            options=baselines.LgbmOptions(early_stopping_rounds=5))
+    bagged = baselines.lgbm(train, X_train, X_held, len(X_held), seed=4, threads=1,
+                            options=baselines.LgbmOptions(bag=2, early_stopping_rounds=5))
+    y = train["target"].to_numpy(float)
+    members = [_member(train, X_train, X_held, 4, model_seed) for model_seed in (4, 5)]  # seed 4's inner split
+    np.testing.assert_allclose(single.predictions, np.clip(members[0], y.min(), y.max()))
+    np.testing.assert_allclose(bagged.predictions, np.clip(np.mean(members, axis=0), y.min(), y.max()))
+    assert not np.allclose(bagged.predictions, single.predictions)
+    assert bagged.inner_valid_ids == single.inner_valid_ids
+
+
+def _member(train, X_train, X_held, split_seed: int, model_seed: int) -> np.ndarray:
+    import lightgbm as lgb
+
+    y = train["target"].to_numpy(float)
+    inner = baselines.inner_split(train["art_series_id"].to_numpy(), seed=split_seed)
+    params = baselines.lgbm_params(model_seed, 1)
+    X = X_train.to_numpy(np.float32)
+    names = list(X_train.columns)
+    dtrain = lgb.Dataset(X[~inner], label=y[~inner], feature_name=names, free_raw_data=False)
+    stopped = lgb.train(params, dtrain, 10000, valid_sets=[lgb.Dataset(X[inner], label=y[inner], reference=dtrain)],
+                        callbacks=[lgb.early_stopping(5, verbose=False)])
+    final = lgb.train(params, lgb.Dataset(X, label=y, feature_name=names), stopped.best_iteration or 10000)
+    return final.predict(X_held.to_numpy(np.float32))
+
+
 def test_inner_split_takes_whole_groups_and_never_all():
     groups = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 1, 2, 3, 4, 5])
     inner = baselines.inner_split(groups, 0.2, seed=3)

@@ -43,6 +43,8 @@ def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_pat
         assert "submission RMSE on the held-out answers:" in first
         assert "stack (out-of-fold)" in first and "CPU busy" in first
         assert len(list((tmp_path / "submissions").glob("*_ids.csv"))) == 1
+        (report,) = [line.split()[1] for line in first.splitlines() if line.startswith("report ")]
+        assert (ROOT / report).is_file() and report.endswith("_report.html")  # not cut at the score's dot
 
         second = run_recipe(recipe_conf, tmux_dir)
         assert second.count("exist and are up to date: skipped") == 2  # folds, tag vectors

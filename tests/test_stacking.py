@@ -66,6 +66,28 @@ def test_a_folds_own_labels_never_choose_its_stack_or_post_processing():
     assert tuned[0] != tuned[1]  # the non-nested grid point does look at fold 0's labels
 
 
+def test_a_bagged_stack_is_the_mean_of_its_seeded_members():
+    """`lgbm.bag`: the OOF and test predictions are the plain mean of the single stacks seeded seed, seed + 1, ...
+    (with sampling on, the members differ, so neither a copy of one nor a re-seeded one passes)."""
+    rng = np.random.default_rng(2)
+    n = 240
+    y = rng.integers(0, 4, n).astype(float)
+    folds = np.arange(n) % 3
+    X = _noisy_copies(rng, y, [0.6, 0.8, 1.0, 1.2])
+    sampled = {**FAST, "feature_fraction": 0.5, "bagging_fraction": 0.7, "bagging_freq": 1, "seed": 7}
+    members = [fit_oof_stack(X, y, folds, {"test": X}, {**sampled, "seed": 7 + i}, 300, 20) for i in range(3)]
+    assert not np.allclose(members[0].oof, members[1].oof)
+    bagged = fit_oof_stack(X, y, folds, {"test": X}, sampled, 300, 20, bag=3)
+    np.testing.assert_allclose(bagged.oof, np.mean([m.oof for m in members], axis=0))
+    np.testing.assert_allclose(bagged.test["test"], np.mean([m.test["test"] for m in members], axis=0))
+    assert bagged.cv == pytest.approx(rmse(y, bagged.oof)) and len(bagged.best_iterations) == 3
+    infold_X, infold_y = [X[folds != f] for f in range(3)], [y[folds != f] for f in range(3)]
+    one = fit_infold_stack(infold_X, infold_y, X, y, folds, {}, {**sampled, "seed": 8}, 300, 20)
+    two = fit_infold_stack(infold_X, infold_y, X, y, folds, {}, sampled, 300, 20, bag=2)
+    first = fit_infold_stack(infold_X, infold_y, X, y, folds, {}, sampled, 300, 20)
+    np.testing.assert_allclose(two.oof, (first.oof + one.oof) / 2)
+
+
 def test_out_of_fold_stack_beats_in_fold_stack_on_held_out_rows():
     """Feature `leaky` is near-perfect on the rows its model trained on (in-fold) but noisy elsewhere; `honest`
     is equally good everywhere. The in-fold stack learns to trust `leaky` and pays for it on new rows."""

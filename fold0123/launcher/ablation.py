@@ -17,8 +17,8 @@ from fold0123.common.ablation_plan import ablation_recipe, stack_dirs, stack_var
 from fold0123.common.dataroot import split_names
 from fold0123.common.io import write_json
 from fold0123.common.schema import AblationConfig
-from fold0123.launcher.recipe import (CpuClock, build_dataset, fold0123, launch, make_folds, make_tag_vectors,
-                                      pretext, run_cli, stack_args, stage)
+from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
+                                      make_tag_vectors, pretext, run_cli, stack_args, stage)
 
 
 
@@ -52,7 +52,8 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
     stage("baselines")
     answers = ["--answers", recipe.answers] if recipe.answers else []
     timer.run("baselines", run_cli, "-m", "fold0123.stacking.baselines", "--dataroot", recipe.dataroot,
-              "--folds", str(recipe.folds), "--seed", str(recipe.seed), "--out", str(out / "baselines"), *answers)
+              "--folds", str(recipe.folds), "--seed", str(recipe.seed), "--out", str(out / "baselines"),
+              *baseline_bag(recipe), *answers)
 
     tasks = task_confs(recipe)
     target_exp = next(exp for exp, (_, c) in tasks.items() if c.task == "target")

@@ -226,7 +226,13 @@ def baselines(cfg: RecipeConfig) -> None:
     module = "class_baselines" if read_competition(cfg.dataroot).kind == "classification" else "baselines"
     stage(f"baselines: {module}")
     run_cli("-m", f"fold0123.stacking.{module}", "--dataroot", cfg.dataroot, "--folds", str(cfg.folds),
-            "--threads", "2", *(["--answers", cfg.answers] if cfg.answers else []))
+            "--threads", "2", *baseline_bag(cfg), *(["--answers", cfg.answers] if cfg.answers else []))
+
+
+def baseline_bag(cfg: RecipeConfig) -> list[str]:
+    """The baselines' --bag: the recipe's stack's `lgbm.bag`, so that their LightGBMs are averaged over as many
+    seeds as the stack they are compared with."""
+    return ["--bag", str(load_config(cfg.stack, cfg.overrides(), schema=StackConfig).lgbm.bag)]
 
 
 def newest_submission(out_dir: str | Path, classification: bool = False) -> tuple[Path, Path] | None:
@@ -262,9 +268,9 @@ def score_and_where(cfg: RecipeConfig) -> None:
         print(f"submission {name} on the held-out answers: {score[metric]:.4f} ({score['n']} test objects)")
     confs = [c for c in (cfg.pretext, *cfg.tasks) if c]
     runs = sorted({str(Path(load_config(c, cfg.overrides(), schema=RunConfig).checkpoints_dir)) for c in confs})
-    report = submission.with_name(submission.stem.removesuffix("_submission") + "_report")
+    stem = submission.stem.removesuffix("_submission")  # "0.9006_20261124-072435": with_suffix would cut at ".9"
+    html, markdown = (submission.with_name(f"{stem}_report.{ext}") for ext in ("html", "md"))
     print(f"submission   {submission}")
-    print(f"report       {report.with_suffix('.html' if report.with_suffix('.html').is_file() else '.md')} "
-          "(the markdown, json and plots beside it)")
+    print(f"report       {html if html.is_file() else markdown} (the markdown, json and plots beside it)")
     print(f"runs         {', '.join(runs)}/{{exp}}_{{split}}")
     print(f"dataroot     {cfg.dataroot}")

@@ -156,21 +156,25 @@ def lgbm_params(seed: int, threads: int = 1) -> dict:
 def lgbm(train: pd.DataFrame, X_train: pd.DataFrame, X_predict: pd.DataFrame, n_predict: int, seed: int = 0,
          threads: int = 1, options: LgbmOptions = LgbmOptions()) -> Fit:
     """Early-stop on an inner group split of `train`'s rows, refit on all of them for the best round count, and
-    predict `X_predict`, clipped to the training target range. Sees only the training rows and the rows to
-    predict, never their labels."""
+    predict `X_predict`, clipped to the training target range; `options.bag` > 1 averages that many models
+    seeded seed, seed + 1, ... (on the same inner split), as the stack's `lgbm.bag` does. Sees only the training
+    rows and the rows to predict, never their labels."""
     y = train["target"].to_numpy(float)
     inner = inner_split(train["art_series_id"].to_numpy(), seed=seed)
-    params = lgbm_params(seed, threads)
-    X = X_train.to_numpy(np.float32)
-    dtrain = lgb.Dataset(X[~inner], label=y[~inner], feature_name=list(X_train.columns), free_raw_data=False)
-    dvalid = lgb.Dataset(X[inner], label=y[inner], reference=dtrain)
-    stopped = lgb.train(params, dtrain, num_boost_round=options.num_boost_round, valid_sets=[dvalid],
-                        valid_names=["inner"], callbacks=[lgb.early_stopping(options.early_stopping_rounds,
-                                                                             verbose=False)])
-    best = int(stopped.best_iteration or options.num_boost_round)
-    final = lgb.train(params, lgb.Dataset(X, label=y, feature_name=list(X_train.columns)), num_boost_round=best)
-    predictions = np.clip(final.predict(X_predict.to_numpy(np.float32)), y.min(), y.max())
-    return Fit(predictions, best, train["object_id"][inner].tolist())
+    X, names = X_train.to_numpy(np.float32), list(X_train.columns)
+    predictions, rounds = [], []
+    for member in range(options.bag):
+        params = lgbm_params(seed + member, threads)
+        dtrain = lgb.Dataset(X[~inner], label=y[~inner], feature_name=names, free_raw_data=False)
+        dvalid = lgb.Dataset(X[inner], label=y[inner], reference=dtrain)
+        stopped = lgb.train(params, dtrain, num_boost_round=options.num_boost_round, valid_sets=[dvalid],
+                            valid_names=["inner"], callbacks=[lgb.early_stopping(options.early_stopping_rounds,
+                                                                                 verbose=False)])
+        rounds.append(int(stopped.best_iteration or options.num_boost_round))
+        final = lgb.train(params, lgb.Dataset(X, label=y, feature_name=names), num_boost_round=rounds[-1])
+        predictions.append(final.predict(X_predict.to_numpy(np.float32)))
+    return Fit(np.clip(np.mean(predictions, axis=0), y.min(), y.max()), int(round(np.mean(rounds))),
+               train["object_id"][inner].tolist())
 
 
 # ---------------------------------------------------------------------------------------------------- features
@@ -349,8 +353,9 @@ def default_out(dataroot: str | Path) -> Path:
 
 def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | None = None,
                   out: str | Path | None = None, seed: int = 0, pixel_cache: str | Path | None = None,
-                  workers: int | None = None, threads: int = 1) -> BaselineReport:
-    """Score every baseline on the dataroot's split files and write baselines.json and baselines.md into `out`."""
+                  workers: int | None = None, threads: int = 1, bag: int = 1) -> BaselineReport:
+    """Score every baseline on the dataroot's split files and write baselines.json and baselines.md into `out`
+    (`bag`: LightGBM models averaged per fit, as the stack compared with them averages)."""
     dataroot = Path(dataroot)
     out = Path(out) if out is not None else default_out(dataroot)
     if answers is not None:
@@ -360,10 +365,10 @@ def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | No
     every_id = list(data.train_ids) + test_ids
     facts = {"train_rows": len(data.train_ids), "test_rows": len(test_ids),
              "fold_sizes": {s.name: [len(s.train), len(s.held_out)] for s in [*data.folds, data.all]},
-             "lgbm_params": lgbm_params(seed, threads), "inner_share": INNER_SHARE,
+             "lgbm_params": lgbm_params(seed, threads), "lgbm_bag": bag, "inner_share": INNER_SHARE,
              "tag_min_objects": MIN_TAG_OBJECTS}
     rows = [timed(lambda: score("constant mean", data, constant_mean, None, answers, seed))]
-    model = functools.partial(lgbm, threads=threads)
+    model = functools.partial(lgbm, threads=threads, options=LgbmOptions(bag=bag))
 
     def pixel_row() -> BaselineRow:
         px = pixel_stats.pixel_features(dataroot, every_id, pixel_cache or pixel_stats.cache_file(out), workers)
@@ -386,7 +391,8 @@ def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | No
 
 def baselines_main(argv: list[str] | None, description: str, run: Callable, what: str) -> None:
     """The command line both baseline modules share: parse, run `run(dataroot, folds, answers, out, seed,
-    pixel_cache, threads=...)`, print its report or one error line. `what` names the dataroot it expects."""
+    pixel_cache, threads=..., bag=...)`, print its report or one error line. `what` names the dataroot it
+    expects."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataroot", required=True, help=f"{what}, with SGKFold.py's splits")
     parser.add_argument("--folds", type=int, default=3, help="K of the {K}fold{k} split files (default 3)")
@@ -398,14 +404,19 @@ def baselines_main(argv: list[str] | None, description: str, run: Callable, what
     parser.add_argument("--threads", type=int, default=1,
                         help="LightGBM threads (default 1: fastest on small data, and on a busy machine; 0: every "
                              "core); the predictions do not depend on it")
+    parser.add_argument("--bag", type=int, default=1,
+                        help="LightGBM models averaged per fit, seeded --seed, --seed + 1, ... (default 1; the "
+                             "recipe passes its stack's lgbm.bag, so that both are averaged alike)")
     parser.add_argument("--pixel-cache", default=None,
                         help=f"pixel statistics cache CSV (default: OUT/{pixel_stats.cache_file('.').name})")
     args = parser.parse_args(argv)
     try:
         if args.threads < 0:
             raise UsageError(f"--threads {args.threads}: expected 0 (every core) or more")
+        if args.bag < 1:
+            raise UsageError(f"--bag {args.bag}: expected 1 or more")
         report = run(args.dataroot, args.folds, args.answers, args.out, args.seed, args.pixel_cache,
-                     threads=args.threads)
+                     threads=args.threads, bag=args.bag)
     except Fold0123Error as err:
         sys.exit(error_line(err))
     print(report.summary())

@@ -187,19 +187,25 @@ def class_prior(data: ClassData, rows: np.ndarray, X_train, X_predict, n_predict
 
 
 def lgbm_classifier(data: ClassData, rows: np.ndarray, X_train: np.ndarray, X_predict: np.ndarray, n_predict: int,
-                    seed: int = 0, threads: int = 1) -> ClassFit:
+                    seed: int = 0, threads: int = 1, bag: int = 1) -> ClassFit:
     """Early-stop a multiclass LightGBM on an inner split of `rows`, refit on all of them for the best round count,
-    predict `X_predict`'s class probabilities. Sees the training rows' labels only."""
+    predict `X_predict`'s class probabilities (`bag` > 1: the mean of that many, seeded seed, seed + 1, ...).
+    Sees the training rows' labels only."""
     y = data.y[rows]
     inner = inner_split(y, None if data.groups is None else data.groups[rows], seed)
-    params = {**CLASS_PARAMS, "num_class": data.competition.n_classes, "seed": seed, "num_threads": threads}
-    dtrain = lgb.Dataset(X_train[~inner], label=y[~inner], free_raw_data=False)
-    dvalid = lgb.Dataset(X_train[inner], label=y[inner], reference=dtrain)
-    stopped = lgb.train(params, dtrain, num_boost_round=NUM_BOOST_ROUND, valid_sets=[dvalid], valid_names=["inner"],
-                        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)])
-    best = int(stopped.best_iteration or NUM_BOOST_ROUND)
-    final = lgb.train(params, lgb.Dataset(X_train, label=y), num_boost_round=best)
-    return ClassFit(final.predict(X_predict), best, rows[inner])
+    probabilities, rounds = [], []
+    for member in range(bag):
+        params = {**CLASS_PARAMS, "num_class": data.competition.n_classes, "seed": seed + member,
+                  "num_threads": threads}
+        dtrain = lgb.Dataset(X_train[~inner], label=y[~inner], free_raw_data=False)
+        dvalid = lgb.Dataset(X_train[inner], label=y[inner], reference=dtrain)
+        stopped = lgb.train(params, dtrain, num_boost_round=NUM_BOOST_ROUND, valid_sets=[dvalid],
+                            valid_names=["inner"], callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS,
+                                                                                 verbose=False)])
+        rounds.append(int(stopped.best_iteration or NUM_BOOST_ROUND))
+        final = lgb.train(params, lgb.Dataset(X_train, label=y), num_boost_round=rounds[-1])
+        probabilities.append(final.predict(X_predict))
+    return ClassFit(np.mean(probabilities, axis=0), int(round(np.mean(rounds))), rows[inner])
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
@@ -325,7 +331,7 @@ class ClassBaselineReport:
 
 def run_class_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | None = None,
                         out: str | Path | None = None, seed: int = 0, pixel_cache: str | Path | None = None,
-                        workers: int | None = None, threads: int = 1) -> ClassBaselineReport:
+                        workers: int | None = None, threads: int = 1, bag: int = 1) -> ClassBaselineReport:
     """Score the majority class and the pixel-statistics LightGBM on the dataroot's split files, and write
     class_baselines.json and class_baselines.md into `out`."""
     dataroot = Path(dataroot)
@@ -346,7 +352,7 @@ def run_class_baselines(dataroot: str | Path, folds: int = 3, answers: str | Pat
         px = pixel_stats.pixel_features(dataroot, data.ids + data.test_ids,
                                         pixel_cache or pixel_stats.cache_file(out), workers)
         facts["pixel_stats"] = f"{px.computed} computed, {px.cached} from the cache {px.cache}"
-        model = lambda *a: lgbm_classifier(*a, threads=threads)  # noqa: E731
+        model = lambda *a: lgbm_classifier(*a, threads=threads, bag=bag)  # noqa: E731
         return score_model("pixel statistics LightGBM", data, model, px.frame, answers, seed)
 
     rows.append(timed(pixel_row))

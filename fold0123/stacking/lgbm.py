@@ -17,6 +17,7 @@ OOF rows, `best_iterations`, `rounds` of the final model, `importance` (feature,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import lightgbm as lgb
 import numpy as np
@@ -82,11 +83,32 @@ def inner_rounds(params: dict, X: pd.DataFrame, y: np.ndarray, folds: np.ndarray
     return max(1, int(round(np.mean(best))))
 
 
+def bagged(fit: Callable[[dict], StackFit], params: dict | None, bag: int, y, folds) -> StackFit:
+    """The mean of `bag` fits (`fit(params)`) whose LightGBM seeds are params' seed, seed + 1, ...: their OOF and
+    test predictions averaged, scored again; rounds and importances are the members' means. bag=1 is `fit`."""
+    params = _params(params)
+    members = [fit({**params, "seed": params["seed"] + i}) for i in range(bag)]
+    if bag == 1:
+        return members[0]
+    y = np.asarray(y, float)
+    oof = np.mean([m.oof for m in members], axis=0)
+    importance = (pd.concat([m.importance for m in members]).groupby("feature", as_index=False).mean()
+                  .sort_values("gain", ascending=False, ignore_index=True))
+    return StackFit(oof=oof, test={s: np.mean([m.test[s] for m in members], axis=0) for s in members[0].test},
+                    fold_scores=fold_rmse(y, oof, folds), cv=rmse(y, oof),
+                    best_iterations=[int(round(np.mean(b))) for b in zip(*(m.best_iterations for m in members))],
+                    rounds=int(round(np.mean([m.rounds for m in members]))), importance=importance)
+
+
 def fit_oof_stack(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, tests: dict[str, pd.DataFrame],
                   params: dict | None = None, num_boost_round: int = 10000, early_stopping_rounds: int = 100,
-                  coef: float = 1.0) -> StackFit:
+                  coef: float = 1.0, bag: int = 1) -> StackFit:
     """Cross-validate on the group folds (rounds from an inner split of each fold's training folds), then refit
-    on every row for round(mean chosen rounds * coef). `best_iterations` holds each outer fold's chosen rounds."""
+    on every row for round(mean chosen rounds * coef). `best_iterations` holds each outer fold's chosen rounds.
+    `bag` > 1: the mean of that many such stacks, seeded in turn (`bagged`)."""
+    if bag > 1:
+        return bagged(lambda p: fit_oof_stack(X, y, folds, tests, p, num_boost_round, early_stopping_rounds, coef),
+                      params, bag, y, folds)
     _check(X, tests)
     if len(np.unique(folds)) < 3:
         raise UsageError("the OOF stack needs at least 3 folds: each fold's rounds are chosen on an inner split "
@@ -110,10 +132,13 @@ def fit_oof_stack(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, tests: dict
 
 def fit_infold_stack(infold_X: list[pd.DataFrame], infold_y: list[np.ndarray], X: pd.DataFrame, y: np.ndarray,
                      folds: np.ndarray, tests: dict[str, pd.DataFrame], params: dict | None = None,
-                     num_boost_round: int = 10000, early_stopping_rounds: int = 100) -> StackFit:
+                     num_boost_round: int = 10000, early_stopping_rounds: int = 100, bag: int = 1) -> StackFit:
     """The original's variant, kept as a comparison row: fold k's model trains on fold run k's in-fold features,
     early-stops on and is scored on fold k's out-of-fold rows (both optimistic, as the original was); test = the
-    mean of the fold models' predictions."""
+    mean of the fold models' predictions. `bag` as in fit_oof_stack."""
+    if bag > 1:
+        return bagged(lambda p: fit_infold_stack(infold_X, infold_y, X, y, folds, tests, p, num_boost_round,
+                                                 early_stopping_rounds), params, bag, y, folds)
     _check(X, tests)
     params = _params(params)
     y = np.asarray(y, float)

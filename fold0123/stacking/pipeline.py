@@ -138,12 +138,12 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     lgbm = cfg.lgbm
     params = {**lgbm.params, "seed": cfg.seed}
     fit = fit_oof_stack(features.train, features.y, features.folds, features.test, params,
-                        lgbm.num_boost_round, lgbm.early_stopping_rounds, lgbm.coef)
+                        lgbm.num_boost_round, lgbm.early_stopping_rounds, lgbm.coef, lgbm.bag)
     infold_fit = None
     if features.infold is not None:
         infold_fit = fit_infold_stack(features.infold, features.infold_y, features.train, features.y,
                                       features.folds, features.test, params, lgbm.num_boost_round,
-                                      lgbm.early_stopping_rounds)
+                                      lgbm.early_stopping_rounds, lgbm.bag)
 
     target_oof, probs_oof = _post_inputs(features, blend_exp, onehot_exp, None)
     grids = cfg.postprocess.model_dump()
