@@ -95,6 +95,7 @@ stack: {write(tmp_path / 'stack.yml', dump_config(stack))}
     for name in ("resnet", "convnext"):
         assert (runs / f"{name}_all" / "DONE").is_file()
     assert "resnet alone" in out and "convnext alone" in out and "weighted ensemble (argmax)" in out
+    assert "pixels alone" in out  # ensemble.pixel_stats: the pixel-feature LightGBM is a member
     assert "submission accuracy on the held-out answers:" in out
     assert "| pixel statistics LightGBM |" in out and "| majority class |" in out
     assert len(list((tmp_path / "submissions").glob("ensemble_*_submission.csv"))) == 1

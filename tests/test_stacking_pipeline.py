@@ -98,6 +98,9 @@ def test_cli_errors_are_one_line(runs):
         stack.main(_argv(runs, "bad", "runs.target=9"))
     with pytest.raises(SystemExit, match=r"^error: .*unknown key 'nosuch'"):
         stack.main(_argv(runs, "bad", "nosuch=1"))
+    with pytest.raises(SystemExit, match=r"^error: ensemble.pixel_stats: for a classification competition .*is "
+                                         r"ordinal\); a stack takes the pixel features with pixel_stats: true$"):
+        stack.main(["ensemble"] + _argv(runs, "bad", "ensemble.pixel_stats=true"))
 
 
 @pytest.mark.integration

@@ -243,34 +243,57 @@ def answer_labels(answers: str | Path, ids: list[str], n_classes: int) -> np.nda
     return class_labels(truth.loc[ids].reset_index(drop=True), n_classes, Path(answers))
 
 
-def score_model(name: str, data: ClassData, model: ClassModel, features: pd.DataFrame | None = None,
-                answers: str | Path | None = None, seed: int = 0) -> ClassBaselineRow:
-    """Fit `model` on each fold's training rows, score it on that fold's held-out rows (and let it predict
-    test.csv), then fit it on `all` to predict test.csv; both test predictions scored on `answers` when given."""
+@dataclass
+class ClassPredictions:
+    """A model's class probabilities on the pipeline's folds: `oof` [n_train, K] (each row from the fold model
+    that did not train on it, in ClassData.ids order), `test` [n_test, K] from the `all` model, `test_fold_mean`
+    the fold models' mean, the per-fold scores, and every fit by split name."""
+    oof: np.ndarray
+    test: np.ndarray
+    test_fold_mean: np.ndarray
+    fold_scores: list[float]
+    fits: dict[str, ClassFit]
+
+
+def predict_model(data: ClassData, model: ClassModel, features: pd.DataFrame | None = None,
+                  seed: int = 0) -> ClassPredictions:
+    """Fit `model` on each fold's training rows, predict that fold's held-out rows and test.csv, then fit it on
+    `all` to predict test.csv. The ensemble takes these as a member (`ensemble.pixel_stats`)."""
     comp = data.competition
-    row = ClassBaselineRow(name, comp.metric, n_features=0 if features is None else features.shape[1])
     X = None if features is None else features.loc[data.ids].to_numpy(np.float32)
     X_test = None if features is None else features.loc[data.test_ids].to_numpy(np.float32)
     position = pd.Series(np.arange(len(data.ids)), index=pd.Index(data.ids))
     oof = np.full((len(data.ids), comp.n_classes), np.nan)
-    fold_tests = []
+    fold_tests, fold_scores, fits = [], [], {}
     for split in data.folds:
         held = position.loc[split.held_out].to_numpy()
         predict = None if X is None else np.concatenate([X[held], X_test])
-        fit = model(data, split.train, None if X is None else X[split.train], predict,
-                    len(held) + len(data.test_ids), seed)
+        fit = fits[split.name] = model(data, split.train, None if X is None else X[split.train], predict,
+                                       len(held) + len(data.test_ids), seed)
         oof[held] = fit.probabilities[:len(held)]
         fold_tests.append(fit.probabilities[len(held):])
-        row.fold_scores.append(score(comp.metric, data.y[held], fit.probabilities[:len(held)]))
-        _record(row, split.name, fit, data)
-    fit = model(data, data.all.train, None if X is None else X[data.all.train], X_test, len(data.test_ids), seed)
-    _record(row, data.all.name, fit, data)
+        fold_scores.append(score(comp.metric, data.y[held], fit.probabilities[:len(held)]))
+    fit = fits[data.all.name] = model(data, data.all.train, None if X is None else X[data.all.train], X_test,
+                                      len(data.test_ids), seed)
+    return ClassPredictions(oof, fit.probabilities, np.mean(fold_tests, axis=0), fold_scores, fits)
+
+
+def score_model(name: str, data: ClassData, model: ClassModel, features: pd.DataFrame | None = None,
+                answers: str | Path | None = None, seed: int = 0) -> ClassBaselineRow:
+    """predict_model's predictions scored: per fold and out of fold, and both test predictions on `answers` when
+    given."""
+    comp = data.competition
+    row = ClassBaselineRow(name, comp.metric, n_features=0 if features is None else features.shape[1])
+    predicted = predict_model(data, model, features, seed)
+    for split_name, fit in predicted.fits.items():
+        _record(row, split_name, fit, data)
+    row.fold_scores = predicted.fold_scores
     row.cv_mean, row.cv_std = float(np.mean(row.fold_scores)), float(np.std(row.fold_scores))
-    row.oof = score(comp.metric, data.y, oof)
+    row.oof = score(comp.metric, data.y, predicted.oof)
     if answers is not None:
         truth = answer_labels(answers, data.test_ids, comp.n_classes)
-        row.answers = score(comp.metric, truth, fit.probabilities)
-        row.answers_fold_mean = score(comp.metric, truth, np.mean(fold_tests, axis=0))
+        row.answers = score(comp.metric, truth, predicted.test)
+        row.answers_fold_mean = score(comp.metric, truth, predicted.test_fold_mean)
         row.answers_n = len(truth)
     return row
 

@@ -318,6 +318,32 @@ def _ensemble_weights(runs: pd.DataFrame, ecfg) -> np.ndarray:
     return weights / weights.sum()
 
 
+PIXELS = "pixels"  # the ensemble member `ensemble.pixel_stats` adds
+
+
+def pixel_member(cfg: StackConfig, features: FeatureSet) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The class probabilities of a multiclass LightGBM on the photos' pixel features (the class baselines' model,
+    averaged over `lgbm.bag` seeds), fit on the same split files as the runs: out of fold for the train rows (in
+    `features`' order), from the `all` fit or the fold fits' mean for test (`ensemble.test_features`), and its
+    per-fold scores, which weigh it like a run's."""
+    from fold0123.stacking.class_baselines import lgbm_classifier, load_class_splits, predict_model
+    from fold0123.stacking.pixel_stats import cache_file, pixel_features
+
+    competition = read_competition(cfg.dataroot)
+    if competition.kind != "classification":
+        raise RunError(f"ensemble.pixel_stats: for a classification competition ({cfg.dataroot} is "
+                       f"{competition.kind}); a stack takes the pixel features with pixel_stats: true")
+    data = load_class_splits(cfg.dataroot, cfg.folds)
+    pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, cache_file(Path(cfg.checkpoints_dir) / "cache"))
+    threads = int(cfg.lgbm.params.get("num_threads", 0))
+    predicted = predict_model(data, lambda *a: lgbm_classifier(*a, threads=threads, bag=cfg.lgbm.bag),
+                              pixels.frame, cfg.seed)
+    source = cfg.ensemble.test_features
+    oof = pd.DataFrame(predicted.oof, index=data.ids).loc[features.train.index].to_numpy()
+    test = pd.DataFrame(predicted.test if source == "all" else predicted.test_fold_mean, index=data.test_ids)
+    return oof, test.loc[features.test[source].index].to_numpy(), predicted.fold_scores
+
+
 def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
     submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores."""
@@ -326,6 +352,8 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     features = build_features(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds,
                               aggregations="mean", split_suffix=cfg.split_suffix,
                               test_features=ecfg.test_features, infold=False)
+    oof_probs, test_probs = ({run.exp: means[run.exp] for run in features.runs}
+                             for means in (features.view_mean_oof, features.view_mean_test[ecfg.test_features]))
     rows = []
     for run in features.runs:
         if features.view_mean_oof[run.exp].shape[1] != competition.n_classes:
@@ -334,15 +362,19 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
         at = choice_metrics(cfg.checkpoints_dir, run.exp, _fold_splits(cfg), run.epoch)  # an epoch or a soup
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
+    if ecfg.pixel_stats:
+        oof_probs[PIXELS], test_probs[PIXELS], fold_scores = pixel_member(cfg, features)
+        rows.append({"exp": PIXELS, "epoch": "-", "metric": competition.metric, "score": float(np.mean(fold_scores)),
+                     "lower_is_better": competition.lower_is_better})
     runs = pd.DataFrame(rows).set_index("exp")
     if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
         raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
     runs["weight"] = _ensemble_weights(runs, ecfg)
-    oof = ens.weighted_ensemble([features.view_mean_oof[e] for e in runs.index], runs["weight"])
+    oof = ens.weighted_ensemble([oof_probs[e] for e in runs.index], runs["weight"])
     source = ecfg.test_features
-    test = ens.weighted_ensemble([features.view_mean_test[source][e] for e in runs.index], runs["weight"])
+    test = ens.weighted_ensemble([test_probs[e] for e in runs.index], runs["weight"])
     y = features.y.astype(int)
-    cv_rows = {e: _class_scores(y, features.view_mean_oof[e], competition) for e in runs.index}
+    cv_rows = {e: _class_scores(y, oof_probs[e], competition) for e in runs.index}
     cv_rows["weighted ensemble"] = _class_scores(y, oof, competition)
     cv_table = pd.DataFrame.from_dict(cv_rows, orient="index")
 
@@ -364,7 +396,7 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[source].index, str),
                           cv_table=cv_table, redistribution=redistribution,
                           redistribution_table=redistribution_table, labels=labels,
-                          run_tests={e: features.view_mean_test[source][e] for e in runs.index})
+                          run_tests={e: test_probs[e] for e in runs.index})
 
 
 def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> pd.DataFrame:
