@@ -1,7 +1,7 @@
 """timm backbones as first-class citizens: a ConvNeXt and a ViT at 32 px train an epoch through the real trainer,
-a ViT pretrains on the jigsaw and transfers,
-`freeze: last_half` (alias layer34) freezes by stage (the last half of the stages or blocks trains), layer-wise lr decay gives each
-stage its lr, and a resumed layer-decay run ends bit-identical to an uninterrupted one."""
+a ViT pretrains on the jigsaw and transfers, `freeze: last_half` (alias layer34) freezes by stage (the last half of
+the stages or blocks trains), layer-wise lr decay gives each stage its lr, and a resumed layer-decay run ends
+bit-identical to an uninterrupted one."""
 import pytest
 import torch
 import torch.nn as nn

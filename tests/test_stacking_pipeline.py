@@ -137,7 +137,8 @@ def test_pixel_statistics_join_every_table_as_stack_features(runs, capsys):
     capsys.readouterr()
     (importance,) = (runs / "px").glob("*_importance.csv")
     features = pd.read_csv(importance)["feature"]
-    assert features.str.startswith("px_").sum() == len(pixel_stats.FEATURES) and (~features.str.startswith("px_")).sum() > 0
+    pixels = features.str.startswith("px_")
+    assert pixels.sum() == len(pixel_stats.FEATURES) and (~pixels).sum() > 0
     assert (runs / "runs" / "cache" / pixel_stats.cache_file(".").name).is_file()
 
 

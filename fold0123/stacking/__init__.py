@@ -9,7 +9,8 @@ One module per job, each a few plain functions returning plain data:
   pseudo      pseudo-label rows and the split CSVs of the next round
   report      submission CSV, markdown/json report, plots
   pipeline    the steps ensemble.ipynb and stack.py run, in order
-  pixel_stats ~320 pixel features per photo (statistics, histograms, a thumbnail; cached by photo fingerprint): a baseline's features, later stack features
+  pixel_stats ~320 pixel features per photo (statistics, histograms, a thumbnail; cached by photo
+              fingerprint): a baseline's features, later stack features (and an ensemble member)
   baselines   constant mean, pixel-statistics and tag LightGBMs on the pipeline's split and answers
               (`python -m fold0123.stacking.baselines`)
   class_baselines  majority class and a multiclass pixel-statistics LightGBM for a class spec, in its metric
