@@ -21,6 +21,7 @@ build made the other way is refused (or, with --force / --redo-stale, rebuilt) i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ import tarfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -479,6 +480,25 @@ def _publish(built: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+@contextlib.contextmanager
+def staged_build(out: Path, private: Path) -> Iterator[tuple[Path, Path]]:
+    """Empty temp folders beside `out` and `private` to build into. When the block ends without an error they
+    replace the two, private first, then `out` (whose marker says "complete"); either way no temp folder stays,
+    so a failure leaves no half-written dataset behind."""
+    staged = [path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}") for path in (out, private)]
+    try:
+        for tmp in staged:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        yield staged[0], staged[1]
+        _publish(staged[1], private)
+        _publish(staged[0], out)
+    finally:
+        for tmp in staged:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+
 def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.PathLike, out: str | os.PathLike,
                         seed: int = 0, packages: tuple[Package, ...] = (), test_tags: bool = False) -> Summary:
     """Build dataroot `out` and its private folder from the two tarballs, replacing what is there.
@@ -488,12 +508,7 @@ def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.Pa
     keeps the test objects' tag rows in the dataroot (they are in the private folder either way)."""
     out, emoji_tgz, emojibase_tgz = Path(out), Path(emoji_tgz), Path(emojibase_tgz)
     private = private_dir(out)
-    tmp_out = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
-    tmp_private = private.with_name(f"{private.name}{TMP_MARKER}{os.getpid()}")
-    try:
-        for tmp in (tmp_out, tmp_private):
-            if tmp.exists():
-                shutil.rmtree(tmp)
+    with staged_build(out, private) as (tmp_out, tmp_private):
         rows, images, skipped = read_emoji_datasource(emoji_tgz)
         if not rows:
             raise EmojiDataError(f"{emoji_tgz}: {EMOJI_JSON}: no emoji with a Google 64 px image")
@@ -507,12 +522,6 @@ def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.Pa
             "rows": summary.rows, "train_rows": summary.train_rows, "test_rows": summary.test_rows,
         }, indent=2) + "\n")
         _keep_photo_times(out / "photos", tmp_out / "photos")
-        _publish(tmp_private, private)
-        _publish(tmp_out, out)
-    finally:
-        for tmp in (tmp_out, tmp_private):
-            if tmp.exists():
-                shutil.rmtree(tmp)
     return summary
 
 

@@ -41,7 +41,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,12 +49,11 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common.errors import Fold0123Error, error_line
-from fold0123.common.io import TMP_MARKER
 from fold0123.preprocessing.adapters import MARKER as ADAPTER_MARKER
 from fold0123.preprocessing.adapters import adapt_imagefolder, class_order
 from fold0123.preprocessing.emoji import (EMOJI_JSON, IMAGE_DIR, BuildError, EmojiDataError, EmojiImage,
-                                          _publish, choose_test_series, on_white, read_build,
-                                          read_emoji_datasource)
+                                          choose_test_series, on_white, read_build, read_emoji_datasource,
+                                          staged_build)
 from fold0123.preprocessing.npm import EMOJI_DATASOURCE, Package, fetch_package
 
 ID_SALT = "fold0123/emoji_classify/v1"  # fixed: ids stay comparable across machines; not emoji.py's (see above)
@@ -178,12 +176,7 @@ def build_from_tarball(emoji_tgz: str | os.PathLike, out: str | os.PathLike, pri
     into temp folders and renamed into place at the end (private first, then OUT, whose marker says complete)."""
     out, emoji_tgz = Path(out), Path(emoji_tgz)
     private = Path(private) if private is not None else private_default(out)
-    tmp_out = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
-    tmp_private = private.with_name(f"{private.name}{TMP_MARKER}{os.getpid()}")
-    try:
-        for tmp in (tmp_out, tmp_private):
-            if tmp.exists():
-                shutil.rmtree(tmp)
+    with staged_build(out, private) as (tmp_out, tmp_private):
         rows, images, _ = read_emoji_datasource(emoji_tgz)
         if not rows:
             raise EmojiDataError(f"{emoji_tgz}: {EMOJI_JSON}: no emoji with a Google 64 px image")
@@ -194,12 +187,6 @@ def build_from_tarball(emoji_tgz: str | os.PathLike, out: str | os.PathLike, pri
             "builder": BUILDER, "seed": seed, "min_series": min_series, "packages": _pins(packages),
             "classes": summary.classes, "train_images": summary.train_rows, "test_images": summary.test_rows,
         }, indent=2) + "\n")
-        _publish(tmp_private, private)
-        _publish(tmp_out, out)
-    finally:
-        for tmp in (tmp_out, tmp_private):
-            if tmp.exists():
-                shutil.rmtree(tmp)
     return summary
 
 
