@@ -66,7 +66,8 @@ def test_stack_runs_of_the_wrong_type_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"--set runs=\[a, b\]: key 'runs': .*dictionary"):
         load_config(ROOT / "parameters/stack.yml", ["runs=[a, b]"], schema=StackConfig)
     cfg = load_config(ROOT / "parameters/demo/stack.yml", ["runs={target: 3}"], schema=StackConfig)
-    assert cfg.runs == {"target": 3} and cfg.lgbm.params["num_threads"] == 2 and cfg.lgbm.params["num_leaves"] == 7
+    assert cfg.runs == {"target": 3} and cfg.lgbm.params["num_threads"] == 2
+    assert cfg.lgbm.params["feature_fraction"] == 0.2
     assert cfg.lgbm.params["learning_rate"] == 0.05  # a file changes its params key by key, the rest stay
 
 
