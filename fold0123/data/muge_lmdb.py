@@ -6,9 +6,9 @@
 The environments are opened read-only, without locks, and lazily in the process that reads: a DataLoader worker
 forked after the parent opened one must not share its handle (LMDB forbids using an environment across fork),
 so `LmdbSplit` reopens when its process id changes, closing the inherited copies first (py-lmdb refuses to open
-a path that this process, through the fork, already holds: tests/test_retrieval_model.py forks after an open). Pickle is Chinese-CLIP's choice for the pairs; it is read
-here with an unpickler that refuses every global (class, function), so a pairs file can carry nothing but
-tuples, ints and strings.
+a path that this process, through the fork, already holds: tests/test_retrieval_model.py forks after an open).
+Pickle is Chinese-CLIP's choice for the pairs; it is read here with an unpickler that refuses every global
+(class, function), so a pairs file can carry nothing but tuples, ints and strings.
 """
 from __future__ import annotations
 

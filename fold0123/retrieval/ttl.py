@@ -55,6 +55,11 @@ ADAPT: dict[str, Callable[[str], bool]] = {
 }
 
 
+def moves_backbone(adapt: str) -> bool:
+    """Whether setting `adapt` trains the backbone (else its features of the cached images are computed once)."""
+    return ADAPT[adapt]("backbone.")
+
+
 def cache_pairs(cache: str | Path, split: str, size: int) -> tuple[np.ndarray, list[str]]:
     """uint8 `[n, size, size, 3]` images and their texts, one row per cached (text, image) pair."""
     data = read_split(cache, split, decode=False) if muge.texts_jsonl(cache, split).is_file() else None
@@ -91,7 +96,7 @@ def adapt(model, task, cfg, images: np.ndarray, texts: list[str], opts: TtlConfi
     device = next(model.parameters()).device
     targets = torch.from_numpy(task.text_targets(cfg, texts)).to(device)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2)
-    frozen = not any(wanted(name) for name, _ in model.backbone.named_parameters(prefix="backbone"))
+    frozen = not moves_backbone(opts.adapt)
     features = backbone_features(model, pixels) if frozen else None
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     fixed_scale = None if opts.temperature is None else torch.tensor(1.0 / opts.temperature, device=device)

@@ -33,7 +33,13 @@ from fold0123.data.muge_lmdb import LmdbSplit
 from fold0123.data.recall import first_positive_rank, recall_at
 from fold0123.models.clip_task import gallery_positives
 from fold0123.retrieval.predict import load_run_model
-from fold0123.retrieval.ttl import ADAPT, DEFAULT_CONF, adapt, backbone_features, cache_pairs
+from fold0123.retrieval.ttl import DEFAULT_CONF, adapt, backbone_features, cache_pairs, moves_backbone
+
+
+@torch.no_grad()
+def image_embeddings(model, features: torch.Tensor) -> np.ndarray:
+    """L2-normalised image embeddings of backbone `features` (the head's image tower)."""
+    return F.normalize(model.head(features).float(), dim=-1).cpu().numpy()
 
 
 class Gallery:
@@ -53,10 +59,8 @@ class Gallery:
         self.pixels = self.pixels.permute(0, 3, 1, 2)
         self.features = backbone_features(model, self.pixels)
 
-    @torch.no_grad()
     def images(self, model, backbone_moved: bool = False) -> np.ndarray:
-        features = backbone_features(model, self.pixels) if backbone_moved else self.features
-        return F.normalize(model.head(features).float(), dim=-1).cpu().numpy()
+        return image_embeddings(model, backbone_features(model, self.pixels) if backbone_moved else self.features)
 
     def score(self, model, backbone_moved: bool, queries: np.ndarray | None = None) -> dict:
         """Text->image recall of the texts (or of `queries`, one embedding per text) against the gallery."""
@@ -98,8 +102,7 @@ def select(run: str | Path, cache: str | Path, base: TtlConfig, grid: list[str],
     if have:  # for scale: the cached image itself as the query, without its text and without learning
         cached = backbone_features(model, torch.from_numpy(images[[row_of[gallery.texts[j]] for j in have]])
                                    .permute(0, 3, 1, 2))
-        with torch.no_grad():
-            queries = F.normalize(model.head(cached).float(), dim=-1).cpu().numpy()
+        queries = image_embeddings(model, cached)
         positives = [gallery.positives[j] for j in have]
         found = recall_at(first_positive_rank(queries @ gallery.images(model).T, positives))
         print(f"  the cached image as the query instead of the text ({len(have)} of {len(gallery.texts)} texts, "
@@ -108,7 +111,7 @@ def select(run: str | Path, cache: str | Path, base: TtlConfig, grid: list[str],
     wanted = set(steps)
     for point in grid_points(base, grid):
         point = point.model_copy(update={"steps": max(steps)})
-        moved = ADAPT[point.adapt]("backbone.")
+        moved = moves_backbone(point.adapt)
 
         def on_step(step, adapted, point=point, moved=moved):
             if step in wanted:

@@ -85,11 +85,9 @@ def inner_rounds(params: dict, X: pd.DataFrame, y: np.ndarray, folds: np.ndarray
 
 def bagged(fit: Callable[[dict], StackFit], params: dict | None, bag: int, y, folds) -> StackFit:
     """The mean of `bag` fits (`fit(params)`) whose LightGBM seeds are params' seed, seed + 1, ...: their OOF and
-    test predictions averaged, scored again; rounds and importances are the members' means. bag=1 is `fit`."""
+    test predictions averaged, scored again; rounds and importances are the members' means."""
     params = _params(params)
     members = [fit({**params, "seed": params["seed"] + i}) for i in range(bag)]
-    if bag == 1:
-        return members[0]
     y = np.asarray(y, float)
     oof = np.mean([m.oof for m in members], axis=0)
     importance = (pd.concat([m.importance for m in members]).groupby("feature", as_index=False).mean()

@@ -20,7 +20,7 @@ from fold0123.common.fingerprint import Fingerprint, config_identity, file_diges
 from fold0123.common.io import write_csv, write_json
 from fold0123.common.schema import StackConfig
 from fold0123.data.answers import score_answers
-from fold0123.data.competition import read_competition, score
+from fold0123.data.competition import Competition, read_competition, score
 from fold0123.data.layout import read_test, read_train
 from fold0123.data.metrics import rmse
 from fold0123.stacking import ensemble as ens
@@ -321,7 +321,8 @@ def _ensemble_weights(runs: pd.DataFrame, ecfg) -> np.ndarray:
 PIXELS = "pixels"  # the ensemble member `ensemble.pixel_stats` adds
 
 
-def pixel_member(cfg: StackConfig, features: FeatureSet) -> tuple[np.ndarray, np.ndarray, list[float]]:
+def pixel_member(cfg: StackConfig, features: FeatureSet,
+                 competition: Competition) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """The class probabilities of a multiclass LightGBM on the photos' pixel features (the class baselines' model,
     averaged over `lgbm.bag` seeds), fit on the same split files as the runs: out of fold for the train rows (in
     `features`' order), from the `all` fit or the fold fits' mean for test (`ensemble.test_features`), and its
@@ -329,7 +330,6 @@ def pixel_member(cfg: StackConfig, features: FeatureSet) -> tuple[np.ndarray, np
     from fold0123.stacking.class_baselines import lgbm_classifier, load_class_splits, predict_model
     from fold0123.stacking.pixel_stats import cache_file, pixel_features
 
-    competition = read_competition(cfg.dataroot)
     if competition.kind != "classification":
         raise RunError(f"ensemble.pixel_stats: for a classification competition ({cfg.dataroot} is "
                        f"{competition.kind}); a stack takes the pixel features with pixel_stats: true")
@@ -363,7 +363,7 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
     if ecfg.pixel_stats:
-        oof_probs[PIXELS], test_probs[PIXELS], fold_scores = pixel_member(cfg, features)
+        oof_probs[PIXELS], test_probs[PIXELS], fold_scores = pixel_member(cfg, features, competition)
         rows.append({"exp": PIXELS, "epoch": "-", "metric": competition.metric, "score": float(np.mean(fold_scores)),
                      "lower_is_better": competition.lower_is_better})
     runs = pd.DataFrame(rows).set_index("exp")

@@ -120,6 +120,20 @@ def run_task(checkpoints_dir: str | Path, exp: str, split: str) -> str:
     return rundir.read_metrics(run, rundir.epoch_tag(epochs[0]))["task"]
 
 
+METRIC_COLUMNS = ["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"]
+
+
+def _primary_row(run: Path, tag: str, exp: str, split: str, epoch: int | str) -> dict:
+    """One METRIC_COLUMNS row: the primary metric of `run`'s `tag`, read from the task's primary view."""
+    metrics = rundir.read_metrics(run, tag)
+    primary, view = metrics["primary"], rundir.primary_view(metrics)
+    value = metrics["views"].get(view, {}).get(primary)
+    if value is None:
+        raise RunError(f"{rundir.metrics_path(run, tag)}: views.{view} has no primary metric {primary!r}")
+    return dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary, value=float(value),
+                lower_is_better=bool(metrics["lower_is_better"]))
+
+
 def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str]) -> pd.DataFrame:
     """Every evaluated epoch of the fold runs of `exp`: one row per (epoch, split) with the primary metric.
 
@@ -132,32 +146,16 @@ def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str])
         for epoch in _epochs(run, "oof"):
             if not rundir.is_evaluated(run, epoch):
                 continue  # evaluate.py writes the metrics after the npz files; this epoch is still being written
-            tag = rundir.epoch_tag(epoch)
-            metrics = rundir.read_metrics(run, tag)
-            primary, view = metrics["primary"], rundir.primary_view(metrics)
-            value = metrics["views"].get(view, {}).get(primary)
-            if value is None:
-                raise RunError(f"{rundir.metrics_path(run, tag)}: views.{view} has no primary metric {primary!r}")
-            rows.append(dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary,
-                             value=float(value), lower_is_better=bool(metrics["lower_is_better"])))
-    return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])
+            rows.append(_primary_row(run, rundir.epoch_tag(epoch), exp, split, epoch))
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
 def choice_metrics(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], epoch: int | str) -> pd.DataFrame:
     """The fold runs' metrics at a resolved choice (an epoch, or a tag such as `soup5`): metrics_table's columns,
     one row per split."""
-    rows = []
-    for split in fold_splits:
-        run = run_dir(checkpoints_dir, exp, split)
-        metrics = rundir.read_metrics(run, eval_tag(epoch))
-        primary, view = metrics["primary"], rundir.primary_view(metrics)
-        value = metrics["views"].get(view, {}).get(primary)
-        if value is None:
-            raise RunError(f"{rundir.metrics_path(run, eval_tag(epoch))}: views.{view} has no primary metric "
-                           f"{primary!r}")
-        rows.append(dict(exp=exp, task=metrics["task"], split=split, epoch=epoch, metric=primary, value=float(value),
-                         lower_is_better=bool(metrics["lower_is_better"])))
-    return pd.DataFrame(rows, columns=["exp", "task", "split", "epoch", "metric", "value", "lower_is_better"])
+    rows = [_primary_row(run_dir(checkpoints_dir, exp, split), eval_tag(epoch), exp, split, epoch)
+            for split in fold_splits]
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
 def soup_size(spec) -> int | None:
