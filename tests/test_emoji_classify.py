@@ -18,7 +18,7 @@ from PIL import Image
 
 from fold0123.data.competition import read_competition
 from fold0123.preprocessing import emoji, emoji_classify
-from fold0123.preprocessing.emoji import BuildError
+from fold0123.common.build import BuildError
 
 
 @pytest.fixture(scope="module")

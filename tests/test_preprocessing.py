@@ -19,7 +19,8 @@ from PIL import Image
 
 from fold0123.data.layout import LayoutError, read_tags, read_test, read_train
 from fold0123.preprocessing import answers, emoji, npm
-from fold0123.preprocessing.emoji import BuildError, EmojiDataError
+from fold0123.common.build import MARKER, BuildError, StaleBuildError
+from fold0123.preprocessing.emoji import EmojiDataError
 from fold0123.preprocessing.npm import Package, PackageError
 
 # (unified, added_in, emojibase hexcode or None when emojibase lacks it, tags, short name)
@@ -199,9 +200,9 @@ def test_tags_of_test_objects_are_private_unless_test_tags(tmp_path, built):
     out, summary, ids = built
     train, test = read_train(out), read_test(out)
     private = emoji.private_dir(out)
-    assert not summary.test_tags and json.loads((out / emoji.MARKER).read_text())["test_tags"] is False
+    assert not summary.test_tags and json.loads((out / MARKER).read_text())["test_tags"] is False
     keep = emoji.build_from_tarballs(*fake_packages(tmp_path / "npm2"), tmp_path / "keep" / "emoji", test_tags=True)
-    assert keep.test_tags and json.loads((tmp_path / "keep" / "emoji" / emoji.MARKER).read_text())["test_tags"]
+    assert keep.test_tags and json.loads((tmp_path / "keep" / "emoji" / MARKER).read_text())["test_tags"]
     for table in ("materials", "techniques"):
         rows = read_tags(out, table)
         hidden = pd.read_csv(emoji.test_tags_path(private, table), dtype=str, keep_default_na=False)
@@ -226,7 +227,7 @@ def test_a_build_with_the_other_test_tags_choice_is_refused_or_rebuilt_keeping_p
     out = tmp_path / "datasets" / "emoji"
     emoji.build_dataset(out, cache=cache, packages=pins)
     photos, materials = folder_digest(out / "photos"), (out / "materials.csv").read_text()
-    with pytest.raises(emoji.StaleBuildError, match=r"train-only tags -> test tags in the dataroot.*--redo-stale"):
+    with pytest.raises(StaleBuildError, match=r"train-only tags -> test tags in the dataroot.*--redo-stale"):
         emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True)
     assert (out / "materials.csv").read_text() == materials
     rebuilt = emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True, redo_stale=True)
@@ -235,16 +236,16 @@ def test_a_build_with_the_other_test_tags_choice_is_refused_or_rebuilt_keeping_p
     assert folder_digest(out / "photos") == photos  # identical photos keep their times: runs on photos stay fresh
     assert emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True, redo_stale=True).reused
     # a marker written before the option existed: that build kept the test tags in the dataroot
-    marker = json.loads((out / emoji.MARKER).read_text())
+    marker = json.loads((out / MARKER).read_text())
     del marker["test_tags"]
-    (out / emoji.MARKER).write_text(json.dumps(marker))
+    (out / MARKER).write_text(json.dumps(marker))
     assert emoji.build_dataset(out, cache=cache, packages=pins, test_tags=True).test_tags
     monkeypatch.setattr(emoji, "build_dataset", functools.partial(emoji.build_dataset, packages=pins))  # for main
     with pytest.raises(SystemExit, match=r"^error: .*test tags in the dataroot \(--test-tags\) -> train-only tags"):
         emoji.main(["--out", str(out), "--cache", str(cache)])
     emoji.main(["--out", str(out), "--cache", str(cache), "--test-tags"])  # reused
     emoji.main(["--out", str(out), "--cache", str(cache), "--redo-stale"])
-    assert json.loads((out / emoji.MARKER).read_text())["test_tags"] is False
+    assert json.loads((out / MARKER).read_text())["test_tags"] is False
     assert not set(read_tags(out, "materials")["object_id"]) & set(read_test(out)["object_id"])
 
 
@@ -330,16 +331,16 @@ def test_build_dataset_reuses_cache_and_build(tmp_path, monkeypatch):
     out = tmp_path / "datasets" / "emoji"
     first = emoji.build_dataset(out, cache=cache, seed=0, packages=pins)
     assert not first.reused
-    stamp = (out / emoji.MARKER).stat().st_mtime_ns
+    stamp = (out / MARKER).stat().st_mtime_ns
     time.sleep(0.01)
     second = emoji.build_dataset(out, cache=cache, seed=0, packages=pins)
     assert second.reused and second.rows == first.rows and second.test_targets == first.test_targets
-    assert (out / emoji.MARKER).stat().st_mtime_ns == stamp
+    assert (out / MARKER).stat().st_mtime_ns == stamp
     with pytest.raises(BuildError, match="seed 0.*--force"):
         emoji.build_dataset(out, cache=cache, seed=1, packages=pins)
     third = emoji.build_dataset(out, cache=cache, seed=1, force=True, packages=pins)
     assert not third.reused and third.seed == 1
-    assert json.loads((out / emoji.MARKER).read_text())["seed"] == 1
+    assert json.loads((out / MARKER).read_text())["seed"] == 1
     assert not [p for p in out.parent.iterdir() if ".tmp." in p.name or ".old" in p.name]
 
 

@@ -90,7 +90,8 @@ def test_every_project_error_is_one_base_the_clis_catch():
     from fold0123.launcher.layout import LaunchError
     from fold0123.models.backbones import BackboneError
     from fold0123.models.checkpoints import CheckpointError
-    from fold0123.preprocessing.emoji import BuildError, EmojiDataError
+    from fold0123.common.build import BuildError
+    from fold0123.preprocessing.emoji import EmojiDataError
     from fold0123.preprocessing.npm import PackageError
     from fold0123.stacking.runs import RunError
 

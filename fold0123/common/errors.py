@@ -7,6 +7,10 @@ traceback. It is a ValueError so that code written against the old ValueError su
 """
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Callable
+
 
 class Fold0123Error(ValueError):
     """A condition the user can fix; the message is one line naming the file, key or argument (whitespace a
@@ -30,3 +34,16 @@ class UsageError(Fold0123Error):
 def error_line(err: BaseException) -> str:
     """`error: <message>` on one line, whatever whitespace the message carries (what the CLIs print)."""
     return "error: " + " ".join(str(err).split())
+
+
+def cli_main(main: Callable) -> Callable:
+    """The one error wrapper of every command line's `main`: a Fold0123Error (what a user can fix) ends the
+    process with `error: <message>` on one line on stderr and exit status 1; anything else is a bug and keeps its
+    traceback."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except Fold0123Error as err:
+            sys.exit(error_line(err))
+    return wrapped

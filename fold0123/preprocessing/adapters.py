@@ -51,8 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +58,9 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from fold0123.common.errors import Fold0123Error, LayoutError, UsageError, error_line
-from fold0123.common.io import TMP_MARKER, make_dir
+from fold0123.common.build import BuildError, staged_build
+from fold0123.common.errors import LayoutError, UsageError, cli_main
+from fold0123.common.io import make_dir
 from fold0123.common.names import name_problem
 from fold0123.data.competition import METRICS, SPEC_FILE, read_spec
 from fold0123.data.layout import read_csv
@@ -71,10 +70,6 @@ SKIPPED_NAMES = {"Thumbs.db", "desktop.ini"}
 PROJECT_COLUMNS = ("object_id", "target")
 DRAFT_SIDE = 64  # JPEG decode check at reduced scale
 MAX_NAME_BYTES = 255  # a file name's limit on Linux and macOS file systems
-
-
-class BuildError(Fold0123Error):
-    """The output folder is in a state the adapter will not touch without --force."""
 
 
 @dataclass(frozen=True)
@@ -390,7 +385,7 @@ def _write(collected: Collected, built: Path, final_photos: Path, metric: str, n
     link is made (one pass over the files); a bad one stops the build with `built` half-made, which the caller
     deletes."""
     photos = built / "photos"
-    photos.mkdir(parents=True)
+    photos.mkdir()
     for image in [*collected.train, *collected.test]:
         check_image(image.path, decode)
         os.symlink(_relative_link(image.path, final_photos), photos / f"{image.object_id}.jpg")
@@ -410,17 +405,6 @@ def _write(collected: Collected, built: Path, final_photos: Path, metric: str, n
     read_spec(built)  # what the pipeline will read: a spec it would refuse fails here, before anything is published
 
 
-def _publish(built: Path, final: Path) -> None:
-    """Rename a finished temp folder into place, moving an older one aside first and deleting it after."""
-    old = None
-    if final.exists() or final.is_symlink():
-        old = final.with_name(f"{final.name}.old{TMP_MARKER}{os.getpid()}")
-        os.replace(final, old)
-    os.replace(built, final)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-
-
 def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "accuracy", name: str | None = None,
                  force: bool = False, decode: bool = True) -> AdapterSummary:
     """Write the dataroot `out` atomically (a temp folder beside it, renamed into place once every image has been
@@ -433,7 +417,6 @@ def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "ac
     check_out(out, collected.source, collected.image_dirs, force)
     make_dir(out.parent)
     final_photos = out.parent.resolve() / out.name / "photos"
-    built = out.with_name(f"{out.name}{TMP_MARKER}{os.getpid()}")
     name = name or collected.source.resolve().name
     counts = pd.Series([i.label for i in collected.train]).value_counts()
     groups = (len({dict(i.values)[collected.group_column] for i in collected.train})
@@ -441,19 +424,13 @@ def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "ac
     summary = AdapterSummary(str(out), collected.adapter, str(collected.source), len(collected.classes),
                              len(collected.train), len(collected.test), groups, collected.group_column, metric,
                              {c: int(counts.get(c, 0)) for c in collected.classes}, collected.notes)
-    try:
-        if built.exists():
-            shutil.rmtree(built)
+    with staged_build(out) as (built,):
         _write(collected, built, final_photos, metric, name, decode)
         (built / MARKER).write_text(json.dumps({
             "adapter": collected.adapter, "source": str(collected.source.resolve()), "options": collected.options,
             "metric": metric, "name": name, "decoded": decode, "classes": len(collected.classes),
             "train_rows": summary.train_rows, "test_rows": summary.test_rows, "groups": groups,
             "photos": "relative symlinks to the source files"}, indent=2) + "\n")
-        _publish(built, out)
-    finally:
-        if built.exists():
-            shutil.rmtree(built)
     return summary
 
 
@@ -479,6 +456,7 @@ def adapt_csv(src, out, id_column: str = "image_id", label_column: str = "label"
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
+@cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="adapter", required=True)
@@ -507,16 +485,13 @@ def main(argv: list[str] | None = None) -> None:
     if (args.src is None) == (args.src_option is None):
         parser.error("give the source folder once: SRC or --src SRC")
     args.src = args.src or args.src_option
-    try:
-        if args.adapter == "imagefolder":
-            summary = adapt_imagefolder(args.src, args.out, args.groups, args.metric, args.name, args.force,
-                                        not args.no_decode)
-        else:
-            summary = adapt_csv(args.src, args.out, args.id_column, args.label_column, args.group_column,
-                                args.metric, args.name, args.force, not args.no_decode, train_csv=args.train_csv,
-                                train_images=args.train_images, test_images=args.test_images)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    if args.adapter == "imagefolder":
+        summary = adapt_imagefolder(args.src, args.out, args.groups, args.metric, args.name, args.force,
+                                    not args.no_decode)
+    else:
+        summary = adapt_csv(args.src, args.out, args.id_column, args.label_column, args.group_column, args.metric,
+                            args.name, args.force, not args.no_decode, train_csv=args.train_csv,
+                            train_images=args.train_images, test_images=args.test_images)
     print("\n".join(summary.lines()))
 
 

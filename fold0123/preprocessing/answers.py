@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.errors import cli_main
 from fold0123.data.answers import score_answers
 from fold0123.data.layout import numeric_column, read_csv
 
@@ -34,6 +33,7 @@ def score_submission(submission_csv: str | Path, answers_csv: str | Path = DEFAU
                          metric=metric)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("submission", help="CSV with columns object_id, target (one row per test object)")
@@ -41,10 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="rmse", choices=("rmse", "accuracy", "macro_f1"),
                         help="the competition's metric (default rmse; top-5 accuracy needs probabilities)")
     args = parser.parse_args(argv)
-    try:
-        print(json.dumps(score_submission(args.submission, args.answers, args.metric)))
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    print(json.dumps(score_submission(args.submission, args.answers, args.metric)))
 
 
 if __name__ == "__main__":

@@ -21,33 +21,29 @@ build made the other way is refused (or, with --force / --redo-stale, rebuilt) i
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import io
 import json
 import os
 import re
-import shutil
-import sys
 import tarfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fold0123.common.errors import Fold0123Error
-from fold0123.common.io import TMP_MARKER
+from fold0123.common.build import (beside, earlier_build, headline, pins, reuse, salted_id, staged_build,
+                                   write_records)
+from fold0123.common.errors import Fold0123Error, cli_main
 from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, fetch_package
 
 N_ERAS = 4  # the eras of the release year: atmaCup #11's four target classes
 # Changing the salt changes every id: keep it fixed so runs and checkpoints stay comparable across machines.
 ID_SALT = "fold0123/emoji/v1"
 TEST_SHARE_FOLDS = 5  # test = one fold of a 5-fold stratified group split, i.e. ~20 % of the objects
-MARKER = "dataset.json"  # written last into the dataroot: its presence means "complete build"
 EMOJI_JSON = "package/emoji.json"
 IMAGE_DIR = "package/img/google/64/"
 EMOJIBASE_JSON = "package/en/data.json"
@@ -62,19 +58,6 @@ RELEASE_YEARS_BY_MAJOR = {"12": 2019, "13": 2020}  # 12.0, 12.1, 13.0, 13.1, ...
 
 class EmojiDataError(Fold0123Error):
     """A package file that does not have the structure the builder relies on; one line naming file and emoji."""
-
-
-class BuildError(Fold0123Error):
-    """The output folder is in a state the builder will not touch without --force."""
-
-
-class StaleBuildError(BuildError):
-    """A complete earlier build made with other options (seed, packages, test tags): --redo-stale rebuilds it."""
-
-    def __init__(self, out: Path, reasons: list[str]):
-        self.reasons = reasons
-        super().__init__(f"{out}: built with other options ({'; '.join(reasons)}); pass --force or --redo-stale "
-                         f"to rebuild it (recipe.py: --redo-stale)")
 
 
 @dataclass(frozen=True)
@@ -120,7 +103,7 @@ class Summary:
     def lines(self) -> list[str]:
         header = "target " + "".join(f"{c:>7d}" for c in range(N_ERAS))
         return [
-            f"emoji dataset {self.out}" + (" (reused; --force rebuilds)" if self.reused else ""),
+            headline("emoji dataset", self),
             f"  private answers and ids: {self.private}",
             f"  rows {self.rows} (train {self.train_rows}, test {self.test_rows}); "
             f"series {self.series} (train {self.train_series}, test {self.test_series}); seed {self.seed}",
@@ -167,7 +150,7 @@ def opaque_id(hexcode: str, kind: str = "object") -> str:
 
     Series ids use their own `kind` so a base emoji's object id never equals its series id (which would tell
     which row of a series is the base, and the base is usually the oldest)."""
-    return hashlib.sha1(f"{ID_SALT}/{kind}/{hexcode.upper()}".encode()).hexdigest()[:20]
+    return salted_id(ID_SALT, kind, hexcode)
 
 
 def strip_fe0f(hexcode: str) -> str:
@@ -183,7 +166,7 @@ def tone_names(label: str) -> list[str]:
 
 # ---------------------------------------------------------------- reading the packages
 
-def _member_bytes(tgz: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+def member_bytes(tgz: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     """Read the members `wanted(name)` selects in one sequential pass (random access in a .tgz re-decompresses)."""
     found = {}
     try:
@@ -196,11 +179,18 @@ def _member_bytes(tgz: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     return found
 
 
-def _load_json(tgz: Path, member: str, data: bytes):
+def json_list(tgz: Path, member: str, files: dict[str, bytes] | None = None) -> list:
+    """The JSON list `member` of the package (read from `files` when given); EmojiDataError naming what is amiss."""
+    files = member_bytes(tgz, lambda name: name == member) if files is None else files
+    if member not in files:
+        raise EmojiDataError(f"{tgz}: no {member} in the package")
     try:
-        return json.loads(data)
+        entries = json.loads(files[member])
     except ValueError as err:
         raise EmojiDataError(f"{tgz}: {member}: not valid JSON ({err})") from None
+    if not isinstance(entries, list):
+        raise EmojiDataError(f"{tgz}: {member}: expected a list of emoji, got {type(entries).__name__}")
+    return entries
 
 
 def _field(entry: dict, name: str, where: str) -> str:
@@ -211,15 +201,12 @@ def _field(entry: dict, name: str, where: str) -> str:
 
 
 def read_emoji_datasource(tgz: str | os.PathLike) -> tuple[list[EmojiImage], dict[str, bytes], int]:
-    """Every emoji and skin variant of emoji.json that has a Google 64 px image, the images, and how many had none."""
+    """Every emoji and skin variant of emoji.json that has a Google 64 px image (at least one), the images, and how
+    many had none."""
     tgz = Path(tgz)
-    files = _member_bytes(tgz, lambda name: name == EMOJI_JSON or
+    files = member_bytes(tgz, lambda name: name == EMOJI_JSON or
                           (name.startswith(IMAGE_DIR) and name.endswith(".png")))
-    if EMOJI_JSON not in files:
-        raise EmojiDataError(f"{tgz}: no {EMOJI_JSON} in the package")
-    entries = _load_json(tgz, EMOJI_JSON, files[EMOJI_JSON])
-    if not isinstance(entries, list):
-        raise EmojiDataError(f"{tgz}: {EMOJI_JSON}: expected a list of emoji, got {type(entries).__name__}")
+    entries = json_list(tgz, EMOJI_JSON, files)
     images = {name[len(IMAGE_DIR):]: data for name, data in files.items() if name.startswith(IMAGE_DIR)}
     rows, seen, skipped = [], set(), 0
     for i, entry in enumerate(entries):
@@ -248,20 +235,16 @@ def read_emoji_datasource(tgz: str | os.PathLike) -> tuple[list[EmojiImage], dic
             added_in = _field(item, "added_in", what)
             release_year(added_in, what)  # fail here, naming the emoji, rather than later
             rows.append(EmojiImage(hexcode, base, name, added_in, category, subcategory, image))
+    if not rows:
+        raise EmojiDataError(f"{tgz}: {EMOJI_JSON}: no emoji with a Google 64 px image")
     return rows, images, skipped
 
 
 def read_emojibase_tags(tgz: str | os.PathLike) -> dict[str, list[str]]:
     """Tags by uppercase hexcode. Skins carry no tags in emojibase: they inherit the base's and add their tones."""
     tgz = Path(tgz)
-    files = _member_bytes(tgz, lambda name: name == EMOJIBASE_JSON)
-    if EMOJIBASE_JSON not in files:
-        raise EmojiDataError(f"{tgz}: no {EMOJIBASE_JSON} in the package")
-    entries = _load_json(tgz, EMOJIBASE_JSON, files[EMOJIBASE_JSON])
-    if not isinstance(entries, list):
-        raise EmojiDataError(f"{tgz}: {EMOJIBASE_JSON}: expected a list of emoji, got {type(entries).__name__}")
     tags = {}
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(json_list(tgz, EMOJIBASE_JSON)):
         where = f"{tgz}: {EMOJIBASE_JSON}: entry #{i}"
         base = _field(entry, "hexcode", where).upper()
         base_tags = [str(t) for t in entry.get("tags") or []]
@@ -272,12 +255,13 @@ def read_emojibase_tags(tgz: str | os.PathLike) -> dict[str, list[str]]:
     return tags
 
 
-def match_tags(hexcode: str, tags: dict[str, list[str]], stripped: dict[str, list[str]]) -> list[str] | None:
-    """The emojibase tags of a hexcode, trying it as is, then without FE0F on both sides; None when unmatched."""
-    hexcode = hexcode.upper()
-    if hexcode in tags:
-        return tags[hexcode]
-    return stripped.get(strip_fe0f(hexcode))
+def by_hexcode(table: dict) -> Callable[[str], object]:
+    """A lookup in emojibase's `table` (by uppercase hexcode) that tries a hexcode as is, then without FE0F on both
+    sides; None when unmatched."""
+    stripped = {}
+    for hexcode, value in table.items():
+        stripped.setdefault(strip_fe0f(hexcode), value)
+    return lambda hexcode: table[hexcode.upper()] if hexcode.upper() in table else stripped.get(strip_fe0f(hexcode))
 
 
 def on_white(png: bytes, what: str) -> Image.Image:
@@ -331,9 +315,7 @@ def _write_tag_tables(tables: dict[str, pd.DataFrame], is_test_id: set[str], out
 
 def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[str, list[str]], out: Path,
                   private: Path, seed: int, emoji_tgz: Path, skipped: int, test_tags: bool = False) -> Summary:
-    stripped = {}
-    for hexcode, names in tags.items():
-        stripped.setdefault(strip_fe0f(hexcode), names)
+    tags_of = by_hexcode(tags)
     rng = np.random.default_rng(seed)
     rows = [rows[i] for i in rng.permutation(len(rows))]  # the shuffled order is the only order ever written
     frame = pd.DataFrame({
@@ -349,15 +331,14 @@ def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[s
 
     materials, techniques, matched, n_tags = [], [], 0, []
     for object_id, row in zip(frame["object_id"], rows):
-        found = match_tags(row.hexcode, tags, stripped)
+        found = tags_of(row.hexcode)
         matched += found is not None
         names = list(dict.fromkeys(found or []))
         n_tags.append(len(names))
         materials += [(object_id, name) for name in names]
         techniques += [(object_id, row.category), (object_id, row.subcategory)]
 
-    (out / "photos").mkdir(parents=True)
-    private.mkdir(parents=True)
+    (out / "photos").mkdir()
     for object_id, row in zip(frame["object_id"], rows):
         photo = on_white(images[row.image], f"{emoji_tgz}: {IMAGE_DIR}{row.image}")
         photo.save(out / "photos" / f"{object_id}.jpg", "JPEG", quality=JPEG_QUALITY)
@@ -390,64 +371,25 @@ def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[s
 
 def private_dir(out: str | os.PathLike) -> Path:
     """`datasets/emoji` -> `datasets/emoji_private`: beside the dataroot, never inside it."""
-    out = Path(out)
-    return out.parent / f"{out.name}_private"
-
-
-def _package_pins(packages: tuple[Package, ...]) -> list[str]:
-    return [f"{p.spec} {p.integrity}" for p in packages]
+    return beside(out, "_private")
 
 
 def _tags_phrase(test_tags: bool) -> str:
     return "test tags in the dataroot (--test-tags)" if test_tags else "train-only tags"
 
 
-def build_differences(made: dict, seed: int, packages: tuple[Package, ...], test_tags: bool) -> list[str]:
-    """What differs between an earlier build's dataset.json and the options asked for now, one phrase each.
-
-    A marker without `test_tags` was written before the option existed, when every build kept the test
-    objects' tags in the dataroot."""
-    out = []
-    if made.get("seed") != seed:
-        out.append(f"seed {made.get('seed')} -> {seed}")
-    if made.get("packages") != _package_pins(packages):
-        out.append(f"packages {made.get('packages')} -> {_package_pins(packages)}")
-    made_tags = bool(made.get("test_tags", True))
-    if made_tags != test_tags:
-        out.append(f"{_tags_phrase(made_tags)} -> {_tags_phrase(test_tags)}")
-    return out
-
-
-def read_build(out: Path, private: Path, summary_type, what: str = "build"):
-    """(the marker's json, the private summary) of a complete earlier build at `out`; BuildError for a folder
-    without the marker (partial, or not a build) or with unreadable records."""
-    marker = out / MARKER
-    if not marker.is_file():
-        raise BuildError(f"{out}: exists but holds no {MARKER} (not a complete {what}); pass --force to replace it")
-    try:
-        return json.loads(marker.read_text()), summary_type(**json.loads((private / "summary.json").read_text()))
-    except (OSError, ValueError, TypeError) as err:
-        raise BuildError(f"{out}: earlier build unreadable or its private folder {private} incomplete ({err}); "
-                         f"pass --force to rebuild") from None
-
-
 def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, ...],
                    test_tags: bool = False) -> Summary | None:
     """The summary of a complete earlier build with the same packages, seed and test-tag choice, None when there is
-    nothing at `out`.
-
-    Anything else at `out` is a BuildError: a partial folder or someone else's, or a StaleBuildError for a build
-    made with other options. The builder does not silently overwrite what it did not make as asked now."""
-    out = Path(out)
-    private = private_dir(out)
-    if not out.exists():
-        return None
-    made, summary = read_build(out, private, Summary, "emoji build")
-    reasons = build_differences(made, seed, packages, test_tags)
-    if reasons:
-        raise StaleBuildError(out, reasons)
-    summary.reused, summary.out, summary.private = True, str(out), str(private)
-    summary.test_tags = bool(made.get("test_tags", True))
+    nothing at `out`; a BuildError for anything else (common.build.earlier_build), a StaleBuildError for a build
+    made with other options. A marker without `test_tags` was written before the option existed, when every build
+    kept the test objects' tags in the dataroot."""
+    summary = earlier_build(out, private_dir(out), Summary, {"seed": seed, "packages": pins(packages),
+                                                             "test_tags": test_tags}, "emoji build",
+                            "pass --force or --redo-stale to rebuild it (recipe.py: --redo-stale)",
+                            defaults={"test_tags": True}, phrases={"test_tags": _tags_phrase})
+    if summary is not None:
+        summary.test_tags = test_tags
     return summary
 
 
@@ -469,36 +411,6 @@ def _keep_photo_times(old_photos: Path, new_photos: Path) -> None:
             continue
 
 
-def _publish(built: Path, final: Path) -> None:
-    """Rename a finished temp folder into place, moving an older build aside first and deleting it after."""
-    old = None
-    if final.exists():
-        old = final.with_name(f"{final.name}.old{TMP_MARKER}{os.getpid()}")
-        os.replace(final, old)
-    os.replace(built, final)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-@contextlib.contextmanager
-def staged_build(out: Path, private: Path) -> Iterator[tuple[Path, Path]]:
-    """Empty temp folders beside `out` and `private` to build into. When the block ends without an error they
-    replace the two, private first, then `out` (whose marker says "complete"); either way no temp folder stays,
-    so a failure leaves no half-written dataset behind."""
-    staged = [path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}") for path in (out, private)]
-    try:
-        for tmp in staged:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        yield staged[0], staged[1]
-        _publish(staged[1], private)
-        _publish(staged[0], out)
-    finally:
-        for tmp in staged:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-
-
 def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.PathLike, out: str | os.PathLike,
                         seed: int = 0, packages: tuple[Package, ...] = (), test_tags: bool = False) -> Summary:
     """Build dataroot `out` and its private folder from the two tarballs, replacing what is there.
@@ -510,17 +422,13 @@ def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.Pa
     private = private_dir(out)
     with staged_build(out, private) as (tmp_out, tmp_private):
         rows, images, skipped = read_emoji_datasource(emoji_tgz)
-        if not rows:
-            raise EmojiDataError(f"{emoji_tgz}: {EMOJI_JSON}: no emoji with a Google 64 px image")
         tags = read_emojibase_tags(emojibase_tgz)
         summary = _write_tables(rows, images, tags, tmp_out, tmp_private, seed, emoji_tgz, skipped, test_tags)
-        summary.out, summary.private, summary.packages = str(out), str(private), _package_pins(packages)
-        (tmp_private / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
-        (tmp_out / MARKER).write_text(json.dumps({
-            "builder": "fold0123.preprocessing.emoji", "seed": seed, "packages": _package_pins(packages),
+        summary.out, summary.private, summary.packages = str(out), str(private), pins(packages)
+        write_records(tmp_out, tmp_private, summary, {
+            "builder": "fold0123.preprocessing.emoji", "seed": seed, "packages": pins(packages),
             "test_tags": bool(test_tags),
-            "rows": summary.rows, "train_rows": summary.train_rows, "test_rows": summary.test_rows,
-        }, indent=2) + "\n")
+            "rows": summary.rows, "train_rows": summary.train_rows, "test_rows": summary.test_rows})
         _keep_photo_times(out / "photos", tmp_out / "photos")
     return summary
 
@@ -532,20 +440,14 @@ def build_dataset(out: str | os.PathLike = "datasets/emoji", cache: str | os.Pat
 
     `force` rebuilds whatever is at `out`; `redo_stale` rebuilds only a complete earlier build made with other
     options (what recipe.py --redo-stale asks for), never a folder that is not a build."""
-    if not force:
-        try:
-            earlier = existing_build(out, seed, packages, test_tags)
-        except StaleBuildError as err:
-            if not redo_stale:
-                raise
-            print(f"{out}: rebuilding, made with other options ({'; '.join(err.reasons)})", flush=True)
-            earlier = None
-        if earlier is not None:
-            return earlier
+    earlier = reuse(lambda: existing_build(out, seed, packages, test_tags), force, redo_stale)
+    if earlier is not None:
+        return earlier
     emoji_tgz, emojibase_tgz = (fetch_package(p, cache) for p in packages)
     return build_from_tarballs(emoji_tgz, emojibase_tgz, out, seed=seed, packages=packages, test_tags=test_tags)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="datasets/emoji", help="the dataroot to write (default datasets/emoji)")
@@ -560,11 +462,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="rebuild a complete build made with another seed, package pin or --test-tags choice "
                              "(default: stop, naming what differs); a build made as asked is reused")
     args = parser.parse_args(argv)
-    try:
-        summary = build_dataset(args.out, cache=args.cache, seed=args.seed, force=args.force,
-                                test_tags=args.test_tags, redo_stale=args.redo_stale)
-    except Fold0123Error as err:
-        sys.exit(f"error: {err}")
+    summary = build_dataset(args.out, cache=args.cache, seed=args.seed, force=args.force, test_tags=args.test_tags,
+                            redo_stale=args.redo_stale)
     print("\n".join(summary.lines()))
 
 

@@ -38,27 +38,25 @@ otherwise, or a folder that is not a build, is refused unless --force.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.build import (BuildError, earlier_build, headline, pins, reuse, salted_id,
+                                   staged_build, write_records)
+from fold0123.common.errors import cli_main
 from fold0123.preprocessing.adapters import MARKER as ADAPTER_MARKER
 from fold0123.preprocessing.adapters import adapt_imagefolder, class_order
-from fold0123.preprocessing.emoji import (EMOJI_JSON, IMAGE_DIR, BuildError, EmojiDataError, EmojiImage,
-                                          choose_test_series, on_white, read_build, read_emoji_datasource,
-                                          staged_build)
+from fold0123.preprocessing.emoji import (IMAGE_DIR, EmojiDataError, EmojiImage, choose_test_series, on_white,
+                                          read_emoji_datasource)
 from fold0123.preprocessing.npm import EMOJI_DATASOURCE, Package, fetch_package
 
 ID_SALT = "fold0123/emoji_classify/v1"  # fixed: ids stay comparable across machines; not emoji.py's (see above)
 MIN_SERIES = 6         # a subcategory needs this many base emoji to be a class
-MARKER = "dataset.json"
 GROUP_COLUMN = "series"
 GROUPS_FILE = "groups.csv"
 BUILDER = "fold0123.preprocessing.emoji_classify"
@@ -90,7 +88,7 @@ class ClassifySummary:
         ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
         fmt = ", ".join
         return [
-            f"emoji subcategory dataset {self.out}" + (" (reused; --force rebuilds)" if self.reused else ""),
+            headline("emoji subcategory dataset", self),
             f"  private answers and ids: {self.private}",
             f"  {self.classes} classes; images {self.rows} (train {self.train_rows}, test {self.test_rows}); "
             f"series {self.series} (train {self.train_series}, test {self.test_series}); seed {self.seed}",
@@ -99,11 +97,6 @@ class ClassifySummary:
             f"  dropped {len(self.dropped)} subcategories with fewer than {self.min_series} base emoji "
             f"({self.dropped_rows} images): {fmt(f'{k} {v}' for k, v in sorted(self.dropped.items()))}",
         ]
-
-
-def opaque_id(hexcode: str, kind: str = "object") -> str:
-    """First 20 hex digits of a salted SHA-1 (emoji.opaque_id's recipe with this dataset's own salt)."""
-    return hashlib.sha1(f"{ID_SALT}/{kind}/{hexcode.upper()}".encode()).hexdigest()[:20]
 
 
 def private_default(out: str | os.PathLike) -> Path:
@@ -128,8 +121,8 @@ def _write(rows: list[EmojiImage], images: dict[str, bytes], out: Path, private:
     kept = [kept[i] for i in rng.permutation(len(kept))]  # the shuffled order is the only order ever written
     classes = class_order(r.subcategory for r in kept)  # the adapter's order: target = index in sorted names
     index = {c: i for i, c in enumerate(classes)}
-    frame = pd.DataFrame({"object_id": [opaque_id(r.hexcode) for r in kept],
-                          "series": [opaque_id(r.base_hexcode, "series") for r in kept],
+    frame = pd.DataFrame({"object_id": [salted_id(ID_SALT, "object", r.hexcode) for r in kept],
+                          "series": [salted_id(ID_SALT, "series", r.base_hexcode) for r in kept],
                           "label": [r.subcategory for r in kept]})
     frame["target"] = frame["label"].map(index)
     if frame["object_id"].duplicated().any() or set(frame["object_id"]) & set(frame["series"]):
@@ -142,7 +135,6 @@ def _write(rows: list[EmojiImage], images: dict[str, bytes], out: Path, private:
     for label in classes:
         (out / "train" / label).mkdir(parents=True)
     (out / "test").mkdir()
-    private.mkdir(parents=True)
     for image, row in zip(frame["image"], kept):
         on_white(images[row.image], f"{emoji_tgz}: {IMAGE_DIR}{row.image}").save(out / image, "PNG")
     frame[~is_test][["image", "series"]].to_csv(out / GROUPS_FILE, index=False)
@@ -165,10 +157,6 @@ def _write(rows: list[EmojiImage], images: dict[str, bytes], out: Path, private:
         dropped=dropped, dropped_rows=dropped_rows)
 
 
-def _pins(packages: tuple[Package, ...]) -> list[str]:
-    return [f"{p.spec} {p.integrity}" for p in packages]
-
-
 def build_from_tarball(emoji_tgz: str | os.PathLike, out: str | os.PathLike, private: str | os.PathLike | None = None,
                        seed: int = 0, min_series: int = MIN_SERIES,
                        packages: tuple[Package, ...] = ()) -> ClassifySummary:
@@ -178,30 +166,11 @@ def build_from_tarball(emoji_tgz: str | os.PathLike, out: str | os.PathLike, pri
     private = Path(private) if private is not None else private_default(out)
     with staged_build(out, private) as (tmp_out, tmp_private):
         rows, images, _ = read_emoji_datasource(emoji_tgz)
-        if not rows:
-            raise EmojiDataError(f"{emoji_tgz}: {EMOJI_JSON}: no emoji with a Google 64 px image")
         summary = _write(rows, images, tmp_out, tmp_private, seed, emoji_tgz, min_series)
-        summary.out, summary.private, summary.packages = str(out), str(private), _pins(packages)
-        (tmp_private / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
-        (tmp_out / MARKER).write_text(json.dumps({
-            "builder": BUILDER, "seed": seed, "min_series": min_series, "packages": _pins(packages),
-            "classes": summary.classes, "train_images": summary.train_rows, "test_images": summary.test_rows,
-        }, indent=2) + "\n")
-    return summary
-
-
-def existing_build(out: Path, private: Path, seed: int, min_series: int,
-                   packages: tuple[Package, ...]) -> ClassifySummary | None:
-    """The summary of a complete earlier build made as asked now; None when nothing is at `out`; BuildError for
-    anything else (a partial or foreign folder, a build with other options): never overwritten without --force."""
-    if not out.exists():
-        return None
-    made, summary = read_build(out, private, ClassifySummary)
-    wanted = {"builder": BUILDER, "seed": seed, "min_series": min_series, "packages": _pins(packages)}
-    differ = [f"{k} {made.get(k)} -> {v}" for k, v in wanted.items() if made.get(k) != v]
-    if differ:
-        raise BuildError(f"{out}: built with other options ({'; '.join(differ)}); pass --force to rebuild it")
-    summary.reused, summary.out, summary.private = True, str(out), str(private)
+        summary.out, summary.private, summary.packages = str(out), str(private), pins(packages)
+        write_records(tmp_out, tmp_private, summary, {
+            "builder": BUILDER, "seed": seed, "min_series": min_series, "packages": pins(packages),
+            "classes": summary.classes, "train_images": summary.train_rows, "test_images": summary.test_rows})
     return summary
 
 
@@ -213,10 +182,10 @@ def build_dataset(out: str | os.PathLike = "datasets/emoji_classify_raw", privat
     private = Path(private) if private is not None else private_default(out)
     if private.resolve().is_relative_to(out.resolve()) or out.resolve().is_relative_to(private.resolve()):
         raise BuildError(f"--private {private}: must lie beside --out {out}, not inside it (or around it)")
-    if not force:
-        earlier = existing_build(out, private, seed, min_series, (package,))
-        if earlier is not None:
-            return earlier
+    wanted = {"builder": BUILDER, "seed": seed, "min_series": min_series, "packages": pins((package,))}
+    earlier = reuse(lambda: earlier_build(out, private, ClassifySummary, wanted), force)
+    if earlier is not None:
+        return earlier
     return build_from_tarball(fetch_package(package, cache), out, private, seed, min_series, (package,))
 
 
@@ -237,6 +206,7 @@ def make_dataroot(out: str | os.PathLike, dataroot: str | os.PathLike, rebuilt: 
                              force=force or ours)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="datasets/emoji_classify_raw",
@@ -251,14 +221,11 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"drop subcategories with fewer base emoji (default {MIN_SERIES})")
     parser.add_argument("--force", action="store_true", help="rebuild even if OUT (and --dataroot) hold a build")
     args = parser.parse_args(argv)
-    try:
-        summary = build_dataset(args.out, args.private, args.cache, args.seed, args.min_series, args.force)
-        print("\n".join(summary.lines()))
-        if args.dataroot:
-            adapted = make_dataroot(args.out, args.dataroot, rebuilt=not summary.reused, force=args.force)
-            print("\n".join(adapted.lines()) if adapted else f"dataroot {args.dataroot} (reused; --force rebuilds)")
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    summary = build_dataset(args.out, args.private, args.cache, args.seed, args.min_series, args.force)
+    print("\n".join(summary.lines()))
+    if args.dataroot:
+        adapted = make_dataroot(args.out, args.dataroot, rebuilt=not summary.reused, force=args.force)
+        print("\n".join(adapted.lines()) if adapted else f"dataroot {args.dataroot} (reused; --force rebuilds)")
 
 
 if __name__ == "__main__":

@@ -25,29 +25,25 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
-import json
 import os
-import shutil
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fold0123.common import muge
-from fold0123.common.errors import Fold0123Error, error_line
-from fold0123.common.io import TMP_MARKER
+from fold0123.common.build import (beside, earlier_build, headline, pins, reuse, salted_id, staged_build,
+                                   write_records)
+from fold0123.common.errors import cli_main
 from fold0123.data.muge import MugeText, encode_base64, write_images, write_texts
-from fold0123.preprocessing.emoji import (EMOJIBASE_JSON, BuildError, EmojiDataError, _load_json, _member_bytes,
-                                          on_white, read_emoji_datasource, strip_fe0f)
+from fold0123.preprocessing.emoji import (EMOJIBASE_JSON, member_bytes, by_hexcode, json_list, on_white,
+                                          read_emoji_datasource)
 from fold0123.preprocessing.npm import (EMOJI_DATASOURCE, EMOJI_DATASOURCE_APPLE, EMOJIBASE, Package,
                                         fetch_package)
 
 ID_SALT = "fold0123/emoji-muge/v1"
 SHARES = {"train": 0.7, "valid": 0.1, "test": 0.2}
-MARKER = "dataset.json"
 OTHER_ARTIST_DIR = "package/img/apple/64/"
 PACKAGES = (EMOJI_DATASOURCE, EMOJIBASE, EMOJI_DATASOURCE_APPLE)
 CACHE_SPLITS = ("valid", "test")  # the splits with a test-time-learning cache (a build without valid is refused)
@@ -55,17 +51,13 @@ CACHE_SPLITS = ("valid", "test")  # the splits with a test-time-learning cache (
 
 def opaque_int(hexcode: str, kind: str) -> int:
     """48 bits of a salted SHA-1: an integer id, stable across machines, uninformative about the code point."""
-    return int(hashlib.sha1(f"{ID_SALT}/{kind}/{hexcode.upper()}".encode()).hexdigest()[:12], 16)
+    return int(salted_id(ID_SALT, kind, hexcode, 12), 16)
 
 
 def read_labels(tgz: str | os.PathLike) -> dict[str, str]:
     """emojibase's English label by uppercase hexcode, base emoji and skin-tone variants alike."""
-    tgz = Path(tgz)
-    files = _member_bytes(tgz, lambda name: name == EMOJIBASE_JSON)
-    if EMOJIBASE_JSON not in files:
-        raise EmojiDataError(f"{tgz}: no {EMOJIBASE_JSON} in the package")
     labels = {}
-    for entry in _load_json(tgz, EMOJIBASE_JSON, files[EMOJIBASE_JSON]):
+    for entry in json_list(Path(tgz), EMOJIBASE_JSON):
         for item in [entry, *(entry.get("skins") or [])]:
             if item.get("hexcode") and item.get("label"):
                 labels[str(item["hexcode"]).upper()] = str(item["label"])
@@ -92,7 +84,7 @@ class Summary:
     reused: bool = False
 
     def lines(self) -> list[str]:
-        return [f"emoji retrieval set {self.out}" + (" (reused; --force rebuilds)" if self.reused else ""),
+        return [headline("emoji retrieval set", self),
                 "  images (= texts): " + ", ".join(f"{k} {v}" for k, v in self.images.items()),
                 "  series: " + ", ".join(f"{k} {v}" for k, v in self.series.items()),
                 f"  test answers and ids: {self.private}; test-time cache: {self.cache} ("
@@ -101,17 +93,11 @@ class Summary:
 
 
 def private_dir(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.parent / f"{out.name}_private"
+    return beside(out, "_private")
 
 
 def cache_dir(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.parent / f"{out.name}_cache"
-
-
-def _pins(packages) -> list[str]:
-    return [f"{p.spec} {p.integrity}" for p in packages]
+    return beside(out, "_cache")
 
 
 def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0,
@@ -119,23 +105,16 @@ def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0
     """Build `out`, its private folder and its cache folder, replacing what is there (temp folders renamed into
     place at the end). `limit` keeps only that many series (tests)."""
     out = Path(out)
-    finals = {"out": out, "private": private_dir(out), "cache": cache_dir(out)}
-    tmps = {k: v.with_name(f"{v.name}{TMP_MARKER}{os.getpid()}") for k, v in finals.items()}
-    try:
-        for tmp in tmps.values():
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+    private, cache = private_dir(out), cache_dir(out)
+    with staged_build(out, private, cache) as (tmp_out, tmp_private, tmp_cache):
         rows, images, _ = read_emoji_datasource(google_tgz)
-        labels = read_labels(emojibase_tgz)
-        stripped = {}
-        for hexcode, label in labels.items():
-            stripped.setdefault(strip_fe0f(hexcode), label)
+        label_of = by_hexcode(read_labels(emojibase_tgz))
         other = {name[len(OTHER_ARTIST_DIR):]: data for name, data in
-                 _member_bytes(Path(other_tgz), lambda n: n.startswith(OTHER_ARTIST_DIR) and n.endswith(".png"))
+                 member_bytes(Path(other_tgz), lambda n: n.startswith(OTHER_ARTIST_DIR) and n.endswith(".png"))
                  .items()}
         labelled = []
         for row in rows:
-            label = labels.get(row.hexcode) or stripped.get(strip_fe0f(row.hexcode))
+            label = label_of(row.hexcode)
             if label:
                 labelled.append((row, label))
         unlabelled = len(rows) - len(labelled)
@@ -165,67 +144,40 @@ def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0
                     cache_texts[split].append(MugeText(text_id, label, (cache_id,)))
             order = rng.permutation(len(texts))  # texts in another order than their images
             texts = [texts[i] for i in order]
-            write_images(muge.images_tsv(tmps["out"], split), image_map)
-            write_texts(muge.texts_jsonl(tmps["out"], split), texts, answers=split != "test")
+            write_images(muge.images_tsv(tmp_out, split), image_map)
+            write_texts(muge.texts_jsonl(tmp_out, split), texts, answers=split != "test")
             if split == "test":
-                write_texts(muge.texts_jsonl(tmps["private"], "test"), texts)
+                write_texts(muge.texts_jsonl(tmp_private, "test"), texts)
         for split in CACHE_SPLITS:
-            write_images(muge.images_tsv(tmps["cache"], split), cache_images[split])
-            write_texts(muge.texts_jsonl(tmps["cache"], split), cache_texts[split])
-        with open(tmps["private"] / "ids.csv", "w", newline="") as f:
+            write_images(muge.images_tsv(tmp_cache, split), cache_images[split])
+            write_texts(muge.texts_jsonl(tmp_cache, split), cache_texts[split])
+        with open(tmp_private / "ids.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["image_id", "text_id", "hexcode", "base_hexcode", "split", "text"])
             writer.writerows(key_rows)
-        summary = Summary(str(out), str(finals["private"]), str(finals["cache"]), seed,
+        summary = Summary(str(out), str(private), str(cache), seed,
                           {s: len(v) for s, v in by_split.items()},
                           {s: len({r.base_hexcode for r, _ in v}) for s, v in by_split.items()},
-                          unlabelled, {s: len(cache_texts[s]) for s in CACHE_SPLITS}, _pins(packages))
-        (tmps["private"] / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
-        (tmps["out"] / MARKER).write_text(json.dumps({"builder": "fold0123.preprocessing.muge_emoji", "seed": seed,
-                                                      "packages": _pins(packages), "limit": limit,
-                                                      "cache_splits": list(CACHE_SPLITS)}, indent=2) + "\n")
-        for key in ("private", "cache", "out"):  # the dataroot with its marker last
-            final = finals[key]
-            old = final.with_name(f"{final.name}.old{TMP_MARKER}{os.getpid()}")
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmps[key], final)
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        for tmp in tmps.values():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return summary
-
-
-def existing_build(out, seed: int, packages, limit=None) -> Summary | None:
-    out = Path(out)
-    if not out.exists():
-        return None
-    marker = out / MARKER
-    try:
-        made = json.loads(marker.read_text())
-        summary = Summary(**json.loads((private_dir(out) / "summary.json").read_text()))
-    except (OSError, ValueError, TypeError):
-        raise BuildError(f"{out}: exists but is not a complete retrieval build; pass --force to replace it") from None
-    if made.get("seed") != seed or made.get("packages") != _pins(packages) or made.get("limit") != limit:
-        raise BuildError(f"{out}: built with another seed, package pin or limit; pass --force to rebuild it")
-    if made.get("cache_splits") != list(CACHE_SPLITS):
-        raise BuildError(f"{out}: its test-time cache lacks some of the splits {', '.join(CACHE_SPLITS)} (an older "
-                         f"build); pass --force to rebuild it")
-    summary.reused = True
+                          unlabelled, {s: len(cache_texts[s]) for s in CACHE_SPLITS}, pins(packages))
+        write_records(tmp_out, tmp_private, summary, {"builder": "fold0123.preprocessing.muge_emoji", "seed": seed,
+                                                      "packages": pins(packages), "limit": limit,
+                                                      "cache_splits": list(CACHE_SPLITS)})
     return summary
 
 
 def build_dataset(out="datasets/emoji_muge", cache=None, seed: int = 0, force: bool = False,
                   packages: tuple[Package, ...] = PACKAGES, limit: int | None = None) -> Summary:
-    if not force:
-        earlier = existing_build(out, seed, packages, limit)
-        if earlier is not None:
-            return earlier
+    """A complete earlier build made as asked (with a test-time cache for each of CACHE_SPLITS), else a new one;
+    anything else at `out` is a BuildError unless `force` (common.build.earlier_build)."""
+    wanted = {"seed": seed, "packages": pins(packages), "limit": limit, "cache_splits": list(CACHE_SPLITS)}
+    earlier = reuse(lambda: earlier_build(out, private_dir(out), Summary, wanted, "retrieval build"), force)
+    if earlier is not None:
+        return earlier
     google, emojibase, other = (fetch_package(p, cache) for p in packages)
     return build_from_tarballs(google, emojibase, other, out, seed, packages, limit)
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="datasets/emoji_muge")
@@ -233,10 +185,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="split and order seed")
     parser.add_argument("--force", action="store_true", help="rebuild whatever is at --out")
     args = parser.parse_args(argv)
-    try:
-        summary = build_dataset(args.out, args.cache, args.seed, args.force)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    summary = build_dataset(args.out, args.cache, args.seed, args.force)
     print("\n".join(summary.lines()))
 
 

@@ -11,14 +11,12 @@ requires them: predictions read the texts from the JSONL.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import sys
 from pathlib import Path
 
 from fold0123.common import muge
-from fold0123.common.errors import Fold0123Error, UsageError, error_line
-from fold0123.common.io import TMP_MARKER, make_dir
+from fold0123.common.build import staged_build
+from fold0123.common.errors import UsageError, cli_main
+from fold0123.common.io import make_dir
 from fold0123.data import muge as layout
 from fold0123.data.muge_lmdb import COUNT_IMAGES, COUNT_PAIRS, dumps_pair
 
@@ -48,22 +46,13 @@ def pack_split(root: str | Path, split: str, lmdb_root: str | Path | None = None
     root = Path(root)
     data = layout.read_split(root, split, decode=decode)
     final = muge.lmdb_dir(root, split) if lmdb_root is None else Path(lmdb_root) / split
-    tmp = final.with_name(f"{final.name}{TMP_MARKER}{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    make_dir(tmp)
+    make_dir(final.parent)
     pairs = [(image_id, t.text_id, t.text) for t in data.texts for image_id in (t.image_ids or ())]
-    try:
+    with staged_build(final) as (tmp,):
         _write_env(tmp / "pairs", [*((str(i).encode(), dumps_pair(*p)) for i, p in enumerate(pairs)),
                                    (COUNT_PAIRS, str(len(pairs)).encode())])
         _write_env(tmp / "imgs", [*((str(i).encode(), b64.encode()) for i, b64 in data.images.items()),
                                   (COUNT_IMAGES, str(len(data.images)).encode())])
-        old = final.with_name(f"{final.name}.old{TMP_MARKER}{os.getpid()}")
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"split": split, "images": len(data.images), "pairs": len(pairs)}
 
 
@@ -76,17 +65,15 @@ def pack(root: str | Path, splits, lmdb_root: str | Path | None = None) -> list[
     return [pack_split(root, split, lmdb_root) for split in dict.fromkeys(splits)]
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="the folder of {split}_imgs.tsv and {split}_texts.jsonl")
     parser.add_argument("--splits", required=True, help="comma-separated, e.g. train,valid,test")
     parser.add_argument("--lmdb-dir", default=None, help="where the LMDB goes (default DATA_DIR/lmdb)")
     args = parser.parse_args(argv)
-    try:
-        for row in pack(args.data_dir, args.splits.split(","), args.lmdb_dir):
-            print(f"{row['split']}: {row['images']} images, {row['pairs']} pairs")
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    for row in pack(args.data_dir, args.splits.split(","), args.lmdb_dir):
+        print(f"{row['split']}: {row['images']} images, {row['pairs']} pairs")
 
 
 if __name__ == "__main__":
