@@ -185,7 +185,7 @@ def test_a_rectangular_size_trains_on_flips_and_evaluates_all_eight_views(tmp_pa
     import torch
 
     from fold0123.engine.evaluator import evaluate_checkpoint
-    from fold0123.engine.setup import build_cache
+    from fold0123.data.images import photo_cache
     from fold0123.engine.trainer import train
 
     torch.set_num_threads(1)
@@ -193,7 +193,7 @@ def test_a_rectangular_size_trains_on_flips_and_evaluates_all_eight_views(tmp_pa
     write_folds(root, k=3, batch_size=None, seed=0)
     cfg = tiny_config("onehot", root, tmp_path / "runs", "task=classify", "transfer_from=null", "epochs=1",
                       "image_size=[24, 40]", "resize=squish")
-    assert build_cache(cfg).array.shape[1:] == (24, 40, 3)
+    assert photo_cache(cfg).array.shape[1:] == (24, 40, 3)
     run = train(cfg, "3fold0", device="cpu", progress=False)
     evaluate_checkpoint(run, 1, device="cpu")
     outputs = np.load(run / "eval" / "epoch1_oof.npz")["outputs"]

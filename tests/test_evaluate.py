@@ -62,7 +62,7 @@ def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run)
     """The views are in VIEW_NAMES order and use the same cached, normalised image as training."""
     from fold0123.data.datasets import normalize
     from fold0123.models.checkpoints import read_checkpoint
-    from fold0123.engine.setup import build_cache
+    from fold0123.data.images import photo_cache
     from fold0123.models.network import build_model
     from fold0123.models.tasks import get_task
 
@@ -72,7 +72,7 @@ def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run)
     model = build_model(cfg, get_task("target"))
     model.load_state_dict(read_checkpoint(rundir.checkpoint_path(target_run, 1))["model"])
     model.eval()
-    cache = build_cache(cfg)
+    cache = photo_cache(cfg)
     image = torch.from_numpy(np.array(cache[ids[3]])).permute(2, 0, 1)[None]
     with torch.no_grad():
         for k in (0, 5):

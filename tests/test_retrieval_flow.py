@@ -79,7 +79,7 @@ def test_test_time_learning_helps_and_leaves_the_checkpoint_untouched(runs, tmp_
 @pytest.mark.parametrize("mode, moves", [("text", ("head.text.",)), ("heads", ("head.",)),
                                          ("projections", ("head.image.", "head.text.project."))])
 def test_each_adapt_setting_moves_only_its_weights(runs, mode, moves):
-    cfg, task, model, _ = predict.load_run_model(runs["a"])
+    cfg, task, model = predict.load_run_model(runs["a"])
     images, texts = ttl.cache_pairs(runs["cache"], "test", cfg.image_size)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     adapted, losses = ttl.adapt(model, task, cfg, images, texts, TtlConfig(steps=3, lr=1e-2, adapt=mode,
@@ -99,7 +99,7 @@ def test_settings_are_chosen_on_valid_and_never_on_test(runs, tmp_path, capsys):
                                                                   ("text", 4)]
     assert [r["mr"] for r in rows[1:]] == sorted((r["mr"] for r in rows[1:]), reverse=True)
     # the scores are the valid answers' recall after that many steps: the 4-step text row, redone by hand
-    cfg, task, model, _ = predict.load_run_model(runs["a"])
+    cfg, task, model = predict.load_run_model(runs["a"])
     images, texts = ttl.cache_pairs(runs["cache"], "valid", cfg.image_size)
     adapted, _ = ttl.adapt(model, task, cfg, images, texts, base.model_copy(update={"steps": 4, "adapt": "text",
                                                                                      "batch_size": 0}), cfg.seed)

@@ -11,7 +11,9 @@ import yaml
 from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
 from fold0123.engine import trainer
-from fold0123.engine.trainer import (LOG_HEADER, DivergedError, TrainError, epoch_batches, group_weights, lr_factor,
+from fold0123.common.config import ConfigError
+from fold0123.engine.optim import lr_factor
+from fold0123.engine.trainer import (LOG_HEADER, DivergedError, TrainError, epoch_batches, group_weights,
                                      resolve_transfer, train)
 from fold0123.models.checkpoints import RESUME_KEYS, CheckpointError, read_checkpoint
 from tests.engine_fixtures import (ROOT, Interrupt, interrupt_in_epoch_2, make_recipe_root, session_runs,
@@ -208,7 +210,7 @@ def test_schedules_warm_up_then_decay():
     assert all(a >= b for a, b in zip(cos[9:], cos[10:])) and cos[-1] < 0.01
     one = [lr_factor("onecycle", s, 100, 10) for s in range(100)]
     assert one[0] == pytest.approx(1 / 25) and max(one) == pytest.approx(1.0, abs=1e-6) and one[-1] < 1e-3
-    with pytest.raises(TrainError):
+    with pytest.raises(ConfigError):
         lr_factor("step", 0, 10, 0)
 
 

@@ -40,7 +40,3 @@ def lmdb_images(root: str | Path, split: str) -> Path:
 def lmdb_pairs(root: str | Path, split: str) -> Path:
     return lmdb_dir(root, split) / "pairs"
 
-
-def is_muge_root(root: str | Path) -> bool:
-    """A folder holding a train split in the MUGE layout (what the clip task reads)."""
-    return texts_jsonl(root, "train").is_file() and images_tsv(root, "train").is_file()

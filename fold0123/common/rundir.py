@@ -51,6 +51,11 @@ def run_dir(cfg: RunConfig, split: str) -> Path:
     return run_path(cfg.checkpoints_dir, cfg.exp, split)
 
 
+def cache_dir(checkpoints_dir: str | Path) -> Path:
+    """The decoded-image caches (data.images) and the photo features of every run under `checkpoints_dir`."""
+    return Path(checkpoints_dir) / "cache"
+
+
 def config_path(run: Path) -> Path:
     return Path(run) / "config.yml"
 

@@ -26,14 +26,16 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from fold0123.common import rundir
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import atomic_path, make_dir, remove_orphaned_temporaries
-from fold0123.data.layout import LayoutError, photo_path
+from fold0123.common.schema import RunConfig
+from fold0123.data.layout import LayoutError, photo_path, read_test, read_train
 
 FITS = ("pad", "squish", "crop")
 Size = int | tuple[int, int]
@@ -183,30 +185,52 @@ def default_workers() -> int:
 
 def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: Size, cache_dir: str | Path,
                       fit: str = "pad", workers: int | None = None, chunk: int = 64) -> ImageCache:
-    """Decode `photos/{id}.jpg` for every id once into `cache_dir/images_{size}_{hash}.npy`, or reuse that file.
-
-    The array is written under a temporary name and renamed into place, so a crash never leaves a half-filled
-    cache that a later run would trust; concurrent builders of the same file wait for the first. `workers`
-    (default: up to 8 CPUs) decode chunks of `chunk` photos in a process pool when there is more than one chunk.
-    A missing or corrupt photo raises `LayoutError` naming the file.
+    """Decode `photos/{id}.jpg` for every id once into `cache_dir/images_{size}_{hash}.npy`, or reuse that file
+    (`cached_images`). `workers` (default: up to 8 CPUs) decode chunks of `chunk` photos in a process pool when
+    there is more than one chunk. A missing or corrupt photo raises `LayoutError` naming the file.
     """
     object_ids = [str(i) for i in object_ids]
     if len(set(object_ids)) != len(object_ids):
         raise ValueError("build_image_cache: duplicate object ids")
     height_width(size)
-    path = cache_path(dataroot, object_ids, size, cache_dir, fit)
+    paths = [str(photo_path(dataroot, i)) for i in object_ids]
+    return cached_images(cache_path(dataroot, object_ids, size, cache_dir, fit), object_ids, size,
+                         [(paths[i:i + chunk], size, fit) for i in range(0, len(paths), chunk)], _decode_chunk,
+                         default_workers() if workers is None else workers)
+
+
+def photo_cache(cfg: RunConfig, ids=None) -> ImageCache:
+    """The uint8 cache at the config's size over every train and test photo of the dataroot (plus `ids` the
+    tables lack: pseudo or extra rows), so training and evaluation of every split read the same memory-mapped
+    file in common.rundir.cache_dir (built once, reused by the other runs)."""
+    train = read_train(cfg.dataroot)
+    every_id = list(train["object_id"]) + list(read_test(cfg.dataroot, train)["object_id"])
+    if ids is not None:
+        known = set(every_id)
+        every_id += [i for i in dict.fromkeys(ids) if i not in known]
+    return build_image_cache(cfg.dataroot, every_id, cfg.image_size, rundir.cache_dir(cfg.checkpoints_dir),
+                             fit=cfg.resize)
+
+
+def cached_images(path: Path, ids: list[str], size: Size, jobs: list, decode: Callable[[object], np.ndarray],
+                  workers: int = 1) -> ImageCache:
+    """The one cache builder (photos here, MUGE's LMDB images in data.muge_images): the array at `path` when it
+    is whole, else `decode(job)` (a block of rows, the jobs in order) written into it, in a fork process pool
+    when `workers` > 1 and there is more than one job (`decode` must then pickle: a module-level function).
+
+    The array is written under a temporary name, reserved on disk first (`_reserve`), and renamed into place,
+    so a crash never leaves a half-filled cache that a later run would trust; concurrent builders of the same
+    file wait for the first (`_build_lock`)."""
     remove_orphaned_temporaries(path.parent)  # a build killed half way left its `.tmp.<pid>` (dead PIDs only)
-    existing = _open_existing(path, len(object_ids), size)
+    existing = _open_existing(path, len(ids), size)
     if existing is not None:
-        return ImageCache(object_ids, existing, path, decoded=0)
+        return ImageCache(ids, existing, path, decoded=0)
     with _build_lock(path):
-        existing = _open_existing(path, len(object_ids), size)  # another process may have built it meanwhile
+        existing = _open_existing(path, len(ids), size)  # another process may have built it meanwhile
         if existing is not None:
-            return ImageCache(object_ids, existing, path, decoded=0)
-        _write_cache(path, [str(photo_path(dataroot, i)) for i in object_ids], size, fit,
-                     default_workers() if workers is None else workers, chunk)
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    return ImageCache(object_ids, array, path, decoded=len(object_ids))
+            return ImageCache(ids, existing, path, decoded=0)
+        _write_cache(path, len(ids), size, jobs, decode, workers)
+    return ImageCache(ids, np.load(path, mmap_mode="r", allow_pickle=False), path, decoded=len(ids))
 
 
 def _reserve(path: Path) -> None:
@@ -222,27 +246,22 @@ def _reserve(path: Path) -> None:
                 raise
 
 
-def _write_cache(path: Path, paths: list[str], size: Size, fit: str, workers: int, chunk: int) -> None:
-    jobs = [(paths[i:i + chunk], size, fit) for i in range(0, len(paths), chunk)]
+def _write_cache(path: Path, n: int, size: Size, jobs: list, decode: Callable, workers: int) -> None:
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), *height_width(size), 3))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *height_width(size), 3))
         try:
             _reserve(tmp)
         except OSError:
             del out  # unmapped, so the unlinked temp file gives its space back at once
             raise
         row = 0
-        if workers > 1 and len(jobs) > 1:
-            # fork: the children only run PIL/numpy, and need not re-import the caller's script
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-                blocks = pool.map(_decode_chunk, jobs)
-                for block in blocks:
-                    out[row:row + len(block)] = block
-                    row += len(block)
-        else:
-            for job in jobs:
-                block = _decode_chunk(job)
+        with contextlib.ExitStack() as stack:
+            blocks = map(decode, jobs)
+            if workers > 1 and len(jobs) > 1:
+                # fork: the children only run PIL/numpy, and need not re-import the caller's script
+                blocks = stack.enter_context(ProcessPoolExecutor(
+                    min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork"))).map(decode, jobs)
+            for block in blocks:
                 out[row:row + len(block)] = block
                 row += len(block)
         out.flush()

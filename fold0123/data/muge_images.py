@@ -21,8 +21,7 @@ from torch.utils.data import Dataset
 
 from fold0123.common import muge
 from fold0123.common.fingerprint import stat_digest
-from fold0123.common.io import atomic_path, remove_orphaned_temporaries
-from fold0123.data.images import CACHE_VERSION, ImageCache, _build_lock, _open_existing, fit_image
+from fold0123.data.images import CACHE_VERSION, ImageCache, cached_images, fit_image
 from fold0123.data.muge import decode_base64, open_image
 from fold0123.data.muge_lmdb import LmdbSplit
 
@@ -32,13 +31,10 @@ def decode_image(b64: bytes | str, size: int, where: str) -> np.ndarray:
     return fit_image(open_image(decode_base64(b64, where), where), size)
 
 
-def _lmdb_files(root: Path, splits: Sequence[str]) -> list[Path]:
-    return [muge.lmdb_images(root, s) / "data.mdb" for s in splits]
-
-
 def muge_cache(root: str | Path, splits: Sequence[str], size: int, cache_dir: str | Path) -> ImageCache:
     """Every image of `splits` (from their LMDB) decoded at `size` into `cache_dir/muge_{size}_{hash}.npy`, or
-    that file reused. Ids are the image ids as strings; an image id in two splits is one row."""
+    that file reused (data.images.cached_images). Ids are the image ids as strings; an image id in two splits
+    is one row."""
     root = Path(root)
     readers = [LmdbSplit(root, s) for s in splits]
     owner: dict[str, LmdbSplit] = {}
@@ -48,25 +44,17 @@ def muge_cache(root: str | Path, splits: Sequence[str], size: int, cache_dir: st
     ids = list(owner)
     digest = hashlib.sha1(f"v{CACHE_VERSION}|muge|{root.resolve()}|{','.join(splits)}|".encode())
     digest.update("\n".join(ids).encode())
-    digest.update(stat_digest(_lmdb_files(root, splits)).encode())
-    path = Path(cache_dir) / f"muge_{size}_{digest.hexdigest()[:16]}.npy"
-    remove_orphaned_temporaries(path.parent) if path.parent.is_dir() else None
-    existing = _open_existing(path, len(ids), size)
-    if existing is None:
-        with _build_lock(path):
-            if _open_existing(path, len(ids), size) is None:
-                with atomic_path(path) as tmp:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(ids), size, size, 3))
-                    for row, image_id in enumerate(ids):
-                        reader = owner[image_id]
-                        out[row] = decode_image(reader.image_b64(int(image_id)), size,
-                                                f"{reader.images_path}: image_id {image_id}")
-                    out.flush()
-                    del out
-        existing = np.load(path, mmap_mode="r", allow_pickle=False)
-    for reader in readers:
-        reader.close()
-    return ImageCache(ids, existing, path)
+    digest.update(stat_digest(muge.lmdb_images(root, s) / "data.mdb" for s in splits).encode())
+
+    def decode(image_id: str) -> np.ndarray:
+        where = f"{owner[image_id].images_path}: image_id {image_id}"
+        return decode_image(owner[image_id].image_b64(int(image_id)), size, where)[None]
+
+    try:
+        return cached_images(Path(cache_dir) / f"muge_{size}_{digest.hexdigest()[:16]}.npy", ids, size, ids, decode)
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 class PairDataset(Dataset):

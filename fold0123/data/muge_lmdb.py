@@ -127,3 +127,13 @@ class LmdbSplit:
             if env is not None and self._pid == os.getpid():
                 env.close()
         self._pid = self._images = self._pairs = None
+
+
+def gallery_ids(root: str | Path, split: str) -> list[int]:
+    """A split's gallery: every image id of its LMDB, in increasing order (that of predictions and similarity
+    matrices)."""
+    reader = LmdbSplit(root, split)
+    try:
+        return reader.image_ids()
+    finally:
+        reader.close()

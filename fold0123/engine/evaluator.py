@@ -16,14 +16,15 @@ import torch
 from fold0123.common.errors import UsageError
 from fold0123.common.io import atomic_path, write_json
 from fold0123.common.schema import RunConfig
-from fold0123.data.datasets import normalize
-from fold0123.data.layout import read_split, read_test
-from fold0123.data.views import N_VIEWS, view_outputs
 from fold0123.common import rundir
+from fold0123.data.datasets import normalize
+from fold0123.data.images import ImageCache
+from fold0123.data.views import N_VIEWS, view_outputs
+from fold0123.engine.setup import configure_torch, resolve_device, wrap_model
 from fold0123.models.checkpoints import load_weights, read_checkpoint
-from fold0123.engine.setup import build_cache, configure_torch, load_task_state, resolve_device, wrap_model
 from fold0123.models.network import build_model
 from fold0123.models.soup import uniform_soup
+from fold0123.models.task import Task
 from fold0123.models.tasks import get_task
 
 
@@ -37,35 +38,44 @@ def default_parts(cfg: RunConfig, epoch: int | None) -> list[str]:
     return parts
 
 
-def part_frames(cfg: RunConfig) -> dict:
-    """Rows of each part for this run's split (`oof` only when the held-out rows carry labels)."""
-    train, held_out = read_split(cfg.dataroot, cfg.split)
-    frames = {"train": train, "test": read_test(cfg.dataroot)}
-    if cfg.split != "all" and "target" in held_out.columns:
-        frames["oof"] = held_out
-    return frames
+def load_model(run: Path, checkpoint: Path, device: torch.device, cfg: RunConfig | None = None):
+    """(config, task with the checkpoint's state, model in eval mode on `device`) of `checkpoint`, a file of `run`
+    (whose config.yml `cfg` is, when already read). The model is built fresh from the file, so changing it never
+    touches the checkpoint (retrieval.ttl relies on that)."""
+    cfg = cfg or rundir.read_run_config(run)
+    state = read_checkpoint(checkpoint)
+    task = get_task(cfg.task, state.get("task_state"), cfg.dataroot)
+    task.run = Path(run)
+    model = build_model(cfg, task)
+    load_weights(model, state["model"], checkpoint)
+    model = model.to(device).eval()
+    if device.type == "cuda" and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return cfg, task, model
 
 
 @torch.no_grad()
-def predict_views(model, task, cache, ids, device, batch_size: int, channels_last: bool = False) -> np.ndarray:
-    """Task predictions `[n, 8, d]` for the 8 views of each image (views in data.views.VIEW_NAMES order)."""
+def predict_images(model, task: Task, cache: ImageCache, ids, device: torch.device, batch_size: int,
+                   views: bool = True, channels_last: bool = False) -> np.ndarray:
+    """Task predictions `[n, 8, d]` for the 8 views of each image (views in data.views.VIEW_NAMES order), or
+    `[n, d]` for the image as it is (`views=False`), read from the memmap `cache` in batches in file order."""
     index = cache.rows(ids)
     outputs = []
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        x = normalize(images)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        pred = task.predict(model(x).float())
+        return pred.reshape(pred.shape[0], -1)
+
     for start in range(0, len(index), batch_size):
         rows = np.sort(index[start:start + batch_size])
         order = np.argsort(np.argsort(index[start:start + batch_size]))  # memmap reads in file order
-        images = torch.from_numpy(np.ascontiguousarray(cache.array[rows][order])).permute(0, 3, 1, 2)
-
-        def predict(views: torch.Tensor) -> torch.Tensor:
-            x = normalize(views)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            pred = task.predict(model(x).float())
-            return pred.reshape(pred.shape[0], -1)
-
-        outputs.append(view_outputs(predict, images.to(device)).float().cpu().numpy())
+        images = torch.from_numpy(np.ascontiguousarray(cache.array[rows][order])).permute(0, 3, 1, 2).to(device)
+        outputs.append((view_outputs(predict, images) if views else predict(images)).float().cpu().numpy())
     if not outputs:
-        return np.zeros((0, N_VIEWS, 0), dtype=np.float32)
+        return np.zeros((0, N_VIEWS, 0) if views else (0, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32)
 
 
@@ -102,20 +112,10 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
 
     device = resolve_device(device)
     configure_torch(cfg, device)
-    state = read_checkpoint(checkpoint)
-    task = get_task(cfg.task, dataroot=cfg.dataroot)
-    load_task_state(task, state.get("task_state"))
-    model = build_model(cfg, task)
-    load_weights(model, state["model"], checkpoint)
-    channels_last = device.type == "cuda" and cfg.channels_last
-    model = model.to(device).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    cfg, task, model = load_model(run, checkpoint, device, cfg)
     model = wrap_model(model, device)
-
-    # a task with its own layout (clip: the MUGE splits' galleries) names its parts and its image cache
-    frames = task.part_frames(cfg) if hasattr(task, "part_frames") else part_frames(cfg)
-    cache = task.image_cache(cfg) if hasattr(task, "image_cache") else build_cache(cfg)
+    channels_last = device.type == "cuda" and cfg.channels_last
+    frames, cache = task.part_frames(cfg), task.image_cache(cfg)  # clip: the MUGE splits' galleries
     batch_size = int(batch_size or cfg.eval.batch_size)
     metrics = {"epoch": epoch, "task": cfg.task, "split": cfg.split, "n": 0,
                "primary": task.primary, "lower_is_better": bool(task.lower_is_better),
@@ -128,7 +128,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         if part not in frames:
             continue  # split `all` has no oof
         ids = list(frames[part]["object_id"])
-        outputs = predict_views(model, task, cache, ids, device, batch_size, channels_last)
+        outputs = predict_images(model, task, cache, ids, device, batch_size, channels_last=channels_last)
         write_npz(rundir.eval_npz_path(run, tag, part), ids, outputs)
         if part == "oof":
             metrics["n"] = len(ids)

@@ -37,16 +37,15 @@ from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, r
 from fold0123.common.io import DiskFullError, make_dir, remove_orphaned_temporaries, write_text
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
-from fold0123.data.datasets import ImageDataset, normalize
-from fold0123.data.layout import read_split
+from fold0123.data.datasets import normalize
 from fold0123.data.views import random_views
-from fold0123.engine.optim import build_optimizer
+from fold0123.engine.optim import build_optimizer, build_scheduler
 from fold0123.engine.saver import BackgroundSaver
 from fold0123.models.checkpoints import (CheckpointError, load_weights, prune_checkpoints, read_resume, rng_state,
                                          set_rng_state)
-from fold0123.engine.setup import (build_cache, configure_torch, load_task_state, model_state, resolve_device, task_state,
-                          wrap_model)
+from fold0123.engine.setup import configure_torch, model_state, resolve_device, wrap_model
 from fold0123.models.network import build_model
+from fold0123.models.task import Task
 from fold0123.models.tasks import get_task
 from fold0123.models.transfer import apply_freeze, load_backbone
 
@@ -95,25 +94,6 @@ def group_weights(batches: list[list[int]], accum: int) -> list[float]:
     return weights
 
 
-def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
-    """Multiplier of the peak lr at optimiser step `step` (0-based): linear warm-up, then cosine to zero;
-    `onecycle` rises from lr/25 over the warm-up (30% of training when warmup is 0) and anneals to lr/25e4."""
-    total = max(1, total)
-    if schedule == "cosine":
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "onecycle":
-        rise = warmup if warmup > 0 else max(1, int(0.3 * total))
-        start, end = 1 / 25, 1 / 25e4
-        if step < rise:
-            return start + (1 - start) * step / rise
-        progress = min(1.0, (step - rise) / max(1, total - rise))
-        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
-    raise TrainError(f"unknown schedule {schedule!r}; expected cosine or onecycle")
-
-
 # ---------------------------------------------------------------------------------------------------- data
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -141,22 +121,6 @@ class TrainData:
         self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=EpochBatches(), num_workers=workers,
                                                   pin_memory=device.type == "cuda", persistent_workers=workers > 0)
         return self.loader
-
-
-def training_data(cfg: RunConfig, split: str, task) -> TrainData:
-    dataroot = cfg.dataroot
-    if hasattr(task, "training_data"):  # a task with its own layout (clip: MUGE pairs from the LMDB)
-        return TrainData(*task.training_data(cfg, split))
-    if task.name == "jigsaw":
-        # pretext: every photo of the split `all` (train + test), labels unused
-        train_df, test_df = read_split(dataroot, "all")
-        ids = list(train_df["object_id"]) + list(test_df["object_id"])
-        cache = build_cache(cfg, ids)
-        return TrainData(ImageDataset(cache, ids, None), len(ids))
-    train_df, _ = read_split(dataroot, split)
-    targets = task.targets(train_df, dataroot, cfg)
-    cache = build_cache(cfg, list(train_df["object_id"]))
-    return TrainData(ImageDataset(cache, list(train_df["object_id"]), targets), len(train_df))
 
 
 # ---------------------------------------------------------------------------------------------------- loop
@@ -254,7 +218,8 @@ class Trainee:
     channels_last: bool
 
 
-def build_trainee(cfg: RunConfig, task, device: torch.device, steps_per_epoch: int, transfer: Path | None) -> Trainee:
+def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_epoch: int,
+                  transfer: Path | None) -> Trainee:
     torch.manual_seed(epoch_seed(cfg.seed, 0))
     model = build_model(cfg, task)
     if transfer is not None:
@@ -263,22 +228,18 @@ def build_trainee(cfg: RunConfig, task, device: torch.device, steps_per_epoch: i
     channels_last = device.type == "cuda" and cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    total, warmup = steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs
-                                                                    * steps_per_epoch))
-    schedule = cfg.schedule
-    lr_factor(schedule, 0, total, warmup)  # validates the name before any work
     optimizer = build_optimizer(model, cfg)  # AdamW; per-stage lrs with layer_decay < 1 (engine.optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total, warmup))
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     amp = cfg.amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
     return Trainee(model, wrap_model(model, device), optimizer, scheduler,
                    torch.amp.GradScaler("cuda", enabled=amp == "fp16"),
                    {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
 
 
-def restore(trainee: Trainee, task, weights: dict, state: dict, run: Path) -> None:
+def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path) -> None:
     """Weights from `{epoch}.pth`, everything that steps them from resume.pth (models.checkpoints)."""
     load_weights(trainee.model, weights["model"], run / f"{weights.get('epoch')}.pth")
-    load_task_state(task, weights.get("task_state"))
+    task.load_state(weights.get("task_state"))
     scheduler = trainee.scheduler
     try:
         trainee.optimizer.load_state_dict(state["optimizer"])
@@ -302,10 +263,11 @@ def restore(trainee: Trainee, task, weights: dict, state: dict, run: Path) -> No
     set_rng_state(state["rng"])
 
 
-def weights_state(trainee: Trainee, task, cfg: RunConfig, epoch: int) -> dict:
+def weights_state(trainee: Trainee, task: Task, cfg: RunConfig, epoch: int) -> dict:
     """`{epoch}.pth`: what evaluation, transfer and soups need."""
     return {"epoch": epoch, "split": cfg.split, "config": cfg.model_dump(mode="json"),
-            "model": model_state(trainee.model), "task_state": task_state(task)}
+            "model": model_state(trainee.model),
+            "task_state": {str(k): float(v) for k, v in task.state.items()}}
 
 
 def resume_state(trainee: Trainee, cfg: RunConfig, epoch: int, global_step: int) -> dict:
@@ -334,8 +296,8 @@ class Window:
         return self.images / max(time.perf_counter() - self.start, 1e-9)
 
 
-def train_epoch(trainee: Trainee, task, data: TrainData, cfg: RunConfig, epoch: int, global_step: int, log: LossLog,
-                writer, bar_label: str, progress: bool) -> tuple[float, int]:
+def train_epoch(trainee: Trainee, task: Task, data: TrainData, cfg: RunConfig, epoch: int, global_step: int,
+                log: LossLog, writer, bar_label: str, progress: bool) -> tuple[float, int]:
     """One epoch of micro-batches with gradient accumulation; returns (mean loss per image, global step)."""
     seed = epoch_seed(cfg.seed, epoch, 1)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
@@ -415,7 +377,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
     task = get_task(cfg.task, dataroot=cfg.dataroot)
-    data = training_data(cfg, split, task)  # before the model: a missing split / tag file fails fast
+    data = TrainData(*task.training_data(cfg, split))  # before the model: a missing split / tag file fails fast
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
     n_batches = len(epoch_batches(data.n, cfg.batch_size, cfg.seed, 1))
     trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)

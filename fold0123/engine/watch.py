@@ -39,7 +39,8 @@ logging.getLogger("watchdog.observers.inotify").addFilter(
 
 
 class _RunEvents(FileSystemEventHandler):
-    """Forwards final checkpoint names and markers to a queue; everything else (temp files, eval/) is ignored."""
+    """Puts a final checkpoint name's epoch on a queue, and None for a marker (a wake-up); everything else
+    (temp files, eval/) is ignored."""
 
     def __init__(self, events: queue.Queue):
         self.events = events
@@ -49,10 +50,8 @@ class _RunEvents(FileSystemEventHandler):
         if is_temporary(path):
             return
         epoch = rundir.checkpoint_epoch(path)
-        if epoch is not None:
-            self.events.put(("checkpoint", epoch, time.perf_counter()))
-        elif path.name in MARKERS:
-            self.events.put(("marker", path.name, time.perf_counter()))
+        if epoch is not None or path.name in MARKERS:
+            self.events.put(epoch)
 
     def on_moved(self, event) -> None:
         if not event.is_directory:
@@ -103,8 +102,14 @@ def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: i
               rescan_s: float = 10.0, poll_s: float = 0.5, timeout_s: float | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
               wait_lock: bool = False) -> WatchResult:
-    """`_watch` under the run's evaluator lock: one watcher per run, so no epoch is evaluated twice at once. A
-    second watcher raises LockedError naming the first's PID, or with `wait_lock` waits for it to finish."""
+    """Call `evaluate(run, epoch)` for each epoch checkpoint of `run` once it is in place, in epoch order.
+
+    Returns after the run's DONE (or FAILED) marker once every wanted epoch is evaluated, or after `timeout_s`
+    (a WatchResult with an error then). `every`: only every Nth epoch, and always the run's last (None: the run
+    config's eval.every). A corrupt checkpoint is reported as one line and skipped; the watcher carries on with
+    the next epoch. It runs under the run's evaluator lock: one watcher per run, so no epoch is evaluated twice
+    at once; a second watcher raises LockedError naming the first's PID, or with `wait_lock` waits for it.
+    """
     run = Path(run)
     if not wait_for_dir(run, poll_s, timeout_s, log):
         return WatchResult(errors=[f"{run}: run directory did not appear within {timeout_s}s"])
@@ -113,22 +118,10 @@ def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: i
         return _watch(run, evaluate, every, rescan_s, poll_s, timeout_s, log)
 
 
-def _watch(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None,
-           rescan_s: float = 10.0, poll_s: float = 0.5, timeout_s: float | None = None,
-           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> WatchResult:
-    """Call `evaluate(run, epoch)` for each epoch checkpoint of `run` once it is in place, in epoch order.
-
-    Returns after the run's DONE (or FAILED) marker once every wanted epoch is evaluated, or after `timeout_s`
-    (a WatchResult with an error then). `every`: only every Nth epoch, and always the run's last. A corrupt
-    checkpoint is reported as one line and skipped; the watcher carries on with the next epoch.
-    `every=None` takes the run config's eval.every.
-    """
-    run = Path(run)
+def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None, rescan_s: float, poll_s: float,
+           timeout_s: float | None, log: Callable[[str], None]) -> WatchResult:
     result = WatchResult()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    if not wait_for_dir(run, poll_s, timeout_s, log):
-        result.errors.append(f"{run}: run directory did not appear within {timeout_s}s")
-        return result
     for path in remove_orphaned_temporaries(rundir.eval_dir(run)):  # a killed evaluator's half-written arrays
         log(f"{run}: removed {path.name}, left by a killed evaluator")
 
@@ -146,13 +139,9 @@ def _watch(run: str | Path, evaluate: Callable[[Path, int], object], every: int 
         rescan()
         last_rescan = time.monotonic()
         while True:
-            while True:  # drain the events that arrived
-                try:
-                    kind, value, _ = events.get_nowait()
-                except queue.Empty:
-                    break
-                if kind == "checkpoint":
-                    seen.add(value)
+            while not events.empty():  # drain the events that arrived (this thread is the only reader)
+                seen.add(events.get_nowait())
+            seen.discard(None)
             finished = rundir.done_path(run).is_file()
             failed = rundir.failed_path(run).is_file()
             if finished or failed:
@@ -201,9 +190,7 @@ def _watch(run: str | Path, evaluate: Callable[[Path, int], object], every: int 
                 last_rescan = time.monotonic()
                 continue
             try:
-                kind, value, _ = events.get(timeout=min(wait, poll_s * 4))
-                if kind == "checkpoint":
-                    seen.add(value)
+                seen.add(events.get(timeout=min(wait, poll_s * 4)))
             except queue.Empty:
                 pass
     finally:

@@ -1,6 +1,6 @@
 """The `clip` task: text-to-image retrieval on a MUGE-layout dataroot, trained by train.py like every task.
 
-How it meets the task-agnostic engine (models.tasks' Task, engine.trainer, engine.evaluator):
+How it meets the task-agnostic engine (the hooks of models.task's Task, engine.trainer, engine.evaluator):
 - `training_data(cfg, split)`: the pairs of the run split's MUGE splits (common.muge.RUN_SPLITS: `train`, or
   `all` = train + valid) from the packed LMDB, each with its target row `[text key, token ids...]` (the key marks
   identical strings, which the loss does not treat as negatives). Images come from the memmap cache that
@@ -33,10 +33,10 @@ from fold0123.common.schema import RunConfig
 from fold0123.data import tokenizer as tok
 from fold0123.data.muge import read_texts
 from fold0123.data.muge_images import LmdbPairs, PairDataset, muge_cache
-from fold0123.data.muge_lmdb import LmdbSplit
+from fold0123.data.muge_lmdb import LmdbSplit, gallery_ids
 from fold0123.data.recall import retrieval_metrics
 from fold0123.models import clip
-from fold0123.models.tasks import Task
+from fold0123.models.task import Task
 
 TOKENIZER = "tokenizer.json"
 
@@ -49,12 +49,11 @@ def train_texts(dataroot: str | Path) -> list[str]:
 class ClipTask(Task):
     head: nn.Module | None = field(default=None, repr=False)
     primary_view: str = "identity"  # a flipped emoji is another emoji: the 8-view mean is no one's embedding
-    run: Path | None = None  # the run directory whose tokenizer.json to use (default: the config's run)
     _tokenizer: object = field(default=None, repr=False)
 
     # --- text
     def tokenizer_path(self, cfg: RunConfig) -> Path | None:
-        """`{run}/tokenizer.json`: `run` when a caller set it (predict, ttl), else the run directory of `cfg`;
+        """`{run}/tokenizer.json`: `run` when the checkpoint was loaded from one, else the run directory of `cfg`;
         None for a config that names no split (a model built outside any run, as unit tests do)."""
         if self.run is not None:
             return Path(self.run) / TOKENIZER
@@ -139,17 +138,12 @@ class ClipTask(Task):
         return dataset, len(dataset)
 
     def image_cache(self, cfg: RunConfig):
-        from fold0123.engine.setup import cache_dir  # where every run's caches live (names only)
-
-        return muge_cache(cfg.dataroot, muge.SPLITS, cfg.image_size, cache_dir(cfg))
+        return muge_cache(cfg.dataroot, muge.SPLITS, cfg.image_size, rundir.cache_dir(cfg.checkpoints_dir))
 
     def part_frames(self, cfg: RunConfig) -> dict:
         """One row per gallery image (`object_id` = the image id as a string, `muge_split`) per part."""
         def gallery(name):
-            reader = LmdbSplit(cfg.dataroot, name)
-            ids = [str(i) for i in reader.image_ids()]
-            reader.close()
-            return pd.DataFrame({"object_id": ids, "muge_split": name})
+            return pd.DataFrame({"object_id": [str(i) for i in gallery_ids(cfg.dataroot, name)], "muge_split": name})
 
         frames = {"train": gallery("train"), "test": gallery("test")}
         if muge.HELD_OUT.get(cfg.split):

@@ -11,6 +11,7 @@ import torch.nn as nn
 from fold0123.common.config import ConfigError
 from fold0123.common.schema import RunConfig
 from fold0123.models.backbones import build_backbone
+from fold0123.models.task import Task
 
 
 def frozen_norm_layers(model: nn.Module) -> list[nn.Module]:
@@ -48,12 +49,12 @@ def build_head(feature_dim: int, n_outputs: int, dropout: float = 0.0) -> nn.Mod
     return nn.Sequential(nn.Dropout(dropout), linear) if dropout > 0 else linear
 
 
-def build_model(cfg: RunConfig, task) -> Network:
+def build_model(cfg: RunConfig, task: Task) -> Network:
     """The config's backbone (`backbone`, default resnet34; `pretrained`, default False) with a fresh head:
     the task's own (`task.make_head`, e.g. clip's two towers, classify's ArcFace with `head: arcface`) or a linear
     layer of `task.n_outputs(cfg)` outputs (`head_dropout`, default 0). Timm ViTs are built at `image_size`."""
     backbone, feature_dim = build_backbone(cfg.backbone, cfg.pretrained, cfg.image_size)
-    head = task.make_head(feature_dim, cfg) if hasattr(task, "make_head") else None
+    head = task.make_head(feature_dim, cfg)
     if head is None and cfg.head != "linear":
         raise ConfigError(f"head: {cfg.head!r} needs a classification task (classify, onehot), not {task.name!r}")
     if head is None:

@@ -1,21 +1,11 @@
-"""The task table: per task, what the head outputs, the targets, the loss, the saved predictions and the metrics.
-
-A run is one task x one split; train.py and evaluate.py stay task-agnostic by going through a `Task`:
-
-    task = get_task(cfg.task)
-    y = task.targets(train_frame, dataroot, cfg)        # [n, d] float32; the first call fits task.state
-    images, y = task.batch(images_uint8, y, generator, cfg)   # jigsaw shuffles here; others pass through
-    loss = task.loss(model(normalize(images)), y)
-    checkpoint["task_state"] = task.state                # plain dict of floats (e.g. the year's mean/std)
-    ...
-    task = get_task(name); task.state = checkpoint["task_state"]
-    preds = task.predict(outputs)                        # the run directory's space (see below)
-    task.metrics(preds.numpy(), heldout_frame, dataroot, cfg)
+"""The task table: per task, what the head outputs, the targets, the loss, the saved predictions and the metrics
+(the `Task` base and how the engine uses it: models.task).
 
 Saved predictions (DESIGN.md's contract): target -> predicted target (d=1); classify (alias onehot, its atmaCup
-name) -> class probabilities (d=K, the competition's classes: data.competition); sortingdate -> year, de-standardised with the train statistics in `state` (d=1);
-materialstechniques -> the predicted word2vec vector (d=w2v_dim); jigsaw -> per-tile position probabilities
-(d=81, read as [tile, position]); clip -> the L2-normalised image embedding (d=clip.embed_dim).
+name) -> class probabilities (d=K, the competition's classes: data.competition); sortingdate -> year,
+de-standardised with the train statistics in `state` (d=1); materialstechniques -> the predicted word2vec vector
+(d=w2v_dim); jigsaw -> per-tile position probabilities (d=81, read as [tile, position]); clip -> the
+L2-normalised image embedding (d=clip.embed_dim, models.clip_task).
 """
 from __future__ import annotations
 
@@ -24,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,11 +23,14 @@ from fold0123.common.errors import LayoutError
 from fold0123.common.schema import RunConfig
 from fold0123.data import jigsaw
 from fold0123.data.competition import read_competition, score
+from fold0123.data.datasets import ImageDataset
+from fold0123.data.images import photo_cache
+from fold0123.data.layout import read_split
 from fold0123.data.metrics import rmse
 from fold0123.data.tags import read_tag_vectors
 from fold0123.models import arcface
-
-Frame = pd.DataFrame
+from fold0123.models.clip_task import make_clip_task
+from fold0123.models.task import Frame, Task
 
 
 def read_w2v(dataroot: str | Path, cfg: RunConfig, object_ids) -> np.ndarray:
@@ -51,69 +43,6 @@ def _column(frame: Frame, column: str) -> np.ndarray:
         raise LayoutError(f"frame has no {column!r} column (has {', '.join(map(str, frame.columns))}): "
                           f"metrics and targets need a labelled split part")
     return frame[column].to_numpy(dtype=np.float64)
-
-
-@dataclass
-class Task:
-    """One row of the task table. The function fields are plain functions; `state` is the only mutable part
-    and travels in checkpoints (a dict of floats)."""
-    name: str
-    primary: str
-    lower_is_better: bool
-    n_outputs_fn: Callable[[RunConfig], int]
-    targets_fn: Callable[["Task", Frame, Path, RunConfig], np.ndarray]
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    predict_fn: Callable[["Task", torch.Tensor], torch.Tensor]
-    metrics_fn: Callable[["Task", np.ndarray, Frame, Path | None, RunConfig | None], dict]
-    fit_fn: Callable[["Task", Frame, Path, RunConfig], dict] | None = None
-    state: dict = field(default_factory=dict)
-    # which evaluated view the primary metric is read from (common.rundir.primary_view): the 8-view mean, or
-    # `identity` for a task whose flips change what an image says (clip: "facing right" is not its mirror)
-    primary_view: str = "mean"
-
-    def n_outputs(self, cfg: RunConfig) -> int:
-        return self.n_outputs_fn(cfg)
-
-    def fit(self, frame: Frame, dataroot: str | Path, cfg: RunConfig) -> dict:
-        """Fit the target standardisation on `frame` (the train part), replacing any previous state."""
-        self.state = dict(self.fit_fn(self, frame, Path(dataroot), cfg)) if self.fit_fn else {}
-        return self.state
-
-    def targets(self, frame: Frame, dataroot: str | Path, cfg: RunConfig) -> np.ndarray:
-        """`[len(frame), d]` float32 training targets. The first call (on the train part) fits `state`."""
-        if self.fit_fn and not self.state:
-            self.fit(frame, dataroot, cfg)
-        return np.asarray(self.targets_fn(self, frame, Path(dataroot), cfg), dtype=np.float32)
-
-    def batch(self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None,
-              cfg: RunConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Turn a loaded batch into a training batch: identity except for jigsaw (shuffles + labels)."""
-        return images, targets
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(outputs.float(), targets.to(outputs.device))
-
-    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Raw head outputs `[n, n_outputs]` -> predictions `[n, d]` in the space the run directory saves."""
-        return self.predict_fn(self, outputs.float())
-
-    def metrics(self, predictions: np.ndarray, frame: Frame, dataroot: str | Path | None = None,
-                cfg: RunConfig | None = None) -> dict:
-        """Metrics of `predictions` `[n, d]` (already in the saved space, e.g. a mean over views) against the
-        labels in `frame` (same row order). Plain floats."""
-        predictions = np.asarray(predictions, dtype=np.float64)
-        if predictions.ndim != 2 or len(predictions) != len(frame):
-            raise ValueError(f"{self.name}: predictions of shape {predictions.shape} for {len(frame)} rows")
-        out = self.metrics_fn(self, predictions, frame, Path(dataroot) if dataroot else None, cfg)
-        return {k: float(v) for k, v in out.items()}
-
-    def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
-        """Cheap metrics of raw outputs on a training/validation batch (for logs); empty unless defined."""
-        return {}
-
-    def make_head(self, feature_dim: int, cfg: RunConfig) -> nn.Module | None:
-        """A task-specific head for `models.network.build_model`; None = a linear layer of `n_outputs`."""
-        return None
 
 
 # --- target: the label as a number (atmaCup's ordinal class, or a regression target), MSE / RMSE ------------
@@ -255,6 +184,12 @@ class JigsawTask(Task):
             self._permutations[key] = jigsaw.permutation_set(key[1], key[2], key[0], key[3])
         return self._permutations[key]
 
+    def training_data(self, cfg, split):
+        """The pretext: every photo of the split `all` (train + test), whatever the run's split; labels unused."""
+        train, test = read_split(cfg.dataroot, "all")
+        ids = list(train["object_id"]) + list(test["object_id"])
+        return ImageDataset(photo_cache(cfg, ids), ids, None), len(ids)
+
     def batch(self, images, targets, generator=None, cfg=None):
         return jigsaw.jigsaw_batch(images, cfg.jigsaw.permutations_per_image, self.permutations(cfg), generator,
                                    cfg.jigsaw.grid)
@@ -279,14 +214,6 @@ def _make_jigsaw() -> Task:
                       jigsaw.jigsaw_loss, _jigsaw_predict, _jigsaw_metrics)
 
 
-# --- clip: text-to-image retrieval on a MUGE-layout dataroot (models/clip_task.py, models/clip.py) -------
-
-def _make_clip() -> Task:
-    from fold0123.models.clip_task import make_clip_task  # subclasses Task, so imported when asked for
-
-    return make_clip_task()
-
-
 TASKS: dict[str, Callable[[], Task]] = {
     "jigsaw": _make_jigsaw,
     "target": _make_target,
@@ -294,7 +221,7 @@ TASKS: dict[str, Callable[[], Task]] = {
     "onehot": lambda: _make_classify("onehot"),
     "sortingdate": _make_sortingdate,
     "materialstechniques": _make_materialstechniques,
-    "clip": _make_clip,
+    "clip": make_clip_task,  # text-to-image retrieval on a MUGE-layout dataroot (models.clip_task)
 }
 
 
@@ -306,9 +233,7 @@ def get_task(name: str, state: dict | None = None, dataroot: str | Path | None =
     dataroot to rank a classification task by its competition's metric (atmaCup: the expected class's RMSE)."""
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    task = TASKS[name]()
-    if state:
-        task.state = {str(k): float(v) for k, v in state.items()}
+    task = TASKS[name]().load_state(state)
     if name in CLASS_TASKS and dataroot is not None:
         competition = read_competition(dataroot)
         if competition.kind == "classification":

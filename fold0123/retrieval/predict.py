@@ -14,17 +14,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fold0123.common import muge, rundir
 from fold0123.common.errors import Fold0123Error, UsageError, error_line
-from fold0123.data.datasets import normalize
 from fold0123.data.muge import read_texts
-from fold0123.data.muge_lmdb import LmdbSplit
-from fold0123.engine.setup import load_task_state, resolve_device
-from fold0123.models.checkpoints import load_weights, read_checkpoint
-from fold0123.models.network import build_model
-from fold0123.models.tasks import get_task
+from fold0123.data.muge_lmdb import gallery_ids
+from fold0123.engine.evaluator import load_model, predict_images
+from fold0123.engine.setup import resolve_device
 from fold0123.retrieval.predictions import predictions_path, save_similarity, write_predictions
 
 
@@ -41,41 +37,25 @@ def checkpoint_of(run: Path, epoch: str | int = "last") -> Path:
 
 
 def load_run_model(run: str | Path, epoch: str | int = "last", device: str | None = "cpu"):
-    """(cfg, task, model in eval mode, checkpoint path) of a clip run; the model is a fresh object built from the
-    checkpoint, so changing it never touches the file (retrieval.ttl relies on that)."""
+    """(cfg, task, model in eval mode) of a clip run's checkpoint (engine.evaluator.load_model)."""
     run = Path(run)
     cfg = rundir.read_run_config(run)
     if cfg.task != "clip":
         raise UsageError(f"{run}: a {cfg.task} run; retrieval needs a clip run")
-    path = checkpoint_of(run, epoch)
-    state = read_checkpoint(path)
-    task = get_task("clip")
-    load_task_state(task, state.get("task_state"))
-    task.run = run
-    model = build_model(cfg, task)
-    load_weights(model, state["model"], path)
-    return cfg, task, model.to(resolve_device(device)).eval(), path
+    return load_model(run, checkpoint_of(run, epoch), resolve_device(device), cfg)
 
 
-@torch.no_grad()
-def image_embeddings(model, task, cache, image_ids, batch_size: int = 256) -> np.ndarray:
-    device = next(model.parameters()).device
-    rows, out = cache.rows([str(i) for i in image_ids]), []
-    for start in range(0, len(rows), batch_size):
-        images = torch.from_numpy(np.ascontiguousarray(cache.array[np.sort(rows[start:start + batch_size])]))
-        order = np.argsort(np.argsort(rows[start:start + batch_size]))
-        x = normalize(images[order].permute(0, 3, 1, 2).to(device))
-        out.append(task.predict(model(x)).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+def gallery(cfg, split: str, answers: bool = False):
+    """(texts, image ids) of one split of the run's dataroot: its texts (with the image_ids of their answers when
+    `answers`; test texts need none) and its gallery, every image of its LMDB in increasing id order."""
+    return read_texts(muge.texts_jsonl(cfg.dataroot, split), need_images=answers), gallery_ids(cfg.dataroot, split)
 
 
 def similarity(cfg, task, model, split: str = "test"):
     """(text ids, image ids, float32 similarity [texts, images]) of one split of the run's dataroot."""
-    texts = read_texts(muge.texts_jsonl(cfg.dataroot, split), need_images=False)
-    reader = LmdbSplit(cfg.dataroot, split)
-    image_ids = reader.image_ids()
-    reader.close()
-    images = image_embeddings(model, task, task.image_cache(cfg), image_ids)
+    texts, image_ids = gallery(cfg, split)
+    images = predict_images(model, task, task.image_cache(cfg), [str(i) for i in image_ids],
+                            next(model.parameters()).device, 256, views=False)
     text = task.encode_texts(cfg, [t.text for t in texts])
     return [t.text_id for t in texts], image_ids, (text @ images.T).astype(np.float32)
 
@@ -89,7 +69,7 @@ def write_outputs(out: str | Path, split: str, text_ids, image_ids, sim: np.ndar
 
 def predict(run: str | Path, split: str = "test", epoch: str | int = "last", out: str | Path | None = None,
             device: str | None = "cpu") -> dict:
-    cfg, task, model, _ = load_run_model(run, epoch, device)
+    cfg, task, model = load_run_model(run, epoch, device)
     text_ids, image_ids, sim = similarity(cfg, task, model, split)
     return write_outputs(out or Path(run) / "retrieval", split, text_ids, image_ids, sim)
 

@@ -124,7 +124,7 @@ def test_time_learning(run: str | Path, cache: str | Path, opts: TtlConfig | Non
     """Predict `split` after the steps on the cache; writes `{split}_ttl_similarity.npy` (+ ids) and
     `{split}_ttl_predictions.jsonl` into `out` (default `{run}/retrieval/`). Returns their paths and the losses."""
     opts = opts or TtlConfig()
-    cfg, task, model, _ = load_run_model(run, epoch, device)
+    cfg, task, model = load_run_model(run, epoch, device)
     images, texts = cache_pairs(cache, split, cfg.image_size)
     adapted, losses = adapt(model, task, cfg, images, texts, opts, seed=cfg.seed)
     text_ids, image_ids, sim = similarity(cfg, task, adapted, split)

@@ -23,16 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fold0123.common import muge
 from fold0123.common.config import add_config_args, apply_override, config_from_args, validate
 from fold0123.common.errors import Fold0123Error, UsageError, error_line
 from fold0123.common.io import write_json
 from fold0123.common.schema import TtlConfig
-from fold0123.data.muge import read_texts
-from fold0123.data.muge_lmdb import LmdbSplit
 from fold0123.data.recall import first_positive_rank, recall_at
 from fold0123.models.clip_task import gallery_positives
-from fold0123.retrieval.predict import load_run_model
+from fold0123.retrieval.predict import gallery, load_run_model
 from fold0123.retrieval.ttl import DEFAULT_CONF, adapt, backbone_features, cache_pairs, moves_backbone
 
 
@@ -48,10 +45,7 @@ class Gallery:
 
     def __init__(self, cfg, task, model, split: str):
         self.cfg, self.task = cfg, task
-        texts = read_texts(muge.texts_jsonl(cfg.dataroot, split), need_images=True)
-        reader = LmdbSplit(cfg.dataroot, split)
-        image_ids = reader.image_ids()
-        reader.close()
+        texts, image_ids = gallery(cfg, split, answers=True)
         cache = task.image_cache(cfg)
         self.texts = [t.text for t in texts]
         self.positives = gallery_positives(texts, image_ids)
@@ -91,7 +85,7 @@ def select(run: str | Path, cache: str | Path, base: TtlConfig, grid: list[str],
     first row is the unadapted model (steps 0)."""
     if split == "test":
         raise UsageError("--split test: settings are chosen on a split whose answers are public (valid)")
-    cfg, task, model, _ = load_run_model(run, epoch, device)
+    cfg, task, model = load_run_model(run, epoch, device)
     gallery = Gallery(cfg, task, model, split)
     plain = gallery.score(model, False)
     images, texts = cache_pairs(cache, split, cfg.image_size)
