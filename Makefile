@@ -5,7 +5,7 @@ PY := .venv/bin/python
 RECIPE ?= parameters/demo/recipe.yml
 ABLATION ?= parameters/ablation/cpu.yml
 
-.PHONY: env demo demo-classify demo-retrieval ablation test test-fast faults bench clean-runs
+.PHONY: env demo demo-classify demo-retrieval ablation test test-fast lint-imports faults bench clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
@@ -27,8 +27,12 @@ demo-retrieval: env
 ablation: env
 	PYTHONUNBUFFERED=1 $(PY) ablation.py --conf $(ABLATION) $(if $(SET),$(foreach s,$(SET),--set $(s)))
 
-test: env
+# The import rules of DESIGN.md section 4 (pyproject.toml's importlinter contracts) first, then the suite.
+test: env lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint-imports: env
+	.venv/bin/lint-imports --no-cache
 
 test-fast: env
 	$(PY) -m pytest -m "not integration and not faults" $(PYTEST_ARGS)
