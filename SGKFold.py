@@ -8,10 +8,9 @@ fold0123/data/folds.py and fold0123/data/fold_alignment.py.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from fold0123.common.errors import cli_main
 from fold0123.data.folds import write_folds
-from fold0123.data.layout import LayoutError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,13 +24,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_main
 def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
-        report = write_folds(args.dataroot, args.k, args.batch_size or None, args.seed)
-    except (LayoutError, ValueError) as err:
-        sys.exit("error: " + " ".join(str(err).split()))
-    print(report.summary())
+    print(write_folds(args.dataroot, args.k, args.batch_size or None, args.seed).summary())
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import json
 import sys
 
 from fold0123.common import rundir
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.errors import cli_main
 from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
 from fold0123.engine.watch import watch_run
 
@@ -30,6 +30,7 @@ def _summary(metrics: dict) -> str:
     return f"{metrics['split']} {name}: {primary} {', '.join(values)} on {metrics['n']} oof rows"
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run directory {checkpoints_dir}/{exp}_{split}")
@@ -46,19 +47,15 @@ def main(argv=None) -> None:
                         help="--watch: wait for another watcher of this run to finish (default: exit, naming it)")
     args = parser.parse_args(argv)
     parts = args.parts.split(",") if args.parts else None
-    try:
-        if args.watch:
-            evaluate = functools.partial(_evaluate_quietly, parts=parts, device=args.device)
-            result = watch_run(args.run, evaluate, every=args.every, timeout_s=args.timeout,
-                               wait_lock=args.wait_lock)
-            sys.exit(result.exit_code)
-        if args.soup is not None:
-            metrics = evaluate_soup(args.run, args.soup, parts=parts, device=args.device)
-        else:
-            metrics = evaluate_checkpoint(args.run, args.epoch, parts=parts, device=args.device)
-        print(_summary(metrics))
-    except Fold0123Error as err:  # a user's mistake, in one line; anything else is a bug: keep its traceback
-        sys.exit(error_line(err))
+    if args.watch:
+        evaluate = functools.partial(_evaluate_quietly, parts=parts, device=args.device)
+        sys.exit(watch_run(args.run, evaluate, every=args.every, timeout_s=args.timeout,
+                           wait_lock=args.wait_lock).exit_code)
+    if args.soup is not None:
+        metrics = evaluate_soup(args.run, args.soup, parts=parts, device=args.device)
+    else:
+        metrics = evaluate_checkpoint(args.run, args.epoch, parts=parts, device=args.device)
+    print(_summary(metrics))
 
 
 def _evaluate_quietly(run, epoch, parts=None, device=None):

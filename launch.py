@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from fold0123.common.config import add_config_args
-from fold0123.launcher.fold0123 import EXECUTORS, launch_fold0123
-from fold0123.launcher.layout import LaunchError
+from fold0123.common.errors import cli_main
+from fold0123.launcher.fold0123 import EXECUTORS, LaunchOptions, launch_fold0123
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,18 +42,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    options = LaunchOptions(
+        devices=args.devices, eval_devices=args.eval_devices, checkpoints=args.checkpoints,
+        overrides=tuple(args.overrides), splits=tuple(args.splits.split(",")) if args.splits else None,
+        wait=args.wait, attach=args.attach, session=args.session, executor=args.executor, socket_name=args.socket,
+        partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_task=args.cpus_per_task,
+        timeout_min=args.timeout_min, close=not args.no_close, redo_stale=args.redo_stale)
     try:
-        result = launch_fold0123(
-            args.conf, devices=args.devices, eval_devices=args.eval_devices, checkpoints=args.checkpoints,
-            overrides=args.overrides,
-            splits=args.splits.split(",") if args.splits else None, wait=args.wait, attach=args.attach,
-            session=args.session, executor=args.executor, socket_name=args.socket, partition=args.partition,
-            gpus_per_job=args.gpus_per_job, cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min,
-            close=not args.no_close, redo_stale=args.redo_stale)
-    except LaunchError as err:
-        sys.exit(f"error: {err}")
+        result = launch_fold0123(args.conf, options)
     except KeyboardInterrupt:
         sys.exit("interrupted: stopped waiting; the rows keep running (tmux ls / squeue to find them)")
     print(result.summary())

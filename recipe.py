@@ -13,38 +13,32 @@ parameters/recipe.yml) only names the other configs and the devices.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 
 from fold0123.common.config import add_config_args, config_from_args
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.errors import cli_main
 from fold0123.common.schema import RecipeConfig
 from fold0123.launcher.recipe import (CpuClock, baselines, build_dataset, fold0123, make_folds, make_tag_vectors,
                                       pretext, pseudo_label_rounds, score_and_where, stack, stage)
 
 
-def main() -> None:
+@cli_main
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
     parser.add_argument("--redo-stale", action="store_true",
                         help="redo folds, tag vectors and runs made by another config or from other inputs "
                              "(default: stop, naming what differs)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     clock = CpuClock()
-    try:
-        cfg = config_from_args(args, RecipeConfig)
-        build_dataset(cfg, args.redo_stale)
-        make_folds(cfg, args.redo_stale)
-        make_tag_vectors(cfg, args.redo_stale)
-        pretext(cfg, args.redo_stale)
-        fold0123(cfg, args.redo_stale)
-        stack(cfg)
-        pseudo_label_rounds(cfg, args.redo_stale)
-        baselines(cfg)
-    except subprocess.CalledProcessError as err:
-        sys.exit(f"error: stage failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    cfg = config_from_args(args, RecipeConfig)
+    build_dataset(cfg, args.redo_stale)
+    make_folds(cfg, args.redo_stale)
+    make_tag_vectors(cfg, args.redo_stale)
+    pretext(cfg, args.redo_stale)
+    fold0123(cfg, args.redo_stale)
+    stack(cfg)
+    pseudo_label_rounds(cfg, args.redo_stale)
+    baselines(cfg)
     score_and_where(cfg)
     stage("done")
     print(clock.report())

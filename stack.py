@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from fold0123.common.config import add_config_args, config_from_args
-from fold0123.common.errors import Fold0123Error
+from fold0123.common.errors import cli_main
 from fold0123.common.schema import StackConfig
 
 COMMANDS = ("stack", "ensemble", "pseudo")
@@ -36,20 +36,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from fold0123.stacking import pipeline  # after argument parsing: --help stays instant
 
-    try:
-        cfg = config_from_args(args, StackConfig)
-        if args.command == "stack":
-            result = pipeline.run_default(cfg)
-        elif args.command == "ensemble":
-            result = pipeline.run_ensemble(cfg)
-        else:
-            result = pipeline.run_pseudo(cfg, args.round)
-    except Fold0123Error as err:  # a user's mistake; anything else is a bug and keeps its traceback
-        sys.exit(f"error: {err}")
+    cfg = config_from_args(args, StackConfig)
+    if args.command == "stack":
+        result = pipeline.run_default(cfg)
+    elif args.command == "ensemble":
+        result = pipeline.run_ensemble(cfg)
+    else:
+        result = pipeline.run_pseudo(cfg, args.round)
     print(result.summary())
 
 

@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fold0123.common.config import add_config_args, config_from_args
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.errors import cli_main
 from fold0123.common.schema import RunConfig
 from fold0123.engine.trainer import train
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
@@ -25,13 +25,9 @@ def main(argv=None) -> None:
                              "(default: refuse, naming what differs)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (default: bar only on a tty)")
     args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args, RunConfig)
-        run = train(cfg, args.split, device=args.device, resume=args.resume,
-                    progress=False if args.no_progress else None, redo_stale=args.redo_stale)
-    except Fold0123Error as err:  # what a user can fix: one line; anything else is a bug and keeps its traceback
-        sys.exit(error_line(err))
-    print(run)
+    cfg = config_from_args(args, RunConfig)
+    print(train(cfg, args.split, device=args.device, resume=args.resume, progress=False if args.no_progress else None,
+                redo_stale=args.redo_stale))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ no tags). Writes D/materialstechniques_w2v{dim}.csv. See fold0123/data/tags.py.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.errors import cli_main
 from fold0123.data.tags import write_tag_vectors
 
 
@@ -23,13 +22,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_main
 def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
-        report = write_tag_vectors(args.dataroot, args.dim, args.epochs, args.seed, args.sg)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
-    print(report.summary())
+    print(write_tag_vectors(args.dataroot, args.dim, args.epochs, args.seed, args.sg).summary())
 
 
 if __name__ == "__main__":

@@ -51,6 +51,36 @@ def test_bad_overrides_are_one_line_naming_the_set_and_key(tmp_path, override, m
     assert "\n" not in str(err.value)
 
 
+def test_a_list_of_bases_merges_in_order_under_the_file(tmp_path):
+    """`base: [a, b]` as mmengine's `_base_`: a, then b over it (each after its own bases), then the file itself."""
+    (tmp_path / "root.yml").write_text("lr: 0.1\nepochs: 10\nkeep_last: 4\neval: {every: 1, batch_size: 8}\n")
+    (tmp_path / "a.yml").write_text("base: root.yml\nlr: 0.2\nepochs: 5\n")
+    (tmp_path / "b.yml").write_text("epochs: 7\nlog_every: 3\neval: {every: 2}\n")
+    (tmp_path / "c.yml").write_text("base: [a.yml, b.yml]\nlog_every: 9\n")
+    cfg = load_config(tmp_path / "c.yml", schema=RunConfig)
+    assert (cfg.lr, cfg.epochs, cfg.keep_last, cfg.log_every, cfg.exp) == (0.2, 7, 4, 9, "c")
+    assert (cfg.eval.every, cfg.eval.batch_size) == (2, 8)  # groups merge key by key, the later base winning
+    (tmp_path / "b.yml").write_text("epochs: 7\neval: {evrey: 2}\n")
+    with pytest.raises(ConfigError, match=r"b.yml: unknown key 'eval.evrey'"):  # the file that set it
+        load_config(tmp_path / "c.yml", schema=RunConfig)
+    demo = load_config(ROOT / "parameters/demo/target.yml", schema=RunConfig)  # [../target.yml, task.yml]
+    assert (demo.task, demo.image_size, demo.epochs, demo.eval.every, demo.exp) == ("target", 32, 3, 3, "target")
+
+
+@pytest.mark.parametrize("base, message", [
+    ("[a.yml, missing.yml]", r"c.yml: key 'base': config file .*missing.yml not found"),
+    ("[a.yml, 3]", r"c.yml: key 'base': expected the path of another config file or a list of them "
+                   r"\(got \['a.yml', 3\]\)"),
+    ("{a: 1}", r"c.yml: key 'base': expected the path .*\(got \{'a': 1\}\)"),
+])
+def test_a_bad_base_list_is_one_line_naming_the_file(tmp_path, base, message):
+    (tmp_path / "a.yml").write_text("lr: 0.2\n")
+    (tmp_path / "c.yml").write_text(f"base: {base}\nepochs: 2\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(tmp_path / "c.yml", schema=RunConfig)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("override, message", [
     ("postprocess.ratio=[]", "key 'postprocess.ratio': List should have at least 1 item"),
     ("postprocess.width=[]", "key 'postprocess.width'"),

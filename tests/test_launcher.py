@@ -20,7 +20,7 @@ from fold0123.common.config import load_config
 from fold0123.common.fingerprint import run_fingerprint, write_fingerprint
 from fold0123.common.poll import wait_until
 from fold0123.common.schema import RunConfig
-from fold0123.launcher import LaunchError, launch_fold0123, plan_fold0123
+from fold0123.launcher import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
 from fold0123.launcher.layout import describe, parse_devices, session_name
 from fold0123.launcher.status import mark_failed, read_status
 from fold0123.launcher.tmux import check_free
@@ -236,7 +236,7 @@ def test_fold0123_in_tmux_runs_every_row_reports_the_failed_one_and_skips_finish
 
     # relaunch once the split exists again: finished rows are skipped, the failed one runs (and succeeds)
     hidden.rename(dataroot / "3fold2_train.csv")
-    result = launch_fold0123(conf, devices="cpu", socket_name=tmux_socket, wait=True, linger_s=0, verbose=False)
+    result = launch_fold0123(conf, LaunchOptions(devices="cpu", socket_name=tmux_socket, linger_s=0, verbose=False))
     states = {o.split: o.state for o in result.outcomes}
     assert states == {"3fold0": "skipped", "3fold1": "skipped", "3fold2": "done", "all": "skipped"}, \
         result.summary()
@@ -244,5 +244,5 @@ def test_fold0123_in_tmux_runs_every_row_reports_the_failed_one_and_skips_finish
     assert not server.has_session("fold0123_tiny")  # the waiter closed the session once every row was DONE
 
     # a third launch has nothing to do: no session at all
-    again = launch_fold0123(conf, devices="cpu", socket_name=tmux_socket, wait=True, verbose=False)
+    again = launch_fold0123(conf, LaunchOptions(devices="cpu", socket_name=tmux_socket, verbose=False))
     assert again.session is None and {o.state for o in again.outcomes} == {"skipped"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fold0123.launcher import LaunchError, launch_fold0123, plan_fold0123
+from fold0123.launcher import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
 from fold0123.launcher.slurm import job_devices, job_eval_device, row_payload, run_row
 from tests.test_launcher import tiny_experiment
 
@@ -61,8 +61,8 @@ def test_run_row_gives_trainer_and_evaluator_their_own_environment(tmp_path: Pat
 def test_local_executor_runs_rows_to_done_and_reports_the_failed_one(tmp_path: Path):
     conf = tiny_experiment(tmp_path, name="tinyslurm")
     # 3fold9 has no split files: its job must fail, the others must not care
-    result = launch_fold0123(conf, executor="local", splits=["3fold1", "all", "3fold9"], gpus_per_job=0,
-                             wait=True, timeout_s=480, verbose=False)
+    result = launch_fold0123(conf, LaunchOptions(executor="local", splits=("3fold1", "all", "3fold9"), gpus_per_job=0,
+                                                 wait=True, timeout_s=480, verbose=False))
     states = {o.split: o.state for o in result.outcomes}
     assert states == {"3fold1": "done", "all": "done", "3fold9": "failed"}, result.summary()
     assert len(result.jobs) == 3 and result.session is None

@@ -1,8 +1,9 @@
 """One config mechanism for every script: a YAML file in `parameters/` plus `--set key=value` overrides, checked
 against the script's schema (fold0123.common.schema) and handed to the code as a frozen, typed object.
 
-A config may name a `base:` file (relative to itself) whose keys it overrides, so the CPU presets in
-`parameters/demo/` say only how they differ from the GPU ones. Overrides use dotted keys (`--set jigsaw.grid=3`)
+A config may name a `base:` file (relative to itself), or a list of them merged in order (as mmengine's `_base_`),
+whose keys it overrides, so the CPU presets in `parameters/demo/` say only how they differ from the GPU ones
+(`base: [../target.yml, task.yml]`: the GPU experiment, then the keys the demo's CPU presets share). Overrides use dotted keys (`--set jigsaw.grid=3`)
 and YAML-parsed values (`--set lr=3e-4`, `--set transfer_from=null`). A key the schema does not know or a value
 of the wrong type is an error naming where it came from (the file that set it, or the `--set`), because a typo
 that silently does nothing costs a whole run.
@@ -57,7 +58,9 @@ def _merge(base: dict, top: dict, origin: dict, source: str, prefix: tuple = ())
     return out
 
 
-def _read_yaml(path: Path, origin: dict, seen: tuple[Path, ...] = ()) -> dict:
+def _read_yaml(path: Path, origin: dict, seen: tuple[Path, ...] = (), below: dict | None = None) -> dict:
+    """The file's keys merged over `below` (what the configs before it in a `base:` list resolved to), after its
+    own bases in order."""
     shown = path
     path = path.resolve()
     if path in seen:
@@ -70,12 +73,16 @@ def _read_yaml(path: Path, origin: dict, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{shown}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{shown}: top level must be a mapping of keys")
-    base = raw.pop("base", None)
-    if base is not None and not isinstance(base, str):
-        raise ConfigError(f"{shown}: key 'base': expected the path of another config file (got {base!r})")
-    if base is not None and not (shown.parent / base).is_file():
-        raise ConfigError(f"{shown}: key 'base': config file {shown.parent / base} not found")
-    below = {} if base is None else _read_yaml(shown.parent / base, origin, seen + (path,))
+    given = raw.pop("base", None)
+    bases = [given] if isinstance(given, str) else [] if given is None else given
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        raise ConfigError(f"{shown}: key 'base': expected the path of another config file or a list of them "
+                          f"(got {given!r})")
+    below = below or {}
+    for base in bases:
+        if not (shown.parent / base).is_file():
+            raise ConfigError(f"{shown}: key 'base': config file {shown.parent / base} not found")
+        below = _read_yaml(shown.parent / base, origin, seen + (path,), below)
     return _merge(below, raw, origin, str(shown))
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from fold0123.common.dataroot import folds_fingerprint_path
+from fold0123.common.errors import UsageError
 from fold0123.common.fingerprint import folds_fingerprint, write_fingerprint
 from fold0123.common.io import atomic_path
 from fold0123.data.fold_alignment import SeriesMove, align_folds
@@ -80,12 +81,12 @@ def plan_folds(y, groups, n_splits: int, batch_size: int | None = None, seed: in
     if len(y) != len(groups):
         raise ValueError(f"y has {len(y)} rows but groups has {len(groups)}")
     if n_splits < 2:
-        raise ValueError(f"need at least 2 folds, got k={n_splits}")
+        raise UsageError(f"need at least 2 folds, got k={n_splits}")
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
+        raise UsageError(f"batch size must be positive, got {batch_size}")
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise ValueError(f"only {n_groups} series for {n_splits} folds: a fold would be empty")
+        raise UsageError(f"only {n_groups} series for {n_splits} folds: a fold would be empty")
     fold, notes = _sklearn_folds(y, groups, n_splits, seed)
     check_folds(fold, groups, n_splits)
     plan = FoldPlan(fold, n_splits, batch_size, aligned=_is_aligned(fold, n_splits, batch_size), notes=notes)

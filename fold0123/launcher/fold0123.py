@@ -7,14 +7,48 @@ directories' markers (launcher.status), since neither tmux nor a detached pane c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
 
 from fold0123.launcher.layout import LaunchError, Plan, describe, plan_fold0123
 from fold0123.launcher.status import wait_for
 
 EXECUTORS = ("tmux", "slurm", "local")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch the rows (every field has the CLI's default; `launch.py --help` says the same per flag).
+
+    devices: `0,1,2,3`, `cpu` or None (every visible GPU, else the CPU with its threads divided);
+    eval_devices: where the evaluators run, e.g. `4,5,6,7` (default None: each on its row's trainer's device;
+    on Slurm a GPU list means the job's second GPU, so ask for gpus_per_job=2);
+    checkpoints: overrides the config's checkpoints_dir; overrides: `key=value` for train.py's `--set`;
+    splits: a subset of the rows; executor: tmux (libtmux, `socket_name` for a private server), slurm or
+    local (submitit); close: the session closes itself once every row is DONE (tmux), `linger_s` after
+    printing the elapsed minutes (with `wait`, the launch returns once it has closed); timeout_s: stop waiting
+    (rows still running are reported so); root: where the commands run (default the repository)."""
+    devices: str | None = None
+    eval_devices: str | None = None
+    checkpoints: str | Path | None = None
+    overrides: tuple[str, ...] = ()
+    splits: tuple[str, ...] | None = None
+    wait: bool = True
+    attach: bool = False
+    session: str | None = None
+    executor: str = "tmux"
+    socket_name: str | None = None
+    root: str | Path | None = None
+    partition: str | None = None
+    gpus_per_job: int = 1
+    cpus_per_task: int = 4
+    timeout_min: int = 24 * 60  # the Slurm job's time limit
+    timeout_s: float | None = None
+    poll_s: float = 1.0
+    close: bool = True
+    linger_s: float = 5.0
+    verbose: bool = True
+    redo_stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,58 +92,44 @@ class LaunchResult:
         return "\n".join(lines)
 
 
-def launch_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None, *,
-                    eval_devices: str | None = None, overrides: Iterable[str] = (),
-                    splits: Iterable[str] | None = None, wait: bool = True, attach: bool = False,
-                    session: str | None = None, executor: str = "tmux",
-                    socket_name: str | None = None, root: str | Path | None = None,
-                    partition: str | None = None, gpus_per_job: int = 1, cpus_per_task: int = 4,
-                    timeout_min: int = 24 * 60, timeout_s: float | None = None, poll_s: float = 1.0,
-                    close: bool = True, linger_s: float = 5.0, verbose: bool = True,
-                    redo_stale: bool = False) -> LaunchResult:
-    """Launch (and with `wait`, finish) the fold0123 rows of the experiment `conf`.
+def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) -> LaunchResult:
+    """Launch (and with `options.wait`, finish) the fold0123 rows of the experiment `conf` (see LaunchOptions).
 
-    devices: `0,1,2,3`, `cpu` or None (every visible GPU, else the CPU with its threads divided);
-    eval_devices: where the evaluators run, e.g. `4,5,6,7` (default None: each on its row's trainer's device;
-    on Slurm a GPU list means the job's second GPU, so ask for gpus_per_job=2);
-    checkpoints: overrides the config's checkpoints_dir; overrides: `key=value` for train.py's `--set`;
-    splits: a subset of the rows; executor: tmux (libtmux, `socket_name` for a private server), slurm or
-    local (submitit); close: the session closes itself once every row is DONE (tmux), `linger_s` after
-    printing the elapsed minutes (with `wait`, this returns once it has closed).
     Raises LaunchError (one line) when the launch cannot start, e.g. the session already runs.
     """
-    if executor not in EXECUTORS:
-        raise LaunchError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
-    one_gpu_each = devices is None and eval_devices is None  # local jobs: see launcher.slurm.submit_rows
-    if executor == "slurm":  # a job's GPUs are its own cuda:0 (trainer) and cuda:1 (a separate evaluator)
+    o = options
+    if o.executor not in EXECUTORS:
+        raise LaunchError(f"executor {o.executor!r}: expected one of {', '.join(EXECUTORS)}")
+    one_gpu_each = o.devices is None and o.eval_devices is None  # local jobs: see launcher.slurm.submit_rows
+    if o.executor == "slurm":  # a job's GPUs are its own cuda:0 (trainer) and cuda:1 (a separate evaluator)
         from fold0123.launcher.slurm import job_devices, job_eval_device
-        devices, eval_devices = job_devices(executor, gpus_per_job), job_eval_device(eval_devices, gpus_per_job)
-    elif executor == "local" and one_gpu_each:
+        o = replace(o, devices=job_devices(o.executor, o.gpus_per_job),
+                    eval_devices=job_eval_device(o.eval_devices, o.gpus_per_job))
+    elif o.executor == "local" and one_gpu_each:
         from fold0123.launcher.slurm import job_devices
-        devices = job_devices(executor, gpus_per_job)
-    plan = plan_fold0123(conf, devices=devices, eval_devices=eval_devices, checkpoints=checkpoints,
-                         overrides=overrides, splits=splits, session=session, root=root, close=close,
-                         linger_s=linger_s, threads=cpus_per_task if executor == "slurm" else None,
-                         redo_stale=redo_stale)
-    if verbose:
+        o = replace(o, devices=job_devices(o.executor, o.gpus_per_job))
+    plan = plan_fold0123(conf, devices=o.devices, eval_devices=o.eval_devices, checkpoints=o.checkpoints,
+                         overrides=o.overrides, splits=o.splits, session=o.session, root=o.root, close=o.close,
+                         linger_s=o.linger_s, threads=o.cpus_per_task if o.executor == "slurm" else None,
+                         redo_stale=o.redo_stale)
+    if o.verbose:
         print(describe(plan), flush=True)
     skipped = [RunOutcome(s, plan.run_path(d), "skipped", 0.0, "already DONE and evaluated")
                for s, d in plan.skipped]
-    result = LaunchResult(plan.exp, executor, None, plan=plan)
+    result = LaunchResult(plan.exp, o.executor, None, plan=plan)
     if not plan.rows:
         result.outcomes = _in_split_order(plan, skipped)
         return result
-    if executor == "tmux":
-        outcomes = _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, verbose)
-        if wait:
+    if o.executor == "tmux":
+        outcomes = _launch_tmux(plan, result, o)
+        if o.wait:
             from fold0123.launcher.tmux import tmux_server, wait_closed, wait_idle
-            if close and all(o.state == "done" for o in outcomes):
-                wait_closed(tmux_server(socket_name), plan.session, linger_s + 10)
-            elif all(o.state in ("done", "failed") for o in outcomes):
-                wait_idle(tmux_server(socket_name), plan.session, linger_s + 10)
+            if o.close and all(x.state == "done" for x in outcomes):
+                wait_closed(tmux_server(o.socket_name), plan.session, o.linger_s + 10)
+            elif all(x.state in ("done", "failed") for x in outcomes):
+                wait_idle(tmux_server(o.socket_name), plan.session, o.linger_s + 10)
     else:
-        outcomes = _launch_submitit(plan, result, executor, partition, gpus_per_job, cpus_per_task, timeout_min,
-                                    wait, timeout_s, poll_s, one_gpu_each)
+        outcomes = _launch_submitit(plan, result, o, one_gpu_each)
     result.outcomes = _in_split_order(plan, skipped + outcomes)
     return result
 
@@ -119,36 +139,36 @@ def _in_split_order(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
     return sorted(outcomes, key=lambda o: order[o.split])
 
 
-def _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, verbose) -> list[RunOutcome]:
+def _launch_tmux(plan: Plan, result: LaunchResult, o: LaunchOptions) -> list[RunOutcome]:
     import shutil
 
     from fold0123.launcher import tmux
 
     if shutil.which("tmux") is None:
         raise LaunchError("tmux is not installed: install it (apt-get install tmux) or use --executor local")
-    server = tmux.tmux_server(socket_name)
+    server = tmux.tmux_server(o.socket_name)
     tmux.start_session(plan, server)
     result.session = plan.session
-    if verbose:
-        socket = f" -L {socket_name}" if socket_name else ""
+    if o.verbose:
+        socket = f" -L {o.socket_name}" if o.socket_name else ""
         print(f"started tmux session {plan.session}: tmux{socket} attach -t {plan.session}", flush=True)
-    if attach:
+    if o.attach:
         tmux.attach(server, plan.session)
     rows = {plan.run_path(row.run_dir): row.split for row in plan.rows}
-    if not wait:
+    if not o.wait:
         return [RunOutcome(split, d, "running", 0.0, f"in tmux session {plan.session}") for d, split in rows.items()]
 
     def report(status, elapsed):
-        if verbose:
+        if o.verbose:
             print(f"  {rows[status.run_dir]}: {status.state} after {elapsed / 60:.1f} min {status.detail}",
                   flush=True)
 
     def progress(statuses, elapsed):
-        if verbose and statuses:
+        if o.verbose and statuses:
             print(f"  [{elapsed / 60:4.1f} min] " + " | ".join(f"{rows[s.run_dir]} {s.detail}" for s in statuses),
                   flush=True)
 
-    finished = wait_for(rows, poll_s=poll_s, timeout_s=timeout_s, on_finish=report, on_change=progress,
+    finished = wait_for(rows, poll_s=o.poll_s, timeout_s=o.timeout_s, on_finish=report, on_change=progress,
                         keep_going=lambda: tmux.session_alive(server, plan.session))
     ended = not tmux.session_alive(server, plan.session)
     outcomes = []
@@ -157,20 +177,19 @@ def _launch_tmux(plan, result, socket_name, attach, wait, timeout_s, poll_s, ver
         if not status.finished:
             state = "failed" if ended else "running"
             detail = ("tmux session ended before the run finished" if ended else
-                      f"still {status.detail} after {timeout_s:.0f} s")
+                      f"still {status.detail} after {o.timeout_s:.0f} s")
         outcomes.append(RunOutcome(rows[run_dir], run_dir, state, elapsed, detail))
     return outcomes
 
 
-def _launch_submitit(plan, result, kind, partition, gpus_per_job, cpus_per_task, timeout_min, wait, timeout_s,
-                     poll_s, one_gpu_each) -> list[RunOutcome]:
+def _launch_submitit(plan: Plan, result: LaunchResult, o: LaunchOptions, one_gpu_each: bool) -> list[RunOutcome]:
     from fold0123.launcher.slurm import job_devices, submit_rows, wait_rows
 
-    gpus = gpus_per_job if job_devices(kind, gpus_per_job) != "cpu" else 0
-    submitted = submit_rows(plan, kind, partition=partition, gpus_per_job=gpus, cpus_per_task=cpus_per_task,
-                            timeout_min=timeout_min, one_gpu_each=one_gpu_each)
+    gpus = o.gpus_per_job if job_devices(o.executor, o.gpus_per_job) != "cpu" else 0
+    submitted = submit_rows(plan, o.executor, partition=o.partition, gpus_per_job=gpus,
+                            cpus_per_task=o.cpus_per_task, timeout_min=o.timeout_min, one_gpu_each=one_gpu_each)
     result.jobs = [str(row.job.job_id) for row in submitted]
-    if not wait:
+    if not o.wait:
         return [RunOutcome(r.split, r.run_dir, "running", 0.0, f"job {r.job.job_id}") for r in submitted]
-    ended = wait_rows(submitted, poll_s=poll_s, timeout_s=timeout_s)
+    ended = wait_rows(submitted, poll_s=o.poll_s, timeout_s=o.timeout_s)
     return [RunOutcome(r.split, r.run_dir, *ended[r.split]) for r in submitted]

@@ -31,7 +31,7 @@ from fold0123.common import muge, rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.fingerprint import run_staleness, stale_message
 from fold0123.common.schema import RunConfig
-from fold0123.common.errors import Fold0123Error
+from fold0123.common.errors import Fold0123Error, cli_main
 from fold0123.common.dataroot import split_names
 from fold0123.launcher.status import checkpoint_epochs, read_status, training_done
 
@@ -363,6 +363,7 @@ def describe(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """`python -m fold0123.launcher.layout --conf C [...] --json`: the plan the tmuxinator YAML renders."""
     parser = argparse.ArgumentParser(prog="python -m fold0123.launcher.layout", description=__doc__.splitlines()[0])
@@ -376,14 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redo-stale", action="store_true", help="retrain stale runs instead of refusing")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (for tmuxinator)")
     args = parser.parse_args(argv)
-    try:
-        plan = plan_fold0123(args.conf, devices=args.devices or None, eval_devices=args.eval_devices or None,
-                             redo_stale=args.redo_stale,
-                             checkpoints=args.checkpoints or None,
-                             splits=args.splits.split(",") if args.splits else None,
-                             session=args.session or None, root=args.root)
-    except LaunchError as err:
-        sys.exit(f"error: {err}")
+    plan = plan_fold0123(args.conf, devices=args.devices or None, eval_devices=args.eval_devices or None,
+                         redo_stale=args.redo_stale, checkpoints=args.checkpoints or None,
+                         splits=args.splits.split(",") if args.splits else None, session=args.session or None,
+                         root=args.root)
     print(plan.to_json() if args.json else describe(plan))
     return 0
 

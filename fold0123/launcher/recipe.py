@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fold0123.common import rundir
 from fold0123.common.config import load_config
+from fold0123.common.errors import Fold0123Error
 from fold0123.common.dataroot import (folds_fingerprint_path, split_names, split_paths, tag_vectors_fingerprint_path,
                                       tag_vectors_path)
 from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, folds_fingerprint, read_fingerprint,
@@ -57,10 +58,16 @@ def stage(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
+class StageError(Fold0123Error):
+    """A stage's CLI exited non-zero (it printed why above)."""
+
+
 def run_cli(*args: str) -> None:
-    command = [sys.executable, *args]
-    print("$ " + " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+    """Run one of the project's CLIs as a user would type it; StageError naming it when it fails."""
+    print("$ " + " ".join(args), flush=True)
+    done = subprocess.run([sys.executable, *args], cwd=ROOT)
+    if done.returncode:
+        raise StageError(f"stage failed: {' '.join(map(str, args))} (exit {done.returncode})")
 
 
 def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
