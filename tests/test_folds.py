@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
 
 from fold0123.data import layout
 from fold0123.data.fold_alignment import align_folds, target_sizes, transport
-from fold0123.data.folds import StratifiedGroupKFoldBatched, plan_folds, ratio_deviation, write_folds
+from fold0123.data.folds import plan_folds, ratio_deviation, write_folds
 from fold0123.data.layout import LayoutError
 from tests.fixtures import make_dataroot
 from tests.test_layout import BAD_INPUTS, assert_one_line_naming, bad_inputs, files_in
@@ -76,9 +76,8 @@ def bigroot(tmp_path: Path) -> Path:
                                                 (3, 16, 3, True), (4, 8, 4, False)])
 def test_split_invariants(k, batch, seed, mixed):
     y, groups = series_data(150, seed, mixed=mixed)
-    splitter = StratifiedGroupKFoldBatched(k, batch, seed)
-    folds = list(splitter.split(np.zeros(len(y)), y, groups))
-    assert len(folds) == k == splitter.get_n_splits()
+    folds = plan_folds(y, groups, k, batch, seed).indices()
+    assert len(folds) == k
     held_out_count = np.zeros(len(y), dtype=int)
     for train, test in folds:
         assert len(train) and len(test)
@@ -124,7 +123,7 @@ def test_too_few_series_for_k_is_an_error():
 def test_works_as_a_scikit_learn_cv():
     y, groups = series_data(90, 5)
     X = y[:, None] + np.random.default_rng(0).normal(size=(len(y), 1))
-    scores = cross_val_score(DummyClassifier(), X, y, groups=groups, cv=StratifiedGroupKFoldBatched(3, 4, 0))
+    scores = cross_val_score(DummyClassifier(), X, y, groups=groups, cv=plan_folds(y, groups, 3, 4, 0).indices())
     assert len(scores) == 3
 
 
@@ -167,8 +166,9 @@ def assert_partially_aligned(plan, y, groups, k, b):
     remainder = ((k - 1) * n) % b
     train_sizes = n - np.bincount(plan.fold, minlength=k)
     assert remainder and not plan.aligned, plan.notes
-    assert len(plan.aligned_folds()) == k - 1, (train_sizes, plan.notes)
-    (unaligned,) = set(range(k)) - set(plan.aligned_folds())
+    aligned = np.flatnonzero(train_sizes % b == 0)
+    assert len(aligned) == k - 1, (train_sizes, plan.notes)
+    (unaligned,) = set(range(k)) - set(aligned.tolist())
     assert train_sizes[unaligned] % b == remainder
     assert (np.delete(train_sizes, unaligned) % b == 0).all()
     assert ((plan.fold >= 0) & (plan.fold < k)).all() and np.bincount(plan.fold, minlength=k).min() > 0
@@ -192,7 +192,7 @@ def test_partial_alignment_when_all_k_folds_cannot_be(k, b, seed, mixed):
     assert_moves_are_whole_series(plan, before, groups)
     assert ratio_deviation(plan.fold, y, k) <= ratio_deviation(before, y, k) + 0.02
     np.testing.assert_array_equal(plan.fold, plan_folds(y, groups, k, b, seed).fold)  # deterministic
-    splits = list(StratifiedGroupKFoldBatched(k, b, seed).split(None, y, groups))
+    splits = plan_folds(y, groups, k, b, seed).indices()
     held_out = np.concatenate([test for _, test in splits])
     assert sorted(held_out.tolist()) == list(range(len(y))), "every row held out exactly once"
 
@@ -390,7 +390,7 @@ def test_summary_marks_aligned_folds_and_names_the_unaligned_one(bigroot):
     n = len(pd.read_csv(bigroot / "train.csv"))
     b = next(b for b in (64, 48, 40, 32) if (2 * n) % b > 1)  # all 3 folds cannot align, 2 can
     report = write_folds(bigroot, k=3, batch_size=b, seed=0)
-    (unaligned,) = set(range(3)) - set(report.plan.aligned_folds())
+    (unaligned,) = {f.index for f in report.folds if f.n_train % b}
     lines = report.summary().splitlines()
     for f in report.folds:
         line = next(line for line in lines if line.startswith(f"fold {f.index}: train"))

@@ -3,8 +3,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fold0123.data.jigsaw import (crop_to_grid, jigsaw_accuracy, jigsaw_batch, jigsaw_loss, min_hamming_distance,
-                         permutation_set, shuffle_tiles, unshuffle_tiles)
+from fold0123.data.jigsaw import crop_to_grid, jigsaw_batch, jigsaw_loss, permutation_set, shuffle_tiles
+
+
+def unshuffle_tiles(images, labels, grid=3):
+    """Put every tile back where it came from: the inverse of `shuffle_tiles(., labels)`."""
+    return shuffle_tiles(images, labels.argsort(-1), grid)
+
+
+def min_hamming_distance(perms):
+    """Smallest Hamming distance between two different rows: how hard the closest pair is to tell apart."""
+    d = (perms[:, None, :] != perms[None, :, :]).sum(-1)
+    d.fill_diagonal_(perms.shape[1] + 1)
+    return int(d.min())
+
+
+def jigsaw_accuracy(logits, labels):
+    """`tile_accuracy`: share of tiles placed right; `perm_accuracy`: share of images with every tile right."""
+    tiles = labels.shape[-1]
+    right = logits.reshape(-1, tiles, tiles).argmax(-1) == labels.to(logits.device)
+    return {"tile_accuracy": float(right.float().mean()), "perm_accuracy": float(right.all(-1).float().mean())}
 
 
 def images(b=3, size=30, seed=0):

@@ -12,7 +12,7 @@ from fold0123.data.tags import vector_columns
 from fold0123.models.backbones import BackboneError, build_backbone
 from fold0123.models.checkpoints import CheckpointError, read_checkpoint
 from fold0123.models.network import build_model
-from fold0123.models.soup import soup_last, uniform_soup
+from fold0123.models.soup import uniform_soup
 from fold0123.models.tasks import TASKS, get_task
 from fold0123.models.transfer import apply_freeze, load_backbone
 
@@ -188,7 +188,7 @@ def test_soup_of_identical_checkpoints_is_the_checkpoint(tmp_path):
     model = model_for("target")
     for epoch in (1, 2, 3):
         save(model, tmp_path / f"{epoch}.pth", epoch)
-    out = soup_last(tmp_path, 3, tmp_path / "soup" / "3.pth")
+    out = uniform_soup([tmp_path / f"{epoch}.pth" for epoch in (1, 2, 3)], tmp_path / "soup" / "3.pth")
     soup = read_checkpoint(out)
     assert soup["epoch"] == 3 and soup["config"] == CFG.model_dump() and len(soup["soup"]) == 3
     for key, value in model.state_dict().items():

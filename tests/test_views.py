@@ -2,8 +2,22 @@
 import pytest
 import torch
 
-from fold0123.data.views import (N_VIEWS, VIEW_NAMES, all_views, apply_view, compose_views, invert_view, random_views,
-                        split_views)
+from fold0123.data.views import N_VIEWS, VIEW_NAMES, all_views, apply_view, random_views, split_views
+
+
+def invert_view(x, k):
+    """The exact inverse of `apply_view(., k)`: rotate back, then undo the flips (flips are involutions)."""
+    if k & 4:
+        x = torch.rot90(x, 1, dims=(-2, -1))
+    dims = ([-1] if k & 1 else []) + ([-2] if k & 2 else [])
+    return torch.flip(x, dims) if dims else x
+
+
+def compose_views(a, b):
+    """The view equal to applying `a` then `b` (found by acting on a 2x2 probe)."""
+    probe = torch.arange(4).view(2, 2)
+    target = apply_view(apply_view(probe, a), b)
+    return next(k for k in range(N_VIEWS) if torch.equal(apply_view(probe, k), target))
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from fold0123.data.layout import check_photos, read_test, read_train, split_path
 
 @dataclass
 class FoldPlan:
-    """Which fold holds each row out (`fold[i]` in 0..k-1), the series moved to get there, and what to tell the user."""
+    """Which fold holds each row out (`fold[i]` in 0..k-1), the series moved to get there, and what to tell the user.
+    `indices()` is what a scikit-learn splitter yields, so it serves as any `cv=` argument."""
     fold: np.ndarray
     n_splits: int
     batch_size: int | None
@@ -42,37 +43,6 @@ class FoldPlan:
     def indices(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(train_idx, test_idx) per fold, as scikit-learn splitters yield them."""
         return [(np.flatnonzero(self.fold != i), np.flatnonzero(self.fold == i)) for i in range(self.n_splits)]
-
-    def aligned_folds(self) -> list[int]:
-        """Folds whose train size is a multiple of the batch size (all of them when there is no batch size). `aligned`
-        says whether that is every fold; after a partial alignment it is all but one."""
-        train_sizes = _train_sizes(self.fold, self.n_splits)
-        if not self.batch_size or self.batch_size == 1:
-            return list(range(self.n_splits))
-        return [int(i) for i in np.flatnonzero(train_sizes % self.batch_size == 0)]
-
-
-class StratifiedGroupKFoldBatched:
-    """A scikit-learn style splitter: `StratifiedGroupKFold(shuffle=True, random_state=seed)` plus fold checks and
-    whole-series moves towards train sizes that are multiples of `batch_size` (None or 1: no moves).
-
-    After `split`, `plan_` holds the FoldPlan (moves and notes, e.g. why alignment failed).
-    """
-
-    def __init__(self, n_splits: int = 3, batch_size: int | None = None, seed: int = 0):
-        self.n_splits = n_splits
-        self.batch_size = batch_size
-        self.seed = seed
-        self.plan_: FoldPlan | None = None
-
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
-        return self.n_splits
-
-    def split(self, X, y, groups):
-        if X is not None and len(X) != len(y):
-            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-        self.plan_ = plan_folds(y, groups, self.n_splits, self.batch_size, self.seed)
-        yield from self.plan_.indices()
 
 
 def plan_folds(y, groups, n_splits: int, batch_size: int | None = None, seed: int = 0) -> FoldPlan:
@@ -125,10 +95,7 @@ def check_folds(fold: np.ndarray, groups: np.ndarray, n_splits: int) -> None:
 
 
 def _is_aligned(fold: np.ndarray, n_splits: int, batch_size: int | None) -> bool:
-    if not batch_size or batch_size == 1:
-        return True
-    train_sizes = len(fold) - np.bincount(fold, minlength=n_splits)
-    return bool((train_sizes % batch_size == 0).all())
+    return not batch_size or bool((_train_sizes(fold, n_splits) % batch_size == 0).all())
 
 
 def align_to_batches(plan: FoldPlan, y: np.ndarray, groups: np.ndarray) -> FoldPlan:

@@ -76,13 +76,6 @@ def permutation_set(n: int, grid: int = GRID, kind: str = "hamming", seed: int =
     return torch.from_numpy(_permutation_set(int(n), int(grid), kind, int(seed)).copy())
 
 
-def min_hamming_distance(perms: torch.Tensor) -> int:
-    """Smallest Hamming distance between two different rows: how hard the closest pair is to tell apart."""
-    d = (perms[:, None, :] != perms[None, :, :]).sum(-1)
-    d.fill_diagonal_(perms.shape[1] + 1)
-    return int(d.min())
-
-
 def _random_shuffles(batch: int, count: int, tiles: int, permutations: torch.Tensor | None,
                      generator: torch.Generator | None) -> torch.Tensor:
     """`[batch, count, tiles]` non-identity permutations: from the set (without repeats per image when it can)
@@ -143,11 +136,6 @@ def shuffle_tiles(images: torch.Tensor, perms: torch.Tensor, grid: int = GRID,
     return out
 
 
-def unshuffle_tiles(images: torch.Tensor, labels: torch.Tensor, grid: int = GRID) -> torch.Tensor:
-    """Put every tile back where it came from: the inverse of `shuffle_tiles(., labels)`."""
-    return shuffle_tiles(images, labels.argsort(-1), grid)
-
-
 def jigsaw_batch(images: torch.Tensor, perms_per_image: int = 8, permutations: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, grid: int = GRID) -> tuple[torch.Tensor, torch.Tensor]:
     """A jigsaw training batch from `images` `[B, C, H, W]` (any dtype; uint8 is cheapest).
@@ -178,9 +166,3 @@ def jigsaw_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     tiles = labels.shape[-1]
     return F.cross_entropy(logits.float().reshape(-1, tiles), labels.reshape(-1).long())
 
-
-def jigsaw_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """`tile_accuracy`: share of tiles placed right; `perm_accuracy`: share of images with every tile right."""
-    tiles = labels.shape[-1]
-    right = logits.reshape(-1, tiles, tiles).argmax(-1) == labels.to(logits.device)
-    return {"tile_accuracy": float(right.float().mean()), "perm_accuracy": float(right.all(-1).float().mean())}

@@ -69,22 +69,38 @@ def _int_id(value, where: str, key: str) -> int:
     return value
 
 
-def iter_images_tsv(path: str | Path) -> Iterator[tuple[int, int, str]]:
-    """`(line number, image_id, base64 string)` per line of an images TSV, checking the shape of each line."""
+def numbered_lines(path: str | Path, what: str = "file", newline: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line) per non-blank line of a UTF-8 text file; LayoutError naming the file when it is missing."""
     path = Path(path)
     if not path.is_file():
-        raise LayoutError(f"{path}: file not found")
-    with open(path, encoding="utf-8", newline="\n") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2:
-                raise LayoutError(f"{path}: line {number}: expected image_id<TAB>base64, got {len(parts)} fields")
-            if not parts[0].strip().isdigit():
-                raise LayoutError(f"{path}: line {number}: image_id {parts[0][:40]!r} is not a non-negative integer")
-            yield number, int(parts[0]), parts[1].strip()
+        raise LayoutError(f"{path}: {what} not found")
+    with open(path, encoding="utf-8", newline=newline) as f:
+        yield from ((number, line) for number, line in enumerate(f, 1) if line.strip())
+
+
+def json_lines(path: str | Path, what: str = "file") -> Iterator[tuple[str, dict]]:
+    """(`{path}: line {n}`, object) per non-blank line of a JSONL file; one LayoutError line for a line that is
+    not a JSON object."""
+    for number, line in numbered_lines(path, what):
+        where = f"{path}: line {number}"
+        try:
+            obj = json.loads(line)
+        except ValueError as err:
+            raise LayoutError(f"{where}: not valid JSON ({err})") from None
+        if not isinstance(obj, dict):
+            raise LayoutError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield where, obj
+
+
+def iter_images_tsv(path: str | Path) -> Iterator[tuple[int, int, str]]:
+    """`(line number, image_id, base64 string)` per line of an images TSV, checking the shape of each line."""
+    for number, line in numbered_lines(path, newline="\n"):
+        parts = line.rstrip("\r\n").split("\t")
+        if len(parts) != 2:
+            raise LayoutError(f"{path}: line {number}: expected image_id<TAB>base64, got {len(parts)} fields")
+        if not parts[0].strip().isdigit():
+            raise LayoutError(f"{path}: line {number}: image_id {parts[0][:40]!r} is not a non-negative integer")
+        yield number, int(parts[0]), parts[1].strip()
 
 
 def read_images(path: str | Path, decode: bool = True) -> dict[int, str]:
@@ -103,13 +119,7 @@ def read_images(path: str | Path, decode: bool = True) -> dict[int, str]:
     return images
 
 
-def parse_text_line(line: str, where: str, need_images: bool) -> MugeText:
-    try:
-        obj = json.loads(line)
-    except ValueError as err:
-        raise LayoutError(f"{where}: not valid JSON ({err})") from None
-    if not isinstance(obj, dict):
-        raise LayoutError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+def parse_text(obj: dict, where: str, need_images: bool) -> MugeText:
     for key in ("text_id", "text"):
         if key not in obj:
             raise LayoutError(f"{where}: missing key {key!r}")
@@ -128,19 +138,13 @@ def parse_text_line(line: str, where: str, need_images: bool) -> MugeText:
 
 def read_texts(path: str | Path, need_images: bool = True) -> list[MugeText]:
     """The texts of a `{split}_texts.jsonl`, in file order; `need_images=False` admits texts without answers."""
-    path = Path(path)
-    if not path.is_file():
-        raise LayoutError(f"{path}: file not found")
     texts, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            text = parse_text_line(line, f"{path}: line {number}", need_images)
-            if text.text_id in seen:
-                raise LayoutError(f"{path}: line {number}: duplicate text_id {text.text_id}")
-            seen.add(text.text_id)
-            texts.append(text)
+    for where, obj in json_lines(path):
+        text = parse_text(obj, where, need_images)
+        if text.text_id in seen:
+            raise LayoutError(f"{where}: duplicate text_id {text.text_id}")
+        seen.add(text.text_id)
+        texts.append(text)
     if not texts:
         raise LayoutError(f"{path}: no texts")
     return texts

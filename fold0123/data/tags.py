@@ -61,26 +61,17 @@ def shared_names(tables: dict[str, pd.DataFrame]) -> set[str]:
     return {name for name, count in seen.items() if count > 1}
 
 
-def disambiguate(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """Each table with a `token` column (tag_token of its names)."""
-    shared = shared_names(tables)
-    out = {}
-    for table, frame in tables.items():
-        frame = frame.copy()
-        frame["token"] = [tag_token(name, table, name in shared) for name in frame["name"]]
-        out[table] = frame
-    return out
-
-
 def token_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """(object_id, table, name, token) rows: the materials, then the techniques, each in file order."""
-    frames = [frame.assign(table=table)[["object_id", "table", "name", "token"]]
-              for table, frame in disambiguate(tables).items()]
-    return pd.concat(frames, ignore_index=True)
+    """(object_id, table, name, token) rows: the materials, then the techniques, each in file order (`token`: the
+    name's tag_token)."""
+    shared = shared_names(tables)
+    frames = [frame.assign(table=table, token=[tag_token(name, table, name in shared) for name in frame["name"]])
+              for table, frame in tables.items()]
+    return pd.concat([frame[["object_id", "table", "name", "token"]] for frame in frames], ignore_index=True)
 
 
 def read_tokens(dataroot: str | Path) -> pd.DataFrame:
-    """token_table of the dataroot's (validated) tag tables: what the clip task reads."""
+    """token_table of the dataroot's (validated) tag tables (the stacking baselines' tag features)."""
     return token_table(read_tag_tables(dataroot))
 
 

@@ -20,47 +20,17 @@ from fold0123.common.rundir import VIEWS as VIEW_NAMES  # the run directory's vi
 N_VIEWS = len(VIEW_NAMES)
 
 
-def _check_view(k: int) -> int:
+def apply_view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """View `k` of `x` (`[..., H, W]`): flips first, then a 90° clockwise rotation for k >= 4."""
     k = int(k)
     if not 0 <= k < N_VIEWS:
         raise ValueError(f"view index {k} outside 0..{N_VIEWS - 1}")
-    return k
-
-
-def _flip_dims(k: int) -> list[int]:
-    return ([-1] if k & 1 else []) + ([-2] if k & 2 else [])
-
-
-def apply_view(x: torch.Tensor, k: int) -> torch.Tensor:
-    """View `k` of `x` (`[..., H, W]`): flips first, then a 90° clockwise rotation for k >= 4."""
-    k = _check_view(k)
-    dims = _flip_dims(k)
+    dims = ([-1] if k & 1 else []) + ([-2] if k & 2 else [])
     if dims:
         x = torch.flip(x, dims)
     if k & 4:
         x = torch.rot90(x, -1, dims=(-2, -1))
     return x
-
-
-def invert_view(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The exact inverse of `apply_view(., k)`: rotate back, then undo the flips (flips are involutions)."""
-    k = _check_view(k)
-    if k & 4:
-        x = torch.rot90(x, 1, dims=(-2, -1))
-    dims = _flip_dims(k)
-    if dims:
-        x = torch.flip(x, dims)
-    return x
-
-
-def compose_views(a: int, b: int) -> int:
-    """The view equal to applying `a` then `b` (found by acting on a 2x2 probe; D4 is closed under composition)."""
-    probe = torch.arange(4).view(2, 2)
-    target = apply_view(apply_view(probe, a), b)
-    for k in range(N_VIEWS):
-        if torch.equal(apply_view(probe, k), target):
-            return k
-    raise AssertionError("dihedral views are not closed under composition")  # unreachable for D4
 
 
 def all_views(x: torch.Tensor) -> torch.Tensor:

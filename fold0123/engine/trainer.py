@@ -110,19 +110,6 @@ class EpochBatches(torch.utils.data.Sampler):
         return len(self.batches)
 
 
-@dataclass
-class TrainData:
-    """What one epoch iterates over: a Dataset over the image cache, and the run's loader over it."""
-    dataset: torch.utils.data.Dataset
-    n: int
-    loader: torch.utils.data.DataLoader | None = None
-
-    def open_loader(self, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
-        self.loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=EpochBatches(), num_workers=workers,
-                                                  pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-        return self.loader
-
-
 # ---------------------------------------------------------------------------------------------------- loop
 
 class LossLog:
@@ -296,9 +283,10 @@ class Window:
         return self.images / max(time.perf_counter() - self.start, 1e-9)
 
 
-def train_epoch(trainee: Trainee, task: Task, data: TrainData, cfg: RunConfig, epoch: int, global_step: int,
-                log: LossLog, writer, bar_label: str, progress: bool) -> tuple[float, int]:
-    """One epoch of micro-batches with gradient accumulation; returns (mean loss per image, global step)."""
+def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoader, cfg: RunConfig, epoch: int,
+                global_step: int, log: LossLog, writer, bar_label: str, progress: bool) -> tuple[float, int]:
+    """One epoch of micro-batches with gradient accumulation over the run's one `loader` (its batch sampler an
+    EpochBatches); returns (mean loss per image, global step)."""
     seed = epoch_seed(cfg.seed, epoch, 1)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
     np.random.seed(seed % 2**32)
@@ -307,9 +295,8 @@ def train_epoch(trainee: Trainee, task: Task, data: TrainData, cfg: RunConfig, e
     apply_freeze(trainee.model, cfg.freeze, epoch, cfg.unfreeze_epoch)
     trainee.parallel.train()
     accum = accumulation_steps(cfg)
-    batches = epoch_batches(data.n, cfg.batch_size, cfg.seed, epoch)
+    batches = epoch_batches(len(loader.dataset), cfg.batch_size, cfg.seed, epoch)
     weights = group_weights(batches, accum)
-    loader = data.loader or data.open_loader(cfg.num_workers, trainee.device)
     loader.batch_sampler.batches = batches
     bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
                leave=False)
@@ -377,9 +364,11 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
     task = get_task(cfg.task, dataroot=cfg.dataroot)
-    data = TrainData(*task.training_data(cfg, split))  # before the model: a missing split / tag file fails fast
+    dataset = task.training_data(cfg, split)  # before the model: a missing split / tag file fails fast
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=EpochBatches(), num_workers=cfg.num_workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
-    n_batches = len(epoch_batches(data.n, cfg.batch_size, cfg.seed, 1))
+    n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 1))
     trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
     start_epoch, global_step = 1, 0
     if found is not None:
@@ -394,7 +383,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     keep_last = cfg.keep_last
     try:
         for epoch in range(start_epoch, epochs + 1):
-            loss, global_step = train_epoch(trainee, task, data, cfg, epoch, global_step, log, writer,
+            loss, global_step = train_epoch(trainee, task, loader, cfg, epoch, global_step, log, writer,
                                             f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress))
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()

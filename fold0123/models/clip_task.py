@@ -120,7 +120,7 @@ class ClipTask(Task):
 
     # --- data
     def training_data(self, cfg: RunConfig, split: str):
-        """(Dataset, number of pairs) of the run split's MUGE splits."""
+        """The pairs of the run split's MUGE splits."""
         if split not in muge.RUN_SPLITS:
             raise UsageError(f"--split {split}: a clip run trains on {' or '.join(muge.RUN_SPLITS)} "
                              f"(train: hold out valid; all: train + valid)")
@@ -134,8 +134,7 @@ class ClipTask(Task):
                 datasets.append(LmdbPairs(cfg.dataroot, name, targets, cfg.image_size))
             else:
                 datasets.append(PairDataset(self.image_cache(cfg), [p[0] for p in pairs], targets))
-        dataset = datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)
-        return dataset, len(dataset)
+        return datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)
 
     def image_cache(self, cfg: RunConfig):
         return muge_cache(cfg.dataroot, muge.SPLITS, cfg.image_size, rundir.cache_dir(cfg.checkpoints_dir))

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import torch
 
-from fold0123.common import rundir
 from fold0123.models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
 
 
@@ -45,10 +44,3 @@ def uniform_soup(checkpoint_paths: Sequence[str | Path], out_path: str | Path) -
     soup["soup"] = [str(p) for p in paths]
     return save_checkpoint(out_path, soup)
 
-
-def soup_last(run_dir: str | Path, n: int, out_path: str | Path) -> Path:
-    """Soup the last `n` epoch checkpoints of `run_dir` (fewer if the run has fewer)."""
-    paths = [path for _, path in rundir.list_checkpoints(Path(run_dir))[-n:]]
-    if not paths:
-        raise CheckpointError(f"{run_dir}: no epoch checkpoints ({{epoch}}.pth) to soup")
-    return uniform_soup(paths, out_path)

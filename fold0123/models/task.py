@@ -3,7 +3,7 @@
 A run is one task x one split; train.py and evaluate.py stay task-agnostic by going through a `Task`:
 
     task = get_task(cfg.task)
-    dataset, n = task.training_data(cfg, split)         # the train rows and targets; the first target call fits
+    dataset = task.training_data(cfg, split)            # the train rows and targets; the first target call fits
                                                          # task.state (jigsaw: every photo, clip: MUGE pairs)
     images, y = task.batch(images_uint8, y, generator, cfg)   # jigsaw shuffles here; others pass through
     loss = task.loss(model(normalize(images)), y)
@@ -75,13 +75,13 @@ class Task:
             self.fit(frame, dataroot, cfg)
         return np.asarray(self.targets_fn(self, frame, Path(dataroot), cfg), dtype=np.float32)
 
-    def training_data(self, cfg: RunConfig, split: str) -> tuple[torch.utils.data.Dataset, int]:
-        """(Dataset, its length) that a run of `split` trains on: the split's train rows with their targets (made
-        first, so a missing split or tag file fails before any decoding), over the photo cache."""
+    def training_data(self, cfg: RunConfig, split: str) -> torch.utils.data.Dataset:
+        """What a run of `split` trains on: the split's train rows with their targets (made first, so a missing
+        split or tag file fails before any decoding), over the photo cache."""
         train, _ = read_split(cfg.dataroot, split)
         ids = list(train["object_id"])
         targets = self.targets(train, cfg.dataroot, cfg)
-        return ImageDataset(photo_cache(cfg, ids), ids, targets), len(ids)
+        return ImageDataset(photo_cache(cfg, ids), ids, targets)
 
     def part_frames(self, cfg: RunConfig) -> dict:
         """Rows of each evaluated part of the run's split (`oof` only when the held-out rows carry labels)."""

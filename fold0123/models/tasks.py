@@ -188,7 +188,7 @@ class JigsawTask(Task):
         """The pretext: every photo of the split `all` (train + test), whatever the run's split; labels unused."""
         train, test = read_split(cfg.dataroot, "all")
         ids = list(train["object_id"]) + list(test["object_id"])
-        return ImageDataset(photo_cache(cfg, ids), ids, None), len(ids)
+        return ImageDataset(photo_cache(cfg, ids), ids, None)
 
     def batch(self, images, targets, generator=None, cfg=None):
         return jigsaw.jigsaw_batch(images, cfg.jigsaw.permutations_per_image, self.permutations(cfg), generator,

@@ -12,12 +12,11 @@ different set of ids is an error. Writes `{split}_similarity.npy` (+ ids) and `{
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from fold0123.common.errors import LayoutError, UsageError, error_line
+from fold0123.common.errors import LayoutError, UsageError, cli_main
 from fold0123.retrieval.predictions import load_similarity
 from fold0123.retrieval.predict import write_outputs
 
@@ -53,6 +52,7 @@ def ensemble(paths, out: str | Path, weights=None, split: str = "test") -> dict:
     return write_outputs(out, split, text_ids, image_ids, sim)
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("matrices", nargs="+", help="{split}_similarity.npy files (their .ids.json beside them)")
@@ -62,10 +62,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         weights = None if args.weights is None else [float(w) for w in args.weights.split(",")]
-        paths = ensemble(args.matrices, args.out, weights, args.split)
-    except ValueError as err:  # Fold0123Error is one, as is a weight that is not a number
-        sys.exit(error_line(err))
-    print(paths["predictions"])
+    except ValueError as err:
+        raise UsageError(f"--weights {args.weights}: {err}") from None
+    print(ensemble(args.matrices, args.out, weights, args.split)["predictions"])
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ The library functions are what retrieval.ttl and the demo reuse.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from fold0123.common import muge, rundir
-from fold0123.common.errors import Fold0123Error, UsageError, error_line
+from fold0123.common.errors import UsageError, cli_main
 from fold0123.data.muge import read_texts
 from fold0123.data.muge_lmdb import gallery_ids
 from fold0123.engine.evaluator import load_model, predict_images
@@ -74,6 +73,7 @@ def predict(run: str | Path, split: str = "test", epoch: str | int = "last", out
     return write_outputs(out or Path(run) / "retrieval", split, text_ids, image_ids, sim)
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -82,11 +82,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    try:
-        paths = predict(args.run, args.split, args.epoch, args.out, args.device)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
-    print(paths["predictions"])
+    print(predict(args.run, args.split, args.epoch, args.out, args.device)["predictions"])
 
 
 if __name__ == "__main__":

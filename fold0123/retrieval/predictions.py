@@ -17,6 +17,7 @@ import numpy as np
 
 from fold0123.common.errors import LayoutError
 from fold0123.common.io import atomic_path, write_json, write_text
+from fold0123.data.muge import json_lines
 from fold0123.data.recall import top_k
 
 TOP_K = 10
@@ -41,33 +42,22 @@ def write_predictions(path: str | Path, text_ids, image_ids, similarity: np.ndar
 
 def read_predictions(path: str | Path, k: int = TOP_K) -> dict[int, list[int]]:
     """text_id -> ranked image ids; one LayoutError line naming the file and line for anything malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise LayoutError(f"{path}: predictions file not found")
     out: dict[int, list[int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {number}"
-            try:
-                obj = json.loads(line)
-            except ValueError as err:
-                raise LayoutError(f"{where}: not valid JSON ({err})") from None
-            if not isinstance(obj, dict) or "text_id" not in obj or "image_ids" not in obj:
-                raise LayoutError(f"{where}: expected {{\"text_id\": int, \"image_ids\": [int, ...]}}")
-            text_id, ids = obj["text_id"], obj["image_ids"]
-            if not isinstance(text_id, int) or isinstance(text_id, bool):
-                raise LayoutError(f"{where}: text_id {text_id!r} is not an integer")
-            if not isinstance(ids, list) or not 1 <= len(ids) <= k:
-                raise LayoutError(f"{where}: text_id {text_id}: image_ids must be a list of 1 to {k} ids")
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise LayoutError(f"{where}: text_id {text_id}: image_ids must be integers")
-            if len(set(ids)) != len(ids):
-                raise LayoutError(f"{where}: text_id {text_id}: duplicate image ids in its list")
-            if text_id in out:
-                raise LayoutError(f"{where}: duplicate text_id {text_id}")
-            out[text_id] = ids
+    for where, obj in json_lines(path, "predictions file"):
+        if "text_id" not in obj or "image_ids" not in obj:
+            raise LayoutError(f"{where}: expected {{\"text_id\": int, \"image_ids\": [int, ...]}}")
+        text_id, ids = obj["text_id"], obj["image_ids"]
+        if not isinstance(text_id, int) or isinstance(text_id, bool):
+            raise LayoutError(f"{where}: text_id {text_id!r} is not an integer")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= k:
+            raise LayoutError(f"{where}: text_id {text_id}: image_ids must be a list of 1 to {k} ids")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise LayoutError(f"{where}: text_id {text_id}: image_ids must be integers")
+        if len(set(ids)) != len(ids):
+            raise LayoutError(f"{where}: text_id {text_id}: duplicate image ids in its list")
+        if text_id in out:
+            raise LayoutError(f"{where}: duplicate text_id {text_id}")
+        out[text_id] = ids
     return out
 
 

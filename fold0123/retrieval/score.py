@@ -10,12 +10,11 @@ Printed as percentages, like the MUGE leaderboard; `score()` returns fractions.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from fold0123.common.errors import Fold0123Error, LayoutError, error_line
+from fold0123.common.errors import LayoutError, cli_main
 from fold0123.data.muge import read_texts
 from fold0123.data.recall import KS, recall_at
 from fold0123.retrieval.predictions import read_predictions
@@ -39,15 +38,13 @@ def score(predictions: str | Path, answers: str | Path) -> dict[str, float]:
     return out
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("predictions", help="a {split}_predictions.jsonl")
     parser.add_argument("--answers", required=True, help="the split's texts JSONL with image_ids")
     args = parser.parse_args(argv)
-    try:
-        result = score(args.predictions, args.answers)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    result = score(args.predictions, args.answers)
     print(f"{args.predictions}: {result['n']} texts  R@1 {100 * result['r1']:.2f}  R@5 {100 * result['r5']:.2f}  "
           f"R@10 {100 * result['r10']:.2f}  MR {100 * result['mr']:.2f}")
 

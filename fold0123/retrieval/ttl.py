@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +35,7 @@ import torch
 
 from fold0123.common import muge
 from fold0123.common.config import add_config_args, config_from_args
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.errors import Fold0123Error, cli_main
 from fold0123.common.schema import TtlConfig
 from fold0123.data.datasets import normalize
 from fold0123.data.muge import read_split
@@ -132,6 +131,7 @@ def test_time_learning(run: str | Path, cache: str | Path, opts: TtlConfig | Non
     return {**paths, "losses": losses, "pairs": len(texts)}
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -143,11 +143,8 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     args.conf = args.conf or DEFAULT_CONF
-    try:
-        opts = config_from_args(args, TtlConfig)
-        result = test_time_learning(args.run, args.cache, opts, args.split, args.epoch, args.out, args.device)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    opts = config_from_args(args, TtlConfig)
+    result = test_time_learning(args.run, args.cache, opts, args.split, args.epoch, args.out, args.device)
     losses = result["losses"]
     print(f"{result['predictions']} ({opts.steps} steps, adapt {opts.adapt}, lr {opts.lr:g}, on {result['pairs']} "
           f"cached pairs" + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses else ")"))

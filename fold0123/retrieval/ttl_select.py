@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fold0123.common.config import add_config_args, apply_override, config_from_args, validate
-from fold0123.common.errors import Fold0123Error, UsageError, error_line
+from fold0123.common.errors import UsageError, cli_main
 from fold0123.common.io import write_json
 from fold0123.common.schema import TtlConfig
 from fold0123.data.recall import first_positive_rank, recall_at
@@ -131,6 +130,7 @@ def describe(point: TtlConfig | dict) -> str:
             + (f" weight_decay={data['weight_decay']:g}" if data["weight_decay"] else ""))
 
 
+@cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True)
@@ -149,13 +149,10 @@ def main(argv=None) -> None:
         steps = sorted({int(s) for s in args.steps.split(",")})
     except ValueError:
         steps = []
-    try:
-        if not steps or steps[0] < 1:
-            raise UsageError(f"--steps {args.steps}: expected positive step counts, e.g. 30,100,300")
-        base = config_from_args(args, TtlConfig)
-        rows = select(args.run, args.cache, base, args.grid, steps, args.split, args.epoch, args.device)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    if not steps or steps[0] < 1:
+        raise UsageError(f"--steps {args.steps}: expected positive step counts, e.g. 30,100,300")
+    rows = select(args.run, args.cache, config_from_args(args, TtlConfig), args.grid, steps, args.split, args.epoch,
+                  args.device)
     print(f"\n{args.split} text->image after test-time learning on {args.cache} (run {args.run})")
     print(f"{'setting':<44}{'steps':>6}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MR':>8}{'gain':>8}")
     for row in rows:
