@@ -3,19 +3,22 @@
 Builds the tmuxinator/fold0123.yml layout with libtmux (detached unless --attach), or submits the rows to Slurm
 (`--executor slurm --partition P --gpus-per-job 1`) or to submitit's local executor (`--executor local`).
 Re-running skips runs already DONE and evaluated and resumes interrupted ones. With --wait it blocks until
-every row is done and exits non-zero naming the runs that failed.
+every row is done and exits non-zero naming the runs that failed. `--json` prints the planned rows and panes and
+starts nothing: what tmuxinator/fold0123.yml lays out, so the two launchers cannot drift.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 from fold0123.common.config import add_config_args
 from fold0123.common.errors import cli_main
-from fold0123.launcher.fold0123 import EXECUTORS, LaunchOptions, launch_fold0123
+from fold0123.launcher.fold0123 import EXECUTORS, LaunchOptions, launch_fold0123, plan_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, named as LaunchOptions' fields."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layout", choices=["fold0123"], help="the layout to launch")
     add_config_args(parser)  # --conf and repeatable --set, passed on to train.py
@@ -25,12 +28,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where the evaluators run, e.g. 4,5,6,7 or cpu; default: the row's trainer's device "
                              "(Slurm: a GPU list means each job's second GPU, with --gpus-per-job 2)")
     parser.add_argument("--checkpoints", default=None, help="override the config's checkpoints_dir")
-    parser.add_argument("--splits", default=None, help="run only these rows, e.g. 3fold0,all")
+    parser.add_argument("--splits", default=None, type=lambda text: tuple(text.split(",")),
+                        help="run only these rows, e.g. 3fold0,all")
     parser.add_argument("--attach", action="store_true", help="attach to the tmux session once started")
     parser.add_argument("--wait", action="store_true", help="block until every row is finished")
     parser.add_argument("--session", default=None, help="tmux session name (default fold0123_{exp})")
-    parser.add_argument("--socket", default=None, help="tmux socket name (tmux -L); default server otherwise")
-    parser.add_argument("--no-close", action="store_true", help="keep the tmux session open after success")
+    parser.add_argument("--socket", dest="socket_name", default=None,
+                        help="tmux socket name (tmux -L); default server otherwise")
+    parser.add_argument("--no-close", dest="close", action="store_false",
+                        help="keep the tmux session open after success")
     parser.add_argument("--executor", choices=EXECUTORS, default="tmux")
     parser.add_argument("--partition", default=None, help="Slurm partition")
     parser.add_argument("--gpus-per-job", type=int, default=1)
@@ -39,18 +45,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redo-stale", action="store_true",
                         help="retrain runs made by another config or from other inputs (default: refuse, naming "
                              "what differs)")
+    parser.add_argument("--root", default=None, help="where the panes' commands run (default: the repository)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON and start nothing")
     return parser.parse_args(argv)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = LaunchOptions(
-        devices=args.devices, eval_devices=args.eval_devices, checkpoints=args.checkpoints,
-        overrides=tuple(args.overrides), splits=tuple(args.splits.split(",")) if args.splits else None,
-        wait=args.wait, attach=args.attach, session=args.session, executor=args.executor, socket_name=args.socket,
-        partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_task=args.cpus_per_task,
-        timeout_min=args.timeout_min, close=not args.no_close, redo_stale=args.redo_stale)
+    options = LaunchOptions(**{**{f.name: getattr(args, f.name) for f in fields(LaunchOptions) if f.name in args},
+                               "overrides": tuple(args.overrides)})
+    if args.json:
+        print(plan_of(args.conf, options).to_json())
+        return 0
     try:
         result = launch_fold0123(args.conf, options)
     except KeyboardInterrupt:

@@ -43,6 +43,18 @@ def parse_value(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
+def _mapping(text: str, source, empty=None) -> dict:
+    """The YAML mapping `text` holds (`empty` for an empty text); ConfigError naming `source` otherwise."""
+    try:
+        raw = parse_value(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    raw = empty if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of keys")
+    return raw
+
+
 def _merge(base: dict, top: dict, origin: dict, source: str, prefix: tuple = ()) -> dict:
     """`top` over `base`, recording in `origin` which file set each leaf key (for error messages)."""
     out = copy.deepcopy(base)
@@ -67,12 +79,7 @@ def _read_yaml(path: Path, origin: dict, seen: tuple[Path, ...] = (), below: dic
         raise ConfigError(f"{shown}: circular 'base:' chain")
     if not path.is_file():
         raise ConfigError(f"{shown}: config file not found")
-    try:
-        raw = parse_value(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{shown}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{shown}: top level must be a mapping of keys")
+    raw = _mapping(path.read_text(), shown, empty={})
     given = raw.pop("base", None)
     bases = [given] if isinstance(given, str) else [] if given is None else given
     if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
@@ -184,10 +191,4 @@ def dump_config(cfg: BaseModel) -> str:
 
 def read_config_text(text: str, schema: type[Config], source: str) -> Config:
     """A resolved config as written by `dump_config` (a run's config.yml), validated."""
-    try:
-        raw = parse_value(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: top level must be a mapping of keys")
-    return validate(schema, raw, lambda loc: source)
+    return validate(schema, _mapping(text, source), lambda loc: source)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from fold0123.common import dataroot, muge, rundir
 from fold0123.common.errors import Fold0123Error
-from fold0123.common.io import write_json
+from fold0123.common.io import file_hash, write_json
 from fold0123.common.schema import RUN_VOLATILE_KEYS
 
 
@@ -32,14 +32,7 @@ class StaleError(Fold0123Error):
 
 def file_digest(path: str | Path) -> str:
     """sha256 of the file's content (first 16 hex digits); 'missing' when it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return "missing"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_hash(path).hexdigest()[:16] if Path(path).is_file() else "missing"
 
 
 def stat_digest(paths: Iterable[str | Path]) -> str:

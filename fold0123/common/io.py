@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -134,6 +135,15 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, holder: str = "a
         yield
     finally:
         os.close(fd)
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256"):
+    """The `hashlib` object of the file's content (read in 1 MiB blocks)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -14,12 +14,12 @@ T = TypeVar("T")
 
 
 def wait_until(predicate: Callable[[], T], timeout: float | None, interval: float = 0.2,
-               what: str = "a condition") -> T:
+               what: str = "a condition", quiet: bool = False) -> T:
     """Call `predicate()` every `interval` seconds until it returns something truthy, and return that value.
 
     `timeout` in seconds, None to wait for ever. When it passes, raise TimeoutError("timed out after {timeout} s
-    waiting for {what}"). The predicate may do work on each call (redraw a frame, collect finished jobs); it is
-    called at least once, even with a zero timeout.
+    waiting for {what}"), or with `quiet` return the predicate's last (falsy) value. The predicate may do work on
+    each call (redraw a frame, collect finished jobs); it is called at least once, even with a zero timeout.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -31,5 +31,7 @@ def wait_until(predicate: Callable[[], T], timeout: float | None, interval: floa
             continue
         left = deadline - time.monotonic()
         if left <= 0:
+            if quiet:
+                return result
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(min(interval, left))

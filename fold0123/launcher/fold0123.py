@@ -18,16 +18,10 @@ EXECUTORS = ("tmux", "slurm", "local")
 
 @dataclass(frozen=True)
 class LaunchOptions:
-    """How to launch the rows (every field has the CLI's default; `launch.py --help` says the same per flag).
-
-    devices: `0,1,2,3`, `cpu` or None (every visible GPU, else the CPU with its threads divided);
-    eval_devices: where the evaluators run, e.g. `4,5,6,7` (default None: each on its row's trainer's device;
-    on Slurm a GPU list means the job's second GPU, so ask for gpus_per_job=2);
-    checkpoints: overrides the config's checkpoints_dir; overrides: `key=value` for train.py's `--set`;
-    splits: a subset of the rows; executor: tmux (libtmux, `socket_name` for a private server), slurm or
-    local (submitit); close: the session closes itself once every row is DONE (tmux), `linger_s` after
-    printing the elapsed minutes (with `wait`, the launch returns once it has closed); timeout_s: stop waiting
-    (rows still running are reported so); root: where the commands run (default the repository)."""
+    """How to launch the rows: launch.py's flags by the same names (its --help says what each does), and the
+    callers' own: `root` (where the commands run; default the repository), `timeout_s` (stop waiting; the rows
+    still running are reported so), `poll_s`, `linger_s` (the waiter shows its summary that long before it
+    closes the session; with `wait` the launch returns once it has) and `verbose`."""
     devices: str | None = None
     eval_devices: str | None = None
     checkpoints: str | Path | None = None
@@ -108,10 +102,7 @@ def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) 
     elif o.executor == "local" and one_gpu_each:
         from fold0123.launcher.slurm import job_devices
         o = replace(o, devices=job_devices(o.executor, o.gpus_per_job))
-    plan = plan_fold0123(conf, devices=o.devices, eval_devices=o.eval_devices, checkpoints=o.checkpoints,
-                         overrides=o.overrides, splits=o.splits, session=o.session, root=o.root, close=o.close,
-                         linger_s=o.linger_s, threads=o.cpus_per_task if o.executor == "slurm" else None,
-                         redo_stale=o.redo_stale)
+    plan = plan_of(conf, o)
     if o.verbose:
         print(describe(plan), flush=True)
     skipped = [RunOutcome(s, plan.run_path(d), "skipped", 0.0, "already DONE and evaluated")
@@ -132,6 +123,14 @@ def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) 
         outcomes = _launch_submitit(plan, result, o, one_gpu_each)
     result.outcomes = _in_split_order(plan, skipped + outcomes)
     return result
+
+
+def plan_of(conf: str | Path, o: LaunchOptions) -> Plan:
+    """The rows `launch_fold0123` lays out (`launch.py --json` prints them for tmuxinator/fold0123.yml)."""
+    return plan_fold0123(conf, devices=o.devices, eval_devices=o.eval_devices, checkpoints=o.checkpoints,
+                         overrides=o.overrides, splits=o.splits, session=o.session, root=o.root, close=o.close,
+                         linger_s=o.linger_s, threads=o.cpus_per_task if o.executor == "slurm" else None,
+                         redo_stale=o.redo_stale)
 
 
 def _in_split_order(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:

@@ -1,8 +1,9 @@
 """The fold0123 layout as plain data: which rows run, on which device, with which commands in which panes.
 
 One builder serves every way of running the rows (libtmux, tmuxinator, Slurm/submitit), so they cannot drift:
-the tmuxinator YAML asks `python -m fold0123.launcher.layout --json ...` for its rows and panes instead of spelling the
-commands out a second time, and the test compares what `tmuxinator debug` would type with `plan_fold0123`.
+the tmuxinator YAML asks `python launch.py fold0123 --json ...` for its rows and panes instead of spelling the
+commands out a second time, and tests/test_tmuxinator.py compares what `tmuxinator debug` would type with
+`plan_fold0123`.
 
 A plan is decided once, at launch, from the run directories (DESIGN section 3):
   - a run that is DONE with its last epoch evaluated is skipped (its row is not laid out at all);
@@ -15,7 +16,6 @@ on 4-7, so evaluation never slows training down.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -31,7 +31,7 @@ from fold0123.common import muge, rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.fingerprint import run_staleness, stale_message
 from fold0123.common.schema import RunConfig
-from fold0123.common.errors import Fold0123Error, cli_main
+from fold0123.common.errors import Fold0123Error
 from fold0123.common.dataroot import split_names
 from fold0123.launcher.status import checkpoint_epochs, read_status, training_done
 
@@ -361,29 +361,3 @@ def describe(plan: Plan) -> str:
     for split, rdir in plan.skipped:
         lines.append(f"  {split:8s} skipped: already DONE and evaluated ({rdir})")
     return "\n".join(lines)
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fold0123.launcher.layout --conf C [...] --json`: the plan the tmuxinator YAML renders."""
-    parser = argparse.ArgumentParser(prog="python -m fold0123.launcher.layout", description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", required=True)
-    parser.add_argument("--devices", default=None)
-    parser.add_argument("--eval-devices", default=None)
-    parser.add_argument("--checkpoints", default=None)
-    parser.add_argument("--splits", default=None, help="comma-separated subset of the splits")
-    parser.add_argument("--session", default=None)
-    parser.add_argument("--root", default=None)
-    parser.add_argument("--redo-stale", action="store_true", help="retrain stale runs instead of refusing")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON (for tmuxinator)")
-    args = parser.parse_args(argv)
-    plan = plan_fold0123(args.conf, devices=args.devices or None, eval_devices=args.eval_devices or None,
-                         redo_stale=args.redo_stale, checkpoints=args.checkpoints or None,
-                         splits=args.splits.split(",") if args.splits else None, session=args.session or None,
-                         root=args.root)
-    print(plan.to_json() if args.json else describe(plan))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -154,10 +154,7 @@ def wait_for(run_dirs: Iterable[str | Path], poll_s: float = 1.0, timeout_s: flo
                     on_finish(status, elapsed)
         return not pending or (keep_going is not None and not keep_going())
 
-    try:
-        wait_until(settled, timeout_s, poll_s, what=f"{len(pending)} runs to finish")
-    except TimeoutError:
-        pass  # what is unfinished is returned as it stands
+    wait_until(settled, timeout_s, poll_s, what=f"{len(pending)} runs to finish", quiet=True)  # unfinished: as is
     elapsed = time.monotonic() - start
     return {**finished, **{d: (read_status(d), elapsed) for d in pending}}
 

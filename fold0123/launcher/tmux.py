@@ -41,10 +41,8 @@ def session_is_busy(session: libtmux.Session) -> bool:
 
 def wait_closed(server: libtmux.Server, name: str, timeout_s: float) -> bool:
     """After success the waiter closes the session (after its linger); wait for that, so callers see it gone."""
-    try:
-        return wait_until(lambda: not session_alive(server, name), timeout_s, 0.2, f"tmux session {name} to close")
-    except TimeoutError:
-        return False
+    return wait_until(lambda: not session_alive(server, name), timeout_s, 0.2, f"tmux session {name} to close",
+                      quiet=True)
 
 
 def wait_idle(server: libtmux.Server, name: str, timeout_s: float) -> bool:
@@ -55,10 +53,7 @@ def wait_idle(server: libtmux.Server, name: str, timeout_s: float) -> bool:
             return not session_is_busy(server.sessions.get(session_name=name))
         except Exception:  # the session (or the server) is gone: nothing left to wait for
             return True
-    try:
-        return wait_until(idle, timeout_s, 0.2, f"tmux session {name}'s waiter to finish")
-    except TimeoutError:
-        return False
+    return wait_until(idle, timeout_s, 0.2, f"tmux session {name}'s waiter to finish", quiet=True)
 
 
 def check_free(server: libtmux.Server, name: str) -> None:
@@ -74,10 +69,8 @@ def check_free(server: libtmux.Server, name: str) -> None:
     last = len(server.sessions) == 1
     session.kill()
     if last:  # the server exits with its last session: a session started before it is gone would die with it
-        try:
-            wait_until(lambda: not server.is_alive(), timeout=5, what="the emptied tmux server to exit")
-        except TimeoutError:
-            pass  # still serving (another client's session appeared): starting ours on it is fine
+        # if it is still serving after that (another client's session appeared), starting ours on it is fine
+        wait_until(lambda: not server.is_alive(), timeout=5, what="the emptied tmux server to exit", quiet=True)
 
 
 def start_session(plan: Plan, server: libtmux.Server) -> libtmux.Session:

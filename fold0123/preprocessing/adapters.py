@@ -113,18 +113,22 @@ class AdapterSummary:
     notes: list[str] = field(default_factory=list)
 
     def lines(self, shown: int = 5) -> list[str]:
-        ranked = sorted(self.class_counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        fmt = ", ".join
+        largest, smallest = extremes(self.class_counts, shown)
         out = [f"{self.adapter} {self.source} -> {self.out}",
                f"  {self.classes} classes; train {self.train_rows} images, test {self.test_rows}; metric "
                f"{self.metric}; "
                + (f"{self.groups} groups ({self.group_column})" if self.groups else "no groups (plain folds)"),
-               f"  largest classes: {fmt(f'{k} {v}' for k, v in ranked[:shown])}",
-               f"  smallest classes: {fmt(f'{k} {v}' for k, v in ranked[::-1][:shown])}"]
+               f"  largest classes: {largest}", f"  smallest classes: {smallest}"]
         return out + [f"  note: {n}" for n in self.notes]
 
 
 # ---------------------------------------------------------------------------------------------------- checks
+
+def extremes(counts: dict[str, int], shown: int = 5) -> tuple[str, str]:
+    """The `shown` largest and smallest classes, each as `name count, ...` (ties in name order)."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return tuple(", ".join(f"{k} {v}" for k, v in part[:shown]) for part in (ranked, ranked[::-1]))
+
 
 def class_order(names) -> list[str]:
     """The classes in index order: sorted names (as torchvision's ImageFolder orders them)."""

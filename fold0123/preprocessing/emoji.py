@@ -20,7 +20,6 @@ build made the other way is refused (or, with --force / --redo-stale, rebuilt) i
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -38,7 +37,7 @@ from PIL import Image
 from fold0123.common.build import (beside, earlier_build, headline, pins, reuse, salted_id, staged_build,
                                    write_records)
 from fold0123.common.errors import Fold0123Error, cli_main
-from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, fetch_package
+from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, builder_parser, fetch_package
 
 N_ERAS = 4  # the eras of the release year: atmaCup #11's four target classes
 # Changing the salt changes every id: keep it fixed so runs and checkpoints stay comparable across machines.
@@ -143,14 +142,6 @@ def era(year: int) -> int:
     if year <= 2017:
         return 2
     return 3
-
-
-def opaque_id(hexcode: str, kind: str = "object") -> str:
-    """First 20 hex digits of a salted SHA-1: stable across machines, uninformative about the code point.
-
-    Series ids use their own `kind` so a base emoji's object id never equals its series id (which would tell
-    which row of a series is the base, and the base is usually the oldest)."""
-    return salted_id(ID_SALT, kind, hexcode)
 
 
 def strip_fe0f(hexcode: str) -> str:
@@ -276,8 +267,22 @@ def on_white(png: bytes, what: str) -> Image.Image:
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
-def choose_test_series(series: pd.Series, target: pd.Series, seed: int) -> set[str]:
-    """A series-disjoint, target-stratified ~20 % of the objects (one fold of a 5-fold StratifiedGroupKFold)."""
+def shuffled_ids(rows: list[EmojiImage], seed: int, salt: str, series_column: str,
+                 tgz: Path) -> tuple[list[EmojiImage], pd.DataFrame]:
+    """The rows in a seeded random order (the only order ever written) and their salted ids (common.build): the
+    object id from the hexcode, `series_column` from the base emoji's, with a kind of its own so that a base emoji's
+    object id never equals its series id (which would tell the base, usually the oldest row of its series)."""
+    rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))]
+    frame = pd.DataFrame({"object_id": [salted_id(salt, "object", r.hexcode) for r in rows],
+                          series_column: [salted_id(salt, "series", r.base_hexcode) for r in rows]})
+    if frame["object_id"].duplicated().any() or set(frame["object_id"]) & set(frame[series_column]):
+        raise EmojiDataError(f"{tgz}: opaque id collision; change ID_SALT")
+    return rows, frame
+
+
+def test_split(series: pd.Series, target: pd.Series, seed: int) -> np.ndarray:
+    """Which objects are test: a series-disjoint, target-stratified ~20 % (one fold of a 5-fold
+    StratifiedGroupKFold)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     if series.nunique() < TEST_SHARE_FOLDS:
@@ -286,7 +291,7 @@ def choose_test_series(series: pd.Series, target: pd.Series, seed: int) -> set[s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members" on tiny inputs
         _, test_index = next(splitter.split(np.zeros(len(series)), target.to_numpy(), series.to_numpy()))
-    return set(series.iloc[test_index])
+    return series.isin(set(series.iloc[test_index])).to_numpy()
 
 
 # ---------------------------------------------------------------- the build
@@ -316,18 +321,10 @@ def _write_tag_tables(tables: dict[str, pd.DataFrame], is_test_id: set[str], out
 def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[str, list[str]], out: Path,
                   private: Path, seed: int, emoji_tgz: Path, skipped: int, test_tags: bool = False) -> Summary:
     tags_of = by_hexcode(tags)
-    rng = np.random.default_rng(seed)
-    rows = [rows[i] for i in rng.permutation(len(rows))]  # the shuffled order is the only order ever written
-    frame = pd.DataFrame({
-        "object_id": [opaque_id(r.hexcode) for r in rows],
-        "sorting_date": [release_year(r.added_in, r.hexcode) for r in rows],
-        "art_series_id": [opaque_id(r.base_hexcode, "series") for r in rows],
-    })
+    rows, frame = shuffled_ids(rows, seed, ID_SALT, "art_series_id", emoji_tgz)
+    frame.insert(1, "sorting_date", [release_year(r.added_in, r.hexcode) for r in rows])
     frame["target"] = frame["sorting_date"].map(era)
-    if frame["object_id"].duplicated().any() or set(frame["object_id"]) & set(frame["art_series_id"]):
-        raise EmojiDataError(f"{emoji_tgz}: opaque id collision; change ID_SALT")
-    test_series = choose_test_series(frame["art_series_id"], frame["target"], seed)
-    is_test = frame["art_series_id"].isin(test_series).to_numpy()
+    is_test = test_split(frame["art_series_id"], frame["target"], seed)
 
     materials, techniques, matched, n_tags = [], [], 0, []
     for object_id, row in zip(frame["object_id"], rows):
@@ -362,7 +359,8 @@ def _write_tables(rows: list[EmojiImage], images: dict[str, bytes], tags: dict[s
     return Summary(
         out=str(out), private=str(private), seed=seed, rows=len(frame), series=frame["art_series_id"].nunique(),
         train_rows=int((~is_test).sum()), test_rows=int(is_test.sum()),
-        train_series=frame["art_series_id"][~is_test].nunique(), test_series=len(test_series),
+        train_series=frame["art_series_id"][~is_test].nunique(),
+        test_series=frame["art_series_id"][is_test].nunique(),
         train_targets=counts(~is_test), test_targets=counts(is_test),
         tags_per_object=float(n_tags.mean()), share_without_tags=float((n_tags == 0).mean()),
         tag_matched=int(matched), skipped_without_image=skipped, techniques_per_object=2.0, test_tags=test_tags,
@@ -449,15 +447,10 @@ def build_dataset(out: str | os.PathLike = "datasets/emoji", cache: str | os.Pat
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="datasets/emoji", help="the dataroot to write (default datasets/emoji)")
-    parser.add_argument("--cache", default=None, help="npm tarball cache (default $FOLD0123_NPM_CACHE or "
-                                                      "~/.cache/fold0123/npm)")
-    parser.add_argument("--seed", type=int, default=0, help="row shuffle and test split seed")
+    parser = builder_parser(__doc__, "datasets/emoji")
     parser.add_argument("--test-tags", action="store_true",
                         help="keep the test objects' materials/techniques rows in the dataroot (default: train "
                              "objects only, as atmaCup #11 shipped them; the test rows go to the private folder)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if --out holds a complete build")
     parser.add_argument("--redo-stale", action="store_true",
                         help="rebuild a complete build made with another seed, package pin or --test-tags choice "
                              "(default: stop, naming what differs); a build made as asked is reused")

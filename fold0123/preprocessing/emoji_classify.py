@@ -37,7 +37,6 @@ otherwise, or a folder that is not a build, is refused unless --force.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass, field
@@ -46,18 +45,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fold0123.common.build import (BuildError, earlier_build, headline, pins, reuse, salted_id,
-                                   staged_build, write_records)
+from fold0123.common.build import (BuildError, earlier_build, headline, pins, reuse, staged_build,
+                                   write_records)
 from fold0123.common.errors import cli_main
 from fold0123.preprocessing.adapters import MARKER as ADAPTER_MARKER
-from fold0123.preprocessing.adapters import adapt_imagefolder, class_order
-from fold0123.preprocessing.emoji import (IMAGE_DIR, EmojiDataError, EmojiImage, choose_test_series, on_white,
-                                          read_emoji_datasource)
-from fold0123.preprocessing.npm import EMOJI_DATASOURCE, Package, fetch_package
+from fold0123.preprocessing.adapters import adapt_imagefolder, class_order, extremes
+from fold0123.preprocessing.emoji import (IMAGE_DIR, EmojiImage, on_white, read_emoji_datasource, shuffled_ids,
+                                          test_split)
+from fold0123.preprocessing.npm import EMOJI_DATASOURCE, Package, builder_parser, fetch_package
 
 ID_SALT = "fold0123/emoji_classify/v1"  # fixed: ids stay comparable across machines; not emoji.py's (see above)
 MIN_SERIES = 6         # a subcategory needs this many base emoji to be a class
-GROUP_COLUMN = "series"
 GROUPS_FILE = "groups.csv"
 BUILDER = "fold0123.preprocessing.emoji_classify"
 
@@ -84,18 +82,15 @@ class ClassifySummary:
     reused: bool = False
 
     def lines(self, shown: int = 5) -> list[str]:
-        total = {k: self.train_counts[k] + self.test_counts.get(k, 0) for k in self.train_counts}
-        ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
-        fmt = ", ".join
+        largest, smallest = extremes({k: n + self.test_counts.get(k, 0) for k, n in self.train_counts.items()}, shown)
         return [
             headline("emoji subcategory dataset", self),
             f"  private answers and ids: {self.private}",
             f"  {self.classes} classes; images {self.rows} (train {self.train_rows}, test {self.test_rows}); "
             f"series {self.series} (train {self.train_series}, test {self.test_series}); seed {self.seed}",
-            f"  largest classes (train+test): {fmt(f'{k} {v}' for k, v in ranked[:shown])}",
-            f"  smallest classes (train+test): {fmt(f'{k} {v}' for k, v in ranked[::-1][:shown])}",
+            f"  largest classes (train+test): {largest}", f"  smallest classes (train+test): {smallest}",
             f"  dropped {len(self.dropped)} subcategories with fewer than {self.min_series} base emoji "
-            f"({self.dropped_rows} images): {fmt(f'{k} {v}' for k, v in sorted(self.dropped.items()))}",
+            f"({self.dropped_rows} images): {', '.join(f'{k} {v}' for k, v in sorted(self.dropped.items()))}",
         ]
 
 
@@ -117,18 +112,11 @@ def keep_classes(rows: list[EmojiImage], min_series: int = MIN_SERIES) -> tuple[
 def _write(rows: list[EmojiImage], images: dict[str, bytes], out: Path, private: Path, seed: int, emoji_tgz: Path,
            min_series: int) -> ClassifySummary:
     kept, dropped = keep_classes(rows, min_series)
-    rng = np.random.default_rng(seed)
-    kept = [kept[i] for i in rng.permutation(len(kept))]  # the shuffled order is the only order ever written
+    kept, frame = shuffled_ids(kept, seed, ID_SALT, "series", emoji_tgz)
     classes = class_order(r.subcategory for r in kept)  # the adapter's order: target = index in sorted names
-    index = {c: i for i, c in enumerate(classes)}
-    frame = pd.DataFrame({"object_id": [salted_id(ID_SALT, "object", r.hexcode) for r in kept],
-                          "series": [salted_id(ID_SALT, "series", r.base_hexcode) for r in kept],
-                          "label": [r.subcategory for r in kept]})
-    frame["target"] = frame["label"].map(index)
-    if frame["object_id"].duplicated().any() or set(frame["object_id"]) & set(frame["series"]):
-        raise EmojiDataError(f"{emoji_tgz}: opaque id collision; change ID_SALT")
-    test_series = choose_test_series(frame["series"], frame["target"], seed)
-    is_test = frame["series"].isin(test_series).to_numpy()
+    frame["label"] = [r.subcategory for r in kept]
+    frame["target"] = frame["label"].map({c: i for i, c in enumerate(classes)})
+    is_test = test_split(frame["series"], frame["target"], seed)
     frame["image"] = [f"test/{i}.png" if t else f"train/{label}/{i}.png"
                       for i, label, t in zip(frame["object_id"], frame["label"], is_test)]
 
@@ -144,17 +132,16 @@ def _write(rows: list[EmojiImage], images: dict[str, bytes], out: Path, private:
                   "subcategory": frame["label"], "series": frame["series"],
                   "base_hexcode": [r.base_hexcode for r in kept],
                   "split": np.where(is_test, "test", "train")}).to_csv(private / "ids.csv", index=False)
-    dropped_rows = len(rows) - len(kept)
+
+    def counts(mask: np.ndarray) -> dict[str, int]:
+        return {c: int(n) for c, n in frame["label"][mask].value_counts().reindex(classes, fill_value=0).items()}
+
     return ClassifySummary(
         out=str(out), private=str(private), seed=seed, min_series=min_series, rows=len(frame),
         series=frame["series"].nunique(), classes=len(classes), train_rows=int((~is_test).sum()),
         test_rows=int(is_test.sum()), train_series=frame["series"][~is_test].nunique(),
-        test_series=len(test_series),
-        train_counts={c: int(n) for c, n in frame["label"][~is_test].value_counts().reindex(classes, fill_value=0)
-                      .items()},
-        test_counts={c: int(n) for c, n in frame["label"][is_test].value_counts().reindex(classes, fill_value=0)
-                     .items()},
-        dropped=dropped, dropped_rows=dropped_rows)
+        test_series=frame["series"][is_test].nunique(), train_counts=counts(~is_test), test_counts=counts(is_test),
+        dropped=dropped, dropped_rows=len(rows) - len(kept))
 
 
 def build_from_tarball(emoji_tgz: str | os.PathLike, out: str | os.PathLike, private: str | os.PathLike | None = None,
@@ -208,18 +195,12 @@ def make_dataroot(out: str | os.PathLike, dataroot: str | os.PathLike, rebuilt: 
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="datasets/emoji_classify_raw",
-                        help="the competition-style ImageFolder to write (default datasets/emoji_classify_raw)")
+    parser = builder_parser(__doc__, "datasets/emoji_classify_raw")  # OUT: the competition-style ImageFolder
     parser.add_argument("--private", default=None, help="answers and ids (default: OUT without _raw, + _private)")
     parser.add_argument("--dataroot", default=None, help="also write the pipeline's dataroot here with the "
                                                          "ImageFolder adapter (e.g. datasets/emoji_classify)")
-    parser.add_argument("--cache", default=None, help="npm tarball cache (default $FOLD0123_NPM_CACHE or "
-                                                      "~/.cache/fold0123/npm)")
-    parser.add_argument("--seed", type=int, default=0, help="shuffle and test split seed")
     parser.add_argument("--min-series", type=int, default=MIN_SERIES,
                         help=f"drop subcategories with fewer base emoji (default {MIN_SERIES})")
-    parser.add_argument("--force", action="store_true", help="rebuild even if OUT (and --dataroot) hold a build")
     args = parser.parse_args(argv)
     summary = build_dataset(args.out, args.private, args.cache, args.seed, args.min_series, args.force)
     print("\n".join(summary.lines()))

@@ -23,7 +23,6 @@ reused, anything else at `out` is refused without --force.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -40,7 +39,7 @@ from fold0123.data.muge import MugeText, encode_base64, write_images, write_text
 from fold0123.preprocessing.emoji import (EMOJIBASE_JSON, member_bytes, by_hexcode, json_list, on_white,
                                           read_emoji_datasource)
 from fold0123.preprocessing.npm import (EMOJI_DATASOURCE, EMOJI_DATASOURCE_APPLE, EMOJIBASE, Package,
-                                        fetch_package)
+                                        builder_parser, fetch_package)
 
 ID_SALT = "fold0123/emoji-muge/v1"
 SHARES = {"train": 0.7, "valid": 0.1, "test": 0.2}
@@ -179,12 +178,7 @@ def build_dataset(out="datasets/emoji_muge", cache=None, seed: int = 0, force: b
 
 @cli_main
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="datasets/emoji_muge")
-    parser.add_argument("--cache", default=None, help="npm tarball cache (default ~/.cache/fold0123/npm)")
-    parser.add_argument("--seed", type=int, default=0, help="split and order seed")
-    parser.add_argument("--force", action="store_true", help="rebuild whatever is at --out")
-    args = parser.parse_args(argv)
+    args = builder_parser(__doc__, "datasets/emoji_muge").parse_args(argv)
     summary = build_dataset(args.out, args.cache, args.seed, args.force)
     print("\n".join(summary.lines()))
 

@@ -6,8 +6,8 @@ cache makes the (large) download happen once per machine; a verified cached file
 """
 from __future__ import annotations
 
+import argparse
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fold0123.common.errors import Fold0123Error
+from fold0123.common.io import file_hash
 
 CACHE_ENV = "FOLD0123_NPM_CACHE"
 DEFAULT_CACHE = Path("~/.cache/fold0123/npm")
@@ -60,13 +61,20 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def builder_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The command line every builder of a bundled dataset starts from: --out, --cache (of the pinned packages),
+    --seed, --force; `doc` is the builder's module docstring."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--out", default=out, help=f"the folder to write (default {out})")
+    parser.add_argument("--cache", default=None, help=f"npm tarball cache (default ${CACHE_ENV} or {DEFAULT_CACHE})")
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the shuffled order and the split")
+    parser.add_argument("--force", action="store_true", help="rebuild whatever is at --out")
+    return parser
+
+
 def integrity_of(path: str | os.PathLike) -> str:
     """npm's integrity string for a file: 'sha512-' + base64 of the SHA-512 digest."""
-    digest = hashlib.sha512()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha512-" + base64.b64encode(digest.digest()).decode("ascii")
+    return "sha512-" + base64.b64encode(file_hash(path, "sha512").digest()).decode("ascii")
 
 
 def install_tarball(downloaded: Path, package: Package, cache: Path) -> Path:
