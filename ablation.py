@@ -3,8 +3,8 @@ report.html): each piece of the pipeline against the simple baselines, on the sa
 
     python ablation.py --conf parameters/ablation/cpu.yml [--set key=value ...] [--redo-stale]
 
-The steps live in fold0123.launcher.ablation, the table in fold0123.stacking.ablation (which
-`python -m fold0123.stacking.ablation --conf ...` re-writes from the outputs alone).
+The plan, the steps and the table live in fold0123.ablation (plan, run, table; `python -m fold0123.ablation.table
+--conf ...` re-writes the table from the outputs alone).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.common.schema import AblationConfig
-from fold0123.launcher.ablation import run_ablation
+from fold0123.ablation.run import run_ablation
 
 
 def main() -> None:

@@ -39,15 +39,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from fold0123.stacking import pipeline  # after argument parsing: --help stays instant
+    from fold0123 import ensemble  # after argument parsing: --help stays instant
 
     cfg = config_from_args(args, StackConfig)
     if args.command == "stack":
-        result = pipeline.run_default(cfg)
+        result = ensemble.run_default(cfg)
     elif args.command == "ensemble":
-        result = pipeline.run_ensemble(cfg)
+        result = ensemble.run_ensemble(cfg)
     else:
-        result = pipeline.run_pseudo(cfg, args.round)
+        result = ensemble.run_pseudo(cfg, args.round)
     print(result.summary())
 
 

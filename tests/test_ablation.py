@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from fold0123.common.ablation_plan import task_confs
+from fold0123.ablation.plan import task_confs
 from fold0123.common.config import load_config
 from fold0123.common.schema import RecipeConfig
 from fold0123.launcher.recipe import shared
-from fold0123.stacking.ablation import Row, judge
+from fold0123.ablation.table import Row, judge
 from tests.engine_fixtures import ROOT, tiny_recipe, write
 
 

@@ -327,7 +327,7 @@ def test_cli_one_line_errors_and_summary(tmp_path):
 
 def test_adapters_and_class_baselines_import_without_torch():
     code = ("import sys, fold0123.preprocessing.adapters, fold0123.preprocessing.emoji_classify, "
-            "fold0123.stacking.class_baselines; assert 'torch' not in sys.modules, 'torch imported'")
+            "fold0123.baselines; assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""stacking.baselines and stacking.pixel_stats: the table, honest early stopping, the skipped tag row, the cache.
+"""fold0123.baselines (a number's rows) and data.pixel_stats: the table, honest early stopping, the skipped tag row, the cache.
 
 The fixture's photos carry the label (hue and a bright square follow the target), so a pixel-statistics model
 must beat the constant by far; its tags follow the target too.
@@ -18,7 +18,9 @@ from PIL import Image
 
 from fold0123.data.folds import write_folds
 from fold0123.data.layout import read_split
-from fold0123.stacking import baselines, pixel_stats
+from fold0123 import baselines
+from fold0123.data import pixel_stats
+from fold0123.stacking import cv
 from tests.fixtures import make_dataroot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +45,14 @@ def test_the_table_has_every_row_with_finite_values(scored):
     root, report = scored
     assert [r.name for r in report.rows] == NAMES and all(r.status == "ok" for r in report.rows)
     for row in report.rows:
-        numbers = [*row.fold_scores, row.cv_mean, row.cv_std, row.oof_rmse, row.answers_rmse,
-                   row.answers_rmse_fold_mean, row.seconds]
+        numbers = [*row.fold_scores, row.cv_mean, row.cv_std, row.oof, row.answers, row.answers_fold_mean,
+                   row.seconds]
         assert len(row.fold_scores) == 3 and np.isfinite(numbers).all(), row
         assert row.answers_n == len(pd.read_csv(root / "test.csv")) > 0
     out = root.parent / "data_baselines"
     assert Path(report.out) == out
     saved = json.loads((out / "baselines.json").read_text())
-    assert [r["name"] for r in saved["rows"]] == NAMES and "inner_valid_ids" not in saved["rows"][1]
+    assert [r["name"] for r in saved["rows"]] == NAMES and "inner_rows" not in saved["rows"][1]
     assert saved["rows"][1]["n_features"] == len(pixel_stats.FEATURES) >= 45
     markdown = (out / "baselines.md").read_text()
     assert all(f"| {name} |" in markdown for name in NAMES) and "± " in markdown
@@ -60,9 +62,9 @@ def test_the_table_has_every_row_with_finite_values(scored):
 def test_pixel_statistics_beat_the_constant_where_pixels_carry_the_label(scored):
     _, report = scored
     constant, pixels, tags = report.rows
-    assert pixels.cv_mean < 0.5 * constant.cv_mean and pixels.oof_rmse < 0.5 * constant.oof_rmse
-    assert pixels.answers_rmse < 0.5 * constant.answers_rmse
-    assert pixels.answers_rmse_fold_mean < 0.5 * constant.answers_rmse_fold_mean
+    assert pixels.cv_mean < 0.5 * constant.cv_mean and pixels.oof < 0.5 * constant.oof
+    assert pixels.answers < 0.5 * constant.answers
+    assert pixels.answers_fold_mean < 0.5 * constant.answers_fold_mean
     assert tags.cv_mean < constant.cv_mean
 
 
@@ -70,14 +72,14 @@ def test_early_stopping_never_looks_at_the_scored_rows(scored):
     """Each fit's inner validation rows are its own training rows (whole series), never the fold it is scored on."""
     root, report = scored
     for row in report.rows[1:]:
-        assert set(row.inner_valid_ids) == {"3fold0", "3fold1", "3fold2", "all"}
-        for split, inner in row.inner_valid_ids.items():
+        assert set(row.inner_rows) == {"3fold0", "3fold1", "3fold2", "all"}
+        for split, inner in row.inner_rows.items():
             train, held_out = read_split(root, split)
             inner = set(inner)
             assert inner and inner <= set(train["object_id"]) and not inner & set(held_out["object_id"])
             in_inner = train["object_id"].isin(inner)
             assert not set(train["art_series_id"][in_inner]) & set(train["art_series_id"][~in_inner])
-            assert row.inner_valid_rows[split] == len(inner) >= 0.2 * len(train)
+            assert len(inner) >= 0.2 * len(train)
             assert row.best_iterations[split] >= 1
 
 
@@ -88,24 +90,30 @@ def test_a_bagged_baseline_averages_its_seeded_members_on_one_inner_split(scored
     train, held_out = read_split(root, "3fold0")
     X = pixel_stats.pixel_features(root, list(train["object_id"]) + list(held_out["object_id"]), workers=1).frame
     X_train, X_held = X.loc[train["object_id"]], X.loc[held_out["object_id"]]
-    single = baselines.lgbm(train, X_train, X_held, len(X_held), seed=4, threads=1,
-                            options=baselines.LgbmOptions(early_stopping_rounds=5))
-    bagged = baselines.lgbm(train, X_train, X_held, len(X_held), seed=4, threads=1,
-                            options=baselines.LgbmOptions(bag=2, early_stopping_rounds=5))
+    groups, n = train["art_series_id"].to_numpy(), len(train)
+
+    def fit(bag: int):
+        return cv.cross_validate(pd.concat([X_train, X_held]).to_numpy(np.float32),
+                                 np.concatenate([train["target"], held_out["target"]]).astype(float),
+                                 [(np.arange(n), np.arange(n, n + len(held_out)))], lgbm=baselines.LgbmOptions(
+                                     params={"num_threads": 1}, early_stopping_rounds=5, bag=bag), seed=4,
+                                 inner=cv.group_holdout(np.concatenate([groups, held_out["art_series_id"]]), seed=4),
+                                 clip=True)
+    single, bagged = fit(1), fit(2)
     y = train["target"].to_numpy(float)
     members = [_member(train, X_train, X_held, 4, model_seed) for model_seed in (4, 5)]  # seed 4's inner split
-    np.testing.assert_allclose(single.predictions, np.clip(members[0], y.min(), y.max()))
-    np.testing.assert_allclose(bagged.predictions, np.clip(np.mean(members, axis=0), y.min(), y.max()))
-    assert not np.allclose(bagged.predictions, single.predictions)
-    assert bagged.inner_valid_ids == single.inner_valid_ids
+    np.testing.assert_allclose(single.oof[n:], np.clip(members[0], y.min(), y.max()))
+    np.testing.assert_allclose(bagged.oof[n:], np.clip(np.mean(members, axis=0), y.min(), y.max()))
+    assert not np.allclose(bagged.oof[n:], single.oof[n:])
+    np.testing.assert_array_equal(bagged.inner_rows[0], single.inner_rows[0])
 
 
 def _member(train, X_train, X_held, split_seed: int, model_seed: int) -> np.ndarray:
     import lightgbm as lgb
 
     y = train["target"].to_numpy(float)
-    inner = baselines.inner_split(train["art_series_id"].to_numpy(), seed=split_seed)
-    params = baselines.lgbm_params(model_seed, 1)
+    inner = cv.holdout_mask(train["art_series_id"].to_numpy(), seed=split_seed)
+    params = {**baselines.lgbm_options(threads=1).params, "seed": model_seed}
     X = X_train.to_numpy(np.float32)
     names = list(X_train.columns)
     dtrain = lgb.Dataset(X[~inner], label=y[~inner], feature_name=names, free_raw_data=False)
@@ -117,14 +125,14 @@ def _member(train, X_train, X_held, split_seed: int, model_seed: int) -> np.ndar
 
 def test_inner_split_takes_whole_groups_and_never_all():
     groups = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 1, 2, 3, 4, 5])
-    inner = baselines.inner_split(groups, 0.2, seed=3)
+    inner = cv.holdout_mask(groups, 0.2, seed=3)
     assert inner.sum() >= 0.2 * len(groups) and not inner.all()
     for g in np.unique(groups):
         assert len(set(inner[groups == g])) == 1
-    assert (baselines.inner_split(groups, 0.2, seed=3) == inner).all()
-    assert baselines.inner_split(np.array([0, 1]), 0.9).sum() == 1
-    with pytest.raises(baselines.UsageError, match="at least 2 art_series_id groups"):
-        baselines.inner_split(np.zeros(5))
+    assert (cv.holdout_mask(groups, 0.2, seed=3) == inner).all()
+    assert cv.holdout_mask(np.array([0, 1]), 0.9).sum() == 1
+    with pytest.raises(baselines.UsageError, match="at least 2 groups"):
+        cv.holdout_mask(np.zeros(5))
 
 
 def test_the_tag_row_is_skipped_when_test_objects_have_no_tags(tmp_path):
@@ -132,7 +140,7 @@ def test_the_tag_row_is_skipped_when_test_objects_have_no_tags(tmp_path):
     report = baselines.run_baselines(root, 3, out=tmp_path / "out", workers=1)
     tags = report.rows[2]
     assert tags.status == "skipped" and "test objects have no tags" in tags.reason
-    assert report.rows[1].answers_rmse is None and np.isfinite(report.rows[1].cv_mean)
+    assert report.rows[1].answers is None and np.isfinite(report.rows[1].cv_mean)
     saved = json.loads((tmp_path / "out" / "baselines.json").read_text())["rows"][2]
     assert saved["status"] == "skipped" and saved["cv_mean"] is None
     assert "| tags LightGBM | | skipped: the test objects have no tags" in (tmp_path / "out" / "baselines.md").read_text()
@@ -206,7 +214,7 @@ def test_cli_writes_the_report(tmp_path, capsys):
 @pytest.mark.integration
 def test_module_runs_as_a_command(tmp_path):
     root = make_root(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "fold0123.stacking.baselines", "--dataroot", str(root)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "fold0123.baselines", "--dataroot", str(root)], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "data_baselines" / "baselines.md").is_file()

@@ -204,7 +204,7 @@ def test_a_rectangular_size_trains_on_flips_and_evaluates_all_eight_views(tmp_pa
 def test_hand_set_ensemble_weights_name_every_run(classify_runs):
     import stack
     from fold0123.common.schema import EnsembleOptions
-    from fold0123.stacking.pipeline import _ensemble_weights
+    from fold0123.ensemble import _ensemble_weights
 
     runs = pd.DataFrame({"score": [0.5, 0.6], "lower_is_better": False}, index=["resnet", "convnext"])
     np.testing.assert_allclose(_ensemble_weights(runs, EnsembleOptions(weights={"resnet": 3, "convnext": 1})),

@@ -1,4 +1,4 @@
-"""The HTML reports a person looks at (stacking/html_report.py), checked the way a person would see them: rendered
+"""The HTML reports a person looks at (reports/html.py, ablation/table.py), checked the way a person would see them: rendered
 by a real browser (Debian's headless `chromium`) to a PNG screenshot, plus the DOM after the page loaded.
 
 What "renders" means here: the page is not blank; the tables are in the DOM with their rows; every plot is an
@@ -23,7 +23,7 @@ from PIL import Image
 
 from fold0123.common.config import load_config
 from fold0123.common.schema import StackConfig
-from fold0123.stacking.html_report import ablation_html
+from fold0123.ablation.table import ablation_html
 from tests import synthetic_runs as synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,8 +107,8 @@ def test_stack_html_from_an_out_dir_without_infold_or_answers(tmp_path: Path):
     import pandas as pd
 
     from fold0123.common.io import write_csv
-    from fold0123.stacking.html_report import confusion_figure, stack_html
-    from fold0123.stacking.report import write_report
+    from fold0123.reports.html import confusion_figure, stack_html
+    from fold0123.reports.markdown import write_report
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 60).astype(float)

@@ -16,7 +16,7 @@ from fold0123.common.config import ConfigError, load_config
 from fold0123.common.schema import RecipeConfig, StackConfig
 from fold0123.launcher import recipe
 from fold0123.stacking.features import build_features
-from fold0123.stacking.pipeline import ensemble_probabilities
+from fold0123.ensemble import ensemble_probabilities
 from fold0123.stacking.runs import RunError, load_outputs, resolve_epoch, run_dir
 from tests import synthetic_runs as synthetic
 

@@ -11,19 +11,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fold0123 import ensemble as ens
+from fold0123.common.schema import LgbmOptions
 from fold0123.data.layout import read_split, split_names, split_paths, train_columns
-from fold0123.stacking import ensemble as ens
-from fold0123.stacking import postprocess as pp
-from tests import synthetic_runs as synthetic
-from fold0123.stacking.features import aggregate_views, build_features
 from fold0123.data.metrics import rmse
-from fold0123.stacking.lgbm import fit_infold_stack, fit_oof_stack
-
-RANGE = (0.0, 3.0)  # atmaCup's four classes
+from fold0123.stacking import postprocess as pp
+from fold0123.stacking.features import aggregate_views, build_features
+from fold0123.stacking.pipeline import infold_stack, oof_stack
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
 from fold0123.stacking.runs import RunError, load_outputs, resolve_epoch, run_dir
+from tests import synthetic_runs as synthetic
 
+RANGE = (0.0, 3.0)  # atmaCup's four classes
 FAST = dict(num_threads=1, num_leaves=7, min_data_in_leaf=5, learning_rate=0.1)
+
+
+def lgbm(params=FAST, bag=1) -> LgbmOptions:
+    return LgbmOptions(params=params, num_boost_round=300, early_stopping_rounds=20, bag=bag)
 
 
 def _noisy_copies(rng, y, sigmas):
@@ -36,12 +40,13 @@ def test_stack_beats_each_single_feature():
     y = rng.integers(0, 4, n).astype(float)
     folds = np.arange(n) % 3
     X = _noisy_copies(rng, y, [0.6, 0.6, 0.6])
-    fit = fit_oof_stack(X, y, folds, {}, FAST, num_boost_round=300, early_stopping_rounds=20)
+    fit = oof_stack(X, y, folds, {}, lgbm())
+    cv = rmse(y, fit.oof)
     singles = [rmse(y, X[c]) for c in X]
-    single_stacks = [fit_oof_stack(X[[c]], y, folds, {}, FAST, 300, 20).cv for c in X]
-    assert fit.cv < min(singles) - 0.1, (fit.cv, singles)
-    assert fit.cv < min(single_stacks) - 0.05, (fit.cv, single_stacks)
-    assert len(fit.fold_scores) == 3 and len(fit.best_iterations) == 3
+    single_stacks = [rmse(y, oof_stack(X[[c]], y, folds, {}, lgbm()).oof) for c in X]
+    assert cv < min(singles) - 0.1, (cv, singles)
+    assert cv < min(single_stacks) - 0.05, (cv, single_stacks)
+    assert len(fit.scores) == 3 and len(fit.best_iterations) == 3
     assert set(fit.importance["feature"]) == {"f0", "f1", "f2"}
 
 
@@ -56,7 +61,7 @@ def test_a_folds_own_labels_never_choose_its_stack_or_post_processing():
     target, probs = y + 0.5 * rng.standard_normal(n), rng.dirichlet(np.ones(4), n)
     shuffled = y.copy()
     shuffled[folds == 0] = rng.permutation(y[folds == 0])  # fold 0's labels changed, its features not
-    fits = [fit_oof_stack(X, labels, folds, {}, FAST, 300, 20) for labels in (y, shuffled)]
+    fits = [oof_stack(X, labels, folds, {}, lgbm()) for labels in (y, shuffled)]
     np.testing.assert_array_equal(fits[0].oof[folds == 0], fits[1].oof[folds == 0])
     assert fits[0].best_iterations[0] == fits[1].best_iterations[0]
     stack = fits[0].oof
@@ -74,17 +79,18 @@ def test_a_bagged_stack_is_the_mean_of_its_seeded_members():
     y = rng.integers(0, 4, n).astype(float)
     folds = np.arange(n) % 3
     X = _noisy_copies(rng, y, [0.6, 0.8, 1.0, 1.2])
-    sampled = {**FAST, "feature_fraction": 0.5, "bagging_fraction": 0.7, "bagging_freq": 1, "seed": 7}
-    members = [fit_oof_stack(X, y, folds, {"test": X}, {**sampled, "seed": 7 + i}, 300, 20) for i in range(3)]
+    sampled = {**FAST, "feature_fraction": 0.5, "bagging_fraction": 0.7, "bagging_freq": 1}
+    members = [oof_stack(X, y, folds, {"test": X}, lgbm(sampled), seed=7 + i) for i in range(3)]
     assert not np.allclose(members[0].oof, members[1].oof)
-    bagged = fit_oof_stack(X, y, folds, {"test": X}, sampled, 300, 20, bag=3)
+    bagged = oof_stack(X, y, folds, {"test": X}, lgbm(sampled, bag=3), seed=7)
     np.testing.assert_allclose(bagged.oof, np.mean([m.oof for m in members], axis=0))
     np.testing.assert_allclose(bagged.test["test"], np.mean([m.test["test"] for m in members], axis=0))
-    assert bagged.cv == pytest.approx(rmse(y, bagged.oof)) and len(bagged.best_iterations) == 3
+    assert bagged.scores == pytest.approx([rmse(y[folds == f], bagged.oof[folds == f]) for f in range(3)])
+    assert len(bagged.best_iterations) == 3
     infold_X, infold_y = [X[folds != f] for f in range(3)], [y[folds != f] for f in range(3)]
-    one = fit_infold_stack(infold_X, infold_y, X, y, folds, {}, {**sampled, "seed": 8}, 300, 20)
-    two = fit_infold_stack(infold_X, infold_y, X, y, folds, {}, sampled, 300, 20, bag=2)
-    first = fit_infold_stack(infold_X, infold_y, X, y, folds, {}, sampled, 300, 20)
+    one = infold_stack(infold_X, infold_y, X, y, folds, {}, lgbm(sampled), seed=8)
+    two = infold_stack(infold_X, infold_y, X, y, folds, {}, lgbm(sampled, bag=2), seed=7)
+    first = infold_stack(infold_X, infold_y, X, y, folds, {}, lgbm(sampled), seed=7)
     np.testing.assert_allclose(two.oof, (first.oof + one.oof) / 2)
 
 
@@ -103,8 +109,8 @@ def test_out_of_fold_stack_beats_in_fold_stack_on_held_out_rows():
     X, X_test = table(y, 1.0), table(y_test, 1.0)
     infold_X = [table(y[folds != f], 0.05) for f in range(3)]
     infold_y = [y[folds != f] for f in range(3)]
-    oof = fit_oof_stack(X, y, folds, {"test": X_test}, FAST, 300, 20)
-    infold = fit_infold_stack(infold_X, infold_y, X, y, folds, {"test": X_test}, FAST, 300, 20)
+    oof = oof_stack(X, y, folds, {"test": X_test}, lgbm())
+    infold = infold_stack(infold_X, infold_y, X, y, folds, {"test": X_test}, lgbm())
     oof_score, infold_score = rmse(y_test, oof.test["test"]), rmse(y_test, infold.test["test"])
     assert oof_score < infold_score - 0.05, (oof_score, infold_score)
 
@@ -338,9 +344,13 @@ def test_pseudo_rows_never_enter_a_validation_part(synth):
 
 
 def test_stacking_imports_no_torch():
-    """Every module of the stacking room, and the shared readers and scorer it uses, import without torch (the
-    synthetic runs of these tests may: they take their metrics from the task table)."""
-    code = ("import importlib, pkgutil, sys, stack, fold0123.stacking as room, fold0123.data.answers; "
-            "[importlib.import_module(f'fold0123.stacking.{m.name}') for m in pkgutil.iter_modules(room.__path__)]; "
+    """Every module of the stacking, reports and ablation rooms, the ensemble and the baselines, and the shared
+    readers and scorer they use, import without torch (the synthetic runs of these tests may: they take their
+    metrics from the task table)."""
+    code = ("import importlib, pkgutil, sys, stack, ablation, fold0123.ensemble, fold0123.baselines, "
+            "fold0123.data.answers, fold0123.data.pixel_stats\n"
+            "for room in ('stacking', 'reports', 'ablation'):\n"
+            "    package = importlib.import_module(f'fold0123.{room}')\n"
+            "    [importlib.import_module(f'fold0123.{room}.{m.name}') for m in pkgutil.iter_modules(package.__path__)]\n"
             "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

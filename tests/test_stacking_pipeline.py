@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import stack
-from fold0123.stacking import pixel_stats
+from fold0123.data import pixel_stats
 from tests import synthetic_runs as synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from fold0123.common.errors import LayoutError
 from fold0123.common.schema import CompetitionSpec
-from fold0123.data.metrics import macro_f1, rmse, top_k_accuracy
+from fold0123.data.metrics import expected_class, macro_f1, rmse, top_k_accuracy
 
 SPEC_FILE = "competition.yml"
 CLASS_KINDS = ("ordinal", "classification")
@@ -154,11 +154,10 @@ def score(metric: str, y_true, predictions) -> float:
     y_true = np.asarray(y_true, np.float64)
     predictions = np.asarray(predictions, np.float64)
     if metric == "rmse":
-        if predictions.ndim == 2:  # probabilities of ordinal classes: their expected class
-            predictions = predictions @ np.arange(predictions.shape[1])
-        return rmse(y_true, predictions)
+        return rmse(y_true, expected_class(predictions) if predictions.ndim == 2 else predictions)
     if metric == "accuracy":
-        return float(np.mean(to_labels(predictions) == np.rint(y_true))) if len(y_true) else float("nan")
+        from sklearn.metrics import accuracy_score
+        return float(accuracy_score(np.rint(y_true), to_labels(predictions))) if len(y_true) else float("nan")
     if metric == "top5_accuracy":
         if predictions.ndim != 2:
             raise ValueError("top5_accuracy needs class probabilities [n, K]")

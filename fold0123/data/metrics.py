@@ -11,9 +11,23 @@ def rmse(y_true, y_pred) -> float:
     return float(np.sqrt(np.mean(error ** 2)))
 
 
+def fold_rmse(y, pred, folds) -> list[float]:
+    """RMSE per fold, in the order of the sorted fold labels."""
+    y, pred, folds = np.asarray(y), np.asarray(pred), np.asarray(folds)
+    return [rmse(y[folds == f], pred[folds == f]) for f in np.unique(folds)]
+
+
+def expected_class(probabilities) -> np.ndarray:
+    """sum_k p_k * k over the last axis: an ordinal number from class probabilities `[..., K]`."""
+    probabilities = np.asarray(probabilities)
+    return probabilities @ np.arange(probabilities.shape[-1])
+
+
 def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int = 5) -> float:
     """Share of rows whose true class is among the k most probable (all of them when k >= K); ties are broken by
-    class index, as a stable sort gives, so a constant prediction scores what its first k classes are worth."""
+    class index, as a stable sort gives, so a constant prediction scores what its first k classes are worth.
+    (scikit-learn's `top_k_accuracy_score` breaks ties the other way, highest index first, and needs `labels`
+    when a class is absent from y_true: not used here for that reason.)"""
     probabilities = np.asarray(probabilities, np.float64)
     if len(y_true) == 0:
         return float("nan")

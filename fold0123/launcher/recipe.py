@@ -228,11 +228,8 @@ def baselines(cfg: RecipeConfig) -> None:
     majority class and a multiclass pixel-statistics LightGBM; otherwise the constant and the regression one)."""
     if not cfg.baselines:
         return
-    from fold0123.data.competition import read_competition
-
-    module = "class_baselines" if read_competition(cfg.dataroot).kind == "classification" else "baselines"
-    stage(f"baselines: {module}")
-    run_cli("-m", f"fold0123.stacking.{module}", "--dataroot", cfg.dataroot, "--folds", str(cfg.folds),
+    stage("baselines")
+    run_cli("-m", "fold0123.baselines", "--dataroot", cfg.dataroot, "--folds", str(cfg.folds),
             "--threads", "2", *baseline_bag(cfg), *(["--answers", cfg.answers] if cfg.answers else []))
 
 

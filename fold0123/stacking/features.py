@@ -1,4 +1,5 @@
-"""Per-object feature tables from run outputs: the 8 views aggregated, concatenated across experiments.
+"""Per-object feature tables from run outputs (the 8 views aggregated, concatenated across experiments), and the
+extra columns a stack or a baseline may add: pixel statistics (data.pixel_stats) and the bag of tags.
 
 Feature columns are named `{exp}_{func}_{j}` (func in mean|max|min|var|std|median, j the output dimension) and,
 with raw views, `{exp}_{view}_{j}`. Every table is a DataFrame indexed by object_id:
@@ -22,6 +23,8 @@ import pandas as pd
 from fold0123.common.config import ConfigError
 from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
+from fold0123.data.pixel_stats import cache_file, pixel_features
+from fold0123.data.tags import read_tokens
 from fold0123.stacking.runs import eval_path, fold_splits, load_outputs, resolve_epoch, run_dir, run_task
 
 AGGREGATIONS = {
@@ -33,6 +36,7 @@ AGGREGATIONS = {
     "median": lambda x: np.median(x, axis=1),
 }
 TEST_SOURCES = ("all", "fold_mean")
+MIN_TAG_OBJECTS = 2        # a tag becomes a column when at least this many objects carry it
 
 
 def parse_aggregations(spec) -> tuple[str, ...]:
@@ -199,18 +203,14 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
 
 
 def with_pixel_statistics(features: FeatureSet, dataroot: str | Path, cache_dir: str | Path) -> FeatureSet:
-    """`features` with each object's photo statistics (stacking.pixel_stats, `px_*` columns) beside the runs'
+    """`features` with each object's photo statistics (data.pixel_stats, `px_*` columns) beside the runs'
     outputs, in every table: a strong tabular baseline's inputs, so the stack can use what the nets missed."""
-    from fold0123.stacking.pixel_stats import cache_file, pixel_features
-
     return with_extra_columns(features, pixel_features(dataroot, object_ids(features), cache_file(cache_dir)).frame)
 
 
 def with_tag_features(features: FeatureSet, dataroot: str | Path) -> FeatureSet:
-    """`features` with each object's bag of tags (stacking.baselines.bag_of_tags): only for a dataroot whose test
-    objects have tags (e.g. the emoji build's --test-tags); atmaCup #11's had none, so this is off by default."""
-    from fold0123.stacking.baselines import bag_of_tags, tags_skip_reason
-
+    """`features` with each object's bag of tags (bag_of_tags): only for a dataroot whose test objects have tags
+    (e.g. the emoji build's --test-tags); atmaCup #11's had none, so this is off by default."""
     test_ids = list(next(iter(features.test.values())).index)
     reason = tags_skip_reason(dataroot, test_ids)
     if reason:
@@ -232,3 +232,34 @@ def with_extra_columns(features: FeatureSet, extra: pd.DataFrame) -> FeatureSet:
 def object_ids(features: FeatureSet) -> list[str]:
     return list(features.train.index) + list(next(iter(features.test.values())).index)
 
+
+def bag_of_tags(dataroot: str | Path, object_ids) -> pd.DataFrame:
+    """One 0/1 column per tag token carried by at least MIN_TAG_OBJECTS objects, plus each object's number of
+    materials and techniques; indexed by object_id in the order given (untagged objects: all zeros)."""
+    tokens = read_tokens(dataroot)
+    ids = pd.Index([str(i) for i in object_ids], name="object_id")
+    tokens = tokens[tokens["object_id"].isin(ids)].drop_duplicates(["object_id", "token"])
+    counts = tokens["token"].value_counts()
+    vocabulary = sorted(counts.index[counts >= MIN_TAG_OBJECTS])
+    column = {token: j for j, token in enumerate(vocabulary)}
+    values = np.zeros((len(ids), len(vocabulary) + 2), np.float32)
+    row = pd.Series(np.arange(len(ids)), index=ids)
+    kept = tokens[tokens["token"].isin(column)]
+    values[row.loc[kept["object_id"]].to_numpy(), kept["token"].map(column).to_numpy(np.int64)] = 1.0
+    for j, table in enumerate(("materials", "techniques")):
+        per_object = tokens[tokens["table"] == table]["object_id"].value_counts()
+        values[row.loc[per_object.index].to_numpy(), len(vocabulary) + j] = per_object.to_numpy()
+    names = [f"tag_{j}" for j in range(len(vocabulary))] + ["n_materials", "n_techniques"]
+    return pd.DataFrame(values, columns=names, index=ids)
+
+
+def tags_skip_reason(dataroot: str | Path, test_ids) -> str | None:
+    """Why the tag baseline cannot run here (None: it can): it needs the test objects' tags in the dataroot."""
+    try:
+        tokens = read_tokens(dataroot)
+    except LayoutError as err:
+        return f"no tag tables ({err})"
+    if not tokens["object_id"].isin(set(test_ids)).any():
+        return ("the test objects have no tags in the dataroot (train-only tags, as atmaCup #11 shipped them; "
+                "the emoji build's --test-tags keeps them)")
+    return None

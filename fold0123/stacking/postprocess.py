@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common.schema import PostprocessGrid
-from fold0123.data.metrics import rmse
-from fold0123.stacking.lgbm import fold_rmse
+from fold0123.data.metrics import fold_rmse, rmse
 
 STEPS = ("stack", "blend", "onehot", "snap", "clip")
 Bounds = tuple[float, float] | None

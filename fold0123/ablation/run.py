@@ -4,7 +4,7 @@ It extends a recipe (the demo's by default): the recipe's own stages first (reus
 then the baselines, the target run from scratch and under each freeze mode (keeping the last epochs so that a
 soup can be made), a soup, one stack per task alone, the four-task stack without and with pixel statistics and
 post-processing, and one pseudo-label round. Each step is one of the project's CLIs, run as a user would run it;
-`python -m fold0123.stacking.ablation` then reads what they wrote (the launcher only runs commands). Wall-clock
+`python -m fold0123.ablation.table` then reads what they wrote (the launcher only runs commands). Wall-clock
 per step goes to `timings.json` beside the table so that each row can say what it cost.
 """
 from __future__ import annotations
@@ -13,14 +13,12 @@ import os
 import time
 from pathlib import Path
 
-from fold0123.common.ablation_plan import ablation_recipe, stack_dirs, stack_variants, target_variants, task_confs
+from fold0123.ablation.plan import ablation_recipe, stack_dirs, stack_variants, target_variants, task_confs
 from fold0123.common.dataroot import split_names
 from fold0123.common.io import write_json
 from fold0123.common.schema import AblationConfig
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
                                       make_tag_vectors, pretext, run_cli, stack_args, stage)
-
-
 
 
 class Timer:
@@ -51,7 +49,7 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
 
     stage("baselines")
     answers = ["--answers", recipe.answers] if recipe.answers else []
-    timer.run("baselines", run_cli, "-m", "fold0123.stacking.baselines", "--dataroot", recipe.dataroot,
+    timer.run("baselines", run_cli, "-m", "fold0123.baselines", "--dataroot", recipe.dataroot,
               "--folds", str(recipe.folds), "--seed", str(recipe.seed), "--out", str(out / "baselines"),
               *baseline_bag(recipe), *answers)
 
@@ -85,7 +83,7 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
         timer.run("stack pseudo", run_cli, "stack.py", *stack_args(recipe, "split_suffix=_pseudo1", *post))
 
     stage("the table")
-    run_cli("-m", "fold0123.stacking.ablation", *conf_args, "--wall-seconds", f"{time.time() - wall:.0f}",
+    run_cli("-m", "fold0123.ablation.table", *conf_args, "--wall-seconds", f"{time.time() - wall:.0f}",
             "--device", device_name(recipe.devices))
     print(clock.report())
     return out

@@ -1,5 +1,5 @@
-"""What `make ablation` runs and where it puts it, from its config alone: the driver (launcher.ablation) runs
-these steps, the table (stacking.ablation) reads their outputs back by the same names."""
+"""What `make ablation` runs and where it puts it, from its config alone: the driver (ablation.run) runs these
+steps, the table (ablation.table) reads their outputs back by the same names."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,6 +1,6 @@
 """The ablation table: every piece of the pipeline against the simple baselines, on the same folds and answers.
 
-The driver (fold0123.launcher.ablation) trains the variant runs and writes the stacks; this module only reads what
+The driver (ablation.run) trains the variant runs and writes the stacks; this module only reads what
 they left (run directories, stack reports, baselines.json, the driver's timings.json) and turns it into rows,
 verdicts on the atmaCup #11 write-up's claims, `results.json`, `RESULTS.md` and the HTML report.
 
@@ -22,18 +22,23 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+import pandas as pd
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fold0123.ablation.plan import ablation_recipe, pretext_exp, stack_dirs, target_variants, task_confs
 from fold0123.common import rundir
-from fold0123.common.ablation_plan import ablation_recipe, pretext_exp, stack_dirs, target_variants, task_confs
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import Fold0123Error, error_line
 from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import AblationConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.layout import read_train
-from fold0123.data.metrics import rmse
-from fold0123.stacking.html_report import ablation_html
+from fold0123.data.metrics import expected_class, rmse
+from fold0123.reports.html import esc, fmt, image, is_missing, page, paragraph, section, stack_sections, table
 from fold0123.stacking.pipeline import INFOLD_ROW, INFOLD_VARIANT, NESTED_ROW, OOF_ROW, OOF_VARIANT
 from fold0123.stacking.runs import RunError, fold_splits, load_outputs, run_dir
 
@@ -93,7 +98,7 @@ def as_target(task: str, outputs: np.ndarray) -> np.ndarray:
     if task == "target":
         return outputs[..., 0]
     if task == "onehot":
-        return outputs @ np.arange(outputs.shape[-1])
+        return expected_class(outputs)
     raise ValueError(f"task {task!r} has no direct target prediction")
 
 
@@ -156,8 +161,8 @@ def baseline_rows(baselines_json: str | Path) -> list[Row]:
         if row.get("status") == "skipped":
             rows.append(Row(ids[row["name"]], row["name"], "baseline", note=f"skipped: {row.get('reason', '')}"))
             continue
-        rows.append(Row.scored(ids[row["name"]], row["name"], "baseline", row["fold_scores"], row["oof_rmse"],
-                               row.get("answers_rmse"), row.get("seconds"),
+        rows.append(Row.scored(ids[row["name"]], row["name"], "baseline", row["fold_scores"], row["oof"],
+                               row.get("answers"), row.get("seconds"),
                                note="answers: model refit on all train rows"))
     return rows
 
@@ -201,10 +206,6 @@ def claims(rows: dict[str, Row], extra_cost: dict[str, float | None]) -> list[Cl
 
 # ------------------------------------------------------------------------------------------------- writing
 
-def _fmt(value, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def markdown(results: dict) -> str:
     lines = [f"# {results['title']}", "",
              f"`{results['command']}` (preset `{results['preset']}`, {results['device']}, seeds "
@@ -215,20 +216,20 @@ def markdown(results: dict) -> str:
              "| # | row | CV mean ± std | OOF | answers | seconds | note |", "|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         cv = "–" if r["cv_mean"] is None else f"{r['cv_mean']:.4f} ± {r['cv_std']:.4f}"
-        lines.append(f"| {r['id']} | {r['name']} | {cv} | {_fmt(r['oof'])} | {_fmt(r['answers'])} | "
-                     f"{_fmt(r['seconds'], 1)} | {r['note']} |")
+        lines.append(f"| {r['id']} | {r['name']} | {cv} | {fmt(r['oof'])} | {fmt(r['answers'])} | "
+                     f"{fmt(r['seconds'], 1)} | {r['note']} |")
     lines += ["", "## The write-up's claims", "",
               "| claim | rows | mean fold difference | spread (2 s.e.) | verdict | cost (s) |",
               "|---|---|---|---|---|---|"]
     for c in results["claims"]:
-        lines.append(f"| {c['claim']} | {' vs '.join(c['rows'])} | {_fmt(c['difference'])} | {_fmt(c['spread'])} | "
-                     f"**{c['verdict']}** | {_fmt(c['cost_seconds'], 0)} |" + (f" {c['note']}" if c['note'] else ""))
+        lines.append(f"| {c['claim']} | {' vs '.join(c['rows'])} | {fmt(c['difference'])} | {fmt(c['spread'])} | "
+                     f"**{c['verdict']}** | {fmt(c['cost_seconds'], 0)} |" + (f" {c['note']}" if c['note'] else ""))
     return "\n".join(lines) + "\n"
 
 
 def write_results(out_dir: str | Path, meta: dict, rows: list[Row], claim_list: list[Claim],
                   stack: dict | None) -> dict:
-    """results.json, RESULTS.md and report.html (stacking.html_report) in `out_dir`."""
+    """results.json, RESULTS.md and report.html in `out_dir`."""
     out_dir = Path(out_dir)
     results = {**meta, "rows": [asdict(r) for r in rows], "claims": [asdict(c) for c in claim_list],
                "stack": stack}
@@ -329,6 +330,111 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
 def _stack_ref(folder: Path | None) -> dict | None:
     report = stack_report(folder) if folder else None
     return None if report is None else {"out_dir": str(folder), "name": report.name.removesuffix("_report.json")}
+
+
+# ------------------------------------------------------------------------------------------------- the HTML report
+
+def ablation_figure(rows: pd.DataFrame):
+    """cv_mean ± cv_std per row as horizontal bars (coloured by group), the answers score as a red diamond; rows
+    without a CV keep their line, empty, so every row of the table has its place."""
+    labels = [f"{r.id} {r.name}" for r in rows.itertuples()]
+    groups = list(dict.fromkeys(rows["group"]))
+    colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
+    y = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.6))
+    mean = pd.to_numeric(rows["cv_mean"], errors="coerce").to_numpy(float)
+    std = pd.to_numeric(rows["cv_std"], errors="coerce").fillna(0).to_numpy(float)
+    has = ~np.isnan(mean)
+    ax.barh(y[has], mean[has], xerr=std[has], capsize=3, color=[colours[g] for g in rows["group"][has]],
+            alpha=0.85)
+    answers = pd.to_numeric(rows["answers"], errors="coerce").to_numpy(float)
+    if (~np.isnan(answers)).any():
+        ax.scatter(answers, y, marker="D", color="red", zorder=3, s=22, label="held-out answers")
+    for g in groups:
+        ax.barh([np.nan], [np.nan], color=colours[g], label=f"CV: {g}")
+    values = np.concatenate([mean[has] - std[has], mean[has] + std[has], answers[~np.isnan(answers)]])
+    if len(values):  # zoom on the scores: rows differ by hundredths on a scale of one
+        lo, hi = values.min(), values.max()
+        pad = 0.1 * (hi - lo) + 1e-3
+        ax.set_xlim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
+    ax.set_yticks(y, labels, fontsize=8)
+    zoomed = "; the axis does not start at 0" if ax.get_xlim()[0] > 0 else ""
+    ax.set_xlabel(f"score (mean ± std over folds{zoomed})")
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _ablation_rows(rows: list[dict]) -> pd.DataFrame:
+    """The rows as a table: each fold's score in its own column (rows may have different fold counts)."""
+    k = max((len(r.get("folds") or []) for r in rows), default=0)
+    out = []
+    for r in rows:
+        folds = list(r.get("folds") or [])
+        out.append({"id": r["id"], "name": r["name"], "group": r["group"],
+                    **{f"fold{i}": folds[i] if i < len(folds) else None for i in range(k)},
+                    "cv_mean": r.get("cv_mean"), "cv_std": r.get("cv_std"), "oof": r.get("oof"),
+                    "answers": r.get("answers"), "seconds": r.get("seconds"), "note": r.get("note", "")})
+    return pd.DataFrame(out, dtype=object)
+
+
+def _claims_table(claims: list[dict], names: dict) -> str:
+    label = lambda i: f"{i} ({names[i]})" if i in names else str(i)  # noqa: E731
+    frame = pd.DataFrame([{"claim": c["claim"], "rows": " vs ".join(label(i) for i in c.get("rows", [])),
+                           "difference": c.get("difference"), "spread": c.get("spread"), "verdict": c["verdict"],
+                           "cost_seconds": c.get("cost_seconds"), "note": c.get("note", "")} for c in claims],
+                         dtype=object)
+    verdict_class = lambda column, value: f"v-{str(value).replace(' ', '-')}" if column == "verdict" else None  # noqa
+    return table(frame, cell_class=verdict_class, digits={"cost_seconds": 0})
+
+
+def _resolve_stack_dir(out_dir: str, results_json: Path) -> Path:
+    """A relative stack out_dir is taken from the results.json's folder when it exists there, else as given."""
+    path = Path(out_dir)
+    beside = results_json.parent / path
+    return beside if not path.is_absolute() and beside.is_dir() else path
+
+
+def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
+    """Write the ablation report (header facts, rows table and plot, claims with verdicts, and the stack's sections
+    when results.json names one) to out_html; returns its path. The schema is the ablation driver's results.json."""
+    results_json, out_html = Path(results_json), Path(out_html)
+    results = json.loads(results_json.read_text())
+    rows = _ablation_rows(results["rows"])
+    wall = results.get("wall_seconds")
+    header = {"command": results.get("command"), "preset": results.get("preset"), "device": results.get("device"),
+              "seeds": ", ".join(map(str, results.get("seeds") or [])), "dataroot": results.get("dataroot"),
+              "answers": results.get("answers"),
+              "wall-clock": None if is_missing(wall) else f"{wall:.0f} s ({wall / 60:.1f} min)"}
+    sections = [section("Run", "<table><tbody>" + "".join(
+        f"<tr><th>{esc(k)}</th><td><code>{esc(fmt(v))}</code></td></tr>" for k, v in header.items())
+        + "</tbody></table>")]
+    sections.append(section("Ablation table",
+                            paragraph("CV: grouped k-fold RMSE per fold, mean ± std over folds; oof: RMSE over all "
+                                      "out-of-fold rows; answers: RMSE on the held-out answers (never used for a "
+                                      "choice); – not measured"),
+                            table(rows, digits={"seconds": 0})))
+    if len(rows):
+        sections.append(section("CV per row", image(ablation_figure(rows), "ablation CV per row")))
+    claims = results.get("claims") or []
+    if claims:
+        names = {r["id"]: r["name"] for r in results["rows"]}
+        sections.append(section("Claims of the write-up",
+                                paragraph("verdict: the difference between the two rows against their fold-to-fold "
+                                          "spread; cost: the extra wall-clock seconds"),
+                                _claims_table(claims, names)))
+    stack = results.get("stack")
+    if stack:
+        stack_dir = _resolve_stack_dir(stack["out_dir"], results_json)
+        if (stack_dir / f"{stack['name']}_report.json").is_file():
+            sections.append(f"<h2>Stack {esc(stack['name'])}</h2>")
+            sections += stack_sections(stack_dir, stack["name"])
+        else:
+            missing = stack_dir / f"{stack['name']}_report.json"
+            sections.append(section("Stack", paragraph(f"no stack report {missing}")))
+    write_text(out_html, page(results.get("title") or "Ablation", sections))
+    return out_html
 
 
 def main(argv: list[str] | None = None) -> None:

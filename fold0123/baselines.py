@@ -1,0 +1,386 @@
+"""Baselines on the pipeline's own split: what the deep pipeline has to beat, recomputed on the user's data.
+
+    python -m fold0123.baselines --dataroot D [--folds 3] [--answers A] [--out DIR] [--seed 0] [--bag 1]
+
+The rows depend on the competition (competition.yml; none: atmaCup #11). A number (regression, ordinal) is scored
+by RMSE of the target, as the stack is:
+  constant mean        the training rows' mean target
+  pixel statistics     LightGBM on ~320 pixel features per photo (data.pixel_stats; cached by photo fingerprint)
+  tags                 LightGBM on the bag of tags (stacking.features.bag_of_tags); only when the test objects have
+                       tags in the dataroot: atmaCup #11 gave tags for the train objects only (the row says so)
+A classification competition is scored by its metric (accuracy, top-5 accuracy, macro-F1):
+  majority class       the training rows' class frequencies as probabilities (accuracy = the majority's share)
+  pixel statistics     a multiclass LightGBM on the same pixel features, its class probabilities scored
+
+Same split as the pipeline: fold k trains on exactly the rows of `{K}fold{k}_train.csv` (in that order) and is
+scored on `{K}fold{k}_test.csv` (SGKFold.py's files; only their ids are read, the labels come from train.csv).
+Test predictions come two ways, both scored by data.answers.score_answers (every answer id exactly once) when
+--answers is given: from a model fit on the `all` split ("answers", like the pipeline's `all` runs) and as the
+mean of the k fold models ("fold mean"). Nothing else reads the answers.
+
+Honest numbers: every fit is stacking.cv's `cross_validate`, which never early-stops on the rows it is scored on:
+each fit (a fold, or `all`) chooses its rounds on an inner part of its OWN training rows (a number: whole groups
+until they hold 20 %; classes: one fold of 5, stratified by class, groups whole), then refits on all of them.
+Predicted numbers are clipped to the training rows' target range. Per row the report gives the fold scores, their
+mean ± std (population std, as the stack's table), the score over every out-of-fold row, the answers' scores and
+the wall-clock seconds (features included; cached pixel statistics are cheap).
+
+Outputs, written atomically into --out (default `{dataroot}_baselines` beside the dataroot: the dataroot stays the
+layout plus the split files): `baselines.json` (plain data) and `baselines.md` (the table), `class_baselines.*`
+for a classification competition. The pixel-statistics cache defaults to the same folder.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from fold0123.common.dataroot import split_names, split_paths
+from fold0123.common.errors import LayoutError, UsageError, cli_main
+from fold0123.common.io import write_json, write_text
+from fold0123.common.schema import LgbmOptions
+from fold0123.data.answers import read_answers, score_answers
+from fold0123.data.competition import Competition, read_competition, score
+from fold0123.data.layout import check_unique_ids, numeric_column, read_csv
+from fold0123.data.pixel_stats import cache_file, pixel_features
+from fold0123.stacking.cv import CVResult, cross_validate, group_holdout, stratified_holdout
+from fold0123.stacking.features import MIN_TAG_OBJECTS, bag_of_tags, tags_skip_reason
+
+INNER_SHARE = 0.2  # a number's fits early-stop on whole groups holding at least this share of their rows
+# K classes: small leaves and L2 (some classes have a handful of training rows); one pass over the classes a round
+CLASS_PARAMS = {"objective": "multiclass", "metric": "multi_logloss", "learning_rate": 0.1, "num_leaves": 15,
+                "min_data_in_leaf": 5, "lambda_l2": 1.0, "feature_fraction": 0.8, "bagging_fraction": 0.8,
+                "bagging_freq": 1, "verbose": -1}
+
+
+def lgbm_options(classes: int = 0, threads: int = 1, bag: int = 1) -> LgbmOptions:
+    """The baselines' LightGBM: the stack's settings (common.schema.LgbmOptions) for a number, CLASS_PARAMS with at
+    most 2000 rounds (stopping after 50 without gain) for `classes` > 0; `bag` models a fit, on `threads` threads
+    (0: every core). One thread is the default: on a few thousand rows it is as fast as several on an idle machine
+    and many times faster on a busy one (OpenMP threads spin-wait), and the predictions do not depend on it."""
+    if not classes:
+        return LgbmOptions(params={"num_threads": threads}, bag=bag)
+    return LgbmOptions(params={**CLASS_PARAMS, "num_class": classes, "num_threads": threads}, num_boost_round=2000,
+                       early_stopping_rounds=50, bag=bag)
+
+
+# ---------------------------------------------------------------------------------------------------- the split
+
+@dataclass
+class Splits:
+    """train.csv's ids, targets (class indices for a classification competition) and groups, test.csv's ids, and
+    SGKFold.py's split files as positions in train.csv: the k folds (name, training rows, held-out rows) and
+    `all` (name, training rows; it holds out test.csv)."""
+    dataroot: Path
+    competition: Competition
+    ids: list[str]
+    y: np.ndarray
+    groups: np.ndarray | None
+    test_ids: list[str]
+    folds: list[tuple[str, np.ndarray, np.ndarray]]
+    all: tuple[str, np.ndarray]
+
+    @property
+    def classes(self) -> int:
+        """K for a classification competition (class rows), 0 for a number (regression and ordinal rows)."""
+        return self.competition.n_classes if self.competition.kind == "classification" else 0
+
+    @property
+    def metric(self) -> str:
+        return self.competition.metric if self.classes else "rmse"
+
+
+def _ids(path: Path, columns: tuple[str, ...] = ("object_id",)) -> pd.DataFrame:
+    """A dataroot CSV with every column as text (group ids such as `007` stay themselves), its ids checked."""
+    frame = read_csv(path, columns, text=True)
+    check_unique_ids(frame, path)
+    return frame
+
+
+def class_labels(values: pd.Series, n_classes: int, path: Path, column: str = "target") -> np.ndarray:
+    """`values` as class indices 0..K-1; LayoutError naming the row of the first that is not one."""
+    numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(numbers) | (numbers % 1 != 0) | (numbers < 0) | (numbers >= n_classes)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise LayoutError(f"{path}: row {row + 2}: column {column!r}: {values.iloc[row]!r} is not a class index "
+                          f"0..{n_classes - 1}")
+    return numbers.astype(np.int64)
+
+
+def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
+    """train.csv, test.csv and the split files, checked: every train row held out by exactly one fold, no fold
+    training on its own held-out rows, `all` training on train rows and holding out test.csv."""
+    if k < 2:
+        raise UsageError(f"--folds {k}: need at least 2 folds")
+    dataroot = Path(dataroot)
+    competition = read_competition(dataroot)
+    group = competition.group_column
+    train_path, test_path = dataroot / "train.csv", dataroot / "test.csv"
+    train = _ids(train_path, ("object_id", "target") + ((group,) if group else ()))
+    if competition.kind == "classification":
+        y = class_labels(train["target"], competition.n_classes, train_path)
+    else:
+        y = numeric_column(train, "target", train_path).to_numpy(float)
+    test_ids = _ids(test_path)["object_id"].tolist()
+    if not test_ids:
+        raise LayoutError(f"{test_path}: no rows (only a header): there is nothing to predict")
+    position = pd.Series(np.arange(len(train)), index=pd.Index(train["object_id"]))
+    both = position.index.intersection(test_ids)
+    if len(both):
+        raise LayoutError(f"{test_path}: object_id {both[0]!r} is also in train.csv")
+    fold_of = np.full(len(train), -1)
+    splits = []
+    for i, name in enumerate(split_names(k)):
+        part_path, held_path = split_paths(dataroot, name)
+        for path in (part_path, held_path):
+            if not path.is_file():
+                raise LayoutError(f"{path}: split file not found (run SGKFold.py --dataroot {dataroot} --k {k})")
+        part = _ids(part_path)["object_id"]
+        held = _ids(held_path)["object_id"].tolist()
+        unknown = part[~part.isin(position.index)]
+        if len(unknown):
+            raise LayoutError(f"{part_path}: object_id {unknown.iloc[0]!r} is not in train.csv")
+        if name == "all":
+            if set(held) != set(test_ids):
+                raise LayoutError(f"{held_path}: holds other rows than test.csv (re-run SGKFold.py)")
+            splits.append((name, position.loc[part].to_numpy()))
+            continue
+        unknown = [h for h in held if h not in position.index]
+        if unknown:
+            raise LayoutError(f"{held_path}: object_id {unknown[0]!r} is not in train.csv")
+        if part.isin(held).any():
+            raise LayoutError(f"{part_path}: holds rows of its own held-out part {held_path.name}")
+        rows = position.loc[held].to_numpy()
+        if (fold_of[rows] >= 0).any():
+            raise LayoutError(f"{held_path}: object_id {held[int(np.flatnonzero(fold_of[rows] >= 0)[0])]!r} is "
+                              f"held out by another fold too")
+        fold_of[rows] = i
+        splits.append((name, position.loc[part].to_numpy(), rows))
+    if (fold_of < 0).any():
+        raise LayoutError(f"{train_path}: object {train['object_id'].iloc[int(np.flatnonzero(fold_of < 0)[0])]!r} is "
+                          f"in no {k}fold*_test.csv (re-run SGKFold.py --dataroot {dataroot} --k {k})")
+    return Splits(dataroot, competition, train["object_id"].tolist(), y,
+                  train[group].to_numpy() if group else None, test_ids, splits[:-1], splits[-1])
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+
+def predict(data: Splits, features: pd.DataFrame | None = None, lgbm: LgbmOptions | None = None,
+            seed: int = 0) -> tuple[CVResult, np.ndarray, np.ndarray]:
+    """`lgbm` (None: the constant model) on `features` (indexed by object_id), cross-validated on the split files:
+    the CVResult of the k folds and `all` (its last fit; oof in train.csv order), the `all` fit's test predictions
+    and the mean of the fold models'. The ensemble takes these as its `pixels` member."""
+    def table(ids):
+        return np.zeros((len(ids), 0)) if features is None else features.loc[ids].to_numpy(np.float32)
+
+    inner = (stratified_holdout(data.y, data.groups, seed) if data.classes
+             else group_holdout(data.groups, INNER_SHARE, seed))
+    cv = [(train, held) for _, train, held in data.folds] + [(data.all[1], [])]
+    result = cross_validate(table(data.ids), data.y, cv, {"test": table(data.test_ids)}, lgbm=lgbm, seed=seed,
+                            inner=inner, clip=not data.classes, n_classes=data.classes,
+                            metric=functools.partial(score, data.metric))
+    tests = [t["test"] for t in result.fold_tests]
+    return result, tests[-1], np.mean(tests[:-1], axis=0)
+
+
+@dataclass
+class Row:
+    """One row of the table, in `metric`. `status` is 'ok' or 'skipped' (then `reason` says why, numbers NaN)."""
+    name: str
+    metric: str
+    status: str = "ok"
+    reason: str = ""
+    n_features: int = 0
+    fold_scores: list[float] = field(default_factory=list)
+    cv_mean: float = float("nan")
+    cv_std: float = float("nan")
+    oof: float = float("nan")                  # over every train row, each predicted by the fold holding it out
+    answers: float | None = None               # the `all` fit's test predictions
+    answers_fold_mean: float | None = None     # the mean of the k fold models' test predictions
+    answers_n: int = 0
+    best_iterations: dict[str, int] = field(default_factory=dict)
+    inner_rows: dict[str, list[str]] = field(default_factory=dict, repr=False)  # ids early stopping looked at
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        """Plain data for the json (without inner_rows); NaN (a skipped row's numbers) becomes null."""
+        out = asdict(self)
+        del out["inner_rows"]
+        return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in out.items()}
+
+
+def score_model(name: str, data: Splits, features: pd.DataFrame | None = None, lgbm: LgbmOptions | None = None,
+                answers: str | Path | None = None, seed: int = 0) -> Row:
+    """predict's predictions scored: per fold, out of fold, and both test predictions on `answers` when given."""
+    result, test, fold_mean = predict(data, features, lgbm, seed)
+    metric = data.metric
+    row = Row(name, metric, n_features=0 if features is None else features.shape[1], fold_scores=result.scores,
+              cv_mean=float(np.mean(result.scores)), cv_std=float(np.std(result.scores)),
+              oof=score(metric, data.y, result.oof))
+    if lgbm is not None:
+        names = [name for name, _, _ in data.folds] + [data.all[0]]
+        row.best_iterations = dict(zip(names, result.best_iterations))
+        row.inner_rows = {split: [data.ids[i] for i in rows] for split, rows in zip(names, result.inner_rows)}
+    if answers is not None:
+        scored = score_answers(data.test_ids, test, answers, source=f"{name} test predictions", metric=metric)
+        row.answers, row.answers_n = scored[metric], scored["n"]
+        row.answers_fold_mean = score_answers(data.test_ids, fold_mean, answers, metric=metric,
+                                              source=f"{name} fold-mean test predictions")[metric]
+    return row
+
+
+def timed(build: Callable[[], Row]) -> Row:
+    """`build()`, its wall-clock in the row's `seconds` (features included: what a competitor would pay)."""
+    start = time.perf_counter()
+    row = build()
+    row.seconds = time.perf_counter() - start
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+
+@dataclass
+class Report:
+    dataroot: str
+    folds: int
+    seed: int
+    answers: str | None
+    out: str
+    rows: list[Row]
+    facts: dict
+
+    @property
+    def stem(self) -> str:
+        return "class_baselines" if self.facts.get("classes") else "baselines"
+
+    def to_json(self) -> dict:
+        return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "rows": [r.to_json() for r in self.rows]}
+
+    def table(self) -> str:
+        """The markdown table (also what the CLI prints)."""
+        folds = [f"fold{i}" for i in range(self.folds)]
+        lines = [f"| baseline | features | {self.facts['metric']} CV mean ± std | " + " | ".join(folds)
+                 + " | OOF | answers | fold mean | seconds |",
+                 "| --- | ---: | ---: | " + " | ".join("---:" for _ in folds) + " | ---: | ---: | ---: | ---: |"]
+        for r in self.rows:
+            if r.status != "ok":
+                lines.append(f"| {r.name} | | skipped: {r.reason} |" + " |" * (len(folds) + 4))
+                continue
+            answers = "| " if r.answers is None else f"{r.answers:.4f} | {r.answers_fold_mean:.4f}"
+            lines.append(f"| {r.name} | {r.n_features} | {r.cv_mean:.4f} ± {r.cv_std:.4f} | "
+                         + " | ".join(f"{s:.4f}" for s in r.fold_scores)
+                         + f" | {r.oof:.4f} | {answers} | {r.seconds:.1f} |")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        f = self.facts
+        answers = (f"the {f['test_rows']} held-out answers of `{self.answers}`: \"answers\" of the model fit on the "
+                   f"`all` split (train.csv -> test.csv, as the pipeline's `all` runs), \"fold mean\" of the mean of "
+                   f"the {self.folds} fold models' predictions" if self.answers else "not scored (no --answers)")
+        classes = (f"{f['classes']} classes; the majority class holds {100 * f['majority_share']:.1f} % of the train "
+                   "rows. " if f.get("classes") else "")
+        return "\n".join([
+            f"# Baselines on `{self.dataroot}`", "",
+            f"{classes}Metric {f['metric']}. CV: each of the {self.folds} folds trains on "
+            f"`{self.folds}fold{{k}}_train.csv` and is scored on `{self.folds}fold{{k}}_test.csv` (SGKFold.py's "
+            f"files, the pipeline's split); mean ± std over the folds, and the OOF score over all {f['train_rows']} "
+            f"train rows. Answers: {answers}.", "", self.table(), "",
+            f"LightGBM: {f['lgbm_params']} (bag {f['lgbm_bag']}); each fit early-stops on {f['inner']} of its own "
+            "training rows, never the fold it is scored on, then refits on all its training rows for the best "
+            "number of rounds. Seconds: wall-clock of the row, its features included (pixel statistics: "
+            f"{f.get('pixel_stats', 'n/a')}).", ""])
+
+    def summary(self) -> str:
+        return "\n".join([self.table(), f"wrote {self.out}/{self.stem}.json and {self.stem}.md"])
+
+
+def default_out(dataroot: str | Path) -> Path:
+    """`datasets/emoji` -> `datasets/emoji_baselines`: beside the dataroot, never inside it."""
+    root, resolved = Path(dataroot), Path(dataroot).resolve()
+    parent = root.parent if root.name not in ("", ".", "..") else resolved.parent  # `--dataroot .` too
+    return parent / f"{resolved.name}_baselines"
+
+
+def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | None = None,
+                  out: str | Path | None = None, seed: int = 0, pixel_cache: str | Path | None = None,
+                  workers: int | None = None, threads: int = 1, bag: int = 1) -> Report:
+    """Score every baseline of the competition on the dataroot's split files and write the json and md reports
+    into `out` (`bag`: LightGBM models averaged per fit, as the stack compared with them averages)."""
+    dataroot = Path(dataroot)
+    out = Path(out) if out is not None else default_out(dataroot)
+    if answers is not None:
+        read_answers(answers)  # a missing or malformed answers file stops here, before any fitting
+    data = load_splits(dataroot, folds)
+    lgbm = lgbm_options(data.classes, threads, bag)
+    every_id = data.ids + data.test_ids
+    facts = {"train_rows": len(data.ids), "test_rows": len(data.test_ids), "metric": data.metric,
+             "fold_sizes": {name: [len(train), len(held)] for name, train, held in data.folds}
+             | {data.all[0]: [len(data.all[1]), len(data.test_ids)]},
+             "lgbm_params": {**lgbm.params, "seed": seed}, "lgbm_bag": bag,
+             "inner": (f"1 of 5 folds (stratified by class, whole {data.competition.group_column or 'row'} groups)"
+                       if data.classes else f"whole groups holding >= {INNER_SHARE:.0%}")}
+    if data.classes:
+        counts = np.bincount(data.y, minlength=data.classes)
+        facts |= {"classes": data.classes, "group_column": data.competition.group_column,
+                  "majority_class": data.competition.class_names[int(counts.argmax())],
+                  "majority_share": float(counts.max() / len(data.y))}
+    else:
+        facts["tag_min_objects"] = MIN_TAG_OBJECTS
+    rows = [timed(lambda: score_model("majority class" if data.classes else "constant mean", data, None, None,
+                                      answers, seed))]
+
+    def pixel_row() -> Row:
+        px = pixel_features(dataroot, every_id, pixel_cache or cache_file(out), workers)
+        facts["pixel_stats"] = f"{px.computed} computed, {px.cached} from the cache {px.cache}"
+        return score_model("pixel statistics LightGBM", data, px.frame, lgbm, answers, seed)
+
+    rows.append(timed(pixel_row))
+    reason = None if data.classes else tags_skip_reason(dataroot, data.test_ids)
+    if reason:
+        rows.append(Row("tags LightGBM", data.metric, status="skipped", reason=reason))
+    elif not data.classes:
+        rows.append(timed(lambda: score_model("tags LightGBM", data, bag_of_tags(dataroot, every_id), lgbm, answers,
+                                              seed)))
+    report = Report(str(dataroot), folds, seed, None if answers is None else str(answers), str(out), rows, facts)
+    write_json(out / f"{report.stem}.json", report.to_json())
+    write_text(out / f"{report.stem}.md", report.markdown())
+    return report
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataroot", required=True, help="dataroot (any layout's, competition.yml says what it "
+                                                          "predicts), with SGKFold.py's splits")
+    parser.add_argument("--folds", type=int, default=3, help="K of the {K}fold{k} split files (default 3)")
+    parser.add_argument("--answers", default=None, help="held-out answers CSV (object_id, target) to score the "
+                                                        "test predictions on (default: not scored)")
+    parser.add_argument("--out", default=None, help="where the json and md reports go (default: "
+                                                    "{dataroot}_baselines beside the dataroot)")
+    parser.add_argument("--seed", type=int, default=0, help="LightGBM and inner-split seed")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="LightGBM threads (default 1: fastest on small data, and on a busy machine; 0: every "
+                             "core); the predictions do not depend on it")
+    parser.add_argument("--bag", type=int, default=1,
+                        help="LightGBM models averaged per fit, seeded --seed, --seed + 1, ... (default 1; the "
+                             "recipe passes its stack's lgbm.bag, so that both are averaged alike)")
+    parser.add_argument("--pixel-cache", default=None,
+                        help=f"pixel statistics cache CSV (default: OUT/{cache_file('.').name})")
+    args = parser.parse_args(argv)
+    if args.threads < 0:
+        raise UsageError(f"--threads {args.threads}: expected 0 (every core) or more")
+    if args.bag < 1:
+        raise UsageError(f"--bag {args.bag}: expected 1 or more")
+    print(run_baselines(args.dataroot, args.folds, args.answers, args.out, args.seed, args.pixel_cache,
+                        threads=args.threads, bag=args.bag).summary())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Probability ensembles: the step `stack.py` runs for a classification competition (the ACCV way), and the
+pseudo labels taken from them.
+
+run_ensemble(cfg) -> EnsembleResult   weighted probability ensemble of cfg.ensemble.runs, optional label
+                                      re-distribution; probabilities CSV, submission and report in cfg.out_dir
+run_pseudo(cfg, round_) -> PseudoResult   pseudo rows from the ensemble -> the round's split CSVs (stacking.pseudo)
+run_default(cfg)                      what `stack.py` does without a command: stack or ensemble, by competition kind
+
+Weighted probability ensembling and label re-distribution are the ACCV 2022 winners' tools, bugs fixed.
+
+Weights: w_i = (score_i / min_j score_j) ** factor for a higher-is-better metric (their `--scale --factor 25`),
+normalised by the SUM of the weights (they divided by the count, so their mixture was not a probability). For a
+lower-is-better metric (RMSE, log loss) the ratio is inverted, w_i = (min_j score_j / score_i) ** factor, so the
+better run still weighs more. Both are computed in log space: a factor of 25 neither overflows nor underflows.
+The scores come from each run's metrics json (stacking.runs.choice_metrics), never from file names.
+
+Re-distribution (their `re-distribute-label --K`): every class predicted fewer than K times takes the (K - count)
+objects with the highest probability for it, one global pass over (object, class) pairs in decreasing
+probability so that two short classes never fight over an object: an object moves at most once, only while its
+current class keeps at least K members, and only while the receiving class is still short. Their version let a
+later class overwrite an earlier class's pick and never re-checked the loser. With n >= K * C this gives every
+class at least K (the surplus of the other classes always covers the shortfall).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fold0123 import baselines
+from fold0123.common.io import write_csv, write_json
+from fold0123.common.schema import StackConfig
+from fold0123.data.answers import score_answers
+from fold0123.data.competition import Competition, read_competition, score
+from fold0123.data.layout import read_train
+from fold0123.data.metrics import expected_class, rmse
+from fold0123.data.pixel_stats import cache_file, pixel_features
+from fold0123.reports.markdown import timestamp, write_report
+from fold0123.stacking.features import FeatureSet, build_features
+from fold0123.stacking.pipeline import StackResult, run_stack
+from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
+from fold0123.stacking.runs import RunError, choice_metrics, fold_splits
+
+
+def ensemble_weights(scores, factor: float = 1.0, lower_is_better: bool = False) -> np.ndarray:
+    scores = np.asarray(scores, float)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError("ensemble_weights: need a 1-d, non-empty list of scores")
+    if not (np.isfinite(scores).all() and (scores > 0).all()):
+        raise ValueError(f"ensemble_weights: scores must be finite and > 0 for ratio weights, got {scores.tolist()}")
+    log_ratio = np.log(scores) - np.log(scores.min())
+    if lower_is_better:
+        log_ratio = -log_ratio
+    log_w = factor * log_ratio
+    w = np.exp(log_w - log_w.max())
+    return w / w.sum()
+
+
+def weighted_ensemble(probs: list[np.ndarray], weights) -> np.ndarray:
+    """sum_i w_i * probs_i with w normalised to sum 1: rows stay probability vectors."""
+    weights = np.asarray(weights, float)
+    if len(probs) != len(weights):
+        raise ValueError(f"weighted_ensemble: {len(probs)} probability arrays but {len(weights)} weights")
+    shapes = {np.shape(p) for p in probs}
+    if len(shapes) != 1:
+        raise ValueError(f"weighted_ensemble: probability arrays differ in shape: {sorted(shapes)}")
+    weights = weights / weights.sum()
+    return np.tensordot(weights, np.stack([np.asarray(p, float) for p in probs]), axes=1)
+
+
+def histogram(labels, n_classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(labels, int), minlength=n_classes)
+
+
+@dataclass
+class Redistribution:
+    labels: np.ndarray        # [n] class per object after re-distribution
+    before: np.ndarray        # [C] class histogram of argmax
+    after: np.ndarray         # [C] class histogram of `labels`
+    moves: pd.DataFrame       # one row per moved object: index, from_class, to_class, prob
+
+
+def redistribute_labels(probs, k: int) -> Redistribution:
+    probs = np.asarray(probs, float)
+    n, n_classes = probs.shape
+    labels = probs.argmax(axis=1)
+    before = histogram(labels, n_classes)
+    counts = before.copy()
+    need = np.maximum(k - counts, 0)
+    moved = np.zeros(n, bool)
+    moves = []
+    short = np.flatnonzero(need)
+    if len(short):
+        # every (object, short class) pair, highest probability first; stable for reproducible ties
+        objects, classes = np.meshgrid(np.arange(n), short, indexing="ij")
+        objects, classes = objects.ravel(), classes.ravel()
+        order = np.argsort(-probs[objects, classes], kind="stable")
+        for i, c in zip(objects[order], classes[order]):
+            donor = labels[i]
+            if need[c] == 0 or moved[i] or donor == c or counts[donor] <= k:
+                continue
+            moves.append((int(i), int(donor), int(c), float(probs[i, c])))
+            labels[i] = c
+            moved[i] = True
+            counts[donor] -= 1
+            counts[c] += 1
+            need[c] -= 1
+            if not need.any():
+                break
+    return Redistribution(labels=labels, before=before, after=histogram(labels, n_classes),
+                          moves=pd.DataFrame(moves, columns=["index", "from_class", "to_class", "prob"]))
+
+
+# ---- the ensemble step
+
+@dataclass
+class EnsembleResult:
+    runs: pd.DataFrame          # index exp: epoch, metric, score (mean over folds), lower_is_better, weight
+    oof: np.ndarray             # [n_train, C] ensembled out-of-fold probabilities (train.csv order)
+    test: np.ndarray            # [n_test, C] ensembled test probabilities (test.csv order)
+    test_ids: np.ndarray
+    cv_table: pd.DataFrame      # per run and the ensemble: OOF scores (accuracy, the competition's metric, ...)
+    redistribution: Redistribution | None
+    redistribution_table: pd.DataFrame | None   # histograms before/after (test) and OOF effect
+    labels: np.ndarray | None = None            # [n_test] the submitted classes (argmax or re-distributed)
+    run_tests: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # each run's [n_test, C] alone
+    answers_table: pd.DataFrame | None = None   # the competition's metric on the held-out answers
+    probs_csv: Path | None = None
+    submission: Path | None = None
+    report_md: Path | None = None
+
+    def summary(self) -> str:
+        with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
+            lines = [self.runs.to_string(), self.cv_table.to_string()]
+            if self.redistribution_table is not None:
+                lines.append(self.redistribution_table.to_string())
+            if self.answers_table is not None:
+                lines += ["score on the answers:", self.answers_table.to_string()]
+        lines += [f"{what}: {path}" for what, path in (("probabilities", self.probs_csv),
+                                                       ("submission", self.submission)) if path]
+        return "\n".join(lines)
+
+
+def _label_scores(y, labels, competition) -> dict:
+    """Scores of predicted classes: accuracy, the competition's metric where labels suffice (macro-F1), and for
+    an ordinal target the RMSE of the class as a number."""
+    out = {"accuracy": score("accuracy", y, labels)}
+    if competition.metric == "macro_f1":
+        out["macro_f1"] = score("macro_f1", y, labels)
+    if competition.kind == "ordinal":
+        out["rmse_argmax"] = rmse(y, labels)
+    return out
+
+
+def _class_scores(y, probs, competition) -> dict:
+    """`_label_scores` of the argmax, plus what needs the probabilities: top-5 accuracy, the expected class's RMSE."""
+    out = _label_scores(y, probs.argmax(axis=1), competition)
+    if competition.metric == "top5_accuracy":
+        out["top5_accuracy"] = score("top5_accuracy", y, probs)
+    if competition.kind == "ordinal":
+        out["rmse_expected"] = rmse(y, expected_class(probs))
+    return out
+
+
+def _ensemble_weights(runs: pd.DataFrame, ecfg) -> np.ndarray:
+    """Hand-set `ensemble.weights` (every run named, normalised), or weights from the runs' out-of-fold scores."""
+    if not ecfg.weights:
+        return ensemble_weights(runs["score"], ecfg.factor, bool(runs["lower_is_better"].iloc[0]))
+    unknown = sorted(set(ecfg.weights) - set(runs.index))
+    missing = sorted(set(runs.index) - set(ecfg.weights))
+    if unknown or missing:
+        raise RunError(f"ensemble.weights must name each of ensemble.runs ({', '.join(runs.index)}): "
+                       + "; ".join(p for p in (unknown and f"not a run: {', '.join(unknown)}",
+                                               missing and f"no weight: {', '.join(missing)}") if p))
+    weights = np.array([ecfg.weights[e] for e in runs.index], float)
+    if weights.sum() <= 0:
+        raise RunError("ensemble.weights: at least one weight must be > 0")
+    return weights / weights.sum()
+
+
+PIXELS = "pixels"  # the ensemble member `ensemble.pixel_stats` adds
+
+
+def pixel_member(cfg: StackConfig, features: FeatureSet,
+                 competition: Competition) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The class probabilities of a multiclass LightGBM on the photos' pixel features (the class baselines' model,
+    averaged over `lgbm.bag` seeds), fit on the same split files as the runs: out of fold for the train rows (in
+    `features`' order), from the `all` fit or the fold fits' mean for test (`ensemble.test_features`), and its
+    per-fold scores, which weigh it like a run's."""
+    if competition.kind != "classification":
+        raise RunError(f"ensemble.pixel_stats: for a classification competition ({cfg.dataroot} is "
+                       f"{competition.kind}); a stack takes the pixel features with pixel_stats: true")
+    data = baselines.load_splits(cfg.dataroot, cfg.folds)
+    pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, cache_file(Path(cfg.checkpoints_dir) / "cache"))
+    lgbm = baselines.lgbm_options(data.classes, int(cfg.lgbm.params.get("num_threads", 0)), cfg.lgbm.bag)
+    result, test, fold_mean = baselines.predict(data, pixels.frame, lgbm, cfg.seed)
+    oof = pd.DataFrame(result.oof, index=data.ids).loc[features.train.index].to_numpy()
+    test = pd.DataFrame(test if cfg.ensemble.test_features == "all" else fold_mean, index=data.test_ids)
+    return oof, test.loc[features.test[cfg.ensemble.test_features].index].to_numpy(), result.scores
+
+
+def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
+    """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
+    submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores."""
+    ecfg = cfg.ensemble
+    competition = read_competition(cfg.dataroot)
+    features = build_features(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds,
+                              aggregations="mean", split_suffix=cfg.split_suffix,
+                              test_features=ecfg.test_features, infold=False)
+    oof_probs, test_probs = ({run.exp: means[run.exp] for run in features.runs}
+                             for means in (features.view_mean_oof, features.view_mean_test[ecfg.test_features]))
+    rows = []
+    for run in features.runs:
+        if features.view_mean_oof[run.exp].shape[1] != competition.n_classes:
+            raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {competition.n_classes} class "
+                           f"probabilities")
+        at = choice_metrics(cfg.checkpoints_dir, run.exp, fold_splits(cfg.folds, cfg.split_suffix), run.epoch)  # an epoch or a soup
+        rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
+                     "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
+    if ecfg.pixel_stats:
+        oof_probs[PIXELS], test_probs[PIXELS], fold_scores = pixel_member(cfg, features, competition)
+        rows.append({"exp": PIXELS, "epoch": "-", "metric": competition.metric, "score": float(np.mean(fold_scores)),
+                     "lower_is_better": competition.lower_is_better})
+    runs = pd.DataFrame(rows).set_index("exp")
+    if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
+        raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
+    runs["weight"] = _ensemble_weights(runs, ecfg)
+    oof = weighted_ensemble([oof_probs[e] for e in runs.index], runs["weight"])
+    source = ecfg.test_features
+    test = weighted_ensemble([test_probs[e] for e in runs.index], runs["weight"])
+    y = features.y.astype(int)
+    cv_rows = {e: _class_scores(y, oof_probs[e], competition) for e in runs.index}
+    cv_rows["weighted ensemble"] = _class_scores(y, oof, competition)
+    cv_table = pd.DataFrame.from_dict(cv_rows, orient="index")
+
+    redistribution = redistribution_table = None
+    k = ecfg.redistribute_k
+    if k > 0:
+        redistribution = redistribute_labels(test, k)
+        k_oof = max(1, int(round(k * len(oof) / len(test))))  # the same share of the rows on OOF
+        oof_red = redistribute_labels(oof, k_oof)
+        redistribution_table = pd.DataFrame({
+            "test before": redistribution.before, "test after": redistribution.after,
+            f"oof before (K={k_oof})": oof_red.before, "oof after": oof_red.after})
+        redistribution_table.index.name = "class"
+        label_scores = _label_scores(y, oof_red.labels, competition)
+        cv_table.loc["ensemble, re-distributed", list(label_scores)] = list(label_scores.values())
+    if ecfg.submit == "redistributed" and redistribution is None:
+        raise RunError("ensemble.submit: redistributed needs ensemble.redistribute_k > 0")
+    labels = redistribution.labels if ecfg.submit == "redistributed" else test.argmax(axis=1)
+    return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[source].index, str),
+                          cv_table=cv_table, redistribution=redistribution,
+                          redistribution_table=redistribution_table, labels=labels,
+                          run_tests={e: test_probs[e] for e in runs.index})
+
+
+def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> pd.DataFrame:
+    """The competition's metric on the held-out answers for each run alone, the ensemble and what is submitted.
+    Only reported: the weights and `submit` were chosen from out-of-fold scores before this runs."""
+    metric = competition.metric
+    # top-5 accuracy scores probabilities; the other metrics score the labels argmax (or re-distribution) gives
+    rows = {**{f"{exp} alone": probs for exp, probs in result.run_tests.items()},
+            "weighted ensemble (argmax)": result.test}
+    if result.redistribution is not None:
+        rows["weighted ensemble, re-distributed"] = result.redistribution.labels
+    if metric != "top5_accuracy":
+        rows = {name: (p.argmax(1) if p.ndim == 2 else p) for name, p in rows.items()}
+    table = {name: score_answers(result.test_ids, pred, answers, metric=metric)[metric] for name, pred in rows.items()}
+    return pd.Series(table, name=f"{metric} on the answers").to_frame()
+
+
+def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
+    """ensemble_probabilities + files in out_dir: `ensemble_{stamp}_probs.csv` (object_id, p0..p{K-1}, label
+    [, label_redistributed]), the submission `ensemble_{stamp}_submission.csv` (object_id, target: the class
+    index, label: its name) and `ensemble_{stamp}_report.md/json`."""
+    result = ensemble_probabilities(cfg)
+    competition = read_competition(cfg.dataroot)
+    name = f"ensemble_{stamp or timestamp()}"
+    out_dir = Path(cfg.out_dir)
+    frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
+    frame.insert(0, "object_id", result.test_ids)
+    frame["label"] = result.test.argmax(axis=1)
+    if result.redistribution is not None:
+        frame["label_redistributed"] = result.redistribution.labels
+    result.probs_csv = out_dir / f"{name}_probs.csv"
+    write_csv(result.probs_csv, frame)
+    names = np.asarray(competition.class_names, dtype=object)
+    result.submission = out_dir / f"{name}_submission.csv"
+    write_csv(result.submission, pd.DataFrame({"object_id": result.test_ids, "target": result.labels,
+                                               "label": names[result.labels]}))
+    notes = []
+    if cfg.answers and Path(cfg.answers).is_file():
+        result.answers_table = score_ensemble(result, cfg.answers, competition)
+    elif cfg.answers:
+        notes.append(f"answers {cfg.answers} not found: no score on held-out answers")
+    tables = {"runs": result.runs, "oof_scores": result.cv_table}
+    if result.redistribution_table is not None:
+        tables["redistribution"] = result.redistribution_table
+    if result.answers_table is not None:
+        tables["answers"] = result.answers_table
+    facts = {"factor": cfg.ensemble.factor, "test_features": cfg.ensemble.test_features,
+             "redistribute_k": cfg.ensemble.redistribute_k, "submit": cfg.ensemble.submit,
+             "probs_csv": result.probs_csv, "submission": result.submission, "metric": competition.metric}
+    result.report_md, _ = write_report(out_dir, name, tables, facts, notes)
+    return result
+
+
+def run_default(cfg: StackConfig, stamp: str | None = None) -> StackResult | EnsembleResult:
+    """What `stack.py` does without a command: atmaCup-style competitions (ordinal, regression) stack with
+    LightGBM; a classification competition ensembles its runs' probabilities (the ACCV way)."""
+    if read_competition(cfg.dataroot).kind == "classification":
+        return run_ensemble(cfg, stamp)
+    return run_stack(cfg, stamp)
+
+
+@dataclass
+class PseudoResult:
+    round: int
+    rows: pd.DataFrame          # the pseudo rows added to every split's train part
+    per_class: pd.Series        # rows added per class
+    written: list[Path]
+    thr: float
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{c}: {n}" for c, n in self.per_class.items())
+        return (f"pseudo round {self.round}: {len(self.rows)} test rows with top probability >= {self.thr} added "
+                f"to every train part (per class {counts}); wrote {len(self.written)} split CSVs, e.g. "
+                f"{self.written[0] if self.written else '-'}")
+
+
+def run_pseudo(cfg: StackConfig, round_: int) -> PseudoResult:
+    """Ensemble the runs' test probabilities, keep the confident ones, write round `round_`'s split CSVs, and
+    a `pseudo{round}_report.json` in out_dir."""
+    result = ensemble_probabilities(cfg)
+    thr = cfg.ensemble.pseudo_thr
+    competition = read_competition(cfg.dataroot)
+    rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg.dataroot), competition.train_columns,
+                       competition.group_column)
+    # cumulative: build on the splits the ensembled runs trained on (the last round's), keeping its rows
+    cumulative = cfg.ensemble.pseudo_cumulative
+    written = write_pseudo_splits(cfg.dataroot, cfg.folds, round_, rows,
+                                  base_suffix=cfg.split_suffix if cumulative else "", cumulative=cumulative)
+    per_class = rows["target"].value_counts().reindex(range(result.test.shape[1]), fill_value=0)
+    write_json(Path(cfg.out_dir) / f"pseudo{round_}_report.json",
+               {"round": round_, "thr": thr, "rows_added": len(rows), "per_class": per_class.tolist(),
+                "n_test": len(result.test_ids), "written": [str(p) for p in written],
+                "ensemble_oof": result.cv_table.to_dict(orient="index")})
+    return PseudoResult(round=round_, rows=rows, per_class=per_class, written=written, thr=thr)
