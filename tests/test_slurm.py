@@ -66,7 +66,7 @@ def test_local_executor_runs_rows_to_done_and_reports_the_failed_one(tmp_path: P
     states = {o.split: o.state for o in result.outcomes}
     assert states == {"3fold1": "done", "all": "done", "3fold9": "failed"}, result.summary()
     assert len(result.jobs) == 3 and result.session is None
-    assert "3fold9_train.csv" in result.by_split["3fold9"].detail
+    assert "3fold9_train.csv" in next(o for o in result.outcomes if o.split == "3fold9").detail
     for split in ("3fold1", "all"):
         run = tmp_path / "runs" / f"tinyslurm_{split}"
         assert (run / "DONE").is_file() and (run / "1.pth").is_file()

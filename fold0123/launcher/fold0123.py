@@ -65,10 +65,6 @@ class LaunchResult:
     jobs: list[str] = field(default_factory=list)  # submitit job ids
 
     @property
-    def by_split(self) -> dict[str, RunOutcome]:
-        return {o.split: o for o in self.outcomes}
-
-    @property
     def failed(self) -> list[RunOutcome]:
         return [o for o in self.outcomes if o.state == "failed"]
 

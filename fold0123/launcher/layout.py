@@ -181,20 +181,16 @@ def _conf_path(conf: str | Path, root: Path) -> Path:
     raise LaunchError(f"{conf}: config file not found (looked in {Path.cwd()} and {root})")
 
 
-def title_command(title: str) -> str:
-    """Names the pane from inside it ($TMUX_PANE), so tmuxinator and libtmux panes are titled the same way."""
-    return f'tmux select-pane -t "$TMUX_PANE" -T {shlex.quote(title)}'
-
-
 def pane_command(title: str, argv: Sequence[str], env: dict[str, str] | None = None,
                  on_failure: Sequence[str] | None = None) -> str:
-    """`title; ENV=.. argv || on_failure`: the pane's shell stays open after a failure, showing the error."""
+    """`title; ENV=.. argv || on_failure`: the pane's shell stays open after a failure, showing the error. The
+    pane names itself from inside ($TMUX_PANE), so tmuxinator and libtmux panes are titled the same way."""
     line = shlex.join(argv)
     if env:
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + line
     if on_failure:
         line += " || " + shlex.join(on_failure)
-    return f"{title_command(title)}; {line}"
+    return f'tmux select-pane -t "$TMUX_PANE" -T {shlex.quote(title)}; {line}'
 
 
 def train_argv(python: str, conf: str, split: str, device: str, threads: int | None,
@@ -209,14 +205,6 @@ def train_argv(python: str, conf: str, split: str, device: str, threads: int | N
     if redo_stale:
         argv.append("--redo-stale")
     return argv
-
-
-def eval_argv(python: str, run_dir: str, device: str) -> list[str]:
-    return [python, "evaluate.py", "--run", run_dir, "--watch", "--device", device]
-
-
-def monitor_argv(python: str, run_dir: str) -> list[str]:
-    return [python, "-m", "fold0123.launcher.monitor", run_dir]
 
 
 def status_argv(python: str, *args: str) -> list[str]:
@@ -314,8 +302,8 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
                       train_argv=tuple(train_argv(python, conf_shown, split, device,
                                                   row_threads if device == "cpu" else None, overrides, resume,
                                                   redo)),
-                      eval_argv=tuple(eval_argv(python, rdir, eval_device)),
-                      monitor_argv=tuple(monitor_argv(python, rdir)), env=env, eval_env=eval_env)
+                      eval_argv=(python, "evaluate.py", "--run", rdir, "--watch", "--device", eval_device),
+                      monitor_argv=(python, "-m", "fold0123.launcher.monitor", rdir), env=env, eval_env=eval_env)
         rows.append(replace(row, panes=row_panes(row, python)))
     active_dirs = [d for _, d in active]
     extending = [r.run_dir for r in rows if r.resume and training_done(root / r.run_dir)]

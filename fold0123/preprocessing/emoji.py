@@ -231,10 +231,11 @@ def read_emoji_datasource(tgz: str | os.PathLike) -> tuple[list[EmojiImage], dic
     return rows, images, skipped
 
 
-def read_emojibase_tags(tgz: str | os.PathLike) -> dict[str, list[str]]:
-    """Tags by uppercase hexcode. Skins carry no tags in emojibase: they inherit the base's and add their tones."""
+def read_emojibase(tgz: str | os.PathLike) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(tags, English labels) by uppercase hexcode. Skins carry no tags in emojibase: they inherit the base's and
+    add their tones."""
     tgz = Path(tgz)
-    tags = {}
+    tags, labels = {}, {}
     for i, entry in enumerate(json_list(tgz, EMOJIBASE_JSON)):
         where = f"{tgz}: {EMOJIBASE_JSON}: entry #{i}"
         base = _field(entry, "hexcode", where).upper()
@@ -243,7 +244,9 @@ def read_emojibase_tags(tgz: str | os.PathLike) -> dict[str, list[str]]:
         for skin in entry.get("skins") or []:
             own = [t for t in tone_names(str(skin.get("label", ""))) if t not in base_tags]
             tags[_field(skin, "hexcode", f"{where} ({base}) skin").upper()] = base_tags + list(dict.fromkeys(own))
-    return tags
+        labels.update((str(item["hexcode"]).upper(), str(item["label"]))
+                      for item in [entry, *(entry.get("skins") or [])] if item.get("label"))
+    return tags, labels
 
 
 def by_hexcode(table: dict) -> Callable[[str], object]:
@@ -420,7 +423,7 @@ def build_from_tarballs(emoji_tgz: str | os.PathLike, emojibase_tgz: str | os.Pa
     private = private_dir(out)
     with staged_build(out, private) as (tmp_out, tmp_private):
         rows, images, skipped = read_emoji_datasource(emoji_tgz)
-        tags = read_emojibase_tags(emojibase_tgz)
+        tags, _ = read_emojibase(emojibase_tgz)
         summary = _write_tables(rows, images, tags, tmp_out, tmp_private, seed, emoji_tgz, skipped, test_tags)
         summary.out, summary.private, summary.packages = str(out), str(private), pins(packages)
         write_records(tmp_out, tmp_private, summary, {

@@ -36,8 +36,8 @@ from fold0123.common.build import (beside, earlier_build, headline, pins, reuse,
                                    write_records)
 from fold0123.common.errors import cli_main
 from fold0123.data.muge import MugeText, encode_base64, write_images, write_texts
-from fold0123.preprocessing.emoji import (EMOJIBASE_JSON, member_bytes, by_hexcode, json_list, on_white,
-                                          read_emoji_datasource)
+from fold0123.preprocessing.emoji import (by_hexcode, member_bytes, on_white, read_emoji_datasource,
+                                          read_emojibase)
 from fold0123.preprocessing.npm import (EMOJI_DATASOURCE, EMOJI_DATASOURCE_APPLE, EMOJIBASE, Package,
                                         builder_parser, fetch_package)
 
@@ -51,16 +51,6 @@ CACHE_SPLITS = ("valid", "test")  # the splits with a test-time-learning cache (
 def opaque_int(hexcode: str, kind: str) -> int:
     """48 bits of a salted SHA-1: an integer id, stable across machines, uninformative about the code point."""
     return int(salted_id(ID_SALT, kind, hexcode, 12), 16)
-
-
-def read_labels(tgz: str | os.PathLike) -> dict[str, str]:
-    """emojibase's English label by uppercase hexcode, base emoji and skin-tone variants alike."""
-    labels = {}
-    for entry in json_list(Path(tgz), EMOJIBASE_JSON):
-        for item in [entry, *(entry.get("skins") or [])]:
-            if item.get("hexcode") and item.get("label"):
-                labels[str(item["hexcode"]).upper()] = str(item["label"])
-    return labels
 
 
 def png_b64(png: bytes, what: str) -> str:
@@ -107,7 +97,7 @@ def build_from_tarballs(google_tgz, emojibase_tgz, other_tgz, out, seed: int = 0
     private, cache = private_dir(out), cache_dir(out)
     with staged_build(out, private, cache) as (tmp_out, tmp_private, tmp_cache):
         rows, images, _ = read_emoji_datasource(google_tgz)
-        label_of = by_hexcode(read_labels(emojibase_tgz))
+        label_of = by_hexcode(read_emojibase(emojibase_tgz)[1])  # English labels, base emoji and skins alike
         other = {name[len(OTHER_ARTIST_DIR):]: data for name, data in
                  member_bytes(Path(other_tgz), lambda n: n.startswith(OTHER_ARTIST_DIR) and n.endswith(".png"))
                  .items()}
