@@ -16,7 +16,8 @@ import numpy as np
 
 from fold0123.common import muge
 from fold0123.data.muge import read_images
-from fold0123.data.muge_images import LmdbPairs, PairDataset, decode_image, muge_cache
+from fold0123.data.datasets import ImageDataset
+from fold0123.data.muge_images import LmdbPairs, decode_image, muge_cache
 
 
 def clock(fn) -> float:
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
     lmdb.targets = np.zeros((n, 2), np.int64)
     with tempfile.TemporaryDirectory() as tmp:
         cache = muge_cache(args.data_dir, [args.split], args.size, tmp)
-        cached = PairDataset(cache, lmdb.image_ids, lmdb.targets)
+        cached = ImageDataset(cache, lmdb.image_ids, lmdb.targets, np.int64)
 
         def tsv():
             for i, b64 in read_images(muge.images_tsv(args.data_dir, args.split), decode=False).items():

@@ -73,7 +73,7 @@ def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run)
     model.load_state_dict(read_checkpoint(rundir.checkpoint_path(target_run, 1))["model"])
     model.eval()
     cache = photo_cache(cfg)
-    image = torch.from_numpy(np.array(cache[ids[3]])).permute(2, 0, 1)[None]
+    image = torch.from_numpy(np.array(cache.array[cache.index[ids[3]]])).permute(2, 0, 1)[None]
     with torch.no_grad():
         for k in (0, 5):
             expected = model(normalize(apply_view(image, k)))[0, 0].item()

@@ -21,7 +21,7 @@ def test_cache_decodes_once_and_is_reused(dataroot, tmp_path):
     stamp = os.stat(first.path).st_mtime_ns
     second = build_image_cache(dataroot, ids, 16, tmp_path / "cache")
     assert second.decoded == 0 and second.path == first.path and os.stat(second.path).st_mtime_ns == stamp
-    assert np.array_equal(second[ids[5]], load_image(dataroot / "photos" / f"{ids[5]}.jpg", 16))
+    assert np.array_equal(second.array[second.index[ids[5]]], load_image(dataroot / "photos" / f"{ids[5]}.jpg", 16))
     assert second.index[ids[5]] == 5 and second.ids == ids
     # another id list or size is another file
     assert build_image_cache(dataroot, ids[:10], 16, tmp_path / "cache").path != first.path
@@ -87,9 +87,10 @@ def test_greyscale_and_cmyk_jpegs_become_rgb(tmp_path):
     Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8), "CMYK").save(tmp_path / "photos" / "cmyk.jpg")
     assert Image.open(tmp_path / "photos" / "cmyk.jpg").mode == "CMYK"
     cache = build_image_cache(tmp_path, ["grey", "cmyk"], 20, tmp_path / "cache")
-    grey = cache["grey"]
+    grey = cache.array[cache.index["grey"]]
     assert grey.shape == (20, 20, 3) and np.array_equal(grey[..., 0], grey[..., 1])
-    assert cache["cmyk"].shape == (20, 20, 3) and cache["cmyk"].std() > 10
+    cmyk = cache.array[cache.index["cmyk"]]
+    assert cmyk.shape == (20, 20, 3) and cmyk.std() > 10
 
 
 def test_non_square_photo_is_letterboxed_not_stretched(tmp_path):
@@ -130,7 +131,7 @@ def test_dataset_returns_chw_uint8_and_targets(dataroot, tmp_path):
     ds = ImageDataset(cache, ids[::-1], targets[::-1])
     image, target = ds[0]
     assert image.dtype == torch.uint8 and image.shape == (3, 16, 16)
-    assert torch.equal(image, torch.from_numpy(np.array(cache[ids[-1]])).permute(2, 0, 1))
+    assert torch.equal(image, torch.from_numpy(np.array(cache.array[cache.index[ids[-1]]])).permute(2, 0, 1))
     assert target.tolist() == [len(ids) - 1]
     assert ImageDataset(cache, ids, None)[0][1].item() == -1
     batch = torch.stack([ds[i][0] for i in range(4)])

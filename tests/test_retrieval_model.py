@@ -121,7 +121,8 @@ def test_the_primary_metric_is_read_from_the_identity_view(trained, capsys):
 def test_the_lmdb_reader_gives_the_cached_samples_in_forked_workers(trained):
     """`clip.reader: lmdb` decodes straight from the LMDB per sample: the same bytes as the memmap cache, also
     in DataLoader workers forked after the parent opened the environment (each reopens it)."""
-    from fold0123.data.muge_images import LmdbPairs, PairDataset
+    from fold0123.data.datasets import ImageDataset
+    from fold0123.data.muge_images import LmdbPairs
 
     cfg = trained["cfg"]
     cached = get_task("clip").training_data(cfg.model_copy(update={"split": "train"}), "train")
@@ -130,7 +131,7 @@ def test_the_lmdb_reader_gives_the_cached_samples_in_forked_workers(trained):
     lmdb_cfg = cfg.model_copy(update={"clip": cfg.clip.model_copy(update={"reader": "lmdb"})})
     direct = task.training_data(lmdb_cfg, "train")
     n = len(cached)
-    assert isinstance(direct, LmdbPairs) and isinstance(cached, PairDataset) and n == len(direct) == 48
+    assert isinstance(direct, LmdbPairs) and isinstance(cached, ImageDataset) and n == len(direct) == 48
     direct[0]  # the parent opens the environment before the workers fork
     loader = torch.utils.data.DataLoader(direct, batch_size=16, num_workers=2,
                                          multiprocessing_context="fork")

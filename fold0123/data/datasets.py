@@ -18,14 +18,15 @@ HALF = (0.5, 0.5, 0.5)
 
 
 class ImageDataset(Dataset):
-    """`(image uint8 [3, S, S], target float32 [d])` for each id; the target is `tensor(-1.)` without targets."""
+    """`(image uint8 [3, S, S], target [d])` for each id (an id may repeat: the clip task's (image, text) pairs,
+    whose int64 targets are the text's key and token ids); the target is `tensor(-1.)` without targets."""
 
-    def __init__(self, cache: ImageCache, ids: Sequence[str], targets: np.ndarray | None = None):
+    def __init__(self, cache: ImageCache, ids: Sequence, targets: np.ndarray | None = None, dtype=np.float32):
         self.cache = cache
         self.ids = [str(i) for i in ids]
         self.rows = cache.rows(self.ids)
         if targets is not None:
-            targets = np.asarray(targets, dtype=np.float32)
+            targets = np.asarray(targets, dtype=dtype)
             if targets.ndim == 1:
                 targets = targets[:, None]
             if len(targets) != len(self.ids):

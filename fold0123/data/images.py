@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import multiprocessing
 import os
@@ -33,7 +32,7 @@ from PIL import Image, ImageOps
 
 from fold0123.common import rundir
 from fold0123.common.fingerprint import stat_digest
-from fold0123.common.io import atomic_path, make_dir, remove_orphaned_temporaries
+from fold0123.common.io import atomic_path, exclusive_lock, remove_orphaned_temporaries
 from fold0123.common.schema import RunConfig
 from fold0123.data.layout import LayoutError, photo_path, read_test, read_train
 
@@ -51,7 +50,8 @@ CACHE_VERSION = 1  # bump when the decode/resize recipe changes, so old caches a
 
 @dataclass
 class ImageCache:
-    """A decoded, resized image set: `cache[object_id]` -> uint8 `[size, size, 3]` (a view into the memmap)."""
+    """A decoded, resized image set: `array[index[object_id]]` is the uint8 `[height, width, 3]` image (a view
+    into the memmap); `rows` looks up many ids at once."""
     ids: list[str]
     array: np.ndarray  # [n, height, width, 3] uint8, memory-mapped read-only
     path: Path
@@ -60,20 +60,6 @@ class ImageCache:
 
     def __post_init__(self) -> None:
         self.index = {object_id: row for row, object_id in enumerate(self.ids)}
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(height, width) of every cached image."""
-        return int(self.array.shape[1]), int(self.array.shape[2])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, object_id: str) -> np.ndarray:
-        try:
-            return self.array[self.index[object_id]]
-        except KeyError:
-            raise KeyError(f"object_id {object_id!r} is not in image cache {self.path}") from None
 
     def rows(self, object_ids: Sequence[str]) -> np.ndarray:
         """Row numbers of `object_ids`, with one clear error for the first id the cache lacks."""
@@ -166,19 +152,6 @@ def _decode_chunk(args: tuple[list[str], int, str]) -> np.ndarray:
     return np.stack([load_image(p, size, fit) for p in paths])
 
 
-@contextlib.contextmanager
-def _build_lock(path: Path):
-    """An exclusive lock beside the cache, so runs started together (fold0123) decode once, not once each:
-    the first builds, the others wait and then find the finished file."""
-    make_dir(path.parent)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
@@ -220,12 +193,13 @@ def cached_images(path: Path, ids: list[str], size: Size, jobs: list, decode: Ca
 
     The array is written under a temporary name, reserved on disk first (`_reserve`), and renamed into place,
     so a crash never leaves a half-filled cache that a later run would trust; concurrent builders of the same
-    file wait for the first (`_build_lock`)."""
+    file wait for the first on the lock beside it, so runs started together (fold0123) decode once, not once
+    each."""
     remove_orphaned_temporaries(path.parent)  # a build killed half way left its `.tmp.<pid>` (dead PIDs only)
     existing = _open_existing(path, len(ids), size)
     if existing is not None:
         return ImageCache(ids, existing, path, decoded=0)
-    with _build_lock(path):
+    with exclusive_lock(path.with_name(path.name + ".lock"), wait=True):
         existing = _open_existing(path, len(ids), size)  # another process may have built it meanwhile
         if existing is not None:
             return ImageCache(ids, existing, path, decoded=0)

@@ -1,5 +1,6 @@
 """How training and evaluation reach a MUGE dataroot's images: decoded once from the packed LMDB into the same
-uint8 memory-mapped cache the photos use (data.images.ImageCache), and a Dataset of (image, text tokens) pairs.
+uint8 memory-mapped cache the photos use (data.images.ImageCache), read by data.datasets.ImageDataset as the
+photos are.
 
 Why a cache and not the LMDB in every epoch: an epoch of a small-image run decodes each PNG/JPEG again from the
 LMDB (base64, then the codec, then the resize), which on 2 CPU cores costs more than the model's step
@@ -57,26 +58,9 @@ def muge_cache(root: str | Path, splits: Sequence[str], size: int, cache_dir: st
             reader.close()
 
 
-class PairDataset(Dataset):
-    """`(image uint8 [3, S, S], target int64 [1 + L])` per (image, text) pair: target[0] is the text's key
-    (identical strings share it), target[1:] its token ids."""
-
-    def __init__(self, cache: ImageCache, image_ids: Sequence, targets: np.ndarray):
-        self.cache, self.rows = cache, cache.rows([str(i) for i in image_ids])
-        self.targets = np.asarray(targets, dtype=np.int64)
-        if len(self.targets) != len(self.rows):
-            raise ValueError(f"{len(self.targets)} target rows for {len(self.rows)} pairs")
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int):
-        image = torch.from_numpy(np.array(self.cache.array[self.rows[i]].transpose(2, 0, 1), order="C"))
-        return image, torch.from_numpy(self.targets[i])
-
-
 class LmdbPairs(Dataset):
-    """The same samples read straight from the LMDB (decoded per access), opened lazily in each worker."""
+    """The samples of the cached `ImageDataset` of a split's pairs, `(image uint8 [3, S, S], target int64 [1 + L])`,
+    read straight from the LMDB (decoded per access), opened lazily in each worker."""
 
     def __init__(self, root: str | Path, split: str, targets: np.ndarray, size: int):
         self.reader, self.size = LmdbSplit(root, split), size

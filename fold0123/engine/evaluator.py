@@ -84,12 +84,6 @@ def write_npz(path: Path, ids, outputs: np.ndarray) -> None:
         np.savez(f, ids=np.asarray(list(ids), dtype=str), outputs=outputs.astype(np.float32))
 
 
-def view_metrics(task, outputs: np.ndarray, frame, cfg: RunConfig) -> dict:
-    """The task's metrics on the view-mean prediction and on the identity view alone."""
-    return {"mean": task.metrics(outputs.mean(axis=1), frame, cfg.dataroot, cfg),
-            "identity": task.metrics(outputs[:, 0], frame, cfg.dataroot, cfg)}
-
-
 def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, device: str | None = None,
                         checkpoint: str | Path | None = None, tag: str | None = None,
                         batch_size: int | None = None) -> dict:
@@ -132,7 +126,8 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         write_npz(rundir.eval_npz_path(run, tag, part), ids, outputs)
         if part == "oof":
             metrics["n"] = len(ids)
-            metrics["views"] = view_metrics(task, outputs, frames["oof"], cfg)
+            metrics["views"] = {"mean": task.metrics(outputs.mean(axis=1), frames["oof"], cfg.dataroot, cfg),
+                                "identity": task.metrics(outputs[:, 0], frames["oof"], cfg.dataroot, cfg)}
     if "oof" in parts or "oof" not in frames:
         write_json(rundir.metrics_path(run, tag), metrics)
     return metrics
@@ -151,6 +146,4 @@ def evaluate_soup(run: str | Path, n: int, parts=None, device: str | None = None
     out = rundir.soup_path(run, n)
     uniform_soup([p for _, p in chosen], out)
     print(f"{out}: uniform soup of epochs {', '.join(str(e) for e, _ in chosen)}", file=sys.stderr)
-    metrics = evaluate_checkpoint(run, chosen[-1][0], parts=parts, device=device, checkpoint=out,
-                                  tag=f"soup{n}")
-    return metrics
+    return evaluate_checkpoint(run, chosen[-1][0], parts=parts, device=device, checkpoint=out, tag=f"soup{n}")

@@ -40,7 +40,3 @@ def wrap_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return torch.nn.DataParallel(model)
     return model
 
-
-def model_state(model: torch.nn.Module) -> dict:
-    model = model.module if isinstance(model, torch.nn.DataParallel) else model
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

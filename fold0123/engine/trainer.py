@@ -43,7 +43,7 @@ from fold0123.engine.optim import build_optimizer, build_scheduler
 from fold0123.engine.saver import BackgroundSaver
 from fold0123.models.checkpoints import (CheckpointError, load_weights, prune_checkpoints, read_resume, rng_state,
                                          set_rng_state)
-from fold0123.engine.setup import configure_torch, model_state, resolve_device, wrap_model
+from fold0123.engine.setup import configure_torch, resolve_device, wrap_model
 from fold0123.models.network import build_model
 from fold0123.models.task import Task
 from fold0123.models.tasks import get_task
@@ -116,7 +116,6 @@ class LossLog:
     """loss.log: a header and one whitespace-separated line per logging step; the monitor tails it."""
 
     def __init__(self, path: Path, keep_through_epoch: int):
-        self.path = path
         lines = [LOG_HEADER]
         if keep_through_epoch > 0 and path.is_file():  # resume: drop lines of the epoch being redone
             for line in path.read_text().splitlines()[1:]:
@@ -131,10 +130,6 @@ class LossLog:
 
     def close(self) -> None:
         self.file.close()
-
-
-def _progress_enabled(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else bool(progress)
 
 
 def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool, fingerprint: Fingerprint) -> Path:
@@ -253,7 +248,7 @@ def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path)
 def weights_state(trainee: Trainee, task: Task, cfg: RunConfig, epoch: int) -> dict:
     """`{epoch}.pth`: what evaluation, transfer and soups need."""
     return {"epoch": epoch, "split": cfg.split, "config": cfg.model_dump(mode="json"),
-            "model": model_state(trainee.model),
+            "model": {k: v.detach().cpu() for k, v in trainee.model.state_dict().items()},
             "task_state": {str(k): float(v) for k, v in task.state.items()}}
 
 
@@ -381,10 +376,11 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
     saver = BackgroundSaver()
     keep_last = cfg.keep_last
+    show_progress = sys.stderr.isatty() if progress is None else bool(progress)
     try:
         for epoch in range(start_epoch, epochs + 1):
             loss, global_step = train_epoch(trainee, task, loader, cfg, epoch, global_step, log, writer,
-                                            f"{run.name} epoch {epoch}/{epochs}", _progress_enabled(progress))
+                                            f"{run.name} epoch {epoch}/{epochs}", show_progress)
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
             # weights first, then the resume state that points at them (a crash between the two redoes this

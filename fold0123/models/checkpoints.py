@@ -171,12 +171,8 @@ def prune_checkpoints(run: Path, keep_last: int) -> list[Path]:
 def strip_prefixes(state_dict: dict) -> dict:
     out = {}
     for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+        while key.startswith(WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]  # every wrapper prefix is one dotted name
         out[key] = value
     return out
 

@@ -32,7 +32,8 @@ from fold0123.common.errors import LayoutError, UsageError
 from fold0123.common.schema import RunConfig
 from fold0123.data import tokenizer as tok
 from fold0123.data.muge import read_texts
-from fold0123.data.muge_images import LmdbPairs, PairDataset, muge_cache
+from fold0123.data.datasets import ImageDataset
+from fold0123.data.muge_images import LmdbPairs, muge_cache
 from fold0123.data.muge_lmdb import LmdbSplit, gallery_ids
 from fold0123.data.recall import retrieval_metrics
 from fold0123.models import clip
@@ -41,13 +42,8 @@ from fold0123.models.task import Task
 TOKENIZER = "tokenizer.json"
 
 
-def train_texts(dataroot: str | Path) -> list[str]:
-    return [t.text for t in read_texts(muge.texts_jsonl(dataroot, "train"))]
-
-
 @dataclass
 class ClipTask(Task):
-    head: nn.Module | None = field(default=None, repr=False)
     primary_view: str = "identity"  # a flipped emoji is another emoji: the 8-view mean is no one's embedding
     _tokenizer: object = field(default=None, repr=False)
 
@@ -74,7 +70,8 @@ class ClipTask(Task):
                 raise LayoutError(f"{path}: the run's tokenizer is missing (it is written beside the checkpoints "
                                   f"when the run starts; a checkpoint moved elsewhere needs it beside it)")
             else:
-                self._tokenizer = tok.fit_tokenizer(train_texts(cfg.dataroot), cfg.clip.vocab_size)
+                texts = [t.text for t in read_texts(muge.texts_jsonl(cfg.dataroot, "train"))]
+                self._tokenizer = tok.fit_tokenizer(texts, cfg.clip.vocab_size)
                 if path is not None:
                     write_text(path, self._tokenizer.to_str())
         return self._tokenizer
@@ -133,7 +130,7 @@ class ClipTask(Task):
             if cfg.clip.reader == "lmdb":
                 datasets.append(LmdbPairs(cfg.dataroot, name, targets, cfg.image_size))
             else:
-                datasets.append(PairDataset(self.image_cache(cfg), [p[0] for p in pairs], targets))
+                datasets.append(ImageDataset(self.image_cache(cfg), [p[0] for p in pairs], targets, np.int64))
         return datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)
 
     def image_cache(self, cfg: RunConfig):

@@ -54,6 +54,7 @@ class Task:
     # `identity` for a task whose flips change what an image says (clip: "facing right" is not its mirror)
     primary_view: str = "mean"
     run: Path | None = None  # the run directory of a loaded checkpoint (clip reads its tokenizer there)
+    head: nn.Module | None = field(default=None, repr=False)  # what `make_head` built, when the loss needs it
 
     def n_outputs(self, cfg: RunConfig) -> int:
         return self.n_outputs_fn(cfg)

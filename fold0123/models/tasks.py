@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from fold0123.common.config import ConfigError
@@ -31,11 +30,6 @@ from fold0123.data.tags import read_tag_vectors
 from fold0123.models import arcface
 from fold0123.models.clip_task import make_clip_task
 from fold0123.models.task import Frame, Task
-
-
-def read_w2v(dataroot: str | Path, cfg: RunConfig, object_ids) -> np.ndarray:
-    """The run's tag vectors (`w2v_dim` of the config) of `object_ids`, `[n, dim]` float32 (data.tags reads them)."""
-    return read_tag_vectors(dataroot, cfg.w2v_dim, object_ids)
 
 
 def _column(frame: Frame, column: str) -> np.ndarray:
@@ -95,10 +89,7 @@ def _classify_metrics(task, probs, frame, dataroot, cfg):
 
 # >>> arcface hook (models/arcface.py): `head: arcface` swaps the linear head for a sub-center ArcFace whose
 # margins come from the class counts fitted into `state`; the loss adds them. The default linear head: unchanged.
-@dataclass
 class ClassifyTask(Task):
-    head: nn.Module | None = field(default=None, repr=False)
-
     def make_head(self, feature_dim, cfg):
         self.head = (arcface.build_head(feature_dim, _n_classes(cfg), cfg, self.state) if cfg.head == "arcface"
                      else None)
@@ -152,7 +143,7 @@ def _make_sortingdate() -> Task:
 def _w2v_metrics(task, preds, frame, dataroot, cfg):
     if dataroot is None:
         raise ValueError("materialstechniques metrics need the dataroot (for the tag vectors)")
-    truth = read_w2v(dataroot, cfg, frame["object_id"]).astype(np.float64)
+    truth = read_tag_vectors(dataroot, cfg.w2v_dim, frame["object_id"]).astype(np.float64)
     norms = np.linalg.norm(truth, axis=1) * np.linalg.norm(preds, axis=1)
     tagged = norms > 0  # an object without tags has a zero vector: no direction to compare
     cosine = (truth * preds).sum(1)[tagged] / norms[tagged]
@@ -162,7 +153,7 @@ def _w2v_metrics(task, preds, frame, dataroot, cfg):
 
 def _make_materialstechniques() -> Task:
     return Task("materialstechniques", "cosine", False, lambda cfg: cfg.w2v_dim,
-                lambda task, frame, root, cfg: read_w2v(root, cfg, frame["object_id"]),
+                lambda task, frame, root, cfg: read_tag_vectors(root, cfg.w2v_dim, frame["object_id"]),
                 F.mse_loss, lambda task, out: out, _w2v_metrics)
 
 

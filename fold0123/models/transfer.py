@@ -21,7 +21,6 @@ import torch.nn as nn
 
 from fold0123.common.config import ConfigError
 from fold0123.models.checkpoints import CheckpointError, load_weights, read_checkpoint
-from fold0123.models.network import frozen_norm_layers
 from fold0123.models.stages import backbone_stages
 
 FREEZE_MODES = ("none", "last_half", "layer34", "head", "fine_tune")
@@ -64,10 +63,5 @@ def apply_freeze(model: nn.Module, mode: str | None, epoch: int, unfreeze_epoch:
         param.requires_grad = chosen is None or name in chosen
         if param.requires_grad:
             names.append(name)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase):
-            module.train(model.training)
-    if model.training:
-        for module in frozen_norm_layers(model):
-            module.eval()
+    model.train(model.training)  # Network.train: frozen batch norms stay in eval
     return names
