@@ -32,7 +32,7 @@ class StaleBuildError(BuildError):
     """A complete earlier build made with other options; the message names what differs."""
 
     def __init__(self, out: Path, reasons: list[str], hint: str = "pass --force to rebuild it"):
-        self.out, self.reasons = out, reasons
+        self.reasons = reasons
         super().__init__(f"{out}: built with other options ({'; '.join(reasons)}); {hint}")
 
 
@@ -66,16 +66,16 @@ def write_records(tmp_out: Path, tmp_private: Path, summary, marker: dict) -> No
 
 def earlier_build(out: str | os.PathLike, private: Path, summary_type, wanted: dict, what: str = "build",
                   hint: str = "pass --force to rebuild it", defaults: dict | None = None,
-                  phrases: dict[str, Callable] | None = None):
+                  phrases: dict[str, Callable] | None = None, force: bool = False, redo_stale: bool = False):
     """The summary (marked `reused`) of a complete earlier build at `out` whose marker holds `wanted`; None when
-    nothing is at `out`.
+    nothing is at `out` or `force` rebuilds whatever is there.
 
     A folder without the marker (partial, or not a build) or with unreadable records is a BuildError; a build made
     with other options a StaleBuildError naming each difference (`key old -> new`, or `phrases[key](value)` on
-    either side; a marker without a key reads as `defaults[key]`). The builder never overwrites what it did not
-    make as asked now without --force."""
+    either side; a marker without a key reads as `defaults[key]`), or with `redo_stale` None after saying so (the
+    caller rebuilds it). The builder never overwrites what it did not make as asked now without --force."""
     out = Path(out)
-    if not out.exists():
+    if force or not out.exists():
         return None
     if not (out / MARKER).is_file():
         raise BuildError(f"{out}: exists but holds no {MARKER} (not a complete {what}); pass --force to replace it")
@@ -91,25 +91,13 @@ def earlier_build(out: str | os.PathLike, private: Path, summary_type, wanted: d
         if was != value:
             phrase = (phrases or {}).get(key)
             reasons.append(f"{phrase(was)} -> {phrase(value)}" if phrase else f"{key} {was} -> {value}")
+    if reasons and redo_stale:
+        print(f"{out}: rebuilding, made with other options ({'; '.join(reasons)})", flush=True)
+        return None
     if reasons:
         raise StaleBuildError(out, reasons, hint)
     summary.reused, summary.out, summary.private = True, str(out), str(private)
     return summary
-
-
-def reuse(find: Callable[[], object], force: bool, redo_stale: bool = False):
-    """`find()` (an `earlier_build`) unless `force`; with `redo_stale` a stale build is announced and None
-    returned, so the caller rebuilds it."""
-    if force:
-        return None
-    try:
-        return find()
-    except StaleBuildError as err:
-        if not redo_stale:
-            raise
-        print(f"{err.out}: rebuilding, made with other options ({'; '.join(err.reasons)})",
-              flush=True)
-        return None
 
 
 def publish(built: Path, final: Path) -> None:

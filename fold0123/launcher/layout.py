@@ -268,7 +268,7 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
                           f"trains on {' or '.join(known)} (the MUGE splits; train holds out valid)")
 
     def run_dir(split: str) -> str:
-        """The split's run directory (data.rundir), shown relative to root."""
+        """The split's run directory (common.rundir), shown relative to root."""
         path = rundir.run_dir(cfg, split)
         return _shown(path if path.is_absolute() else root / path, root)
 

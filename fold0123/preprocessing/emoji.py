@@ -34,8 +34,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fold0123.common.build import (beside, earlier_build, headline, pins, reuse, salted_id, staged_build,
-                                   write_records)
+from fold0123.common.build import beside, earlier_build, headline, pins, salted_id, staged_build, write_records
 from fold0123.common.errors import Fold0123Error, cli_main
 from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, builder_parser, fetch_package
 
@@ -379,21 +378,6 @@ def _tags_phrase(test_tags: bool) -> str:
     return "test tags in the dataroot (--test-tags)" if test_tags else "train-only tags"
 
 
-def existing_build(out: str | os.PathLike, seed: int, packages: tuple[Package, ...],
-                   test_tags: bool = False) -> Summary | None:
-    """The summary of a complete earlier build with the same packages, seed and test-tag choice, None when there is
-    nothing at `out`; a BuildError for anything else (common.build.earlier_build), a StaleBuildError for a build
-    made with other options. A marker without `test_tags` was written before the option existed, when every build
-    kept the test objects' tags in the dataroot."""
-    summary = earlier_build(out, private_dir(out), Summary, {"seed": seed, "packages": pins(packages),
-                                                             "test_tags": test_tags}, "emoji build",
-                            "pass --force or --redo-stale to rebuild it (recipe.py: --redo-stale)",
-                            defaults={"test_tags": True}, phrases={"test_tags": _tags_phrase})
-    if summary is not None:
-        summary.test_tags = test_tags
-    return summary
-
-
 def _keep_photo_times(old_photos: Path, new_photos: Path) -> None:
     """Give each rebuilt photo that is byte-identical to the earlier build's its earlier modification time.
 
@@ -441,8 +425,13 @@ def build_dataset(out: str | os.PathLike = "datasets/emoji", cache: str | os.Pat
 
     `force` rebuilds whatever is at `out`; `redo_stale` rebuilds only a complete earlier build made with other
     options (what recipe.py --redo-stale asks for), never a folder that is not a build."""
-    earlier = reuse(lambda: existing_build(out, seed, packages, test_tags), force, redo_stale)
+    earlier = earlier_build(out, private_dir(out), Summary, {"seed": seed, "packages": pins(packages),
+                                                             "test_tags": test_tags}, "emoji build",
+                            "pass --force or --redo-stale to rebuild it (recipe.py: --redo-stale)",
+                            defaults={"test_tags": True}, phrases={"test_tags": _tags_phrase}, force=force,
+                            redo_stale=redo_stale)
     if earlier is not None:
+        earlier.test_tags = test_tags  # a marker without test_tags: made before the option, with them (defaults)
         return earlier
     emoji_tgz, emojibase_tgz = (fetch_package(p, cache) for p in packages)
     return build_from_tarballs(emoji_tgz, emojibase_tgz, out, seed=seed, packages=packages, test_tags=test_tags)

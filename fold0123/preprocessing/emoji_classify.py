@@ -45,8 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fold0123.common.build import (BuildError, earlier_build, headline, pins, reuse, staged_build,
-                                   write_records)
+from fold0123.common.build import BuildError, earlier_build, headline, pins, staged_build, write_records
 from fold0123.common.errors import cli_main
 from fold0123.preprocessing.adapters import MARKER as ADAPTER_MARKER
 from fold0123.preprocessing.adapters import adapt_imagefolder, class_order, extremes
@@ -170,7 +169,7 @@ def build_dataset(out: str | os.PathLike = "datasets/emoji_classify_raw", privat
     if private.resolve().is_relative_to(out.resolve()) or out.resolve().is_relative_to(private.resolve()):
         raise BuildError(f"--private {private}: must lie beside --out {out}, not inside it (or around it)")
     wanted = {"builder": BUILDER, "seed": seed, "min_series": min_series, "packages": pins((package,))}
-    earlier = reuse(lambda: earlier_build(out, private, ClassifySummary, wanted), force)
+    earlier = earlier_build(out, private, ClassifySummary, wanted, force=force)
     if earlier is not None:
         return earlier
     return build_from_tarball(fetch_package(package, cache), out, private, seed, min_series, (package,))

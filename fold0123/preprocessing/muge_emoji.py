@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fold0123.common import muge
-from fold0123.common.build import (beside, earlier_build, headline, pins, reuse, salted_id, staged_build,
-                                   write_records)
+from fold0123.common.build import beside, earlier_build, headline, pins, salted_id, staged_build, write_records
 from fold0123.common.errors import cli_main
 from fold0123.data.muge import MugeText, encode_base64, write_images, write_texts
 from fold0123.preprocessing.emoji import (by_hexcode, member_bytes, on_white, read_emoji_datasource,
@@ -159,7 +158,7 @@ def build_dataset(out="datasets/emoji_muge", cache=None, seed: int = 0, force: b
     """A complete earlier build made as asked (with a test-time cache for each of CACHE_SPLITS), else a new one;
     anything else at `out` is a BuildError unless `force` (common.build.earlier_build)."""
     wanted = {"seed": seed, "packages": pins(packages), "limit": limit, "cache_splits": list(CACHE_SPLITS)}
-    earlier = reuse(lambda: earlier_build(out, private_dir(out), Summary, wanted, "retrieval build"), force)
+    earlier = earlier_build(out, private_dir(out), Summary, wanted, "retrieval build", force=force)
     if earlier is not None:
         return earlier
     google, emojibase, other = (fetch_package(p, cache) for p in packages)
