@@ -9,28 +9,22 @@ The plan, the steps and the table live in fold0123.ablation (plan, run, table; `
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 
-from fold0123.common.config import add_config_args, config_from_args
-from fold0123.common.errors import Fold0123Error, error_line
-from fold0123.common.schema import AblationConfig
 from fold0123.ablation.run import run_ablation
+from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.errors import cli_main
+from fold0123.common.schema import AblationConfig
 
 
-def main() -> None:
+@cli_main
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
     parser.add_argument("--redo-stale", action="store_true",
                         help="redo outputs made by another config or from other inputs (default: stop, naming them)")
-    args = parser.parse_args()
-    try:
-        cfg = config_from_args(args, AblationConfig)
-        run_ablation(cfg, ["--conf", args.conf, *[a for s in args.overrides for a in ("--set", s)]], args.redo_stale)
-    except subprocess.CalledProcessError as err:
-        sys.exit(f"error: step failed: {' '.join(map(str, err.cmd[1:]))} (exit {err.returncode})")
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args, AblationConfig)
+    run_ablation(cfg, ["--conf", args.conf, *[a for s in args.overrides for a in ("--set", s)]], args.redo_stale)
 
 
 if __name__ == "__main__":

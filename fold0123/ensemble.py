@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fold0123 import baselines
+from fold0123.common import rundir
 from fold0123.common.io import write_csv, write_json
 from fold0123.common.schema import StackConfig
 from fold0123.data.answers import score_answers
@@ -79,7 +80,6 @@ class Redistribution:
     labels: np.ndarray        # [n] class per object after re-distribution
     before: np.ndarray        # [C] class histogram of argmax
     after: np.ndarray         # [C] class histogram of `labels`
-    moves: pd.DataFrame       # one row per moved object: index, from_class, to_class, prob
 
 
 def redistribute_labels(probs, k: int) -> Redistribution:
@@ -90,7 +90,6 @@ def redistribute_labels(probs, k: int) -> Redistribution:
     counts = before.copy()
     need = np.maximum(k - counts, 0)
     moved = np.zeros(n, bool)
-    moves = []
     short = np.flatnonzero(need)
     if len(short):
         # every (object, short class) pair, highest probability first; stable for reproducible ties
@@ -101,7 +100,6 @@ def redistribute_labels(probs, k: int) -> Redistribution:
             donor = labels[i]
             if need[c] == 0 or moved[i] or donor == c or counts[donor] <= k:
                 continue
-            moves.append((int(i), int(donor), int(c), float(probs[i, c])))
             labels[i] = c
             moved[i] = True
             counts[donor] -= 1
@@ -109,8 +107,7 @@ def redistribute_labels(probs, k: int) -> Redistribution:
             need[c] -= 1
             if not need.any():
                 break
-    return Redistribution(labels=labels, before=before, after=histogram(labels, n_classes),
-                          moves=pd.DataFrame(moves, columns=["index", "from_class", "to_class", "prob"]))
+    return Redistribution(labels=labels, before=before, after=histogram(labels, n_classes))
 
 
 # ---- the ensemble step
@@ -193,7 +190,7 @@ def pixel_member(cfg: StackConfig, features: FeatureSet,
         raise RunError(f"ensemble.pixel_stats: for a classification competition ({cfg.dataroot} is "
                        f"{competition.kind}); a stack takes the pixel features with pixel_stats: true")
     data = baselines.load_splits(cfg.dataroot, cfg.folds)
-    pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, cache_file(Path(cfg.checkpoints_dir) / "cache"))
+    pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, cache_file(rundir.cache_dir(cfg.checkpoints_dir)))
     lgbm = baselines.lgbm_options(data.classes, int(cfg.lgbm.params.get("num_threads", 0)), cfg.lgbm.bag)
     result, test, fold_mean = baselines.predict(data, pixels.frame, lgbm, cfg.seed)
     oof = pd.DataFrame(result.oof, index=data.ids).loc[features.train.index].to_numpy()
@@ -216,7 +213,8 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
         if features.view_mean_oof[run.exp].shape[1] != competition.n_classes:
             raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {competition.n_classes} class "
                            f"probabilities")
-        at = choice_metrics(cfg.checkpoints_dir, run.exp, fold_splits(cfg.folds, cfg.split_suffix), run.epoch)  # an epoch or a soup
+        splits = fold_splits(cfg.folds, cfg.split_suffix)
+        at = choice_metrics(cfg.checkpoints_dir, run.exp, splits, run.epoch)  # an epoch or a soup
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
     if ecfg.pixel_stats:

@@ -1,4 +1,5 @@
-"""fold0123.baselines (a number's rows) and data.pixel_stats: the table, honest early stopping, the skipped tag row, the cache.
+"""fold0123.baselines (a number's rows) and data.pixel_stats: the table, honest early stopping, the skipped tag
+row, the cache.
 
 The fixture's photos carry the label (hue and a bright square follow the target), so a pixel-statistics model
 must beat the constant by far; its tags follow the target too.
@@ -97,7 +98,8 @@ def test_a_bagged_baseline_averages_its_seeded_members_on_one_inner_split(scored
                                  np.concatenate([train["target"], held_out["target"]]).astype(float),
                                  [(np.arange(n), np.arange(n, n + len(held_out)))], lgbm=baselines.LgbmOptions(
                                      params={"num_threads": 1}, early_stopping_rounds=5, bag=bag), seed=4,
-                                 inner=cv.group_holdout(np.concatenate([groups, held_out["art_series_id"]]), seed=4),
+                                 inner=cv.group_holdout(np.concatenate([groups, held_out["art_series_id"]]),
+                                                        seed=4),
                                  clip=True)
     single, bagged = fit(1), fit(2)
     y = train["target"].to_numpy(float)

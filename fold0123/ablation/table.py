@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fold0123.ablation.plan import ablation_recipe, pretext_exp, stack_dirs, target_variants, task_confs
 from fold0123.common import rundir
 from fold0123.common.config import add_config_args, config_from_args
-from fold0123.common.errors import Fold0123Error, error_line
+from fold0123.common.errors import Fold0123Error, cli_main
 from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import AblationConfig
 from fold0123.data.answers import score_answers
@@ -40,7 +39,7 @@ from fold0123.data.layout import read_train
 from fold0123.data.metrics import expected_class, rmse
 from fold0123.reports.html import esc, fmt, image, is_missing, page, paragraph, section, stack_sections, table
 from fold0123.stacking.pipeline import INFOLD_ROW, INFOLD_VARIANT, NESTED_ROW, OOF_ROW, OOF_VARIANT
-from fold0123.stacking.runs import RunError, fold_splits, load_outputs, run_dir
+from fold0123.stacking.runs import eval_tag, fold_splits, load_outputs, resolve_epoch, run_dir
 
 
 @dataclass
@@ -107,7 +106,7 @@ def run_row(id: str, name: str, group: str, dataroot, checkpoints_dir, exp: str,
     """A run scored on the target directly: its `tag` (`epoch3`, `soup2`; default its last evaluated epoch)
     outputs, the 8-view mean or the identity view, per fold on the held-out rows, over all OOF rows, and the `all`
     run's test rows on the answers."""
-    tag = tag or last_tag(checkpoints_dir, exp, k)
+    tag = tag or eval_tag(resolve_epoch(checkpoints_dir, exp, fold_splits(k), "last"))
     pick = (lambda o: o.mean(axis=1)) if view == "mean" else (lambda o: o[:, rundir.VIEWS.index(view)])
     train = read_train(dataroot).set_index("object_id")["target"]
     splits = fold_splits(k)
@@ -244,15 +243,6 @@ def stack_report(folder: Path) -> Path | None:
     reports = sorted((p for p in folder.glob("*_report.json") if not p.name.startswith("pseudo")),
                      key=lambda p: p.stat().st_mtime)
     return reports[-1] if reports else None
-
-
-def last_tag(checkpoints_dir, exp: str, k: int) -> str:
-    """`epoch{E}` of the last epoch every fold of `exp` evaluated."""
-    epochs = [rundir.evaluated_epochs(run_dir(checkpoints_dir, exp, s), "oof") for s in fold_splits(k)]
-    common = set(epochs[0]).intersection(*epochs[1:])
-    if not common:
-        raise RunError(f"{exp}: no epoch evaluated on every fold")
-    return rundir.epoch_tag(max(common))
 
 
 def collect(cfg: AblationConfig, meta: dict) -> dict:
@@ -437,21 +427,18 @@ def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
     return out_html
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the ablation table from what `make ablation` ran.")
     add_config_args(parser)
     parser.add_argument("--wall-seconds", type=float, default=float("nan"))
     parser.add_argument("--device", default="")
     args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args, AblationConfig)
-        meta = {"title": f"Ablation ({Path(args.conf).name})", "preset": args.conf,
-                "command": " ".join(["python ablation.py --conf", args.conf, *[f"--set {s}" for s in args.overrides]]),
-                "device": args.device, "seeds": [ablation_recipe(cfg).seed], "wall_seconds": args.wall_seconds}
-        results = collect(cfg, meta)
-    except Fold0123Error as err:
-        sys.exit(error_line(err))
-    print(markdown(results))
+    cfg = config_from_args(args, AblationConfig)
+    meta = {"title": f"Ablation ({Path(args.conf).name})", "preset": args.conf,
+            "command": " ".join(["python ablation.py --conf", args.conf, *[f"--set {s}" for s in args.overrides]]),
+            "device": args.device, "seeds": [ablation_recipe(cfg).seed], "wall_seconds": args.wall_seconds}
+    print(markdown(collect(cfg, meta)))
     print(f"wrote {Path(cfg.out_dir) / 'RESULTS.md'} and results.json")
 
 

@@ -17,6 +17,13 @@ def fold_rmse(y, pred, folds) -> list[float]:
     return [rmse(y[folds == f], pred[folds == f]) for f in np.unique(folds)]
 
 
+def cv_row(scores, oof=float("nan")) -> dict:
+    """A CV table's columns: each fold's score (fold0, fold1, ...), their mean and population std, and the score
+    over all out-of-fold rows."""
+    return {**{f"fold{i}": s for i, s in enumerate(scores)}, "mean": float(np.mean(scores)),
+            "std": float(np.std(scores)), "oof": oof}
+
+
 def expected_class(probabilities) -> np.ndarray:
     """sum_k p_k * k over the last axis: an ordinal number from class probabilities `[..., K]`."""
     probabilities = np.asarray(probabilities)

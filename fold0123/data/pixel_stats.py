@@ -31,7 +31,6 @@ mtime, common.fingerprint.stat_digest) is unchanged, so a replaced photo is reco
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from fold0123.common.dataroot import photo_path
 from fold0123.common.errors import LayoutError
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import write_csv
+from fold0123.data.images import default_workers
 
 FEATURES_VERSION = 2
 MAX_SIDE = 256
@@ -195,11 +195,6 @@ def _read_cache(path: Path | None) -> pd.DataFrame:
     if list(frame.columns) != ["object_id", "photo", *columns()]:
         return empty
     return frame.drop_duplicates("object_id", keep="last").set_index("object_id")
-
-
-def default_workers() -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cpus))
 
 
 @dataclass

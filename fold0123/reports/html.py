@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fold0123.common.io import write_text  # noqa: E402
-from fold0123.data.metrics import fold_rmse, rmse  # noqa: E402
+from fold0123.data.metrics import cv_row, fold_rmse, rmse  # noqa: E402
 from fold0123.reports.markdown import TITLES, cv_per_epoch_figure, importance_figure  # noqa: E402
 
 MISSING = "–"
@@ -134,13 +134,6 @@ def _ordered(frame: pd.DataFrame, first: list[str], last: list[str]) -> pd.DataF
     return frame[[c for c in first if c in frame] + middle + [c for c in last if c in frame]]
 
 
-def _fold_rmse(frame: pd.DataFrame, column: str) -> dict:
-    """RMSE of `column` against the target per fold, their mean ± std and over all rows (the CV table's columns)."""
-    scores = fold_rmse(frame["target"], frame[column], frame["fold"])
-    return {**{f"fold{int(k)}": s for k, s in zip(np.unique(frame["fold"]), scores)}, "mean": float(np.mean(scores)),
-            "std": float(np.std(scores)), "oof": rmse(frame["target"], frame[column])}
-
-
 def confusion_figure(target: np.ndarray, pred: np.ndarray):
     """Counts of rounded predictions against the target. The classes are the target's integer range (atmaCup's
     0..3, any other ordinal target too); predictions are rounded and clipped into it, as the submission is."""
@@ -186,7 +179,8 @@ def _infold_section(oof: pd.DataFrame | None, answers: pd.DataFrame | None) -> s
     for variant, column in variants.items():
         if column not in oof:
             continue
-        row = {"variant": variant, **_fold_rmse(oof, column)}
+        row = {"variant": variant, **cv_row(fold_rmse(oof["target"], oof[column], oof["fold"]),
+                                            rmse(oof["target"], oof[column]))}
         if answers is not None:  # the raw stack's score on the answers per test-feature source
             for r in answers[answers["variant"] == variant].itertuples():
                 row[f"answers ({r.test_features})"] = r.stack

@@ -1,4 +1,4 @@
-"""What the stacking step leaves in `out_dir` (every file written atomically through data.io):
+"""What the stacking step leaves in `out_dir` (every file written atomically through common.io):
 
   {cv:.4f}_{stamp}.csv            the submission: one column `target`, rows in test.csv order (atmaCup #11's
                                   format; the name carries the OOF CV after post-processing, like the original's)
@@ -45,15 +45,13 @@ def write_submission(out_dir: str | Path, name: str, test_ids, pred) -> tuple[Pa
     return plain, with_ids
 
 
-def _save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """A matplotlib figure as a PNG at `path` (atomically); the figure is closed."""
+    path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-def plot_cv_per_epoch(metrics: pd.DataFrame, path: str | Path) -> Path:
-    return _save_figure(cv_per_epoch_figure(metrics), Path(path))
 
 
 def cv_per_epoch_figure(metrics: pd.DataFrame, per_row: int | None = None):
@@ -80,10 +78,6 @@ def cv_per_epoch_figure(metrics: pd.DataFrame, per_row: int | None = None):
     fig.suptitle("CV per epoch: mean ± std over folds", y=1.02)
     fig.tight_layout()
     return fig
-
-
-def plot_importance(importance: pd.DataFrame, path: str | Path, top: int = 30) -> Path:
-    return _save_figure(importance_figure(importance, top), Path(path))
 
 
 def importance_figure(importance: pd.DataFrame, top: int = 30):

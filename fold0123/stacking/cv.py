@@ -16,6 +16,7 @@ CVResult, the output layout:
                    NaN where no fit holds the row out
   test             {name: [m] / [m, K]}: with `final_coef`, one more model on every row of X for
                    round(mean fold rounds x final_coef) rounds predicts them; otherwise the mean over the fits
+                   (per bag member first, unclipped)
   fold_tests       per fit, {name: its own test predictions}
   scores           `metric(y, oof)` per fit that holds rows out
   best_iterations  rounds per fit (bag mean, rounded); `rounds` of the final model (None without one)
@@ -110,6 +111,9 @@ def cross_validate(X, y, cv: list[tuple[Positions, Positions]], X_test: dict | N
                    metric: Callable = rmse) -> CVResult:
     """See the module docstring."""
     y, X_test = np.asarray(y), X_test or {}
+    for name, frame in X_test.items():
+        if isinstance(X, pd.DataFrame) and list(frame.columns) != list(X.columns):
+            raise ValueError(f"test features {name!r} have other columns than the train features")
     oof = np.full((len(y), n_classes) if n_classes else len(y), np.nan)
     fits, fold_tests, scores, inner_rows = [], [], [], []
     for train, held in cv:

@@ -27,9 +27,10 @@ from fold0123.common.schema import LgbmOptions, StackConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.competition import read_competition
 from fold0123.data.layout import read_test
-from fold0123.data.metrics import expected_class, fold_rmse, rmse
+from fold0123.data.metrics import cv_row, expected_class, fold_rmse, rmse
 from fold0123.reports.html import stack_html
-from fold0123.reports.markdown import plot_cv_per_epoch, plot_importance, stem, write_report, write_submission
+from fold0123.reports.markdown import (cv_per_epoch_figure, importance_figure, save_figure, stem, write_report,
+                                       write_submission)
 from fold0123.stacking import postprocess as pp
 from fold0123.stacking.cv import CVResult, cross_validate, each_fold, fold_cv, scored_fold
 from fold0123.stacking.features import FeatureSet, build_features, with_pixel_statistics, with_tag_features
@@ -58,8 +59,7 @@ def _pick_exp(features: FeatureSet, choice, task: str) -> str | None:
 
 
 def _row(name: str, scores, oof=np.nan, metric: str = "rmse") -> dict:
-    return {"name": name, "metric": metric, **{f"fold{i}": s for i, s in enumerate(scores)},
-            "mean": float(np.mean(scores)), "std": float(np.std(scores)), "oof": oof}
+    return {"name": name, "metric": metric, **cv_row(scores, oof)}
 
 
 def single_task_rows(cfg: StackConfig, features: FeatureSet) -> tuple[list[dict], pd.DataFrame]:
@@ -67,8 +67,7 @@ def single_task_rows(cfg: StackConfig, features: FeatureSet) -> tuple[list[dict]
     (target: the prediction; onehot: the expected class). Also returns every epoch's metrics (for the plot)."""
     rows, tables = [], []
     for run in features.runs:
-        table = metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg))
-        tables.append(table)
+        tables.append(metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg)))
         at = choice_metrics(cfg.checkpoints_dir, run.exp, _fold_splits(cfg), run.epoch)  # an epoch or a soup
         rows.append(_row(f"{run.exp} [{run.task}] {choice_label(run.epoch)}", at["value"].tolist(),
                          metric=at["metric"].iloc[0]))
@@ -87,7 +86,7 @@ class StackResult:
     submission_ids: Path
     report_md: Path
     report_json: Path
-    report_html: Path                  # the self-contained HTML report (html_report.stack_html)
+    report_html: Path                  # the self-contained HTML report (reports.html.stack_html)
     plots: dict[str, Path]
     cv_table: pd.DataFrame             # index name; metric, fold0.., mean, std, oof
     answers_table: pd.DataFrame | None  # rmse on the held-out answers per variant / test source / step
@@ -117,17 +116,10 @@ def _post_inputs(features: FeatureSet, blend_exp, onehot_exp, source: str | None
     return target, probs
 
 
-def _check(X: pd.DataFrame, tests: dict[str, pd.DataFrame]) -> None:
-    for source, frame in tests.items():
-        if list(frame.columns) != list(X.columns):
-            raise ValueError(f"test features {source!r} have other columns than the train features")
-
-
 def oof_stack(X: pd.DataFrame, y, folds, tests: dict[str, pd.DataFrame], lgbm: LgbmOptions = LgbmOptions(),
               seed: int = 0) -> CVResult:
     """The OOF stack (module docstring): `best_iterations` holds each outer fold's chosen rounds, `rounds` the
     final model's, `importance` the final model's."""
-    _check(X, tests)
     if len(np.unique(folds)) < 3:
         raise UsageError("the OOF stack needs at least 3 folds: each fold's rounds are chosen on an inner split "
                          "of the other folds")
@@ -139,7 +131,6 @@ def infold_stack(infold_X: list[pd.DataFrame], infold_y: list[np.ndarray], X: pd
                  tests: dict[str, pd.DataFrame], lgbm: LgbmOptions = LgbmOptions(), seed: int = 0) -> CVResult:
     """The original's in-fold stack (module docstring); test = the mean of the fold models' predictions. Fold k
     trains on the rows of `infold_X[k]`, appended below X's."""
-    _check(X, tests)
     blocks = np.cumsum([len(X)] + [len(t) for t in infold_X])
     cv = [(np.arange(start, stop), held) for start, stop, (_, held) in zip(blocks[:-1], blocks[1:], fold_cv(folds))]
     result = cross_validate(pd.concat([X, *(t[X.columns] for t in infold_X)], ignore_index=True),
@@ -154,7 +145,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
                               split_suffix=cfg.split_suffix, test_features=cfg.test_features,
                               infold=cfg.infold)
     if cfg.pixel_stats:
-        features = with_pixel_statistics(features, cfg.dataroot, Path(cfg.checkpoints_dir) / "cache")
+        features = with_pixel_statistics(features, cfg.dataroot, rundir.cache_dir(cfg.checkpoints_dir))
     if cfg.tag_features:
         features = with_tag_features(features, cfg.dataroot)
     notes = list(features.notes)
@@ -194,8 +185,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
         label = OOF_ROW if step == "stack" else f"  + {step}"
         rows.append(_row(label, steps.loc[step, [c for c in steps.columns if c.startswith("fold")]].tolist(),
                          float(steps.loc[step, "oof"])))
-    rows.append(_row(NESTED_ROW,
-                     fold_rmse(features.y, nested, features.folds), nested_cv))
+    rows.append(_row(NESTED_ROW, fold_rmse(features.y, nested, features.folds), nested_cv))
     cv_table = pd.DataFrame(rows).set_index("name")
     # the CV of what is submitted, with the tuning scored nested: the steps' own "+ clip" row is optimistic
     cv = nested_cv if keep else raw_cv
@@ -208,8 +198,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     name = stem(cv, stamp)
     out_dir = Path(cfg.out_dir)
     submission, submission_ids = write_submission(out_dir, name, test_ids, final)
-    plots = {"cv_per_epoch": plot_cv_per_epoch(epoch_metrics, out_dir / f"{name}_cv_per_epoch.png"),
-             "importance": plot_importance(fit.importance, out_dir / f"{name}_importance.png")}
+    plots = {"cv_per_epoch": save_figure(cv_per_epoch_figure(epoch_metrics), out_dir / f"{name}_cv_per_epoch.png"),
+             "importance": save_figure(importance_figure(fit.importance), out_dir / f"{name}_importance.png")}
     write_csv(out_dir / f"{name}_importance.csv", fit.importance)
     write_csv(out_dir / f"{name}_epoch_metrics.csv", epoch_metrics)
     # every train row's label, fold and out-of-fold predictions, for reports (confusion matrix, OOF vs in-fold)

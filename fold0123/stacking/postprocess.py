@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common.schema import PostprocessGrid
-from fold0123.data.metrics import fold_rmse, rmse
+from fold0123.data.metrics import cv_row, fold_rmse, rmse
 
 STEPS = ("stack", "blend", "onehot", "snap", "clip")
 Bounds = tuple[float, float] | None
@@ -124,9 +124,5 @@ def nested_tune(stack_oof, target_oof, probs_oof, y, folds, bounds: Bounds, grid
 
 def step_table(steps: dict[str, np.ndarray], y, folds) -> pd.DataFrame:
     """RMSE per fold, mean ± std over folds and over all OOF rows, one row per step (index = step)."""
-    rows = {}
-    for step, pred in steps.items():
-        scores = fold_rmse(np.asarray(y, float), pred, folds)
-        rows[step] = {**{f"fold{i}": s for i, s in enumerate(scores)}, "mean": float(np.mean(scores)),
-                      "std": float(np.std(scores)), "oof": rmse(y, pred)}
+    rows = {step: cv_row(fold_rmse(np.asarray(y, float), pred, folds), rmse(y, pred)) for step, pred in steps.items()}
     return pd.DataFrame.from_dict(rows, orient="index")

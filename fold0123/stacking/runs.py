@@ -40,8 +40,7 @@ class Outputs:
     path: Path
 
 
-def run_dir(checkpoints_dir: str | Path, exp: str, split: str) -> Path:
-    return rundir.run_path(checkpoints_dir, exp, split)
+run_dir = rundir.run_path  # {checkpoints_dir}/{exp}_{split}
 
 
 def fold_splits(k: int, split_suffix: str = "") -> list[str]:
