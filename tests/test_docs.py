@@ -6,7 +6,7 @@
   a script (`stack.py pseudo --round 1`), names a `make` target of the Makefile, a script or module (`foo.py`,
   `-m fold0123.x.y`) that exists, config files under `parameters/` that exist, and only flags that the script's
   argument parser lists in its `--help` (its sub-command's, when the command names one);
-- README.md has at most 200 lines, and its layout table has a row for every package under fold0123/;
+- README.md has at most 200 lines, and its layout table has a row for every package and module under fold0123/;
 - every relative link points at a file that exists and, for `file.md#anchor`, at a heading of that file.
 
 The `--help` texts come from one helper process that runs every script in turn (runpy, `--help`), so torch and
@@ -368,7 +368,8 @@ def test_readme_is_at_most_200_lines():
 
 
 def test_the_layout_table_names_every_room():
-    """Each package under fold0123/ has a row in the README's layout table (the one under the HTML comment)."""
+    """Each package and top-level module under fold0123/ has a row in the README's layout table (the one under the
+    HTML comment)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     marker = "<!-- layout table: keep in sync with pyproject's importlinter contracts -->"
     assert marker in text, "README.md lost the layout table's comment"
@@ -378,8 +379,10 @@ def test_the_layout_table_names_every_room():
             break
         table.append(line)
     first_column = " ".join(row.split("|")[1] for row in table[2:])
-    rooms = sorted(p.name for p in (ROOT / "fold0123").iterdir() if (p / "__init__.py").is_file())
-    missing = [room for room in rooms if f"fold0123/{room}/" not in first_column and f"`{room}/`" not in first_column]
+    package = ROOT / "fold0123"
+    rooms = sorted([f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()]
+                   + [p.name for p in package.glob("*.py") if p.name != "__init__.py"])
+    missing = [room for room in rooms if f"fold0123/{room}`" not in first_column and f"`{room}`" not in first_column]
     assert not missing, f"README.md's layout table has no row for: {', '.join(missing)}"
 
 
