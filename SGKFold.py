@@ -13,7 +13,8 @@ from fold0123.common.errors import cli_main
 from fold0123.data.folds import write_folds
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@cli_main
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataroot", required=True, help="folder in the atmaCup #11 layout")
     parser.add_argument("--k", type=int, default=3, help="number of folds")
@@ -21,12 +22,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="move whole series so each fold's train size is a multiple of this (all k folds, or "
                              "k-1 when (k-1)*n is not a multiple; 0: do not move)")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
-
-
-@cli_main
-def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     print(write_folds(args.dataroot, args.k, args.batch_size or None, args.seed).summary())
 
 

@@ -17,8 +17,8 @@ from fold0123.common.errors import cli_main
 from fold0123.launcher.fold0123 import EXECUTORS, LaunchOptions, launch_fold0123, plan_of
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The options, named as LaunchOptions' fields."""
+@cli_main
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layout", choices=["fold0123"], help="the layout to launch")
     add_config_args(parser)  # --conf and repeatable --set, passed on to train.py
@@ -47,12 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "what differs)")
     parser.add_argument("--root", default=None, help="where the panes' commands run (default: the repository)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON and start nothing")
-    return parser.parse_args(argv)
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)  # the options by LaunchOptions' field names
     options = LaunchOptions(**{**{f.name: getattr(args, f.name) for f in fields(LaunchOptions) if f.name in args},
                                "overrides": tuple(args.overrides)})
     if args.json:

@@ -12,19 +12,15 @@ from fold0123.common.errors import cli_main
 from fold0123.data.tags import write_tag_vectors
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@cli_main
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataroot", required=True, help="folder in the atmaCup #11 layout")
     parser.add_argument("--dim", type=int, default=20, help="vector size")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sg", action="store_true", help="skip-gram instead of CBOW")
-    return parser.parse_args(argv)
-
-
-@cli_main
-def main(argv=None) -> None:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     print(write_tag_vectors(args.dataroot, args.dim, args.epochs, args.seed, args.sg).summary())
 
 

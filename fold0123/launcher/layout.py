@@ -119,7 +119,7 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def parse_devices(spec: str | None, n_rows: int) -> list[str]:
+def parse_devices(spec: str | None, n_rows: int, option: str = "--devices") -> list[str]:
     """`None`/`auto` -> every visible GPU, else cpu; `cpu`; `0,1,2,3` or `cuda:0,cuda:1` -> rows cycle over them."""
     if n_rows == 0:
         return []
@@ -136,7 +136,7 @@ def parse_devices(spec: str | None, n_rows: int) -> list[str]:
             elif item == "cpu" or re.fullmatch(r"(cuda|mps)(:[0-9]+)?", item):
                 devices.append(item)
             else:
-                raise LaunchError(f"--devices {spec!r}: {item!r} is not a GPU index, cuda:N, mps or cpu")
+                raise LaunchError(f"{option} {spec!r}: {item!r} is not a GPU index, cuda:N, mps or cpu")
     return [devices[i % len(devices)] for i in range(n_rows)]
 
 
@@ -145,11 +145,7 @@ def row_devices(devices: str | None, eval_devices: str | None, n_rows: int) -> l
     train = parse_devices(devices, n_rows)
     if eval_devices is None:
         return [(d, d) for d in train]
-    try:
-        evaluate = parse_devices(eval_devices, n_rows)
-    except LaunchError as err:
-        raise LaunchError(str(err).replace("--devices", "--eval-devices", 1)) from None
-    return list(zip(train, evaluate))
+    return list(zip(train, parse_devices(eval_devices, n_rows, "--eval-devices")))
 
 
 def cpu_threads(n_cpu_rows: int, cores: int | None = None) -> int:

@@ -205,13 +205,19 @@ def _test_images(folder: Path, hint: str) -> list[SourceImage]:
     return images
 
 
-def _check_classes(classes: list[str], where: Path) -> None:
+def _classes_and_test(collected: Collected, where: Path, test_dir: str, hint: str) -> Collected:
+    """`collected` with its classes (at least 2, from the train images) and its test images (none sharing a train
+    image's id), every id checked to occur once."""
+    classes = class_order(image.label for image in collected.train)
     if len(classes) < 2:
         raise LayoutError(f"{where}: {len(classes)} class{'es' if len(classes) != 1 else ''} "
                           f"({', '.join(classes) or 'none'}): a classification needs at least 2")
-    for name in classes:
-        if not str(name).strip():
-            raise LayoutError(f"{where}: an empty class name")
+    if any(not str(name).strip() for name in classes):
+        raise LayoutError(f"{where}: an empty class name")
+    seen = check_unique(collected.train)
+    collected.classes, collected.test = classes, _test_images(collected.source / test_dir, hint)
+    check_unique(collected.test, seen, also="train")
+    return collected
 
 
 # ---------------------------------------------------------------------------------------------------- ImageFolder
@@ -236,13 +242,9 @@ def scan_imagefolder(src: str | os.PathLike, groups: str | os.PathLike | None = 
             if path.is_dir():
                 raise LayoutError(f"{path}: a folder inside class folder {entry.name!r} (expected image files only)")
             train.append(SourceImage(object_id_of(path), path, entry.name))
-    classes = class_order(image.label for image in train)
-    _check_classes(classes, train_dir)
-    seen = check_unique(train)
-    test = _test_images(src / "test", IMAGEFOLDER_HINT)
-    check_unique(test, seen, also="train")
-    collected = Collected("imagefolder", src, train, test, classes,
-                          options={"groups": None if groups is None else str(groups)}, image_dirs=["train", "test"])
+    collected = _classes_and_test(Collected("imagefolder", src, train, [], [], image_dirs=["train", "test"],
+                                            options={"groups": None if groups is None else str(groups)}),
+                                  train_dir, "test", IMAGEFOLDER_HINT)
     if groups is not None:
         collected = _with_groups(collected, Path(groups))
     return collected
@@ -349,17 +351,13 @@ def scan_csv(src: str | os.PathLike, id_column: str = "image_id", label_column: 
         used.add(found[0])
         train.append(SourceImage(object_id_of(found[0]), found[0], label,
                                  tuple((c, record[c]) for c in columns)))
-    classes = class_order(image.label for image in train)
-    _check_classes(classes, csv_path)
-    seen = check_unique(train)
-    test = _test_images(src / test_images, CSV_HINT)
-    check_unique(test, seen, also="train")
     unlisted = sum(len(v) for v in by_name.values()) - len(used)
     notes = [f"{unlisted} images under {images_dir} are not in {train_csv}: left out"] if unlisted else []
-    return Collected("csv", src, train, test, classes, group_column, columns, notes,
-                     options={"id_column": id_column, "label_column": label_column, "group_column": group_column,
-                              "train_csv": train_csv, "train_images": train_images, "test_images": test_images},
-                     image_dirs=[train_images, test_images])
+    return _classes_and_test(Collected(
+        "csv", src, train, [], [], group_column, columns, notes, image_dirs=[train_images, test_images],
+        options={"id_column": id_column, "label_column": label_column, "group_column": group_column,
+                 "train_csv": train_csv, "train_images": train_images, "test_images": test_images}),
+        csv_path, test_images, CSV_HINT)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -438,12 +436,19 @@ def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "ac
     return summary
 
 
+def _adapt(scan, src, out, image_dirs: list[str], hint: str, metric: str, name: str | None, force: bool,
+           decode: bool) -> AdapterSummary:
+    """`scan()` SRC and write the dataroot OUT; SRC and OUT are checked before the scan: fail fast."""
+    _folder(Path(src), "the competition's data", hint)
+    check_out(Path(out), Path(src), image_dirs, force)
+    return write_layout(scan(), out, metric, name, force, decode)
+
+
 def adapt_imagefolder(src, out, groups=None, metric: str = "accuracy", name: str | None = None, force: bool = False,
                       decode: bool = True) -> AdapterSummary:
     """ImageFolder SRC -> dataroot OUT (see the module docstring)."""
-    _folder(Path(src), "the competition's data", IMAGEFOLDER_HINT)
-    check_out(Path(out), Path(src), ["train", "test"], force)  # before the scan: fail fast
-    return write_layout(scan_imagefolder(src, groups), out, metric, name, force, decode)
+    return _adapt(lambda: scan_imagefolder(src, groups), src, out, ["train", "test"], IMAGEFOLDER_HINT, metric, name,
+                  force, decode)
 
 
 def adapt_csv(src, out, id_column: str = "image_id", label_column: str = "label", group_column: str | None = None,
@@ -451,11 +456,9 @@ def adapt_csv(src, out, id_column: str = "image_id", label_column: str = "label"
               **folders: str) -> AdapterSummary:
     """CSV + image folders SRC -> dataroot OUT (see the module docstring); `folders`: train_csv, train_images,
     test_images names inside SRC."""
-    _folder(Path(src), "the competition's data", CSV_HINT)
-    check_out(Path(out), Path(src), [folders.get("train_images", "train_images"),
-                                     folders.get("test_images", "test_images")], force)
-    collected = scan_csv(src, id_column, label_column, group_column, **folders)
-    return write_layout(collected, out, metric, name, force, decode)
+    image_dirs = [folders.get("train_images", "train_images"), folders.get("test_images", "test_images")]
+    return _adapt(lambda: scan_csv(src, id_column, label_column, group_column, **folders), src, out, image_dirs,
+                  CSV_HINT, metric, name, force, decode)
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

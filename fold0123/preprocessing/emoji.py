@@ -298,9 +298,6 @@ def test_split(series: pd.Series, target: pd.Series, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- the build
 
-TAG_TABLES = ("materials", "techniques")
-
-
 def test_tags_path(private: str | os.PathLike, table: str) -> Path:
     """Where the test objects' rows of `table` (materials | techniques) live: `{private}/test_{table}.csv`."""
     return Path(private) / f"test_{table}.csv"
