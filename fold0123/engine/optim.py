@@ -12,8 +12,8 @@ The schedule (`lr_factor`) is a torch LambdaLR stepped per optimiser step; its s
 Why not timm's (pinned) `param_groups_layer_decay` and schedulers, which do nearly the same:
 - `param_groups_layer_decay` groups by the model's fine `group_matcher` (or timm's auto-grouping for a model
   without one: our Network, torchvision ResNets), not by models.stages' coarse stages that freezing shares; it
-  orders groups stem first, drops weight decay from every 1-D parameter and hands out `lr_scale`, which only
-  timm's schedulers read. Every layer-decay run would train differently, and the head-first order is promised.
+  orders groups stem first, by default drops weight decay from 1-D parameters, and hands out `lr_scale`, which
+  only timm's schedulers read. Every layer-decay run would train differently, and the head-first order is promised.
 - timm's `CosineLRScheduler` warms up from `warmup_lr_init` at step 0, ours at lr / warmup (step s gets
   (s + 1) / warmup: no step at lr 0), and it has no one-cycle with a linear rise and a cosine fall; swapping
   it would change every run's lrs (tests/test_train.py pins the curve), and its state is not a torch

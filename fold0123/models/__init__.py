@@ -1,1 +1,3 @@
-"""Backbones (and their stages), heads (linear, sub-center ArcFace, CLIP's towers), the task table, transfer/freezing and model soups. Imports `data`, never the scripts."""
+"""Backbones (and their stages), heads (linear, sub-center ArcFace, CLIP's towers), the `Task` base (models.task)
+and the task table (models.tasks), checkpoints, transfer/freezing and model soups. Imports `data`, never the
+scripts."""
