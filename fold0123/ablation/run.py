@@ -4,7 +4,7 @@ It extends a recipe (the demo's by default): the recipe's own stages first (reus
 then the baselines, the target run from scratch and under each freeze mode (keeping the last epochs so that a
 soup can be made), a soup, one stack per task alone, the four-task stack without and with pixel statistics and
 post-processing, and one pseudo-label round. Each step is one of the project's CLIs, run as a user would run it;
-`python -m fold0123.ablation.table` then reads what they wrote (the launcher only runs commands). Wall-clock
+`python -m fold0123.ablation.table` then reads what they wrote (this module only runs commands). Wall-clock
 per step goes to `timings.json` beside the table so that each row can say what it cost.
 """
 from __future__ import annotations

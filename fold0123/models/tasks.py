@@ -25,7 +25,7 @@ from fold0123.data.competition import read_competition, score
 from fold0123.data.datasets import ImageDataset
 from fold0123.data.images import photo_cache
 from fold0123.data.layout import read_split
-from fold0123.data.metrics import rmse
+from fold0123.data.metrics import expected_class, rmse
 from fold0123.data.tags import read_tag_vectors
 from fold0123.models import arcface
 from fold0123.models.clip_task import make_clip_task
@@ -78,10 +78,10 @@ def _classify_metrics(task, probs, frame, dataroot, cfg):
     the competition's own metric otherwise."""
     y = _column(frame, "target")
     p_true = np.clip(probs[np.arange(len(y)), np.rint(y).astype(int)], 1e-15, 1.0)
-    out = {"accuracy": float(np.mean(probs.argmax(1) == np.rint(y))), "logloss": float(-np.mean(np.log(p_true)))}
+    out = {"accuracy": score("accuracy", y, probs), "logloss": float(-np.mean(np.log(p_true)))}
     competition = read_competition(dataroot)
     if competition.kind == "ordinal":
-        out = {"rmse": rmse(probs @ np.arange(probs.shape[1]), y), **out}
+        out = {"rmse": rmse(expected_class(probs), y), **out}
     elif competition.metric not in out:
         out[competition.metric] = score(competition.metric, y, probs)
     return out
