@@ -142,6 +142,11 @@ def validate(schema: type[Config], raw: dict, where=lambda loc: "config") -> Con
         raise ConfigError(_describe(err, where)) from None
 
 
+def _by_prefix(mapping: dict, loc: tuple):
+    """The value of the longest prefix of the key path `loc` in `mapping`; None when there is none."""
+    return next((mapping[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in mapping), None)
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type[Config]) -> Config:
     """Resolve a config file, its `base:` chain and the overrides into one validated `schema` object.
 
@@ -153,24 +158,20 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
     raw.setdefault("exp", path.stem)
 
     def file_of(loc: tuple) -> str:
-        for n in range(len(loc), 0, -1):
-            if tuple(loc[:n]) in origin:
-                return origin[tuple(loc[:n])]
-        return str(path)
+        return _by_prefix(origin, loc) or str(path)
 
-    validate(schema, raw, file_of)  # a bad file is reported as the file's fault, before any override
+    cfg = validate(schema, raw, file_of)  # a bad file is reported as the file's fault, before any override
     overrides = list(overrides)
     if not overrides:
-        return validate(schema, raw, file_of)
+        return cfg
     set_by = {apply_override(raw, assignment): assignment for assignment in overrides}
 
     def override_of(loc: tuple) -> str:
-        for n in range(len(loc), 0, -1):
-            if tuple(loc[:n]) in set_by:
-                return f"--set {set_by[tuple(loc[:n])]}"
-        # a group's own check (e.g. arcface's margin_min <= margin_max) failing after a --set of a key in it
-        under = [assignment for key, assignment in set_by.items() if key[:len(loc)] == tuple(loc)]
-        return f"--set {under[-1]}" if under and loc else file_of(loc)
+        # the --set of the key or of a group above it; else a group's own check (e.g. arcface's margin_min <=
+        # margin_max) failing after a --set of a key in it
+        under = [assignment for key, assignment in set_by.items() if key[:len(loc)] == loc]
+        found = _by_prefix(set_by, loc) or (under[-1] if under and loc else None)
+        return f"--set {found}" if found else file_of(loc)
 
     return validate(schema, raw, override_of)
 

@@ -10,10 +10,7 @@ __all__ = ["launch_fold0123", "LaunchOptions", "LaunchResult", "RunOutcome", "La
 
 
 def __getattr__(name: str):
-    if name in ("launch_fold0123", "LaunchOptions", "LaunchResult", "RunOutcome"):
-        from fold0123.launcher import fold0123
-        return getattr(fold0123, name)
-    if name in ("LaunchError", "plan_fold0123"):
-        from fold0123.launcher import layout
-        return getattr(layout, name)
-    raise AttributeError(f"module 'launcher' has no attribute {name!r}")
+    if name not in __all__:
+        raise AttributeError(f"module 'launcher' has no attribute {name!r}")
+    from fold0123.launcher import fold0123  # which holds layout's LaunchError and plan_fold0123 too
+    return getattr(fold0123, name)

@@ -66,40 +66,26 @@ def run_row(payload: dict, grace_s: float = EVALUATOR_GRACE_S) -> int:
     return 0
 
 
-def make_executor(kind: str, folder: Path, partition: str | None, gpus_per_job: int, cpus_per_task: int,
-                  timeout_min: int, mem_gb: float | None):
-    import submitit
-
-    if kind not in ("slurm", "local"):
-        raise ValueError(f"executor {kind!r}: expected slurm or local")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
-    params = dict(timeout_min=timeout_min, gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_task,
-                  name="fold0123")
-    if kind == "slurm":
-        if partition:
-            params["slurm_partition"] = partition
-        if mem_gb:
-            params["mem_gb"] = mem_gb
-    executor.update_parameters(**params)
-    return executor
-
-
-def submit_rows(plan: Plan, kind: str = "slurm", folder: str | Path | None = None, partition: str | None = None,
-                gpus_per_job: int = 1, cpus_per_task: int = 4, timeout_min: int = 24 * 60,
-                mem_gb: float | None = None, one_gpu_each: bool = True) -> list[SubmittedRow]:
-    """Submit one job per row of the plan (plan the rows with `job_devices`: each job sees its own GPUs).
+def submit_rows(plan: Plan, kind: str = "slurm", partition: str | None = None, gpus_per_job: int = 1,
+                cpus_per_task: int = 4, timeout_min: int = 24 * 60, one_gpu_each: bool = True) -> list[SubmittedRow]:
+    """Submit one job per row of the plan (plan the rows with `job_devices`: each job sees its own GPUs); kind:
+    slurm, or local (submitit's LocalExecutor); the job logs go to `{checkpoints_dir}/submitit/{exp}`.
 
     `one_gpu_each` (local executor): job i sees only local GPU i % n, as its cuda:0, as a Slurm job would;
     False for a plan that names the machine's GPUs itself (explicit --devices/--eval-devices): every job then
     sees them all, so `cuda:4` means the machine's GPU 4.
     """
+    import submitit
     from submitit.helpers import CommandFunction
 
     if not plan.rows:
         return []
-    folder = Path(folder) if folder else plan.run_path(plan.rows[0].run_dir).parent / "submitit" / plan.exp
     clear_failures(plan.run_path(row.run_dir) for row in plan.rows)
-    executor = make_executor(kind, folder, partition, gpus_per_job, cpus_per_task, timeout_min, mem_gb)
+    folder = plan.run_path(plan.rows[0].run_dir).parent / "submitit" / plan.exp
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    partition = {"slurm_partition": partition} if kind == "slurm" and partition else {}
+    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job, cpus_per_task=cpus_per_task,
+                               **partition)
     local_gpus = gpu_count() if kind == "local" and gpus_per_job > 0 else 0
     submitted = []
     for i, row in enumerate(plan.rows):

@@ -34,7 +34,6 @@ from fold0123.common.poll import wait_until
 from fold0123.common.rundir import FAILED
 
 EVAL_FAILED = "EVAL_FAILED"  # the launcher's own marker: the evaluator pane exited non-zero
-FINISHED = ("done", "failed")
 
 
 @dataclass(frozen=True)
@@ -43,11 +42,10 @@ class RunStatus:
     run_dir: Path
     state: str
     detail: str = ""
-    last_epoch: int | None = None
 
     @property
     def finished(self) -> bool:
-        return self.state in FINISHED
+        return self.state in ("done", "failed")
 
     @property
     def name(self) -> str:
@@ -73,16 +71,16 @@ def read_status(run_dir: str | Path) -> RunStatus:
     last = epochs[-1] if epochs else None
     failed = rundir.failed_path(run_dir)
     if failed.is_file():
-        return RunStatus(run_dir, "failed", "train: " + (_last_line(failed) or "FAILED"), last)
+        return RunStatus(run_dir, "failed", "train: " + (_last_line(failed) or "FAILED"))
     if (run_dir / EVAL_FAILED).is_file():
-        return RunStatus(run_dir, "failed", "evaluate: " + (_last_line(run_dir / EVAL_FAILED) or "failed"), last)
+        return RunStatus(run_dir, "failed", "evaluate: " + (_last_line(run_dir / EVAL_FAILED) or "failed"))
     if training_done(run_dir):
         if last is None or rundir.is_evaluated(run_dir, last):
-            return RunStatus(run_dir, "done", f"DONE, {last or 0} epochs evaluated", last)
-        return RunStatus(run_dir, "running", f"training DONE, evaluating epoch {last}", last)
+            return RunStatus(run_dir, "done", f"DONE, {last or 0} epochs evaluated")
+        return RunStatus(run_dir, "running", f"training DONE, evaluating epoch {last}")
     if last is not None or rundir.loss_log_path(run_dir).is_file():
-        return RunStatus(run_dir, "running", f"training, {last or 0} epochs saved", last)
-    return RunStatus(run_dir, "pending", "not started", last)
+        return RunStatus(run_dir, "running", f"training, {last or 0} epochs saved")
+    return RunStatus(run_dir, "pending", "not started")
 
 
 def training_done(run_dir: str | Path) -> bool:

@@ -2,7 +2,7 @@
 `--metric accuracy` or `macro_f1` for a classification submission's class indices).
 
 The answers sit outside the dataroot so no training code can read them; data.answers is their one reader and
-scorer (strict: every answer id predicted exactly once), shared with the stacking report.
+scorer (strict: every answer id predicted exactly once), shared with the stack, the ensemble and the baselines.
 
     python -m fold0123.preprocessing.answers SUBMISSION.csv [--answers datasets/emoji_private/answers.csv]
                                             [--metric rmse|accuracy|macro_f1]
