@@ -14,7 +14,7 @@ from dataclasses import fields
 
 from fold0123.common.config import add_config_args
 from fold0123.common.errors import cli_main
-from fold0123.launcher.fold0123 import EXECUTORS, LaunchOptions, launch_fold0123, plan_of
+from fold0123.launcher.fold0123 import EXECUTORS, LaunchOptions, launch_fold0123, plan_fold0123
 
 
 @cli_main
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     options = LaunchOptions(**{**{f.name: getattr(args, f.name) for f in fields(LaunchOptions) if f.name in args},
                                "overrides": tuple(args.overrides)})
     if args.json:
-        print(plan_of(args.conf, options).to_json())
+        print(plan_fold0123(args.conf, options).to_json())
         return 0
     try:
         result = launch_fold0123(args.conf, options)

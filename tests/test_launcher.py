@@ -78,19 +78,19 @@ def test_devices_cycle_over_gpus_and_cpu_divides_threads(conf_only: Path):
     assert parse_devices("cpu", 2) == ["cpu", "cpu"]
     with pytest.raises(LaunchError, match="gpu7"):
         parse_devices("0,gpu7", 4)
-    gpu = plan_fold0123(conf_only, devices="0,1,2,3", cores=16)
+    gpu = plan_fold0123(conf_only, LaunchOptions(devices="0,1,2,3"), cores=16)
     assert [(r.split, r.device, r.threads) for r in gpu.rows] == [
         ("3fold0", "cuda:0", None), ("3fold1", "cuda:1", None), ("3fold2", "cuda:2", None), ("all", "cuda:3", None)]
     assert all("threads=" not in " ".join(r.train_argv) for r in gpu.rows)
-    cpu = plan_fold0123(conf_only, devices="cpu", cores=16)
+    cpu = plan_fold0123(conf_only, LaunchOptions(devices="cpu"), cores=16)
     assert {r.threads for r in cpu.rows} == {4}
     assert all(r.train_argv[-2:] == ("--set", "threads=4") and r.env == {"OMP_NUM_THREADS": "4"} for r in cpu.rows)
-    assert {r.threads for r in plan_fold0123(conf_only, devices="cpu", cores=2).rows} == {1}
+    assert {r.threads for r in plan_fold0123(conf_only, LaunchOptions(devices="cpu"), cores=2).rows} == {1}
 
 
 def test_eval_devices_put_each_rows_evaluator_on_its_own_device(conf_only: Path):
     """The original: train on GPUs 0-3, evaluate on 4-7 (plans need no GPUs: only the argv is checked)."""
-    plan = plan_fold0123(conf_only, devices="0,1,2,3", eval_devices="4,5,6,7", cores=16)
+    plan = plan_fold0123(conf_only, LaunchOptions(devices="0,1,2,3", eval_devices="4,5,6,7"), cores=16)
     assert [(r.device, r.eval_device) for r in plan.rows] == [(f"cuda:{i}", f"cuda:{i + 4}") for i in range(4)]
     for i, row in enumerate(plan.rows):
         assert row.train_argv[row.train_argv.index("--device") + 1] == f"cuda:{i}"
@@ -99,23 +99,23 @@ def test_eval_devices_put_each_rows_evaluator_on_its_own_device(conf_only: Path)
         assert f"--device cuda:{i + 4}" in row.panes[2].command
         assert row.threads is None and row.env == row.eval_env == {}
     assert "3fold0   cuda:0, evaluated on cuda:4: train" in describe(plan)
-    default = plan_fold0123(conf_only, devices="0,1,2,3", cores=16)  # default: the trainer's device, as before
+    default = plan_fold0123(conf_only, LaunchOptions(devices="0,1,2,3"), cores=16)  # default: the trainer's device
     assert [r.eval_argv[-1] for r in default.rows] == [r.device for r in default.rows]
     assert [p.title for p in default.panes if p.role == "eval"] == [f"{s} eval" for s in SPLITS]
     # threads: a row with its trainer or its evaluator on the CPU counts once, and only the CPU process gets them
-    cpu_eval = plan_fold0123(conf_only, devices="0,1", eval_devices="cpu", cores=8)
+    cpu_eval = plan_fold0123(conf_only, LaunchOptions(devices="0,1", eval_devices="cpu"), cores=8)
     assert {r.threads for r in cpu_eval.rows} == {2}
     assert all(r.env == {} and r.eval_env == {"OMP_NUM_THREADS": "2"} for r in cpu_eval.rows)
     assert all("threads=" not in " ".join(r.train_argv) and "OMP_NUM_THREADS=2 " in r.panes[2].command
                and "OMP_NUM_THREADS" not in r.panes[0].command for r in cpu_eval.rows)
-    mixed = plan_fold0123(conf_only, devices="cpu", eval_devices="0", cores=8)
+    mixed = plan_fold0123(conf_only, LaunchOptions(devices="cpu", eval_devices="0"), cores=8)
     assert all(r.train_argv[-2:] == ("--set", "threads=2") and r.eval_env == {} for r in mixed.rows)
     with pytest.raises(LaunchError, match="--eval-devices '4,x'"):
-        plan_fold0123(conf_only, devices="0", eval_devices="4,x")
+        plan_fold0123(conf_only, LaunchOptions(devices="0", eval_devices="4,x"))
 
 
 def test_plan_rows_panes_and_commands(conf_only: Path, tmp_path: Path):
-    plan = plan_fold0123(conf_only, devices="cpu", cores=8, overrides=["lr=0.5"])
+    plan = plan_fold0123(conf_only, LaunchOptions(devices="cpu", overrides=["lr=0.5"]), cores=8)
     assert plan.session == "fold0123_planned" and plan.exp == "planned"
     assert [r.split for r in plan.rows] == SPLITS
     assert [(p.split, p.role) for p in plan.panes] == [(s, role) for s in SPLITS for role in ("train", "loss", "eval")]
@@ -139,7 +139,7 @@ def test_plan_skips_done_resumes_interrupted_and_evaluates_unevaluated(conf_only
     fake_run(runs / "planned_3fold2", 2, done=True, conf=conf_only)                   # not evaluated yet
     (runs / "planned_all" / "FAILED").parent.mkdir(parents=True)
     (runs / "planned_all" / "FAILED").write_text("RuntimeError: boom\n")     # failed: retried from scratch
-    plan = plan_fold0123(conf_only, devices="cpu", cores=8)
+    plan = plan_fold0123(conf_only, LaunchOptions(devices="cpu"), cores=8)
     assert plan.skipped == (("3fold0", str(runs / "planned_3fold0")),)
     rows = {r.split: r for r in plan.rows}
     assert list(rows) == ["3fold1", "3fold2", "all"]
@@ -166,7 +166,7 @@ def test_status_needs_done_and_the_last_epoch_evaluated(tmp_path: Path):
 
 def test_bad_config_key_is_one_clear_line(conf_only: Path):
     with pytest.raises(LaunchError, match="unknown key 'no_such_key'"):
-        plan_fold0123(conf_only, overrides=["no_such_key=1"])
+        plan_fold0123(conf_only, LaunchOptions(overrides=["no_such_key=1"]))
     with pytest.raises(LaunchError, match="config file not found"):
         plan_fold0123("parameters/none_such.yml")
 
@@ -175,12 +175,12 @@ def test_a_retrieval_config_plans_its_muge_rows(tmp_path: Path):
     """A clip config's rows are the MUGE run splits (train, all); a fold split is one line, not four failing panes."""
     conf = tmp_path / "retrieval.yml"
     conf.write_text(f"base: {ROOT / 'parameters' / 'tiny' / 'retrieval.yml'}\ncheckpoints_dir: {tmp_path / 'runs'}\n")
-    plan = plan_fold0123(conf, devices="cpu", cores=2)
+    plan = plan_fold0123(conf, LaunchOptions(devices="cpu"), cores=2)
     assert [r.split for r in plan.rows] == ["train", "all"]
     assert list(plan.rows[0].train_argv[1:6]) == ["train.py", "--conf", str(conf), "--split", "train"]
-    assert [r.split for r in plan_fold0123(conf, devices="cpu", splits=["all"]).rows] == ["all"]
+    assert [r.split for r in plan_fold0123(conf, LaunchOptions(devices="cpu", splits=["all"])).rows] == ["all"]
     with pytest.raises(LaunchError, match=r"retrieval.yml: splits 3fold0: a clip run trains on train or all"):
-        plan_fold0123(conf, devices="cpu", splits=["train", "3fold0"])
+        plan_fold0123(conf, LaunchOptions(devices="cpu", splits=["train", "3fold0"]))
 
 
 # --- real tmux ------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,12 @@ def test_jobs_see_their_own_gpu_and_carry_plain_argument_lists(tmp_path: Path):
     conf = tmp_path / "plan.yml"
     conf.write_text(f"base: {ROOT / 'parameters' / 'tiny' / 'target.yml'}\ncheckpoints_dir: {tmp_path / 'runs'}\n")
     assert job_devices("slurm", 1) == "cuda:0" and job_devices("slurm", 0) == "cpu"
-    plan = plan_fold0123(conf, devices=job_devices("slurm", 1), threads=6)
+    plan = plan_fold0123(conf, LaunchOptions(devices=job_devices("slurm", 1), executor="slurm", cpus_per_task=6))
     payload = row_payload(plan.rows[3])
     assert payload["split"] == "all" and payload["train"][1:] == [
         "train.py", "--conf", str(conf), "--split", "all", "--device", "cuda:0"]
     assert payload["evaluate"][1:] == ["evaluate.py", "--run", payload["run_dir"], "--watch", "--device", "cuda:0"]
-    cpu = plan_fold0123(conf, devices="cpu", threads=6)  # a CPU job uses its cpus_per_task
+    cpu = plan_fold0123(conf, LaunchOptions(devices="cpu", executor="slurm", cpus_per_task=6))  # a CPU job: its CPUs
     assert row_payload(cpu.rows[0])["env"] == row_payload(cpu.rows[0])["eval_env"] == {"OMP_NUM_THREADS": "6"}
 
 
@@ -36,10 +37,11 @@ def test_eval_devices_in_a_job_are_its_second_gpu_or_the_cpu(tmp_path: Path):
     assert job_eval_device("4,5,6,7", 2) == "cuda:1"
     with pytest.raises(LaunchError, match="--gpus-per-job 2"):
         job_eval_device("4,5,6,7", 1)
-    plan = plan_fold0123(conf, devices="cuda:0", eval_devices=job_eval_device("4,5,6,7", 2), threads=6)
+    slurm = LaunchOptions(devices="cuda:0", executor="slurm", cpus_per_task=6)
+    plan = plan_fold0123(conf, replace(slurm, eval_devices=job_eval_device("4,5,6,7", 2)))
     payload = row_payload(plan.rows[0])
     assert payload["train"][-2:] == ["--device", "cuda:0"] and payload["evaluate"][-2:] == ["--device", "cuda:1"]
-    on_cpu = row_payload(plan_fold0123(conf, devices="cuda:0", eval_devices="cpu", threads=6).rows[0])
+    on_cpu = row_payload(plan_fold0123(conf, replace(slurm, eval_devices="cpu")).rows[0])
     assert on_cpu["env"] == {} and on_cpu["eval_env"] == {"OMP_NUM_THREADS": "6"}
     assert on_cpu["evaluate"][-2:] == ["--device", "cpu"]
 

@@ -94,20 +94,22 @@ def test_a_replaced_photo_gets_a_new_image_cache(dataroot, tmp_path):
 
 
 def test_the_launcher_refuses_stale_runs_extends_finished_ones_and_redoes_on_request(trained):
-    from fold0123.launcher.layout import LaunchError, plan_fold0123
+    from dataclasses import replace
+
+    from fold0123.launcher.layout import LaunchError, LaunchOptions, plan_fold0123
     from tests.engine_fixtures import ROOT
 
     dataroot, runs, run = trained
     conf = ROOT / "parameters" / "tiny" / "target.yml"
     base = [f"dataroot={dataroot}", "transfer_from=null", "epochs=1"]
-    plan = plan_fold0123(conf, devices="cpu", checkpoints=runs, overrides=base, splits=["3fold0"], cores=2)
+    options = LaunchOptions(devices="cpu", checkpoints=runs, splits=("3fold0",))
+    plan = plan_fold0123(conf, replace(options, overrides=base), cores=2)
     assert [r.split for r in plan.rows] == ["3fold0"] and not plan.rows[0].resume  # DONE, not yet evaluated
     with pytest.raises(LaunchError, match=r"target_3fold0 is stale \(seed: 0 -> 5\).*--redo-stale"):
-        plan_fold0123(conf, devices="cpu", checkpoints=runs, overrides=[*base, "seed=5"], splits=["3fold0"])
-    redo = plan_fold0123(conf, devices="cpu", checkpoints=runs, overrides=[*base, "seed=5"], splits=["3fold0"],
-                         redo_stale=True)
+        plan_fold0123(conf, replace(options, overrides=[*base, "seed=5"]))
+    redo = plan_fold0123(conf, replace(options, overrides=[*base, "seed=5"], redo_stale=True))
     assert "--redo-stale" in redo.rows[0].train_argv and "--resume" not in redo.rows[0].train_argv
-    more = plan_fold0123(conf, devices="cpu", checkpoints=runs, overrides=[*base, "epochs=3"], splits=["3fold0"])
+    more = plan_fold0123(conf, replace(options, overrides=[*base, "epochs=3"]))
     assert more.rows[0].resume and not more.rows[0].train_done  # a finished run asked for more epochs resumes
     assert more.prepare_argv[-2:] == ("--extend", more.rows[0].run_dir)  # its DONE goes before the panes start
     from fold0123.launcher.status import clear_failures

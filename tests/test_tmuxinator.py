@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fold0123.common.poll import wait_until
-from fold0123.launcher import plan_fold0123
+from fold0123.launcher import LaunchOptions, plan_fold0123
 from fold0123.launcher.status import read_status
 from tests.test_launcher import SPLITS, TINY, fake_run, tiny_experiment
 
@@ -87,7 +87,7 @@ def test_debug_renders_four_rows_of_three_panes_exactly_as_the_launcher_plans(co
                           config=config)
     assert rendered.returncode == 0, rendered.stderr
     script = rendered.stdout
-    plan = plan_fold0123(conf, devices="cpu", root=ROOT, python=str(VENV_PYTHON))
+    plan = plan_fold0123(conf, LaunchOptions(devices="cpu", root=ROOT), python=str(VENV_PYTHON))
     assert "new-session -d -s fold0123_tinymux -n fold0123" in script
     assert "tmux -L h6_debug_only" in script and "select-layout -t fold0123_tinymux:0 tiled" in script
     keys = sent_keys(script)
@@ -128,7 +128,8 @@ def test_debug_eval_devices_match_the_launcher_plan(conf: Path, tmp_path: Path):
     rendered = tmuxinator("debug", f"conf={conf}", "devices=0,1,2,3", "eval_devices=4,5,6,7", cwd=tmp_path)
     assert rendered.returncode == 0, rendered.stderr
     panes = [c for t, c in sent_keys(rendered.stdout).items() if t.startswith("fold0123_tinymux:0.")]
-    plan = plan_fold0123(conf, devices="0,1,2,3", eval_devices="4,5,6,7", root=ROOT, python=str(VENV_PYTHON))
+    plan = plan_fold0123(conf, LaunchOptions(devices="0,1,2,3", eval_devices="4,5,6,7", root=ROOT),
+                         python=str(VENV_PYTHON))
     assert panes == [p.command for p in plan.panes]
     for i, split in enumerate(SPLITS):
         assert f"--split {split} --device cuda:{i} " in panes[3 * i]

@@ -10,40 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fold0123.launcher.layout import LaunchError, Plan, describe, plan_fold0123
+from fold0123.launcher.layout import EXECUTORS, LaunchError, LaunchOptions, Plan, describe, plan_fold0123
 from fold0123.launcher.status import wait_for
-
-EXECUTORS = ("tmux", "slurm", "local")
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """How to launch the rows: launch.py's flags by the same names (its --help says what each does), and the
-    callers' own: `root` (where the commands run; default the repository), `timeout_s` (stop waiting; the rows
-    still running are reported so), `poll_s`, `linger_s` (the waiter shows its summary that long before it
-    closes the session; with `wait` the launch returns once it has) and `verbose`."""
-    devices: str | None = None
-    eval_devices: str | None = None
-    checkpoints: str | Path | None = None
-    overrides: tuple[str, ...] = ()
-    splits: tuple[str, ...] | None = None
-    wait: bool = True
-    attach: bool = False
-    session: str | None = None
-    executor: str = "tmux"
-    socket_name: str | None = None
-    root: str | Path | None = None
-    partition: str | None = None
-    gpus_per_job: int = 1
-    cpus_per_task: int = 4
-    timeout_min: int = 24 * 60  # the Slurm job's time limit
-    timeout_s: float | None = None
-    poll_s: float = 1.0
-    close: bool = True
-    linger_s: float = 5.0
-    verbose: bool = True
-    redo_stale: bool = False
-
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -98,7 +66,7 @@ def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) 
     elif o.executor == "local" and one_gpu_each:
         from fold0123.launcher.slurm import job_devices
         o = replace(o, devices=job_devices(o.executor, o.gpus_per_job))
-    plan = plan_of(conf, o)
+    plan = plan_fold0123(conf, o)
     if o.verbose:
         print(describe(plan), flush=True)
     skipped = [RunOutcome(s, plan.run_path(d), "skipped", 0.0, "already DONE and evaluated")
@@ -119,14 +87,6 @@ def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) 
         outcomes = _launch_submitit(plan, result, o, one_gpu_each)
     result.outcomes = _in_split_order(plan, skipped + outcomes)
     return result
-
-
-def plan_of(conf: str | Path, o: LaunchOptions) -> Plan:
-    """The rows `launch_fold0123` lays out (`launch.py --json` prints them for tmuxinator/fold0123.yml)."""
-    return plan_fold0123(conf, devices=o.devices, eval_devices=o.eval_devices, checkpoints=o.checkpoints,
-                         overrides=o.overrides, splits=o.splits, session=o.session, root=o.root, close=o.close,
-                         linger_s=o.linger_s, threads=o.cpus_per_task if o.executor == "slurm" else None,
-                         redo_stale=o.redo_stale)
 
 
 def _in_split_order(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from fold0123.common import muge, rundir
 from fold0123.common.config import ConfigError, load_config
@@ -37,10 +37,41 @@ from fold0123.launcher.status import checkpoint_epochs, read_status, training_do
 
 REPO = Path(__file__).resolve().parents[2]
 SHELLS = {"bash", "zsh", "sh", "dash", "fish", "ksh", "tcsh", "csh"}
+EXECUTORS = ("tmux", "slurm", "local")
 
 
 class LaunchError(Fold0123Error):
     """A launch that cannot start as asked; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to plan (plan_fold0123) and launch (launcher.fold0123.launch_fold0123) an experiment's rows: launch.py's
+    flags by the same names (its --help says what each does; `socket_name` is --socket, `close` the opposite of
+    --no-close), and the callers' own: `timeout_s` (stop waiting; the rows still running are reported so),
+    `poll_s`, `linger_s` (the waiter shows its summary that long before it closes the session; with `wait` the
+    launch returns once it has) and `verbose`."""
+    devices: str | None = None
+    eval_devices: str | None = None
+    checkpoints: str | Path | None = None
+    overrides: tuple[str, ...] = ()
+    splits: tuple[str, ...] | None = None
+    wait: bool = True
+    attach: bool = False
+    session: str | None = None
+    executor: str = "tmux"
+    socket_name: str | None = None
+    root: str | Path | None = None
+    partition: str | None = None
+    gpus_per_job: int = 1
+    cpus_per_task: int = 4
+    timeout_min: int = 24 * 60  # the Slurm job's time limit
+    timeout_s: float | None = None
+    poll_s: float = 1.0
+    close: bool = True
+    linger_s: float = 5.0
+    verbose: bool = True
+    redo_stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,12 +255,8 @@ def row_panes(row: RowSpec, python: str) -> tuple[PaneSpec, ...]:
             PaneSpec(row.split, "eval", eval_title, evaluate))
 
 
-def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str | Path | None = None,
-                  overrides: Iterable[str] = (), splits: Iterable[str] | None = None,
-                  session: str | None = None, root: str | Path | None = None,
-                  python: str | None = None, cores: int | None = None, threads: int | None = None,
-                  close: bool = True, linger_s: float = 5.0, eval_devices: str | None = None,
-                  redo_stale: bool = False) -> Plan:
+def plan_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions(), python: str | None = None,
+                  cores: int | None = None) -> Plan:
     """Decide the rows of one experiment's fold0123 from its config and its run directories.
 
     A run made by another config or from other inputs (common.fingerprint) is a LaunchError naming what differs,
@@ -239,23 +266,25 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
     its trainer's device; `4,5,6,7` beside devices `0,1,2,3` is the original's layout). `checkpoints` overrides
     the config's checkpoints_dir (passed on to train.py as `--set checkpoints_dir=`), `splits` restricts the
     rows (default: every split of the config's `folds`; a clip config's `train` and `all`), `root` is where the
-    commands run (default: the repository), `python` the interpreter they use (default: this one), `threads` the
-    threads of each CPU row (default: the cores divided among the rows with a trainer or an evaluator on the CPU;
-    a Slurm job's cpus_per_task): a row's trainer and evaluator share its threads, as they would share its GPU.
+    commands run (default: the repository), `python` the interpreter they use (default: this one). Each CPU row
+    gets the threads of the `cores` (default: this machine's) divided among the rows with a trainer or an
+    evaluator on the CPU, a Slurm job its `cpus_per_task`: a row's trainer and evaluator share them, as they
+    would share its GPU.
     """
-    root = Path(os.path.abspath(root or REPO))
+    o = options
+    root = Path(os.path.abspath(o.root or REPO))
     python = python or sys.executable
     conf_shown = _shown(_conf_path(conf, root), root)
-    overrides = list(overrides)
-    if checkpoints is not None:
-        ckpt = Path(checkpoints)
+    overrides = list(o.overrides)
+    if o.checkpoints is not None:
+        ckpt = Path(o.checkpoints)
         overrides.append(f"checkpoints_dir={_shown(ckpt if ckpt.is_absolute() else Path.cwd() / ckpt, root)}")
     try:
         cfg = load_config(root / conf_shown, overrides, schema=RunConfig)
     except ConfigError as err:
         raise LaunchError(str(err)) from None
     known = run_splits(cfg)
-    wanted = list(splits) if splits is not None else known
+    wanted = list(o.splits) if o.splits is not None else known
     bad = [s for s in wanted if not re.fullmatch(r"[A-Za-z0-9_]+", s)]
     if bad or not wanted:
         raise LaunchError(f"splits {wanted!r}: expected names like {', '.join(known)}")
@@ -270,7 +299,7 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
 
     all_dirs = tuple((s, run_dir(s)) for s in wanted)
     stale = stale_runs(cfg, all_dirs, root)
-    if stale and not redo_stale:
+    if stale and not o.redo_stale:
         raise LaunchError(" | ".join(stale_message(root / d, reasons) for d, reasons in stale.items()))
 
     def needs_work(split: str, rdir: str) -> bool:
@@ -281,9 +310,9 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
 
     active = [(s, d) for s, d in all_dirs if needs_work(s, d)]
     skipped = tuple((s, d) for s, d in all_dirs if (s, d) not in active)
-    placed = row_devices(devices, eval_devices, len(active))
+    placed = row_devices(o.devices, o.eval_devices, len(active))
     n_cpu = sum(1 for pair in placed if "cpu" in pair)  # rows with a trainer or an evaluator on the CPU
-    threads = (threads or cpu_threads(n_cpu, cores)) if n_cpu else None
+    threads = (o.cpus_per_task if o.executor == "slurm" else cpu_threads(n_cpu, cores)) if n_cpu else None
     rows = []
     for (split, rdir), (device, eval_device) in zip(active, placed):
         row_threads = threads if "cpu" in (device, eval_device) else None
@@ -304,9 +333,9 @@ def plan_fold0123(conf: str | Path, devices: str | None = None, checkpoints: str
     active_dirs = [d for _, d in active]
     extending = [r.run_dir for r in rows if r.resume and training_done(root / r.run_dir)]
     prepare = status_argv(python, "clear", *active_dirs, *(["--extend", *extending] if extending else []))
-    waiter = status_argv(python, "wait", *(["--close", "--linger", f"{linger_s:g}"] if close else []),
+    waiter = status_argv(python, "wait", *(["--close", "--linger", f"{o.linger_s:g}"] if o.close else []),
                          *active_dirs)
-    return Plan(exp=str(cfg.exp), conf=conf_shown, session=session or session_name(str(cfg.exp)),
+    return Plan(exp=str(cfg.exp), conf=conf_shown, session=o.session or session_name(str(cfg.exp)),
                 root=str(root), python=python, rows=tuple(rows), skipped=skipped, all_run_dirs=all_dirs,
                 prepare_argv=tuple(prepare) if active_dirs else (),
                 waiter_argv=tuple(waiter))
