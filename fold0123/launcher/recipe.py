@@ -62,9 +62,10 @@ class StageError(Fold0123Error):
     """A stage's CLI exited non-zero (it printed why above)."""
 
 
-def run_cli(*args: str) -> None:
+def run_cli(*args: str, echo: bool = True) -> None:
     """Run one of the project's CLIs as a user would type it; StageError naming it when it fails."""
-    print("$ " + " ".join(args), flush=True)
+    if echo:
+        print("$ " + " ".join(args), flush=True)
     done = subprocess.run([sys.executable, *args], cwd=ROOT)
     if done.returncode:
         raise StageError(f"stage failed: {' '.join(map(str, args))} (exit {done.returncode})")
@@ -239,42 +240,14 @@ def baseline_bag(cfg: RecipeConfig) -> list[str]:
     return ["--bag", str(load_config(cfg.stack, cfg.overrides(), schema=StackConfig).lgbm.bag)]
 
 
-def newest_submission(out_dir: str | Path, classification: bool = False) -> tuple[Path, Path] | None:
-    """(the latest submission, the file to score it by): the stack's `{cv}_{time}.csv` and its `_ids.csv` copy,
-    or a classification competition's `ensemble_{time}_submission.csv` (object_id, target, label) twice."""
-    if classification:
-        found = sorted(Path(out_dir).glob("ensemble_*_submission.csv"), key=lambda p: p.stat().st_mtime)
-        return (found[-1], found[-1]) if found else None
-    copies = sorted(Path(out_dir).glob("*_ids.csv"), key=lambda p: p.stat().st_mtime)
-    return (copies[-1].with_name(copies[-1].name.replace("_ids.csv", ".csv")), copies[-1]) if copies else None
-
-
 def score_and_where(cfg: RecipeConfig) -> None:
-    """Score the submission on the held-out answers (the only place they are read) by the competition's metric
-    and say where things are."""
-    from fold0123.data.competition import read_competition
-
+    """Score the newest submission on the held-out answers (the answers CLI is their only reader, and the
+    dataroot's spec says the metric) and say where things are."""
     stage("submission score and where things are")
-    competition = read_competition(cfg.dataroot)
-    found = newest_submission(load_config(cfg.stack, cfg.overrides(), schema=StackConfig).out_dir,
-                              competition.kind == "classification")
-    if found is None:
-        print("no submission found")
-        return
-    submission, scored = found
-    answers = cfg.answers
-    if answers and Path(answers).is_file():
-        from fold0123.preprocessing.answers import score_submission  # the one reader of the answers
-
-        metric = competition.metric if competition.metric != "top5_accuracy" else "accuracy"
-        score = score_submission(scored, answers, metric)
-        name = "RMSE" if metric == "rmse" else metric
-        print(f"submission {name} on the held-out answers: {score[metric]:.4f} ({score['n']} test objects)")
+    out_dir = load_config(cfg.stack, cfg.overrides(), schema=StackConfig).out_dir
+    run_cli("-m", "fold0123.preprocessing.answers", "--latest-in", str(out_dir), "--dataroot", str(cfg.dataroot),
+            *(["--answers", str(cfg.answers)] if cfg.answers else []), echo=False)
     confs = [c for c in (cfg.pretext, *cfg.tasks) if c]
     runs = sorted({str(Path(load_config(c, cfg.overrides(), schema=RunConfig).checkpoints_dir)) for c in confs})
-    stem = submission.stem.removesuffix("_submission")  # "0.9006_20261124-072435": with_suffix would cut at ".9"
-    html, markdown = (submission.with_name(f"{stem}_report.{ext}") for ext in ("html", "md"))
-    print(f"submission   {submission}")
-    print(f"report       {html if html.is_file() else markdown} (the markdown, json and plots beside it)")
     print(f"runs         {', '.join(runs)}/{{exp}}_{{split}}")
     print(f"dataroot     {cfg.dataroot}")
