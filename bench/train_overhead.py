@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from fold0123.common import rundir
 from fold0123.common.config import load_config
 from fold0123.common.schema import RunConfig
-from fold0123.common import rundir
 from fold0123.engine.setup import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_data(base: Path, n: int) -> Path:
     from fold0123.data.folds import write_folds
-    from tests.fixtures import make_dataroot
+    from tests.conftest import make_dataroot
 
     dataroot = make_dataroot(base / "data", n_train=n, n_test=16, size=64)
     write_folds(dataroot, k=3, batch_size=None, seed=0)

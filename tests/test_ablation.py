@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from fold0123.ablation.plan import task_confs
+from fold0123.ablation.table import Row, judge
 from fold0123.common.config import load_config
 from fold0123.common.schema import RecipeConfig
 from fold0123.launcher.recipe import shared
-from fold0123.ablation.table import Row, judge
-from tests.engine_fixtures import ROOT, tiny_recipe, write
+from tests.conftest import ROOT, tiny_recipe, write
 
 
 def test_judge_compares_fold_by_fold_against_the_spread():

@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fold0123.common.build import BuildError
 from fold0123.common.errors import LayoutError, UsageError
 from fold0123.data.competition import read_competition
 from fold0123.data.layout import check_photos, read_test, read_train
 from fold0123.preprocessing import adapters
-from fold0123.common.build import BuildError
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "emu": (40, 40, 200)}
 
 

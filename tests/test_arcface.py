@@ -17,14 +17,10 @@ from fold0123.models import arcface
 from fold0123.models.checkpoints import read_checkpoint
 from fold0123.models.network import build_model
 from fold0123.models.tasks import get_task
-from tests.engine_fixtures import tiny_config
+from tests.conftest import cfg_with, tiny_config
 
 torch.set_num_threads(1)
 CFG = RunConfig(exp="t", task="onehot", backbone="resnet18", head="arcface")
-
-
-def cfg_with(**changes) -> RunConfig:
-    return RunConfig(**{**CFG.model_dump(), **changes})
 
 
 def reference_subcenter_arcface(features, weight, labels, n_classes, k, margin, scale):
@@ -120,8 +116,8 @@ def test_the_task_fits_class_counts_into_its_state_and_a_checkpoint_reloads_the_
     assert set(model.state_dict()) & {"head.margins"} == set()  # derived from the state, not a weight
     reloaded = build_model(CFG, get_task("onehot", state=dict(task.state)))
     assert np.array_equal(reloaded.head.margins.numpy(), margins)
-    linear = fitted_onehot([0, 1, 2, 3], cfg=cfg_with(head="linear"))
-    assert linear.state == {} and isinstance(build_model(cfg_with(head="linear"), linear).head,
+    linear = fitted_onehot([0, 1, 2, 3], cfg=cfg_with(CFG, head="linear"))
+    assert linear.state == {} and isinstance(build_model(cfg_with(CFG, head="linear"), linear).head,
                                              torch.nn.Linear)
     with pytest.raises(ValueError, match="no class_count_0"):
         build_model(CFG, get_task("onehot"))
@@ -130,7 +126,7 @@ def test_the_task_fits_class_counts_into_its_state_and_a_checkpoint_reloads_the_
 def test_training_loss_has_the_margin_and_prediction_does_not():
     task = fitted_onehot([0] * 8 + [1] * 4 + [2] * 2 + [3] * 2)
     torch.manual_seed(0)
-    model = build_model(cfg_with(arcface={"subcenters": 2, "scale": 16.0}), task).eval()
+    model = build_model(cfg_with(CFG, arcface={"subcenters": 2, "scale": 16.0}), task).eval()
     x = torch.randn(6, 3, 32, 32)
     targets = F.one_hot(torch.tensor([0, 1, 2, 3, 0, 1]), 4).float()
     with torch.no_grad():
@@ -146,12 +142,12 @@ def test_training_loss_has_the_margin_and_prediction_does_not():
 
 def test_arcface_on_a_regression_task_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match="head: 'arcface' needs a classification task .*'target'"):
-        build_model(cfg_with(task="target"), get_task("target"))
+        build_model(cfg_with(CFG, task="target"), get_task("target"))
 
 
 def test_margins_out_of_order_are_a_config_error_naming_the_key():
     from fold0123.common.config import load_config
-    from tests.engine_fixtures import ROOT
+    from tests.conftest import ROOT
 
     with pytest.raises(ConfigError, match="^--set arcface.margin_min=0.6: key 'arcface': .*margin_min 0.6 is "
                                           "above margin_max 0.5"):
@@ -162,7 +158,7 @@ def test_an_arcface_run_trains_and_evaluates_to_class_probabilities_for_k_classe
     from fold0123.data.folds import write_folds
     from fold0123.engine.evaluator import evaluate_checkpoint
     from fold0123.engine.trainer import train
-    from tests.class_fixtures import make_class_dataroot
+    from tests.conftest import make_class_dataroot
 
     dataroot = make_class_dataroot(tmp_path / "data", k=7)
     write_folds(dataroot, k=3, batch_size=None, seed=0)

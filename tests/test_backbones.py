@@ -15,7 +15,7 @@ from fold0123.models.checkpoints import read_checkpoint
 from fold0123.models.network import Network, build_model
 from fold0123.models.tasks import get_task
 from fold0123.models.transfer import apply_freeze
-from tests.engine_fixtures import Interrupt, interrupt_in_epoch_2, make_recipe_root, tiny_config
+from tests.conftest import Interrupt, interrupt_in_epoch_2, make_recipe_root, tiny_config
 
 torch.set_num_threads(1)
 CONVNEXT, VIT = "convnext_atto", "vit_tiny_patch16_224"

@@ -17,7 +17,7 @@ from fold0123.engine.evaluator import evaluate_checkpoint
 from fold0123.engine.trainer import train
 from fold0123.models.checkpoints import CheckpointError
 from fold0123.stacking.runs import RunError, eval_path, load_outputs
-from tests.engine_fixtures import session_runs, tiny_config
+from tests.conftest import session_runs, tiny_config
 
 
 @pytest.fixture(scope="module")

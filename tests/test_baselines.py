@@ -17,14 +17,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fold0123.data.folds import write_folds
-from fold0123.data.layout import read_split
 from fold0123 import baselines
 from fold0123.data import pixel_stats
+from fold0123.data.folds import write_folds
+from fold0123.data.layout import read_split
 from fold0123.stacking import cv
-from tests.fixtures import make_dataroot
+from tests.conftest import ROOT, make_dataroot
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["constant mean", "pixel statistics LightGBM", "tags LightGBM"]
 
 

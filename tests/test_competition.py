@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +15,7 @@ from fold0123.data.competition import read_competition, score
 from fold0123.data.folds import write_folds
 from fold0123.data.layout import read_split, read_train
 from fold0123.models.tasks import get_task
-from tests.class_fixtures import make_class_dataroot
-from tests.engine_fixtures import tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, make_class_dataroot, tiny_config
 
 
 def test_no_package_module_hard_codes_atmacups_four_classes():
@@ -157,7 +153,7 @@ def test_a_dataroot_without_a_spec_trains_bit_for_bit_as_atmacup_spelled_out(tas
 
     from fold0123.engine.evaluator import evaluate_checkpoint
     from fold0123.engine.trainer import train
-    from tests.engine_fixtures import make_recipe_root
+    from tests.conftest import make_recipe_root
 
     torch.set_num_threads(1)
     implicit = make_recipe_root(tmp_path / "implicit")
@@ -184,8 +180,8 @@ def test_a_dataroot_without_a_spec_trains_bit_for_bit_as_atmacup_spelled_out(tas
 def test_a_rectangular_size_trains_on_flips_and_evaluates_all_eight_views(tmp_path):
     import torch
 
-    from fold0123.engine.evaluator import evaluate_checkpoint
     from fold0123.data.images import photo_cache
+    from fold0123.engine.evaluator import evaluate_checkpoint
     from fold0123.engine.trainer import train
 
     torch.set_num_threads(1)

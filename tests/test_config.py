@@ -1,7 +1,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -9,8 +8,7 @@ import yaml
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.io import atomic_path, is_temporary, write_text
 from fold0123.common.schema import AblationConfig, RecipeConfig, RunConfig, StackConfig, TtlConfig
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def test_base_chain_overrides_and_defaults(tmp_path):

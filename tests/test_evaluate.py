@@ -1,19 +1,17 @@
 """evaluate.py and engine.evaluator: 8-view npz files per part, metrics.json per the contract, soups, errors."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from fold0123.common import rundir
 from fold0123.common.schema import RunConfig
 from fold0123.data.views import N_VIEWS, apply_view
-from fold0123.common import rundir
 from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
-from tests.engine_fixtures import ROOT, session_runs
+from tests.conftest import run_script, session_runs
 
 torch.set_num_threads(1)
 
@@ -61,8 +59,8 @@ def test_epoch_evaluation_writes_8_view_predictions_and_metrics(runs, target_run
 def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run):
     """The views are in VIEW_NAMES order and use the same cached, normalised image as training."""
     from fold0123.data.datasets import normalize
-    from fold0123.models.checkpoints import read_checkpoint
     from fold0123.data.images import photo_cache
+    from fold0123.models.checkpoints import read_checkpoint
     from fold0123.models.network import build_model
     from fold0123.models.tasks import get_task
 
@@ -100,24 +98,19 @@ def test_split_all_has_test_only_and_an_empty_metrics_file(runs, tmp_path):
     assert np.allclose(out.reshape(len(ids), N_VIEWS, 9, 9).sum(-1), 1, atol=1e-4)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "evaluate.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-
-
 @pytest.mark.integration
 def test_cli_epoch_and_corrupt_checkpoint(target_run):
-    result = run_cli("--run", str(target_run), "--epoch", "2", "--device", "cpu")
+    result = run_script("evaluate.py", "--run", str(target_run), "--epoch", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "rmse" in result.stdout and rundir.metrics_path(target_run, "epoch2").is_file()
     path = rundir.checkpoint_path(target_run, 1)
     path.write_bytes(path.read_bytes()[:4096])
-    result = run_cli("--run", str(target_run), "--epoch", "1", "--device", "cpu")
+    result = run_script("evaluate.py", "--run", str(target_run), "--epoch", "1", "--device", "cpu")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1
     assert lines[0].startswith(f"error: {path}: corrupt or truncated checkpoint")
     assert not rundir.metrics_path(target_run, "epoch1").exists()
-    result = run_cli("--run", str(target_run), "--epoch", "9", "--device", "cpu")
+    result = run_script("evaluate.py", "--run", str(target_run), "--epoch", "9", "--device", "cpu")
     assert result.returncode == 1 and "9.pth: checkpoint not found" in result.stderr
 
 

@@ -27,7 +27,7 @@ from fold0123.common import rundir
 from fold0123.common.poll import wait_until
 from fold0123.models.checkpoints import read_checkpoint, read_resume
 from tests import faults_harness as fh
-from tests.engine_fixtures import make_recipe_root
+from tests.conftest import make_recipe_root
 
 pytestmark = pytest.mark.faults
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

@@ -16,10 +16,8 @@ from fold0123.data import layout
 from fold0123.data.fold_alignment import align_folds, target_sizes, transport
 from fold0123.data.folds import plan_folds, ratio_deviation, write_folds
 from fold0123.data.layout import LayoutError
-from tests.fixtures import make_dataroot
+from tests.conftest import ROOT, make_dataroot
 from tests.test_layout import BAD_INPUTS, assert_one_line_naming, bad_inputs, files_in
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def series_data(n_series: int, seed: int, max_size: int = 5, mixed: bool = False, min_size: int = 1):

@@ -21,12 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fold0123.ablation.table import ablation_html
 from fold0123.common.config import load_config
 from fold0123.common.schema import StackConfig
-from fold0123.ablation.table import ablation_html
-from tests import synthetic_runs as synthetic
+from tests.conftest import ROOT, make_runs, make_synthetic_dataroot
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed: apt-get install chromium (Debian's package; "
@@ -182,8 +181,8 @@ def stack_out(tmp_path_factory):
     from fold0123.stacking import pipeline
 
     tmp = tmp_path_factory.mktemp("html")
-    root = synthetic.make_dataroot(tmp / "data", n_train=150, n_test=50)
-    synthetic.make_runs(tmp / "runs", root, epochs=3)
+    root = make_synthetic_dataroot(tmp / "data", n_train=150, n_test=50)
+    make_runs(tmp / "runs", root, epochs=3)
     cfg = load_config(ROOT / "parameters/tiny/stack.yml", [
         f"dataroot={root}", f"checkpoints_dir={tmp / 'runs'}", f"out_dir={tmp / 'stack_out'}",
         f"answers={tmp / 'answers.csv'}"], schema=StackConfig)

@@ -4,7 +4,6 @@ the mean on the held-out answers."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -13,9 +12,8 @@ import pytest
 import torch
 
 from fold0123.preprocessing.answers import score_submission
-from tests.engine_fixtures import make_recipe_root, tiny_config
+from tests.conftest import ROOT, make_recipe_root, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 

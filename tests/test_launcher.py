@@ -24,8 +24,8 @@ from fold0123.launcher import LaunchError, LaunchOptions, launch_fold0123, plan_
 from fold0123.launcher.layout import describe, parse_devices, session_name
 from fold0123.launcher.status import mark_failed, read_status
 from fold0123.launcher.tmux import check_free
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "parameters" / "tiny" / "target.yml"
 SPLITS = ["3fold0", "3fold1", "3fold2", "all"]
 
@@ -35,7 +35,7 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 def tiny_experiment(tmp_path: Path, name: str = "tiny", epochs: int = 1) -> Path:
     """A tiny dataroot with its 3 folds, and an experiment config over parameters/tiny/target.yml using it."""
     from fold0123.data.folds import write_folds
-    from tests.fixtures import make_dataroot
+    from tests.conftest import make_dataroot
 
     dataroot = make_dataroot(tmp_path / "data")
     write_folds(dataroot, 3, None, 0)

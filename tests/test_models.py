@@ -15,13 +15,10 @@ from fold0123.models.network import build_model
 from fold0123.models.soup import uniform_soup
 from fold0123.models.tasks import TASKS, get_task
 from fold0123.models.transfer import apply_freeze, load_backbone
+from tests.conftest import cfg_with
 
 torch.set_num_threads(1)
 CFG = RunConfig(exp="t", backbone="resnet18", w2v_dim=4)
-
-
-def cfg_with(**changes) -> RunConfig:
-    return RunConfig(**{**CFG.model_dump(), **changes})
 
 
 def write_w2v(dataroot, dim=4):
@@ -52,7 +49,7 @@ def test_every_task_learns_a_tiny_batch(name, dataroot, tmp_path):
     write_w2v(dataroot)
     train = read_train(dataroot).iloc[:8]
     task = get_task(name)
-    cfg = cfg_with(dataroot=str(dataroot))
+    cfg = cfg_with(CFG, dataroot=str(dataroot))
     targets = task.targets(train, dataroot, cfg)
     assert targets.dtype == np.float32 and len(targets) == 8
     cache = build_image_cache(dataroot, train["object_id"], 32, tmp_path / "cache")
@@ -138,7 +135,7 @@ def test_transfer_errors_name_the_checkpoint(tmp_path):
     (tmp_path / "2.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="2.pth: corrupt or truncated"):
         load_backbone(model, tmp_path / "2.pth")
-    torch.save({"model": build_model(cfg_with(backbone="resnet10t"), get_task("target")).state_dict()}, tmp_path / "3.pth")
+    torch.save({"model": build_model(cfg_with(CFG, backbone="resnet10t"), get_task("target")).state_dict()}, tmp_path / "3.pth")
     with pytest.raises(CheckpointError, match="3.pth: weights do not fit this run.s backbone"):
         load_backbone(model, tmp_path / "3.pth")
 
@@ -213,14 +210,14 @@ def test_soup_of_two_is_the_mean(tmp_path):
 
 def test_jigsaw_task_batches_follow_the_config():
     task = get_task("jigsaw")
-    cfg = cfg_with(jigsaw={"grid": 3, "permutations_per_image": 4, "permutation_set": "hamming",
+    cfg = cfg_with(CFG, jigsaw={"grid": 3, "permutations_per_image": 4, "permutation_set": "hamming",
                            "n_permutations": 12})
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     shuffled, labels = task.batch(images, torch.zeros(2, 0), torch.Generator().manual_seed(0), cfg)
     assert shuffled.shape == (8, 3, 30, 30) and labels.shape == (8, 9)
     table = task.permutations(cfg)
     assert table.shape == (12, 9) and all(any(torch.equal(r, t) for t in table) for r in labels)
-    assert task.n_outputs(cfg) == 81 and task.n_outputs(cfg_with(jigsaw={"grid": 2})) == 16
+    assert task.n_outputs(cfg) == 81 and task.n_outputs(cfg_with(CFG, jigsaw={"grid": 2})) == 16
     with pytest.raises(ValueError, match="unknown task"):
         get_task("segmentation")
 

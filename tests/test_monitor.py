@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 from fold0123.launcher.monitor import held_out_metrics, read_loss_log, render
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def write_run(run: Path, partial_tail: str = "2 41 0.") -> Path:

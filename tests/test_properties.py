@@ -28,14 +28,14 @@ from fold0123.common.config import load_config, parse_value
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.schema import RunConfig, StackConfig
 from fold0123.data.answers import score_answers
-from fold0123.data.images import load_image
 from fold0123.data.competition import ATMACUP
+from fold0123.data.images import load_image
 from fold0123.data.layout import check_photos, read_split, read_test, read_train
 from fold0123.stacking.runs import RunError, eval_path, load_outputs
+from tests.conftest import ROOT
 
 TRAIN_COLUMNS, N_CLASSES = ATMACUP.train_columns, ATMACUP.n_classes
 
-ROOT = Path(__file__).resolve().parents[1]
 SCALE = float(os.environ.get("PROPERTY_EXAMPLES", "1"))
 COUNTS: dict[str, int] = {}  # distinct cases per test, printed at the end of the module
 
@@ -476,7 +476,6 @@ def _answers(rows, header, root, seen):
 
 def test_answers_cases_score_correctly_or_fail_in_one_line(tmp_path):
     run_counted("answers csv", _answers, 40 * SCALE, 0.1, root=tmp_path)
-
 
 
 @pytest.fixture(scope="module", autouse=True)

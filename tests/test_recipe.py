@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_fixtures import tiny_recipe
+from tests.conftest import ROOT, tiny_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
@@ -65,8 +64,7 @@ def test_a_classification_recipe_ensembles_two_architectures_and_scores_by_accur
     fold0123 in tmux, the ensemble as the submission, accuracy on the answers, the baselines beside it."""
     from fold0123.common.config import dump_config, load_config
     from fold0123.common.schema import StackConfig
-    from tests.class_fixtures import make_class_dataroot
-    from tests.engine_fixtures import write
+    from tests.conftest import make_class_dataroot, write
 
     dataroot = make_class_dataroot(tmp_path / "data", k=7)
     runs, tiny = tmp_path / "runs", ROOT / "parameters" / "tiny"

@@ -16,9 +16,8 @@ from fold0123.data.muge_lmdb import LmdbSplit
 from fold0123.data.recall import first_positive_rank, recall_at, retrieval_metrics, top_k
 from fold0123.preprocessing import muge_emoji, pack_lmdb
 from fold0123.retrieval import predictions, score
-from tests.muge_fixtures import make_muge_root
+from tests.conftest import make_muge_root
 from tests.test_preprocessing import fake_packages, png_bytes, write_tgz
-
 
 # ---------------------------------------------------------------------------------------------- Recall@K
 

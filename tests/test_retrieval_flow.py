@@ -16,7 +16,7 @@ from fold0123.data.recall import first_positive_rank, recall_at
 from fold0123.engine.trainer import train
 from fold0123.preprocessing import pack_lmdb
 from fold0123.retrieval import ensemble, predict, predictions, score, ttl, ttl_select
-from tests.muge_fixtures import make_muge_root
+from tests.conftest import make_muge_root
 from tests.test_retrieval_model import tiny_retrieval
 
 

@@ -18,8 +18,7 @@ from fold0123.engine.trainer import train
 from fold0123.models import clip
 from fold0123.models.tasks import get_task
 from fold0123.preprocessing import pack_lmdb
-from tests.engine_fixtures import ROOT
-from tests.muge_fixtures import make_muge_root
+from tests.conftest import ROOT, make_muge_root
 
 torch.set_num_threads(1)
 

@@ -11,9 +11,8 @@ import pytest
 
 from fold0123.launcher import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
 from fold0123.launcher.slurm import job_devices, job_eval_device, row_payload, run_row
+from tests.conftest import ROOT
 from tests.test_launcher import tiny_experiment
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_jobs_see_their_own_gpu_and_carry_plain_argument_lists(tmp_path: Path):

@@ -14,13 +14,12 @@ import stack
 from fold0123.common import rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.schema import RecipeConfig, StackConfig
+from fold0123.ensemble import ensemble_probabilities
 from fold0123.launcher import recipe
 from fold0123.stacking.features import build_features
-from fold0123.ensemble import ensemble_probabilities
 from fold0123.stacking.runs import RunError, load_outputs, resolve_epoch, run_dir
-from tests import synthetic_runs as synthetic
+from tests.conftest import ROOT, make_runs, make_synthetic_dataroot, save_npz
 
-ROOT = Path(__file__).resolve().parents[1]
 FOLDS = [f"3fold{i}" for i in range(3)]
 SPLITS = FOLDS + ["all"]
 
@@ -33,7 +32,7 @@ def fake_soup(run: Path, n: int, last: int) -> None:
         paths = [rundir.eval_npz_path(run, rundir.epoch_tag(e), part) for e in epochs]
         if all(p.is_file() for p in paths):
             outs = [load_outputs(run, e, part) for e in epochs]
-            synthetic.save_npz(rundir.eval_npz_path(run, f"soup{n}", part), outs[-1].ids,
+            save_npz(rundir.eval_npz_path(run, f"soup{n}", part), outs[-1].ids,
                                np.mean([o.outputs for o in outs], axis=0).astype(np.float32))
     metrics = json.loads(rundir.metrics_path(run, rundir.epoch_tag(last)).read_text())
     metrics["checkpoint"] = f"soup{n}.pth"
@@ -43,8 +42,8 @@ def fake_soup(run: Path, n: int, last: int) -> None:
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("soups")
-    root = synthetic.make_dataroot(tmp / "data", n_train=90, n_test=30)
-    synthetic.make_runs(tmp / "runs", root, tasks=("target", "onehot"), epochs=3, train_epochs=())
+    root = make_synthetic_dataroot(tmp / "data", n_train=90, n_test=30)
+    make_runs(tmp / "runs", root, tasks=("target", "onehot"), epochs=3, train_epochs=())
     for task in ("target", "onehot"):
         for split in SPLITS:
             fake_soup(run_dir(tmp / "runs", task, split), 2, 3)

@@ -20,7 +20,7 @@ from fold0123.stacking.features import aggregate_views, build_features
 from fold0123.stacking.pipeline import infold_stack, oof_stack
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
 from fold0123.stacking.runs import RunError, load_outputs, resolve_epoch, run_dir
-from tests import synthetic_runs as synthetic
+from tests.conftest import make_runs, make_synthetic_dataroot, save_npz
 
 RANGE = (0.0, 3.0)  # atmaCup's four classes
 FAST = dict(num_threads=1, num_leaves=7, min_data_in_leaf=5, learning_rate=0.1)
@@ -219,8 +219,8 @@ def test_redistribution_resolves_two_short_classes_wanting_the_same_object():
 
 @pytest.fixture
 def synth(tmp_path):
-    root = synthetic.make_dataroot(tmp_path / "data", n_train=120, n_test=40)
-    synthetic.make_runs(tmp_path / "runs", root, epochs=3)
+    root = make_synthetic_dataroot(tmp_path / "data", n_train=120, n_test=40)
+    make_runs(tmp_path / "runs", root, epochs=3)
     return root, tmp_path / "runs"
 
 
@@ -264,7 +264,7 @@ def test_loading_is_cached_until_the_file_changes(synth):
     run = run_dir(runs, "target", "3fold0")
     first = load_outputs(run, 1, "oof")
     assert load_outputs(run, 1, "oof") is first
-    synthetic.save_npz(run / "eval" / "epoch1_oof.npz", first.ids, np.zeros_like(first.outputs) + 7)
+    save_npz(run / "eval" / "epoch1_oof.npz", first.ids, np.zeros_like(first.outputs) + 7)
     again = load_outputs(run, 1, "oof")
     assert again is not first and float(again.outputs[0, 0, 0]) == 7
 

@@ -13,16 +13,14 @@ import pytest
 
 import stack
 from fold0123.data import pixel_stats
-from tests import synthetic_runs as synthetic
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, make_runs, make_synthetic_dataroot
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack")
-    root = synthetic.make_dataroot(tmp / "data", n_train=150, n_test=50)
-    synthetic.make_runs(tmp / "runs", root, epochs=2)
+    root = make_synthetic_dataroot(tmp / "data", n_train=150, n_test=50)
+    make_runs(tmp / "runs", root, epochs=2)
     return tmp
 
 
@@ -87,7 +85,7 @@ def test_cli_ensemble_redistribute_and_pseudo(runs, capsys):
     assert f"pseudo round 1: {report['rows_added']} test rows" in printed and report["rows_added"] > 0
     assert (runs / "data/3fold2_pseudo1_train.csv").is_file()
     # the round's runs (trained on the pseudo splits) stack through the same path; OOF rows stay train.csv's
-    synthetic.make_runs(runs / "runs", runs / "data", epochs=1, split_suffix="_pseudo1")
+    make_runs(runs / "runs", runs / "data", epochs=1, split_suffix="_pseudo1")
     stack.main(_argv(runs, "round1", "split_suffix=_pseudo1", "runs={target: last, onehot: last}"))
     assert "stack (out-of-fold)" in capsys.readouterr().out
     assert len(list((runs / "round1").glob("*_ids.csv"))) == 1
@@ -124,7 +122,7 @@ def test_notebook_runs_headless_and_writes_a_submission(runs):
 def test_pixel_statistics_join_every_table_as_stack_features(runs, capsys):
     """With `pixel_stats`, each object's photo statistics sit beside the runs' outputs in the train, test and
     in-fold tables, aligned by object_id (photos drawn here from each object's class, so they carry signal)."""
-    from tests.fixtures import draw
+    from tests.conftest import draw_era
 
     root = runs / "data"
     labels = pd.concat([pd.read_csv(root / "train.csv", dtype={"object_id": str}),
@@ -132,7 +130,7 @@ def test_pixel_statistics_join_every_table_as_stack_features(runs, capsys):
     (root / "photos").mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for row in labels.itertuples():
-        draw(int(row.target), rng, 16).save(root / "photos" / f"{row.object_id}.jpg")
+        draw_era(int(row.target), rng, 16).save(root / "photos" / f"{row.object_id}.jpg")
     stack.main(_argv(runs, "px", "pixel_stats=true"))
     capsys.readouterr()
     (importance,) = (runs / "px").glob("*_importance.csv")

@@ -14,7 +14,7 @@ from fold0123.common.fingerprint import StaleError, read_fingerprint, run_stalen
 from fold0123.data.images import cache_path
 from fold0123.data.layout import photo_path, read_train
 from fold0123.engine.trainer import TrainError, train
-from tests.engine_fixtures import make_recipe_root, tiny_config
+from tests.conftest import make_recipe_root, tiny_config
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_the_launcher_refuses_stale_runs_extends_finished_ones_and_redoes_on_req
     from dataclasses import replace
 
     from fold0123.launcher.layout import LaunchError, LaunchOptions, plan_fold0123
-    from tests.engine_fixtures import ROOT
+    from tests.conftest import ROOT
 
     dataroot, runs, run = trained
     conf = ROOT / "parameters" / "tiny" / "target.yml"
@@ -181,8 +181,7 @@ def test_a_key_added_later_at_its_old_behaviour_makes_nothing_stale():
 def test_a_changed_competition_spec_makes_a_run_stale(tmp_path):
     from fold0123.common.fingerprint import differences, run_fingerprint
     from fold0123.data.folds import write_folds
-    from tests.class_fixtures import make_class_dataroot
-    from tests.engine_fixtures import tiny_config
+    from tests.conftest import make_class_dataroot, tiny_config
 
     root = make_class_dataroot(tmp_path / "data", k=7)
     write_folds(root, k=3, batch_size=None, seed=0)

@@ -20,9 +20,9 @@ import pytest
 from fold0123.common.poll import wait_until
 from fold0123.launcher import LaunchOptions, plan_fold0123
 from fold0123.launcher.status import read_status
+from tests.conftest import ROOT
 from tests.test_launcher import SPLITS, TINY, fake_run, tiny_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
 YML = ROOT / "tmuxinator" / "fold0123.yml"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 LINK_SCRIPT = ROOT / "scripts" / "link_tmuxinator.sh"

@@ -1,23 +1,35 @@
 """train.py and engine.trainer: the run directory, pretext -> transfer, exact resume (after a crash anywhere, from
 weights-only epoch files + one resume.pth), extending a finished run, accumulation, bad inputs."""
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
-from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
-from fold0123.engine import trainer
 from fold0123.common.config import ConfigError
+from fold0123.common.schema import RunConfig
+from fold0123.engine import trainer
 from fold0123.engine.optim import lr_factor
-from fold0123.engine.trainer import (LOG_HEADER, DivergedError, TrainError, epoch_batches, group_weights,
-                                     resolve_transfer, train)
+from fold0123.engine.trainer import (
+    LOG_HEADER,
+    DivergedError,
+    TrainError,
+    epoch_batches,
+    group_weights,
+    resolve_transfer,
+    train,
+)
 from fold0123.models.checkpoints import RESUME_KEYS, CheckpointError, read_checkpoint
-from tests.engine_fixtures import (ROOT, Interrupt, interrupt_in_epoch_2, make_recipe_root, session_runs,
-                                   tiny_config)
+from tests.conftest import (
+    ROOT,
+    Interrupt,
+    interrupt_in_epoch_2,
+    make_recipe_root,
+    run_script,
+    session_runs,
+    tiny_config,
+)
 
 torch.set_num_threads(1)
 
@@ -214,11 +226,6 @@ def test_schedules_warm_up_then_decay():
         lr_factor("step", 0, 10, 0)
 
 
-def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-
-
 @pytest.mark.integration
 def test_missing_split_tag_vectors_and_transfer_give_one_line_errors(tmp_path):
     dataroot = make_recipe_root(tmp_path / "data", tags=False)
@@ -232,7 +239,7 @@ def test_missing_split_tag_vectors_and_transfer_give_one_line_errors(tmp_path):
          "transfer_from 'jigsaw_all': transfer checkpoint not found"),
     ]
     for args, expected in cases:
-        result = run_cli(*args, *common)
+        result = run_script("train.py", *args, *common)
         assert result.returncode == 1, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
@@ -254,7 +261,7 @@ def test_a_crash_writes_failed_and_reraises(runs, tmp_path):
 
 @pytest.mark.integration
 def test_unknown_config_key_and_bad_values_fail_cleanly(tmp_path):
-    result = run_cli("--conf", "parameters/tiny/target.yml", "--split", "3fold0", "--set", "nope=1")
+    result = run_script("train.py", "--conf", "parameters/tiny/target.yml", "--split", "3fold0", "--set", "nope=1")
     assert result.returncode == 1 and "unknown key 'nope'" in result.stderr
 
 

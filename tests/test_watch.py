@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from fold0123.common import rundir
-from fold0123.models.checkpoints import read_checkpoint
 from fold0123.engine.evaluator import evaluate_checkpoint
 from fold0123.engine.watch import watch_run
-from tests.engine_fixtures import ROOT, session_runs, tiny_config
+from fold0123.models.checkpoints import read_checkpoint
+from tests.conftest import ROOT, session_runs, tiny_config
 
 torch.set_num_threads(1)
 

@@ -12,9 +12,8 @@ import pytest
 
 from fold0123.data import tags
 from fold0123.data.layout import LayoutError
+from tests.conftest import ROOT
 from tests.test_layout import BAD_INPUTS, assert_one_line_naming, bad_inputs, files_in
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_vectors(path: Path) -> pd.DataFrame:
@@ -71,7 +70,7 @@ def test_object_vector_is_the_mean_of_its_token_vectors():
 
 def test_vectors_carry_the_tag_signal(tmp_path):
     """Objects sharing tags end up closer than objects that share none (the fixture's tags follow the target)."""
-    from tests.fixtures import make_dataroot
+    from tests.conftest import make_dataroot
     root = make_dataroot(tmp_path / "data", n_train=120, n_test=20)
     frame = read_vectors(tags.write_tag_vectors(root, dim=8, epochs=50, seed=0).path).set_index("object_id")
     target = pd.read_csv(root / "train.csv", dtype={"object_id": str}).set_index("object_id")["target"]

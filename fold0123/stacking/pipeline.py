@@ -21,7 +21,7 @@ import pandas as pd
 
 from fold0123.common import rundir
 from fold0123.common.fingerprint import Fingerprint, config_identity, file_digest
-from fold0123.common.io import write_csv, write_json
+from fold0123.common.io import write_csv
 from fold0123.common.errors import UsageError
 from fold0123.common.schema import LgbmOptions, StackConfig
 from fold0123.data.answers import score_answers
