@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from fold0123.common import rundir
-from fold0123.common.io import is_temporary
+from fold0123.common.io import cpu_cores, is_temporary
 
 ROOT = Path(__file__).resolve().parents[1]
 # the trial run: the tiny preset for three epochs from scratch (no pretext run needed), dihedral augmentation so
@@ -56,8 +56,7 @@ def fault_seed() -> int:
 
 def fault_jobs() -> int:
     """Trials run side by side (each child uses one thread): the cores, at most 2 unless FAULT_JOBS says."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, fault_count("FAULT_JOBS", min(2, cores)))
+    return max(1, fault_count("FAULT_JOBS", min(2, cpu_cores())))
 
 
 # ---------------------------------------------------------------------------------------------------- processes

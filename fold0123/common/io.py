@@ -97,6 +97,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask, which taskset and Slurm narrow), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS)
+        return os.cpu_count() or 1
+
+
 def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the `name.tmp.<pid>` files in `folder` whose writer is dead (a SIGKILL mid-write leaves one, up
     to a whole checkpoint's size); a live writer's are left alone. Runs call it when they start or resume."""

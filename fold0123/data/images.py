@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from fold0123.common import rundir
 from fold0123.common.fingerprint import stat_digest
-from fold0123.common.io import atomic_path, exclusive_lock, remove_orphaned_temporaries
+from fold0123.common.io import atomic_path, cpu_cores, exclusive_lock, remove_orphaned_temporaries
 from fold0123.common.schema import RunConfig
 from fold0123.data.layout import LayoutError, photo_path, read_test, read_train
 
@@ -153,7 +153,7 @@ def _decode_chunk(args: tuple[list[str], int, str]) -> np.ndarray:
 
 
 def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return min(8, cpu_cores())
 
 
 def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: Size, cache_dir: str | Path,

@@ -30,6 +30,7 @@ from typing import Sequence
 from fold0123.common import muge, rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.fingerprint import run_staleness, stale_message
+from fold0123.common.io import cpu_cores
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.dataroot import split_names
@@ -141,13 +142,6 @@ def gpu_count() -> int:
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def parse_devices(spec: str | None, n_rows: int, option: str = "--devices") -> list[str]:
