@@ -47,7 +47,7 @@ from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import LgbmOptions
 from fold0123.data.answers import read_answers, score_answers
 from fold0123.data.competition import Competition, read_competition, score
-from fold0123.data.layout import check_unique_ids, numeric_column, read_csv
+from fold0123.data.layout import check_unique_ids, read_csv, read_test, read_train
 from fold0123.data.pixel_stats import cache_file, pixel_features
 from fold0123.stacking.cv import CVResult, cross_validate, group_holdout, stratified_holdout
 from fold0123.stacking.features import MIN_TAG_OBJECTS, bag_of_tags, tags_skip_reason
@@ -96,22 +96,11 @@ class Splits:
         return self.competition.metric if self.classes else "rmse"
 
 
-def _ids(path: Path, columns: tuple[str, ...] = ("object_id",)) -> pd.DataFrame:
-    """A dataroot CSV with every column as text (group ids such as `007` stay themselves), its ids checked."""
-    frame = read_csv(path, columns, text=True)
+def _ids(path: Path) -> pd.Series:
+    """A split file's object_ids (as text), checked unique."""
+    frame = read_csv(path, ("object_id",), text=True)
     check_unique_ids(frame, path)
-    return frame
-
-
-def class_labels(values: pd.Series, n_classes: int, path: Path, column: str = "target") -> np.ndarray:
-    """`values` as class indices 0..K-1; LayoutError naming the row of the first that is not one."""
-    numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce").to_numpy(float)
-    bad = ~np.isfinite(numbers) | (numbers % 1 != 0) | (numbers < 0) | (numbers >= n_classes)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise LayoutError(f"{path}: row {row + 2}: column {column!r}: {values.iloc[row]!r} is not a class index "
-                          f"0..{n_classes - 1}")
-    return numbers.astype(np.int64)
+    return frame["object_id"]
 
 
 def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
@@ -122,19 +111,10 @@ def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
     dataroot = Path(dataroot)
     competition = read_competition(dataroot)
     group = competition.group_column
-    train_path, test_path = dataroot / "train.csv", dataroot / "test.csv"
-    train = _ids(train_path, ("object_id", "target") + ((group,) if group else ()))
-    if competition.kind == "classification":
-        y = class_labels(train["target"], competition.n_classes, train_path)
-    else:
-        y = numeric_column(train, "target", train_path).to_numpy(float)
-    test_ids = _ids(test_path)["object_id"].tolist()
-    if not test_ids:
-        raise LayoutError(f"{test_path}: no rows (only a header): there is nothing to predict")
+    train = read_train(dataroot)  # a class target is checked whole and in 0..K-1 there
+    y = train["target"].to_numpy(np.int64 if competition.kind == "classification" else float)
+    test_ids = read_test(dataroot, train)["object_id"].tolist()
     position = pd.Series(np.arange(len(train)), index=pd.Index(train["object_id"]))
-    both = position.index.intersection(test_ids)
-    if len(both):
-        raise LayoutError(f"{test_path}: object_id {both[0]!r} is also in train.csv")
     fold_of = np.full(len(train), -1)
     splits = []
     for i, name in enumerate(split_names(k)):
@@ -142,8 +122,8 @@ def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
         for path in (part_path, held_path):
             if not path.is_file():
                 raise LayoutError(f"{path}: split file not found (run SGKFold.py --dataroot {dataroot} --k {k})")
-        part = _ids(part_path)["object_id"]
-        held = _ids(held_path)["object_id"].tolist()
+        part = _ids(part_path)
+        held = _ids(held_path).tolist()
         unknown = part[~part.isin(position.index)]
         if len(unknown):
             raise LayoutError(f"{part_path}: object_id {unknown.iloc[0]!r} is not in train.csv")
@@ -164,7 +144,7 @@ def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
         fold_of[rows] = i
         splits.append((name, position.loc[part].to_numpy(), rows))
     if (fold_of < 0).any():
-        raise LayoutError(f"{train_path}: object {train['object_id'].iloc[int(np.flatnonzero(fold_of < 0)[0])]!r} is "
+        raise LayoutError(f"{dataroot / 'train.csv'}: object {train['object_id'].iloc[int(np.flatnonzero(fold_of < 0)[0])]!r} is "
                           f"in no {k}fold*_test.csv (re-run SGKFold.py --dataroot {dataroot} --k {k})")
     return Splits(dataroot, competition, train["object_id"].tolist(), y,
                   train[group].to_numpy() if group else None, test_ids, splits[:-1], splits[-1])

@@ -27,7 +27,7 @@ SHARES = [0.25, 0.25, 0.5]  # red is the majority
 
 def write_spec(root: Path, **changes) -> None:
     spec = {"name": "colours", "kind": "classification", "metric": "accuracy", "classes": CLASSES,
-            "group_column": "series", **changes}
+            "group_column": "series", "columns": [], **changes}
     (root / "competition.yml").write_text(yaml.safe_dump(spec))
 
 
@@ -155,6 +155,6 @@ def test_bad_inputs_are_one_line(tmp_path):
     train.to_csv(root / "train.csv", index=False)
     with pytest.raises(LayoutError) as bad:
         cb.load_splits(root)
-    assert str(bad.value) == f"{root}/train.csv: row 6: column 'target': '3' is not a class index 0..2"
+    assert str(bad.value) == f"{root}/train.csv: row 6: column 'target': 3 outside 0..2"
     write_spec(root, kind="regression", metric="rmse", classes=None)  # a number: the regression rows' split
     assert cb.load_splits(root).classes == 0
