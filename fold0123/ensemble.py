@@ -71,10 +71,6 @@ def weighted_ensemble(probs: list[np.ndarray], weights) -> np.ndarray:
     return np.tensordot(weights, np.stack([np.asarray(p, float) for p in probs]), axes=1)
 
 
-def histogram(labels, n_classes: int) -> np.ndarray:
-    return np.bincount(np.asarray(labels, int), minlength=n_classes)
-
-
 @dataclass
 class Redistribution:
     labels: np.ndarray        # [n] class per object after re-distribution
@@ -86,7 +82,7 @@ def redistribute_labels(probs, k: int) -> Redistribution:
     probs = np.asarray(probs, float)
     n, n_classes = probs.shape
     labels = probs.argmax(axis=1)
-    before = histogram(labels, n_classes)
+    before = np.bincount(labels, minlength=n_classes)
     counts = before.copy()
     need = np.maximum(k - counts, 0)
     moved = np.zeros(n, bool)
@@ -107,7 +103,7 @@ def redistribute_labels(probs, k: int) -> Redistribution:
             need[c] -= 1
             if not need.any():
                 break
-    return Redistribution(labels=labels, before=before, after=histogram(labels, n_classes))
+    return Redistribution(labels=labels, before=before, after=np.bincount(labels, minlength=n_classes))
 
 
 # ---- the ensemble step
@@ -208,12 +204,11 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
                               test_features=ecfg.test_features, infold=False)
     oof_probs, test_probs = ({run.exp: means[run.exp] for run in features.runs}
                              for means in (features.view_mean_oof, features.view_mean_test[ecfg.test_features]))
-    rows = []
+    rows, splits = [], fold_splits(cfg.folds, cfg.split_suffix)
     for run in features.runs:
-        if features.view_mean_oof[run.exp].shape[1] != competition.n_classes:
+        if oof_probs[run.exp].shape[1] != competition.n_classes:
             raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {competition.n_classes} class "
                            f"probabilities")
-        splits = fold_splits(cfg.folds, cfg.split_suffix)
         at = choice_metrics(cfg.checkpoints_dir, run.exp, splits, run.epoch)  # an epoch or a soup
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
@@ -226,7 +221,6 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
         raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
     runs["weight"] = _ensemble_weights(runs, ecfg)
     oof = weighted_ensemble([oof_probs[e] for e in runs.index], runs["weight"])
-    source = ecfg.test_features
     test = weighted_ensemble([test_probs[e] for e in runs.index], runs["weight"])
     y = features.y.astype(int)
     cv_rows = {e: _class_scores(y, oof_probs[e], competition) for e in runs.index}
@@ -248,7 +242,7 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     if ecfg.submit == "redistributed" and redistribution is None:
         raise RunError("ensemble.submit: redistributed needs ensemble.redistribute_k > 0")
     labels = redistribution.labels if ecfg.submit == "redistributed" else test.argmax(axis=1)
-    return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[source].index, str),
+    return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[ecfg.test_features].index, str),
                           cv_table=cv_table, redistribution=redistribution,
                           redistribution_table=redistribution_table, labels=labels,
                           run_tests={e: test_probs[e] for e in runs.index})
@@ -269,13 +263,13 @@ def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> 
     return pd.Series(table, name=f"{metric} on the answers").to_frame()
 
 
-def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
+def run_ensemble(cfg: StackConfig) -> EnsembleResult:
     """ensemble_probabilities + files in out_dir: `ensemble_{stamp}_probs.csv` (object_id, p0..p{K-1}, label
     [, label_redistributed]), the submission `ensemble_{stamp}_submission.csv` (object_id, target: the class
     index, label: its name) and `ensemble_{stamp}_report.md/json`."""
     result = ensemble_probabilities(cfg)
     competition = read_competition(cfg.dataroot)
-    name = f"ensemble_{stamp or timestamp()}"
+    name = f"ensemble_{timestamp()}"
     out_dir = Path(cfg.out_dir)
     frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
     frame.insert(0, "object_id", result.test_ids)
@@ -305,12 +299,12 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     return result
 
 
-def run_default(cfg: StackConfig, stamp: str | None = None) -> StackResult | EnsembleResult:
+def run_default(cfg: StackConfig) -> StackResult | EnsembleResult:
     """What `stack.py` does without a command: atmaCup-style competitions (ordinal, regression) stack with
     LightGBM; a classification competition ensembles its runs' probabilities (the ACCV way)."""
     if read_competition(cfg.dataroot).kind == "classification":
-        return run_ensemble(cfg, stamp)
-    return run_stack(cfg, stamp)
+        return run_ensemble(cfg)
+    return run_stack(cfg)
 
 
 @dataclass

@@ -83,11 +83,8 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
         timer.run("stack pseudo", run_cli, "stack.py", *stack_args(recipe, "split_suffix=_pseudo1", *post))
 
     stage("the table")
+    device = f"CPU, {os.cpu_count()} cores" if recipe.devices == "cpu" else f"GPUs {recipe.devices}"
     run_cli("-m", "fold0123.ablation.table", *conf_args, "--wall-seconds", f"{time.time() - wall:.0f}",
-            "--device", device_name(recipe.devices))
+            "--device", device)
     print(clock.report())
     return out
-
-
-def device_name(devices: str) -> str:
-    return f"CPU, {os.cpu_count()} cores" if devices == "cpu" else f"GPUs {devices}"

@@ -36,10 +36,11 @@ from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import AblationConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.layout import read_train
-from fold0123.data.metrics import expected_class, rmse
-from fold0123.reports.html import esc, fmt, image, is_missing, page, paragraph, section, stack_sections, table
+from fold0123.data.metrics import rmse
+from fold0123.reports.html import (esc, facts_table, fmt, image, is_missing, page, paragraph, section,
+                                   stack_sections, table)
 from fold0123.stacking.pipeline import INFOLD_ROW, INFOLD_VARIANT, NESTED_ROW, OOF_ROW, OOF_VARIANT
-from fold0123.stacking.runs import eval_tag, fold_splits, load_outputs, resolve_epoch, run_dir
+from fold0123.stacking.runs import as_target, eval_tag, fold_splits, load_outputs, resolve_epoch, run_dir
 
 
 @dataclass
@@ -89,16 +90,6 @@ def run_seconds(checkpoints_dir: str | Path, exp: str, splits: list[str]) -> flo
             return None
         total += done.stat().st_mtime - config.stat().st_mtime
     return total
-
-
-def as_target(task: str, outputs: np.ndarray) -> np.ndarray:
-    """A run's [n, views, d] outputs as target predictions [n, views]: the value (target), the expected class
-    (onehot probabilities)."""
-    if task == "target":
-        return outputs[..., 0]
-    if task == "onehot":
-        return expected_class(outputs)
-    raise ValueError(f"task {task!r} has no direct target prediction")
 
 
 def run_row(id: str, name: str, group: str, dataroot, checkpoints_dir, exp: str, task: str, k: int,
@@ -304,8 +295,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
             continue
         report = stack_report(stacks[name]) if name in stacks else None
         if report is None:
-            rows.append(Row(next(iter(wanted.values()))[0], next(iter(wanted.values()))[1], "stack",
-                            note="not measured: its step did not run"))
+            rows.append(Row(*next(iter(wanted.values()))[:2], "stack", note="not measured: its step did not run"))
             continue
         seconds = timings.get(f"stack {name}", 0.0) + (timings.get("pseudo", 0.0) if name == "pseudo" else 0.0)
         rows += stack_rows(report, wanted, seconds)
@@ -314,12 +304,9 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
     cost = {"pretext": run_seconds(ckpt, pretext_exp(recipe), ["all"]), "pixel_stats": timings.get("stack pixels"),
             "pseudo": timings.get("pseudo")}
     meta = {**meta, "dataroot": root, "answers": answers}
-    return write_results(out, meta, rows, claims(by_id, cost), _stack_ref(stacks.get("post")))
-
-
-def _stack_ref(folder: Path | None) -> dict | None:
-    report = stack_report(folder) if folder else None
-    return None if report is None else {"out_dir": str(folder), "name": report.name.removesuffix("_report.json")}
+    post = stack_report(stacks["post"])  # the report's stack: the post-processed one
+    stack = post and {"out_dir": str(stacks["post"]), "name": post.name.removesuffix("_report.json")}
+    return write_results(out, meta, rows, claims(by_id, cost), stack)
 
 
 # ------------------------------------------------------------------------------------------------- the HTML report
@@ -397,9 +384,7 @@ def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
               "seeds": ", ".join(map(str, results.get("seeds") or [])), "dataroot": results.get("dataroot"),
               "answers": results.get("answers"),
               "wall-clock": None if is_missing(wall) else f"{wall:.0f} s ({wall / 60:.1f} min)"}
-    sections = [section("Run", "<table><tbody>" + "".join(
-        f"<tr><th>{esc(k)}</th><td><code>{esc(fmt(v))}</code></td></tr>" for k, v in header.items())
-        + "</tbody></table>")]
+    sections = [section("Run", facts_table(header))]
     sections.append(section("Ablation table",
                             paragraph("CV: grouped k-fold RMSE per fold, mean ± std over folds; oof: RMSE over all "
                                       "out-of-fold rows; answers: RMSE on the held-out answers (never used for a "
@@ -417,12 +402,11 @@ def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
     stack = results.get("stack")
     if stack:
         stack_dir = _resolve_stack_dir(stack["out_dir"], results_json)
-        if (stack_dir / f"{stack['name']}_report.json").is_file():
-            sections.append(f"<h2>Stack {esc(stack['name'])}</h2>")
-            sections += stack_sections(stack_dir, stack["name"])
+        report = stack_dir / f"{stack['name']}_report.json"
+        if report.is_file():
+            sections += [f"<h2>Stack {esc(stack['name'])}</h2>", *stack_sections(stack_dir, stack["name"])]
         else:
-            missing = stack_dir / f"{stack['name']}_report.json"
-            sections.append(section("Stack", paragraph(f"no stack report {missing}")))
+            sections.append(section("Stack", paragraph(f"no stack report {report}")))
     write_text(out_html, page(results.get("title") or "Ablation", sections))
     return out_html
 

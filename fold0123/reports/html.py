@@ -196,7 +196,7 @@ def _infold_section(oof: pd.DataFrame | None, answers: pd.DataFrame | None) -> s
     return section("Out-of-fold vs in-fold stack", *parts)
 
 
-def _facts_table(facts: dict) -> str:
+def facts_table(facts: dict) -> str:
     """Scalars as they are; small structures as compact JSON; large ones (the fingerprint) folded away."""
     rows = []
     for key, value in facts.items():
@@ -251,7 +251,7 @@ def stack_sections(out_dir: str | Path, name: str) -> list[str]:
         sections.append(section(TITLES["answers"], table(answers.set_index(["variant", "test_features"]))))
     if "postprocess_grid" in tables:
         sections.append(section(TITLES["postprocess_grid"], table(tables["postprocess_grid"])))
-    sections.append(section("Facts", _facts_table(facts)))
+    sections.append(section("Facts", facts_table(facts)))
     if notes:
         sections.append(section("Notes", '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in notes)
                                 + "</ul>"))

@@ -27,24 +27,20 @@ from fold0123.common.schema import LgbmOptions, StackConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.competition import read_competition
 from fold0123.data.layout import read_test
-from fold0123.data.metrics import cv_row, expected_class, fold_rmse, rmse
+from fold0123.data.metrics import cv_row, fold_rmse, rmse
 from fold0123.reports.html import stack_html
 from fold0123.reports.markdown import (cv_per_epoch_figure, importance_figure, save_figure, stem, write_report,
                                        write_submission)
 from fold0123.stacking import postprocess as pp
 from fold0123.stacking.cv import CVResult, cross_validate, each_fold, fold_cv, scored_fold
 from fold0123.stacking.features import FeatureSet, build_features, with_pixel_statistics, with_tag_features
-from fold0123.stacking.runs import RunError, choice_label, choice_metrics, fold_splits, metrics_table
+from fold0123.stacking.runs import RunError, as_target, choice_label, choice_metrics, fold_splits, metrics_table
 
 
 # Row names of the report's CV table and variants of its answers table: the ablation table reads them back.
 OOF_ROW, INFOLD_ROW = "stack (out-of-fold)", "stack, in-fold variant (original)"
 NESTED_ROW = "post-processing tuned on the other folds (nested)"
 OOF_VARIANT, INFOLD_VARIANT = "out-of-fold stack", "in-fold stack (original)"
-
-
-def _fold_splits(cfg: StackConfig) -> list[str]:
-    return fold_splits(cfg.folds, cfg.split_suffix)
 
 
 def _pick_exp(features: FeatureSet, choice, task: str) -> str | None:
@@ -65,15 +61,14 @@ def _row(name: str, scores, oof=np.nan, metric: str = "rmse") -> dict:
 def single_task_rows(cfg: StackConfig, features: FeatureSet) -> tuple[list[dict], pd.DataFrame]:
     """Each chosen run's own primary metric per fold at its chosen epoch, plus its target RMSE where it has one
     (target: the prediction; onehot: the expected class). Also returns every epoch's metrics (for the plot)."""
-    rows, tables = [], []
+    rows, tables, splits = [], [], fold_splits(cfg.folds, cfg.split_suffix)
     for run in features.runs:
-        tables.append(metrics_table(cfg.checkpoints_dir, run.exp, _fold_splits(cfg)))
-        at = choice_metrics(cfg.checkpoints_dir, run.exp, _fold_splits(cfg), run.epoch)  # an epoch or a soup
+        tables.append(metrics_table(cfg.checkpoints_dir, run.exp, splits))
+        at = choice_metrics(cfg.checkpoints_dir, run.exp, splits, run.epoch)  # an epoch or a soup
         rows.append(_row(f"{run.exp} [{run.task}] {choice_label(run.epoch)}", at["value"].tolist(),
                          metric=at["metric"].iloc[0]))
-        pred = features.view_mean_oof[run.exp]
         if run.task in ("target", "onehot"):
-            pred = pred[:, 0] if run.task == "target" else expected_class(pred)
+            pred = as_target(run.task, features.view_mean_oof[run.exp])
             rows.append(_row(f"{run.exp} [{run.task}] as target", fold_rmse(features.y, pred, features.folds),
                              rmse(features.y, pred)))
     return rows, pd.concat(tables, ignore_index=True)
@@ -99,7 +94,7 @@ class StackResult:
 
     def summary(self) -> str:
         with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
-            lines = [f"CV (OOF RMSE after post-processing): {self.cv:.4f}  params {self.params.as_dict()} "
+            lines = [f"CV (OOF RMSE after post-processing): {self.cv:.4f}  params {asdict(self.params)} "
                      f"(tuning scored nested)", self.cv_table.to_string()]
             if self.answers_table is not None:
                 lines += ["score on the answers:", self.answers_table.to_string()]
@@ -221,7 +216,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     if answers_table is not None:
         tables["answers"] = answers_table
     facts = {"cv": cv, "cv_postprocess_tuned_on_all_oof": float(steps.loc["clip", "oof"]) if keep else None,
-             "postprocess_kept": keep, "postprocess": post.as_dict(), "runs": [vars(r) for r in features.runs],
+             "postprocess_kept": keep, "postprocess": asdict(post), "runs": [vars(r) for r in features.runs],
              "test_features": source, "best_iterations": fit.best_iterations, "final_rounds": fit.rounds,
              "n_features": features.train.shape[1], "n_train": len(features.y), "n_test": len(test_ids),
              "submission": submission, "plots": plots, "fingerprint": asdict(stack_fingerprint(cfg, features))}
@@ -238,7 +233,7 @@ def stack_fingerprint(cfg: StackConfig, features: FeatureSet) -> Fingerprint:
     submissions can be told apart (or matched) by their reports."""
     inputs = {}
     for choice in features.runs:
-        for split in _fold_splits(cfg) + [f"all{cfg.split_suffix}"]:
+        for split in fold_splits(cfg.folds, cfg.split_suffix) + [f"all{cfg.split_suffix}"]:
             run = rundir.run_path(cfg.checkpoints_dir, choice.exp, split)
             inputs[f"{run.name} epoch {choice.epoch}"] = file_digest(rundir.fingerprint_path(run))
     return Fingerprint(config_identity(cfg, ("exp", "out_dir", "answers", "dataroot", "checkpoints_dir")), inputs)

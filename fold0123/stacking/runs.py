@@ -28,6 +28,7 @@ import pandas as pd
 from fold0123.common import rundir
 from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import split_names
+from fold0123.data.metrics import expected_class
 
 SOUP_RE = re.compile(r"^soup([1-9][0-9]*)$")  # an eval tag / epoch spec: the uniform soup of the last N epochs
 
@@ -41,6 +42,16 @@ class Outputs:
 
 
 run_dir = rundir.run_path  # {checkpoints_dir}/{exp}_{split}
+
+
+def as_target(task: str, outputs: np.ndarray) -> np.ndarray:
+    """A run's outputs ([..., d], views kept or averaged) as target predictions: the value (target), the
+    expected class (onehot probabilities)."""
+    if task == "target":
+        return outputs[..., 0]
+    if task == "onehot":
+        return expected_class(outputs)
+    raise ValueError(f"task {task!r} has no direct target prediction")
 
 
 def fold_splits(k: int, split_suffix: str = "") -> list[str]:
