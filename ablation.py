@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from fold0123.ablation.run import run_ablation
-from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.config import add_config_args, config_from_args, set_args
 from fold0123.common.errors import cli_main
 from fold0123.common.schema import AblationConfig
 
@@ -19,12 +19,10 @@ from fold0123.common.schema import AblationConfig
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_config_args(parser)
-    parser.add_argument("--redo-stale", action="store_true",
-                        help="redo outputs made by another config or from other inputs (default: stop, naming them)")
+    add_config_args(parser, redo_stale="outputs")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, AblationConfig)
-    run_ablation(cfg, ["--conf", args.conf, *[a for s in args.overrides for a in ("--set", s)]], args.redo_stale)
+    run_ablation(cfg, ["--conf", args.conf, *set_args(args.overrides)], args.redo_stale)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from fold0123.launcher.fold0123 import EXECUTORS, LaunchOptions, launch_fold0123
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layout", choices=["fold0123"], help="the layout to launch")
-    add_config_args(parser)  # --conf and repeatable --set, passed on to train.py
+    add_config_args(parser, redo_stale="runs (train them again)")  # --conf and repeatable --set, passed on to train.py
     parser.add_argument("--devices", default=None,
                         help="GPU indices (0,1,2,3) or cpu; default: every visible GPU, else cpu")
     parser.add_argument("--eval-devices", default=None,
@@ -42,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-job", type=int, default=1)
     parser.add_argument("--cpus-per-task", type=int, default=4)
     parser.add_argument("--timeout-min", type=int, default=24 * 60, help="Slurm job time limit")
-    parser.add_argument("--redo-stale", action="store_true",
-                        help="retrain runs made by another config or from other inputs (default: refuse, naming "
-                             "what differs)")
     parser.add_argument("--root", default=None, help="where the panes' commands run (default: the repository)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON and start nothing")
     args = parser.parse_args(argv)  # the options by LaunchOptions' field names

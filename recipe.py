@@ -24,10 +24,7 @@ from fold0123.launcher.recipe import (CpuClock, baselines, build_dataset, fold01
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_config_args(parser)
-    parser.add_argument("--redo-stale", action="store_true",
-                        help="redo folds, tag vectors and runs made by another config or from other inputs "
-                             "(default: stop, naming what differs)")
+    add_config_args(parser, redo_stale="folds, tag vectors and runs")
     args = parser.parse_args(argv)
     clock = CpuClock()
     cfg = config_from_args(args, RecipeConfig)

@@ -15,14 +15,11 @@ from fold0123.engine.trainer import train
 @cli_main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_config_args(parser)
+    add_config_args(parser, redo_stale="a run (delete it, train again)")
     parser.add_argument("--split", required=True, help="3fold0 .. {K}fold{K-1}, all, or a pseudo-label split name")
     parser.add_argument("--device", default=None, help="cuda:N, cuda (all GPUs, DataParallel) or cpu; "
                                                        "default cuda when available")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last complete checkpoint")
-    parser.add_argument("--redo-stale", action="store_true",
-                        help="a run made by another config or from other inputs: delete it and train again "
-                             "(default: refuse, naming what differs)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (default: bar only on a tty)")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, RunConfig)

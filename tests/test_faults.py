@@ -316,7 +316,7 @@ def test_fold0123_row_killed_in_tmux_resumes_only_that_row_bit_identically(tmp_p
     finish, relaunch. Only the killed row runs again, as a resume; it keeps the thread count it started with
     (the relaunch divides the cores over one row instead of four) in its config.yml and resume.pth, and ends
     bit-identical to an uninterrupted train.py with those threads; the finished rows are not touched."""
-    from fold0123.launcher import LaunchOptions, launch_fold0123
+    from fold0123.launcher.fold0123 import LaunchOptions, launch_fold0123
     from tests.test_launcher import SPLITS, tiny_experiment
 
     t0 = time.monotonic()

@@ -20,7 +20,7 @@ from fold0123.common.config import load_config
 from fold0123.common.fingerprint import run_fingerprint, write_fingerprint
 from fold0123.common.poll import wait_until
 from fold0123.common.schema import RunConfig
-from fold0123.launcher import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
+from fold0123.launcher.fold0123 import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
 from fold0123.launcher.layout import describe, parse_devices, session_name
 from fold0123.launcher.status import mark_failed, read_status
 from fold0123.launcher.tmux import check_free

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fold0123.launcher import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
+from fold0123.launcher.fold0123 import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
 from fold0123.launcher.slurm import job_devices, job_eval_device, row_payload, run_row
 from tests.conftest import ROOT
 from tests.test_launcher import tiny_experiment

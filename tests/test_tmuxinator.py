@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fold0123.common.poll import wait_until
-from fold0123.launcher import LaunchOptions, plan_fold0123
+from fold0123.launcher.fold0123 import LaunchOptions, plan_fold0123
 from fold0123.launcher.status import read_status
 from tests.conftest import ROOT
 from tests.test_launcher import SPLITS, TINY, fake_run, tiny_experiment

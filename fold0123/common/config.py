@@ -176,10 +176,20 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), *, schema: type
     return validate(schema, raw, override_of)
 
 
-def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_config_args(parser: argparse.ArgumentParser, required: bool = True, redo_stale: str | None = None) -> None:
+    """--conf and repeatable --set; with `redo_stale` (what is redone, e.g. "runs") also --redo-stale, the flag of
+    every command whose outputs carry a fingerprint (common.fingerprint)."""
     parser.add_argument("--conf", required=required, help="YAML config in parameters/")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted for nested keys); repeatable")
+    if redo_stale:
+        parser.add_argument("--redo-stale", action="store_true", help=f"redo {redo_stale} made by another config or "
+                            "from other inputs (default: stop, naming what differs)")
+
+
+def set_args(overrides: Iterable[str]) -> list[str]:
+    """`key=value` overrides as the --set arguments of another CLI."""
+    return [a for o in overrides for a in ("--set", o)]
 
 
 def config_from_args(args: argparse.Namespace, schema: type[Config]) -> Config:

@@ -126,9 +126,9 @@ def differences(stored: Fingerprint | None, now: Fingerprint) -> list[str]:
     return out
 
 
-def stale_message(what: str | Path, reasons: list[str], redo: str = "--redo-stale") -> str:
+def stale_message(what: str | Path, reasons: list[str]) -> str:
     shown = "; ".join(reasons[:6]) + (f"; and {len(reasons) - 6} more" if len(reasons) > 6 else "")
-    return f"{what} is stale ({shown}): pass {redo} to redo it, or delete it"
+    return f"{what} is stale ({shown}): pass --redo-stale to redo it, or delete it"
 
 
 # ---------------------------------------------------------------------------------------------------- run directories

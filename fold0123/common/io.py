@@ -87,6 +87,12 @@ def is_disk_full(err: BaseException) -> bool:
     return False
 
 
+def folder_entries(folder: str | os.PathLike) -> list[Path]:
+    """What `folder` holds; nothing when it does not exist (yet): a run without eval/, a cache never built."""
+    folder = Path(folder)
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -108,11 +114,8 @@ def cpu_cores() -> int:
 def remove_orphaned_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the `name.tmp.<pid>` files in `folder` whose writer is dead (a SIGKILL mid-write leaves one, up
     to a whole checkpoint's size); a live writer's are left alone. Runs call it when they start or resume."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
     removed = []
-    for path in folder.iterdir():
+    for path in folder_entries(folder):
         head, marker, pid = path.name.rpartition(TMP_MARKER)
         if marker and head and pid.isdigit() and not _alive(int(pid)) and path.is_file():
             path.unlink(missing_ok=True)

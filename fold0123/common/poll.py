@@ -7,6 +7,7 @@ is not missed), and a timeout that says what was waited for instead of a bare Fa
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, TypeVar
 
@@ -21,14 +22,11 @@ def wait_until(predicate: Callable[[], T], timeout: float | None, interval: floa
     waiting for {what}"), or with `quiet` return the predicate's last (falsy) value. The predicate may do work on
     each call (redraw a frame, collect finished jobs); it is called at least once, even with a zero timeout.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = time.monotonic() + (math.inf if timeout is None else timeout)
     while True:
         result = predicate()
         if result:
             return result
-        if deadline is None:
-            time.sleep(interval)
-            continue
         left = deadline - time.monotonic()
         if left <= 0:
             if quiet:

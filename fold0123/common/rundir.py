@@ -27,6 +27,7 @@ from pathlib import Path
 from fold0123.common.config import ConfigError, read_config_text
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import LayoutError
+from fold0123.common.io import folder_entries
 from fold0123.common.names import check_name
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
@@ -124,10 +125,7 @@ def checkpoint_epoch(path: str | Path) -> int | None:
 
 def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
     """(epoch, path) of the run's epoch checkpoints, in epoch order."""
-    run = Path(run)
-    if not run.is_dir():
-        return []
-    found = [(checkpoint_epoch(p), p) for p in run.iterdir()]
+    found = [(checkpoint_epoch(p), p) for p in folder_entries(run)]
     return sorted((e, p) for e, p in found if e is not None)
 
 
@@ -168,11 +166,8 @@ def evaluated_epochs(run: Path, part: str | None = None) -> list[int]:
     if part is not None and part not in PARTS:
         raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
     suffix = "_metrics.json" if part is None else f"_{part}.npz"
-    folder = eval_dir(run)
-    if not folder.is_dir():
-        return []
     epochs = []
-    for path in folder.iterdir():
+    for path in folder_entries(eval_dir(run)):
         middle = path.name[len("epoch"):-len(suffix)]
         if path.name.startswith("epoch") and path.name.endswith(suffix) and middle.isdigit():
             epochs.append(int(middle))

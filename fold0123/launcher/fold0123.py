@@ -59,13 +59,12 @@ def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) 
     if o.executor not in EXECUTORS:
         raise LaunchError(f"executor {o.executor!r}: expected one of {', '.join(EXECUTORS)}")
     one_gpu_each = o.devices is None and o.eval_devices is None  # local jobs: see launcher.slurm.submit_rows
-    if o.executor == "slurm":  # a job's GPUs are its own cuda:0 (trainer) and cuda:1 (a separate evaluator)
+    if o.executor == "slurm" or o.executor == "local" and one_gpu_each:
+        # a job's GPUs are its own: cuda:0 (trainer) and on Slurm cuda:1 (a separate evaluator); a local job's
+        # evaluator stays beside its trainer (job_eval_device of no --eval-devices)
         from fold0123.launcher.slurm import job_devices, job_eval_device
         o = replace(o, devices=job_devices(o.executor, o.gpus_per_job),
                     eval_devices=job_eval_device(o.eval_devices, o.gpus_per_job))
-    elif o.executor == "local" and one_gpu_each:
-        from fold0123.launcher.slurm import job_devices
-        o = replace(o, devices=job_devices(o.executor, o.gpus_per_job))
     plan = plan_fold0123(conf, o)
     if o.verbose:
         print(describe(plan), flush=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fold0123.common import muge, rundir
-from fold0123.common.config import ConfigError, load_config
+from fold0123.common.config import ConfigError, load_config, set_args
 from fold0123.common.fingerprint import run_staleness, stale_message
 from fold0123.common.io import cpu_cores
 from fold0123.common.schema import RunConfig
@@ -216,9 +216,7 @@ def pane_command(title: str, argv: Sequence[str], env: dict[str, str] | None = N
 
 def train_argv(python: str, conf: str, split: str, device: str, threads: int | None,
                overrides: Sequence[str], resume: bool, redo_stale: bool = False) -> list[str]:
-    argv = [python, "train.py", "--conf", conf, "--split", split, "--device", device]
-    for assignment in overrides:
-        argv += ["--set", assignment]
+    argv = [python, "train.py", "--conf", conf, "--split", split, "--device", device, *set_args(overrides)]
     if threads is not None:
         argv += ["--set", f"threads={threads}"]
     if resume:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fold0123.common import rundir
+from fold0123.common.io import folder_entries
 from fold0123.common.poll import wait_until
 from fold0123.launcher.status import read_status, training_done
 
@@ -59,7 +60,7 @@ def read_loss_log(path: str | Path) -> list[LossPoint]:
         fields = line.split()
         if not fields:
             continue
-        if header is None and not _is_number(fields[0]):
+        if header is None and _float(fields[0]) is None:
             header = fields
             continue
         names = header or list(LOG_COLUMNS)
@@ -70,14 +71,6 @@ def read_loss_log(path: str | Path) -> list[LossPoint]:
         except (KeyError, ValueError):
             continue
     return points
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def held_out_metrics(run_dir: str | Path) -> list[EpochMetric]:
@@ -166,10 +159,7 @@ def render(run_dir: str | Path, width: int = 80, height: int = 20, color: bool =
     loss = fig.signal(xs, [p.loss for p in points])
     loss.lines()
     fig.draw(loss)
-    # each evaluated epoch sits at the x of that epoch's last logged step
-    epoch_end = {}
-    for x, p in zip(xs, points):
-        epoch_end[p.epoch] = x
+    epoch_end = {p.epoch: x for x, p in zip(xs, points)}  # each evaluated epoch sits at its last logged step
     held = [(epoch_end[m.epoch], m.value) for m in metrics if m.value is not None and m.epoch in epoch_end]
     if held:
         metric = fig.signal([x for x, _ in held], [v for _, v in held], yside="right")
@@ -190,8 +180,7 @@ def _signature(run_dir: Path) -> tuple:
             return s.st_mtime_ns, s.st_size
         except OSError:
             return None
-    eval_dir = rundir.eval_dir(run_dir)
-    evals = sorted(p.name for p in eval_dir.iterdir()) if eval_dir.is_dir() else []
+    evals = sorted(p.name for p in folder_entries(rundir.eval_dir(run_dir)))
     size = shutil.get_terminal_size((80, 24))
     return (stat(rundir.loss_log_path(run_dir)), tuple(evals), stat(rundir.done_path(run_dir)),
             stat(rundir.failed_path(run_dir)),

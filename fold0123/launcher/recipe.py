@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fold0123.common import rundir
-from fold0123.common.config import load_config
+from fold0123.common.config import load_config, set_args
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.dataroot import (folds_fingerprint_path, split_names, split_paths, tag_vectors_fingerprint_path,
                                       tag_vectors_path)
@@ -27,27 +27,25 @@ from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the CLIs run from there
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) ticks of the machine's CPUs since boot, from /proc/stat; None where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 @dataclass
 class CpuClock:
     """Wall-clock and the share of it the machine's CPUs were busy (from /proc/stat), for the benchmark."""
     start_wall: float = field(default_factory=time.time)
-    start_ticks: tuple[int, int] | None = None
-
-    def __post_init__(self):
-        self.start_ticks = self._ticks()
-
-    @staticmethod
-    def _ticks() -> tuple[int, int] | None:
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        except OSError:
-            return None
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields) - idle, sum(fields)
+    start_ticks: tuple[int, int] | None = field(default_factory=_cpu_ticks)
 
     def report(self) -> str:
         minutes = (time.time() - self.start_wall) / 60
-        end = self._ticks()
+        end = _cpu_ticks()
         if self.start_ticks is None or end is None or end[1] == self.start_ticks[1]:
             return f"{minutes:.1f} min wall-clock"
         busy = (end[0] - self.start_ticks[0]) / (end[1] - self.start_ticks[1])
@@ -93,7 +91,7 @@ def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
 
 def shared(cfg: RecipeConfig) -> list[str]:
     """RecipeConfig.overrides as --set arguments."""
-    return [a for o in cfg.overrides() for a in ("--set", o)]
+    return set_args(cfg.overrides())
 
 
 def run_overrides(cfg: RecipeConfig) -> list[str]:
@@ -105,7 +103,7 @@ def stack_args(cfg: RecipeConfig, *overrides: str) -> list[str]:
     """stack.py's arguments: the recipe's stacking config, dataroot and answers (scored in its report)."""
     answers = "null" if cfg.answers is None else cfg.answers
     return ["--conf", cfg.stack, *shared(cfg), "--set", f"answers={answers}",
-            *[a for o in overrides for a in ("--set", o)]]
+            *set_args(overrides)]
 
 
 def reusable(what: str, fingerprint_file: Path, expected: Fingerprint, outputs: list[Path], redo_stale: bool) -> bool:

@@ -137,17 +137,15 @@ def wait_for(run_dirs: Iterable[str | Path], poll_s: float = 1.0, timeout_s: flo
 
     def settled() -> bool:  # records each run as it finishes; True when none is left or keep_going() turned False
         nonlocal seen
-        if on_change is not None:
-            now = [read_status(d) for d in pending]
-            if now != seen:
-                on_change(now, time.monotonic() - start)
-                seen = now
-        for run_dir in list(pending):
-            status = read_status(run_dir)
+        now = [read_status(d) for d in pending]
+        if on_change is not None and now != seen:
+            on_change(now, time.monotonic() - start)
+            seen = now
+        for status in now:
             if status.finished:
                 elapsed = time.monotonic() - start
-                finished[run_dir] = (status, elapsed)
-                pending.remove(run_dir)
+                finished[status.run_dir] = (status, elapsed)
+                pending.remove(status.run_dir)
                 if on_finish:
                     on_finish(status, elapsed)
         return not pending or (keep_going is not None and not keep_going())

@@ -31,12 +31,8 @@ def session_is_busy(session: libtmux.Session) -> bool:
     any pane runs something other than its shell. Evaluators still exiting after the waiter has finished do
     not count, so a relaunch right after a failed one is not refused for a race."""
     waiters = [w for w in session.windows if w.window_name == WAITER_WINDOW]
-    windows = waiters or session.windows
-    for window in windows:
-        for pane in window.panes:
-            if (pane.pane_current_command or "") not in SHELLS:
-                return True
-    return False
+    return any((pane.pane_current_command or "") not in SHELLS
+               for window in waiters or session.windows for pane in window.panes)
 
 
 def wait_closed(server: libtmux.Server, name: str, timeout_s: float) -> bool:
