@@ -4,7 +4,7 @@ dataset -> folds -> tag vectors -> jigsaw pretext on `all` -> fold0123 per trans
 [-> baselines]. A classification competition (parameters/classify/recipe.yml) skips the tag vectors and the
 pretext where its config says so and ensembles instead of stacking.
 Every stage is one of the project's own CLIs, run as a subprocess exactly as a user would type it, so the recipe
-proves the commands in the README work. A stage whose outputs exist and were made as asked now is skipped, so
+proves the commands in the README and docs/ work. A stage whose outputs exist and were made as asked now is skipped, so
 re-running the recipe resumes where it stopped; outputs made by another config or from other inputs (their
 fingerprints, common.fingerprint) stop it with one line naming what differs, or with --redo-stale are redone.
 The stages live in fold0123.launcher.recipe. The recipe's own config (parameters/demo/recipe.yml,

@@ -10,7 +10,7 @@ Why it is shaped this way:
 - The children run in their own session and are killed by process group, so a kill takes down anything they
   forked, as the kernel's OOM killer or a closed terminal would.
 - Every figure a trial produces goes into a summary (FAULT_SUMMARY names a JSON file; the terminal summary
-  prints one line per probe), because the README's Reliability section quotes these numbers, not adjectives.
+  prints one line per probe), because docs/reliability.md (Faults) quotes these numbers, not adjectives.
 """
 from __future__ import annotations
 

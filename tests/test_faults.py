@@ -3,7 +3,7 @@ and a real full disk; the runs must come back bit-identical, with nothing half-w
 
 `make test` runs a small slice (FAULT_KILLS=5 train.py kills, FAULT_EVAL_KILLS=2 evaluator kills, the disk-full
 case as root); `make faults` runs the full counts (20 and 12) and the fold0123 row kill in tmux, and writes the
-figures to FAULT_SUMMARY (the README's Reliability section quotes them). The schedule of kill moments is seeded
+figures to FAULT_SUMMARY (docs/reliability.md quotes them). The schedule of kill moments is seeded
 (FAULT_SEED); see tests/faults_harness.py for how a moment is chosen and observed.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ inputs, and every case must end in a correct result or one clear line naming the
 column: never a traceback (an exception outside Fold0123Error), never a silently wrong value.
 
 The runs are derandomized (the same cases on every machine and every CI run) and each test counts the distinct
-cases it tried, so the number the README states is checked here, not assumed. `PROPERTY_EXAMPLES` scales them.
+cases it tried, so the number docs/reliability.md states is checked here, not assumed. `PROPERTY_EXAMPLES` scales them.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def examples(n: int):
 
 
 def run_counted(name: str, check, minimum: float, accepted: float, **fixtures) -> None:
-    """Run a @given check, counting the distinct cases it tried (the figure the README states is checked here)
+    """Run a @given check, counting the distinct cases it tried (the figure docs/reliability.md states is checked here)
     and asking that at least the share `accepted` of its calls ended in a correct result, not an error."""
     seen = Cases()
     check(seen=seen, **fixtures)

@@ -1,4 +1,4 @@
-"""Read and validate a dataroot in the project's layout (see README, "The data layout"): atmaCup #11's, with the
+"""Read and validate a dataroot in the project's layout (see docs/data.md, "The data layout"): atmaCup #11's, with the
 columns and label range its competition spec (data/competition.py, `competition.yml`) asks for.
 
 Every reader returns a plain DataFrame with string ids and fails with one `LayoutError` line naming the file and

@@ -18,7 +18,7 @@ run features):
   thumbnail  the photo squished to 8x8 RGB: where the colours are
 
 The histograms and the thumbnail (version 2) took the LightGBM on these from 0.917 to 0.878 out-of-fold RMSE on the
-emoji folds (docs: README, Baselines); the 51 statistics alone were version 1.
+emoji folds (docs/data.md, Baselines); the 51 statistics alone were version 1.
 
 Photos are decoded the way the image cache decodes them (EXIF-upright RGB, so greyscale and CMYK JPEGs work) and
 shrunk to at most `MAX_SIDE` pixels a side first: the statistics barely move, and a competition's large photos
