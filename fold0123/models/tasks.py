@@ -75,7 +75,8 @@ def _classify_targets(task, frame, root, cfg):
 
 def _classify_metrics(task, probs, frame, dataroot, cfg):
     """Accuracy and log loss always; the RMSE of the expected class for an ordinal target (atmaCup's primary),
-    the competition's own metric otherwise."""
+    the competition's own metric otherwise. The log loss is written out: scikit-learn's `log_loss` renormalises
+    rows and clips differently, which would move every metrics file's figure."""
     y = _column(frame, "target")
     p_true = np.clip(probs[np.arange(len(y)), np.rint(y).astype(int)], 1e-15, 1.0)
     out = {"accuracy": score("accuracy", y, probs), "logloss": float(-np.mean(np.log(p_true)))}
