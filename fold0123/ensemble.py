@@ -263,13 +263,13 @@ def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> 
     return pd.Series(table, name=f"{metric} on the answers").to_frame()
 
 
-def run_ensemble(cfg: StackConfig) -> EnsembleResult:
+def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     """ensemble_probabilities + files in out_dir: `ensemble_{stamp}_probs.csv` (object_id, p0..p{K-1}, label
     [, label_redistributed]), the submission `ensemble_{stamp}_submission.csv` (object_id, target: the class
     index, label: its name) and `ensemble_{stamp}_report.md/json`."""
     result = ensemble_probabilities(cfg)
     competition = read_competition(cfg.dataroot)
-    name = f"ensemble_{timestamp()}"
+    name = f"ensemble_{stamp or timestamp()}"
     out_dir = Path(cfg.out_dir)
     frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
     frame.insert(0, "object_id", result.test_ids)
@@ -299,12 +299,12 @@ def run_ensemble(cfg: StackConfig) -> EnsembleResult:
     return result
 
 
-def run_default(cfg: StackConfig) -> StackResult | EnsembleResult:
+def run_default(cfg: StackConfig, stamp: str | None = None) -> StackResult | EnsembleResult:
     """What `stack.py` does without a command: atmaCup-style competitions (ordinal, regression) stack with
     LightGBM; a classification competition ensembles its runs' probabilities (the ACCV way)."""
     if read_competition(cfg.dataroot).kind == "classification":
-        return run_ensemble(cfg)
-    return run_stack(cfg)
+        return run_ensemble(cfg, stamp)
+    return run_stack(cfg, stamp)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fold0123.ablation.plan import ablation_recipe, pretext_exp, stack_dirs, target_variants, task_confs
+from fold0123.ablation.plan import ablation_recipe, pretext_exp, stack_dirs, task_confs
 from fold0123.common import rundir
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import Fold0123Error, cli_main
@@ -177,12 +177,11 @@ def claims(rows: dict[str, Row], extra_cost: dict[str, float | None]) -> list[Cl
     # the in-fold stack's CV is optimistic by construction (its level-2 model saw those rows' runs): never "best"
     deep = [r for r in rows.values() if r.group in ("stack", "run") and r.folds and not r.id.endswith("infold")]
     best_deep = min(deep, key=lambda r: r.cv_mean) if deep else None
-    freeze = by("5-layer34")
     return [
         judge("the jigsaw pretext helps (transferred beats the same run from scratch)", by("4"), by("3"),
               extra_cost.get("pretext")),
-        judge("freezing layer3/4/fc loses to training everything (freeze none beats layer34)", by("5-none"), freeze,
-              None),
+        judge("freezing layer3/4/fc loses to training everything (freeze none beats layer34)", by("5-none"),
+              by("5-layer34")),
         judge("the four-task stack beats each task alone", by("8"), best_single,
               note=f"against the best single task ({best_single.name})" if best_single else ""),
         judge("pixel statistics help the stack", by("9"), by("8"), extra_cost.get("pixel_stats")),
@@ -257,8 +256,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
 
     if (out / "baselines" / "baselines.json").is_file():
         rows += baseline_rows(out / "baselines" / "baselines.json")
-    variants = target_variants(cfg, target_cfg)
-    if "target_scratch" in variants:
+    if cfg.scratch:
         add(run_row, "3", "target run from scratch", "run", root, ckpt, "target_scratch", "target", k, answers)
     add(run_row, "4", "target run transferred from the jigsaw pretext (8-view mean)", "run", root, ckpt, target_exp,
         "target", k, answers)
@@ -277,7 +275,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
         if run_cfg.task == "onehot":
             add(run_row, f"6-{exp}-direct", f"{exp}: expected class, 8-view mean", "run", root, ckpt, exp, "onehot",
                 k, answers)
-    if cfg.soup > 1 and "target_scratch" in variants:
+    if cfg.soup > 1 and cfg.scratch:
         add(run_row, "7-soup", f"target from scratch: uniform soup of the last {cfg.soup} epochs", "run", root,
             ckpt, "target_scratch", "target", k, answers, tag=f"soup{cfg.soup}")
         add(run_row, "7-last", "target from scratch: last epoch", "run", root, ckpt, "target_scratch", "target", k,

@@ -26,7 +26,6 @@ from fold0123.common.errors import UsageError
 from fold0123.common.schema import LgbmOptions, StackConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.competition import read_competition
-from fold0123.data.layout import read_test
 from fold0123.data.metrics import cv_row, fold_rmse, rmse
 from fold0123.reports.html import stack_html
 from fold0123.reports.markdown import (cv_per_epoch_figure, importance_figure, save_figure, stem, write_report,
@@ -94,7 +93,7 @@ class StackResult:
 
     def summary(self) -> str:
         with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
-            lines = [f"CV (OOF RMSE after post-processing): {self.cv:.4f}  params {asdict(self.params)} "
+            lines = [f"CV (OOF RMSE after post-processing): {self.cv:.4f}  params {self.params.as_dict()} "
                      f"(tuning scored nested)", self.cv_table.to_string()]
             if self.answers_table is not None:
                 lines += ["score on the answers:", self.answers_table.to_string()]
@@ -185,8 +184,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     # the CV of what is submitted, with the tuning scored nested: the steps' own "+ clip" row is optimistic
     cv = nested_cv if keep else raw_cv
 
-    test_ids = read_test(cfg.dataroot)["object_id"].to_numpy()
     source = cfg.test_features
+    test_ids = features.test[source].index.to_numpy()  # test.csv's ids, in its order
     target_test, probs_test = _post_inputs(features, blend_exp, onehot_exp, source)
     final = pp.apply_steps(fit.test[source], target_test, probs_test, post, bounds)["clip"]
 
@@ -216,7 +215,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     if answers_table is not None:
         tables["answers"] = answers_table
     facts = {"cv": cv, "cv_postprocess_tuned_on_all_oof": float(steps.loc["clip", "oof"]) if keep else None,
-             "postprocess_kept": keep, "postprocess": asdict(post), "runs": [vars(r) for r in features.runs],
+             "postprocess_kept": keep, "postprocess": post.as_dict(), "runs": [vars(r) for r in features.runs],
              "test_features": source, "best_iterations": fit.best_iterations, "final_rounds": fit.rounds,
              "n_features": features.train.shape[1], "n_train": len(features.y), "n_test": len(test_ids),
              "submission": submission, "plots": plots, "fingerprint": asdict(stack_fingerprint(cfg, features))}

@@ -15,7 +15,7 @@ post-processing is kept at all.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ class PostParams:
     ratio: float = 1.0   # weight of the stack in the blend (1 = stack only)
     thr: float = 1.01    # onehot override threshold (> 1 = never)
     width: float = 0.0   # snapping half-width (0 = never)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def blend(stack: np.ndarray, target_pred: np.ndarray | None, ratio: float) -> np.ndarray:

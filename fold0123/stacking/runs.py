@@ -80,11 +80,6 @@ def eval_path(run: Path, epoch: int | str, part: str) -> Path:
     return rundir.eval_npz_path(run, eval_tag(epoch), part)
 
 
-def _epochs(run: str | Path, part: str) -> list[int]:
-    """rundir.evaluated_epochs, with a RunError when the run directory itself is missing."""
-    return rundir.evaluated_epochs(_existing_run(Path(run)), part)
-
-
 @lru_cache(maxsize=256)
 def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
     try:
@@ -115,7 +110,7 @@ def load_outputs(run: str | Path, epoch: int | str, part: str) -> Outputs:
     run = _existing_run(Path(run))
     path = eval_path(run, epoch, part)
     if not path.is_file():
-        have = _epochs(run, part)
+        have = rundir.evaluated_epochs(run, part)
         raise RunError(f"{path}: missing (epoch {epoch}, part {part}; this run has {part} at epochs {have or 'none'})")
     stat = os.stat(path)
     return _load_npz(str(path), stat.st_mtime_ns, stat.st_size)
@@ -123,8 +118,8 @@ def load_outputs(run: str | Path, epoch: int | str, part: str) -> Outputs:
 
 def run_task(checkpoints_dir: str | Path, exp: str, split: str) -> str:
     """The task of an experiment, from the metrics of its first evaluated epoch on `split`."""
-    run = run_dir(checkpoints_dir, exp, split)
-    epochs = _epochs(run, "test") or _epochs(run, "oof")
+    run = _existing_run(run_dir(checkpoints_dir, exp, split))
+    epochs = rundir.evaluated_epochs(run, "test") or rundir.evaluated_epochs(run, "oof")
     if not epochs:
         raise RunError(f"{run}: no evaluated epoch yet (no eval/epoch*_oof.npz or _test.npz)")
     return rundir.read_metrics(run, rundir.epoch_tag(epochs[0]))["task"]
@@ -152,8 +147,8 @@ def metrics_table(checkpoints_dir: str | Path, exp: str, fold_splits: list[str])
     """
     rows = []
     for split in fold_splits:
-        run = run_dir(checkpoints_dir, exp, split)
-        for epoch in _epochs(run, "oof"):
+        run = _existing_run(run_dir(checkpoints_dir, exp, split))
+        for epoch in rundir.evaluated_epochs(run, "oof"):
             if not rundir.is_evaluated(run, epoch):
                 continue  # evaluate.py writes the metrics after the npz files; this epoch is still being written
             rows.append(_primary_row(run, rundir.epoch_tag(epoch), exp, split, epoch))
