@@ -159,3 +159,45 @@ def test_rectangular_sizes_are_height_by_width_in_every_fit(tmp_path, fit):
     # pad letterboxes (dot stays round), squish stretches it 2:1, crop cuts the top and bottom (dot grows, round)
     assert {"pad": width <= height + 1, "squish": width >= 1.5 * height, "crop": width <= height + 1}[fit]
     assert {"pad": height <= 4, "squish": height <= 4, "crop": height >= 5}[fit]
+
+
+def _sixteen_bit_and_transparent(folder):
+    """A 0..65535 greyscale gradient saved as a 16-bit PNG, and an RGBA PNG whose top half is transparent
+    black (its hidden colour) over an opaque red bottom half; both under `.jpg` names, as an adapter copies
+    them (PIL decodes by content)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gradient = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
+    Image.fromarray(gradient).save(folder / "deep.png", format="PNG")
+    (folder / "deep.png").rename(folder / "deep.jpg")
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[16:] = (255, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(folder / "clear.png", format="PNG")
+    (folder / "clear.png").rename(folder / "clear.jpg")
+    assert Image.open(folder / "deep.jpg").mode.startswith("I")
+    return gradient
+
+
+def test_16_bit_is_scaled_and_alpha_composited_on_white_in_the_cache_views_and_pixel_features(tmp_path):
+    from fold0123.data.images import to_rgb
+    from fold0123.data.muge import open_image
+    from fold0123.data.pixel_stats import pixel_features, read_photo
+    from fold0123.data.views import all_views
+
+    gradient = _sixteen_bit_and_transparent(tmp_path / "photos")
+    cache = build_image_cache(tmp_path, ["deep", "clear"], 32, tmp_path / "cache", fit="squish", workers=1)
+    deep, clear = np.asarray(cache.array[0]), np.asarray(cache.array[1])
+    assert (deep[..., 0] == (gradient >> 8)).all() and len(np.unique(deep)) > 200  # was 2 values, 98 % white
+    assert (clear[:16] == 255).all() and (clear[16:] == (255, 0, 0)).all()  # hidden black shown on white
+    views = all_views(torch.from_numpy(np.stack([deep, clear])).permute(0, 3, 1, 2))
+    assert views.shape == (16, 3, 32, 32) and (views[8:] == 255).sum() == (views[8] == 255).sum() * 8
+    assert views[:8].float().mean(dim=(1, 2, 3)).allclose(torch.tensor(deep, dtype=torch.float).mean())
+    # the pixel features and the MUGE reader read the same pixels by the same rule
+    assert (read_photo(tmp_path / "photos" / "clear.jpg")[0] == clear).all()
+    assert (read_photo(tmp_path / "photos" / "deep.jpg")[0] == deep).all()
+    assert (np.asarray(open_image((tmp_path / "photos" / "clear.jpg").read_bytes(), "x")) == clear).all()
+    features = pixel_features(tmp_path, ["deep", "clear"], workers=1).frame
+    assert features.loc["deep"].nunique() > 3 and features.loc["clear"].ne(features.loc["deep"]).any()
+    grey = Image.new("RGBA", (2, 2), (0, 0, 0, 0))  # the background is a parameter (white by default)
+    assert np.asarray(to_rgb(grey, background=(10, 20, 30)))[0, 0].tolist() == [10, 20, 30]
+    assert np.asarray(load_image(tmp_path / "photos" / "clear.jpg", 32, "squish", background=(0, 0, 255)))[0, 0] \
+        .tolist() == [0, 0, 255]

@@ -45,7 +45,26 @@ def height_width(size: Size) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"image size must be positive, got {size}")
     return h, w
-CACHE_VERSION = 1  # bump when the decode/resize recipe changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when the decode/resize recipe changes, so old caches are not reused (2: 16-bit, alpha)
+WHITE = (255, 255, 255)
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """The one rule for every decoder (photos, the cache, pixel features, MUGE images): 16-bit and 32-bit
+    greyscale (PIL modes I;16*, I: 0..65535; F: 0..1) scaled to 8 bits instead of clipped to white, and
+    transparency (RGBA, LA, PA, P with a transparent colour) composited on `background` (white by default, the
+    colour the hidden pixels of a transparent PNG are shown on), so a transparent pixel never keeps its hidden
+    (usually black) colour."""
+    if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit PNGs open as I;16 (Pillow >= 10) or I (older)
+        pixels = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        img = Image.fromarray((pixels >> 8).astype(np.uint8), "L")
+    elif img.mode == "F":  # floating-point TIFFs: 0..1
+        img = Image.fromarray((np.clip(np.asarray(img), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 @dataclass
@@ -81,9 +100,9 @@ def _box(width: int, height: int, aspect: float, larger: bool) -> tuple[int, int
     return max(1, round(height * aspect)), height
 
 
-def load_image(path: str | Path, size: Size, fit: str = "pad") -> np.ndarray:
+def load_image(path: str | Path, size: Size, fit: str = "pad", background: tuple[int, int, int] = WHITE) -> np.ndarray:
     """One photo as uint8 `[height, width, 3]` RGB (`size`: s or (h, w)); greyscale, CMYK and EXIF-rotated JPEGs
-    come out upright RGB."""
+    come out upright RGB, 16-bit PNGs scaled and transparency composited on `background` (`to_rgb`)."""
     path = Path(path)
     height_width(size)
     if fit not in FITS:
@@ -93,7 +112,7 @@ def load_image(path: str | Path, size: Size, fit: str = "pad") -> np.ndarray:
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            img = img.convert("RGB")
+            img = to_rgb(img, background)
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise LayoutError(f"{path}: unreadable image ({err})") from None

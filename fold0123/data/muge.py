@@ -47,7 +47,9 @@ def encode_base64(data: bytes) -> str:
 
 
 def open_image(data: bytes, where: str):
-    """A decoded PIL image of `data`, converted to RGB (transparency composited on white)."""
+    """A decoded PIL image of `data`, converted to RGB by the photos' one rule (data.images.to_rgb: transparency
+    composited on white, 16-bit scaled)."""
+    from fold0123.data.images import to_rgb
     from PIL import Image
 
     try:
@@ -56,11 +58,7 @@ def open_image(data: bytes, where: str):
     except Exception as err:  # PIL raises many types for corrupt data
         raise LayoutError(f"{where}: not a readable image ({' '.join(str(err).split()) or type(err).__name__})") \
             from None
-    if image.mode in ("RGBA", "LA", "P"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def _int_id(value, where: str, key: str) -> int:

@@ -44,9 +44,9 @@ from fold0123.common.dataroot import photo_path
 from fold0123.common.errors import LayoutError
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import write_csv
-from fold0123.data.images import default_workers
+from fold0123.data.images import default_workers, to_rgb
 
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3  # 3: 16-bit scaled, transparency on white (data.images.to_rgb)
 MAX_SIDE = 256
 PREFIX = "px_"
 QUANTILES = (5, 25, 50, 75, 95)
@@ -93,7 +93,7 @@ def read_photo(path: str | Path) -> tuple[np.ndarray, int, int]:
             img.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced scale, much faster on big photos
             img = ImageOps.exif_transpose(img)
             width, height = img.size
-            img = img.convert("RGB")
+            img = to_rgb(img)
             img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
