@@ -41,6 +41,15 @@ def test_base_chain_overrides_and_defaults(tmp_path):
     ("exp=../esc", "key 'exp': .*path separator"),
     ("exp=..", "key 'exp': .*relative folder name"),
     ("split=a/b", "key 'split': .*path separator"),
+    # issue 22: values that can only be typos are refused by the schema's upper bounds
+    ("epochs=1e12", "--set epochs=1e12: key 'epochs': .*less than or equal to 10000"),
+    ("epochs=1000000", "key 'epochs': .*less than or equal to 10000"),
+    ("batch_size=10000000", "key 'batch_size': .*less than or equal to 65536"),
+    ("image_size=100000", "key 'image_size'"),
+    ("lr=1e3", "--set lr=1e3: key 'lr': .*less than or equal to 10"),
+    ("lr=inf", "key 'lr': .*less than or equal to 10"),
+    ("warmup_epochs=inf", "key 'warmup_epochs': .*less than or equal to 10000"),
+    ("weight_decay=inf", "key 'weight_decay': .*less than or equal to 10"),
 ])
 def test_bad_overrides_are_one_line_naming_the_set_and_key(tmp_path, override, message):
     (tmp_path / "c.yml").write_text("lr: 0.1\njigsaw: {grid: 3}\n")
@@ -224,3 +233,18 @@ def test_a_full_disk_inside_torch_save_is_recognised_through_the_exception_chain
         with atomic_path(tmp_path / "4.pth"):
             raise RuntimeError("unexpected pos 704 vs 598")
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+
+
+@pytest.mark.parametrize("text, where", [
+    ("lr: 0.1\nepochs: 3\nlr: 0.2\n", "key 'lr' given twice (lines 1 and 3)"),
+    ("jigsaw:\n  grid: 3\n  grid: 4\n", "key 'grid' given twice (lines 2 and 3)"),
+    ("eval: {every: 1, every: 2}\n", "key 'every' given twice (lines 1 and 1)"),
+])
+def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines(tmp_path, text, where):
+    (tmp_path / "twice.yml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "twice.yml", schema=RunConfig)
+    assert str(err.value) == f"{tmp_path / 'twice.yml'}: {where}: remove one"
+    (tmp_path / "ok.yml").write_text("a: &x {grid: 3}\njigsaw:\n  <<: *x\n  grid: 4\n")  # a merge key overrides
+    with pytest.raises(ConfigError, match="unknown key 'a'"):
+        load_config(tmp_path / "ok.yml", schema=RunConfig)

@@ -28,8 +28,30 @@ class ConfigError(Fold0123Error):
     pass
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that gives one key twice (PyYAML would keep the last value silently)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (YAML 1.2), not the string PyYAML's YAML 1.1 rules give."""
+    """SafeLoader that reads `1e-3` as a float (YAML 1.2), not the string PyYAML's YAML 1.1 rules give, and
+    refuses a key given twice in one mapping (`lr:` twice), naming the key and both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = lines.get(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if earlier is not None:
+                    raise DuplicateKeyError(f"key {key!r} given twice (lines {earlier} and "
+                                            f"{key_node.start_mark.line + 1}): remove one")
+                lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -47,6 +69,8 @@ def _mapping(text: str, source, empty=None) -> dict:
     """The YAML mapping `text` holds (`empty` for an empty text); ConfigError naming `source` otherwise."""
     try:
         raw = parse_value(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
     raw = empty if raw is None else raw

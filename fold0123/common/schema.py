@@ -101,6 +101,20 @@ class EvalOptions(Schema):
     batch_size: PositiveInt = 128
 
 
+# Upper bounds where a larger value can only be a typo (`epochs=1e12`, `lr=1e3`, `warmup_epochs=inf`): generous
+# enough for any real run, small enough that a slip is refused naming the key instead of training for a century.
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_IMAGE_SIDE = 8_192
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 10.0
+MAX_STEPS = 10_000_000
+Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
+Side = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIDE)]
+Lr = Annotated[float, Field(gt=0, le=MAX_LR)]
+WeightDecay = Annotated[float, Field(ge=0, le=MAX_WEIGHT_DECAY)]
+
+
 class RunConfig(Schema):
     """One experiment x one split: what train.py, evaluate.py and the launcher read (parameters/base.yml)."""
     exp: Name                                   # the run directory's prefix; the loader defaults it to the file's stem
@@ -112,23 +126,23 @@ class RunConfig(Schema):
     task: Text = "target"
     backbone: Text = "resnet34"
     pretrained: bool = False
-    image_size: Annotated[int, Field(ge=8)] | tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] = 224
+    image_size: Side | tuple[Side, Side] = 224
     resize: Literal["pad", "squish", "crop"] = "pad"
     w2v_dim: PositiveInt = 20
     transfer_from: Text | None = None
     freeze: Literal["none", "last_half", "layer34", "head", "fine_tune"] = "none"
-    unfreeze_epoch: PositiveInt = 2
+    unfreeze_epoch: Epochs = 2
     head_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     head: Literal["linear", "arcface"] = "linear"
-    epochs: PositiveInt = 20
-    batch_size: Annotated[int, Field(ge=2)] = 64
-    effective_batch_size: Annotated[int, Field(ge=2)] = 64
-    lr: Annotated[float, Field(gt=0)] = 1.0e-3
-    weight_decay: NonNegativeFloat = 1.0e-2
+    epochs: Epochs = 20
+    batch_size: Annotated[int, Field(ge=2, le=MAX_BATCH)] = 64
+    effective_batch_size: Annotated[int, Field(ge=2, le=16 * MAX_BATCH)] = 64
+    lr: Lr = 1.0e-3
+    weight_decay: WeightDecay = 1.0e-2
     layer_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
     schedule: Literal["cosine", "onecycle"] = "cosine"
-    warmup_epochs: NonNegativeFloat = 1
+    warmup_epochs: Annotated[float, Field(ge=0, le=MAX_EPOCHS)] = 1
     augment: Literal["dihedral", "none"] = "dihedral"
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     channels_last: bool = True
@@ -226,11 +240,11 @@ class TtlConfig(Schema):
     image) pairs, on a copy of a clip run's model, before predicting. The defaults are what
     retrieval.ttl_select chose on the valid split's cache for the demo's runs (never on test answers)."""
     exp: Name = "ttl"
-    steps: NonNegativeInt = 600
-    lr: Annotated[float, Field(gt=0)] = 3e-4
+    steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 600
+    lr: Lr = 3e-4
     adapt: Literal["all", "heads", "text", "projections"] = "all"  # which weights move (retrieval.ttl.ADAPT)
-    batch_size: NonNegativeInt = 64      # cached pairs per step, drawn at random; 0: all of them in every step
-    weight_decay: NonNegativeFloat = 0.0
+    batch_size: Annotated[int, Field(ge=0, le=MAX_BATCH)] = 64  # pairs per step, drawn at random; 0: all of them
+    weight_decay: WeightDecay = 0.0
     temperature: Annotated[float, Field(gt=0)] | None = 0.1  # null: the run's learned one (trained along)
 
 
