@@ -137,6 +137,22 @@ def _no_test_images(src):
         p.unlink()
 
 
+def _class_with_a_trailing_space(src):
+    image(src / "train/dog /d3.png", COLOURS["dog"])
+
+
+def _nan_class(src):
+    image(src / "train/NaN/n1.png")
+
+
+def _test_links_to_train(src):
+    (src / "test/t4.jpg").symlink_to(src / "train/cat/c1.jpg")
+
+
+def _test_copies_train(src):
+    shutil.copy(src / "train/dog/d2.png", src / "test/t4.png")
+
+
 IMAGEFOLDER_ERRORS = [
     (_no_train, "{src}/train: folder not found: the train images, one folder per class (ImageFolder layout: "
                 "SRC/train/{{class}}/*.jpg and SRC/test/*.jpg)"),
@@ -147,6 +163,13 @@ IMAGEFOLDER_ERRORS = [
                       "the file names without extension)"),
     (_test_in_train, "{src}/test/d1.jpg: test image 'd1' is also a train image ({src}/train/dog/d1.png)"),
     (_no_test_images, "{src}/test: no test images (the test set is what the competition predicts)"),
+    (_class_with_a_trailing_space, "{src}/train/dog : class folder name 'dog ' has leading or trailing whitespace "
+                                   "(it would become a class beside 'dog')"),
+    (_nan_class, "{src}/train/NaN: class folder name 'NaN' is a missing value, not a class"),
+    (_test_links_to_train, "{src}/test/t4.jpg: test image is the train image {src}/train/cat/c1.jpg (the same file; "
+                           "--allow-duplicates keeps it)"),
+    (_test_copies_train, "{src}/test/t4.png: test image has the same bytes as the train image "
+                         "{src}/train/dog/d2.png (--allow-duplicates keeps it)"),
 ]
 
 
@@ -216,7 +239,7 @@ def paddy(src: Path, flat: bool = False) -> Path:
     for name, label, *_ in rows:
         image(src / "train_images" / ("" if flat else label) / name)
     for name in ("200001.jpg", "200002.jpg"):
-        image(src / "test_images" / name)
+        image(src / "test_images" / name, (30, 60, 90))  # not the train images' bytes (adapters.check_leaks)
     return src
 
 
@@ -271,6 +294,14 @@ def _csv_no_test(src):
         p.unlink()
 
 
+def _csv_test_links_to_train(src):
+    (src / "test_images/200003.jpg").symlink_to(src / "train_images/normal/101918.jpg")
+
+
+def _csv_test_copies_train(src):
+    shutil.copy(src / "train_images/tungro/100632.jpg", src / "test_images/200003.jpg")
+
+
 CSV_ERRORS = [
     ("missing id column", _csv_edit(drop="image_id"),
      "{src}/train.csv: no column 'image_id' (has label, variety, age, field; choose it with --id-column)"),
@@ -284,6 +315,17 @@ CSV_ERRORS = [
      "{src}/test_images/100330.png: test image '100330' is also a train image ({src}/train_images/blast/100330.jpg)"),
     ("no test images", _csv_no_test, "{src}/test_images: no test images (the test set is what the competition "
                                      "predicts)"),
+    ("label with a trailing space", _csv_edit("label", 1, "blast "),
+     "{src}/train.csv: row 3: 'label' 'blast ' of image '100365.jpg' has leading or trailing whitespace (it would "
+     "become a class beside 'blast')"),
+    ("NaN label", _csv_edit("label", 3, "NaN"),
+     "{src}/train.csv: row 5: 'label' 'NaN' of image '100632.jpg' is a missing value, not a class"),
+    ("test image links to train", _csv_test_links_to_train,
+     "{src}/test_images/200003.jpg: test image is the train image {src}/train_images/normal/101918.jpg (the same "
+     "file; --allow-duplicates keeps it)"),
+    ("test image copies train", _csv_test_copies_train,
+     "{src}/test_images/200003.jpg: test image has the same bytes as the train image "
+     "{src}/train_images/blast/100330.jpg (--allow-duplicates keeps it)"),
 ]
 
 
@@ -338,8 +380,19 @@ def test_class_names_yaml_would_misread_stay_text(tmp_path):
     src = tmp_path / "src"
     for name in ("no", "1", "null"):
         image(src / "train" / name / f"{name}_a.png")
-    image(src / "test/x.png")
+    image(src / "test/x.png", (30, 60, 90))  # not a train image's bytes (adapters.check_leaks)
     adapters.adapt_imagefolder(src, tmp_path / "root")
     assert read_competition(tmp_path / "root").class_names == ["1", "no", "null"]
     train = pd.read_csv(tmp_path / "root/train.csv", dtype=str, keep_default_na=False)
     assert dict(zip(train["object_id"], train["target"])) == {"1_a": "0", "no_a": "1", "null_a": "2"}
+
+
+def test_duplicates_are_kept_when_allowed_and_label_column_cannot_be_the_id_column(tmp_path):
+    src = paddy(tmp_path / "paddy")
+    _csv_test_copies_train(src)
+    summary = adapters.adapt_csv(src, tmp_path / "root", allow_duplicates=True)
+    assert summary.test_rows == 3
+    with pytest.raises(UsageError) as err:
+        adapters.adapt_csv(src, tmp_path / "other", label_column="image_id")
+    assert str(err.value) == "--label-column 'image_id' is the --id-column: every image would be its own class"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paddy", "root"]

@@ -49,6 +49,7 @@ Importable without torch (numpy, pandas, PIL, pyyaml only).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -70,6 +71,20 @@ SKIPPED_NAMES = {"Thumbs.db", "desktop.ini"}
 PROJECT_COLUMNS = ("object_id", "target")
 DRAFT_SIDE = 64  # JPEG decode check at reduced scale
 MAX_NAME_BYTES = 255  # a file name's limit on Linux and macOS file systems
+# labels that are a missing number written out (pandas and numpy write NaN as "nan"/"NaN"), not a class; "NA",
+# "null", "no" stay names (Namibia's flag; tests/test_adapters.py keeps YAML-looking class names as text)
+MISSING_LABELS = {"nan", "#n/a"}
+
+
+def label_problem(label: str) -> str | None:
+    """Why a class name (a CSV label or a class folder's name) cannot be one, or None: leading or trailing
+    whitespace (`"blast "` would become a class beside `blast`) or a missing-value word (`NaN`). Refused rather than
+    normalised, so that the classes are exactly the names the user sees."""
+    if label != label.strip():
+        return "has leading or trailing whitespace (it would become a class beside " + repr(label.strip()) + ")"
+    if label.lower() in MISSING_LABELS:
+        return "is a missing value, not a class"
+    return None
 
 
 @dataclass(frozen=True)
@@ -187,6 +202,41 @@ def check_image(path: Path, decode: bool = True) -> None:
         raise LayoutError(f"{path}: not a readable image ({reason})") from None
 
 
+def _digest(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_leaks(collected: Collected) -> None:
+    """LayoutError naming both files when a test image is a train image: a link to the same file, or the same
+    bytes (a leak that inflates every score). Only files of a train image's size are hashed."""
+    by_file = {os.path.realpath(i.path): i.path for i in collected.train}
+    sizes: dict[int, list[Path]] = {}
+    for image in collected.train:
+        sizes.setdefault(image.path.stat().st_size, []).append(image.path)
+    known: dict[Path, str] = {}  # a train file's digest, computed when a test file of its size first asks
+
+    def digest(path: Path) -> str:
+        if path not in known:
+            known[path] = _digest(path)
+        return known[path]
+
+    for image in collected.test:
+        same = by_file.get(os.path.realpath(image.path))
+        if same is not None:
+            raise LayoutError(f"{image.path}: test image is the train image {same} (the same file; "
+                              f"--allow-duplicates keeps it)")
+        candidates = sizes.get(image.path.stat().st_size, [])
+        mine = _digest(image.path) if candidates else None
+        same = next((p for p in candidates if digest(p) == mine), None)
+        if same is not None:
+            raise LayoutError(f"{image.path}: test image has the same bytes as the train image {same} "
+                              f"(--allow-duplicates keeps it)")
+
+
 def _folder(path: Path, what: str, hint: str) -> Path:
     if not path.is_dir():
         raise LayoutError(f"{path}: {'is not a folder' if path.exists() else 'folder not found'}: {what} ({hint})")
@@ -235,6 +285,9 @@ def scan_imagefolder(src: str | os.PathLike, groups: str | os.PathLike | None = 
         if not entry.is_dir():
             raise LayoutError(f"{entry}: a file directly in train/ (expected one folder per class: "
                               f"{IMAGEFOLDER_HINT})")
+        problem = label_problem(entry.name)
+        if problem:
+            raise LayoutError(f"{entry}: class folder name {entry.name!r} {problem}")
         files = listed(entry)
         if not files:
             raise LayoutError(f"{entry}: empty class folder (no images)")
@@ -308,6 +361,8 @@ def scan_csv(src: str | os.PathLike, id_column: str = "image_id", label_column: 
     """The CSV + image folder layout (fastai paddy): labels in a CSV, images in label folders or flat."""
     src = Path(src)
     _folder(src, "the competition's data", CSV_HINT)
+    if id_column == label_column:
+        raise UsageError(f"--label-column {label_column!r} is the --id-column: every image would be its own class")
     csv_path = src / train_csv
     if not csv_path.is_file():
         raise LayoutError(f"{csv_path}: file not found ({CSV_HINT})")
@@ -335,6 +390,8 @@ def scan_csv(src: str | os.PathLike, id_column: str = "image_id", label_column: 
             raise LayoutError(f"{where}: empty {id_column!r}")
         if not label.strip():
             raise LayoutError(f"{where}: empty {label_column!r} for image {name!r}")
+        if label_problem(label):
+            raise LayoutError(f"{where}: {label_column!r} {label!r} of image {name!r} {label_problem(label)}")
         if group_column and not record[group_column].strip():
             raise LayoutError(f"{where}: empty {group_column!r} for image {name!r}")
         candidates = by_name.get(name) or by_stem.get(name) or []
@@ -408,15 +465,18 @@ def _write(collected: Collected, built: Path, final_photos: Path, metric: str, n
 
 
 def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "accuracy", name: str | None = None,
-                 force: bool = False, decode: bool = True) -> AdapterSummary:
+                 force: bool = False, decode: bool = True, allow_duplicates: bool = False) -> AdapterSummary:
     """Write the dataroot `out` atomically (a temp folder beside it, renamed into place once every image has been
-    checked and every file written; on any error the temp folder is deleted and `out` is as it was)."""
+    checked and every file written; on any error the temp folder is deleted and `out` is as it was). A test image
+    that is a train image (`check_leaks`) is refused unless `allow_duplicates`."""
     out = Path(out)
     if metric not in METRICS:
         raise UsageError(f"--metric {metric}: expected one of {', '.join(METRICS)}")
     if metric == "rmse":
         raise UsageError("--metric rmse: scores a number; these adapters write a classification")
     check_out(out, collected.source, collected.image_dirs, force)
+    if not allow_duplicates:
+        check_leaks(collected)
     make_dir(out.parent)
     final_photos = out.parent.resolve() / out.name / "photos"
     name = name or collected.source.resolve().name
@@ -430,35 +490,35 @@ def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "ac
         _write(collected, built, final_photos, metric, name, decode)
         (built / MARKER).write_text(json.dumps({
             "adapter": collected.adapter, "source": str(collected.source.resolve()), "options": collected.options,
-            "metric": metric, "name": name, "decoded": decode, "classes": len(collected.classes),
+            "metric": metric, "name": name, "decoded": decode, "allow_duplicates": allow_duplicates, "classes": len(collected.classes),
             "train_rows": summary.train_rows, "test_rows": summary.test_rows, "groups": groups,
             "photos": "relative symlinks to the source files"}, indent=2) + "\n")
     return summary
 
 
 def _adapt(scan, src, out, image_dirs: list[str], hint: str, metric: str, name: str | None, force: bool,
-           decode: bool) -> AdapterSummary:
+           decode: bool, allow_duplicates: bool = False) -> AdapterSummary:
     """`scan()` SRC and write the dataroot OUT; SRC and OUT are checked before the scan: fail fast."""
     _folder(Path(src), "the competition's data", hint)
     check_out(Path(out), Path(src), image_dirs, force)
-    return write_layout(scan(), out, metric, name, force, decode)
+    return write_layout(scan(), out, metric, name, force, decode, allow_duplicates)
 
 
 def adapt_imagefolder(src, out, groups=None, metric: str = "accuracy", name: str | None = None, force: bool = False,
-                      decode: bool = True) -> AdapterSummary:
+                      decode: bool = True, allow_duplicates: bool = False) -> AdapterSummary:
     """ImageFolder SRC -> dataroot OUT (see the module docstring)."""
     return _adapt(lambda: scan_imagefolder(src, groups), src, out, ["train", "test"], IMAGEFOLDER_HINT, metric, name,
-                  force, decode)
+                  force, decode, allow_duplicates)
 
 
 def adapt_csv(src, out, id_column: str = "image_id", label_column: str = "label", group_column: str | None = None,
               metric: str = "accuracy", name: str | None = None, force: bool = False, decode: bool = True,
-              **folders: str) -> AdapterSummary:
+              allow_duplicates: bool = False, **folders: str) -> AdapterSummary:
     """CSV + image folders SRC -> dataroot OUT (see the module docstring); `folders`: train_csv, train_images,
     test_images names inside SRC."""
     image_dirs = [folders.get("train_images", "train_images"), folders.get("test_images", "test_images")]
     return _adapt(lambda: scan_csv(src, id_column, label_column, group_column, **folders), src, out, image_dirs,
-                  CSV_HINT, metric, name, force, decode)
+                  CSV_HINT, metric, name, force, decode, allow_duplicates)
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -478,6 +538,9 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--force", action="store_true", help="replace --out if it exists")
     common.add_argument("--no-decode", action="store_true",
                         help="only identify each image from its header instead of decoding it (large sets)")
+    common.add_argument("--allow-duplicates", action="store_true",
+                        help="keep a test image that is a train image (a link to it or the same bytes): refused by "
+                             "default, since it leaks the answer into every score")
     folder = sub.add_parser("imagefolder", parents=[common], help="SRC/train/{class}/*, SRC/test/* (ACCV 2022)")
     folder.add_argument("--groups", default=None, help="CSV: image (path relative to SRC or name without "
                                                        "extension), group; the second header names the column")
@@ -494,10 +557,10 @@ def main(argv: list[str] | None = None) -> None:
     args.src = args.src or args.src_option
     if args.adapter == "imagefolder":
         summary = adapt_imagefolder(args.src, args.out, args.groups, args.metric, args.name, args.force,
-                                    not args.no_decode)
+                                    not args.no_decode, args.allow_duplicates)
     else:
         summary = adapt_csv(args.src, args.out, args.id_column, args.label_column, args.group_column, args.metric,
-                            args.name, args.force, not args.no_decode, train_csv=args.train_csv,
+                            args.name, args.force, not args.no_decode, args.allow_duplicates, train_csv=args.train_csv,
                             train_images=args.train_images, test_images=args.test_images)
     print("\n".join(summary.lines()))
 
