@@ -249,14 +249,50 @@ def test_missing_split_tag_vectors_and_transfer_give_one_line_errors(tmp_path):
         assert expected in failed.read_text()  # a watcher waiting on this run learns it failed
 
 
-def test_a_crash_writes_failed_and_reraises(runs, tmp_path):
-    cfg = tiny_config("target", runs["dataroot"], tmp_path, "transfer_from=null", "lr=1.0e+30")
-    with pytest.raises(DivergedError, match=r"lr 1e\+30\): the training diverged; lower `lr`"):
+def _loss_times(monkeypatch, factor: float, from_call: int = 2) -> None:
+    """The task's loss multiplied by `factor` from its `from_call`-th batch on (a NaN, or an explosion that stays
+    finite: 1.5e7 as issue 22 found, which once ended DONE)."""
+    get_task = trainer.get_task
+
+    def spoiled(*args, **kwargs):
+        task = get_task(*args, **kwargs)
+        loss, calls = task.loss, []
+
+        def times(out, targets):
+            calls.append(1)
+            return loss(out, targets) * (factor if len(calls) >= from_call else 1.0)
+        task.loss = times
+        return task
+    monkeypatch.setattr(trainer, "get_task", spoiled)
+
+
+@pytest.mark.parametrize("factor, message", [
+    (float("nan"), r"^loss is nan at epoch 1 batch 2 \(lr 0.001\): the training diverged; lower `lr`"),
+    (1.5e7, r"^loss is [0-9.e+]+ at epoch 1 batch 2 \(lr 0.001\), over 1000 x its first value [0-9.]+: the training "
+            r"diverged; lower `lr`"),
+], ids=["nan", "finite explosion"])
+def test_a_diverged_loss_writes_failed_and_reraises(runs, tmp_path, monkeypatch, factor, message):
+    cfg = tiny_config("target", runs["dataroot"], tmp_path, "transfer_from=null", "lr=1.0e-3")
+    _loss_times(monkeypatch, factor)
+    with pytest.raises(DivergedError, match=message) as err:
         train(cfg, "3fold2", "cpu", progress=False)
+    assert "\n" not in str(err.value)
     run = tmp_path / "target_3fold2"
     text = rundir.failed_path(run).read_text()
     assert text.startswith("DivergedError: loss is") and text.count("\n") == 1
-    assert not rundir.done_path(run).exists()
+    assert not rundir.done_path(run).exists() and not rundir.list_checkpoints(run)
+
+
+def test_check_divergence_is_one_rule_for_every_loop():
+    from fold0123.engine.trainer import check_divergence
+    check_divergence(5.0, None, "at step 1", "lower `lr`")  # the first value is never an explosion
+    check_divergence(999.0, 0.01, "at step 2", "lower `lr`")  # floored at 1: a loss near zero may move
+    check_divergence(1e3 * 2.3, 2.3, "at step 2", "lower `lr`")
+    with pytest.raises(DivergedError, match=r"^loss is 2301 at step 3, over 1000 x its first value 2\.3: the "
+                                            r"training diverged; lower `lr`$"):
+        check_divergence(2301.0, 2.3, "at step 3", "lower `lr`")
+    with pytest.raises(DivergedError, match=r"^loss is inf at step 1: the training diverged"):
+        check_divergence(float("inf"), None, "at step 1", "lower `lr`")
 
 
 @pytest.mark.integration

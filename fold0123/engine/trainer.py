@@ -50,6 +50,7 @@ from fold0123.models.tasks import get_task
 from fold0123.models.transfer import apply_freeze, load_backbone
 
 LOG_HEADER = "epoch step loss lr images_per_s"
+DIVERGED_HINT = "lower `lr` or raise `warmup_epochs`, then train again"
 
 
 class TrainError(Fold0123Error):
@@ -57,7 +58,35 @@ class TrainError(Fold0123Error):
 
 
 class DivergedError(TrainError):
-    """The loss became NaN or infinite: the settings, not the code, need changing (usually `lr`)."""
+    """The loss became NaN or infinite, or grew by orders of magnitude over its first value: the settings, not the
+    code, need changing (usually `lr`)."""
+
+
+DIVERGENCE_FACTOR = 1e3  # a loss over this many times its first value (at least 1) has diverged, even if finite
+
+
+def check_divergence(value: float, first: float | None, where: str, hint: str) -> None:
+    """DivergedError (one line: `loss is ... {where} ...: the training diverged; {hint}`) when the loss `value` is
+    NaN or infinite, or more than DIVERGENCE_FACTOR x its `first` value (floored at 1, so a loss that starts near
+    zero may still move); `first` None: this is the first value. The one check of every training loop (train.py
+    here; retrieval.ttl's steps may call it the same way)."""
+    if not math.isfinite(value):
+        raise DivergedError(f"loss is {value} {where}: the training diverged; {hint}")
+    if first is not None and math.isfinite(first) and abs(value) > DIVERGENCE_FACTOR * max(abs(first), 1.0):
+        raise DivergedError(f"loss is {value:.4g} {where}, over {DIVERGENCE_FACTOR:g} x its first value {first:.4g}: "
+                            f"the training diverged; {hint}")
+
+
+@dataclass
+class LossWatch:
+    """The first loss of a training process and the check of every later one against it (`check_divergence`)."""
+    hint: str
+    first: float | None = None
+
+    def check(self, value: float, where: str) -> None:
+        check_divergence(value, self.first, where, self.hint)
+        if self.first is None:
+            self.first = value
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -279,9 +308,12 @@ class Window:
 
 
 def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoader, cfg: RunConfig, epoch: int,
-                global_step: int, log: LossLog, writer, bar_label: str, progress: bool) -> tuple[float, int]:
+                global_step: int, log: LossLog, writer, bar_label: str, progress: bool,
+                watch: LossWatch | None = None) -> tuple[float, int]:
     """One epoch of micro-batches with gradient accumulation over the run's one `loader` (its batch sampler an
-    EpochBatches); returns (mean loss per image, global step)."""
+    EpochBatches); returns (mean loss per image, global step). `watch`: the run's divergence check (kept across
+    epochs; a fresh one per epoch when None)."""
+    watch = watch or LossWatch(DIVERGED_HINT)
     seed = epoch_seed(cfg.seed, epoch, 1)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
     np.random.seed(seed % 2**32)
@@ -312,9 +344,7 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
             out = trainee.parallel(x)
             loss = task.loss(out, targets)
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise DivergedError(f"loss is {value} at epoch {epoch} batch {i + 1} (lr {cfg.lr:g}): the training "
-                                f"diverged; lower `lr` or raise `warmup_epochs`, then train again")
+        watch.check(value, f"at epoch {epoch} batch {i + 1} (lr {cfg.lr:g})")
         trainee.scaler.scale(loss * weights[i]).backward()
         window.add(value, x.shape[0])
         total_loss, total_images = total_loss + value * x.shape[0], total_images + x.shape[0]
@@ -377,10 +407,11 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     saver = BackgroundSaver()
     keep_last = cfg.keep_last
     show_progress = sys.stderr.isatty() if progress is None else bool(progress)
+    watch = LossWatch(DIVERGED_HINT)
     try:
         for epoch in range(start_epoch, epochs + 1):
             loss, global_step = train_epoch(trainee, task, loader, cfg, epoch, global_step, log, writer,
-                                            f"{run.name} epoch {epoch}/{epochs}", show_progress)
+                                            f"{run.name} epoch {epoch}/{epochs}", show_progress, watch)
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
             # weights first, then the resume state that points at them (a crash between the two redoes this
