@@ -325,3 +325,19 @@ def test_freeze_head_keeps_the_transferred_backbone_exactly(runs, tmp_path):
     backbone = [k for k in tuned if k.startswith("backbone.")]
     assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # BN statistics included
     assert "head.weight" in tuned and tuned["head.weight"].shape == (1, 512)
+
+
+def test_a_second_train_on_the_same_run_directory_is_refused_naming_the_first(runs, tmp_path):
+    """Two train.py on one run directory once both trained into the same files and both ended DONE (issue 22):
+    the second is refused in one line naming the first's PID, before it writes anything (no FAILED either: the
+    first is fine)."""
+    import os
+
+    from fold0123.common.io import LockedError, exclusive_lock
+    cfg = tiny_config("target", runs["dataroot"], tmp_path, "transfer_from=null")
+    run = tmp_path / "target_3fold2"
+    with exclusive_lock(rundir.train_lock_path(run), holder="another train.py"):  # the first trainer
+        with pytest.raises(LockedError) as err:
+            train(cfg, "3fold2", "cpu", progress=False)
+    assert str(err.value) == f"{run / 'train.lock'}: another train.py (pid {os.getpid()}) holds this lock"
+    assert sorted(p.name for p in run.iterdir()) == ["train.lock"]

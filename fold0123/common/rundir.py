@@ -77,6 +77,14 @@ def eval_lock_path(run: Path) -> Path:
     return Path(run) / "eval.lock"
 
 
+TRAIN_LOCK = "train.lock"
+
+
+def train_lock_path(run: Path) -> Path:
+    """Held (flock) by the run's one training process (train.py); holds its PID."""
+    return Path(run) / TRAIN_LOCK
+
+
 def fingerprint_path(run: Path) -> Path:
     """What made the run (common.fingerprint): its config's identity and digests of its inputs."""
     return Path(run) / "fingerprint.json"

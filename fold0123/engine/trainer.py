@@ -34,7 +34,7 @@ from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, read_fingerprint, run_fingerprint,
                                          stale_message, write_fingerprint)
-from fold0123.common.io import DiskFullError, make_dir, remove_orphaned_temporaries, write_text
+from fold0123.common.io import DiskFullError, exclusive_lock, make_dir, remove_orphaned_temporaries, write_text
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import normalize
@@ -172,7 +172,9 @@ def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool, fin
             raise StaleError(stale_message(run, reasons))
         if reasons:
             print(f"{run}: stale ({'; '.join(reasons)}): training it again from scratch", file=sys.stderr)
-            shutil.rmtree(run)
+            for entry in run.iterdir():  # all but the lock this process holds (rundir.train_lock_path)
+                if entry.name != rundir.TRAIN_LOCK:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             resume = False
         elif not resume:
             raise TrainError(f"{run}: already holds checkpoints; pass --resume to continue it or delete it")
@@ -190,6 +192,15 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
           progress: bool | None = None, redo_stale: bool = False) -> Path:
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
     fingerprint = run_fingerprint(cfg, split)  # digests the inputs once: checked here, written by _train
+    run = rundir.run_dir(cfg, split)
+    # one trainer per run directory: a second train.py on it is refused naming the first's PID (before it touches
+    # DONE, FAILED or any file), as a second evaluate.py --watch is (eval.lock)
+    with exclusive_lock(rundir.train_lock_path(run), holder="another train.py"):
+        return _train_locked(cfg, split, run, device, resume, progress, redo_stale, fingerprint)
+
+
+def _train_locked(cfg: RunConfig, split: str, run: Path, device: str | None, resume: bool, progress: bool | None,
+                  redo_stale: bool, fingerprint: Fingerprint) -> Path:
     run = _prepare_run(cfg, split, resume, redo_stale, fingerprint)
     found = None
     if resume and rundir.done_path(run).is_file():
