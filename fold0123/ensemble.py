@@ -201,7 +201,8 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
     competition = read_competition(cfg.dataroot)
     features = build_features(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds,
                               aggregations="mean", split_suffix=cfg.split_suffix,
-                              test_features=ecfg.test_features, infold=False)
+                              test_features=ecfg.test_features, infold=False,
+                              allow_unfinished=cfg.allow_unfinished)
     oof_probs, test_probs = ({run.exp: means[run.exp] for run in features.runs}
                              for means in (features.view_mean_oof, features.view_mean_test[ecfg.test_features]))
     rows, splits = [], fold_splits(cfg.folds, cfg.split_suffix)

@@ -351,3 +351,25 @@ def test_stacking_imports_no_torch():
             "    [importlib.import_module(f'fold0123.{room}.{m.name}') for m in pkgutil.iter_modules(package.__path__)]\n"
             "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_runs_without_done_are_refused_naming_each_unless_allowed(synth):
+    """A fold run still training (or failed) was stacked with no warning (issue 22): every chosen run without
+    DONE is named in one line, before any feature is built; `allow_unfinished: true` stacks them anyway."""
+    from fold0123.common import rundir
+    from fold0123.common.config import load_config
+    from fold0123.common.schema import StackConfig
+    from tests.conftest import ROOT
+
+    root, runs = synth
+    rundir.done_path(run_dir(runs, "target", "3fold1")).unlink()
+    rundir.done_path(run_dir(runs, "onehot", "all")).unlink()
+    with pytest.raises(RunError) as err:
+        build_features(root, runs, {"target": "last", "onehot": "last"})
+    assert str(err.value) == (
+        f"2 run(s) without DONE (still training or failed): {run_dir(runs, 'target', '3fold1')}, "
+        f"{run_dir(runs, 'onehot', 'all')}; finish them, or set allow_unfinished: true to stack them")
+    fs = build_features(root, runs, {"target": "last", "onehot": "last"}, allow_unfinished=True)
+    assert [c.exp for c in fs.runs] == ["target", "onehot"]
+    cfg = load_config(ROOT / "parameters/stack.yml", ["allow_unfinished=true"], schema=StackConfig)
+    assert cfg.allow_unfinished and not StackConfig.model_fields["allow_unfinished"].default

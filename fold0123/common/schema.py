@@ -223,6 +223,7 @@ class StackConfig(Schema):
     tag_features: bool = False
     test_features: Literal["all", "fold_mean"] = "all"
     infold: Literal["auto"] | bool = "auto"
+    allow_unfinished: bool = False  # stack runs without DONE (still training or failed); refused by default
     lgbm: LgbmOptions = LgbmOptions()
     blend_exp: Text | None = "auto"
     onehot_exp: Text | None = "auto"

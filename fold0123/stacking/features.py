@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fold0123.common.config import ConfigError
+from fold0123.common import rundir
 from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
 from fold0123.data.pixel_stats import cache_file, pixel_features
@@ -110,14 +111,26 @@ def _aligned(out, order: pd.Index, what: str) -> np.ndarray:
     return out.outputs[position.loc[order].to_numpy()]
 
 
+def check_finished(checkpoints_dir: str | Path, runs: dict, splits: list[str]) -> None:
+    """RunError listing every existing run directory of `runs` x `splits` without DONE (a run still training, or
+    one that failed: its last evaluated epoch is not what the config asked for); a missing one is left to the
+    readers, which name the file they lack."""
+    unfinished = [run for exp in runs for split in splits
+                  if (run := run_dir(checkpoints_dir, exp, split)).is_dir() and not rundir.done_path(run).is_file()]
+    if unfinished:
+        raise RunError(f"{len(unfinished)} run(s) without {rundir.DONE} (still training or failed): "
+                       f"{', '.join(map(str, unfinished))}; finish them, or set allow_unfinished: true to stack them")
+
+
 def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, k: int = 3,
                    aggregations="mean,max,min,var", raw_views: bool = False, split_suffix: str = "",
-                   test_features: str = "all", infold="auto") -> FeatureSet:
+                   test_features: str = "all", infold="auto", allow_unfinished: bool = False) -> FeatureSet:
     """Load the chosen runs (`{exp: 'last' | 'best' | epoch | 'soup<N>'}`) and build the feature tables.
 
     The `test_features` source must exist; the other one is built too when its files exist, so the report can
     compare them. `infold`: True requires every fold run's `train` part at the chosen epoch, 'auto' builds the
-    in-fold tables only if all exist, False skips them.
+    in-fold tables only if all exist, False skips them. A chosen run without DONE (its `all` run too, where one
+    exists) is refused, naming every such run, unless `allow_unfinished` (`check_finished`).
     """
     if test_features not in TEST_SOURCES:
         raise ConfigError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
@@ -135,6 +148,8 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
     all_split = f"all{split_suffix}"
     if not runs:
         raise ConfigError("no runs chosen: the config's `runs` must name at least one experiment")
+    if not allow_unfinished:
+        check_finished(checkpoints_dir, runs, splits + [all_split])
 
     choices, train_blocks, view_mean_oof = [], [], {}
     test_blocks = {source: [] for source in TEST_SOURCES}

@@ -137,7 +137,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     features = build_features(cfg.dataroot, cfg.checkpoints_dir, cfg.runs, k=cfg.folds,
                               aggregations=cfg.aggregations, raw_views=cfg.raw_views,
                               split_suffix=cfg.split_suffix, test_features=cfg.test_features,
-                              infold=cfg.infold)
+                              infold=cfg.infold, allow_unfinished=cfg.allow_unfinished)
     if cfg.pixel_stats:
         features = with_pixel_statistics(features, cfg.dataroot, rundir.cache_dir(cfg.checkpoints_dir))
     if cfg.tag_features:
