@@ -201,3 +201,6 @@ def test_16_bit_is_scaled_and_alpha_composited_on_white_in_the_cache_views_and_p
     assert np.asarray(to_rgb(grey, background=(10, 20, 30)))[0, 0].tolist() == [10, 20, 30]
     assert np.asarray(load_image(tmp_path / "photos" / "clear.jpg", 32, "squish", background=(0, 0, 255)))[0, 0] \
         .tolist() == [0, 0, 255]
+    blue = build_image_cache(tmp_path, ["deep", "clear"], 32, tmp_path / "cache", fit="squish", workers=1,
+                             background=(0, 0, 255))
+    assert blue.path != cache.path and blue.array[1, 0, 0].tolist() == [0, 0, 255] and (blue.array[0] == deep).all()

@@ -141,9 +141,11 @@ def fit_image(img: Image.Image, size: Size, fit: str = "pad") -> np.ndarray:
 
 
 def cache_path(dataroot: str | Path, object_ids: Sequence[str], size: Size, cache_dir: str | Path,
-               fit: str = "pad") -> Path:
+               fit: str = "pad", background: tuple[int, int, int] = WHITE) -> Path:
     digest = hashlib.sha1()
     digest.update(f"v{CACHE_VERSION}|{fit}|{Path(dataroot).resolve()}|".encode())
+    if tuple(background) != WHITE:  # the default keeps its name
+        digest.update(f"background{tuple(background)}|".encode())
     digest.update("\n".join(object_ids).encode())
     # a replaced photo (new size or mtime) gives a new cache instead of its old pixels (common.fingerprint)
     digest.update(stat_digest(photo_path(dataroot, i) for i in object_ids).encode())
@@ -164,11 +166,11 @@ def _open_existing(path: Path, n: int, size: Size) -> np.ndarray | None:
     return array
 
 
-def _decode_chunk(args: tuple[list[str], int, str]) -> np.ndarray:
-    paths, size, fit = args
+def _decode_chunk(args: tuple[list[str], int, str, tuple[int, int, int]]) -> np.ndarray:
+    paths, size, fit, background = args
     if not paths:
         return np.zeros((0, *height_width(size), 3), np.uint8)
-    return np.stack([load_image(p, size, fit) for p in paths])
+    return np.stack([load_image(p, size, fit, background) for p in paths])
 
 
 def default_workers() -> int:
@@ -176,18 +178,22 @@ def default_workers() -> int:
 
 
 def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: Size, cache_dir: str | Path,
-                      fit: str = "pad", workers: int | None = None, chunk: int = 64) -> ImageCache:
+                      fit: str = "pad", workers: int | None = None, chunk: int = 64,
+                      background: tuple[int, int, int] = WHITE) -> ImageCache:
     """Decode `photos/{id}.jpg` for every id once into `cache_dir/images_{size}_{hash}.npy`, or reuse that file
     (`cached_images`). `workers` (default: up to 8 CPUs) decode chunks of `chunk` photos in a process pool when
-    there is more than one chunk. A missing or corrupt photo raises `LayoutError` naming the file.
+    there is more than one chunk. A missing or corrupt photo raises `LayoutError` naming the file. Transparent
+    pixels are composited on `background` (`to_rgb`; another background is another cache file).
     """
     object_ids = [str(i) for i in object_ids]
     if len(set(object_ids)) != len(object_ids):
         raise ValueError("build_image_cache: duplicate object ids")
     height_width(size)
     paths = [str(photo_path(dataroot, i)) for i in object_ids]
-    return cached_images(cache_path(dataroot, object_ids, size, cache_dir, fit), object_ids, size,
-                         [(paths[i:i + chunk], size, fit) for i in range(0, len(paths), chunk)], _decode_chunk,
+    background = tuple(int(c) for c in background)
+    return cached_images(cache_path(dataroot, object_ids, size, cache_dir, fit, background), object_ids, size,
+                         [(paths[i:i + chunk], size, fit, background) for i in range(0, len(paths), chunk)],
+                         _decode_chunk,
                          default_workers() if workers is None else workers)
 
 
