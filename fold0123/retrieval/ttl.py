@@ -65,6 +65,10 @@ def cache_pairs(cache: str | Path, split: str, size: int) -> tuple[np.ndarray, l
     if data is None:
         raise Fold0123Error(f"{muge.texts_jsonl(cache, split)}: no cache here (a MUGE-layout folder, see "
                             f"fold0123.retrieval.ttl)")
+    missing = next((t for t in data.texts if not t.image_ids), None)
+    if missing is not None:
+        raise Fold0123Error(f"{muge.texts_jsonl(cache, split)}: text_id {missing.text_id} has no 'image_ids': a cache "
+                            f"pairs every query with the images fetched for it")
     decoded = {i: decode_image(b64, size, f"{muge.images_tsv(cache, split)}: image_id {i}")
                for i, b64 in data.images.items()}
     pairs = [(decoded[i], t.text) for t in data.texts for i in t.image_ids]
@@ -108,6 +112,9 @@ def adapt(model, task, cfg, images: np.ndarray, texts: list[str], opts: TtlConfi
         batch = targets[pick.to(device)]
         scale = model.head.scale() if fixed_scale is None else fixed_scale
         loss = clip.clip_loss(model.head(inputs), model.head.text(batch[:, 1:]), batch[:, 0], scale)
+        if not torch.isfinite(loss):
+            raise Fold0123Error(f"test-time learning diverged: loss {float(loss)} at step {step} of {opts.steps} "
+                                f"(lr {opts.lr:g}): lower lr; nothing was written")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
