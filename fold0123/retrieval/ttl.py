@@ -113,7 +113,7 @@ def adapt(model, task, cfg, images: np.ndarray, texts: list[str], opts: TtlConfi
         scale = model.head.scale() if fixed_scale is None else fixed_scale
         loss = clip.clip_loss(model.head(inputs), model.head.text(batch[:, 1:]), batch[:, 0], scale)
         if not torch.isfinite(loss):
-            raise Fold0123Error(f"test-time learning diverged: loss {float(loss)} at step {step} of {opts.steps} "
+            raise Fold0123Error(f"test-time learning diverged: loss {float(loss.detach())} at step {step} of {opts.steps} "
                                 f"(lr {opts.lr:g}): lower lr; nothing was written")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
