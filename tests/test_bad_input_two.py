@@ -331,3 +331,20 @@ def test_a_read_only_file_system_is_one_line_everywhere(tiny_root, stack_runs, t
         _cli_line(capsys, stack.main, _stack_argv(stack_runs, ro / "deeper", stack_runs / "answers.csv"), ro,
                   "read-only file system")
         assert _tree(ro) == []
+
+
+def test_an_unwritable_folder_is_one_line_like_a_read_only_one(tmp_path, capsys):
+    """EACCES through the same one place as EROFS (common.io.write_problem); root ignores permission bits."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a chmod 500 folder: the read-only mount test covers the conversion")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        for write in (lambda: make_dir(locked / "a"), lambda: write_text(locked / "x.txt", "x")):
+            with pytest.raises(OutputPathError) as err:
+                write()
+            _one_line(err, locked, "permission denied")
+        assert _tree(locked) == []
+    finally:
+        locked.chmod(0o700)
