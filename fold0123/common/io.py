@@ -3,6 +3,11 @@
 A reader (the watchdog evaluator, the stacking step, a user's `ls`) must never see a half-written file, and a
 crash must never leave one behind. So each writer writes `name.tmp.<pid>` beside the target, fsyncs it and
 `os.replace`s it into place, which is atomic on POSIX file systems.
+
+The errors a user fixes by pointing an output elsewhere or freeing space (ENOSPC, EACCES/EPERM, EROFS) are turned
+into one-line project errors here and nowhere else (`is_disk_full`, `write_problem`), and text a user gives (a
+config, a spec, a layout file) is read through `read_user_text` / `user_text_lines`, which name a file that is
+not UTF-8 and its first bad byte instead of raising UnicodeDecodeError.
 """
 from __future__ import annotations
 
@@ -59,16 +64,21 @@ WRITE_PROBLEMS = {
 }
 
 
+def _chain_errnos(err: BaseException | None) -> Iterator[int]:
+    """The errno of every OSError in the exception's chain (torch.save and other C++ writers report their file
+    object's OSError as a RuntimeError whose context is the OSError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            yield err.errno
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+
+
 def write_problem(err: BaseException) -> str | None:
     """'read-only file system' / 'permission denied' when `err` (or an error in its chain) is one a user fixes
     by pointing the output elsewhere; None for anything else."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError) and err.errno in WRITE_PROBLEMS:
-            return WRITE_PROBLEMS[err.errno]
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return next((WRITE_PROBLEMS[n] for n in _chain_errnos(err) if n in WRITE_PROBLEMS), None)
 
 
 def unwritable(path: str | os.PathLike, err: BaseException) -> OutputPathError | None:
@@ -112,13 +122,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def is_disk_full(err: BaseException) -> bool:
     """ENOSPC anywhere in the exception's chain: torch.save and other C++ writers report their file object's
     OSError as a RuntimeError ('unexpected pos ...') whose context is the OSError."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return errno.ENOSPC in _chain_errnos(err)
 
 
 def folder_entries(folder: str | os.PathLike) -> list[Path]:
