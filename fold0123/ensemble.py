@@ -272,6 +272,11 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     competition = read_competition(cfg.dataroot)
     name = f"ensemble_{stamp or timestamp()}"
     out_dir = Path(cfg.out_dir)
+    notes = []  # the answers are checked (and scored) before the first write: a bad answers file leaves nothing
+    if cfg.answers and Path(cfg.answers).is_file():
+        result.answers_table = score_ensemble(result, cfg.answers, competition)
+    elif cfg.answers:
+        notes.append(f"answers {cfg.answers} not found: no score on held-out answers")
     frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
     frame.insert(0, "object_id", result.test_ids)
     frame["label"] = result.test.argmax(axis=1)
@@ -283,11 +288,6 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     result.submission = out_dir / f"{name}_submission.csv"
     write_csv(result.submission, pd.DataFrame({"object_id": result.test_ids, "target": result.labels,
                                                "label": names[result.labels]}))
-    notes = []
-    if cfg.answers and Path(cfg.answers).is_file():
-        result.answers_table = score_ensemble(result, cfg.answers, competition)
-    elif cfg.answers:
-        notes.append(f"answers {cfg.answers} not found: no score on held-out answers")
     tables = {"runs": result.runs, "oof_scores": result.cv_table}
     if result.redistribution_table is not None:
         tables["redistribution"] = result.redistribution_table

@@ -478,6 +478,150 @@ def test_answers_cases_score_correctly_or_fail_in_one_line(tmp_path):
     run_counted("answers csv", _answers, 40 * SCALE, 0.1, root=tmp_path)
 
 
+# ------------------------------------------------------------------------------- issue 22: the two root causes
+
+TEXT_INPUTS = ("config", "competition.yml", "train.csv", "texts.jsonl", "imgs.tsv")
+
+
+def _text_inputs(tmp: Path) -> dict:
+    """One valid file of each text input, and the reader the pipeline reads it with."""
+    from fold0123.data.competition import read_spec
+    from fold0123.data.muge import read_split as read_muge_split
+    from tests.conftest import make_dataroot, make_muge_root
+
+    muge_root = make_muge_root(tmp / "muge", per_split=(3, 3, 3))
+    dataroot = make_dataroot(tmp / "data", n_train=8, n_test=4)
+    spec_root = tmp / "spec"
+    spec_root.mkdir()
+    (spec_root / "competition.yml").write_text("name: t\nkind: regression\nmetric: rmse\n")
+    config = tmp / "conf.yml"
+    config.write_text("exp: x\nlr: 0.001\nepochs: 2\n")
+    from fold0123.common import muge
+    return {"config": (config, lambda: load_config(config, [], schema=RunConfig)),
+            "competition.yml": (spec_root / "competition.yml", lambda: read_spec(spec_root)),
+            "train.csv": (dataroot / "train.csv", lambda: read_train(dataroot)),
+            "texts.jsonl": (muge.texts_jsonl(muge_root, "valid"), lambda: read_muge_split(muge_root, "valid", False)),
+            "imgs.tsv": (muge.images_tsv(muge_root, "valid"), lambda: read_muge_split(muge_root, "valid", False))}
+
+
+@examples(100)
+@given(which=st.sampled_from(TEXT_INPUTS), where=st.floats(0, 1), junk=st.binary(min_size=1, max_size=4))
+def _non_utf8(which, where, junk, inputs, seen):
+    seen.add((which, round(where, 3), junk))
+    path, read = inputs[which]
+    original = inputs[which + " bytes"]
+    at = int(where * len(original))
+    mutated = original[:at] + junk + original[at:]
+    path.write_bytes(mutated)
+    try:
+        try:
+            mutated.decode("utf-8")
+            decodes = True
+        except UnicodeDecodeError:
+            decodes = False
+        try:
+            read()
+        except Fold0123Error as err:
+            message = assert_one_clear_line(err, path)
+            if not decodes:
+                assert "UTF-8" in message or "CSV" in message, message
+            return
+        assert decodes, f"{path}: {junk!r} at byte {at} is not UTF-8, yet it was read"
+        seen.accept()
+    finally:
+        path.write_bytes(original)
+
+
+def test_non_utf8_bytes_in_every_text_input_end_in_a_result_or_one_line_naming_the_file(tmp_path):
+    inputs = _text_inputs(tmp_path)
+    inputs.update({f"{k} bytes": v[0].read_bytes() for k, v in list(inputs.items())})
+    run_counted("non-UTF-8 text inputs", _non_utf8, 70 * SCALE, 0.02, inputs=inputs)
+
+
+def _writers(tmp: Path) -> dict:
+    """Every kind of output the pipeline writes, each into a folder `out` it is given."""
+    from fold0123.common.build import staged_build
+    from fold0123.common.io import exclusive_lock, make_dir, write_csv, write_json, write_text
+    from fold0123.engine.trainer import train
+    from fold0123.preprocessing import adapters, pack_lmdb
+    from fold0123.reports.markdown import write_submission
+    from fold0123.retrieval.predictions import save_similarity
+    from tests.conftest import make_dataroot, make_muge_root, tiny_config
+
+    muge_root = make_muge_root(tmp / "muge", per_split=(3, 3, 3))
+    from fold0123.data.folds import write_folds
+
+    dataroot = make_dataroot(tmp / "data", n_train=24, n_test=4)
+    write_folds(dataroot, k=3, batch_size=None, seed=0)
+    src = tmp / "folder_src"
+    for i, photo in enumerate(sorted((dataroot / "photos").iterdir())[:12]):
+        folder = src / ("test" if i >= 9 else f"train/c{i % 2}")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, folder / photo.name)
+
+    def staged(out):
+        with staged_build(out / "built"):
+            pass
+
+    def locked(out):
+        with exclusive_lock(out / "cache.npy.lock", wait=True):
+            pass
+
+    return {
+        "make_dir": lambda out: make_dir(out / "a"),
+        "write_text": lambda out: write_text(out / "f.txt", "x"),
+        "write_json": lambda out: write_json(out / "f.json", {"a": 1}),
+        "write_csv": lambda out: write_csv(out / "f.csv", pd.DataFrame({"a": [1]})),
+        "image-cache lock": locked,
+        "staged build": staged,
+        "similarity": lambda out: save_similarity(out / "s.npy", np.zeros((1, 1)), [1], [2]),
+        "submission": lambda out: write_submission(out, "sub", ["a"], np.zeros(1)),
+        "pack_lmdb": lambda out: pack_lmdb.pack_split(muge_root, "valid", out, decode=False),
+        "adapter --out": lambda out: adapters.main(["imagefolder", str(src), "--out", str(out / "built"),
+                                                    "--no-decode"]),
+        "checkpoints_dir": lambda out: train(tiny_config("target", dataroot, out, "transfer_from=null"), "3fold0",
+                                             device="cpu", progress=False),
+    }
+
+
+@examples(60)
+@given(writer=st.sampled_from(["make_dir", "write_text", "write_json", "write_csv", "image-cache lock",
+                               "staged build", "similarity", "submission", "pack_lmdb", "adapter --out",
+                               "checkpoints_dir"]),
+       depth=st.lists(st.sampled_from(["x", "runs", "out dir"]), max_size=2))
+def _read_only(writer, depth, ro, writers, seen):
+    seen.add((writer, tuple(depth)))
+    out = ro.joinpath(*depth)
+    try:
+        writers[writer](out)
+    except SystemExit as exit_:  # a CLI: its one line
+        line = str(exit_.code)
+        assert line.startswith("error: ") and "\n" not in line and "read-only file system" in line, line
+    except Fold0123Error as err:
+        assert "read-only file system" in assert_one_clear_line(err, ro)
+    else:
+        raise AssertionError(f"{writer} wrote into a read-only {out}")
+    assert not any(ro.iterdir())
+
+
+def test_every_output_folder_read_only_ends_in_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only file system (EROFS) needs a tmpfs mount, which needs root; chmod cannot make one")
+    writers = _writers(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.decode().strip()})")
+    try:
+        # the space holds 143 distinct (writer, folder depth) cases
+        run_counted("read-only outputs", _read_only, min(25 * SCALE, 120), 0.0, ro=ro, writers=writers)
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _report_counts():
     yield

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fold0123.common import muge
-from fold0123.common.errors import LayoutError, UsageError
+from fold0123.common.errors import Fold0123Error, LayoutError, UsageError
 from fold0123.common.schema import TtlConfig
 from fold0123.data.muge import read_texts
 from fold0123.data.recall import first_positive_rank, recall_at
@@ -114,3 +114,16 @@ def test_settings_are_chosen_on_valid_and_never_on_test(runs, tmp_path, capsys):
     ttl_select.main(["--run", str(runs["a"]), "--cache", str(runs["cache"]), "--grid", "adapt=text",
                      "--steps", "1,2", "--out", str(tmp_path / "rows.json")])
     assert "best: --set steps=" in capsys.readouterr().out and (tmp_path / "rows.json").is_file()
+
+
+def test_a_diverging_test_time_learning_stops_in_one_line_writing_nothing(runs, tmp_path, monkeypatch):
+    """issue 22: a loss that is not finite (lr far too high) names its step; no prediction is written."""
+    real = ttl.clip.clip_loss
+    monkeypatch.setattr(ttl.clip, "clip_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(Fold0123Error) as err:
+        ttl.test_time_learning(runs["a"], runs["cache"], TtlConfig(steps=3, lr=1e-3), out=tmp_path / "out")
+    assert "\n" not in str(err.value) and "step 1 of 3" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit, match="--epoch abc"):
+        predict.main(["--run", str(runs["a"]), "--epoch", "abc", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from fold0123.common.errors import Fold0123Error
-from fold0123.common.io import TMP_MARKER
+from fold0123.common.io import TMP_MARKER, make_dir, unwritable
 
 MARKER = "dataset.json"  # written last into a built dataroot: its presence means "complete build"
 SUMMARY = "summary.json"  # the build's summary, in its private folder
@@ -119,10 +119,17 @@ def staged_build(out: Path, *others: Path) -> Iterator[tuple[Path, ...]]:
     finals = [*others, Path(out)]
     staged = [path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}") for path in finals]
     try:
-        for tmp in staged:
+        for tmp, final in zip(staged, finals):
             if tmp.exists():
                 shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
+            try:
+                tmp.mkdir(parents=True)
+            except OSError as err:
+                refused = unwritable(final.parent, err)  # a read-only or unwritable parent: named, not the temp
+                if refused is not None:
+                    raise refused from None
+                make_dir(tmp)  # a file in the way: its one line
+                raise
         yield staged[-1], *staged[:-1]
         for tmp, final in zip(staged, finals):
             publish(tmp, final)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fold0123.common.errors import Fold0123Error
+from fold0123.common.io import read_user_text
 
 Config = TypeVar("Config", bound=BaseModel)
 
@@ -101,9 +102,7 @@ def _read_yaml(path: Path, origin: dict, seen: tuple[Path, ...] = (), below: dic
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{shown}: circular 'base:' chain")
-    if not path.is_file():
-        raise ConfigError(f"{shown}: config file not found")
-    raw = _mapping(path.read_text(), shown, empty={})
+    raw = _mapping(read_user_text(shown, "config file", ConfigError), shown, empty={})
     given = raw.pop("base", None)
     bases = [given] if isinstance(given, str) else [] if given is None else given
     if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):

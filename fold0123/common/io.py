@@ -3,9 +3,15 @@
 A reader (the watchdog evaluator, the stacking step, a user's `ls`) must never see a half-written file, and a
 crash must never leave one behind. So each writer writes `name.tmp.<pid>` beside the target, fsyncs it and
 `os.replace`s it into place, which is atomic on POSIX file systems.
+
+The errors a user fixes by pointing an output elsewhere or freeing space (ENOSPC, EACCES/EPERM, EROFS) are turned
+into one-line project errors here and nowhere else (`is_disk_full`, `write_problem`), and text a user gives (a
+config, a spec, a layout file) is read through `read_user_text` / `user_text_lines`, which name a file that is
+not UTF-8 and its first bad byte instead of raising UnicodeDecodeError.
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import fcntl
@@ -16,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from fold0123.common.errors import Fold0123Error
+from fold0123.common.errors import Fold0123Error, LayoutError
 
 TMP_MARKER = ".tmp."
 
@@ -42,9 +48,44 @@ def make_dir(folder: str | os.PathLike) -> Path:
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
         raise OutputPathError(f"{folder}: cannot create this folder: {blocker} is a file, not a folder") from None
-    except PermissionError:
-        raise OutputPathError(f"{folder}: cannot create this folder: permission denied") from None
+    except OSError as err:
+        problem = write_problem(err)
+        if problem is None:
+            raise
+        raise OutputPathError(f"{folder}: cannot create this folder: {problem}") from None
     return folder
+
+
+# the errors a user fixes by pointing an output elsewhere (or freeing space), by errno: the one place they are named
+WRITE_PROBLEMS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+}
+
+
+def _chain_errnos(err: BaseException | None) -> Iterator[int]:
+    """The errno of every OSError in the exception's chain (torch.save and other C++ writers report their file
+    object's OSError as a RuntimeError whose context is the OSError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            yield err.errno
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+
+
+def write_problem(err: BaseException) -> str | None:
+    """'read-only file system' / 'permission denied' when `err` (or an error in its chain) is one a user fixes
+    by pointing the output elsewhere; None for anything else."""
+    return next((WRITE_PROBLEMS[n] for n in _chain_errnos(err) if n in WRITE_PROBLEMS), None)
+
+
+def unwritable(path: str | os.PathLike, err: BaseException) -> OutputPathError | None:
+    """The one-line OutputPathError for a write to `path` that failed on permissions or a read-only file system
+    (None when `err` is another error): what every writer raises instead of the OSError."""
+    problem = write_problem(err)
+    return None if problem is None else OutputPathError(f"{path}: cannot write here: {problem}")
 
 
 @contextlib.contextmanager
@@ -63,7 +104,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except Exception as err:
         if not is_disk_full(err):
-            raise
+            refused = unwritable(path.parent, err)
+            if refused is None:
+                raise
+            raise refused from None
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free
@@ -78,13 +122,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def is_disk_full(err: BaseException) -> bool:
     """ENOSPC anywhere in the exception's chain: torch.save and other C++ writers report their file object's
     OSError as a RuntimeError ('unexpected pos ...') whose context is the OSError."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return errno.ENOSPC in _chain_errnos(err)
 
 
 def folder_entries(folder: str | os.PathLike) -> list[Path]:
@@ -134,7 +172,13 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, holder: str = "a
     `wait=False` raises LockedError at once when it is held; `wait=True` blocks until it is free."""
     path = Path(path)
     make_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        refused = unwritable(path, err)
+        if refused is None:
+            raise
+        raise refused from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -170,3 +214,59 @@ def write_csv(path: str | os.PathLike, frame) -> None:
     """Write a pandas DataFrame without its index, atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def _not_utf8(path: Path, what: str, offset: int, line: int) -> str:
+    return f"{path}: {what} is not UTF-8 text (an undecodable byte at offset {offset}, line {line}): save it as UTF-8"
+
+
+def _first_bad_byte(path: Path) -> tuple[int, int]:
+    """(byte offset, line) of the first byte of `path` that is not UTF-8, read in blocks (the error path only)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            pending = decoder.getstate()[0]
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                at = offset - len(pending) + err.start
+                return at, line + (pending + block)[:err.start].count(b"\n")
+            line += block.count(b"\n")
+            offset += len(block)
+    pending = decoder.getstate()[0]
+    return offset - len(pending), line
+
+
+def _readable(path: Path, what: str, error: type) -> None:
+    if path.is_dir():
+        raise error(f"{path}: {what} is a folder, not a file")
+    if not path.is_file():
+        raise error(f"{path}: {what} not found")
+
+
+def read_user_text(path: str | os.PathLike, what: str = "file", error: type = LayoutError) -> str:
+    """The text of a file a user gave (a config, a spec, a layout file), read as UTF-8 with universal newlines as
+    `Path.read_text` does; one `error` line naming the file (and the first bad byte's offset and line) when it is
+    not UTF-8, is a folder or is missing."""
+    path = Path(path)
+    _readable(path, what, error)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(_not_utf8(path, what, err.start, data.count(b"\n", 0, err.start) + 1)) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def user_text_lines(path: str | os.PathLike, what: str = "file", newline: str | None = None,
+                    error: type = LayoutError) -> Iterator[str]:
+    """The lines of a (possibly large) UTF-8 file a user gave, streamed; one `error` line naming the file and the
+    first undecodable byte instead of a UnicodeDecodeError part way through."""
+    path = Path(path)
+    _readable(path, what, error)
+    try:
+        with open(path, encoding="utf-8", newline=newline) as f:
+            yield from f
+    except UnicodeDecodeError:
+        raise error(_not_utf8(path, what, *_first_bad_byte(path))) from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from fold0123.common.config import ConfigError, read_config_text
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import LayoutError
-from fold0123.common.io import folder_entries
+from fold0123.common.io import folder_entries, read_user_text
 from fold0123.common.names import check_name
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
@@ -66,7 +66,7 @@ def read_run_config(run: Path) -> RunConfig:
     path = config_path(run)
     if not path.is_file():
         raise ConfigError(f"{path}: run config not found (is {run} a run directory written by train.py?)")
-    cfg = read_config_text(path.read_text(), RunConfig, str(path))
+    cfg = read_config_text(read_user_text(path, "run config", ConfigError), RunConfig, str(path))
     if cfg.split is None:
         raise ConfigError(f"{path}: not a resolved run config (no 'split' key)")
     return cfg

@@ -20,7 +20,7 @@ from fold0123.common.names import name_problem
 
 
 class Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def _text(value: Any) -> Any:

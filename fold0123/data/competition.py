@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from fold0123.common.errors import LayoutError
+from fold0123.common.io import read_user_text
 from fold0123.common.schema import CompetitionSpec
 from fold0123.data.metrics import expected_class, macro_f1, rmse, top_k_accuracy
 
@@ -82,12 +83,16 @@ def spec_path(dataroot: str | Path) -> Path:
 def read_spec(dataroot: str | Path) -> CompetitionSpec:
     """The dataroot's spec; the atmaCup #11 defaults when it has no competition.yml."""
     path = spec_path(dataroot)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return CompetitionSpec()
+    text = read_user_text(path, "competition spec")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise LayoutError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if raw is None:
+        raise LayoutError(f"{path}: the competition spec is empty (delete it for the atmaCup #11 defaults, or give "
+                          f"at least its 'kind')")
     if not isinstance(raw, dict):
         raise LayoutError(f"{path}: top level must be a mapping of keys")
     try:
@@ -133,7 +138,18 @@ def _resolve(dataroot: str, stamp, train_stamp) -> Competition:
     path = Path(dataroot) / "train.csv"
     if not path.is_file():
         raise LayoutError(f"{spec_path(dataroot)}: key 'classes' is not set and {path} is missing to count them")
-    labels = pd.to_numeric(pd.read_csv(path, usecols=["target"])["target"], errors="coerce")
+    try:
+        header = pd.read_csv(path, nrows=0, dtype=str, keep_default_na=False).columns
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise LayoutError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    if "target" not in header:
+        raise LayoutError(f"{spec_path(dataroot)}: key 'classes' is not set and {path} has no 'target' column to "
+                          f"count them from (has {', '.join(map(str, header))}): set 'classes' in the spec")
+    try:
+        labels = pd.to_numeric(pd.read_csv(path, usecols=["target"], dtype=str, keep_default_na=False)["target"],
+                               errors="coerce")
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise LayoutError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
     if labels.isna().any() or len(labels) == 0:
         raise LayoutError(f"{path}: column 'target': cannot count classes (empty or non-numeric labels)")
     return Competition(spec, int(labels.max()) + 1)

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from fold0123.common import muge
 from fold0123.common.errors import LayoutError
+from fold0123.common.io import user_text_lines
 
 _URLSAFE = str.maketrans("-_", "+/")
 
@@ -69,11 +70,8 @@ def _int_id(value, where: str, key: str) -> int:
 
 def numbered_lines(path: str | Path, what: str = "file", newline: str | None = None) -> Iterator[tuple[int, str]]:
     """(line number, line) per non-blank line of a UTF-8 text file; LayoutError naming the file when it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise LayoutError(f"{path}: {what} not found")
-    with open(path, encoding="utf-8", newline=newline) as f:
-        yield from ((number, line) for number, line in enumerate(f, 1) if line.strip())
+    yield from ((number, line) for number, line in enumerate(user_text_lines(path, what, newline), 1)
+                if line.strip())
 
 
 def json_lines(path: str | Path, what: str = "file") -> Iterator[tuple[str, dict]]:

@@ -13,7 +13,12 @@ def resolve_device(name: str | None) -> torch.device:
     """`cuda:N`, `cuda` (every visible GPU, DataParallel when several) or `cpu`; default cuda when available."""
     if name is None or name == "":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {name}: not a device (cuda:N, cuda or cpu)") from None
+    if device.type not in ("cuda", "cpu", "mps"):
+        raise UsageError(f"--device {name}: not a device this trainer runs on (cuda:N, cuda or cpu)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

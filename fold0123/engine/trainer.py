@@ -192,6 +192,8 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
           progress: bool | None = None, redo_stale: bool = False) -> Path:
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
     fingerprint = run_fingerprint(cfg, split)  # digests the inputs once: checked here, written by _train
+    resolve_device(device)  # a bad --device or split is refused before the run directory is made
+    get_task(cfg.task, dataroot=cfg.dataroot).check_split(cfg, split)
     run = rundir.run_dir(cfg, split)
     # one trainer per run directory: a second train.py on it is refused naming the first's PID (before it touches
     # DONE, FAILED or any file), as a second evaluate.py --watch is (eval.lock)

@@ -116,6 +116,11 @@ class ClipTask(Task):
         return clip.clip_loss(outputs, head.text(targets[:, 1:]), targets[:, 0], head.scale())
 
     # --- data
+    def check_split(self, cfg: RunConfig, split: str) -> None:
+        if split not in muge.RUN_SPLITS:
+            raise UsageError(f"--split {split}: a clip run trains on {' or '.join(muge.RUN_SPLITS)} "
+                             f"(train: hold out valid; all: train + valid)")
+
     def training_data(self, cfg: RunConfig, split: str):
         """The pairs of the run split's MUGE splits."""
         if split not in muge.RUN_SPLITS:

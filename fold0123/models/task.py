@@ -76,6 +76,10 @@ class Task:
             self.fit(frame, dataroot, cfg)
         return np.asarray(self.targets_fn(self, frame, Path(dataroot), cfg), dtype=np.float32)
 
+    def check_split(self, cfg: RunConfig, split: str) -> None:
+        """Refuse a split this task cannot train on (its files missing), before the run directory is made."""
+        read_split(cfg.dataroot, split)
+
     def training_data(self, cfg: RunConfig, split: str) -> torch.utils.data.Dataset:
         """What a run of `split` trains on: the split's train rows with their targets (made first, so a missing
         split or tag file fails before any decoding), over the photo cache."""

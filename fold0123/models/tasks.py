@@ -176,6 +176,9 @@ class JigsawTask(Task):
             self._permutations[key] = jigsaw.permutation_set(key[1], key[2], key[0], key[3])
         return self._permutations[key]
 
+    def check_split(self, cfg, split):
+        read_split(cfg.dataroot, "all")
+
     def training_data(self, cfg, split):
         """The pretext: every photo of the split `all` (train + test), whatever the run's split; labels unused."""
         train, test = read_split(cfg.dataroot, "all")

@@ -12,6 +12,7 @@ different set of ids is an error. Writes `{split}_similarity.npy` (+ ids) and `{
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,9 @@ def combine(paths, weights=None) -> tuple[np.ndarray, list[int], list[int]]:
     if not paths:
         raise UsageError("name at least one similarity matrix")
     weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    bad = next((w for w in weights if not math.isfinite(w)), None)
+    if bad is not None:
+        raise UsageError(f"--weights: {bad} is not a finite number")
     if len(weights) != len(paths) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise UsageError(f"--weights: {len(paths)} non-negative weights with a positive sum, got {weights}")
     total = None

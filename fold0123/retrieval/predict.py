@@ -29,7 +29,11 @@ def checkpoint_of(run: Path, epoch: str | int = "last") -> Path:
         raise UsageError(f"{run}: no epoch checkpoints")
     if epoch == "last":
         return found[-1][1]
-    path = rundir.checkpoint_path(run, int(epoch))
+    try:
+        epoch = int(epoch)
+    except ValueError:
+        raise UsageError(f"--epoch {epoch}: an epoch number or 'last'") from None
+    path = rundir.checkpoint_path(run, epoch)
     if not path.is_file():
         raise UsageError(f"{path}: no such checkpoint")
     return path

@@ -90,4 +90,13 @@ def load_similarity(path: str | Path) -> tuple[np.ndarray, list[int], list[int]]
         raise LayoutError(f"{path}: not a similarity matrix with its ids ({' '.join(str(err).split())})") from None
     if similarity.shape != (len(text_ids), len(image_ids)):
         raise LayoutError(f"{path}: shape {similarity.shape} for {len(text_ids)} text and {len(image_ids)} image ids")
+    for name, ids_ in (("text", text_ids), ("image", image_ids)):
+        seen = set()
+        for i in ids_:
+            if i in seen:
+                raise LayoutError(f"{ids_path(path)}: {name} id {i} appears twice")
+            seen.add(i)
+    if similarity.size and not np.isfinite(similarity).all():
+        row = int(np.flatnonzero(~np.isfinite(similarity).all(axis=1))[0])
+        raise LayoutError(f"{path}: row {row} (text id {text_ids[row]}) holds a NaN or infinite similarity")
     return similarity, text_ids, image_ids

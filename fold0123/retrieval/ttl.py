@@ -40,6 +40,7 @@ from fold0123.common.schema import TtlConfig
 from fold0123.data.datasets import normalize
 from fold0123.data.muge import read_split
 from fold0123.data.muge_images import decode_image
+from fold0123.engine.trainer import LossWatch
 from fold0123.models import clip
 from fold0123.retrieval.predict import load_run_model, similarity, write_outputs
 
@@ -65,6 +66,10 @@ def cache_pairs(cache: str | Path, split: str, size: int) -> tuple[np.ndarray, l
     if data is None:
         raise Fold0123Error(f"{muge.texts_jsonl(cache, split)}: no cache here (a MUGE-layout folder, see "
                             f"fold0123.retrieval.ttl)")
+    missing = next((t for t in data.texts if not t.image_ids), None)
+    if missing is not None:
+        raise Fold0123Error(f"{muge.texts_jsonl(cache, split)}: text_id {missing.text_id} has no 'image_ids': a cache "
+                            f"pairs every query with the images fetched for it")
     decoded = {i: decode_image(b64, size, f"{muge.images_tsv(cache, split)}: image_id {i}")
                for i, b64 in data.images.items()}
     pairs = [(decoded[i], t.text) for t in data.texts for i in t.image_ids]
@@ -101,6 +106,7 @@ def adapt(model, task, cfg, images: np.ndarray, texts: list[str], opts: TtlConfi
     fixed_scale = None if opts.temperature is None else torch.tensor(1.0 / opts.temperature, device=device)
     generator = torch.Generator().manual_seed(seed)
     losses = []
+    watch = LossWatch(f"lower lr ({opts.lr:g}); nothing was written")  # the trainer's divergence check
     for step in range(1, opts.steps + 1):
         pick = (torch.randperm(len(texts), generator=generator)[:opts.batch_size] if opts.batch_size
                 else torch.arange(len(texts)))
@@ -108,6 +114,7 @@ def adapt(model, task, cfg, images: np.ndarray, texts: list[str], opts: TtlConfi
         batch = targets[pick.to(device)]
         scale = model.head.scale() if fixed_scale is None else fixed_scale
         loss = clip.clip_loss(model.head(inputs), model.head.text(batch[:, 1:]), batch[:, 0], scale)
+        watch.check(float(loss.detach()), f"at test-time learning step {step} of {opts.steps}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

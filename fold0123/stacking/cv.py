@@ -33,6 +33,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from fold0123.common.config import ConfigError
 from fold0123.common.errors import UsageError
 from fold0123.common.schema import LgbmOptions
 from fold0123.data.metrics import rmse
@@ -58,12 +59,18 @@ def _take(X, rows: Positions):
 
 
 def _train(params: dict, X, y, rounds: int, stop=None, early_stopping_rounds: int = 0) -> lgb.Booster:
-    dtrain = lgb.Dataset(X, label=y, free_raw_data=False)
-    if stop is None:
-        return lgb.train(params, dtrain, num_boost_round=rounds)
-    dstop = lgb.Dataset(stop[0], label=stop[1], reference=dtrain)
-    return lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dstop], valid_names=["inner"],
-                     callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+    """The one place LightGBM trains: its refusal of a parameter (num_leaves=-5) becomes one ConfigError line
+    naming the parameters."""
+    try:
+        dtrain = lgb.Dataset(X, label=y, free_raw_data=False)
+        if stop is None:
+            return lgb.train(params, dtrain, num_boost_round=rounds)
+        dstop = lgb.Dataset(stop[0], label=stop[1], reference=dtrain)
+        return lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dstop], valid_names=["inner"],
+                         callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+    except lgb.basic.LightGBMError as err:
+        shown = {k: v for k, v in params.items() if k not in ("verbosity", "seed", "deterministic")}
+        raise ConfigError(f"lgbm.params: LightGBM refused them ({' '.join(str(err).split())}); params {shown}") from None
 
 
 def _importance(models: list[lgb.Booster]) -> pd.DataFrame:

@@ -102,8 +102,13 @@ class FeatureSet:
         return next((r.exp for r in self.runs if r.task == task), None)
 
 
-def _aligned(out, order: pd.Index, what: str) -> np.ndarray:
-    """Rows of an eval file in the order of `order`; every id must be present."""
+def _aligned(out, order: pd.Index, what: str, like=None) -> np.ndarray:
+    """Rows of an eval file in the order of `order`; every id must be present, and with `like` (the first OOF
+    file) its [views, width] must be that file's."""
+    if like is not None and out.outputs.shape[1:] != like.outputs.shape[1:]:
+        raise RunError(f"{out.path}: outputs of shape [n, {', '.join(map(str, out.outputs.shape[1:]))}] where "
+                       f"{like.path} has [n, {', '.join(map(str, like.outputs.shape[1:]))}] (views, width): a run of "
+                       f"another config or task")
     position = pd.Series(np.arange(len(out.ids)), index=out.ids)
     missing = order.difference(position.index)
     if len(missing):
@@ -169,18 +174,18 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
             if set(out.ids) != set(held):
                 raise RunError(f"{out.path}: its ids differ from {split_paths(dataroot, split)[1]} "
                                f"({len(out.ids)} vs {len(held)} rows): a stale run or other folds")
-            oof[folds == i] = _aligned(out, train_ids[folds == i], "oof rows")
+            oof[folds == i] = _aligned(out, train_ids[folds == i], "oof rows", oof_outs[0])
         train_blocks.append(aggregate_views(oof, funcs, raw_views, prefix))
         view_mean_oof[exp] = oof.mean(axis=1)
         # test: the `all` run, and the mean of the fold runs' aggregated test features
-        fold_tests = [_aligned(load_outputs(run_dir(checkpoints_dir, exp, s), epoch, "test"), test_ids, "test rows")
-                      for s in splits]
+        fold_tests = [_aligned(load_outputs(run_dir(checkpoints_dir, exp, s), epoch, "test"), test_ids, "test rows",
+                               oof_outs[0]) for s in splits]
         test_blocks["fold_mean"].append(
             sum(aggregate_views(t, funcs, raw_views, prefix) for t in fold_tests) / len(fold_tests))
         view_mean_test["fold_mean"][exp] = np.mean([t.mean(axis=1) for t in fold_tests], axis=0)
         all_run = run_dir(checkpoints_dir, exp, all_split)
         if all_test_ok and (eval_path(all_run, epoch, "test").is_file() or test_features == "all"):
-            all_test = _aligned(load_outputs(all_run, epoch, "test"), test_ids, "test rows")
+            all_test = _aligned(load_outputs(all_run, epoch, "test"), test_ids, "test rows", oof_outs[0])
             test_blocks["all"].append(aggregate_views(all_test, funcs, raw_views, prefix))
             view_mean_test["all"][exp] = all_test.mean(axis=1)
         elif all_test_ok:
@@ -199,7 +204,7 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
                     rows = pd.Index(out.ids).intersection(train_ids[folds != i], sort=False)  # drops pseudo rows
                     if len(rows) == 0:
                         raise RunError(f"{out.path}: no rows of {split}'s train part")
-                    frame = aggregate_views(_aligned(out, rows, "train rows"), funcs, raw_views, prefix)
+                    frame = aggregate_views(_aligned(out, rows, "train rows", oof_outs[0]), funcs, raw_views, prefix)
                     infold_blocks[i].append(frame.set_index(rows))
 
     train = pd.concat(train_blocks, axis=1).set_index(train_ids)

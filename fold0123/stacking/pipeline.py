@@ -189,6 +189,16 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     target_test, probs_test = _post_inputs(features, blend_exp, onehot_exp, source)
     final = pp.apply_steps(fit.test[source], target_test, probs_test, post, bounds)["clip"]
 
+    # everything that can refuse (the answers file, the runs' fingerprints) runs before the first write
+    answers_table = None
+    answers = cfg.answers
+    if answers and Path(answers).is_file():
+        answers_table = score_variants(features, fit, infold_fit, post, bounds, blend_exp, onehot_exp, test_ids,
+                                       answers)
+    elif answers:
+        notes.append(f"answers {answers} not found: no score on held-out answers")
+    fingerprint = asdict(stack_fingerprint(cfg, features))
+
     name = stem(cv, stamp)
     out_dir = Path(cfg.out_dir)
     submission, submission_ids = write_submission(out_dir, name, test_ids, final)
@@ -203,14 +213,6 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
         oof_frame["stack_infold"] = infold_fit.oof
     write_csv(out_dir / f"{name}_oof.csv", oof_frame)
 
-    answers_table = None
-    answers = cfg.answers
-    if answers and Path(answers).is_file():
-        answers_table = score_variants(features, fit, infold_fit, post, bounds, blend_exp, onehot_exp, test_ids,
-                                       answers)
-    elif answers:
-        notes.append(f"answers {answers} not found: no score on held-out answers")
-
     tables = {"cv": cv_table, "postprocess_grid": grid.nsmallest(10, "rmse").set_index("ratio")}
     if answers_table is not None:
         tables["answers"] = answers_table
@@ -218,7 +220,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
              "postprocess_kept": keep, "postprocess": post.as_dict(), "runs": [vars(r) for r in features.runs],
              "test_features": source, "best_iterations": fit.best_iterations, "final_rounds": fit.rounds,
              "n_features": features.train.shape[1], "n_train": len(features.y), "n_test": len(test_ids),
-             "submission": submission, "plots": plots, "fingerprint": asdict(stack_fingerprint(cfg, features))}
+             "submission": submission, "plots": plots, "fingerprint": fingerprint}
     report_md, report_json = write_report(out_dir, name, tables, facts, notes)
     report_html = stack_html(out_dir, name)  # last: it reads the files above back
     return StackResult(name=name, submission=submission, submission_ids=submission_ids, report_md=report_md,
