@@ -185,7 +185,7 @@ def _config_files(body, tmp, seen):
 
 
 def test_config_files_end_in_a_config_or_one_line_naming_the_file(tmp_path):
-    run_counted("config files", _config_files, 45 * SCALE, 0.03, tmp=tmp_path)
+    run_counted("config files", _config_files, 45 * SCALE, 0.015, tmp=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- dataroot CSVs
