@@ -61,13 +61,13 @@ def test_run_row_gives_trainer_and_evaluator_their_own_environment(tmp_path: Pat
 @pytest.mark.integration
 def test_local_executor_runs_rows_to_done_and_reports_the_failed_one(tmp_path: Path):
     conf = tiny_experiment(tmp_path, name="tinyslurm")
-    # 3fold9 has no split files: its job must fail, the others must not care
-    result = launch_fold0123(conf, LaunchOptions(executor="local", splits=("3fold1", "all", "3fold9"), gpus_per_job=0,
-                                                 wait=True, timeout_s=480, verbose=False))
+    (tmp_path / "data" / "3fold2_train.csv").unlink()  # row 3fold2 has no split file: its job must fail, the others
+    result = launch_fold0123(conf, LaunchOptions(executor="local", splits=("3fold1", "all", "3fold2"), gpus_per_job=0,
+                                                 wait=True, timeout_s=480, verbose=False))  # must not care
     states = {o.split: o.state for o in result.outcomes}
-    assert states == {"3fold1": "done", "all": "done", "3fold9": "failed"}, result.summary()
+    assert states == {"3fold1": "done", "all": "done", "3fold2": "failed"}, result.summary()
     assert len(result.jobs) == 3 and result.session is None
-    assert "3fold9_train.csv" in next(o for o in result.outcomes if o.split == "3fold9").detail
+    assert "3fold2_train.csv" in next(o for o in result.outcomes if o.split == "3fold2").detail
     for split in ("3fold1", "all"):
         run = tmp_path / "runs" / f"tinyslurm_{split}"
         assert (run / "DONE").is_file() and (run / "1.pth").is_file()

@@ -30,6 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from fold0123.common import rundir
+from fold0123.common.dataroot import split_names
 from fold0123.common.config import dump_config
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, read_fingerprint, run_fingerprint,
@@ -192,8 +193,15 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
           progress: bool | None = None, redo_stale: bool = False) -> Path:
     """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
     fingerprint = run_fingerprint(cfg, split)  # digests the inputs once: checked here, written by _train
-    resolve_device(device)  # a bad --device or split is refused before the run directory is made
-    get_task(cfg.task, dataroot=cfg.dataroot).check_split(cfg, split)
+    resolve_device(device)  # a bad --device is refused before the run directory is made
+    try:
+        get_task(cfg.task, dataroot=cfg.dataroot).check_split(cfg, split)
+    except Fold0123Error:
+        # a split that is not one of this experiment's (7fold9 with 3 folds) is refused before its run directory
+        # exists; one of its own rows whose files are missing fails below with FAILED naming the file, the marker
+        # the launchers (tmux, Slurm) read the reason from
+        if not any(split.startswith(name) for name in split_names(cfg.folds)):
+            raise
     run = rundir.run_dir(cfg, split)
     # one trainer per run directory: a second train.py on it is refused naming the first's PID (before it touches
     # DONE, FAILED or any file), as a second evaluate.py --watch is (eval.lock)
