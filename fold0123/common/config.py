@@ -33,9 +33,9 @@ class DuplicateKeyError(yaml.YAMLError):
     """A mapping that gives one key twice (PyYAML would keep the last value silently)."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (YAML 1.2), not the string PyYAML's YAML 1.1 rules give, and
-    refuses a key given twice in one mapping (`lr:` twice), naming the key and both lines."""
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (`lr:` twice), naming the key and both lines:
+    every YAML file a user writes (configs, competition.yml) is read with it or with _Loader."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -53,6 +53,10 @@ class _Loader(yaml.SafeLoader):
                                             f"{key_node.start_mark.line + 1}): remove one")
                 lines[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
+
+
+class _Loader(UniqueKeyLoader):
+    """UniqueKeyLoader that reads `1e-3` as a float (YAML 1.2), not the string PyYAML's YAML 1.1 rules give."""
 
 
 _Loader.add_implicit_resolver(

@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 from pydantic import ValidationError
 
+from fold0123.common.config import DuplicateKeyError, UniqueKeyLoader
 from fold0123.common.errors import LayoutError
 from fold0123.common.io import read_user_text
 from fold0123.common.schema import CompetitionSpec
@@ -87,7 +88,9 @@ def read_spec(dataroot: str | Path) -> CompetitionSpec:
         return CompetitionSpec()
     text = read_user_text(path, "competition spec")
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a key given twice is refused, not overwritten
+    except DuplicateKeyError as err:
+        raise LayoutError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise LayoutError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if raw is None:
