@@ -5,9 +5,11 @@ and session runs, and the pytest fixtures. Test modules import the helpers from 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -36,6 +38,23 @@ def run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.Complete
     """One of the top-level CLIs in a subprocess, as a user runs it (one thread, a bare PATH)."""
     return subprocess.run([sys.executable, script, *args], cwd=cwd, capture_output=True, text=True,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+
+@contextlib.contextmanager
+def read_only_folder(parent: Path):
+    """A real read-only file system (EROFS) when this runs as root; skips otherwise (chmod cannot make EROFS, and
+    root ignores permission bits)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a read-only mount needs root")
+    folder = parent / "ro"
+    folder.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.decode().strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
 
 
 def cfg_with(cfg: RunConfig, **changes) -> RunConfig:

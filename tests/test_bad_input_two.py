@@ -3,12 +3,9 @@ inputs, read-only output folders and the remaining tracebacks. Each case ends in
 (file, row, id, key or argument) and leaves nothing under a final name."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +17,19 @@ from fold0123.common import muge
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.errors import Fold0123Error, LayoutError, UsageError
 from fold0123.common.io import OutputPathError, exclusive_lock, make_dir, read_user_text, write_text
-from fold0123.common.schema import RunConfig, StackConfig
+from fold0123.common.schema import RunConfig
 from fold0123.data.competition import read_competition, read_spec
 from fold0123.data.muge import read_split
 from fold0123.retrieval import ensemble, predict, predictions, ttl
-from tests.conftest import ROOT, make_dataroot, make_muge_root, make_runs, make_synthetic_dataroot, tiny_config
+from tests.conftest import (
+    ROOT,
+    make_dataroot,
+    make_muge_root,
+    make_runs,
+    make_synthetic_dataroot,
+    read_only_folder,
+    tiny_config,
+)
 
 
 def _one_line(err: pytest.ExceptionInfo, *names) -> str:
@@ -274,23 +279,6 @@ def test_an_infinite_number_in_the_config_is_refused_naming_the_key(tiny_root, t
 
 
 # --------------------------------------------------------------------------------------------------- read-only
-
-@contextlib.contextmanager
-def read_only_folder(tmp_path: Path):
-    """A real read-only file system (EROFS) when this runs as root; skips otherwise (chmod cannot make EROFS, and
-    root ignores permission bits)."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("a read-only mount needs root")
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
-    if made.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.decode().strip()})")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
-
 
 def test_a_read_only_file_system_is_one_line_everywhere(tiny_root, stack_runs, tmp_path, capsys):
     from fold0123.data.images import photo_cache  # noqa: F401 (the cache's lock is exclusive_lock)

@@ -32,7 +32,7 @@ from fold0123.data.competition import ATMACUP
 from fold0123.data.images import load_image
 from fold0123.data.layout import check_photos, read_split, read_test, read_train
 from fold0123.stacking.runs import RunError, eval_path, load_outputs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_only_folder
 
 TRAIN_COLUMNS, N_CLASSES = ATMACUP.train_columns, ATMACUP.n_classes
 
@@ -605,21 +605,9 @@ def _read_only(writer, depth, ro, writers, seen):
 
 
 def test_every_output_folder_read_only_ends_in_one_line_and_writes_nothing(tmp_path):
-    import subprocess
-
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("a read-only file system (EROFS) needs a tmpfs mount, which needs root; chmod cannot make one")
     writers = _writers(tmp_path)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True)
-    if made.returncode:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.decode().strip()})")
-    try:
-        # the space holds 143 distinct (writer, folder depth) cases
+    with read_only_folder(tmp_path) as ro:  # the space holds 143 distinct (writer, folder depth) cases
         run_counted("read-only outputs", _read_only, min(25 * SCALE, 120), 0.0, ro=ro, writers=writers)
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
