@@ -123,9 +123,7 @@ class ClipTask(Task):
 
     def training_data(self, cfg: RunConfig, split: str):
         """The pairs of the run split's MUGE splits."""
-        if split not in muge.RUN_SPLITS:
-            raise UsageError(f"--split {split}: a clip run trains on {' or '.join(muge.RUN_SPLITS)} "
-                             f"(train: hold out valid; all: train + valid)")
+        self.check_split(cfg, split)
         datasets = []
         for name in muge.RUN_SPLITS[split]:
             reader = LmdbSplit(cfg.dataroot, name)
