@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from fold0123.common.errors import Fold0123Error
-from fold0123.common.io import TMP_MARKER, make_dir, unwritable
+from fold0123.common.io import TMP_MARKER, make_dir, raise_if_unwritable
 
 MARKER = "dataset.json"  # written last into a built dataroot: its presence means "complete build"
 SUMMARY = "summary.json"  # the build's summary, in its private folder
@@ -125,9 +125,7 @@ def staged_build(out: Path, *others: Path) -> Iterator[tuple[Path, ...]]:
             try:
                 tmp.mkdir(parents=True)
             except OSError as err:
-                refused = unwritable(final.parent, err)  # a read-only or unwritable parent: named, not the temp
-                if refused is not None:
-                    raise refused from None
+                raise_if_unwritable(final.parent, err)  # a read-only or unwritable parent: named, not the temp
                 make_dir(tmp)  # a file in the way: its one line
                 raise
         yield staged[-1], *staged[:-1]

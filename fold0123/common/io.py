@@ -4,10 +4,10 @@ A reader (the watchdog evaluator, the stacking step, a user's `ls`) must never s
 crash must never leave one behind. So each writer writes `name.tmp.<pid>` beside the target, fsyncs it and
 `os.replace`s it into place, which is atomic on POSIX file systems.
 
-The errors a user fixes by pointing an output elsewhere or freeing space (ENOSPC, EACCES/EPERM, EROFS) are turned
-into one-line project errors here and nowhere else (`is_disk_full`, `write_problem`), and text a user gives (a
-config, a spec, a layout file) is read through `read_user_text` / `user_text_lines`, which name a file that is
-not UTF-8 and its first bad byte instead of raising UnicodeDecodeError.
+The errors a user fixes by pointing an output elsewhere or freeing space (ENOSPC, EACCES/EPERM, EROFS) are
+turned into one-line project errors here and nowhere else (`is_disk_full`, `raise_if_unwritable`), and text a
+user gives (a config, a spec, a layout file) is read through `read_user_text` / `user_text_lines`, which name a
+file that is not UTF-8 and its first bad byte instead of raising UnicodeDecodeError.
 """
 from __future__ import annotations
 
@@ -81,11 +81,12 @@ def write_problem(err: BaseException) -> str | None:
     return next((WRITE_PROBLEMS[n] for n in _chain_errnos(err) if n in WRITE_PROBLEMS), None)
 
 
-def unwritable(path: str | os.PathLike, err: BaseException) -> OutputPathError | None:
-    """The one-line OutputPathError for a write to `path` that failed on permissions or a read-only file system
-    (None when `err` is another error): what every writer raises instead of the OSError."""
+def raise_if_unwritable(path: str | os.PathLike, err: BaseException) -> None:
+    """Raise the one-line OutputPathError for a write to `path` that failed on permissions or a read-only file
+    system, instead of `err`; return for any other error (the caller re-raises it)."""
     problem = write_problem(err)
-    return None if problem is None else OutputPathError(f"{path}: cannot write here: {problem}")
+    if problem is not None:
+        raise OutputPathError(f"{path}: cannot write here: {problem}") from None
 
 
 @contextlib.contextmanager
@@ -104,10 +105,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except Exception as err:
         if not is_disk_full(err):
-            refused = unwritable(path.parent, err)
-            if refused is None:
-                raise
-            raise refused from None
+            raise_if_unwritable(path.parent, err)
+            raise
         written = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free
@@ -175,10 +174,8 @@ def exclusive_lock(path: str | os.PathLike, wait: bool = False, holder: str = "a
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        refused = unwritable(path, err)
-        if refused is None:
-            raise
-        raise refused from None
+        raise_if_unwritable(path, err)
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
