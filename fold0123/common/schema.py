@@ -94,6 +94,41 @@ class ArcFaceOptions(Schema):
         return self
 
 
+class AugmentationOptions(Schema):
+    """Per-image training augmentation beyond the dihedral views (data/augment.py, torchvision.transforms.v2 on the
+    uint8 batch, on the training device); every option off by default. Its randomness comes from the generators
+    train_epoch seeds with (seed, epoch), so a resumed run draws what an uninterrupted one would."""
+    crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] | None = None
+    crop_ratio: tuple[Annotated[float, Field(gt=0, le=10)], Annotated[float, Field(gt=0, le=10)]] = (0.75, 4 / 3)
+    policy: Literal["none", "trivialaugment", "randaugment"] = "none"
+    magnitude: Annotated[int, Field(ge=0, le=30)] = 9
+    color_jitter: Annotated[float, Field(ge=0, le=1)] = 0.0
+    erasing: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for key in ("crop_scale", "crop_ratio"):
+            low_high = getattr(self, key)
+            if low_high is not None and low_high[0] > low_high[1]:
+                raise ValueError(f"{key} {list(low_high)}: its low end is above its high end")
+        return self
+
+
+class MixOptions(Schema):
+    """MixUp / CutMix of images and their float targets (torchvision.transforms.v2.MixUp, CutMix): one-hot rows of
+    the class tasks (after label smoothing, which composes), the regression targets and tag vectors alike."""
+    mixup_alpha: NonNegativeFloat = 0.0       # Beta(alpha, alpha) mixing weights; 0: no MixUp
+    cutmix_alpha: NonNegativeFloat = 0.0      # 0: no CutMix; both > 0: one of the two per batch, at random
+    prob: Annotated[float, Field(ge=0, le=1)] = 1.0
+    off_epochs: NonNegativeInt = 0            # no mixing in the run's last N epochs (timm's mixup-off-epoch)
+
+
+class EmaOptions(Schema):
+    """An exponential moving average of the weights (timm's ModelEmaV3), updated every optimiser step."""
+    decay: Annotated[float, Field(ge=0, lt=1)] = 0.0  # 0: no EMA
+    warmup: bool = True                                # ModelEmaV3's use_warmup: the decay ramps up from 0
+
+
 class EvalOptions(Schema):
     every: PositiveInt = 1
     parts: list[Literal["oof", "test", "train"]] = ["oof", "test"]
@@ -126,6 +161,9 @@ class RunConfig(Schema):
     task: Text = "target"
     backbone: Text = "resnet34"
     pretrained: bool = False
+    stem: Literal["imagenet", "small"] = "imagenet"
+    width: Annotated[int, Field(ge=4, le=1024)] = 64
+    drop_path: Annotated[float, Field(ge=0, lt=1)] = 0.0
     image_size: Side | tuple[Side, Side] = 224
     resize: Literal["pad", "squish", "crop"] = "pad"
     w2v_dim: PositiveInt = 20
@@ -144,6 +182,9 @@ class RunConfig(Schema):
     schedule: Literal["cosine", "onecycle"] = "cosine"
     warmup_epochs: Annotated[float, Field(ge=0, le=MAX_EPOCHS)] = 1
     augment: Literal["dihedral", "none"] = "dihedral"
+    augmentation: AugmentationOptions = AugmentationOptions()
+    mixup: MixOptions = MixOptions()
+    ema: EmaOptions = EmaOptions()
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     channels_last: bool = True
     deterministic: bool = False
