@@ -38,6 +38,7 @@ from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, r
 from fold0123.common.io import DiskFullError, exclusive_lock, make_dir, remove_orphaned_temporaries, write_text
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
+from fold0123.data.augment import BatchAugmenter
 from fold0123.data.datasets import normalize
 from fold0123.data.views import random_views
 from fold0123.engine.optim import build_optimizer, build_scheduler
@@ -330,11 +331,13 @@ class Window:
 
 def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoader, cfg: RunConfig, epoch: int,
                 global_step: int, log: LossLog, writer, bar_label: str, progress: bool,
-                watch: LossWatch | None = None) -> tuple[float, int]:
+                watch: LossWatch | None = None, augmenter: BatchAugmenter | None = None) -> tuple[float, int]:
     """One epoch of micro-batches with gradient accumulation over the run's one `loader` (its batch sampler an
     EpochBatches); returns (mean loss per image, global step). `watch`: the run's divergence check (kept across
-    epochs; a fresh one per epoch when None)."""
+    epochs; a fresh one per epoch when None); `augmenter`: the run's augmentation and mixing (built from `cfg`
+    when None)."""
     watch = watch or LossWatch(DIVERGED_HINT)
+    augmenter = augmenter or BatchAugmenter(cfg)
     seed = epoch_seed(cfg.seed, epoch, 1)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
     np.random.seed(seed % 2**32)
@@ -355,10 +358,11 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
         images = images.to(device, non_blocking=True)
         if cfg.augment == "dihedral":
             images = random_views(images, augment)
+        images = augmenter.uint8(images)
         # jigsaw shuffles tiles on the device and makes its labels here; the other tasks pass through
         images, targets = task.batch(images, targets, augment, cfg)
         targets = targets.to(device, non_blocking=True)
-        x = normalize(images)
+        x, targets = augmenter.float(normalize(images), targets, epoch)
         if trainee.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=trainee.autocast_dtype, enabled=trainee.autocast_dtype is not None):
@@ -428,11 +432,11 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
     saver = BackgroundSaver()
     keep_last = cfg.keep_last
     show_progress = sys.stderr.isatty() if progress is None else bool(progress)
-    watch = LossWatch(DIVERGED_HINT)
+    watch, augmenter = LossWatch(DIVERGED_HINT), BatchAugmenter(cfg)
     try:
         for epoch in range(start_epoch, epochs + 1):
             loss, global_step = train_epoch(trainee, task, loader, cfg, epoch, global_step, log, writer,
-                                            f"{run.name} epoch {epoch}/{epochs}", show_progress, watch)
+                                            f"{run.name} epoch {epoch}/{epochs}", show_progress, watch, augmenter)
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
             # weights first, then the resume state that points at them (a crash between the two redoes this
