@@ -80,8 +80,8 @@ def load_weights(module: torch.nn.Module, weights: dict, path: str | Path, what:
         problem = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected
                    else f"{reshaped[0]!r} has shape {tuple(weights[reshaped[0]].shape)}, "
                         f"the {what}'s {tuple(own[reshaped[0]].shape)}")
-        raise CheckpointError(f"{path}: weights do not fit this run's {what}, made from another backbone or task? "
-                              f"({problem}; {len(missing)} missing, {len(unexpected)} unexpected, "
+        raise CheckpointError(f"{path}: weights do not fit this run's {what}, made from another backbone (stem, "
+                              f"width) or task? ({problem}; {len(missing)} missing, {len(unexpected)} unexpected, "
                               f"{len(reshaped)} reshaped)")
     module.load_state_dict(weights)
     return len(weights)

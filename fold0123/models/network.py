@@ -52,8 +52,10 @@ def build_head(feature_dim: int, n_outputs: int, dropout: float = 0.0) -> nn.Mod
 def build_model(cfg: RunConfig, task: Task) -> Network:
     """The config's backbone (`backbone`, default resnet34; `pretrained`, default False) with a fresh head:
     the task's own (`task.make_head`, e.g. clip's two towers, classify's ArcFace with `head: arcface`) or a linear
-    layer of `task.n_outputs(cfg)` outputs (`head_dropout`, default 0). Timm ViTs are built at `image_size`."""
-    backbone, feature_dim = build_backbone(cfg.backbone, cfg.pretrained, cfg.image_size)
+    layer of `task.n_outputs(cfg)` outputs (`head_dropout`, default 0). Timm ViTs are built at `image_size`;
+    torchvision ResNets take `stem` and `width`, timm backbones `drop_path` (models.backbones)."""
+    backbone, feature_dim = build_backbone(cfg.backbone, cfg.pretrained, cfg.image_size, cfg.stem, cfg.width,
+                                           cfg.drop_path)
     head = task.make_head(feature_dim, cfg)
     if head is None and cfg.head != "linear":
         raise ConfigError(f"head: {cfg.head!r} needs a classification task (classify, onehot), not {task.name!r}")
