@@ -1,6 +1,7 @@
 """Evaluate a run's checkpoints: 8-view task predictions per part (eval/epoch{E}_{part}.npz) and metrics.
 
-    python evaluate.py --run DIR --epoch E [--parts oof,test,train]   one checkpoint
+    python evaluate.py --run DIR --epoch E [--parts oof,test,train]   one checkpoint (and its EMA weights as
+        eval/ema{E}_{part}.npz, when the run was trained with ema.decay > 0; the same for --watch)
     python evaluate.py --run DIR --watch [--every N]                 each new checkpoint as train.py writes it
     python evaluate.py --run DIR --soup N                            uniform soup of the last N epochs:
         writes DIR/soup{N}.pth and evaluates it as eval/soup{N}_{part}.npz and eval/soup{N}_metrics.json
@@ -14,7 +15,7 @@ import sys
 
 from fold0123.common import rundir
 from fold0123.common.errors import cli_main
-from fold0123.engine.evaluator import evaluate_checkpoint, evaluate_soup
+from fold0123.engine.evaluator import evaluate_epoch, evaluate_soup
 from fold0123.engine.watch import watch_run
 
 
@@ -23,7 +24,7 @@ def _summary(metrics: dict) -> str:
     if not mean:
         return f"{metrics['split']}: no oof rows (test features written)"
     primary = metrics["primary"]
-    name = metrics.get("checkpoint", f"epoch {metrics['epoch']}")
+    name = metrics.get("checkpoint", f"epoch {metrics['epoch']}{' EMA' if metrics.get('ema') else ''}")
     values = [f"{mean.get(primary)} (8-view mean)", f"{metrics['views']['identity'].get(primary)} (identity)"]
     if rundir.primary_view(metrics) == "identity":  # the task's primary view first
         values.reverse()
@@ -52,18 +53,20 @@ def main(argv=None) -> None:
         sys.exit(watch_run(args.run, evaluate, every=args.every, timeout_s=args.timeout,
                            wait_lock=args.wait_lock).exit_code)
     if args.soup is not None:
-        metrics = evaluate_soup(args.run, args.soup, parts=parts, device=args.device)
+        print(_summary(evaluate_soup(args.run, args.soup, parts=parts, device=args.device)))
     else:
-        metrics = evaluate_checkpoint(args.run, args.epoch, parts=parts, device=args.device)
-    print(_summary(metrics))
+        for metrics in evaluate_epoch(args.run, args.epoch, parts=parts, device=args.device):
+            print(_summary(metrics))
 
 
 def _evaluate_quietly(run, epoch, parts=None, device=None):
-    metrics = evaluate_checkpoint(run, epoch, parts=parts, device=device)
-    view = rundir.primary_view(metrics)  # the 8-view mean, unless the task reads its metric from another view
-    print(json.dumps({"epoch": epoch, **({"view": view} if view != "mean" else {}), **metrics["views"][view]}),
-          flush=True)
-    return metrics
+    """The watcher's step: the epoch's tags not evaluated yet (its weights, their EMA), one JSON line each."""
+    evaluated = evaluate_epoch(run, epoch, parts=parts, device=device, redo=False)
+    for metrics in evaluated:
+        view = rundir.primary_view(metrics)  # the 8-view mean, unless the task reads its metric from another view
+        print(json.dumps({"epoch": epoch, **({"ema": True} if metrics.get("ema") else {}),
+                          **({"view": view} if view != "mean" else {}), **metrics["views"][view]}), flush=True)
+    return evaluated
 
 
 if __name__ == "__main__":

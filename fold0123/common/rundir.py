@@ -4,18 +4,19 @@ and readers agree (the stacking room and the monitor read through here; the npz 
 Layout (DESIGN.md section 3): `{checkpoints_dir}/{exp}_{split}/` with config.yml, fingerprint.json (what made
 the run, common.fingerprint), `{epoch}.pth` (1-based, the weights of each epoch), resume.pth (the one state to
 resume from: optimiser, scheduler, scaler, RNG, step; replaced every epoch, see models.checkpoints), loss.log, tb/,
-eval/{tag}_{part}.npz and eval/{tag}_metrics.json (tag = `epoch{E}`, or `soup{N}` for a model soup of the last N
+eval/{tag}_{part}.npz and eval/{tag}_metrics.json (tag = `epoch{E}`; `ema{E}` for the moving average of the
+weights that `{E}.pth` holds beside them in a run with `ema.decay` > 0; `soup{N}` for a model soup of the last N
 epochs, soup{N}.pth), DONE and FAILED markers. Only final epoch names match `CHECKPOINT_RE` (resume.pth and soups
 do not); temporary names (fold0123.common.io.is_temporary) never do, so a watcher that filters with
-`checkpoint_epoch` never sees a partial file.
+`checkpoint_epoch` never sees a partial file. `evaluated_epochs` counts `epoch{E}` tags only.
 
 eval/{tag}_{part}.npz: arrays `ids` [n] (str) and `outputs` [n, 8, d] float32, the 8 dihedral views in the order
 of VIEWS; outputs are predictions in the task's saved space, not logits.
 eval/{tag}_metrics.json: {"epoch", "task", "split", "n", "primary", "lower_is_better",
 "views": {"mean": {metric: value}, "identity": {...}}} (+ "checkpoint" for a soup; + "primary_view": "identity"
 for a task whose primary metric is read from the identity view, clip's: absent means the 8-view mean, see
-`primary_view`); split `all` has n = 0 and empty views. The evaluator writes it after the npz files, so its
-presence means the tag is fully evaluated.
+`primary_view`; + "ema": true for an `ema{E}` tag); split `all` has n = 0 and empty views. The evaluator writes it
+after the npz files, so its presence means the tag is fully evaluated.
 """
 from __future__ import annotations
 
@@ -153,6 +154,20 @@ def epoch_tag(epoch: int) -> str:
     return f"epoch{int(epoch)}"
 
 
+def ema_tag(epoch: int) -> str:
+    """The eval tag of the EMA weights saved in `{epoch}.pth` (a run with `ema.decay` > 0)."""
+    return f"ema{int(epoch)}"
+
+
+def has_ema(run: Path) -> bool:
+    """Whether the run trains a moving average of its weights (its config.yml's `ema.decay` > 0), so each epoch
+    has an `ema{E}` tag to evaluate besides `epoch{E}`; False while it has no readable config."""
+    try:
+        return read_run_config(run).ema.decay > 0
+    except (OSError, ValueError):  # ConfigError is a ValueError
+        return False
+
+
 def eval_npz_path(run: Path, tag: str, part: str) -> Path:
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
@@ -163,9 +178,16 @@ def metrics_path(run: Path, tag: str) -> Path:
     return eval_dir(run) / f"{tag}_metrics.json"
 
 
-def is_evaluated(run: Path, epoch: int) -> bool:
-    """metrics.json is written last by the evaluator, so its presence means the epoch is fully evaluated."""
-    return metrics_path(run, epoch_tag(epoch)).is_file()
+def is_evaluated(run: Path, epoch: int, ema: bool = False) -> bool:
+    """metrics.json is written last by the evaluator, so its presence means the epoch (`ema`: its EMA weights) is
+    fully evaluated."""
+    return metrics_path(run, ema_tag(epoch) if ema else epoch_tag(epoch)).is_file()
+
+
+def is_fully_evaluated(run: Path, epoch: int) -> bool:
+    """The epoch's weights are evaluated, and so are their EMA's where the run has one (`has_ema`): what the
+    watcher and the launcher's status wait for."""
+    return is_evaluated(run, epoch) and (not has_ema(run) or is_evaluated(run, epoch, ema=True))
 
 
 def evaluated_epochs(run: Path, part: str | None = None) -> list[int]:

@@ -38,7 +38,8 @@ def _file_name(value: str) -> str:
 Text = Annotated[str, BeforeValidator(_text)]
 Name = Annotated[str, BeforeValidator(_text), AfterValidator(_file_name)]  # exp and split names
 SoupTag = Annotated[str, Field(pattern=r"^soup[1-9][0-9]*$")]  # soup{N}: the uniform soup of the last N epochs
-EpochSpec = Annotated[Literal["last", "best"] | PositiveInt | SoupTag, Field(union_mode="left_to_right")]
+EmaTag = Annotated[str, Field(pattern=r"^ema([1-9][0-9]*)?$")]  # ema: the EMA weights of the last epoch; ema{E}: of E
+EpochSpec = Annotated[Literal["last", "best"] | PositiveInt | SoupTag | EmaTag, Field(union_mode="left_to_right")]
 
 
 # ---------------------------------------------------------------------------------------------------- competition

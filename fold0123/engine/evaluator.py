@@ -3,7 +3,9 @@ part, saved as eval/{tag}_{part}.npz (`ids` [n], `outputs` float32 [n, 8, d]), t
 
 metrics.json is written last: its presence is what tells the watcher (and a restarted watcher) that the epoch
 is fully evaluated. Parts: `oof` (the split's held-out, labelled rows; fold splits only), `test` (test.csv) and
-`train` (the split's train rows; only at the epochs the config lists, or when asked).
+`train` (the split's train rows; only at the epochs the config lists, or when asked). A run with `ema.decay` > 0
+keeps the moving average of its weights in each `{epoch}.pth` too (models.ema): `evaluate_epoch` evaluates both,
+the EMA weights under the tag `ema{E}` (metrics with "ema": true), so stacking can choose either.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from fold0123.data.datasets import normalize
 from fold0123.data.images import ImageCache
 from fold0123.data.views import N_VIEWS, view_outputs
 from fold0123.engine.setup import configure_torch, resolve_device, wrap_model
-from fold0123.models.checkpoints import load_weights, read_checkpoint
+from fold0123.models.checkpoints import EMA_KEY, CheckpointError, load_weights, read_checkpoint
 from fold0123.models.network import build_model
 from fold0123.models.soup import uniform_soup
 from fold0123.models.task import Task
@@ -38,16 +40,19 @@ def default_parts(cfg: RunConfig, epoch: int | None) -> list[str]:
     return parts
 
 
-def load_model(run: Path, checkpoint: Path, device: torch.device, cfg: RunConfig | None = None):
+def load_model(run: Path, checkpoint: Path, device: torch.device, cfg: RunConfig | None = None, ema: bool = False):
     """(config, task with the checkpoint's state, model in eval mode on `device`) of `checkpoint`, a file of `run`
-    (whose config.yml `cfg` is, when already read). The model is built fresh from the file, so changing it never
-    touches the checkpoint (retrieval.ttl relies on that)."""
+    (whose config.yml `cfg` is, when already read); `ema`: with the file's EMA weights instead of the raw ones. The
+    model is built fresh from the file, so changing it never touches the checkpoint (retrieval.ttl relies on that)."""
     cfg = cfg or rundir.read_run_config(run)
     state = read_checkpoint(checkpoint)
+    if ema and EMA_KEY not in state:
+        raise CheckpointError(f"{checkpoint}: holds no EMA weights ({EMA_KEY}): the run was trained with ema.decay 0 "
+                              f"(set ema.decay, e.g. 0.998, and train it again)")
     task = get_task(cfg.task, state.get("task_state"), cfg.dataroot)
     task.run = Path(run)
     model = build_model(cfg, task)
-    load_weights(model, state["model"], checkpoint)
+    load_weights(model, state[EMA_KEY if ema else "model"], checkpoint)
     model = model.to(device).eval()
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -86,8 +91,9 @@ def write_npz(path: Path, ids, outputs: np.ndarray) -> None:
 
 def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, device: str | None = None,
                         checkpoint: str | Path | None = None, tag: str | None = None,
-                        batch_size: int | None = None) -> dict:
-    """Evaluate `{run}/{epoch}.pth` (or `checkpoint`, named `tag`), write the npz files and metrics.json.
+                        batch_size: int | None = None, ema: bool = False) -> dict:
+    """Evaluate `{run}/{epoch}.pth` (or `checkpoint`, named `tag`), write the npz files and metrics.json; `ema`:
+    the file's EMA weights, under the tag `ema{epoch}` unless `tag` says otherwise.
 
     Returns the metrics dict (also written to eval/{tag}_metrics.json when `oof` is among the parts or the split
     has no oof). Raises CheckpointError naming the file when the checkpoint is corrupt or truncated.
@@ -98,7 +104,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         if epoch is None:
             raise ValueError("evaluate_checkpoint needs an epoch or a checkpoint path")
         checkpoint = rundir.checkpoint_path(run, epoch)
-    tag = tag or rundir.epoch_tag(epoch)
+    tag = tag or (rundir.ema_tag(epoch) if ema else rundir.epoch_tag(epoch))
     parts = list(parts) if parts else default_parts(cfg, epoch)
     for part in parts:
         if part not in rundir.PARTS:
@@ -106,7 +112,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
 
     device = resolve_device(device)
     configure_torch(cfg, device)
-    cfg, task, model = load_model(run, checkpoint, device, cfg)
+    cfg, task, model = load_model(run, checkpoint, device, cfg, ema=ema)
     model = wrap_model(model, device)
     channels_last = device.type == "cuda" and cfg.channels_last
     frames, cache = task.part_frames(cfg), task.image_cache(cfg)  # clip: the MUGE splits' galleries
@@ -116,7 +122,9 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
                "views": {"mean": {}, "identity": {}}}
     if task.primary_view != "mean":  # only then: every other task's metrics.json stays as it was
         metrics["primary_view"] = task.primary_view
-    if epoch is None or tag != rundir.epoch_tag(epoch):  # a soup: say which file was evaluated
+    if ema:
+        metrics["ema"] = True
+    if epoch is None or tag not in (rundir.epoch_tag(epoch), rundir.ema_tag(epoch)):  # a soup: which file it was
         metrics["checkpoint"] = Path(checkpoint).name
     for part in parts:
         if part not in frames:
@@ -131,6 +139,19 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     if "oof" in parts or "oof" not in frames:
         write_json(rundir.metrics_path(run, tag), metrics)
     return metrics
+
+
+def evaluate_epoch(run: str | Path, epoch: int, parts=None, device: str | None = None, redo: bool = True,
+                   batch_size: int | None = None) -> list[dict]:
+    """Evaluate epoch `epoch` of `run`: its weights (tag `epoch{E}`) and, in a run with `ema.decay` > 0, their
+    moving average (tag `ema{E}`); returns the metrics of each tag evaluated. `redo=False` skips a tag whose
+    metrics.json exists (a restarted watcher finishing an epoch it had half done)."""
+    run = Path(run)
+    done = []
+    for ema in (False, True) if rundir.has_ema(run) else (False,):
+        if redo or not rundir.is_evaluated(run, epoch, ema=ema):
+            done.append(evaluate_checkpoint(run, epoch, parts=parts, device=device, batch_size=batch_size, ema=ema))
+    return done
 
 
 def evaluate_soup(run: str | Path, n: int, parts=None, device: str | None = None) -> dict:

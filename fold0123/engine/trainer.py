@@ -5,6 +5,8 @@ Why it is shaped this way:
   weights (`{epoch}.pth`) and then replaces the run's one resume.pth (optimiser, scheduler, scaler, RNG, step),
   so `resume=True` continues after the epoch resume.pth names and (deterministic mode, CPU) ends with the same
   weights as a run that was never interrupted. Disk use grows by the weights alone (models.checkpoints).
+- With `ema.decay` > 0 every optimiser step also updates a moving average of the weights (models.ema, timm's
+  ModelEmaV3); `{epoch}.pth` holds it beside the raw weights, which is also where a resume takes it back from.
 - Checkpoints are atomic (models.checkpoints), so the watching evaluator never reads half a file; DONE is written
   last and FAILED (with the error line) on a crash, because tmux cannot report a pane's exit status.
 - A DONE run resumed with more epochs (`--resume --set epochs=10` on a 5-epoch run) loses DONE and goes on. Its
@@ -43,8 +45,9 @@ from fold0123.data.datasets import normalize
 from fold0123.data.views import random_views
 from fold0123.engine.optim import build_optimizer, build_scheduler
 from fold0123.engine.saver import BackgroundSaver
-from fold0123.models.checkpoints import (CheckpointError, load_weights, prune_checkpoints, read_resume, rng_state,
-                                         set_rng_state)
+from fold0123.models.checkpoints import (EMA_KEY, CheckpointError, load_weights, prune_checkpoints, read_resume,
+                                         rng_state, set_rng_state)
+from fold0123.models.ema import build_ema, ema_weights, load_ema_weights
 from fold0123.engine.setup import configure_torch, resolve_device, wrap_model
 from fold0123.models.network import build_model
 from fold0123.models.task import Task
@@ -249,6 +252,7 @@ class Trainee:
     autocast_dtype: torch.dtype | None
     device: torch.device
     channels_last: bool
+    ema: torch.nn.Module | None = None  # the weights' moving average (models.ema, timm's ModelEmaV3); None: off
 
 
 def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_epoch: int,
@@ -261,17 +265,24 @@ def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_ep
     channels_last = device.type == "cuda" and cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ema = build_ema(model, cfg.ema)  # of the plain model, before any DataParallel wrapper
     optimizer = build_optimizer(model, cfg)  # AdamW; per-stage lrs with layer_decay < 1 (engine.optim)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     amp = cfg.amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
     return Trainee(model, wrap_model(model, device), optimizer, scheduler,
                    torch.amp.GradScaler("cuda", enabled=amp == "fp16"),
-                   {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last)
+                   {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last, ema)
 
 
 def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path) -> None:
-    """Weights from `{epoch}.pth`, everything that steps them from resume.pth (models.checkpoints)."""
-    load_weights(trainee.model, weights["model"], run / f"{weights.get('epoch')}.pth")
+    """Weights (and their EMA) from `{epoch}.pth`, everything that steps them from resume.pth (models.checkpoints)."""
+    path = run / f"{weights.get('epoch')}.pth"
+    load_weights(trainee.model, weights["model"], path)
+    if trainee.ema is not None:
+        if not isinstance(weights.get(EMA_KEY), dict):
+            raise CheckpointError(f"{path}: holds no EMA weights ({EMA_KEY}) to resume the run's ema.decay "
+                                  f"average from (trained with ema.decay 0? train the run afresh)")
+        load_ema_weights(trainee.ema, weights[EMA_KEY], path)
     task.load_state(weights.get("task_state"))
     scheduler = trainee.scheduler
     try:
@@ -297,15 +308,18 @@ def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path)
 
 
 def weights_state(trainee: Trainee, task: Task, cfg: RunConfig, epoch: int) -> dict:
-    """`{epoch}.pth`: what evaluation, transfer and soups need."""
-    return {"epoch": epoch, "split": cfg.split, "config": cfg.model_dump(mode="json"),
-            "model": {k: v.detach().cpu() for k, v in trainee.model.state_dict().items()},
-            "task_state": {str(k): float(v) for k, v in task.state.items()}}
+    """`{epoch}.pth`: what evaluation, transfer and soups need; with EMA on, its weights too (EMA_KEY)."""
+    state = {"epoch": epoch, "split": cfg.split, "config": cfg.model_dump(mode="json"),
+             "model": {k: v.detach().cpu() for k, v in trainee.model.state_dict().items()},
+             "task_state": {str(k): float(v) for k, v in task.state.items()}}
+    if trainee.ema is not None:
+        state[EMA_KEY] = ema_weights(trainee.ema)
+    return state
 
 
 def resume_state(trainee: Trainee, cfg: RunConfig, epoch: int, global_step: int) -> dict:
-    """resume.pth: what continues training after `epoch` (with that epoch's weights), and the thread count the
-    run was trained with (a resume keeps it: numerics)."""
+    """resume.pth: what continues training after `epoch` (with that epoch's weights, and their EMA: its state is
+    those weights and `global_step`), and the thread count the run was trained with (a resume keeps it: numerics)."""
     return {"epoch": epoch, "global_step": global_step, "threads": cfg.threads,
             "optimizer": trainee.optimizer.state_dict(),
             "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(), "rng": rng_state()}
@@ -379,6 +393,8 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
             optimizer.zero_grad(set_to_none=True)
             trainee.scheduler.step()
             global_step += 1
+            if trainee.ema is not None:  # after every optimiser step, with the 1-based global step (models.ema)
+                trainee.ema.update(trainee.model, step=global_step)
             if global_step % cfg.log_every == 0 or i + 1 == len(batches):
                 mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
                 log.write(epoch, global_step, mean_loss, lr, speed)

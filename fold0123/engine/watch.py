@@ -5,7 +5,9 @@ watcher that opens files on creation reads half-written checkpoints. train.py wr
 fsyncs it and `os.replace`s it to `{epoch}.pth`: the watcher reacts to the move's destination and to creations
 of final names only (a final name is never written in place), and ignores temporary names. It rescans the folder
 on start (and every `rescan_s` as a safety net) to catch checkpoints written while it was down, evaluates in epoch
-order, skips epochs whose metrics.json exists, and exits once DONE is there and the last epoch is evaluated.
+order, skips epochs whose metrics.json exists (and their EMA's, `ema{E}`, in a run with `ema.decay` > 0: an epoch
+is done when both are, common.rundir.is_fully_evaluated), and exits once DONE is there and the last epoch is
+evaluated.
 resume.pth (the run's resume state) is no epoch name, so it is never evaluated. A DONE run extended with
 `train.py --resume --set epochs=N` loses its DONE before train.py writes anything, so a watcher started after
 that waits for the new epochs; one started before it would still see the old DONE and exit.
@@ -154,7 +156,7 @@ def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None
             if todo:
                 epoch = todo[0]
                 attempted.add(epoch)
-                if rundir.is_evaluated(run, epoch):
+                if rundir.is_fully_evaluated(run, epoch):
                     result.skipped.append(epoch)
                     continue
                 if not rundir.checkpoint_path(run, epoch).is_file():

@@ -2,8 +2,9 @@
 
 tmux cannot report a pane's exit status (DESIGN section 6), so every launcher (tmux, tmuxinator, Slurm) decides
 from files: train.py writes `DONE` last on success and `FAILED` on a crash; evaluate.py writes
-`eval/epoch{E}_metrics.json` last for each epoch. A row is only finished when training is DONE *and* the last
-checkpoint's metrics exist, because closing the session at DONE would kill the evaluator mid-epoch.
+`eval/epoch{E}_metrics.json` last for each epoch (and `eval/ema{E}_metrics.json` for a run with EMA). A row is
+only finished when training is DONE *and* the last checkpoint's metrics exist, because closing the session at
+DONE would kill the evaluator mid-epoch.
 
 Two markers are the launcher's own, written by a pane whose command exited non-zero without leaving a marker
 (killed, or failed before it could create its run directory): `FAILED` for the trainer (same meaning as
@@ -75,7 +76,7 @@ def read_status(run_dir: str | Path) -> RunStatus:
     if (run_dir / EVAL_FAILED).is_file():
         return RunStatus(run_dir, "failed", "evaluate: " + (_last_line(run_dir / EVAL_FAILED) or "failed"))
     if training_done(run_dir):
-        if last is None or rundir.is_evaluated(run_dir, last):
+        if last is None or rundir.is_fully_evaluated(run_dir, last):  # its EMA's too, where it has one
             return RunStatus(run_dir, "done", f"DONE, {last or 0} epochs evaluated")
         return RunStatus(run_dir, "running", f"training DONE, evaluating epoch {last}")
     if last is not None or rundir.loss_log_path(run_dir).is_file():

@@ -3,9 +3,11 @@
 A run keeps two kinds of file, so that its disk use grows by the weights alone (AdamW's two moments per weight
 would triple every epoch file; 134 MB instead of 45 MB per ResNet18 epoch):
 - `{epoch}.pth` (rundir.checkpoint_path), one per epoch, weights only: `model` (state dict), `epoch`, `split`,
-  `config`, `task_state`. What evaluation, transfer and soups read.
+  `config`, `task_state`, and `model_ema` (the weights' moving average, models.ema) for a run with `ema.decay` > 0.
+  What evaluation, transfer and soups read (transfer and soups the raw `model`; evaluation both).
 - `resume.pth` (rundir.resume_path), one per run, atomically replaced every epoch: `epoch`, `global_step`,
-  `optimizer`, `scheduler`, `scaler`, `rng`. What `train.py --resume` adds to the weights of its epoch.
+  `optimizer`, `scheduler`, `scaler`, `rng`. What `train.py --resume` adds to the weights of its epoch (an EMA's
+  state is its weights, in the epoch file, and the global step: nothing more of it goes here).
 
 Crash ordering: the trainer writes `{E}.pth` first, then `resume.pth` for E. A crash between the two leaves
 `resume.pth` at E-1, whose weights file still exists (pruning runs after both writes), so the resume redoes
@@ -35,6 +37,7 @@ from fold0123.common.io import atomic_path
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 RESUME_KEYS = ("epoch", "global_step", "optimizer", "scheduler", "scaler", "rng")
+EMA_KEY = "model_ema"  # the EMA weights in `{epoch}.pth`, beside the raw weights' `model` (models.ema)
 
 
 class CheckpointError(Fold0123Error):
@@ -116,6 +119,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(checkpoint.get("model"), dict):
         raise CheckpointError(f"{path}: not a checkpoint (expected a dict with a 'model' state dict)")
     checkpoint["model"] = strip_prefixes(checkpoint["model"])
+    if EMA_KEY in checkpoint:
+        if not isinstance(checkpoint[EMA_KEY], dict):
+            raise CheckpointError(f"{path}: its {EMA_KEY!r} is not a state dict")
+        checkpoint[EMA_KEY] = strip_prefixes(checkpoint[EMA_KEY])
     return checkpoint
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from fold0123.models.checkpoints import CheckpointError, read_checkpoint, save_checkpoint
+from fold0123.models.checkpoints import EMA_KEY, CheckpointError, read_checkpoint, save_checkpoint
 
 
 def average_state_dicts(state_dicts: Sequence[dict], names: Sequence[str] = ()) -> dict:
@@ -41,6 +41,7 @@ def uniform_soup(checkpoint_paths: Sequence[str | Path], out_path: str | Path) -
     checkpoints = [read_checkpoint(p) for p in paths]
     soup = dict(checkpoints[-1])
     soup["model"] = average_state_dicts([c["model"] for c in checkpoints], [str(p) for p in paths])
+    soup.pop(EMA_KEY, None)  # the last epoch's EMA is no part of the soup
     soup["soup"] = [str(p) for p in paths]
     return save_checkpoint(out_path, soup)
 

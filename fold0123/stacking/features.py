@@ -81,7 +81,7 @@ def read_folds(dataroot: str | Path, k: int, split_suffix: str = "") -> pd.Serie
 class RunChoice:
     exp: str
     task: str
-    epoch: int | str  # an epoch number, or an eval tag such as `soup5` (stacking.runs.resolve_epoch)
+    epoch: int | str  # an epoch number, or an eval tag such as `soup5`, `ema3` (stacking.runs.resolve_epoch)
 
 
 @dataclass
@@ -130,7 +130,7 @@ def check_finished(checkpoints_dir: str | Path, runs: dict, splits: list[str]) -
 def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, k: int = 3,
                    aggregations="mean,max,min,var", raw_views: bool = False, split_suffix: str = "",
                    test_features: str = "all", infold="auto", allow_unfinished: bool = False) -> FeatureSet:
-    """Load the chosen runs (`{exp: 'last' | 'best' | epoch | 'soup<N>'}`) and build the feature tables.
+    """Load the chosen runs (`{exp: 'last' | 'best' | epoch | 'soup<N>' | 'ema'}`) and build the feature tables.
 
     The `test_features` source must exist; the other one is built too when its files exist, so the report can
     compare them. `infold`: True requires every fold run's `train` part at the chosen epoch, 'auto' builds the

@@ -12,6 +12,9 @@ recipe at the same point of training. 'best' picks the epoch with the best mean-
 looks at the folds' own validation rows, as the original did; the stack's CV is then slightly optimistic).
 'soup{N}' reads each run's uniform soup of its last N epochs (eval/soup{N}_*, `evaluate.py --soup N`, which the
 recipe runs for the soups its stack names); a resolved choice is then that tag instead of an epoch number.
+'ema' reads the moving average of the weights (a run trained with `ema.decay` > 0) at the epoch 'last' resolves
+to, eval/ema{E}_* (evaluate.py evaluates it beside each epoch), and 'ema{E}' that of epoch E; resolved, the tag.
+An EMA evaluation older than that epoch is never taken in its place: its absence is an error naming the file.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from fold0123.data.layout import split_names
 from fold0123.data.metrics import expected_class
 
 SOUP_RE = re.compile(r"^soup([1-9][0-9]*)$")  # an eval tag / epoch spec: the uniform soup of the last N epochs
+EMA_RE = re.compile(r"^ema([1-9][0-9]*)?$")  # an epoch spec: the EMA weights of the last epoch (`ema`) or of E
 
 
 @dataclass(frozen=True)
@@ -187,11 +191,34 @@ def resolve_soup(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], 
     return tag
 
 
+def resolve_ema(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], spec: str) -> str:
+    """`ema` -> `ema{L}` (L: the epoch 'last' resolves to), `ema{E}` -> itself, once every fold run of `exp` has
+    that tag evaluated (oof npz + metrics). A run trained without EMA, or whose EMA of that epoch is not evaluated
+    (an older one does not stand in for it), is a one-line RunError naming it."""
+    number = EMA_RE.match(spec).group(1)
+    epoch = int(number) if number else resolve_epoch(checkpoints_dir, exp, fold_splits, "last")
+    tag = rundir.ema_tag(epoch)
+    for split in fold_splits:
+        run = _existing_run(run_dir(checkpoints_dir, exp, split))
+        if rundir.metrics_path(run, tag).is_file() and eval_path(run, tag, "oof").is_file():
+            continue
+        if rundir.read_run_config(run).ema.decay <= 0:
+            raise RunError(f"{run}: has no EMA weights (trained with ema.decay 0), so `{exp}: {spec}` cannot be "
+                           f"stacked: set ema.decay (e.g. 0.998) in its config and train it again, or choose "
+                           f"another epoch for {exp} in `runs`")
+        raise RunError(f"{rundir.metrics_path(run, tag)}: missing: the EMA weights of epoch {epoch} are not "
+                       f"evaluated (evaluate.py --run {run} --epoch {epoch} evaluates them)")
+    return tag
+
+
 def resolve_epoch(checkpoints_dir: str | Path, exp: str, fold_splits: list[str], spec) -> int | str:
     """'last' | 'best' | int -> one epoch that every fold run of `exp` has evaluated (oof npz + metrics);
-    'soup{N}' -> that tag, once every fold run has its soup evaluated (resolve_soup)."""
+    'soup{N}' -> that tag, once every fold run has its soup evaluated (resolve_soup); 'ema' | 'ema{E}' -> the
+    tag of those EMA weights, once every fold run has them evaluated (resolve_ema)."""
     if soup_size(spec) is not None:
         return resolve_soup(checkpoints_dir, exp, fold_splits, spec)
+    if isinstance(spec, str) and EMA_RE.match(spec):
+        return resolve_ema(checkpoints_dir, exp, fold_splits, spec)
     table = metrics_table(checkpoints_dir, exp, fold_splits)
     per_split = {split: set(table.loc[table["split"] == split, "epoch"]) for split in fold_splits}
     for split, epochs in per_split.items():
@@ -225,4 +252,4 @@ def resolve_epoch(checkpoints_dir: str | Path, exp: str, fold_splits: list[str],
         means = table[table["epoch"].isin(common)].groupby("epoch")["value"].mean()
         lower = bool(table["lower_is_better"].iloc[0])
         return int(means.idxmin() if lower else means.idxmax())
-    raise RunError(f"{exp}: epoch must be 'last', 'best', an integer or 'soup<N>', got {spec!r}")
+    raise RunError(f"{exp}: epoch must be 'last', 'best', an integer, 'soup<N>' or 'ema', got {spec!r}")
