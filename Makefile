@@ -53,6 +53,7 @@ bench: env
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q imagemagick >/dev/null
 	$(PY) -m bench.jigsaw_bench
 	$(PY) -m bench.train_overhead
+	$(PY) -m bench.augment_cost
 	$(PY) -m bench.watch_latency
 	$(PY) -m fold0123.preprocessing.muge_emoji --out datasets/emoji_muge
 	$(PY) -m fold0123.preprocessing.pack_lmdb --data-dir datasets/emoji_muge --splits train,valid,test

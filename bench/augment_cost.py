@@ -1,0 +1,72 @@
+"""What each training option of the recipe issue costs: the engine's steady-state training throughput with an
+option on, against the bare trainer (the same config with every option off), in the same process, alternating
+per round (bench.train_overhead's measurement, on the CPU-time clock, which neighbours sharing the cores barely
+move, and on the wall clock). The ratio is option / bare: 1.0 is free, 0.5 halves the images per second.
+
+    .venv/bin/python -m bench.augment_cost [--device cpu|cuda:0] [--rounds 3] [--image-size 32] ...
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench.train_overhead import bench_config, engine_throughput, make_data
+from fold0123.engine.setup import resolve_device
+
+OPTIONS = {
+    "crop [0.35, 1]": {"augmentation": {"crop_scale": (0.35, 1.0)}},
+    "trivialaugment": {"augmentation": {"policy": "trivialaugment"}},
+    "randaugment 9": {"augmentation": {"policy": "randaugment"}},
+    "color jitter 0.4": {"augmentation": {"color_jitter": 0.4}},
+    "erasing 0.25": {"augmentation": {"erasing": 0.25}},
+    "mixup 0.2 + cutmix 1": {"mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}},
+    "ema 0.998": {"ema": {"decay": 0.998}},
+    "stem small, width 16": {"stem": "small", "width": 16},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--images", type=int, default=768, help="train images of the synthetic dataroot")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--amp", default="bf16")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    device = str(resolve_device(args.device))
+    torch.set_num_threads(args.threads)
+    clocks = ("steady_cpu", "steady_wall") if device.startswith("cpu") else ("steady_wall",)
+    ratios = {name: {clock: [] for clock in clocks} for name in OPTIONS}
+    with tempfile.TemporaryDirectory() as tmp:
+        dataroot = make_data(Path(tmp), args.images)
+        for r in range(args.rounds):
+            bare_cfg = bench_config(args, dataroot, Path(tmp) / f"bare{r}")
+            bare = engine_throughput(bare_cfg, device)
+            for i, (name, changes) in enumerate(OPTIONS.items()):
+                cfg = bench_config(args, dataroot, Path(tmp) / f"opt{r}_{i}").model_copy(update={
+                    key: (getattr(bare_cfg, key).model_copy(update=value) if isinstance(value, dict) else value)
+                    for key, value in changes.items()})
+                timed = engine_throughput(cfg, device)
+                for clock in clocks:
+                    ratios[name][clock].append(timed[clock] / bare[clock])
+    print(f"device {device}, {args.backbone} {args.image_size}px, batch {args.batch_size}, {args.images} images x "
+          f"{args.epochs} epochs, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds (min-max) of "
+          f"option / bare images/s; load average {os.getloadavg()[0]:.1f}")
+    for name, by_clock in ratios.items():
+        cells = "  ".join(f"{clock.split('_')[1]} {statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})"
+                          for clock, v in by_clock.items())
+        print(f"{name:24s} {cells}")
+
+
+if __name__ == "__main__":
+    main()
