@@ -1,6 +1,7 @@
 """`make ablation` on the 32 px fixture: ablation.py runs the recipe, the target variants, a soup, the stacks and
-a pseudo-label round through the real CLIs, and writes a table with every row present and finite (the numbers
-belong in RESULTS.md, not here), and a verdict for every claim."""
+a pseudo-label round through the real CLIs for two seeds, and writes a table with every row present and finite
+for both seeds (the numbers belong in RESULTS.md, not here), and a verdict for every claim. The verdicts'
+statistics and the seeds' layout: tests/test_ablation_verdicts.py."""
 from __future__ import annotations
 
 import json
@@ -45,10 +46,12 @@ def test_the_recipe_checkpoints_dir_moves_every_run_the_stack_and_the_table(tmp_
 
 @pytest.fixture
 def ablation_conf(tmp_path: Path) -> str:
-    """The recipe of tests/test_recipe.py with two tasks (target, onehot) of 2 epochs, and an ablation of it."""
+    """The recipe of tests/test_recipe.py with two tasks (target, onehot) of 2 epochs, and an ablation of it over
+    two seeds."""
     recipe = tiny_recipe(tmp_path, ("target", "onehot"), "epochs: 2\neval: {train_epochs: [2]}\n")  # + in-fold
     return write(tmp_path / "ablation.yml", f"recipe: {recipe}\nout_dir: {tmp_path / 'results'}\n"
-                                            "freeze_modes: [none, layer34]\nsoup: 2\npseudo: true\n")
+                                            "freeze_modes: [none, layer34]\nsoup: 2\npseudo: true\n"
+                                            "seeds: [0, 1]\n")
 
 
 @pytest.mark.integration
@@ -56,7 +59,7 @@ def test_ablation_writes_every_row_and_a_verdict_per_claim(ablation_conf: str, t
     env = {**os.environ, "TMUX_TMPDIR": str(tmp_path)}  # a private tmux server
     env.pop("TMUX", None)
     done = subprocess.run([sys.executable, "ablation.py", "--conf", ablation_conf], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     rows = {r["id"]: r for r in results["rows"]}
@@ -68,7 +71,10 @@ def test_ablation_writes_every_row_and_a_verdict_per_claim(ablation_conf: str, t
             assert row["note"].startswith("skipped")
             continue
         assert len(row["folds"]) == 3 and all(math.isfinite(v) for v in row["folds"]), row
+        assert row["seeds"] == [0, 1] and row["seed_std"] is not None, row
         assert math.isfinite(row["oof"]) and math.isfinite(row["answers"]), row
     assert len(results["claims"]) == 8
-    assert all(c["verdict"] in ("confirmed", "refuted", "not significant") for c in results["claims"])
+    assert all(c["verdict"] in ("confirmed", "refuted", "not significant", "unstable") for c in results["claims"])
+    assert all(c["seeds"] == [0, 1] and len(c["halves"]) == 2 for c in results["claims"])
+    assert (tmp_path / "runs" / "seed1" / "target_scratch_3fold0").is_dir()  # seed 1 beside seed 0's runs
     assert "| 10 | 9 + tuned post-processing" in (tmp_path / "results" / "RESULTS.md").read_text()

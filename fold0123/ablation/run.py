@@ -1,90 +1,151 @@
-"""`make ablation`: the recipe, then every variant the ablation table needs, then the table.
+"""`make ablation`: the recipe, then every variant the ablation table needs, then the table, once per seed.
 
 It extends a recipe (the demo's by default): the recipe's own stages first (reused when `make demo` made them),
 then the baselines, the target run from scratch and under each freeze mode (keeping the last epochs so that a
 soup can be made), a soup, one stack per task alone, the four-task stack without and with pixel statistics and
-post-processing, and one pseudo-label round. Each step is one of the project's CLIs, run as a user would run it;
-`python -m fold0123.ablation.table` then reads what they wrote (this module only runs commands). Wall-clock
-per step goes to `timings.json` beside the table so that each row can say what it cost.
+post-processing, and one pseudo-label round. The dataset, the folds and the tag vectors are made once (the
+recipe's seed); the rest is done for each seed of `seeds`, the base seed in the recipe's own places and the
+others beside them (ablation.plan: seed_recipe, stack_dirs, baselines_dir), so that a seed never overwrites
+another's runs or stacks. Every step skips what exists (the launcher skips finished runs, resumes interrupted
+ones and refuses stale ones): a rerun, or more seeds later, trains only what is missing. `claims` (keys of
+plan.CLAIMS) limits the steps to what those claims need.
+
+Each step is one of the project's CLIs, run as a user would run it; `python -m fold0123.ablation.table` then
+reads what they wrote (this module only runs commands). Wall-clock per step goes to `timings.json` beside the
+table (plan.timing_key: `seed S: step` for a seed other than the base one) so that each row can say what it cost.
+
+The pseudo-label round writes its split files into the dataroot under one name (`{split}_pseudo1`), so each
+seed rewrites them from its own stack just before its round trains on them; their content is what the runs'
+fingerprints digest, so a rerun (which rewrites them the same way) still reuses every seed's pseudo runs.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
-from fold0123.ablation.plan import ablation_recipe, stack_dirs, stack_variants, target_variants, task_confs
+from fold0123.ablation.plan import (ablation_recipe, base_runs_dir, baselines_dir, claim_keys, seed_recipe,
+                                    seed_runs_dir, stack_dirs, stack_step, stack_variants, steps_for,
+                                    target_variants, task_confs, timing_key)
+from fold0123.common import rundir
 from fold0123.common.dataroot import split_names
-from fold0123.common.io import write_json
+from fold0123.common.io import make_dir, write_json
 from fold0123.common.schema import AblationConfig
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
-                                      make_tag_vectors, pretext, run_cli, stack_args, stage)
+                                      make_soups, make_tag_vectors, pretext, run_cli, stack_args, stage)
 
 
 class Timer:
-    """Seconds per named step, written to timings.json after each step (a killed driver keeps what it had)."""
+    """Seconds per named step, written to timings.json after each step (a killed driver keeps what it had). The
+    steps this driver does not run (claims left out by --claims) keep their earlier seconds."""
 
     def __init__(self, path: Path):
-        self.path, self.seconds = path, {}
+        self.path, self.seconds, self.fresh = path, self._earlier(path), set()
+
+    @staticmethod
+    def _earlier(path: Path) -> dict[str, float]:
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(earlier, dict):
+            return {}
+        return {k: float(v) for k, v in earlier.items() if isinstance(v, (int, float))}
 
     def run(self, name: str, fn, *args) -> None:
         start = time.time()
         fn(*args)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - start
+        if name not in self.fresh:  # measured again now: the earlier seconds go
+            self.fresh.add(name)
+            self.seconds[name] = 0.0
+        self.seconds[name] += time.time() - start
         write_json(self.path, self.seconds)
 
 
-def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = False) -> Path:
-    """Run every step (skipping what exists), then the table (`conf_args`: how this config was given, passed on
-    to the table command)."""
+def share_cache(cfg: AblationConfig, seed: int) -> None:
+    """Seed `seed`'s runs use the base seed's image cache and photo features (`{runs}/cache`, named by what made
+    them): `{runs}/seed{S}/cache` is a link to it, made once."""
+    runs = seed_runs_dir(cfg, seed)
+    if runs is None:
+        return
+    own, shared = rundir.cache_dir(runs), rundir.cache_dir(base_runs_dir(cfg))
+    if own.exists() or own.is_symlink():
+        return
+    make_dir(shared)
+    make_dir(runs)
+    own.symlink_to(os.path.relpath(shared, runs), target_is_directory=True)
+
+
+def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = False,
+                 claims: list[str] | None = None) -> Path:
+    """Run every step (skipping what exists) for every seed, then the table (`conf_args`: how this config was
+    given, passed on to the table command). `claims`: names of plan.CLAIMS whose steps alone run (None: all)."""
+    steps = steps_for(claim_keys(claims))
     clock, wall = CpuClock(), time.time()
     recipe = ablation_recipe(cfg)
-    out = Path(cfg.out_dir)
-    timer = Timer(out / "timings.json")
+    timer = Timer(Path(cfg.out_dir) / "timings.json")
     timer.run("dataset", build_dataset, recipe, redo_stale)
     timer.run("folds", make_folds, recipe, redo_stale)
     timer.run("tag vectors", make_tag_vectors, recipe, redo_stale)
-    timer.run("pretext", pretext, recipe, redo_stale)
-    timer.run("tasks", fold0123, recipe, redo_stale)
-
-    stage("baselines")
-    answers = ["--answers", recipe.answers] if recipe.answers else []
-    timer.run("baselines", run_cli, "-m", "fold0123.baselines", "--dataroot", recipe.dataroot,
-              "--folds", str(recipe.folds), "--seed", str(recipe.seed), "--out", str(out / "baselines"),
-              *baseline_bag(recipe), *answers)
-
-    tasks = task_confs(recipe)
-    target_exp = next(exp for exp, (_, c) in tasks.items() if c.task == "target")
-    target_conf, target_cfg = tasks[target_exp]
-    for exp, overrides in target_variants(cfg, target_cfg).items():
-        stage(f"variant {exp}: {' '.join(overrides)}")
-        sets = [a for o in [f"exp={exp}", f"keep_last={max(cfg.soup, 1)}", *overrides] for a in ("--set", o)]
-        timer.run(exp, launch, recipe, target_conf, redo_stale, *sets)
-    if cfg.soup > 1 and cfg.scratch:
-        stage(f"soup of the last {cfg.soup} epochs of target_scratch")
-        for split in split_names(recipe.folds):
-            run = Path(target_cfg.checkpoints_dir) / f"target_scratch_{split}"
-            timer.run("soup", run_cli, "evaluate.py", "--run", str(run), "--soup", str(cfg.soup), "--device",
-                      "cpu" if recipe.devices == "cpu" else "cuda")
-
-    tasks_exps = list(tasks)
-    tags = recipe.test_tags  # the emoji build with --test-tags: row 12, the stack with tag features
-    stacks = stack_dirs(cfg, tasks_exps, tags)
-    for name, overrides in stack_variants(cfg, tasks_exps, tags).items():
-        stage(f"stack {name}: {' '.join(overrides)}")
-        timer.run(f"stack {name}", run_cli, "stack.py", *stack_args(recipe, f"out_dir={stacks[name]}", *overrides))
-    if cfg.pseudo:
-        stage("one pseudo-label round, from the post-processed stack")
-        post = [f"out_dir={stacks['pseudo']}", *stack_variants(cfg, tasks_exps)["post"]]
-        timer.run("pseudo", run_cli, "stack.py", "pseudo", "--round", "1", *stack_args(recipe, *post))
-        splits = ",".join(f"{s}_pseudo1" for s in split_names(recipe.folds))
-        for conf, _ in tasks.values():
-            timer.run("pseudo", launch, recipe, conf, redo_stale, "--splits", splits)
-        timer.run("stack pseudo", run_cli, "stack.py", *stack_args(recipe, "split_suffix=_pseudo1", *post))
+    for i, seed in enumerate(cfg.seeds):
+        stage(f"seed {seed} ({i + 1} of {len(cfg.seeds)})")
+        run_seed(cfg, seed, steps, timer, redo_stale)
 
     stage("the table")
     device = f"CPU, {os.cpu_count()} cores" if recipe.devices == "cpu" else f"GPUs {recipe.devices}"
     run_cli("-m", "fold0123.ablation.table", *conf_args, "--wall-seconds", f"{time.time() - wall:.0f}",
             "--device", device)
     print(clock.report())
-    return out
+    return Path(cfg.out_dir)
+
+
+def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo_stale: bool = False) -> None:
+    """One seed's runs and stacks (plan.seed_recipe: where they go), `steps` of plan.steps_for only."""
+    recipe = seed_recipe(cfg, seed)
+    key = lambda step: timing_key(cfg, seed, step)  # noqa: E731
+    share_cache(cfg, seed)
+    timer.run(key("pretext"), pretext, recipe, redo_stale)
+    timer.run(key("tasks"), fold0123, recipe, redo_stale)
+    timer.run(key("soups"), make_soups, recipe)  # the soups the recipe's stack names (none in the demo's)
+
+    if "baselines" in steps:
+        stage(f"baselines (seed {seed})")
+        answers = ["--answers", recipe.answers] if recipe.answers else []
+        timer.run(key("baselines"), run_cli, "-m", "fold0123.baselines", "--dataroot", recipe.dataroot,
+                  "--folds", str(recipe.folds), "--seed", str(seed), "--out", str(baselines_dir(cfg, seed)),
+                  *baseline_bag(recipe), *answers)
+
+    tasks = task_confs(recipe)
+    target_exp = next(exp for exp, (_, c) in tasks.items() if c.task == "target")
+    target_conf, target_cfg = tasks[target_exp]
+    for exp, overrides in target_variants(cfg, target_cfg).items():
+        if ("scratch" if exp == "target_scratch" else "freeze") not in steps:
+            continue
+        stage(f"variant {exp} (seed {seed}): {' '.join(overrides)}")
+        sets = [a for o in [f"exp={exp}", f"keep_last={max(cfg.soup, 1)}", *overrides] for a in ("--set", o)]
+        timer.run(key(exp), launch, recipe, target_conf, redo_stale, *sets)
+    if cfg.soup > 1 and cfg.scratch and "soup" in steps:
+        stage(f"soup of the last {cfg.soup} epochs of target_scratch (seed {seed})")
+        for split in split_names(recipe.folds):
+            run = Path(target_cfg.checkpoints_dir) / f"target_scratch_{split}"
+            timer.run(key("soup"), run_cli, "evaluate.py", "--run", str(run), "--soup", str(cfg.soup), "--device",
+                      "cpu" if recipe.devices == "cpu" else "cuda")
+
+    tasks_exps = list(tasks)
+    tags = recipe.test_tags  # the emoji build with --test-tags: row 12, the stack with tag features
+    stacks = stack_dirs(cfg, tasks_exps, tags, seed)
+    for name, overrides in stack_variants(cfg, tasks_exps, tags).items():
+        if stack_step(name) not in steps:
+            continue
+        stage(f"stack {name} (seed {seed}): {' '.join(overrides)}")
+        timer.run(key(f"stack {name}"), run_cli, "stack.py",
+                  *stack_args(recipe, f"out_dir={stacks[name]}", *overrides))
+    if cfg.pseudo and "pseudo" in steps:
+        stage(f"one pseudo-label round, from the post-processed stack (seed {seed})")
+        post = [f"out_dir={stacks['pseudo']}", *stack_variants(cfg, tasks_exps)["post"]]
+        timer.run(key("pseudo"), run_cli, "stack.py", "pseudo", "--round", "1", *stack_args(recipe, *post))
+        splits = ",".join(f"{s}_pseudo1" for s in split_names(recipe.folds))
+        for conf, _ in tasks.values():
+            timer.run(key("pseudo"), launch, recipe, conf, redo_stale, "--splits", splits)
+        timer.run(key("stack pseudo"), run_cli, "stack.py", *stack_args(recipe, "split_suffix=_pseudo1", *post))

@@ -4,21 +4,43 @@ The driver (ablation.run) trains the variant runs and writes the stacks; this mo
 they left (run directories, stack reports, baselines.json, the driver's timings.json) and turns it into rows,
 verdicts on the atmaCup #11 write-up's claims, `results.json`, `RESULTS.md` and the HTML report.
 
-A row is scored the way the stack is: RMSE on the target per fold (mean ± std over folds), over all out-of-fold
-rows, and on the held-out answers (test predictions of the `all` run, or the stack's submission). Nothing here
+A row is scored the way the stack is: RMSE on the target per fold, over all out-of-fold rows, and on the held-out answers (test predictions of the `all` run, or the stack's submission). Nothing here
 chooses anything: every choice was made out of fold by the step that made the file.
 
-A claim compares two rows fold by fold: d_k = score_a,k - score_b,k (lower is better). It is `confirmed` when
-the mean difference goes the claimed way by more than its spread (2 x the standard error of d over the folds),
-`refuted` when it goes the other way by more than that, `not significant` otherwise, and `not measured` when a
-row is missing.
+Every row is measured once per seed of the config's `seeds` (ablation.plan: where each seed's runs and stacks
+are); the folds are the same for every seed. A row shows its mean over seeds x folds ± the standard deviation of
+its per-seed CV means (the run-to-run spread), beside the fold-to-fold standard deviation (within a seed,
+averaged over seeds).
+
+A claim compares two rows on the seeds both were measured on, seed by seed and fold by fold (`spread_of`):
+
+    d[s, k] = score_a[s, k] - score_b[s, k]   (lower is better; S seeds x K folds, paired by seed and fold)
+    mean    = the mean of d over all S x K seed-fold pairs
+    s.e.^2  = var_k(mean_s d[s, k]) / K + var_s(mean_k d[s, k]) / S   (sample variances, ddof 1)
+
+The first term is the fold-paired standard error of the seed-averaged fold differences (the fold-to-fold spread),
+the second the standard error of the per-seed mean differences across seeds (the run-to-run spread; only with
+S >= 2). Under the two-way model d = mu + fold_k + seed_s + noise_sk its expectation is the variance of `mean`
+plus var(noise) / (S K): the seed-by-fold noise is counted twice, so the rule errs on the cautious side, and
+neither source can hide the other (both terms are >= 0). With one seed it is the fold-paired rule of one run. The spread is
+2 s.e.: `confirmed` when the mean difference goes the claimed way by more than the spread, `refuted` when it goes
+the other way by more, `not significant` otherwise.
+
+The reproducibility check (`judge`): the seeds, in the config's order, are split into two halves, the first
+ceil(S/2) seeds and the rest ([0, 1, 2]: {0, 1} and {2}; two seeds: one each), and each half is judged by the
+same rule on its own seeds. The printed verdict is the all-seeds verdict only when both halves reach that same
+verdict on their own; otherwise it is `unstable` (the halves disagree with each other, or both with all the
+seeds), never confirmed or refuted. With one seed there are no halves and the all-seeds verdict
+is printed. A claim is `not measured` when a row is missing, or was measured on fewer seeds than the config
+asks for (its difference and spread still say what the seeds it has give).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -28,7 +50,8 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fold0123.ablation.plan import ablation_recipe, pretext_exp, stack_dirs, task_confs
+from fold0123.ablation.plan import (CLAIMS, base_seed, baselines_dir, pretext_exp, seed_recipe, stack_dirs, task_confs,
+                                    timing_key)
 from fold0123.common import rundir
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import Fold0123Error, cli_main
@@ -45,6 +68,10 @@ from fold0123.stacking.runs import as_target, eval_tag, fold_splits, load_output
 
 @dataclass
 class Row:
+    """One row of the table. Over several seeds (`over_seeds`): `folds` are the seed-averaged fold scores,
+    `cv_mean` the mean over seeds x folds, `cv_std` the fold-to-fold std (within a seed, averaged over seeds),
+    `seed_std` the std (ddof 1) of the per-seed CV means (None with one seed), `oof`, `answers` and `seconds`
+    means over seeds; `seed_folds[i]` are seed `seeds[i]`'s fold scores."""
     id: str
     name: str
     group: str
@@ -55,23 +82,63 @@ class Row:
     answers: float | None = None
     seconds: float | None = None
     note: str = ""
+    seeds: list[int] = field(default_factory=list)
+    seed_folds: list[list[float]] = field(default_factory=list)
+    seed_std: float | None = None
 
     @classmethod
-    def scored(cls, id: str, name: str, group: str, folds, oof=None, answers=None, seconds=None, note=""):
+    def scored(cls, id: str, name: str, group: str, folds, oof=None, answers=None, seconds=None, note="",
+               seed: int = 0):
+        """One seed's row."""
         folds = [float(f) for f in folds]
         return cls(id, name, group, folds, float(np.mean(folds)) if folds else None,
-                   float(np.std(folds)) if folds else None, _num(oof), _num(answers), _num(seconds), note)
+                   float(np.std(folds)) if folds else None, _num(oof), _num(answers), _num(seconds), note,
+                   [seed] if folds else [], [folds] if folds else [])
+
+    @classmethod
+    def over_seeds(cls, per_seed: dict[int, "Row"], seeds: list[int] | None = None) -> "Row":
+        """One row from the same row of several seeds (`{seed: one seed's row}`); the seeds whose row is not
+        measured (or has another fold count) are left out, and the note says so when `seeds` (the seeds asked
+        for) are not all there."""
+        rows = list(per_seed.values())
+        measured = [(s, r) for s, r in per_seed.items() if r.folds]
+        first = measured[0][1] if measured else rows[0]
+        measured = [(s, r) for s, r in measured if len(r.folds) == len(first.folds)]
+        wanted = list(per_seed) if seeds is None else list(seeds)
+        if not measured:
+            return cls(first.id, first.name, first.group, note=first.note)
+        scores = np.array([r.folds for _, r in measured], float)
+        seed_means = scores.mean(axis=1)
+        mean_of = lambda values: (float(np.mean(values)) if values else None)  # noqa: E731
+        note = first.note
+        have = [s for s, _ in measured]
+        if set(wanted) - set(have):
+            note = f"{note}; measured on seeds {_seed_list(have)} of {_seed_list(wanted)}".lstrip("; ")
+        return cls(first.id, first.name, first.group, scores.mean(axis=0).tolist(), float(scores.mean()),
+                   float(scores.std(axis=1).mean()), mean_of([r.oof for _, r in measured if r.oof is not None]),
+                   mean_of([r.answers for _, r in measured if r.answers is not None]),
+                   mean_of([r.seconds for _, r in measured if r.seconds is not None]), note, have,
+                   scores.tolist(), float(seed_means.std(ddof=1)) if len(have) > 1 else None)
 
 
 @dataclass
 class Claim:
     claim: str
     rows: list[str]
-    difference: float | None = None
-    spread: float | None = None
-    verdict: str = "not measured"
+    difference: float | None = None     # mean of d over seeds x folds
+    spread: float | None = None         # 2 s.e. (spread_of)
+    verdict: str = "not measured"       # what is printed: the all-seeds verdict, or `unstable` (judge)
     cost_seconds: float | None = None
     note: str = ""
+    key: str = ""                       # plan.CLAIMS key (`ablation.py --claims`)
+    seeds: list[int] = field(default_factory=list)
+    per_seed: list[float] = field(default_factory=list)  # each seed's mean fold difference
+    verdict_all: str | None = None      # the verdict of all the seeds, before the halves are compared
+    halves: list[dict] = field(default_factory=list)     # {seeds, difference, spread, verdict} per half
+
+
+def _seed_list(seeds) -> str:
+    return ", ".join(map(str, seeds))
 
 
 def _num(value) -> float | None:
@@ -159,60 +226,136 @@ def baseline_rows(baselines_json: str | Path) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------------- claims
 
-def judge(claim: str, better: Row | None, worse: Row | None, cost: float | None = None, note: str = "") -> Claim:
-    """`better` is claimed to score lower than `worse`, fold by fold (see the module docstring)."""
-    if better is None or worse is None or not better.folds or len(better.folds) != len(worse.folds):
-        return Claim(claim, [getattr(better, "id", "?"), getattr(worse, "id", "?")], note=note or "a row is missing")
-    d = np.asarray(better.folds) - np.asarray(worse.folds)
-    mean, spread = float(d.mean()), float(2 * d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
-    verdict = "confirmed" if mean < -spread else "refuted" if mean > spread else "not significant"
-    return Claim(claim, [better.id, worse.id], mean, spread, verdict, cost, note)
+def spread_of(d) -> tuple[float, float]:
+    """(mean, 2 s.e.) of the differences `d` [seeds, folds] by the module docstring's rule (one seed: the
+    fold-paired s.e.); the spread is inf with fewer than 2 folds."""
+    d = np.atleast_2d(np.asarray(d, float))
+    n_seeds, n_folds = d.shape
+    if n_folds < 2:
+        return float(d.mean()), math.inf
+    variance = d.mean(axis=0).var(ddof=1) / n_folds
+    if n_seeds > 1:
+        variance += d.mean(axis=1).var(ddof=1) / n_seeds
+    return float(d.mean()), float(2 * math.sqrt(variance))
 
 
-def claims(rows: dict[str, Row], extra_cost: dict[str, float | None]) -> list[Claim]:
-    """The write-up's claims (and the one every method owes: beating the simple baselines)."""
+def verdict_of(d) -> tuple[float, float, str]:
+    """(mean, spread, verdict) of `d` [seeds, folds] = better - worse (lower is better)."""
+    mean, spread = spread_of(d)
+    return mean, spread, "confirmed" if mean < -spread else "refuted" if mean > spread else "not significant"
+
+
+def halves(seeds: list) -> tuple[list, list]:
+    """The seeds' two halves: the first ceil(S/2) seeds and the rest ([0, 1, 2] -> [0, 1], [2])."""
+    cut = (len(seeds) + 1) // 2
+    return list(seeds[:cut]), list(seeds[cut:])
+
+
+def judge(claim: str, better: Row | None, worse: Row | None, cost: float | None = None, note: str = "",
+          seeds: list[int] | None = None, key: str = "") -> Claim:
+    """`better` is claimed to score lower than `worse`, seed by seed and fold by fold, on the seeds both rows have
+    (see the module docstring); `seeds`: the seeds the config asks for (fewer measured: not measured)."""
+    ids = [getattr(better, "id", "?"), getattr(worse, "id", "?")]
+    if better is None or worse is None or not better.folds or not worse.folds:
+        return Claim(claim, ids, note=note or "a row is missing", key=key)
+    worse_folds = dict(zip(worse.seeds, worse.seed_folds))
+    common = [s for s in better.seeds if s in worse_folds]
+    pairs = [(s, a, worse_folds[s]) for s, a in zip(better.seeds, better.seed_folds)
+             if s in worse_folds and len(a) == len(worse_folds[s])]
+    if not pairs:
+        why = "no seed measured on both rows" if not common else "the rows have different fold counts"
+        return Claim(claim, ids, note=f"{note}; {why}".lstrip("; "), key=key)
+    used = [s for s, _, _ in pairs]
+    d = np.array([np.asarray(a) - np.asarray(b) for _, a, b in pairs])
+    mean, spread, verdict_all = verdict_of(d)
+    claim_row = Claim(claim, ids, mean, spread, verdict_all, cost, note, key, used, d.mean(axis=1).tolist(),
+                      verdict_all)
+    if seeds is not None and set(seeds) - set(used):
+        claim_row.verdict = "not measured"
+        claim_row.note = f"{note}; measured on seeds {_seed_list(used)} of {_seed_list(seeds)}".lstrip("; ")
+        return claim_row
+    if len(used) > 1:
+        for half in halves(list(range(len(used)))):
+            h_mean, h_spread, h_verdict = verdict_of(d[half])
+            claim_row.halves.append({"seeds": [used[i] for i in half], "difference": h_mean, "spread": h_spread,
+                                     "verdict": h_verdict})
+        if any(h["verdict"] != verdict_all for h in claim_row.halves):
+            claim_row.verdict = "unstable"
+    return claim_row
+
+
+def claims(rows: dict[str, Row], extra_cost: dict[str, float | None], seeds: list[int] | None = None) -> list[Claim]:
+    """The write-up's claims (plan.CLAIMS) and the one every method owes: beating the simple baselines. `seeds`:
+    the seeds asked for (a claim measured on fewer is not measured)."""
     by = rows.get
     singles = [r for r in rows.values() if r.group == "task alone" and r.folds]
     best_single = min(singles, key=lambda r: r.cv_mean) if singles else None
     # the in-fold stack's CV is optimistic by construction (its level-2 model saw those rows' runs): never "best"
     deep = [r for r in rows.values() if r.group in ("stack", "run") and r.folds and not r.id.endswith("infold")]
     best_deep = min(deep, key=lambda r: r.cv_mean) if deep else None
+
+    def claim(key: str, better: Row | None, worse: Row | None, cost: float | None = None, note: str = "") -> Claim:
+        return judge(CLAIMS[key], better, worse, cost, note, seeds, key)
+
     return [
-        judge("the jigsaw pretext helps (transferred beats the same run from scratch)", by("4"), by("3"),
-              extra_cost.get("pretext")),
-        judge("freezing layer3/4/fc loses to training everything (freeze none beats layer34)", by("5-none"),
-              by("5-layer34")),
-        judge("the four-task stack beats each task alone", by("8"), best_single,
+        claim("pretext", by("4"), by("3"), extra_cost.get("pretext")),
+        claim("freeze", by("5-none"), by("5-layer34")),
+        claim("stack", by("8"), best_single,
               note=f"against the best single task ({best_single.name})" if best_single else ""),
-        judge("pixel statistics help the stack", by("9"), by("8"), extra_cost.get("pixel_stats")),
-        judge("the post-processing helps (nested CV)", by("10"), by("9")),
-        judge("a uniform soup of the last epochs beats the last epoch", by("7-soup"), by("7-last")),
-        judge("one pseudo-label round helps", by("11"), by("10"), extra_cost.get("pseudo")),
-        judge("the pipeline beats the pixel-statistics LightGBM", best_deep, by("2"),
-              note=f"best deep row: {best_deep.name}" if best_deep else ""),
+        claim("pixels", by("9"), by("8"), extra_cost.get("pixel_stats")),
+        claim("post", by("10"), by("9")),
+        claim("soup", by("7-soup"), by("7-last")),
+        claim("pseudo", by("11"), by("10"), extra_cost.get("pseudo")),
+        claim("baseline", best_deep, by("2"), note=f"best deep row: {best_deep.name}" if best_deep else ""),
     ]
 
 
 # ------------------------------------------------------------------------------------------------- writing
 
+RULE = ("Each claim compares two rows on the same seeds and folds: d = score(first) - score(second) per seed-fold "
+        "pair (S seeds x K folds, paired by seed and fold). Mean difference: the mean of d over the S x K pairs. "
+        "Spread: 2 s.e., with s.e.^2 = var over folds of the seed-averaged fold differences / K + var over seeds "
+        "of the per-seed mean differences / S (the fold-to-fold and the run-to-run spread; with one seed, the "
+        "fold-paired s.e.). Confirmed (refuted) when the mean difference goes the claimed (other) way by more "
+        "than the spread, not significant otherwise. Reproducibility: the seeds are split into halves (the first "
+        "ceil(S/2) seeds and the rest), each judged by the same rule; a verdict is printed only when both halves "
+        "reach it on their own, otherwise it is **unstable**. Not measured: a row is missing, or has fewer seeds "
+        "than the preset asks for.")
+
+
+def _halves_text(halves: list[dict]) -> str:
+    return "; ".join(f"{_seed_list(h['seeds'])}: {h['verdict']} ({fmt(h['difference'])} ± {fmt(h['spread'])})"
+                     for h in halves) or "–"
+
+
 def markdown(results: dict) -> str:
+    seeds = results.get("seeds") or []
     lines = [f"# {results['title']}", "",
              f"`{results['command']}` (preset `{results['preset']}`, {results['device']}, seeds "
-             f"{results['seeds']}), {results['wall_seconds'] / 60:.1f} min wall-clock. RMSE on the target (0..3); "
-             "CV = mean ± std over the 3 group folds; OOF = over all out-of-fold rows; answers = the held-out "
-             f"answers ({results['answers'] or 'none'}), read only to score. Seconds: device time of the row's own "
-             "runs (summed over their splits) or of its stacking step.", "",
-             "| # | row | CV mean ± std | OOF | answers | seconds | note |", "|---|---|---|---|---|---|---|"]
+             f"{seeds}), {results['wall_seconds'] / 60:.1f} min wall-clock. RMSE on the target (0..3); "
+             "CV = mean over seeds x the 3 group folds ± std of the per-seed CV means over the seeds (the "
+             "run-to-run spread; none with one seed); fold std = the std over folds within a seed, averaged over "
+             "seeds; OOF = over all out-of-fold rows; answers = the held-out "
+             f"answers ({results['answers'] or 'none'}), read only to score; OOF and answers are means over the "
+             "seeds. Seconds: device time of the row's own runs (summed over their splits) or of its stacking "
+             "step, per seed (mean over the seeds).", "",
+             "| # | row | CV mean ± std over seeds | fold std | OOF | answers | seconds | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
-        cv = "–" if r["cv_mean"] is None else f"{r['cv_mean']:.4f} ± {r['cv_std']:.4f}"
-        lines.append(f"| {r['id']} | {r['name']} | {cv} | {fmt(r['oof'])} | {fmt(r['answers'])} | "
-                     f"{fmt(r['seconds'], 1)} | {r['note']} |")
-    lines += ["", "## The write-up's claims", "",
-              "| claim | rows | mean fold difference | spread (2 s.e.) | verdict | cost (s) |",
-              "|---|---|---|---|---|---|"]
+        cv = "–" if r["cv_mean"] is None else f"{r['cv_mean']:.4f}" + (
+            "" if r.get("seed_std") is None else f" ± {r['seed_std']:.4f}")
+        lines.append(f"| {r['id']} | {r['name']} | {cv} | {fmt(r['cv_std'])} | {fmt(r['oof'])} | "
+                     f"{fmt(r['answers'])} | {fmt(r['seconds'], 1)} | {r['note']} |")
+    lines += ["", "## The write-up's claims", "", RULE, "",
+              "| claim | rows | seeds | mean difference | spread (2 s.e.) | per seed | halves | verdict | "
+              "cost (s per seed) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in results["claims"]:
-        lines.append(f"| {c['claim']} | {' vs '.join(c['rows'])} | {fmt(c['difference'])} | {fmt(c['spread'])} | "
-                     f"**{c['verdict']}** | {fmt(c['cost_seconds'], 0)} |" + (f" {c['note']}" if c['note'] else ""))
+        per_seed = ", ".join(fmt(v) for v in c.get("per_seed") or []) or "–"
+        lines.append(f"| {c['claim']} | {' vs '.join(c['rows'])} | {_seed_list(c.get('seeds') or []) or '–'} | "
+                     f"{fmt(c['difference'])} | {fmt(c['spread'])} | {per_seed} | "
+                     f"{_halves_text(c.get('halves') or [])} | **{c['verdict']}** | {fmt(c['cost_seconds'], 0)} |"
+                     + (f" {c['note']}" if c['note'] else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -235,11 +378,21 @@ def stack_report(folder: Path) -> Path | None:
     return reports[-1] if reports else None
 
 
-def collect(cfg: AblationConfig, meta: dict) -> dict:
-    """Every row and claim from what the driver left in `cfg.out_dir` (missing steps are rows with a note)."""
-    recipe = ablation_recipe(cfg)
-    out = Path(cfg.out_dir)
-    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
+def seed_timings(cfg: AblationConfig, seed: int, timings_json: Path) -> dict[str, float]:
+    """Seed `seed`'s step -> seconds from the driver's timings.json (plan.timing_key)."""
+    timings = json.loads(timings_json.read_text()) if timings_json.is_file() else {}
+    prefix = timing_key(cfg, seed, "")
+    if prefix:
+        return {k[len(prefix):]: v for k, v in timings.items() if k.startswith(prefix)}
+    return {k: v for k, v in timings.items() if not re.match(r"seed \d+: ", k)}
+
+
+def collect_seed(cfg: AblationConfig, seed: int) -> tuple[list[Row], dict[str, float | None], Path]:
+    """One seed's rows (missing steps are rows with a note), the extra costs of its claims, and its
+    post-processed stack's folder, from what the driver left for that seed (plan: seed_recipe, stack_dirs,
+    baselines_dir, timing_key)."""
+    recipe = seed_recipe(cfg, seed)
+    timings = seed_timings(cfg, seed, Path(cfg.out_dir) / "timings.json")
     tasks = task_confs(recipe)
     target_exp = next(exp for exp, (_, c) in tasks.items() if c.task == "target")
     target_cfg = tasks[target_exp][1]
@@ -254,8 +407,11 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
             return
         rows.extend(made if isinstance(made, list) else [made])
 
-    if (out / "baselines" / "baselines.json").is_file():
-        rows += baseline_rows(out / "baselines" / "baselines.json")
+    def scored(made: list[Row]) -> list[Row]:  # the rows of this seed
+        return [replace(r, seeds=[seed] if r.folds else []) for r in made]
+
+    if (baselines_dir(cfg, seed) / "baselines.json").is_file():
+        rows += baseline_rows(baselines_dir(cfg, seed) / "baselines.json")
     if cfg.scratch:
         add(run_row, "3", "target run from scratch", "run", root, ckpt, "target_scratch", "target", k, answers)
     add(run_row, "4", "target run transferred from the jigsaw pretext (8-view mean)", "run", root, ckpt, target_exp,
@@ -266,7 +422,7 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
         exp = target_exp if mode == target_cfg.freeze else f"target_freeze_{mode}"
         add(run_row, f"5-{mode}", f"transferred, freeze {mode}", "run", root, ckpt, exp, "target", k, answers,
             note="the transferred target run itself" if exp == target_exp else "")
-    stacks = stack_dirs(cfg, list(tasks), recipe.test_tags)
+    stacks = stack_dirs(cfg, list(tasks), recipe.test_tags, seed)
     for exp, (_, run_cfg) in tasks.items():
         report = stack_report(stacks[f"alone_{exp}"])
         if report:
@@ -298,13 +454,37 @@ def collect(cfg: AblationConfig, meta: dict) -> dict:
         seconds = timings.get(f"stack {name}", 0.0) + (timings.get("pseudo", 0.0) if name == "pseudo" else 0.0)
         rows += stack_rows(report, wanted, seconds)
     rows.sort(key=lambda r: r.id.startswith("12"))  # the tag rows (12, 12b) last, as in the issue's list
-    by_id = {r.id: r for r in rows}
     cost = {"pretext": run_seconds(ckpt, pretext_exp(recipe), ["all"]), "pixel_stats": timings.get("stack pixels"),
             "pseudo": timings.get("pseudo")}
-    meta = {**meta, "dataroot": root, "answers": answers}
-    post = stack_report(stacks["post"])  # the report's stack: the post-processed one
-    stack = post and {"out_dir": str(stacks["post"]), "name": post.name.removesuffix("_report.json")}
-    return write_results(out, meta, rows, claims(by_id, cost), stack)
+    return scored(rows), cost, stacks["post"]
+
+
+def merge_seeds(per_seed: dict[int, list[Row]], seeds: list[int] | None = None) -> list[Row]:
+    """Each row over the seeds (Row.over_seeds), in the order the rows first appear."""
+    by_id: dict[str, dict[int, Row]] = {}
+    for seed, rows in per_seed.items():
+        for row in rows:
+            by_id.setdefault(row.id, {})[seed] = row
+    return [Row.over_seeds(found, list(per_seed) if seeds is None else seeds) for found in by_id.values()]
+
+
+def collect(cfg: AblationConfig, meta: dict) -> dict:
+    """Every row and claim, over the config's seeds, from what the driver left (missing steps are rows with a
+    note; a claim whose rows lack a seed is not measured)."""
+    per_seed = {seed: collect_seed(cfg, seed) for seed in cfg.seeds}
+    rows = merge_seeds({seed: found[0] for seed, found in per_seed.items()}, cfg.seeds)
+    by_id = {r.id: r for r in rows}
+    cost = {}
+    for name in ("pretext", "pixel_stats", "pseudo"):  # per seed: the mean over the seeds that have it
+        values = [found[1][name] for found in per_seed.values() if found[1].get(name) is not None]
+        cost[name] = float(np.mean(values)) if values else None
+    recipe = seed_recipe(cfg, cfg.seeds[0])
+    meta = {**meta, "dataroot": recipe.dataroot, "answers": recipe.answers}
+    shown = base_seed(cfg) if base_seed(cfg) in cfg.seeds else cfg.seeds[0]  # the report's stack: one seed's
+    post_dir = per_seed[shown][2]
+    post = stack_report(post_dir)
+    stack = post and {"out_dir": str(post_dir), "name": post.name.removesuffix("_report.json"), "seed": shown}
+    return write_results(cfg.out_dir, meta, rows, claims(by_id, cost, cfg.seeds), stack)
 
 
 # ------------------------------------------------------------------------------------------------- the HTML report
@@ -318,7 +498,9 @@ def ablation_figure(rows: pd.DataFrame):
     y = np.arange(len(rows))[::-1]
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.6))
     mean = pd.to_numeric(rows["cv_mean"], errors="coerce").to_numpy(float)
-    std = pd.to_numeric(rows["cv_std"], errors="coerce").fillna(0).to_numpy(float)
+    over_seeds = "seed_std" in rows and pd.to_numeric(rows["seed_std"], errors="coerce").notna().any()
+    spread = "seed_std" if over_seeds else "cv_std"  # the run-to-run spread where there are seeds
+    std = pd.to_numeric(rows[spread], errors="coerce").fillna(0).to_numpy(float)
     has = ~np.isnan(mean)
     ax.barh(y[has], mean[has], xerr=std[has], capsize=3, color=[colours[g] for g in rows["group"][has]],
             alpha=0.85)
@@ -334,7 +516,8 @@ def ablation_figure(rows: pd.DataFrame):
         ax.set_xlim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
     ax.set_yticks(y, labels, fontsize=8)
     zoomed = "; the axis does not start at 0" if ax.get_xlim()[0] > 0 else ""
-    ax.set_xlabel(f"score (mean ± std over folds{zoomed})")
+    what = "mean over seeds x folds ± std over seeds" if over_seeds else "mean ± std over folds"
+    ax.set_xlabel(f"score ({what}{zoomed})")
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -349,7 +532,8 @@ def _ablation_rows(rows: list[dict]) -> pd.DataFrame:
         folds = list(r.get("folds") or [])
         out.append({"id": r["id"], "name": r["name"], "group": r["group"],
                     **{f"fold{i}": folds[i] if i < len(folds) else None for i in range(k)},
-                    "cv_mean": r.get("cv_mean"), "cv_std": r.get("cv_std"), "oof": r.get("oof"),
+                    "cv_mean": r.get("cv_mean"), "seed_std": r.get("seed_std"), "cv_std": r.get("cv_std"),
+                    "seeds": _seed_list(r.get("seeds") or []), "oof": r.get("oof"),
                     "answers": r.get("answers"), "seconds": r.get("seconds"), "note": r.get("note", "")})
     return pd.DataFrame(out, dtype=object)
 
@@ -357,9 +541,10 @@ def _ablation_rows(rows: list[dict]) -> pd.DataFrame:
 def _claims_table(claims: list[dict], names: dict) -> str:
     label = lambda i: f"{i} ({names[i]})" if i in names else str(i)  # noqa: E731
     frame = pd.DataFrame([{"claim": c["claim"], "rows": " vs ".join(label(i) for i in c.get("rows", [])),
-                           "difference": c.get("difference"), "spread": c.get("spread"), "verdict": c["verdict"],
-                           "cost_seconds": c.get("cost_seconds"), "note": c.get("note", "")} for c in claims],
-                         dtype=object)
+                           "seeds": _seed_list(c.get("seeds") or []), "difference": c.get("difference"),
+                           "spread": c.get("spread"), "halves": _halves_text(c.get("halves") or []),
+                           "verdict": c["verdict"], "cost_seconds": c.get("cost_seconds"), "note": c.get("note", "")}
+                          for c in claims], dtype=object)
     verdict_class = lambda column, value: f"v-{str(value).replace(' ', '-')}" if column == "verdict" else None  # noqa
     return table(frame, cell_class=verdict_class, digits={"cost_seconds": 0})
 
@@ -384,9 +569,11 @@ def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
               "wall-clock": None if is_missing(wall) else f"{wall:.0f} s ({wall / 60:.1f} min)"}
     sections = [section("Run", facts_table(header))]
     sections.append(section("Ablation table",
-                            paragraph("CV: grouped k-fold RMSE per fold, mean ± std over folds; oof: RMSE over all "
+                            paragraph("CV: grouped k-fold RMSE per fold (fold columns: averaged over the seeds); "
+                                      "cv_mean over seeds x folds; seed_std: std of the per-seed CV means; cv_std: "
+                                      "std over folds within a seed, averaged over seeds; oof: RMSE over all "
                                       "out-of-fold rows; answers: RMSE on the held-out answers (never used for a "
-                                      "choice); – not measured"),
+                                      "choice); oof and answers averaged over the seeds; – not measured"),
                             table(rows, digits={"seconds": 0})))
     if len(rows):
         sections.append(section("CV per row", image(ablation_figure(rows), "ablation CV per row")))
@@ -394,8 +581,7 @@ def ablation_html(results_json: str | Path, out_html: str | Path) -> Path:
     if claims:
         names = {r["id"]: r["name"] for r in results["rows"]}
         sections.append(section("Claims of the write-up",
-                                paragraph("verdict: the difference between the two rows against their fold-to-fold "
-                                          "spread; cost: the extra wall-clock seconds"),
+                                paragraph(RULE.replace("**", "") + " Cost: the extra wall-clock seconds per seed."),
                                 _claims_table(claims, names)))
     stack = results.get("stack")
     if stack:
@@ -419,7 +605,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_from_args(args, AblationConfig)
     meta = {"title": f"Ablation ({Path(args.conf).name})", "preset": args.conf,
             "command": " ".join(["python ablation.py --conf", args.conf, *[f"--set {s}" for s in args.overrides]]),
-            "device": args.device, "seeds": [ablation_recipe(cfg).seed], "wall_seconds": args.wall_seconds}
+            "device": args.device, "seeds": list(cfg.seeds), "wall_seconds": args.wall_seconds}
     print(markdown(collect(cfg, meta)))
     print(f"wrote {Path(cfg.out_dir) / 'RESULTS.md'} and results.json")
 

@@ -337,4 +337,14 @@ class AblationConfig(Schema):
     freeze_modes: list[Literal["none", "layer34", "head", "fine_tune"]] = ["none", "layer34", "head", "fine_tune"]
     soup: NonNegativeInt = 2                     # uniform soup of the last N epochs of target_scratch (0/1: none)
     pseudo: bool = True                          # one pseudo-label round from the post-processed stack (row 11)
+    # every row is measured once per seed (the runs' and stacks' `seed`: init, order, augmentation; the folds and
+    # tag vectors stay the recipe's); verdicts from seeds x folds and the two halves of this list (ablation.table)
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1, 2]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds {seeds}: each seed once (a repeated seed would count one run twice)")
+        return seeds
 
