@@ -5,7 +5,7 @@ PY := .venv/bin/python
 RECIPE ?= parameters/demo/recipe.yml
 ABLATION ?= parameters/ablation/cpu.yml
 
-.PHONY: env demo demo-classify demo-retrieval ablation test test-fast lint-imports faults bench clean-runs
+.PHONY: env demo demo-classify demo-retrieval ablation test test-ablation test-fast lint-imports faults bench clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
@@ -33,6 +33,10 @@ test: env lint-imports
 
 lint-imports: env
 	.venv/bin/lint-imports --no-cache
+
+# the ablation's end-to-end test over two seeds (`make test` runs it for one): the seeds' layout and halves
+test-ablation: env
+	ABLATION_TEST_SEEDS=0,1 $(PY) -m pytest tests/test_ablation.py $(PYTEST_ARGS)
 
 test-fast: env
 	$(PY) -m pytest -m "not integration and not faults" $(PYTEST_ARGS)

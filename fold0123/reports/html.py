@@ -30,7 +30,7 @@ from fold0123.reports.markdown import TITLES, cv_per_epoch_figure, importance_fi
 
 MISSING = "–"
 VERDICT_COLOURS = {"confirmed": "#c8e6c9", "refuted": "#ffcdd2", "not significant": "#fff3c4",
-                   "not measured": "#e0e0e0"}
+                   "not measured": "#e0e0e0", "unstable": "#ffe0b2"}
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:24px auto;max-width:1220px;
      color:#222;padding:0 16px;line-height:1.4}
