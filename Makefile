@@ -58,6 +58,7 @@ bench: env
 	$(PY) -m bench.jigsaw_bench
 	$(PY) -m bench.train_overhead
 	$(PY) -m bench.augment_cost
+	$(PY) -m bench.ddp_scaling
 	$(PY) -m bench.watch_latency
 	$(PY) -m fold0123.preprocessing.muge_emoji --out datasets/emoji_muge
 	$(PY) -m fold0123.preprocessing.pack_lmdb --data-dir datasets/emoji_muge --splits train,valid,test
