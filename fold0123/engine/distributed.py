@@ -10,7 +10,7 @@ Why it is shaped this way:
 - Backend NCCL on CUDA, gloo on the CPU; each rank trains on `cuda:LOCAL_RANK` (the launcher picks the GPUs with
   CUDA_VISIBLE_DEVICES) or on the CPU.
 - Only rank 0 writes the run directory, so only it can write FAILED. A rank that fails tells it through the
-  rendezvous store (the key `fold0123/failed/{rank}`, its error line) before it exits; rank 0, whose next
+  rendezvous store (the key `fold0123/{attempt}/failed/{rank}`, its error line) before it exits; rank 0, whose next
   collective then fails or whom torchrun sends SIGTERM (turned into `RankTerminated` here, so its `finally`
   blocks run and the last finished epoch's files land), reads the store and writes FAILED naming that rank. A rank
   killed outright (SIGKILL, the OOM killer) reports nothing: rank 0 then looks for the ranks' processes on its own
@@ -37,8 +37,10 @@ from fold0123.common.errors import Fold0123Error, UsageError
 
 T = TypeVar("T")
 
-FAILED_KEY = "fold0123/failed/"
-PID_KEY = "fold0123/pid/"
+# store keys, per attempt (torchrun --max-restarts keeps its store across restarts)
+_ATTEMPT = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+FAILED_KEY = f"fold0123/{_ATTEMPT}/failed/"
+PID_KEY = f"fold0123/{_ATTEMPT}/pid/"
 REPORT_WAIT_S = 3.0  # how long rank 0, its collective broken, waits for another rank's error report
 
 
