@@ -4,8 +4,9 @@
 PY := .venv/bin/python
 RECIPE ?= parameters/demo/recipe.yml
 ABLATION ?= parameters/ablation/cpu.yml
+ABLATION_RECIPE ?= parameters/ablation/recipe/atmacup_cpu.yml
 
-.PHONY: env demo demo-classify demo-retrieval ablation test test-ablation test-fast lint-imports faults bench clean-runs
+.PHONY: env demo demo-classify demo-retrieval ablation ablation-recipe ablation-classify test test-ablation test-fast lint-imports faults bench clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
@@ -26,6 +27,16 @@ demo-retrieval: env
 # the baselines; reuses what `make demo` made.
 ablation: env
 	PYTHONUNBUFFERED=1 $(PY) ablation.py --conf $(ABLATION) $(if $(SET),$(foreach s,$(SET),--set $(s)))
+
+# The training-recipe rows (issue 19; docs/ablation.md): each variant of one task preset (stem, augmentations,
+# mixup/cutmix, EMA, soup, more epochs with a cheaper net) on the same folds over 2 seeds, judged against the base,
+# beside the baselines. VARIANTS="small_stem ema" trains only those (with the base). Results in results/cpu_recipe
+# and results/classify_recipe.
+ablation-recipe: env
+	PYTHONUNBUFFERED=1 $(PY) ablation_recipe.py --conf $(ABLATION_RECIPE) $(if $(SET),$(foreach s,$(SET),--set $(s))) $(if $(VARIANTS),--variants $(VARIANTS))
+
+ablation-classify: env
+	PYTHONUNBUFFERED=1 $(PY) ablation_recipe.py --conf parameters/ablation/recipe/classify_cpu.yml $(if $(SET),$(foreach s,$(SET),--set $(s))) $(if $(VARIANTS),--variants $(VARIANTS))
 
 # The import rules of DESIGN.md section 4 (pyproject.toml's importlinter contracts) first, then the suite.
 test: env lint-imports

@@ -7,7 +7,8 @@ import yaml
 
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.io import atomic_path, is_temporary, write_text
-from fold0123.common.schema import AblationConfig, RecipeConfig, RunConfig, StackConfig, TtlConfig
+from fold0123.common.schema import (AblationConfig, RecipeAblationConfig, RecipeConfig, RunConfig, StackConfig,
+                                    TtlConfig)
 from tests.conftest import ROOT
 
 
@@ -157,6 +158,7 @@ def test_every_shipped_config_validates():
     for path in sorted((ROOT / "parameters").rglob("*.yml")):
         schema = (StackConfig if path.stem == "stack" else RecipeConfig if path.stem == "recipe"
                   else TtlConfig if path.stem == "ttl"
+                  else RecipeAblationConfig if path.parent.relative_to(ROOT).as_posix() == "parameters/ablation/recipe"
                   else AblationConfig if path.parent.name == "ablation" else RunConfig)
         load_config(path, schema=schema)
 

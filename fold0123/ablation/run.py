@@ -67,9 +67,13 @@ def share_cache(cfg: AblationConfig, seed: int) -> None:
     """Seed `seed`'s runs use the base seed's image cache and photo features (`{runs}/cache`, named by what made
     them): `{runs}/seed{S}/cache` is a link to it, made once."""
     runs = seed_runs_dir(cfg, seed)
-    if runs is None:
-        return
-    own, shared = rundir.cache_dir(runs), rundir.cache_dir(base_runs_dir(cfg))
+    if runs is not None:
+        link_cache(runs, base_runs_dir(cfg))
+
+
+def link_cache(runs: Path, shared_runs: Path) -> None:
+    """`{runs}/cache` becomes a link to `{shared_runs}/cache` (made once; an existing cache stays as it is)."""
+    own, shared = rundir.cache_dir(runs), rundir.cache_dir(shared_runs)
     if own.exists() or own.is_symlink():
         return
     make_dir(shared)

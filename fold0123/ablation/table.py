@@ -208,9 +208,10 @@ def stack_rows(report_json: str | Path, rows: dict[str, tuple[str, str, str]], s
 
 
 def baseline_rows(baselines_json: str | Path) -> list[Row]:
-    """The constant and pixel-statistics rows (and the tags row when it ran) from baselines.json."""
+    """The constant (a classification competition's: majority class) and pixel-statistics rows (and the tags row
+    when it ran) from baselines.json (class_baselines.json)."""
     data = json.loads(Path(baselines_json).read_text())
-    ids = {"constant mean": "1", "pixel statistics LightGBM": "2", "tags LightGBM": "12b"}
+    ids = {"constant mean": "1", "majority class": "1", "pixel statistics LightGBM": "2", "tags LightGBM": "12b"}
     rows = []
     for row in data["rows"]:
         if row["name"] not in ids:

@@ -350,3 +350,81 @@ class AblationConfig(Schema):
             raise ValueError(f"seeds {seeds}: each seed once (a repeated seed would count one run twice)")
         return seeds
 
+
+
+# ---------------------------------------------------------------------------------------------------- recipe rows
+
+# a variant's epoch choice: the last epoch, epoch E, the EMA weights (`ema`: of the last epoch, `ema{E}`), or the
+# uniform soup of the last N epochs (`soup{N}`); never `best`, which would choose on the rows it is scored on
+VariantEpoch = Annotated[Literal["last"] | PositiveInt | SoupTag | EmaTag, Field(union_mode="left_to_right")]
+# what the ablation of the recipe rows sets itself: a variant's --set may not move them
+RECIPE_ROW_KEYS = ("exp", "seed", "checkpoints_dir", "dataroot", "folds", "split")
+
+
+def _row_sets(sets: list[str]) -> list[str]:
+    """`key=value` items, none of them moving RECIPE_ROW_KEYS."""
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item or not key:
+            raise ValueError(f"{item!r}: expected key=value")
+        if key.split(".")[0] in RECIPE_ROW_KEYS:
+            raise ValueError(f"{item!r}: {key} is the ablation's own ({', '.join(RECIPE_ROW_KEYS)})")
+    return sets
+
+
+class VariantOptions(Schema):
+    """One training-recipe variant (ablation_recipe.py): the task config with `set`, scored at `epoch`."""
+    set: list[Text] = []          # key=value overrides of the task config (after the config's task_set)
+    epoch: VariantEpoch = "last"  # which weights of each fold run are scored
+    runs: Name | None = None      # read another variant's runs (with this epoch) instead of training its own
+    against: Name | None = None   # the variant its claim compares it with (null: the base)
+    claim: Text | None = None     # the claim's text (null: "{name} beats {against}")
+
+    @field_validator("set")
+    @classmethod
+    def _sets(cls, sets: list[str]) -> list[str]:
+        return _row_sets(sets)
+
+
+class RecipeAblationConfig(Schema):
+    """ablation_recipe.py / `make ablation-recipe` (parameters/ablation/recipe/*.yml): one task config trained per
+    variant on the K fold splits, for each seed, each variant judged against the base by the task's primary
+    metric out of fold (fold0123.ablation.variants)."""
+    exp: Name = "recipe_rows"                    # the loader's default (the file's stem); names nothing else
+    recipe: Text = "parameters/demo/recipe.yml"  # its dataset, dataroot, folds, devices (and the baselines' bag)
+    task: Text = "parameters/demo/target.yml"    # the one task config every variant trains
+    task_set: list[Text] = []                    # overrides every variant takes first, e.g. [transfer_from=null]
+    runs_dir: Text = "runs/demo_recipe"          # seed S's runs: {runs_dir}/seed{S}/{variant}_{split}
+    out_dir: Text = "results/cpu_recipe"         # RESULTS.md, results.json, timings.json, baselines/
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1]
+    baselines: bool = True                       # the constant and pixel-statistics LightGBM rows, same folds
+    base_variant: Name = "base"                  # the variant every claim compares with (unless `against`)
+    variants: dict[Name, VariantOptions] = {"base": VariantOptions()}
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds {seeds}: each seed once (a repeated seed would count one run twice)")
+        return seeds
+
+    @field_validator("task_set")
+    @classmethod
+    def _sets(cls, sets: list[str]) -> list[str]:
+        return _row_sets(sets)
+
+    @model_validator(mode="after")
+    def _names(self):
+        if self.base_variant not in self.variants:
+            raise ValueError(f"base_variant {self.base_variant!r} is not a variant ({', '.join(self.variants)})")
+        training = [n for n, v in self.variants.items() if v.runs is None]
+        for name, variant in self.variants.items():
+            if variant.runs is not None:
+                if variant.runs not in training:
+                    raise ValueError(f"variant {name}: runs {variant.runs!r} must name a variant that trains (one "
+                                     f"without runs: {', '.join(training)})")
+                if variant.set:
+                    raise ValueError(f"variant {name}: reads {variant.runs}'s runs, so it has no set of its own")
+            if variant.against is not None and (variant.against not in self.variants or variant.against == name):
+                raise ValueError(f"variant {name}: against {variant.against!r} must name another variant")
+        return self
