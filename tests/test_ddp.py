@@ -272,3 +272,11 @@ def test_a_killed_rank_fails_the_run_naming_it_and_one_process_resumes_it(ddp_ro
     train(cfg, SPLIT, device="cpu", resume=True, progress=False)
     assert rundir.done_path(run).is_file() and not rundir.failed_path(run).exists()
     assert torch.load(rundir.resume_path(run), weights_only=True)["world_size"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine runs the check itself (make gpu-check)")
+def test_the_gpu_check_refuses_a_machine_without_cuda_in_one_line():
+    done = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PY": sys.executable})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == "gpu_check: no CUDA device here: run it on a GPU machine\n"
