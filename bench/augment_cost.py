@@ -7,7 +7,6 @@ move, and on the wall clock). The ratio is option / bare: 1.0 is free, 0.5 halve
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train_overhead import bench_config, engine_throughput, make_data
+from bench.train_overhead import bench_config, engine_throughput, make_data, run_arguments
 from fold0123.engine.setup import resolve_device
 
 OPTIONS = {
@@ -31,16 +30,7 @@ OPTIONS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--images", type=int, default=768, help="train images of the synthetic dataroot")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--amp", default="bf16")
+    parser = run_arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     device = str(resolve_device(args.device))

@@ -39,6 +39,21 @@ def make_data(base: Path, n: int) -> Path:
     return dataroot
 
 
+def run_arguments(doc: str) -> argparse.ArgumentParser:
+    """The arguments of the training run a benchmark times (bench_config reads them)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--images", type=int, default=768, help="train images of the synthetic dataroot")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--amp", default="bf16")
+    return parser
+
+
 def bench_config(args, dataroot: Path, runs: Path) -> RunConfig:
     return load_config(ROOT / "parameters" / "base.yml", [
         f"dataroot={dataroot}", f"checkpoints_dir={runs}", "task=target", f"backbone={args.backbone}",
@@ -124,16 +139,7 @@ def bare_throughput(cfg: RunConfig, device_name: str, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--images", type=int, default=768, help="train images of the synthetic dataroot")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--amp", default="bf16")
+    parser = run_arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="alternating (bare, engine) rounds; medians reported")
     args = parser.parse_args()
     device = str(resolve_device(args.device))

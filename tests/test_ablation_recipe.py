@@ -124,13 +124,13 @@ def test_the_config_checks_names_and_keys(tmp_path: Path):
     shipped = ROOT / "parameters" / "ablation" / "recipe" / "atmacup_cpu.yml"  # it documents every key
     assert set(yaml.safe_load(shipped.read_text())) == set(RecipeAblationConfig.model_fields) - {"exp"}
     cfg = load_config(shipped, schema=RecipeAblationConfig)
-    assert selected(cfg, ["soup"]) == ["base", "ema", "soup"]
+    assert selected(cfg, ["soup"]) == ["base", "soup"]  # the soup reads the base's runs: nothing else trains
     with pytest.raises(UsageError, match="unknown variant 'nope'"):
         selected(cfg, ["nope"])
     recipe = seed_recipe(cfg, 1)
-    ema = variant_config(cfg, "ema", recipe)  # the soup reading its runs raises keep_last
-    assert (ema.exp, ema.seed, ema.keep_last, ema.transfer_from) == ("ema", 1, 2, None)
-    assert Path(ema.checkpoints_dir) == Path("runs/demo_recipe/seed1")
+    base = variant_config(cfg, "base", recipe)  # the soup reading its runs raises keep_last
+    assert (base.exp, base.seed, base.keep_last, base.transfer_from) == ("base", 1, 2, None)
+    assert Path(base.checkpoints_dir) == Path("runs/demo_recipe/seed1")
 
 
 def test_the_evaluations_a_variant_epoch_asks_for(tmp_path: Path):

@@ -72,7 +72,10 @@ def test_a_list_of_bases_merges_in_order_under_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"b.yml: unknown key 'eval.evrey'"):  # the file that set it
         load_config(tmp_path / "c.yml", schema=RunConfig)
     demo = load_config(ROOT / "parameters/demo/target.yml", schema=RunConfig)  # [../target.yml, task.yml]
-    assert (demo.task, demo.image_size, demo.epochs, demo.eval.every, demo.exp) == ("target", 32, 3, 3, "target")
+    task = yaml.safe_load((ROOT / "parameters/demo/task.yml").read_text())  # task.yml over ../target.yml
+    assert (demo.task, demo.image_size, demo.epochs, demo.eval.every, demo.exp) == (
+        "target", 32, task["epochs"], task["eval"]["every"], "target")
+    assert (demo.epochs, demo.eval.every) != (20, 1)  # ../target.yml's and base.yml's own
 
 
 @pytest.mark.parametrize("base, message", [

@@ -347,17 +347,23 @@ def markdown(results: dict) -> str:
             "" if r.get("seed_std") is None else f" ± {r['seed_std']:.4f}")
         lines.append(f"| {r['id']} | {r['name']} | {cv} | {fmt(r['cv_std'])} | {fmt(r['oof'])} | "
                      f"{fmt(r['answers'])} | {fmt(r['seconds'], 1)} | {r['note']} |")
-    lines += ["", "## The write-up's claims", "", RULE, "",
-              "| claim | rows | seeds | mean difference | spread (2 s.e.) | per seed | halves | verdict | "
-              "cost (s per seed) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for c in results["claims"]:
+    lines += ["", "## The write-up's claims", "", RULE, "", *claims_table(results["claims"])]
+    return "\n".join(lines) + "\n"
+
+
+def claims_table(claims: list[dict]) -> list[str]:
+    """The markdown lines of the claims' table (results.json's `claims`): each claim's rows, seeds, difference,
+    spread, per-seed differences, halves, verdict and cost."""
+    lines = ["| claim | rows | seeds | mean difference | spread (2 s.e.) | per seed | halves | verdict | "
+             "cost (s per seed) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in claims:
         per_seed = ", ".join(fmt(v) for v in c.get("per_seed") or []) or "–"
         lines.append(f"| {c['claim']} | {' vs '.join(c['rows'])} | {_seed_list(c.get('seeds') or []) or '–'} | "
                      f"{fmt(c['difference'])} | {fmt(c['spread'])} | {per_seed} | "
                      f"{_halves_text(c.get('halves') or [])} | **{c['verdict']}** | {fmt(c['cost_seconds'], 0)} |"
                      + (f" {c['note']}" if c['note'] else ""))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_results(out_dir: str | Path, meta: dict, rows: list[Row], claim_list: list[Claim],

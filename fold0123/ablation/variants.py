@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fold0123.ablation.run import Timer, link_cache
-from fold0123.ablation.table import RULE, Claim, Row, _halves_text, _seed_list, baseline_rows, judge, merge_seeds
+from fold0123.ablation.table import RULE, Claim, Row, baseline_rows, claims_table, judge, merge_seeds
 from fold0123.common import rundir
 from fold0123.common.config import load_config
 from fold0123.common.dataroot import split_paths
@@ -366,15 +366,6 @@ def markdown(results: dict) -> str:
                      + " | ".join(fmt(f) for f in folds[:k]) + f" | {fmt(r['seconds'], 0)} | {r['note']} |")
     direction = ("" if lower else f" {metric} is higher-is-better, so d is taken on the negated score: a negative "
                  "mean difference favours the first row here too.")
-    lines += ["", "## Claims", "", RULE + direction, "",
-              "| claim | rows | seeds | mean difference | spread (2 s.e.) | per seed | halves | verdict | "
-              "cost (s per seed) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for c in results["claims"]:
-        per_seed = ", ".join(fmt(v) for v in c.get("per_seed") or []) or "–"
-        lines.append(f"| {c['claim']} | {' vs '.join(c['rows'])} | {_seed_list(c.get('seeds') or []) or '–'} | "
-                     f"{fmt(c['difference'])} | {fmt(c['spread'])} | {per_seed} | "
-                     f"{_halves_text(c.get('halves') or [])} | **{c['verdict']}** | {fmt(c['cost_seconds'], 0)} |"
-                     + (f" {c['note']}" if c['note'] else ""))
+    lines += ["", "## Claims", "", RULE + direction, "", *claims_table(results["claims"])]
     return "\n".join(lines) + "\n"
 

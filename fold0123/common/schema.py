@@ -329,6 +329,16 @@ class RecipeConfig(Schema):
 
 # ---------------------------------------------------------------------------------------------------- ablation
 
+
+def _distinct(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds}: each seed once (a repeated seed would count one run twice)")
+    return seeds
+
+
+Seeds = Annotated[list[NonNegativeInt], Field(min_length=1), AfterValidator(_distinct)]
+
+
 class AblationConfig(Schema):
     """ablation.py / `make ablation` (parameters/ablation/cpu.yml, gpu.yml)."""
     exp: Name = "ablation"                       # the loader's default (the file's stem); names nothing else
@@ -341,14 +351,7 @@ class AblationConfig(Schema):
     pseudo: bool = True                          # one pseudo-label round from the post-processed stack (row 11)
     # every row is measured once per seed (the runs' and stacks' `seed`: init, order, augmentation; the folds and
     # tag vectors stay the recipe's); verdicts from seeds x folds and the two halves of this list (ablation.table)
-    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1, 2]
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds {seeds}: each seed once (a repeated seed would count one run twice)")
-        return seeds
+    seeds: Seeds = [0, 1, 2]
 
 
 
@@ -396,17 +399,10 @@ class RecipeAblationConfig(Schema):
     task_set: list[Text] = []                    # overrides every variant takes first, e.g. [transfer_from=null]
     runs_dir: Text = "runs/demo_recipe"          # seed S's runs: {runs_dir}/seed{S}/{variant}_{split}
     out_dir: Text = "results/cpu_recipe"         # RESULTS.md, results.json, timings.json, baselines/
-    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = [0, 1]
+    seeds: Seeds = [0, 1]
     baselines: bool = True                       # the constant and pixel-statistics LightGBM rows, same folds
     base_variant: Name = "base"                  # the variant every claim compares with (unless `against`)
     variants: dict[Name, VariantOptions] = {"base": VariantOptions()}
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds {seeds}: each seed once (a repeated seed would count one run twice)")
-        return seeds
 
     @field_validator("task_set")
     @classmethod
