@@ -6,7 +6,7 @@ RECIPE ?= parameters/demo/recipe.yml
 ABLATION ?= parameters/ablation/cpu.yml
 ABLATION_RECIPE ?= parameters/ablation/recipe/atmacup_cpu.yml
 
-.PHONY: env demo demo-classify demo-retrieval ablation ablation-recipe ablation-classify test test-ablation test-fast lint-imports faults bench clean-runs
+.PHONY: env demo demo-classify demo-retrieval ablation ablation-recipe ablation-classify test test-ablation test-fast lint-imports faults bench gpu-check clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
@@ -69,10 +69,16 @@ bench: env
 	$(PY) -m bench.jigsaw_bench
 	$(PY) -m bench.train_overhead
 	$(PY) -m bench.augment_cost
+	$(PY) -m bench.ddp_scaling
 	$(PY) -m bench.watch_latency
 	$(PY) -m fold0123.preprocessing.muge_emoji --out datasets/emoji_muge
 	$(PY) -m fold0123.preprocessing.pack_lmdb --data-dir datasets/emoji_muge --splits train,valid,test
 	$(PY) -m bench.muge_readers --data-dir datasets/emoji_muge --rounds 3
+
+# On a machine with GPUs: 1 GPU and DDP over every visible one (torchrun), images/s per GPU, the scaling ratio,
+# peak memory, beside published anchors (bench/gpu_check.py); one line and exit 1 without CUDA.
+gpu-check: env
+	PY=$(PY) bash bench/gpu_check.sh
 
 clean-runs:
 	rm -rf runs submissions

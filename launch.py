@@ -1,7 +1,9 @@
 """Lay out an experiment's fold0123 rows without Ruby: `python launch.py fold0123 --conf parameters/<exp>.yml`.
 
 Builds the tmuxinator/fold0123.yml layout with libtmux (detached unless --attach), or submits the rows to Slurm
-(`--executor slurm --partition P --gpus-per-job 1`) or to submitit's local executor (`--executor local`).
+(`--executor slurm --partition P --gpus-per-job 1`; one row over nodes: `--nodes 2 --tasks-per-node 4`) or to
+submitit's local executor (`--executor local`). `--devices 0,1/2,3/4,5/6,7` trains each row over its GPU group
+with torchrun.
 Re-running skips runs already DONE and evaluated and resumes interrupted ones. With --wait it blocks until
 every row is done and exits non-zero naming the runs that failed. `--json` prints the planned rows and panes and
 starts nothing: what tmuxinator/fold0123.yml lays out, so the two launchers cannot drift.
@@ -23,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("layout", choices=["fold0123"], help="the layout to launch")
     add_config_args(parser, redo_stale="runs (train them again)")  # --conf and repeatable --set, passed on to train.py
     parser.add_argument("--devices", default=None,
-                        help="GPU indices (0,1,2,3) or cpu; default: every visible GPU, else cpu")
+                        help="GPU indices (0,1,2,3: one per row) or cpu; GPU groups, one per row, trained with "
+                             "torchrun: 0,1/2,3/4,5/6,7 (one group for all rows: 0,1,2,3/), 'cpu*2' for 2 CPU "
+                             "ranks; default: every visible GPU, else cpu")
     parser.add_argument("--eval-devices", default=None,
                         help="where the evaluators run, e.g. 4,5,6,7 or cpu; default: the row's trainer's device "
                              "(Slurm: a GPU list means each job's second GPU, with --gpus-per-job 2)")
@@ -41,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", default=None, help="Slurm partition")
     parser.add_argument("--gpus-per-job", type=int, default=1)
     parser.add_argument("--cpus-per-task", type=int, default=4)
+    parser.add_argument("--nodes", type=int, default=1, help="Slurm: the nodes of each row's job")
+    parser.add_argument("--tasks-per-node", type=int, default=1,
+                        help="Slurm (or local): each row's job trains over this many tasks per node, one per GPU")
     parser.add_argument("--timeout-min", type=int, default=24 * 60, help="Slurm job time limit")
     parser.add_argument("--root", default=None, help="where the panes' commands run (default: the repository)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON and start nothing")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import libtmux
 import pytest
+import torch
 
 from fold0123.common import rundir
 from fold0123.common.config import load_config
@@ -21,7 +22,8 @@ from fold0123.common.fingerprint import run_fingerprint, write_fingerprint
 from fold0123.common.poll import wait_until
 from fold0123.common.schema import RunConfig
 from fold0123.launcher.fold0123 import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
-from fold0123.launcher.layout import describe, parse_devices, session_name
+from fold0123.launcher.layout import (LaunchError as LayoutError, describe, devices_on_cpu, group_label,
+                                      parse_devices, parse_groups, session_name)
 from fold0123.launcher.status import mark_failed, read_status
 from fold0123.launcher.tmux import check_free
 from tests.conftest import ROOT
@@ -112,6 +114,62 @@ def test_eval_devices_put_each_rows_evaluator_on_its_own_device(conf_only: Path)
     assert all(r.train_argv[-2:] == ("--set", "threads=2") and r.eval_env == {} for r in mixed.rows)
     with pytest.raises(LaunchError, match="--eval-devices '4,x'"):
         plan_fold0123(conf_only, LaunchOptions(devices="0", eval_devices="4,x"))
+
+
+def test_device_groups_one_per_row_cycle_and_refuse_what_cannot_run():
+    """`/` separates the groups rows cycle over, `,` a group's devices, `cpu*N` is N CPU ranks."""
+    assert parse_groups("0,1/2,3/4,5/6,7", 4) == [("cuda:0", "cuda:1"), ("cuda:2", "cuda:3"), ("cuda:4", "cuda:5"),
+                                                  ("cuda:6", "cuda:7")]
+    assert parse_groups("0,1/2,3", 4) == [("cuda:0", "cuda:1"), ("cuda:2", "cuda:3")] * 2
+    assert parse_groups("0,1,2,3/", 2) == [("cuda:0", "cuda:1", "cuda:2", "cuda:3")] * 2  # one group, every row
+    assert parse_groups("cpu*2", 3) == parse_groups("cpu,cpu/", 3) == [("cpu", "cpu")] * 3
+    assert parse_groups("cuda:0,cuda:1/cpu*3", 2) == [("cuda:0", "cuda:1"), ("cpu", "cpu", "cpu")]
+    assert parse_groups("0/1", 2) == parse_groups("0,1", 2) == [("cuda:0",), ("cuda:1",)]  # groups of one: as today
+    assert parse_groups("cpu", 2) == [("cpu",), ("cpu",)] and parse_groups("cpu*1", 1) == [("cpu",)]
+    assert [group_label(g) for g in parse_groups("0,1/cpu*2/3", 3)] == ["cuda:0,1", "cpu*2", "cuda:3"]
+    for spec, error in [("0,0/", "names a GPU twice"), ("0,cpu/", "not a mixture"), ("cpu*x", "whole number"),
+                        ("cpu*0", "whole number"), ("0,1//2,3", "an empty group"), ("0,gpu7/", "'gpu7'"),
+                        ("mps,mps/", "not a mixture")]:
+        with pytest.raises(LayoutError, match=error):
+            parse_groups(spec, 4)
+    with pytest.raises(LayoutError, match="--eval-devices '4,5/6,7': one device per row"):
+        parse_devices("4,5/6,7", 4, "--eval-devices")  # the evaluator watches on one device
+    assert devices_on_cpu("cpu") and devices_on_cpu("cpu*2") and devices_on_cpu("cpu,cpu/cpu*4")
+    assert not devices_on_cpu("0,1,2,3") and not devices_on_cpu("cpu/0,1") and not devices_on_cpu("cpu,1")
+
+
+def test_a_row_with_a_device_group_trains_under_torchrun(conf_only: Path):
+    plan = plan_fold0123(conf_only, LaunchOptions(devices="0,1/2,3/4,5/6,7"), cores=16)
+    for i, row in enumerate(plan.rows):
+        assert (row.device, row.ranks, row.eval_device) == (f"cuda:{2 * i},{2 * i + 1}", 2, f"cuda:{2 * i}")
+        assert list(row.train_argv[1:6]) == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                             "train.py"]
+        assert row.train_argv[row.train_argv.index("--device") + 1] == "cuda"  # each rank on cuda:LOCAL_RANK
+        assert row.env == {"CUDA_VISIBLE_DEVICES": f"{2 * i},{2 * i + 1}"} and row.threads is None
+        train = row.panes[0].command
+        assert f"CUDA_VISIBLE_DEVICES={2 * i},{2 * i + 1} " in train and f"'{row.split} train (cuda:{2 * i},"in train
+        assert f"--role train --message 'torchrun (train.py over 2 ranks) exited non-zero" in train
+        assert row.eval_argv[-2:] == ("--device", f"cuda:{2 * i}") and "CUDA_VISIBLE" not in row.panes[2].command
+    assert "3fold0   cuda:0,1, evaluated on cuda:0, 2 ranks (torchrun): train" in describe(plan)
+    cpu = plan_fold0123(conf_only, LaunchOptions(devices="cpu*2"), cores=8)  # 8 cores, 4 rows: 2 threads a row
+    for row in cpu.rows:
+        assert (row.device, row.ranks, row.eval_device, row.threads) == ("cpu*2", 2, "cpu", 2)
+        assert row.train_argv[row.train_argv.index("--device") + 1] == "cpu"
+        assert row.train_argv[-2:] == ("--set", "threads=1") and row.env == {"OMP_NUM_THREADS": "1"}
+        assert row.eval_env == {"OMP_NUM_THREADS": "2"}
+    as_json = json.loads(cpu.to_json())
+    assert as_json["rows"][0]["ranks"] == 2 and "torch.distributed.run" in as_json["rows"][0]["panes"][0]["command"]
+    single = plan_fold0123(conf_only, LaunchOptions(devices="0/1/2/3"), cores=16)  # groups of one: plain train.py
+    assert all(r.ranks == 1 and r.train_argv[1] == "train.py" for r in single.rows)
+
+
+def test_groups_and_tasks_each_on_their_executor_in_one_line(conf_only: Path):
+    with pytest.raises(LaunchError, match="GPU groups are for tmux .* --tasks-per-node N"):
+        launch_fold0123(conf_only, LaunchOptions(devices="0,1/2,3", executor="slurm", verbose=False))
+    with pytest.raises(LaunchError, match="for --executor slurm or local; in tmux give each row a GPU group"):
+        launch_fold0123(conf_only, LaunchOptions(tasks_per_node=2, verbose=False))
+    with pytest.raises(LaunchError, match="one or the other"):
+        launch_fold0123(conf_only, LaunchOptions(devices="cpu*2", tasks_per_node=2, executor="local", verbose=False))
 
 
 def test_plan_rows_panes_and_commands(conf_only: Path, tmp_path: Path):
@@ -246,3 +304,25 @@ def test_fold0123_in_tmux_runs_every_row_reports_the_failed_one_and_skips_finish
     # a third launch has nothing to do: no session at all
     again = launch_fold0123(conf, LaunchOptions(devices="cpu", socket_name=tmux_socket, verbose=False))
     assert again.session is None and {o.state for o in again.outcomes} == {"skipped"}
+
+
+@needs_tmux
+@pytest.mark.integration
+def test_a_row_with_a_cpu_group_runs_torchrun_in_its_train_pane_to_done_with_its_watcher(tmp_path: Path,
+                                                                                        tmux_socket: str):
+    """Two rows, each over a group of 2 CPU ranks (`cpu*2`): two torchruns side by side (each on its own
+    rendezvous port), each writing its run once, the watcher evaluating every epoch."""
+    conf = tiny_experiment(tmp_path, name="tinygroup", epochs=2)
+    result = launch_fold0123(conf, LaunchOptions(devices="cpu*2", splits=("3fold0", "all"), socket_name=tmux_socket,
+                                                 linger_s=0, timeout_s=540, verbose=False))
+    assert result.ok and {o.state for o in result.outcomes} == {"done"}, result.summary()
+    for row in result.plan.rows:
+        assert "torch.distributed.run --standalone --nproc_per_node=2 train.py" in row.panes[0].command
+    for split in ("3fold0", "all"):
+        run = tmp_path / "runs" / f"tinygroup_{split}"
+        assert (run / "DONE").is_file() and not (run / "FAILED").exists()
+        assert torch.load(rundir.resume_path(run), weights_only=True)["world_size"] == 2
+        for epoch in (1, 2):
+            assert (run / "eval" / f"epoch{epoch}_metrics.json").is_file()
+        assert [line.split()[0] for line in (run / "loss.log").read_text().splitlines()[1:]][-1] == "2"
+    assert not libtmux.Server(socket_name=tmux_socket).has_session("fold0123_tinygroup")  # closed: every row DONE

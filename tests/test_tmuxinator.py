@@ -137,6 +137,19 @@ def test_debug_eval_devices_match_the_launcher_plan(conf: Path, tmp_path: Path):
             in panes[3 * i + 2] and f"-T '{split} eval (cuda:{i + 4})'" in panes[3 * i + 2]
 
 
+def test_debug_gpu_groups_run_torchrun_as_the_launcher_plans(conf: Path, tmp_path: Path):
+    """`devices=0,1/2,3/4,5/6,7`: each row trains over its two GPUs with torchrun, as launch.py lays it out."""
+    rendered = tmuxinator("debug", f"conf={conf}", "devices=0,1/2,3/4,5/6,7", cwd=tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    panes = [c for t, c in sent_keys(rendered.stdout).items() if t.startswith("fold0123_tinymux:0.")]
+    plan = plan_fold0123(conf, LaunchOptions(devices="0,1/2,3/4,5/6,7", root=ROOT), python=str(VENV_PYTHON))
+    assert panes == [p.command for p in plan.panes]
+    for i, split in enumerate(SPLITS):
+        assert (f"CUDA_VISIBLE_DEVICES={2 * i},{2 * i + 1} {VENV_PYTHON} -m torch.distributed.run --standalone "
+                f"--nproc_per_node=2 train.py --conf {conf} --split {split} --device cuda") in panes[3 * i]
+        assert f"--watch --device cuda:{2 * i}" in panes[3 * i + 2]
+
+
 def test_link_points_at_the_checkout_set_up_last_and_never_replaces_a_users_own_file(tmp_path: Path):
     config = tmp_path / "tmuxinator_config"
     clone = tmp_path / "clone"  # another clone of the project on the same machine, set up first

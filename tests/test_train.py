@@ -73,7 +73,7 @@ def test_epoch_files_hold_the_weights_and_one_resume_file_is_replaced(runs):
         state = read_checkpoint(rundir.checkpoint_path(run, epoch))
         assert set(state) == {"epoch", "split", "config", "model", "task_state"} and state["epoch"] == epoch
     resume = torch.load(rundir.resume_path(run), weights_only=True)
-    assert set(resume) == {*RESUME_KEYS, "threads"} and resume["epoch"] == 2  # the last epoch's, not accumulated
+    assert set(resume) == {*RESUME_KEYS, "threads", "world_size"} and resume["epoch"] == 2  # the last one
     # AdamW's two moments per weight stay out of the per-epoch files
     assert rundir.checkpoint_path(run, 2).stat().st_size < 0.6 * rundir.resume_path(run).stat().st_size
 

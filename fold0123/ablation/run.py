@@ -32,6 +32,7 @@ from fold0123.common import rundir
 from fold0123.common.dataroot import split_names
 from fold0123.common.io import make_dir, write_json
 from fold0123.common.schema import AblationConfig
+from fold0123.launcher.layout import devices_on_cpu
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
                                       make_soups, make_tag_vectors, pretext, run_cli, stack_args, stage)
 
@@ -97,7 +98,7 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
         run_seed(cfg, seed, steps, timer, redo_stale)
 
     stage("the table")
-    device = f"CPU, {os.cpu_count()} cores" if recipe.devices == "cpu" else f"GPUs {recipe.devices}"
+    device = f"CPU, {os.cpu_count()} cores" if devices_on_cpu(recipe.devices) else f"GPUs {recipe.devices}"
     run_cli("-m", "fold0123.ablation.table", *conf_args, "--wall-seconds", f"{time.time() - wall:.0f}",
             "--device", device)
     print(clock.report())
@@ -134,7 +135,7 @@ def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo
         for split in split_names(recipe.folds):
             run = Path(target_cfg.checkpoints_dir) / f"target_scratch_{split}"
             timer.run(key("soup"), run_cli, "evaluate.py", "--run", str(run), "--soup", str(cfg.soup), "--device",
-                      "cpu" if recipe.devices == "cpu" else "cuda")
+                      "cpu" if devices_on_cpu(recipe.devices) else "cuda")
 
     tasks_exps = list(tasks)
     tags = recipe.test_tags  # the emoji build with --test-tags: row 12, the stack with tag features

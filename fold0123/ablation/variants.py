@@ -43,7 +43,7 @@ from fold0123.common.dataroot import split_paths
 from fold0123.common.errors import Fold0123Error, UsageError
 from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import RecipeAblationConfig, RecipeConfig, RunConfig
-from fold0123.launcher.layout import LaunchOptions, plan_fold0123
+from fold0123.launcher.layout import LaunchOptions, devices_on_cpu, plan_fold0123
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, launch, make_folds, make_tag_vectors,
                                       run_cli, soup_is_current, stage)
 from fold0123.reports.html import fmt
@@ -141,7 +141,7 @@ def baselines_json(folder: Path) -> Path | None:
 
 
 def _device(recipe: RecipeConfig) -> str:
-    return "cpu" if recipe.devices == "cpu" else "cuda"
+    return "cpu" if devices_on_cpu(recipe.devices) else "cuda"
 
 
 # ------------------------------------------------------------------------------------------------- running

@@ -188,6 +188,8 @@ class RunConfig(Schema):
     ema: EmaOptions = EmaOptions()
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     channels_last: bool = True
+    cpu_extras: bool = False                    # amp (bf16) and channels_last on the CPU too (engine.setup)
+    sync_bn: bool = False                       # SyncBatchNorm over the ranks of a multi-rank (torchrun) run
     deterministic: bool = False
     num_workers: NonNegativeInt = 2
     threads: NonNegativeInt = 0

@@ -22,7 +22,7 @@ from fold0123.common import rundir
 from fold0123.data.datasets import normalize
 from fold0123.data.images import ImageCache
 from fold0123.data.views import N_VIEWS, view_outputs
-from fold0123.engine.setup import configure_torch, resolve_device, wrap_model
+from fold0123.engine.setup import configure_torch, resolve_device, uses_channels_last, wrap_model
 from fold0123.models.checkpoints import EMA_KEY, CheckpointError, load_weights, read_checkpoint
 from fold0123.models.network import build_model
 from fold0123.models.soup import uniform_soup
@@ -54,7 +54,7 @@ def load_model(run: Path, checkpoint: Path, device: torch.device, cfg: RunConfig
     model = build_model(cfg, task)
     load_weights(model, state[EMA_KEY if ema else "model"], checkpoint)
     model = model.to(device).eval()
-    if device.type == "cuda" and cfg.channels_last:
+    if uses_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     return cfg, task, model
 
@@ -114,7 +114,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
     configure_torch(cfg, device)
     cfg, task, model = load_model(run, checkpoint, device, cfg, ema=ema)
     model = wrap_model(model, device)
-    channels_last = device.type == "cuda" and cfg.channels_last
+    channels_last = uses_channels_last(cfg, device)
     frames, cache = task.part_frames(cfg), task.image_cache(cfg)  # clip: the MUGE splits' galleries
     batch_size = int(batch_size or cfg.eval.batch_size)
     metrics = {"epoch": epoch, "task": cfg.task, "split": cfg.split, "n": 0,

@@ -1,16 +1,27 @@
-"""What training and evaluation set up the same way: the device, torch's knobs and the model wrapper. Kept apart
-so the evaluator runs models exactly as training did (the images come from the task: models.task).
+"""What training and evaluation set up the same way: the device, torch's knobs, AMP and channels-last, and the
+model wrapper. Kept apart so the evaluator runs models exactly as training did (the images come from the task:
+models.task).
+
+AMP and channels-last are the base config's GPU settings (`amp: bf16`, `channels_last: true`), so on the CPU they
+apply only with `cpu_extras: true`: every CPU run with the defaults keeps computing in float32 and NCHW as it
+always did. With it, `amp: bf16` runs under `torch.autocast("cpu", torch.bfloat16)` and channels-last lays out the
+CPU tensors too (fp16 autocast on the CPU is refused: it needs a gradient scaler and is slow there).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
+from fold0123.common.config import ConfigError
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import UsageError
+from fold0123.engine.distributed import SINGLE, DistEnv
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """`cuda:N`, `cuda` (every visible GPU, DataParallel when several) or `cpu`; default cuda when available."""
+    """`cuda:N`, `cuda` (the current GPU; several GPUs are several torchrun ranks) or `cpu`; default cuda when
+    available."""
     if name is None or name == "":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -26,6 +37,25 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def rank_device(env: DistEnv, name: str | None) -> torch.device:
+    """The device this rank trains on: `--device` as engine.setup.resolve_device reads it for one process; under a
+    multi-rank launch `cuda` (or nothing, with CUDA available) means cuda:LOCAL_RANK and `cpu` the CPU."""
+    device = resolve_device(name)
+    if not env.distributed:
+        return device
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise UsageError(f"--device {name}: a multi-rank launch trains on CUDA (NCCL) or the CPU (gloo)")
+    if device.index is not None and name not in (None, ""):
+        raise UsageError(f"--device {name}: under torchrun each rank trains on cuda:LOCAL_RANK; pass --device cuda "
+                         f"(or none) and choose the GPUs with CUDA_VISIBLE_DEVICES")
+    if env.local_rank >= torch.cuda.device_count():
+        raise UsageError(f"LOCAL_RANK {env.local_rank}: only {torch.cuda.device_count()} GPU(s) visible on this "
+                         f"node (more ranks per node than GPUs?)")
+    return torch.device("cuda", env.local_rank)
+
+
 def configure_torch(cfg: RunConfig, device: torch.device) -> None:
     threads = cfg.threads
     if threads > 0:
@@ -39,9 +69,40 @@ def configure_torch(cfg: RunConfig, device: torch.device) -> None:
             torch.cuda.set_device(device)
 
 
-def wrap_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DataParallel over every visible GPU for a bare `cuda` device; the plain model otherwise."""
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        return torch.nn.DataParallel(model)
-    return model
+def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `cfg.amp` on `device` (None: float32): CUDA always, the CPU with `cpu_extras` only."""
+    if device.type == "cuda" or (device.type == "cpu" and cfg.cpu_extras):
+        if device.type == "cpu" and cfg.amp == "fp16":
+            raise ConfigError("amp: fp16 on the CPU (cpu_extras: true) is not supported: use amp: bf16 or none")
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    return None
 
+
+def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    """`cfg.channels_last` on `device`: CUDA always, the CPU with `cpu_extras` only."""
+    return cfg.channels_last and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_extras))
+
+
+def wrap_model(model: torch.nn.Module, device: torch.device, env: DistEnv = SINGLE) -> torch.nn.Module:
+    """What batches go through: DistributedDataParallel over the ranks of a multi-rank launch (engine.distributed;
+    gradients averaged over the ranks in backward), the plain model in one process. DataParallel is gone: several
+    GPUs are several ranks (`torchrun --nproc_per_node=N train.py ...`)."""
+    if not env.distributed:
+        return model
+    # a depthwise conv's [C, 1, k, k] gradient can come with other (equivalent) strides than its bucket view: DDP
+    # copies it and warns, once per backward, about a cost that is nil for a size-1 dimension
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def sync_batchnorm(model: torch.nn.Module, device: torch.device, env: DistEnv = SINGLE) -> torch.nn.Module:
+    """BatchNorm layers as SyncBatchNorm (statistics over the whole global batch) for a multi-rank launch; the model
+    as it is for one process. The parameters and buffers stay the same objects under the same names, so the
+    optimiser, the EMA and the checkpoints are unaffected. torch's DDP runs SyncBatchNorm on CUDA only."""
+    if not env.distributed:
+        return model
+    if device.type != "cuda":
+        raise ConfigError("sync_bn: torch runs SyncBatchNorm on CUDA only (DDP refuses it on the CPU): set "
+                          "sync_bn=false, or train a GroupNorm/LayerNorm backbone (convnext, vit) on CPU ranks")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

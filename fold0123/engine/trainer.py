@@ -14,7 +14,20 @@ Why it is shaped this way:
   follow the new schedule from their global step on (a cosine that had reached zero at epoch 5 jumps back to the
   new curve's value there and decays to zero at epoch 10). Simple, and the same as training 10 epochs from the
   start would do from epoch 6 on; a schedule restarted over the extra epochs only would need its own warm-up.
-- CUDA extras (AMP, channels_last, DataParallel) switch on by device, so the same code runs the CPU tests.
+- AMP and channels_last switch on by device (on the CPU only with `cpu_extras`: engine.setup), so the same code
+  runs the CPU tests.
+- One run over N processes (`torchrun --nproc_per_node=N train.py ...`, engine.distributed) is the same run split
+  across ranks: `batch_size` and `effective_batch_size` stay global, every rank computes the same (seed, epoch)
+  batch order and takes its contiguous share of each micro-batch, DistributedDataParallel averages the gradients
+  (no_sync on the accumulation micro-batches but the last), and the loss weights make a W-rank step the 1-process
+  step on the same images. Only rank 0 writes the run directory (and holds train.lock); all ranks load the same
+  resume state. The epoch's order does not depend on the world size, so `--resume` may change it, except when the
+  epoch's short last micro-batch is dropped at one world size and kept at the other (each rank needs two images
+  of it, as BatchNorm does): that is refused in one line. What does differ between 1 and N ranks, beyond float
+  rounding: BatchNorm statistics (per rank, unless `sync_bn`), and every per-image random draw other than the
+  dihedral view (which every rank draws for the whole micro-batch): augmentation options, MixUp/CutMix, jigsaw's
+  tile shuffles and dropout come from per-rank generators, so an N-rank run with them is a different (equally
+  seeded, equally resumable) run than a 1-rank one.
 """
 from __future__ import annotations
 
@@ -23,6 +36,7 @@ import random
 import shutil
 import sys
 import time
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,13 +56,16 @@ from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
 from fold0123.data.augment import BatchAugmenter
 from fold0123.data.datasets import normalize
-from fold0123.data.views import random_views
+from fold0123.data.views import N_VIEWS, random_view_ids, random_views
+from fold0123.engine import distributed
+from fold0123.engine.distributed import SINGLE, DistEnv
 from fold0123.engine.optim import build_optimizer, build_scheduler
 from fold0123.engine.saver import BackgroundSaver
 from fold0123.models.checkpoints import (EMA_KEY, CheckpointError, load_weights, prune_checkpoints, read_resume,
                                          rng_state, set_rng_state)
 from fold0123.models.ema import build_ema, ema_weights, load_ema_weights
-from fold0123.engine.setup import configure_torch, resolve_device, wrap_model
+from fold0123.engine.setup import (amp_dtype, configure_torch, rank_device, sync_batchnorm, uses_channels_last,
+                                   wrap_model)
 from fold0123.models.network import build_model
 from fold0123.models.task import Task
 from fold0123.models.tasks import get_task
@@ -101,13 +118,31 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 101 + stream) % (2**63 - 1)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled index batches for one epoch; a last batch of one image is dropped (BatchNorm cannot train on it)."""
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank`'s own draws: rank 0 (and one process) keeps `seed`, every other rank its own."""
+    return seed if rank == 0 else (int(seed) * 1_000_003 + 7919 * int(rank)) % (2**63 - 1)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, world_size: int = 1) -> list[list[int]]:
+    """Shuffled index batches (global micro-batches) for one epoch, the same for every world size; a short last
+    batch is dropped when it would give a rank fewer than 2 images (one process: a batch of one image; BatchNorm
+    cannot train on it)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) < 2:
+    if len(batches) > 1 and len(batches[-1]) < 2 * world_size:
         batches.pop()
     return batches
+
+
+def check_world_size(cfg: RunConfig, n_images: int, env: DistEnv) -> None:
+    """The global micro-batch splits evenly over the ranks, and every rank gets images."""
+    if not env.distributed:
+        return
+    if cfg.batch_size % env.world_size:
+        raise TrainError(f"batch_size {cfg.batch_size} does not split over {env.world_size} ranks: batch_size is the "
+                         f"global micro-batch, use a multiple of {env.world_size}")
+    if n_images < 2 * env.world_size:
+        raise TrainError(f"{n_images} training images cannot give {env.world_size} ranks 2 images each")
 
 
 def accumulation_steps(cfg: RunConfig) -> int:
@@ -119,13 +154,21 @@ def accumulation_steps(cfg: RunConfig) -> int:
 
 def group_weights(batches: list[list[int]], accum: int) -> list[float]:
     """Per micro-batch loss weight: its share of the images in its accumulation group (a short last group too),
-    so each optimiser step sees the mean loss over exactly the images it accumulated."""
+    so each optimiser step sees the mean loss over exactly the images it accumulated. Under W ranks a rank whose
+    share of micro-batch i holds m of its n images weights its mean loss by `weights[i] * W * m / n` (`rank_weight`):
+    DDP's average over the ranks then gives the same mean over the group's images."""
     weights = []
     for start in range(0, len(batches), accum):
         group = batches[start:start + accum]
         total = sum(len(b) for b in group)
         weights += [len(b) / total for b in group]
     return weights
+
+
+def rank_weight(weight: float, n: int, mine: int, env: DistEnv) -> float:
+    """A micro-batch's loss weight on this rank: `weight` times its share `W * mine / n` (exactly 1.0 for one
+    process and for equal shares)."""
+    return weight * (env.world_size * mine / n)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -195,9 +238,13 @@ def _prepare_run(cfg: RunConfig, split: str, resume: bool, redo_stale: bool, fin
 
 def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = False,
           progress: bool | None = None, redo_stale: bool = False) -> Path:
-    """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error."""
+    """Train `cfg` on `split`, writing the run directory; returns it. Raises (after writing FAILED) on error.
+
+    Under a multi-rank launch (torchrun, or Slurm's tasks: engine.distributed) every rank calls this with the same
+    arguments; rank 0 alone takes train.lock and writes the run directory, FAILED naming the rank that failed."""
+    env = distributed.read_env()
     fingerprint = run_fingerprint(cfg, split)  # digests the inputs once: checked here, written by _train
-    resolve_device(device)  # a bad --device is refused before the run directory is made
+    on = rank_device(env, device)  # this rank's device; a bad --device is refused before the run directory is made
     try:
         get_task(cfg.task, dataroot=cfg.dataroot).check_split(cfg, split)
     except Fold0123Error:
@@ -206,38 +253,61 @@ def train(cfg: RunConfig, split: str, device: str | None = None, resume: bool = 
         # the launchers (tmux, Slurm) read the reason from
         if not any(split.startswith(name) for name in split_names(cfg.folds)):
             raise
+    if not env.distributed and on.type == "cuda" and on.index is None and torch.cuda.device_count() > 1:
+        print(f"--device cuda trains on one GPU of the {torch.cuda.device_count()} visible; for all of them run "
+              f"torchrun --nproc_per_node={torch.cuda.device_count()} train.py ...", file=sys.stderr)
     run = rundir.run_dir(cfg, split)
-    # one trainer per run directory: a second train.py on it is refused naming the first's PID (before it touches
-    # DONE, FAILED or any file), as a second evaluate.py --watch is (eval.lock)
-    with exclusive_lock(rundir.train_lock_path(run), holder="another train.py"):
-        return _train_locked(cfg, split, run, device, resume, progress, redo_stale, fingerprint)
+    with ExitStack() as stack:
+        stack.enter_context(distributed.process_group(env, on))
+        # one trainer per run directory: a second train.py on it is refused naming the first's PID (before it
+        # touches DONE, FAILED or any file), as a second evaluate.py --watch is (eval.lock); under torchrun rank 0
+        # holds it for all ranks, and the others hear of its refusal
+        with distributed.main_first(env):
+            if env.is_main:
+                stack.enter_context(exclusive_lock(rundir.train_lock_path(run), holder="another train.py"))
+        return _train_locked(cfg, split, run, on, resume, progress, redo_stale, fingerprint, env)
 
 
-def _train_locked(cfg: RunConfig, split: str, run: Path, device: str | None, resume: bool, progress: bool | None,
-                  redo_stale: bool, fingerprint: Fingerprint) -> Path:
-    run = _prepare_run(cfg, split, resume, redo_stale, fingerprint)
+def _train_locked(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: bool, progress: bool | None,
+                  redo_stale: bool, fingerprint: Fingerprint, env: DistEnv = SINGLE) -> Path:
     found = None
-    if resume and rundir.done_path(run).is_file():
-        last = max((epoch for epoch, _ in rundir.list_checkpoints(run)), default=0)
-        if cfg.epochs <= last:
-            print(f"{run}: already DONE, nothing to resume")
-            return run
-        # extending a finished run: check it can be resumed while it still says DONE (a CheckpointError
-        # here leaves it finished), then drop DONE, so watchers started from now on wait for the new epochs
+
+    def plan() -> str:
+        """Rank 0's check of the run directory: `train`, `finished` (nothing to do) or `extend` (a DONE run)."""
+        nonlocal found
+        _prepare_run(cfg, split, resume, redo_stale, fingerprint)
+        if resume and rundir.done_path(run).is_file():
+            last = max((epoch for epoch, _ in rundir.list_checkpoints(run)), default=0)
+            if cfg.epochs <= last:
+                print(f"{run}: already DONE, nothing to resume")
+                return "finished"
+            # extending a finished run: check it can be resumed while it still says DONE (a CheckpointError
+            # here leaves it finished), then drop DONE, so watchers started from now on wait for the new epochs
+            found = read_resume(run)
+            rundir.done_path(run).unlink(missing_ok=True)
+            print(f"{run}: DONE after epoch {last}; extending it to {cfg.epochs} epochs", file=sys.stderr)
+            return "extend"
+        return "train"
+
+    status = distributed.from_main(env, plan)
+    if status == "finished":
+        return run
+    if status == "extend" and found is None:  # the other ranks read what rank 0 checked
         found = read_resume(run)
-        rundir.done_path(run).unlink(missing_ok=True)
-        print(f"{run}: DONE after epoch {last}; extending it to {cfg.epochs} epochs", file=sys.stderr)
     try:
-        _train(cfg, split, run, device, resume, progress, fingerprint, found)
+        _train(cfg, split, run, device, resume, progress, fingerprint, found, env)
     except BaseException as err:
-        line = " ".join(str(err).split()) or type(err).__name__
-        try:
-            write_text(rundir.failed_path(run), f"{type(err).__name__}: {line}\n")
-        except (OSError, DiskFullError) as marker_err:  # the disk is full: the error matters more than its marker
-            why = getattr(marker_err, "strerror", None) or "no space left on the device"
-            print(f"{run}: could not write {rundir.FAILED} ({why}); the run failed: {line}", file=sys.stderr)
+        if env.is_main:
+            line = distributed.failure_line(env, err)
+            try:
+                write_text(rundir.failed_path(run), f"{line}\n")
+            except (OSError, DiskFullError) as marker_err:  # the disk is full: the error matters more than its marker
+                why = getattr(marker_err, "strerror", None) or "no space left on the device"
+                print(f"{run}: could not write {rundir.FAILED} ({why}); the run failed: {line.partition(': ')[2]}",
+                      file=sys.stderr)
         raise
-    write_text(rundir.done_path(run), time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    if env.is_main:
+        write_text(rundir.done_path(run), time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return run
 
 
@@ -245,7 +315,7 @@ def _train_locked(cfg: RunConfig, split: str, run: Path, device: str | None, res
 class Trainee:
     """The model and everything that steps it; what a checkpoint saves and a resume restores."""
     model: torch.nn.Module  # the plain model (its state dict is what checkpoints hold)
-    parallel: torch.nn.Module  # what batches go through: the model, or DataParallel over it
+    parallel: torch.nn.Module  # what batches go through: the model, or DistributedDataParallel over it
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -253,25 +323,42 @@ class Trainee:
     device: torch.device
     channels_last: bool
     ema: torch.nn.Module | None = None  # the weights' moving average (models.ema, timm's ModelEmaV3); None: off
+    env: DistEnv = SINGLE  # this process's rank in a multi-rank launch (engine.distributed)
+    wrapped_for: tuple = ()  # the trainable parameters `parallel` was built over (DDP: rebuilt when they change)
+
+    def rewrap(self) -> None:
+        """After a freeze change (apply_freeze), DDP over the parameters that now train: DDP hooks the parameters
+        that require gradients when it is built, and would wait forever for one frozen since, or miss one thawed."""
+        if not self.env.distributed:
+            return
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        if trainable != self.wrapped_for:
+            self.parallel = None  # drop the old wrapper (and its gradient hooks) before building the next
+            self.parallel = wrap_model(self.model, self.device, self.env)
+            self.wrapped_for = trainable
 
 
 def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_epoch: int,
-                  transfer: Path | None) -> Trainee:
-    torch.manual_seed(epoch_seed(cfg.seed, 0))
+                  transfer: Path | None, env: DistEnv = SINGLE) -> Trainee:
+    torch.manual_seed(epoch_seed(cfg.seed, 0))  # the same initial weights on every rank
     model = build_model(cfg, task)
     if transfer is not None:
         load_backbone(model, transfer)
     model = model.to(device)
-    channels_last = device.type == "cuda" and cfg.channels_last
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, device, env)
+    channels_last = uses_channels_last(cfg, device)  # CUDA; the CPU with cpu_extras (engine.setup)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ema = build_ema(model, cfg.ema)  # of the plain model, before any DataParallel wrapper
+    # the average of the plain model, outside any DDP wrapper; rank 0's alone (the one that saves it)
+    ema = build_ema(model, cfg.ema) if env.is_main else None
     optimizer = build_optimizer(model, cfg)  # AdamW; per-stage lrs with layer_decay < 1 (engine.optim)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    amp = cfg.amp if device.type == "cuda" else "none"  # AMP and channels_last are CUDA-only
-    return Trainee(model, wrap_model(model, device), optimizer, scheduler,
-                   torch.amp.GradScaler("cuda", enabled=amp == "fp16"),
-                   {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), device, channels_last, ema)
+    dtype = amp_dtype(cfg, device)
+    trainee = Trainee(model, model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
+                      dtype, device, channels_last, ema, env)
+    trainee.rewrap()
+    return trainee
 
 
 def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path) -> None:
@@ -319,8 +406,9 @@ def weights_state(trainee: Trainee, task: Task, cfg: RunConfig, epoch: int) -> d
 
 def resume_state(trainee: Trainee, cfg: RunConfig, epoch: int, global_step: int) -> dict:
     """resume.pth: what continues training after `epoch` (with that epoch's weights, and their EMA: its state is
-    those weights and `global_step`), and the thread count the run was trained with (a resume keeps it: numerics)."""
-    return {"epoch": epoch, "global_step": global_step, "threads": cfg.threads,
+    those weights and `global_step`), the thread count the run was trained with (a resume keeps it: numerics) and
+    its world size (a resume on another may change it: check_resumed_world_size)."""
+    return {"epoch": epoch, "global_step": global_step, "threads": cfg.threads, "world_size": trainee.env.world_size,
             "optimizer": trainee.optimizer.state_dict(),
             "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(), "rng": rng_state()}
 
@@ -344,50 +432,70 @@ class Window:
 
 
 def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoader, cfg: RunConfig, epoch: int,
-                global_step: int, log: LossLog, writer, bar_label: str, progress: bool,
+                global_step: int, log: LossLog | None, writer, bar_label: str, progress: bool,
                 watch: LossWatch | None = None, augmenter: BatchAugmenter | None = None) -> tuple[float, int]:
     """One epoch of micro-batches with gradient accumulation over the run's one `loader` (its batch sampler an
     EpochBatches); returns (mean loss per image, global step). `watch`: the run's divergence check (kept across
     epochs; a fresh one per epoch when None); `augmenter`: the run's augmentation and mixing (built from `cfg`
-    when None)."""
+    when None). `log` and `writer` None: a rank other than 0, which writes nothing.
+
+    Under W ranks (`trainee.env`) the loader yields this rank's share of each global micro-batch; the logged and
+    checked loss is the global mean (one all_reduce per micro-batch), so every rank sees the same value and a
+    divergence fails all of them together."""
+    env = trainee.env
     watch = watch or LossWatch(DIVERGED_HINT)
     augmenter = augmenter or BatchAugmenter(cfg)
-    seed = epoch_seed(cfg.seed, epoch, 1)
+    seed = rank_seed(epoch_seed(cfg.seed, epoch, 1), env.rank)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
     np.random.seed(seed % 2**32)
     random.seed(seed)
     augment = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 2))
+    # per-rank draws after the dihedral views (jigsaw's shuffles): the shared generator for one process
+    own = augment if not env.distributed else torch.Generator().manual_seed(
+        rank_seed(epoch_seed(cfg.seed, epoch, 3), env.rank))
     apply_freeze(trainee.model, cfg.freeze, epoch, cfg.unfreeze_epoch)
+    trainee.rewrap()
     trainee.parallel.train()
     accum = accumulation_steps(cfg)
-    batches = epoch_batches(len(loader.dataset), cfg.batch_size, cfg.seed, epoch)
+    batches = epoch_batches(len(loader.dataset), cfg.batch_size, cfg.seed, epoch, env.world_size)
     weights = group_weights(batches, accum)
-    loader.batch_sampler.batches = batches
+    parts = [distributed.rank_part(len(b), env) for b in batches]
+    loader.batch_sampler.batches = [b[part] for b, part in zip(batches, parts)]
     bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
                leave=False)
     window, total_loss, total_images = Window(), 0.0, 0
     device, optimizer = trainee.device, trainee.optimizer
     optimizer.zero_grad(set_to_none=True)
     for i, (images, targets) in enumerate(loader):
+        n = len(batches[i])  # the global micro-batch; this rank holds images `parts[i]` of it
+        last_of_step = (i + 1) % accum == 0 or i + 1 == len(batches)
         images = images.to(device, non_blocking=True)
-        if cfg.augment == "dihedral":
-            images = random_views(images, augment)
+        if cfg.augment == "dihedral":  # drawn for the whole micro-batch: the same views with 1 or N ranks
+            square = images.shape[-1] == images.shape[-2]
+            images = random_views(images, views=random_view_ids(n, augment, N_VIEWS if square else 4)[parts[i]])
         images = augmenter.uint8(images)
         # jigsaw shuffles tiles on the device and makes its labels here; the other tasks pass through
-        images, targets = task.batch(images, targets, augment, cfg)
+        images, targets = task.batch(images, targets, own, cfg)
         targets = targets.to(device, non_blocking=True)
         x, targets = augmenter.float(normalize(images), targets, epoch)
         if trainee.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=trainee.autocast_dtype, enabled=trainee.autocast_dtype is not None):
-            out = trainee.parallel(x)
-            loss = task.loss(out, targets)
-        value = float(loss.detach())
-        watch.check(value, f"at epoch {epoch} batch {i + 1} (lr {cfg.lr:g})")
-        trainee.scaler.scale(loss * weights[i]).backward()
-        window.add(value, x.shape[0])
-        total_loss, total_images = total_loss + value * x.shape[0], total_images + x.shape[0]
-        if (i + 1) % accum == 0 or i + 1 == len(batches):
+        # DDP: gradients are averaged over the ranks in the backward of a step's last micro-batch only
+        sync = nullcontext() if last_of_step or not env.distributed else trainee.parallel.no_sync()
+        with sync:
+            with torch.autocast(device.type, dtype=trainee.autocast_dtype,
+                                enabled=trainee.autocast_dtype is not None):
+                out = trainee.parallel(x)
+                loss = task.loss(out, targets)
+            value, count = float(loss.detach()), x.shape[0]
+            if env.distributed:  # the global mean: every rank checks and logs the same value
+                summed, count = distributed.sum_over_ranks(env, [value * count, float(count)], device)
+                value, count = summed / count, int(count)
+            watch.check(value, f"at epoch {epoch} batch {i + 1} (lr {cfg.lr:g})")
+            trainee.scaler.scale(loss * rank_weight(weights[i], n, len(batches[i][parts[i]]), env)).backward()
+        window.add(value, count)
+        total_loss, total_images = total_loss + value * count, total_images + count
+        if last_of_step:
             trainee.scaler.step(optimizer)
             trainee.scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -397,10 +505,12 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
                 trainee.ema.update(trainee.model, step=global_step)
             if global_step % cfg.log_every == 0 or i + 1 == len(batches):
                 mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
-                log.write(epoch, global_step, mean_loss, lr, speed)
-                writer.add_scalar("train/loss", mean_loss, global_step)
-                writer.add_scalar("train/lr", lr, global_step)
-                writer.add_scalar("train/images_per_s", speed, global_step)
+                if log is not None:
+                    log.write(epoch, global_step, mean_loss, lr, speed)
+                if writer is not None:
+                    writer.add_scalar("train/loss", mean_loss, global_step)
+                    writer.add_scalar("train/lr", lr, global_step)
+                    writer.add_scalar("train/images_per_s", speed, global_step)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
                 window = Window()
         bar.update(1)
@@ -408,51 +518,62 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
     return total_loss / max(total_images, 1), global_step
 
 
-def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resume: bool, progress: bool | None,
-           fingerprint: Fingerprint, found: tuple[dict, dict] | None = None):
-    """`found`: the (weights, resume state) train() already read to extend a finished run, else read here."""
-    device = resolve_device(device_name)
+def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: bool, progress: bool | None,
+           fingerprint: Fingerprint, found: tuple[dict, dict] | None = None, env: DistEnv = SINGLE):
+    """`found`: the (weights, resume state) train() already read to extend a finished run, else read here (by
+    every rank: the run directory is on a file system all ranks see, as the evaluator's is)."""
+    main = env.is_main
     if found is None and resume:
         found = read_resume(run)  # (weights, resume state), or None for a run with no finished epoch
-        if found is None and rundir.list_checkpoints(run):
+        if found is None and rundir.list_checkpoints(run) and main:
             print(f"{run}: killed before its first resume state was written: training from epoch 1",
                   file=sys.stderr)
     started_with = None if found is None else found[1].get("threads")
     if started_with is not None and int(started_with) != cfg.threads:
         # the thread count changes the float reduction order: a resumed run keeps the one it started with, so
         # it ends bit-identical to an uninterrupted run whatever a relaunch divides the cores into
-        print(f"{run}: resuming with threads={started_with}, as it started (asked for {cfg.threads})",
-              file=sys.stderr)
+        if main:
+            print(f"{run}: resuming with threads={started_with}, as it started (asked for {cfg.threads})",
+                  file=sys.stderr)
         cfg = cfg.model_copy(update={"threads": int(started_with)})
     configure_torch(cfg, device)
     cfg = cfg.model_copy(update={"split": split})
-    write_text(rundir.config_path(run), dump_config(cfg))
-    write_fingerprint(rundir.fingerprint_path(run), fingerprint)
+    if main:
+        write_text(rundir.config_path(run), dump_config(cfg))
+        write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
     task = get_task(cfg.task, dataroot=cfg.dataroot)
-    dataset = task.training_data(cfg, split)  # before the model: a missing split / tag file fails fast
+    with distributed.main_first(env):  # rank 0 builds the image cache, the other ranks open it
+        dataset = task.training_data(cfg, split)  # before the model: a missing split / tag file fails fast
+    check_world_size(cfg, len(dataset), env)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=EpochBatches(), num_workers=cfg.num_workers,
                                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
-    n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 1))
-    trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer)
+    n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 1, env.world_size))
+    if found is not None:
+        check_resumed_world_size(run, found[1], len(dataset), cfg, env)
+    trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer, env)
     start_epoch, global_step = 1, 0
     if found is not None:
         restore(trainee, task, *found, run)
         start_epoch, global_step = int(found[1]["epoch"]) + 1, int(found[1]["global_step"])
-        print(f"{run}: resuming after epoch {start_epoch - 1}", file=sys.stderr)
+        if main:
+            print(f"{run}: resuming after epoch {start_epoch - 1}", file=sys.stderr)
 
     epochs = cfg.epochs
-    log = LossLog(rundir.loss_log_path(run), start_epoch - 1)
-    writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None)
+    log = LossLog(rundir.loss_log_path(run), start_epoch - 1) if main else None
+    writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None) \
+        if main else None
     saver = BackgroundSaver()
     keep_last = cfg.keep_last
-    show_progress = sys.stderr.isatty() if progress is None else bool(progress)
+    show_progress = main and (sys.stderr.isatty() if progress is None else bool(progress))
     watch, augmenter = LossWatch(DIVERGED_HINT), BatchAugmenter(cfg)
     try:
         for epoch in range(start_epoch, epochs + 1):
             loss, global_step = train_epoch(trainee, task, loader, cfg, epoch, global_step, log, writer,
                                             f"{run.name} epoch {epoch}/{epochs}", show_progress, watch, augmenter)
+            if not main:
+                continue
             writer.add_scalar("epoch/loss", loss, epoch)
             writer.flush()
             # weights first, then the resume state that points at them (a crash between the two redoes this
@@ -464,5 +585,24 @@ def _train(cfg: RunConfig, split: str, run: Path, device_name: str | None, resum
         saver.wait()  # every file in place before train() writes DONE
     finally:
         saver.close()  # after a failure too: the last finished epoch's files land before FAILED
-        log.close()
-        writer.close()
+        if log is not None:
+            log.close()
+        if writer is not None:
+            writer.close()
+
+
+def check_resumed_world_size(run: Path, state: dict, n_images: int, cfg: RunConfig, env: DistEnv) -> None:
+    """A run resumes on any number of ranks as long as its epochs keep their micro-batches (the order is the
+    same for every world size; only the drop of a short last micro-batch depends on it): else one line."""
+    before = int(state.get("world_size", 1))
+    if before == env.world_size:
+        return
+    had = len(epoch_batches(n_images, cfg.batch_size, cfg.seed, 1, before))
+    has = len(epoch_batches(n_images, cfg.batch_size, cfg.seed, 1, env.world_size))
+    if had != has:
+        raise TrainError(f"{run}: trained on {before} rank(s), whose epochs take {had} micro-batches; "
+                         f"{env.world_size} ranks would drop the short last one (each rank needs 2 of its images): "
+                         f"resume it on {before} rank(s)")
+    if env.is_main:
+        print(f"{run}: trained on {before} rank(s), resuming on {env.world_size}: the same batches in the same order",
+              file=sys.stderr)

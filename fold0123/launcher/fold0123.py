@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fold0123.launcher.layout import EXECUTORS, LaunchError, LaunchOptions, Plan, describe, plan_fold0123
+from fold0123.launcher.layout import (EXECUTORS, LaunchError, LaunchOptions, Plan, describe, devices_on_cpu,
+                                      is_group_spec, plan_fold0123)
 from fold0123.launcher.status import wait_for
 
 @dataclass(frozen=True)
@@ -58,13 +59,18 @@ def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) 
     o = options
     if o.executor not in EXECUTORS:
         raise LaunchError(f"executor {o.executor!r}: expected one of {', '.join(EXECUTORS)}")
+    check_spread(o)
+    tasks = o.nodes * o.tasks_per_node
     one_gpu_each = o.devices is None and o.eval_devices is None  # local jobs: see launcher.slurm.submit_rows
-    if o.executor == "slurm" or o.executor == "local" and one_gpu_each:
+    if o.executor == "slurm" or o.executor == "local" and (one_gpu_each or tasks > 1):
         # a job's GPUs are its own: cuda:0 (trainer) and on Slurm cuda:1 (a separate evaluator); a local job's
-        # evaluator stays beside its trainer (job_eval_device of no --eval-devices)
+        # evaluator stays beside its trainer (job_eval_device of no --eval-devices); a job over several tasks
+        # trains each rank on cuda:LOCAL_RANK and evaluates beside rank 0
         from fold0123.launcher.slurm import job_devices, job_eval_device
-        o = replace(o, devices=job_devices(o.executor, o.gpus_per_job),
-                    eval_devices=job_eval_device(o.eval_devices, o.gpus_per_job))
+        asked_cpu = o.executor == "local" and o.devices is not None and devices_on_cpu(o.devices)  # CPU tasks
+        devices = "cpu" if asked_cpu else job_devices(o.executor, o.gpus_per_job, tasks)
+        o = replace(o, devices=devices, eval_devices=job_eval_device(
+            o.eval_devices, o.gpus_per_job if devices != "cpu" else 0, tasks))
     plan = plan_fold0123(conf, o)
     if o.verbose:
         print(describe(plan), flush=True)
@@ -86,6 +92,22 @@ def launch_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions()) 
         outcomes = _launch_submitit(plan, result, o, one_gpu_each)
     result.outcomes = _in_split_order(plan, skipped + outcomes)
     return result
+
+
+def check_spread(o: LaunchOptions) -> None:
+    """One row over several devices: GPU groups (`--devices 0,1/2,3`, torchrun) in tmux or on the local executor;
+    `--nodes`/`--tasks-per-node` (one Slurm task per GPU) on Slurm or the local executor. Not both, nor the wrong
+    one for the executor: one line saying which to use."""
+    tasks = o.nodes * o.tasks_per_node
+    if is_group_spec(o.devices) and o.executor == "slurm":
+        raise LaunchError(f"--devices {o.devices}: GPU groups are for tmux (and --executor local); on Slurm a row "
+                          f"spans GPUs with --tasks-per-node N (one task per GPU) and nodes with --nodes M")
+    if tasks > 1 and o.executor == "tmux":
+        raise LaunchError(f"--nodes {o.nodes} --tasks-per-node {o.tasks_per_node}: for --executor slurm or local; "
+                          f"in tmux give each row a GPU group instead: --devices 0,1/2,3")
+    if tasks > 1 and is_group_spec(o.devices):
+        raise LaunchError(f"--devices {o.devices} with --tasks-per-node {o.tasks_per_node}: one or the other (a job's "
+                          f"tasks are its ranks)")
 
 
 def _in_split_order(plan: Plan, outcomes: list[RunOutcome]) -> list[RunOutcome]:
@@ -141,7 +163,8 @@ def _launch_submitit(plan: Plan, result: LaunchResult, o: LaunchOptions, one_gpu
 
     gpus = o.gpus_per_job if job_devices(o.executor, o.gpus_per_job) != "cpu" else 0
     submitted = submit_rows(plan, o.executor, partition=o.partition, gpus_per_job=gpus,
-                            cpus_per_task=o.cpus_per_task, timeout_min=o.timeout_min, one_gpu_each=one_gpu_each)
+                            cpus_per_task=o.cpus_per_task, timeout_min=o.timeout_min, one_gpu_each=one_gpu_each,
+                            nodes=o.nodes, tasks_per_node=o.tasks_per_node)
     result.jobs = [str(row.job.job_id) for row in submitted]
     if not o.wait:
         return [RunOutcome(r.split, r.run_dir, "running", 0.0, f"job {r.job.job_id}") for r in submitted]

@@ -13,6 +13,17 @@ Devices: `cuda:0..` when GPUs are present (rows cycle over them), else every row
 `--set threads=N`, N = cores // rows, so four rows on a small machine do not oversubscribe it. A row's evaluator
 runs on the trainer's device unless `eval_devices` names others: the original trained on GPUs 0-3 and evaluated
 on 4-7, so evaluation never slows training down.
+
+GPU groups (`parse_groups`): with a `/` or a `*` in it, `devices` lists one group of devices per row, the groups
+separated by `/` and a group's devices by `,`: `0,1/2,3/4,5/6,7` gives each of four rows two GPUs (rows cycle
+over the groups, as over single devices); one group for every row ends with `/` (`0,1,2,3/`); `cpu*2` is a group
+of two CPU ranks (for testing; quote it in a shell). A row with a group of N > 1 trains one run over N ranks:
+its train pane runs `python -m torch.distributed.run --standalone --nproc_per_node=N train.py ... --device cuda`
+with CUDA_VISIBLE_DEVICES set to the group's GPUs (each rank on cuda:LOCAL_RANK of them; --device cpu and gloo for
+a CPU group, each rank with its share of the row's threads). `--standalone` gives every row its own rendezvous on a
+free port (torchrun's c10d store on localhost:0), so rows never share one. The evaluator stays on one device: the
+group's first GPU (or the CPU) unless `eval_devices` says otherwise. When torchrun exits non-zero and no rank
+wrote FAILED (rank 0 killed, a rendezvous that never formed) the pane writes it, as for train.py.
 """
 from __future__ import annotations
 
@@ -66,6 +77,8 @@ class LaunchOptions:
     partition: str | None = None
     gpus_per_job: int = 1
     cpus_per_task: int = 4
+    nodes: int = 1           # Slurm: the nodes of one row's job (launcher.slurm: one task per GPU, torch.distributed)
+    tasks_per_node: int = 1  # Slurm: its tasks (ranks) on each node
     timeout_min: int = 24 * 60  # the Slurm job's time limit
     timeout_s: float | None = None
     poll_s: float = 1.0
@@ -99,6 +112,7 @@ class RowSpec:
     env: dict[str, str] = field(default_factory=dict)       # the trainer's (OMP_NUM_THREADS on the CPU)
     panes: tuple[PaneSpec, ...] = ()
     eval_env: dict[str, str] = field(default_factory=dict)  # the evaluator's
+    ranks: int = 1  # > 1: a device group, trained over that many torchrun ranks (`device` names the group)
 
 
 @dataclass(frozen=True)
@@ -144,32 +158,96 @@ def gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def _device_name(item: str, spec: str, option: str) -> str:
+    item = item.strip()
+    if re.fullmatch(r"[0-9]+", item):
+        return f"cuda:{item}"
+    if item == "cpu" or re.fullmatch(r"(cuda|mps)(:[0-9]+)?", item):
+        return item
+    raise LaunchError(f"{option} {spec!r}: {item!r} is not a GPU index, cuda:N, mps or cpu")
+
+
+def is_group_spec(spec: str | None) -> bool:
+    """Whether `spec` lists device groups (a `/` or a `*` in it) rather than one device per row."""
+    return spec is not None and ("/" in spec or "*" in spec)
+
+
 def parse_devices(spec: str | None, n_rows: int, option: str = "--devices") -> list[str]:
-    """`None`/`auto` -> every visible GPU, else cpu; `cpu`; `0,1,2,3` or `cuda:0,cuda:1` -> rows cycle over them."""
+    """`None`/`auto` -> every visible GPU, else cpu; `cpu`; `0,1,2,3` or `cuda:0,cuda:1` -> rows cycle over them.
+    One device per row: a group spec (`0,1/2,3`, `cpu*2`) is refused here (parse_groups reads it)."""
     if n_rows == 0:
         return []
     spec = (spec or "auto").strip()
+    if is_group_spec(spec):
+        raise LaunchError(f"{option} {spec!r}: one device per row here (a group, '/' or '*', is for --devices: "
+                          f"the evaluator watches on one device)")
     if spec == "auto":
         n = gpu_count()
         devices = [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
     else:
-        devices = []
-        for item in spec.split(","):
-            item = item.strip()
-            if re.fullmatch(r"[0-9]+", item):
-                devices.append(f"cuda:{item}")
-            elif item == "cpu" or re.fullmatch(r"(cuda|mps)(:[0-9]+)?", item):
-                devices.append(item)
-            else:
-                raise LaunchError(f"{option} {spec!r}: {item!r} is not a GPU index, cuda:N, mps or cpu")
+        devices = [_device_name(item, spec, option) for item in spec.split(",")]
     return [devices[i % len(devices)] for i in range(n_rows)]
 
 
-def row_devices(devices: str | None, eval_devices: str | None, n_rows: int) -> list[tuple[str, str]]:
-    """(trainer, evaluator) device per row; `eval_devices` None puts each evaluator on its trainer's device."""
-    train = parse_devices(devices, n_rows)
+def _group(text: str, spec: str, option: str) -> tuple[str, ...]:
+    """One group: `0,1` -> (cuda:0, cuda:1); `cpu*2` or `cpu,cpu` -> (cpu, cpu)."""
+    devices: list[str] = []
+    for item in text.split(","):
+        name, star, count = item.strip().partition("*")
+        if star and not (count.strip().isdigit() and int(count) >= 1):
+            raise LaunchError(f"{option} {spec!r}: {item.strip()!r}: DEVICE*N needs a whole number of ranks N >= 1")
+        devices += [_device_name(name, spec, option)] * (int(count) if star else 1)
+    if len(devices) > 1:
+        if set(devices) == {"cpu"}:
+            return tuple(devices)
+        if any(not re.fullmatch(r"cuda:[0-9]+", d) for d in devices):
+            raise LaunchError(f"{option} {spec!r}: group {text.strip()!r}: a group is GPU indices (0,1) or CPU "
+                              f"ranks (cpu*2), not a mixture (nor mps)")
+        if len(set(devices)) < len(devices):
+            raise LaunchError(f"{option} {spec!r}: group {text.strip()!r} names a GPU twice (one rank per GPU)")
+    return tuple(devices)
+
+
+def parse_groups(spec: str | None, n_rows: int, option: str = "--devices") -> list[tuple[str, ...]]:
+    """Each row's devices: one (parse_devices' forms: rows cycle over `0,1,2,3`), or a group for a spec with a
+    `/` or a `*`: groups separated by `/` (`0,1/2,3/4,5/6,7`; a trailing `/` for one group: `0,1,2,3/`), a
+    group's devices by `,`, `cpu*N` for N CPU ranks; rows cycle over the groups."""
+    if not is_group_spec(spec):
+        return [(device,) for device in parse_devices(spec, n_rows, option)]
+    if n_rows == 0:
+        return []
+    texts = spec.strip().split("/")
+    if texts[-1].strip() == "" and len(texts) > 1:
+        texts = texts[:-1]
+    if any(not t.strip() for t in texts):
+        raise LaunchError(f"{option} {spec!r}: an empty group (groups are separated by '/': 0,1/2,3)")
+    groups = [_group(t, spec, option) for t in texts]
+    return [groups[i % len(groups)] for i in range(n_rows)]
+
+
+def group_label(group: Sequence[str]) -> str:
+    """A row's devices as titles and plans show them: `cuda:0`, `cuda:0,1` (a GPU group), `cpu*2`."""
+    if len(group) == 1:
+        return group[0]
+    if group[0] == "cpu":
+        return f"cpu*{len(group)}"
+    return "cuda:" + ",".join(d.split(":")[1] for d in group)
+
+
+def devices_on_cpu(spec: str | None) -> bool:
+    """Whether every trainer of `spec` (launch.py --devices, a recipe's `devices`) runs on the CPU: what device
+    the recipe's own evaluate.py calls (soups) then use."""
+    if spec is None or spec.strip() == "auto":
+        return gpu_count() == 0
+    return all(set(group) == {"cpu"} for group in parse_groups(spec, 1 + spec.count("/") + spec.count(",")))
+
+
+def row_devices(devices: str | None, eval_devices: str | None, n_rows: int) -> list[tuple[tuple[str, ...], str]]:
+    """(trainer's devices, evaluator's device) per row; `eval_devices` None puts each evaluator on its trainer's
+    (first) device."""
+    train = parse_groups(devices, n_rows)
     if eval_devices is None:
-        return [(d, d) for d in train]
+        return [(group, group[0]) for group in train]
     return list(zip(train, parse_devices(eval_devices, n_rows, "--eval-devices")))
 
 
@@ -214,9 +292,17 @@ def pane_command(title: str, argv: Sequence[str], env: dict[str, str] | None = N
     return f'tmux select-pane -t "$TMUX_PANE" -T {shlex.quote(title)}; {line}'
 
 
+def torchrun_argv(python: str, ranks: int) -> list[str]:
+    """torchrun for one row's group on this machine: a standalone rendezvous on a free port of its own."""
+    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+
+
 def train_argv(python: str, conf: str, split: str, device: str, threads: int | None,
-               overrides: Sequence[str], resume: bool, redo_stale: bool = False) -> list[str]:
-    argv = [python, "train.py", "--conf", conf, "--split", split, "--device", device, *set_args(overrides)]
+               overrides: Sequence[str], resume: bool, redo_stale: bool = False, ranks: int = 1) -> list[str]:
+    """train.py's command line; with `ranks` > 1 under torchrun (`device` then `cuda` or `cpu`: every rank on
+    its own GPU of the visible ones, or on the CPU, `threads` each)."""
+    launch = torchrun_argv(python, ranks) if ranks > 1 else [python]
+    argv = [*launch, "train.py", "--conf", conf, "--split", split, "--device", device, *set_args(overrides)]
     if threads is not None:
         argv += ["--set", f"threads={threads}"]
     if resume:
@@ -238,8 +324,11 @@ def row_panes(row: RowSpec, python: str) -> tuple[PaneSpec, ...]:
         train = pane_command(train_title,
                              ["echo", f"{row.split}: training already DONE in {row.run_dir}; evaluating only"])
     else:
+        message = ([] if row.ranks == 1 else
+                   ["--message", f"torchrun (train.py over {row.ranks} ranks) exited non-zero and no rank wrote "
+                                 f"FAILED (rank 0 killed, or the ranks never met): see its pane"])
         train = pane_command(train_title, row.train_argv, row.env,
-                             status_argv(python, "mark-failed", row.run_dir, "--role", "train"))
+                             status_argv(python, "mark-failed", row.run_dir, "--role", "train", *message))
     evaluate = pane_command(eval_title, row.eval_argv, row.eval_env,
                             status_argv(python, "mark-failed", row.run_dir, "--role", "evaluate"))
     return (PaneSpec(row.split, "train", train_title, train),
@@ -254,8 +343,9 @@ def plan_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions(), py
     A run made by another config or from other inputs (common.fingerprint) is a LaunchError naming what differs,
     or with `redo_stale` a row that trains it again from scratch; a finished run asked for more epochs resumes.
 
-    `devices` places the trainers (rows cycle over the list), `eval_devices` the evaluators (default: each on
-    its trainer's device; `4,5,6,7` beside devices `0,1,2,3` is the original's layout). `checkpoints` overrides
+    `devices` places the trainers (rows cycle over the list, or over its groups: `0,1/2,3` trains each row over
+    two GPUs with torchrun, see the module's docstring), `eval_devices` the evaluators (default: each on its
+    trainer's (first) device; `4,5,6,7` beside devices `0,1,2,3` is the original's layout). `checkpoints` overrides
     the config's checkpoints_dir (passed on to train.py as `--set checkpoints_dir=`), `splits` restricts the
     rows (default: every split of the config's `folds`; a clip config's `train` and `all`), `root` is where the
     commands run (default: the repository), `python` the interpreter they use (default: this one). Each CPU row
@@ -303,24 +393,31 @@ def plan_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions(), py
     active = [(s, d) for s, d in all_dirs if needs_work(s, d)]
     skipped = tuple((s, d) for s, d in all_dirs if (s, d) not in active)
     placed = row_devices(o.devices, o.eval_devices, len(active))
-    n_cpu = sum(1 for pair in placed if "cpu" in pair)  # rows with a trainer or an evaluator on the CPU
+    n_cpu = sum(1 for group, ev in placed if "cpu" in (group[0], ev))  # rows with a CPU trainer or evaluator
     threads = (o.cpus_per_task if o.executor == "slurm" else cpu_threads(n_cpu, cores)) if n_cpu else None
     rows = []
-    for (split, rdir), (device, eval_device) in zip(active, placed):
-        row_threads = threads if "cpu" in (device, eval_device) else None
-        env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads and device == "cpu" else {}
+    for (split, rdir), (group, eval_device) in zip(active, placed):
+        on_cpu, ranks = group[0] == "cpu", len(group)
+        row_threads = threads if "cpu" in (group[0], eval_device) else None
+        # each CPU rank's share (a local job's tasks share this machine's cores too; a Slurm task has its own)
+        here = ranks if ranks > 1 else o.tasks_per_node if o.executor == "local" else 1
+        rank_threads = max(1, row_threads // here) if row_threads and on_cpu else None
+        env = {"OMP_NUM_THREADS": str(rank_threads)} if rank_threads else {}
+        if ranks > 1 and not on_cpu:  # the group's GPUs, as cuda:0.. of its ranks (LOCAL_RANK)
+            env = {"CUDA_VISIBLE_DEVICES": ",".join(d.split(":")[1] for d in group), **env}
         eval_env = {"OMP_NUM_THREADS": str(row_threads)} if row_threads and eval_device == "cpu" else {}
         redo = rdir in stale
         epochs = [] if redo else checkpoint_epochs(root / rdir)
         done = not redo and training_done(root / rdir) and bool(epochs) and max(epochs) >= cfg.epochs
         resume = not done and bool(epochs)
-        row = RowSpec(split=split, device=device, eval_device=eval_device, threads=row_threads, run_dir=rdir,
-                      resume=resume, train_done=done,
-                      train_argv=tuple(train_argv(python, conf_shown, split, device,
-                                                  row_threads if device == "cpu" else None, overrides, resume,
-                                                  redo)),
+        train_device = group[0] if ranks == 1 else "cpu" if on_cpu else "cuda"
+        row = RowSpec(split=split, device=group_label(group), eval_device=eval_device, threads=row_threads,
+                      run_dir=rdir, resume=resume, train_done=done,
+                      train_argv=tuple(train_argv(python, conf_shown, split, train_device, rank_threads, overrides,
+                                                  resume, redo, ranks)),
                       eval_argv=(python, "evaluate.py", "--run", rdir, "--watch", "--device", eval_device),
-                      monitor_argv=(python, "-m", "fold0123.launcher.monitor", rdir), env=env, eval_env=eval_env)
+                      monitor_argv=(python, "-m", "fold0123.launcher.monitor", rdir), env=env, eval_env=eval_env,
+                      ranks=ranks)
         rows.append(replace(row, panes=row_panes(row, python)))
     active_dirs = [d for _, d in active]
     extending = [r.run_dir for r in rows if r.resume and training_done(root / r.run_dir)]
@@ -361,6 +458,9 @@ def describe(plan: Plan) -> str:
         how = ("evaluate only" if row.train_done else "resume" if row.resume
                else "train again (stale)" if "--redo-stale" in row.train_argv else "train")
         threads = f", {row.threads} threads" if row.threads else ""
+        if row.ranks > 1:
+            threads = f", {row.ranks} ranks (torchrun)" + (f", {row.env['OMP_NUM_THREADS']} threads each"
+                                                           if "OMP_NUM_THREADS" in row.env else "")
         evaluator = f", evaluated on {row.eval_device}" if row.eval_device != row.device else ""
         lines.append(f"  {row.split:8s} {row.device}{evaluator}{threads}: {how} -> {row.run_dir}")
     for split, rdir in plan.skipped:

@@ -5,7 +5,7 @@ timm's own train.py does. ModelEmaV3 then uses decay 0 at step 1 (the average st
 after the first step) and `ema.decay` from step 2 on; with `ema.warmup` the decay ramps up as
 min(ema.decay, 1 - step^(-2/3)) (timm's use_warmup with its default gamma 1 and power 2/3). Parameters and
 floating-point buffers (BN running statistics) are averaged, integer buffers copied. The average lives on the
-model's device, outside any DataParallel wrapper.
+model's device, outside any DistributedDataParallel wrapper (on rank 0 alone, the one that saves it).
 
 Its weights are saved beside the raw ones in every `{epoch}.pth` as `model_ema` (plain `Network` keys, like
 `model`); that is also all a resume needs, with the global step resume.pth already holds (models.checkpoints).
