@@ -1,7 +1,7 @@
 """`make demo-retrieval`: the retrieval job end to end on the bundled emoji set, on the CPU, and its table.
 
     build (datasets/emoji_muge, its private answers and its cache) -> pack (LMDB) -> the jigsaw pretext of
-    `make demo` (reused when runs/demo/jigsaw_all is DONE) -> train.py twice (image tower transferred from the
+    `make demo` at the preset's stem and width (reused when its `transfer_from` run is DONE) -> train.py twice (image tower transferred from the
     pretext, and from scratch) -> predict the test split -> ensemble of the two saved matrices -> test-time
     learning on the cache (parameters/ttl.yml: the settings retrieval.ttl_select chose on the valid split's
     cache) -> score every submission against the private answers -> the table.
@@ -51,13 +51,16 @@ def main(argv=None) -> None:
     private, cache = data.parent / f"{data.name}_private", data.parent / f"{data.name}_cache"
     run_cli("-m", "fold0123.preprocessing.muge_emoji", "--out", str(data))
     run_cli("-m", "fold0123.preprocessing.pack_lmdb", "--data-dir", str(data), "--splits", ",".join(muge.SPLITS))
-    jigsaw = ROOT / cfg.checkpoints_dir / "jigsaw_all"
-    if not rundir.done_path(jigsaw).is_file():  # the pretext of `make demo`, on the atmaCup-layout emoji set
+    # the jigsaw pretext of `make demo` (on the atmaCup-layout emoji set) at the retrieval preset's own stem and
+    # width, as the run its `transfer_from` names (`{exp}_all`)
+    jigsaw = ROOT / cfg.checkpoints_dir / cfg.transfer_from
+    if not rundir.done_path(jigsaw).is_file():
         run_cli("-m", "fold0123.preprocessing.emoji", "--out", "datasets/emoji")
         if not (ROOT / "datasets/emoji/all_train.csv").is_file():
             run_cli("SGKFold.py", "--dataroot", "datasets/emoji", "--k", "3", "--batch-size", "64", "--seed", "0")
         run_cli("train.py", "--conf", "parameters/demo/jigsaw.yml", "--split", "all", "--device", "cpu",
-                "--no-progress", *(["--resume"] if jigsaw.is_dir() else []))
+                "--no-progress", "--set", f"exp={cfg.transfer_from.removesuffix('_all')}", "--set",
+                f"stem={cfg.stem}", "--set", f"width={cfg.width}", *(["--resume"] if jigsaw.is_dir() else []))
     runs = {"transferred": train_once(args.conf, "retrieval"),
             "scratch": train_once(args.conf, "retrieval_scratch", "transfer_from=null")}
     answers = muge.texts_jsonl(private, "test")
