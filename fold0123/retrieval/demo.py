@@ -2,9 +2,9 @@
 
     build (datasets/emoji_muge, its private answers and its cache) -> pack (LMDB) -> the jigsaw pretext of
     `make demo` at the preset's stem and width (reused when its `transfer_from` run is DONE) -> train.py twice
-    (image tower transferred from the pretext, and from scratch) -> predict the test split -> ensemble of the two saved matrices -> test-time
-    learning on the cache (parameters/ttl.yml: the settings retrieval.ttl_select chose on the valid split's
-    cache) -> score every submission against the private answers -> the table.
+    (image tower transferred from the pretext, and from scratch) -> predict the test split -> ensemble of the two
+    saved matrices -> test-time learning on the cache (parameters/ttl.yml: the settings retrieval.ttl_select chose
+    on the valid split's cache) -> score every submission against the private answers -> the table.
 
 Every step reuses what an earlier run made (a complete build, a DONE run); the answers are read only to score.
 """
