@@ -31,10 +31,11 @@ def run_cli(*args: str) -> None:
 def train_once(conf: str, exp: str, *overrides: str) -> Path:
     cfg = load_config(ROOT / conf, [f"exp={exp}", *overrides], schema=RunConfig)
     run = rundir.run_dir(cfg, "train")
-    if not rundir.done_path(ROOT / run).is_file():
-        run_cli("train.py", "--conf", conf, "--split", "train", "--device", "cpu", "--no-progress",
-                "--set", f"exp={exp}", *[a for o in overrides for a in ("--set", o)],
-                *(["--resume"] if (ROOT / run).is_dir() else []))
+    # train.py itself decides: a DONE run of this config is a no-op, an interrupted one resumes, one made by
+    # another config or from other inputs (a changed preset) is trained again
+    run_cli("train.py", "--conf", conf, "--split", "train", "--device", "cpu", "--no-progress", "--redo-stale",
+            "--set", f"exp={exp}", *[a for o in overrides for a in ("--set", o)],
+            *(["--resume"] if (ROOT / run).is_dir() else []))
     return ROOT / run
 
 
