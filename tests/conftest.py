@@ -258,6 +258,50 @@ def interrupt_in_epoch_2(monkeypatch, where: str) -> None:
         monkeypatch.setattr(saver, "save_checkpoint", save_then_die)
 
 
+def killed_in_epoch_2_then_resumed(cfg: RunConfig, split: str, monkeypatch, where: str = "mid-epoch") -> Path:
+    """Train `cfg`, killed in epoch 2 (see interrupt_in_epoch_2), then resumed to the end: the run directory."""
+    from fold0123.engine.trainer import train
+
+    interrupt_in_epoch_2(monkeypatch, where)
+    with pytest.raises(Interrupt):
+        train(cfg, split, "cpu", progress=False)
+    monkeypatch.undo()
+    return train(cfg, split, "cpu", resume=True, progress=False)
+
+
+def assert_backbone_transferred(jigsaw: Path, run: Path, cfg: RunConfig, changed: str) -> dict:
+    """A frozen transfer: the run's backbone is the pretext's whole, and its `changed` weight is not the fresh
+    initialisation. The run's epoch-1 weights."""
+    import torch
+
+    from fold0123.engine.trainer import epoch_seed
+    from fold0123.models.checkpoints import read_checkpoint
+    from fold0123.models.network import build_model
+    from fold0123.models.tasks import get_task
+
+    pretext = read_checkpoint(rundir.checkpoint_path(jigsaw, 1))["model"]
+    tuned = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
+    torch.manual_seed(epoch_seed(cfg.seed, 0))
+    fresh = build_model(cfg, get_task("target")).state_dict()
+    backbone = [k for k in tuned if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # frozen: the pretext's, whole
+    assert not torch.equal(tuned[changed], fresh[changed])
+    return tuned
+
+
+def assert_epoch_spec_taken(good: list[str], expected: dict, bad: list[str], message: str) -> None:
+    """The stack config's `runs` take the epoch specs in `good` (giving `expected`); each of `bad` is refused in
+    one line matching `message`."""
+    cfg = load_config(ROOT / "parameters/stack.yml", good, schema=StackConfig)
+    assert {"runs": cfg.runs, "ensemble.runs": cfg.ensemble.runs} == expected
+    from fold0123.common.config import ConfigError
+
+    for spec in bad:
+        with pytest.raises(ConfigError, match=rf"key 'runs.target': .*{message}.*\(got '{spec}'\)") as err:
+            load_config(ROOT / "parameters/stack.yml", [f"runs={{target: {spec}}}"], schema=StackConfig)
+        assert "\n" not in str(err.value)
+
+
 # --------------------------------------------------------------------------- a tiny retrieval dataroot (MUGE)
 # Each image shows a concept (a colour and the position of a bright square) and its text names it ("red top
 # left"), with noise, so a text tower and an image tower can learn to meet; several images share a text, so

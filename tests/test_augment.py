@@ -9,7 +9,7 @@ from fold0123.common.config import ConfigError
 from fold0123.data.augment import BatchAugmenter, batch_mixer, image_transform, mix, mixing_epoch
 from fold0123.engine.trainer import epoch_seed, train
 from fold0123.models.checkpoints import read_checkpoint
-from tests.conftest import Interrupt, interrupt_in_epoch_2, make_recipe_root, tiny_config
+from tests.conftest import killed_in_epoch_2_then_resumed, make_recipe_root, tiny_config
 
 torch.set_num_threads(1)
 
@@ -136,12 +136,8 @@ def test_jigsaw_with_augmentation_trains_and_mixup_is_refused(tmp_path, dataroot
 def test_resume_with_every_option_on_is_bit_exact(tmp_path, dataroot, monkeypatch):
     overrides = ("transfer_from=null", "epochs=3", *EVERYTHING)
     full = train(tiny_config("onehot", dataroot, tmp_path / "full", *overrides), "3fold1", "cpu", progress=False)
-    cfg = tiny_config("onehot", dataroot, tmp_path / "cut", *overrides)
-    interrupt_in_epoch_2(monkeypatch, "mid-epoch")
-    with pytest.raises(Interrupt):
-        train(cfg, "3fold1", "cpu", progress=False)
-    monkeypatch.undo()
-    resumed = train(cfg, "3fold1", "cpu", resume=True, progress=False)
+    resumed = killed_in_epoch_2_then_resumed(tiny_config("onehot", dataroot, tmp_path / "cut", *overrides),
+                                             "3fold1", monkeypatch)
     for epoch in (1, 2, 3):
         a, b = (read_checkpoint(rundir.checkpoint_path(r, epoch))["model"] for r in (full, resumed))
         assert all(torch.equal(a[key], b[key]) for key in a), epoch

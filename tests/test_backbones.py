@@ -15,7 +15,7 @@ from fold0123.models.checkpoints import read_checkpoint
 from fold0123.models.network import Network, build_model
 from fold0123.models.tasks import get_task
 from fold0123.models.transfer import apply_freeze
-from tests.conftest import Interrupt, interrupt_in_epoch_2, make_recipe_root, tiny_config
+from tests.conftest import assert_backbone_transferred, killed_in_epoch_2_then_resumed, make_recipe_root, tiny_config
 
 torch.set_num_threads(1)
 CONVNEXT, VIT = "convnext_atto", "vit_tiny_patch16_224"
@@ -135,24 +135,14 @@ def test_a_vit_pretrains_on_the_jigsaw_and_transfers_its_backbone(dataroot, tmp_
     cfg = tiny_config("target", dataroot, tmp_path, f"backbone={VIT}", "epochs=1", f"transfer_from={jigsaw}",
                       "freeze=head")
     run = train(cfg, "3fold0", "cpu", progress=False)
-    pretext = read_checkpoint(rundir.checkpoint_path(jigsaw, 1))["model"]
-    tuned = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
-    torch.manual_seed(epoch_seed(cfg.seed, 0))
-    fresh = build_model(cfg, get_task("target")).state_dict()
-    backbone = [k for k in tuned if k.startswith("backbone.")]
-    assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # frozen: the pretext's, whole
-    assert not torch.equal(tuned["backbone.pos_embed"], fresh["backbone.pos_embed"])
+    assert_backbone_transferred(jigsaw, run, cfg, "backbone.pos_embed")
 
 
 def test_a_resumed_layer_decay_run_ends_bit_identical(dataroot, tmp_path, monkeypatch):
     keys = ("transfer_from=null", f"backbone={CONVNEXT}", "epochs=2", "layer_decay=0.6")
     full = train(tiny_config("target", dataroot, tmp_path / "full", *keys), "3fold0", "cpu", progress=False)
-    cfg = tiny_config("target", dataroot, tmp_path / "cut", *keys)
-    interrupt_in_epoch_2(monkeypatch, "mid-epoch")
-    with pytest.raises(Interrupt):
-        train(cfg, "3fold0", "cpu", progress=False)
-    monkeypatch.undo()
-    cut = train(cfg, "3fold0", "cpu", resume=True, progress=False)
+    cut = killed_in_epoch_2_then_resumed(tiny_config("target", dataroot, tmp_path / "cut", *keys), "3fold0",
+                                         monkeypatch)
     a, b = (read_checkpoint(rundir.checkpoint_path(r, 2))["model"] for r in (full, cut))
     assert all(torch.equal(a[k], b[k]) for k in a)
     ga, gb = (torch.load(rundir.resume_path(r), weights_only=True)["optimizer"]["param_groups"] for r in (full, cut))

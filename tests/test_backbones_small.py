@@ -10,13 +10,13 @@ from timm.layers import DropPath
 from fold0123.common import rundir
 from fold0123.common.schema import RunConfig
 from fold0123.engine.optim import build_optimizer
-from fold0123.engine.trainer import epoch_seed, train
+from fold0123.engine.trainer import train
 from fold0123.models.backbones import BackboneError, build_backbone
 from fold0123.models.checkpoints import CheckpointError, read_checkpoint
 from fold0123.models.network import build_model
 from fold0123.models.tasks import get_task
 from fold0123.models.transfer import apply_freeze, load_backbone
-from tests.conftest import make_recipe_root, tiny_config
+from tests.conftest import assert_backbone_transferred, make_recipe_root, tiny_config
 
 torch.set_num_threads(1)
 
@@ -131,13 +131,7 @@ def test_the_jigsaw_pretrains_a_small_stem_and_transfers_it_to_the_same_stem_onl
     jigsaw = train(tiny_config("jigsaw", dataroot, tmp_path, *keys), "all", "cpu", progress=False)
     cfg = tiny_config("target", dataroot, tmp_path, *keys, f"transfer_from={jigsaw}", "freeze=head")
     run = train(cfg, "3fold0", "cpu", progress=False)
-    pretext = read_checkpoint(rundir.checkpoint_path(jigsaw, 1))["model"]
-    tuned = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
-    torch.manual_seed(epoch_seed(cfg.seed, 0))
-    fresh = build_model(cfg, get_task("target")).state_dict()
-    backbone = [k for k in tuned if k.startswith("backbone.")]
-    assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # frozen: the pretext's, whole
-    assert not torch.equal(tuned["backbone.conv1.weight"], fresh["backbone.conv1.weight"])
+    tuned = assert_backbone_transferred(jigsaw, run, cfg, "backbone.conv1.weight")
     assert tuned["backbone.conv1.weight"].shape == (16, 3, 3, 3)
     # another stem or width does not fit: the transfer's one-line error names the file and the first difference
     path = rundir.checkpoint_path(jigsaw, 1)

@@ -148,7 +148,7 @@ def test_a_row_with_a_device_group_trains_under_torchrun(conf_only: Path):
         assert row.env == {"CUDA_VISIBLE_DEVICES": f"{2 * i},{2 * i + 1}"} and row.threads is None
         train = row.panes[0].command
         assert f"CUDA_VISIBLE_DEVICES={2 * i},{2 * i + 1} " in train and f"'{row.split} train (cuda:{2 * i},"in train
-        assert f"--role train --message 'torchrun (train.py over 2 ranks) exited non-zero" in train
+        assert "--role train --message 'torchrun (train.py over 2 ranks) exited non-zero" in train
         assert row.eval_argv[-2:] == ("--device", f"cuda:{2 * i}") and "CUDA_VISIBLE" not in row.panes[2].command
     assert "3fold0   cuda:0,1, evaluated on cuda:0, 2 ranks (torchrun): train" in describe(plan)
     cpu = plan_fold0123(conf_only, LaunchOptions(devices="cpu*2"), cores=8)  # 8 cores, 4 rows: 2 threads a row

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fold0123.launcher import slurm
 from fold0123.launcher.fold0123 import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
-from fold0123.launcher.slurm import (job_devices, job_eval_device, job_parameters, resumed_argv, row_payload, run_row,
-                                     task_environment)
+from fold0123.launcher.slurm import (job_devices, job_eval_device, job_parameters, resumed_argv, row_command,
+                                     row_payload, run_row, task_environment)
 from tests.conftest import ROOT
 from tests.test_launcher import tiny_experiment
 
@@ -103,6 +103,8 @@ def fake_slurm(folder: Path, monkeypatch) -> Path:
 
 def test_a_row_over_2_nodes_x_2_tasks_is_one_job_of_4_tasks_one_gpu_each(tmp_path: Path, monkeypatch):
     script = fake_slurm(tmp_path / "bin", monkeypatch)
+    submitted = []
+    monkeypatch.setattr(slurm, "row_command", lambda *a, **k: submitted.append(row_command(*a, **k)) or submitted[-1])
     conf = tmp_path / "plan.yml"
     conf.write_text(f"base: {ROOT / 'parameters' / 'tiny' / 'target.yml'}\ncheckpoints_dir: {tmp_path / 'runs'}\n")
     result = launch_fold0123(conf, LaunchOptions(executor="slurm", nodes=2, tasks_per_node=2, partition="gpu",
@@ -113,8 +115,8 @@ def test_a_row_over_2_nodes_x_2_tasks_is_one_job_of_4_tasks_one_gpu_each(tmp_pat
                  "--signal=USR2@90", "--job-name=fold0123_plan_all"):
         assert f"#SBATCH {line}\n" in sbatch, sbatch
     assert "\nsrun --unbuffered" in sbatch  # srun starts the 4 tasks: each runs the row (no torchrun)
-    submitted = pickle.loads((tmp_path / "runs" / "submitit" / "plan" / "4242_submitted.pkl").read_bytes())
-    command = submitted.function.command
+    assert (tmp_path / "runs" / "submitit" / "plan" / "4242_submitted.pkl").is_file()
+    [command] = submitted  # what the job runs, as submit_rows built it (never unpickled back)
     assert command[1:4] == ["-m", "fold0123.launcher.slurm", "run-row"]
     payload = json.loads(command[4])
     assert payload["tasks"] == 4 and payload["train"][1] == "train.py"

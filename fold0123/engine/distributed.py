@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Mapping, TypeVar
 import torch
 import torch.distributed as dist
 
-from fold0123.common.errors import Fold0123Error, UsageError
+from fold0123.common.errors import Fold0123Error
 
 T = TypeVar("T")
 

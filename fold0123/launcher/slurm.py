@@ -57,6 +57,11 @@ def row_payload(row: RowSpec, tasks: int = 1) -> dict:
             "eval_env": row.eval_env, "tasks": tasks}
 
 
+def row_command(plan: Plan, row: RowSpec, tasks: int = 1) -> list[str]:
+    """The command a row's job runs: `run-row` with the row's payload as JSON (submitit pickles it in the job)."""
+    return [plan.python, "-m", "fold0123.launcher.slurm", "run-row", json.dumps(row_payload(row, tasks))]
+
+
 def task_environment() -> dict[str, str]:
     """torch.distributed's variables for this task of a multi-task job (submitit's TorchDistributedEnvironment,
     Slurm's or the local executor's), without its CUDA_VISIBLE_DEVICES: each task sees its node's GPUs."""
@@ -187,7 +192,7 @@ def submit_rows(plan: Plan, kind: str = "slurm", partition: str | None = None, g
     local_gpus = gpu_count() if kind == "local" and params["gpus_per_node"] > 0 else 0
     submitted = []
     for i, row in enumerate(plan.rows):
-        command = [plan.python, "-m", "fold0123.launcher.slurm", "run-row", json.dumps(row_payload(row, tasks))]
+        command = row_command(plan, row, tasks)
         executor.update_parameters(name=f"fold0123_{plan.exp}_{row.split}")
         if local_gpus and tasks > 1:  # the local job's tasks: the machine's first GPUs, one each
             executor.update_parameters(visible_gpus=tuple(range(min(tasks, local_gpus))))
