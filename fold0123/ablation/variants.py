@@ -45,7 +45,7 @@ from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import RecipeAblationConfig, RecipeConfig, RunConfig
 from fold0123.launcher.layout import LaunchOptions, devices_on_cpu, plan_fold0123
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, launch, make_folds, make_tag_vectors,
-                                      run_cli, soup_is_current, stage)
+                                      run_cli, run_sets, soup_is_current, stage)
 from fold0123.reports.html import fmt
 from fold0123.stacking.runs import EMA_RE, choice_metrics, fold_splits, resolve_epoch, run_dir, soup_size
 
@@ -81,17 +81,12 @@ def readers(cfg: RecipeAblationConfig, name: str) -> list[str]:
     return [n for n in cfg.variants if source(cfg, n) == name]
 
 
-def recipe_overrides(recipe: RecipeConfig) -> list[str]:
-    """What launcher.recipe.launch passes on to every run after the variant's own sets (it wins over them)."""
-    return [*recipe.overrides(), *([f"w2v_dim={recipe.word2vec.dim}"] if recipe.word2vec else [])]
-
-
 def variant_sets(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig) -> list[str]:
     """The training variant's overrides of the task config: task_set, its set, its exp, and `keep_last` raised to
     the largest soup its readers score (a soup needs that many epochs' weights)."""
     sets = [*cfg.task_set, *cfg.variants[name].set, f"exp={name}"]
     soups = [soup_size(cfg.variants[n].epoch) or 0 for n in readers(cfg, name)]
-    keep = load_config(cfg.task, [*sets, *recipe_overrides(recipe)], schema=RunConfig).keep_last
+    keep = load_config(cfg.task, [*sets, *run_sets(recipe)], schema=RunConfig).keep_last
     if max(soups) > keep > 0:
         sets.append(f"keep_last={max(soups)}")
     return sets
@@ -99,7 +94,7 @@ def variant_sets(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig) -> 
 
 def variant_config(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig) -> RunConfig:
     """The training variant's resolved config, as its runs get it (a typo in a variant's set stops here)."""
-    return load_config(cfg.task, [*variant_sets(cfg, name, recipe), *recipe_overrides(recipe)], schema=RunConfig)
+    return load_config(cfg.task, [*variant_sets(cfg, name, recipe), *run_sets(recipe)], schema=RunConfig)
 
 
 def describe(cfg: RecipeAblationConfig, name: str) -> str:
@@ -159,7 +154,7 @@ def run_recipe_rows(cfg: RecipeAblationConfig, meta: dict, redo_stale: bool = Fa
     timer = Timer(Path(cfg.out_dir) / "timings.json")
     build_dataset(recipe, redo_stale)
     make_folds(recipe, redo_stale)
-    if load_config(cfg.task, recipe_overrides(recipe), schema=RunConfig).task == "materialstechniques":
+    if load_config(cfg.task, run_sets(recipe), schema=RunConfig).task == "materialstechniques":
         make_tag_vectors(recipe, redo_stale)
     for seed in cfg.seeds:  # every variant's config is checked before anything trains
         for name in names:
@@ -204,7 +199,7 @@ def train_variant(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig, se
     (or with `redo_stale` trains again)."""
     sets = variant_sets(cfg, name, recipe)
     splits = fold_splits(recipe.folds)
-    plan = plan_fold0123(cfg.task, LaunchOptions(devices=recipe.devices, overrides=(*sets, *recipe_overrides(recipe)),
+    plan = plan_fold0123(cfg.task, LaunchOptions(devices=recipe.devices, overrides=(*sets, *run_sets(recipe)),
                                                  splits=tuple(splits), redo_stale=redo_stale, verbose=False))
     if not plan.rows:
         print(f"{name} (seed {seed}): its {len(splits)} fold runs are DONE and evaluated: skipped")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt,
-                      PositiveInt, field_validator, model_validator)
+                      PositiveInt, ValidationInfo, field_validator, model_validator)
 
 from fold0123.common.names import name_problem
 
@@ -424,3 +424,98 @@ class RecipeAblationConfig(Schema):
             if variant.against is not None and (variant.against not in self.variants or variant.against == name):
                 raise ValueError(f"variant {name}: against {variant.against!r} must name another variant")
         return self
+
+
+# ---------------------------------------------------------------------------------------------------- tuning
+
+Scalar = Annotated[bool | int | float | str | None, Field(union_mode="left_to_right")]
+
+
+class SearchRange(Schema):
+    """One key of a study's search space (tune.py): a range (`low`..`high`, `log` scale, `step`; int when both
+    ends and the step are ints) or a list of `choices` (plain values: numbers, strings, booleans, null)."""
+    low: int | float | None = Field(None, union_mode="left_to_right")
+    high: int | float | None = Field(None, union_mode="left_to_right")
+    log: bool = False
+    step: int | float | None = Field(None, union_mode="left_to_right")
+    choices: list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("either choices or low/high (with log, step), not both")
+            if not self.choices:
+                raise ValueError("choices is empty: give at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected low and high (a range) or choices (a list)")
+        if not self.low <= self.high:
+            raise ValueError(f"empty range: low {self.low} > high {self.high}")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log scale: low must be > 0 and there is no step")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step {self.step}: must be > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+
+class TuneConfig(Schema):
+    """tune.py / `make tune` (parameters/tune/*.yml): an Optuna study whose trials are fold0123 runs of one task
+    config, each trial the config with the trial's values of `space` on the recipe's K fold splits, one fold after
+    another, pruned fold by fold (fold0123.tuning)."""
+    exp: Name = "tune"                           # the study's name (default: the file's stem); names its runs
+    recipe: Text = "parameters/demo/recipe.yml"  # its dataset, dataroot, folds (made with its seed) and devices
+    run: Text = "parameters/demo/target.yml"     # the task config every trial trains
+    set: list[Text] = []                         # overrides every trial takes first (before the trial's values)
+    space: dict[Text, SearchRange] = {}          # run-config key (dotted) -> its range or choices
+    enqueue: list[dict[Text, Scalar]] = []       # trials to run first, as given ({}: the run config as it is)
+    trials: PositiveInt = 8                      # finished trials (complete or pruned) the study stops at
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: NonNegativeInt = 0                     # the sampler's seed (the runs' seed is the recipe's)
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: NonNegativeInt = 2           # MedianPruner: no pruning before this many trials finished
+    epoch: Literal["last", "ema"] = "last"       # which weights of each fold run are scored (what the watcher
+                                                 # evaluates: the last epoch, or its EMA)
+    runs_dir: Text | None = None                 # the trials' runs: {runs_dir}/{exp}_t{N}_{split} (null: the
+                                                 # recipe's checkpoints_dir, beside its pretext run)
+    out_dir: Text | None = None                  # study.db, TUNE.md, trials.csv, tune.json, report.html
+                                                 # (null: results/tune/{exp})
+    storage: Text | None = None                  # an Optuna storage URL (null: sqlite:///{out_dir}/study.db)
+    devices: Text | None = None                  # one worker per device or group, `/`-separated (null: the
+                                                 # recipe's first device); tune.py --devices overrides
+    executor: Literal["tmux", "local", "slurm"] = "tmux"  # how each fold row runs (launch.py's executors)
+    heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 60  # a worker silent 2x this long is dead: its trial is
+                                                 # failed and retried (its runs resumed), never counted twice
+    rerun_seeds: list[NonNegativeInt] = [1, 2]   # the winner trained again with these run seeds: its CV then
+                                                 # was not used to choose it
+
+    @field_validator("set")
+    @classmethod
+    def _sets(cls, sets: list[str]) -> list[str]:
+        return _row_sets(sets)
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, space: dict) -> dict:
+        for key in space:
+            if key.split(".")[0] in RECIPE_ROW_KEYS:
+                raise ValueError(f"space key {key!r}: the study sets it itself ({', '.join(RECIPE_ROW_KEYS)})")
+        return space
+
+    @field_validator("enqueue")
+    @classmethod
+    def _enqueued(cls, enqueue: list[dict], info: ValidationInfo) -> list[dict]:
+        space = info.data.get("space", {})
+        for i, trial in enumerate(enqueue):
+            unknown = sorted(set(trial) - set(space))
+            if unknown:
+                raise ValueError(f"enqueue[{i}]: {unknown[0]!r} is not a key of space ({', '.join(space)})")
+        return enqueue
+
+    @property
+    def results_dir(self) -> str:
+        return self.out_dir or f"results/tune/{self.exp}"

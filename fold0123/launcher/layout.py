@@ -86,6 +86,7 @@ class LaunchOptions:
     linger_s: float = 5.0
     verbose: bool = True
     redo_stale: bool = False
+    cores: int | None = None  # the CPU cores these rows share (default: the machine's; tune.py's workers split them)
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,7 @@ def plan_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions(), py
     skipped = tuple((s, d) for s, d in all_dirs if (s, d) not in active)
     placed = row_devices(o.devices, o.eval_devices, len(active))
     n_cpu = sum(1 for group, ev in placed if "cpu" in (group[0], ev))  # rows with a CPU trainer or evaluator
-    threads = (o.cpus_per_task if o.executor == "slurm" else cpu_threads(n_cpu, cores)) if n_cpu else None
+    threads = (o.cpus_per_task if o.executor == "slurm" else cpu_threads(n_cpu, cores or o.cores)) if n_cpu else None
     rows = []
     for (split, rdir), (group, eval_device) in zip(active, placed):
         on_cpu, ranks = group[0] == "cpu", len(group)

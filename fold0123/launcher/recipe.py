@@ -95,9 +95,15 @@ def shared(cfg: RecipeConfig) -> list[str]:
     return set_args(cfg.overrides())
 
 
+def run_sets(cfg: RecipeConfig) -> list[str]:
+    """What every training run takes from the recipe (`key=value`, after a run's own overrides, so it wins): the
+    shared keys and the tag vectors' dimension."""
+    return [*cfg.overrides(), *([f"w2v_dim={cfg.word2vec.dim}"] if cfg.word2vec else [])]
+
+
 def run_overrides(cfg: RecipeConfig) -> list[str]:
-    """What every training run takes from the recipe: the shared keys and the tag vectors' dimension."""
-    return [*shared(cfg), *(["--set", f"w2v_dim={cfg.word2vec.dim}"] if cfg.word2vec else [])]
+    """run_sets as --set arguments."""
+    return set_args(run_sets(cfg))
 
 
 def stack_args(cfg: RecipeConfig, *overrides: str) -> list[str]:

@@ -90,7 +90,7 @@ def importance_figure(importance: pd.DataFrame, top: int = 30):
     return fig
 
 
-def _table_md(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     """A DataFrame as a markdown table (no tabulate dependency)."""
     frame = frame.reset_index()
     fmt = lambda v: f"{v:.4f}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
@@ -128,7 +128,7 @@ def write_report(out_dir: str | Path, name: str, tables: dict[str, pd.DataFrame]
     md = io.StringIO()
     md.write(f"# Stacking report {name}\n\n")
     for key, table in tables.items():
-        md.write(f"## {TITLES.get(key, key)}\n\n{_table_md(table)}\n\n")
+        md.write(f"## {TITLES.get(key, key)}\n\n{markdown_table(table)}\n\n")
     facts = json.loads(json.dumps(facts, default=plain))
     md.write("## Facts\n\n```json\n" + json.dumps(facts, indent=2) + "\n```\n")
     if notes:
