@@ -6,7 +6,9 @@ RECIPE ?= parameters/demo/recipe.yml
 ABLATION ?= parameters/ablation/cpu.yml
 ABLATION_RECIPE ?= parameters/ablation/recipe/atmacup_cpu.yml
 
-.PHONY: env demo demo-classify demo-retrieval ablation ablation-recipe ablation-classify test test-ablation test-fast lint-imports faults bench gpu-check clean-runs
+TUNE ?= parameters/tune/demo_cpu.yml
+
+.PHONY: tune env demo demo-classify demo-retrieval ablation ablation-recipe ablation-classify test test-ablation test-fast lint-imports faults bench gpu-check clean-runs
 env:
 	@bash scripts/ensure_env.sh
 
@@ -60,6 +62,12 @@ faults: env
 	rm -f $(FAULT_SUMMARY)
 	FAULT_KILLS=$(or $(FAULT_KILLS),20) FAULT_EVAL_KILLS=$(or $(FAULT_EVAL_KILLS),12) FAULT_FULL=1 \
 	  FAULT_SUMMARY=$(FAULT_SUMMARY) $(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+# An Optuna study whose trials are fold0123 runs (issue 20; README "Tuning across folds"): the demo's target task
+# over lr, epochs, image size and freeze mode on the emoji folds, pruned fold by fold; a killed study resumes with
+# the same command. Results: results/tune/{study}/TUNE.md, trials.csv, tune.json, report.html.
+tune: env
+	PYTHONUNBUFFERED=1 $(PY) tune.py --conf $(TUNE) $(if $(SET),$(foreach s,$(SET),--set $(s)))
 
 # Benchmarks (not part of the tests); results go to BENCHMARKS.md. ImageMagick is the jigsaw baseline; the MUGE
 # readers' benchmark first builds the bundled retrieval set (reused when built) and packs it.

@@ -17,7 +17,7 @@ from fold0123.common.config import add_config_args, config_from_args, set_args
 from fold0123.common.errors import cli_main
 from fold0123.common.schema import TuneConfig
 from fold0123.tuning.report import write_report
-from fold0123.tuning.study import plan_study
+from fold0123.tuning.study import existing
 from fold0123.tuning.workers import join, tune
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = config_from_args(args, TuneConfig)
     if args.report_only:
-        write_report(plan_study(cfg))
+        write_report(existing(cfg))
     elif args.worker:
         join(cfg, args.worker, args.worker_index, args.cores, args.socket)
     else:

@@ -16,7 +16,7 @@ if [ ! -f "$venv/.complete" ]; then
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   "$venv/bin/python" -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-  "$venv/bin/python" -c "import torch, torchvision, lightgbm, gensim, watchdog, sklearn, libtmux, lmdb, tokenizers" \
+  "$venv/bin/python" -c "import torch, torchvision, lightgbm, gensim, watchdog, sklearn, libtmux, lmdb, tokenizers, optuna" \
     || { echo "[env] install failed: see pip output above" >&2; exit 1; }
   touch "$venv/.complete"
 fi

@@ -73,8 +73,9 @@ def summary(study: Study, optuna_study: optuna.Study, winner: dict | None) -> di
 def markdown(facts: dict, frame: pd.DataFrame) -> str:
     lines = [f"# Study {facts['study']}", ""]
     best, winner = facts["best"], facts["winner"]
-    lines.append(f"{facts['compared']} trials compared ({', '.join(f'{n} {s}' for s, n in facts['states'].items() if n)}"
-                 f") on {len(facts['splits'])} folds, {facts['metric']} ({facts['direction']}).")
+    counted = ", ".join(f"{n} {state}" for state, n in facts["states"].items() if n)
+    lines.append(f"{facts['compared']} trials compared ({counted}) on {len(facts['splits'])} folds, "
+                 f"{facts['metric']} ({facts['direction']}).")
     if best is not None:
         lines += ["", f"- best trial {best['trial']}: CV {best['cv']:.4f} (optimistic: chosen among "
                       f"{facts['compared']} trials on these rows), values {best['params']}"]

@@ -165,6 +165,8 @@ def prepare_study(cfg: TuneConfig, redo_stale: bool = False) -> Study:
         if reasons:
             print(f"{describe(cfg)} is stale ({'; '.join(reasons[:3])}): started again", flush=True)
             drop_study(study)
+    elif _exists(study) and redo_stale:
+        drop_study(study)
     elif _exists(study):
         raise StaleError(f"{describe(cfg)}: storage {study.storage_url} holds study {cfg.exp!r} without a "
                          f"fingerprint at {stored_path}: pass --redo-stale to start it again, or name another exp")
@@ -182,6 +184,14 @@ def _exists(study: Study) -> bool:
     if study.storage_url.startswith("sqlite:///") and not Path(study.storage_url[len("sqlite:///"):]).is_file():
         return False
     return study.cfg.exp in optuna.get_all_study_names(study.storage_url)
+
+
+def existing(cfg: TuneConfig) -> Study:
+    """The study of `cfg` as it was prepared (tune.py --worker, --report-only); TuneError when there is none."""
+    study = plan_study(cfg)
+    if not _exists(study):
+        raise TuneError(f"{describe(cfg)}: no study {cfg.exp!r} in {study.storage_url}: run tune.py --conf ... first")
+    return study
 
 
 def drop_study(study: Study) -> None:
@@ -250,7 +260,8 @@ def run_rows(study: Study, exp: str, splits: list[str], sets: list[str], devices
     result = launch_fold0123(study.cfg.run, LaunchOptions(
         devices=devices, overrides=(*study.cfg.set, *sets, f"exp={exp}", *run_sets(recipe or study.recipe)),
         splits=tuple(splits), session=session, executor=study.cfg.executor, socket_name=socket_name, cores=cores,
-        verbose=False, linger_s=0.0))
+        verbose=False, linger_s=0.0, redo_stale=True))  # runs named by the study are its own: a stale one was left
+    # by a study started again (--redo-stale), since a changed config or input makes the study itself stale
     for outcome in result.outcomes:
         if outcome.state not in ("done", "skipped"):
             raise TrialRunError(f"{outcome.run_dir}: {outcome.state} ({outcome.detail})")

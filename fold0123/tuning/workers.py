@@ -16,7 +16,7 @@ from fold0123.common.io import cpu_cores
 from fold0123.common.schema import TuneConfig
 from fold0123.launcher.recipe import stage
 from fold0123.tuning.report import report_path, write_report
-from fold0123.tuning.study import TuneError, plan_study, prepare_study, rerun_winner, work
+from fold0123.tuning.study import TuneError, existing, prepare_study, rerun_winner, work
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,4 +76,4 @@ def run_workers(conf_args: list[str], groups: list[str], cores: int | None, sock
 def join(cfg: TuneConfig, device: str, index: int = 0, cores: int | None = None,
          socket_name: str | None = None) -> int:
     """One more worker on a prepared study (tune.py --worker): the trials it ran."""
-    return work(plan_study(cfg), device, index, cores, socket_name)
+    return work(existing(cfg), device, index, cores, socket_name)
