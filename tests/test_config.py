@@ -8,7 +8,8 @@ import yaml
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.io import atomic_path, is_temporary, write_text
 from fold0123.common.schema import (AblationConfig, RecipeAblationConfig, RecipeConfig, RunConfig, StackConfig,
-                                    TtlConfig)
+                                    TtlConfig, TuneConfig)
+from fold0123.tuning.space import check_space
 from tests.conftest import ROOT
 
 
@@ -162,8 +163,11 @@ def test_every_shipped_config_validates():
         schema = (StackConfig if path.stem == "stack" else RecipeConfig if path.stem == "recipe"
                   else TtlConfig if path.stem == "ttl"
                   else RecipeAblationConfig if path.parent.relative_to(ROOT).as_posix() == "parameters/ablation/recipe"
-                  else AblationConfig if path.parent.name == "ablation" else RunConfig)
-        load_config(path, schema=schema)
+                  else AblationConfig if path.parent.name == "ablation"
+                  else TuneConfig if path.parent.name == "tune" else RunConfig)
+        cfg = load_config(path, schema=schema)
+        if schema is TuneConfig:  # its run config takes each value of its space
+            check_space(cfg.run, cfg.space, list(cfg.set), [])
 
 
 @pytest.mark.integration

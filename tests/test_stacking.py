@@ -50,6 +50,33 @@ def test_stack_beats_each_single_feature():
     assert set(fit.importance["feature"]) == {"f0", "f1", "f2"}
 
 
+def test_the_tuned_stack_never_sees_the_scored_folds_labels_and_says_what_it_chose():
+    """`lgbm.tune`: each fold's parameters come from a study on the other folds' inner splits, so changing fold
+    0's labels moves none of its predictions nor its chosen parameters; the final model is tuned on every row."""
+    from fold0123.common.config import ConfigError
+    from fold0123.common.schema import LgbmTuneOptions
+
+    rng = np.random.default_rng(3)
+    n = 240
+    y = rng.integers(0, 4, n).astype(float)
+    folds = np.arange(n) % 3
+    X = _noisy_copies(rng, y, [0.5, 0.8, 1.5])
+    space = {"num_leaves": {"low": 3, "high": 15}, "min_data_in_leaf": {"low": 5, "high": 40, "log": True}}
+    tuned = lgbm().model_copy(update={"tune": LgbmTuneOptions(trials=4, space=space)})
+    shuffled = y.copy()
+    shuffled[folds == 0] = rng.permutation(y[folds == 0])
+    fits = [oof_stack(X, labels, folds, {"test": X}, tuned, seed=1) for labels in (y, shuffled)]
+    np.testing.assert_array_equal(fits[0].oof[folds == 0], fits[1].oof[folds == 0])
+    assert fits[0].tuned[0] == fits[1].tuned[0]  # fold 0's study saw neither its rows nor their labels
+    assert len(fits[0].tuned) == 4  # 3 folds + the final model; fold 1's study did see fold 0's labels:
+    assert fits[0].tuned[1]["inner_score"] != fits[1].tuned[1]["inner_score"]
+    chosen = fits[0].tuned[0]
+    assert 3 <= chosen["num_leaves"] <= 15 and 5 <= chosen["min_data_in_leaf"] <= 40 and chosen["rounds"] >= 1
+    assert fits[0].best_iterations[0] == chosen["rounds"] and fits[0].rounds == fits[0].tuned[-1]["rounds"]
+    with pytest.raises(ConfigError, match="lower is better"):
+        oof_stack(X, y, folds, {}, tuned.model_copy(update={"params": {**FAST, "metric": "auc"}}))
+
+
 def test_a_folds_own_labels_never_choose_its_stack_or_post_processing():
     """Changing the labels of the fold being scored must not change its predictions: its level-2 rounds come
     from an inner split of the other folds, and its post-processing grid point from the other folds' rows."""

@@ -71,6 +71,16 @@ def test_cli_stacks_and_writes_submission_and_report(runs, capsys):
     assert not [p for p in out.iterdir() if ".tmp." in p.name]
 
 
+def test_a_tuned_stack_reports_each_folds_chosen_parameters(runs, capsys):
+    stack.main(_argv(runs, "tuned", "lgbm.tune={trials: 2, space: {num_leaves: {low: 3, high: 9}}}", "infold=false"))
+    capsys.readouterr()
+    (report,) = (runs / "tuned").glob("*_report.json")
+    facts = json.loads(report.read_text())["facts"]
+    assert len(facts["lgbm_tuned"]) == 4 and all(3 <= t["num_leaves"] <= 9 for t in facts["lgbm_tuned"])
+    assert facts["fingerprint"]["config"]["lgbm.tune.trials"] == 2  # a stack tuned otherwise is another stack
+    assert facts["best_iterations"] == [t["rounds"] for t in facts["lgbm_tuned"][:3]]
+
+
 def test_cli_ensemble_redistribute_and_pseudo(runs, capsys):
     stack.main(["ensemble"] + _argv(runs, "ens", "ensemble.redistribute_k=10", "ensemble.factor=5"))
     printed = capsys.readouterr().out

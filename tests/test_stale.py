@@ -109,6 +109,8 @@ def test_the_launcher_refuses_stale_runs_extends_finished_ones_and_redoes_on_req
         plan_fold0123(conf, replace(options, overrides=[*base, "seed=5"]))
     redo = plan_fold0123(conf, replace(options, overrides=[*base, "seed=5"], redo_stale=True))
     assert "--redo-stale" in redo.rows[0].train_argv and "--resume" not in redo.rows[0].train_argv
+    # its old DONE goes at launch, before a waiter could read it as this run's (tmuxinator's prepare, libtmux)
+    assert redo.retrained() == [run] and redo.prepare_argv[-2:] == ("--extend", redo.rows[0].run_dir)
     more = plan_fold0123(conf, replace(options, overrides=[*base, "epochs=3"]))
     assert more.rows[0].resume and not more.rows[0].train_done  # a finished run asked for more epochs resumes
     assert more.prepare_argv[-2:] == ("--extend", more.rows[0].run_dir)  # its DONE goes before the panes start

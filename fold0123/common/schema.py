@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, NonNegativeInt,
-                      PositiveInt, ValidationInfo, field_validator, model_validator)
+                      PositiveInt, StrictInt, ValidationInfo, field_validator, model_validator)
 
 from fold0123.common.names import name_problem
 
@@ -210,9 +210,58 @@ RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers
 
 # ---------------------------------------------------------------------------------------------------- stacking
 
+Scalar = Annotated[bool | int | float | str | None, Field(union_mode="left_to_right")]
+
+
+class SearchRange(Schema):
+    """One key of a study's search space (tune.py): a range (`low`..`high`, `log` scale, `step`; int when both
+    ends and the step are ints) or a list of `choices` (plain values: numbers, strings, booleans, null)."""
+    low: StrictInt | float | None = Field(None, union_mode="left_to_right")
+    high: StrictInt | float | None = Field(None, union_mode="left_to_right")
+    log: bool = False
+    step: StrictInt | float | None = Field(None, union_mode="left_to_right")
+    choices: list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("either choices or low/high (with log, step), not both")
+            if not self.choices:
+                raise ValueError("choices is empty: give at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected low and high (a range) or choices (a list)")
+        if not self.low <= self.high:
+            raise ValueError(f"empty range: low {self.low} > high {self.high}")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log scale: low must be > 0 and there is no step")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step {self.step}: must be > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
+
+
 LGBM_PARAMS = {"boosting": "gbdt", "objective": "regression", "metric": "rmse", "learning_rate": 0.05,
                "num_leaves": 31, "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 5,
                "num_threads": 0, "verbose": -1}
+
+
+LGBM_SPACE = {"num_leaves": {"low": 4, "high": 64, "log": True},
+              "min_data_in_leaf": {"low": 5, "high": 100, "log": True},
+              "feature_fraction": {"low": 0.3, "high": 1.0},
+              "lambda_l2": {"low": 1.0e-3, "high": 10.0, "log": True}}
+
+
+class LgbmTuneOptions(Schema):
+    """The level-2 LightGBM's own tuning (stack.py `lgbm.tune`): `trials` TPE trials over `space` (LightGBM
+    parameters) per fit, each scored by LightGBM's validation metric (lower is better: rmse, l2, l1, *logloss) at
+    its early-stopped round, averaged over the fit's inner splits."""
+    trials: PositiveInt = 20
+    space: dict[Text, SearchRange] = LGBM_SPACE
 
 
 class LgbmOptions(Schema):
@@ -229,6 +278,9 @@ class LgbmOptions(Schema):
     # models averaged per fit, LightGBM seeds seed, seed + 1, ...: on a few thousand rows one model's CV moves by
     # ~0.01 RMSE with its seed (bagging, feature sampling), more than most of the choices being compared
     bag: PositiveInt = 1
+    # null, or an Optuna study per fit on its training rows alone (stacking.tune): the parameters that early-stop
+    # best on the fit's inner splits; the rows a fit is scored on never help choose them (nested)
+    tune: LgbmTuneOptions | None = None
 
 
 class PostprocessGrid(Schema):
@@ -427,41 +479,6 @@ class RecipeAblationConfig(Schema):
 
 
 # ---------------------------------------------------------------------------------------------------- tuning
-
-Scalar = Annotated[bool | int | float | str | None, Field(union_mode="left_to_right")]
-
-
-class SearchRange(Schema):
-    """One key of a study's search space (tune.py): a range (`low`..`high`, `log` scale, `step`; int when both
-    ends and the step are ints) or a list of `choices` (plain values: numbers, strings, booleans, null)."""
-    low: int | float | None = Field(None, union_mode="left_to_right")
-    high: int | float | None = Field(None, union_mode="left_to_right")
-    log: bool = False
-    step: int | float | None = Field(None, union_mode="left_to_right")
-    choices: list[Scalar] | None = None
-
-    @model_validator(mode="after")
-    def _shape(self):
-        if self.choices is not None:
-            if self.low is not None or self.high is not None or self.step is not None or self.log:
-                raise ValueError("either choices or low/high (with log, step), not both")
-            if not self.choices:
-                raise ValueError("choices is empty: give at least one value")
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError("expected low and high (a range) or choices (a list)")
-        if not self.low <= self.high:
-            raise ValueError(f"empty range: low {self.low} > high {self.high}")
-        if self.log and (self.low <= 0 or self.step is not None):
-            raise ValueError("log scale: low must be > 0 and there is no step")
-        if self.step is not None and self.step <= 0:
-            raise ValueError(f"step {self.step}: must be > 0")
-        return self
-
-    @property
-    def is_int(self) -> bool:
-        return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
-
 
 class TuneConfig(Schema):
     """tune.py / `make tune` (parameters/tune/*.yml): an Optuna study whose trials are fold0123 runs of one task

@@ -133,6 +133,11 @@ class Plan:
         """A run directory as this process sees it (commands run in `root`)."""
         return Path(self.root) / run_dir
 
+    def retrained(self) -> list[Path]:
+        """The run directories its rows train again from scratch (stale, --redo-stale): their old DONE goes at
+        launch, before anything waits on it (the trainer wipes the rest when it starts)."""
+        return [self.run_path(row.run_dir) for row in self.rows if "--redo-stale" in row.train_argv]
+
     @property
     def panes(self) -> list[PaneSpec]:
         return [pane for row in self.rows for pane in row.panes]
@@ -421,7 +426,8 @@ def plan_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions(), py
                       ranks=ranks)
         rows.append(replace(row, panes=row_panes(row, python)))
     active_dirs = [d for _, d in active]
-    extending = [r.run_dir for r in rows if r.resume and training_done(root / r.run_dir)]
+    extending = [r.run_dir for r in rows if r.resume and training_done(root / r.run_dir)
+                 or "--redo-stale" in r.train_argv]  # extended, or trained again: the old DONE must go first
     prepare = status_argv(python, "clear", *active_dirs, *(["--extend", *extending] if extending else []))
     waiter = status_argv(python, "wait", *(["--close", "--linger", f"{o.linger_s:g}"] if o.close else []),
                          *active_dirs)

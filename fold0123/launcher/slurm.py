@@ -185,7 +185,7 @@ def submit_rows(plan: Plan, kind: str = "slurm", partition: str | None = None, g
         return []
     params = job_parameters(kind, gpus_per_job, cpus_per_task, timeout_min, partition, nodes, tasks_per_node)
     tasks = nodes * tasks_per_node
-    clear_failures(plan.run_path(row.run_dir) for row in plan.rows)
+    clear_failures((plan.run_path(row.run_dir) for row in plan.rows), extend=plan.retrained())
     folder = plan.run_path(plan.rows[0].run_dir).parent / "submitit" / plan.exp
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
     executor.update_parameters(**params)

@@ -72,7 +72,7 @@ def check_free(server: libtmux.Server, name: str) -> None:
 def start_session(plan: Plan, server: libtmux.Server) -> libtmux.Session:
     """Create the detached session for the plan's rows and type each pane's command."""
     check_free(server, plan.session)
-    clear_failures(plan.run_path(row.run_dir) for row in plan.rows)
+    clear_failures((plan.run_path(row.run_dir) for row in plan.rows), extend=plan.retrained())
     session = server.new_session(session_name=plan.session, start_directory=plan.root, window_name=WINDOW,
                                  attach=False, x=240, y=64)
     window = session.active_window

@@ -22,11 +22,13 @@ CVResult, the output layout:
   best_iterations  rounds per fit (bag mean, rounded); `rounds` of the final model (None without one)
   importance       feature, gain, split of the last model trained (bag mean when bagged)
   inner_rows       per fit, the positions early stopping looked at
+  tuned            with `lgbm.tune`: per fit (then the final model), the tuned parameters' values, the inner score
+                   that chose them and their rounds (stacking.tune); [] otherwise
 """
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import lightgbm as lgb
@@ -52,6 +54,7 @@ class CVResult:
     rounds: int | None
     importance: pd.DataFrame | None
     inner_rows: list[Positions]
+    tuned: list[dict] = field(default_factory=list)
 
 
 def _take(X, rows: Positions):
@@ -122,11 +125,12 @@ def cross_validate(X, y, cv: list[tuple[Positions, Positions]], X_test: dict | N
         if isinstance(X, pd.DataFrame) and list(frame.columns) != list(X.columns):
             raise ValueError(f"test features {name!r} have other columns than the train features")
     oof = np.full((len(y), n_classes) if n_classes else len(y), np.nan)
-    fits, fold_tests, scores, inner_rows = [], [], [], []
+    fits, fold_tests, scores, inner_rows, tuned = [], [], [], [], []
     for train, held in cv:
         train, held = np.asarray(train, np.int64), np.asarray(held, np.int64)
         stops = inner(train, held) if lgbm is not None else []
-        fit = _Fit(X, y, train, stops, lgbm, seed, n_classes, clip)
+        fit_lgbm, rounds = _tuned(X, y, stops, lgbm, seed, tuned)
+        fit = _Fit(X, y, train, stops, fit_lgbm, seed, n_classes, clip, rounds)
         if len(held):
             oof[held] = fit.predict(_take(X, held))
             scores.append(metric(y[held], oof[held]))
@@ -140,13 +144,30 @@ def cross_validate(X, y, cv: list[tuple[Positions, Positions]], X_test: dict | N
     else:
         member_rounds = [max(1, int(round(np.mean([f.rounds[m] for f in fits]) * final_coef)))
                          for m in range(lgbm.bag)]
-        final = _Fit(X, y, np.arange(len(y)), [], lgbm, seed, n_classes, clip, member_rounds)
+        final_lgbm = lgbm
+        if lgbm.tune is not None:  # tuned on every row's folds, with its own early-stopped rounds
+            every = np.arange(len(y))
+            final_lgbm, final_rounds = _tuned(X, y, inner(every, np.zeros(0, np.int64)), lgbm, seed, tuned)
+            member_rounds = [max(1, int(round(r * final_coef))) for r in final_rounds]
+        final = _Fit(X, y, np.arange(len(y)), [], final_lgbm, seed, n_classes, clip, member_rounds)
         test = {name: final.predict(frame) for name, frame in X_test.items()}
         rounds, fits = int(round(np.mean(member_rounds))), fits + [final]
     return CVResult(oof=oof, test=test, fold_tests=fold_tests, scores=scores,
                     best_iterations=[int(round(np.mean(f.rounds))) for f in fits[:len(cv)] if f.rounds],
                     rounds=rounds, importance=_importance(fits[-1].models) if fits[-1].models else None,
-                    inner_rows=inner_rows)
+                    inner_rows=inner_rows, tuned=tuned)
+
+
+def _tuned(X, y, stops, lgbm: LgbmOptions | None, seed: int, record: list[dict]):
+    """(the fit's LightGBM options, its rounds per bag member): as given (None: _Fit chooses the rounds), or with
+    `lgbm.tune` the parameters and rounds of a study on the fit's inner splits alone (recorded in `record`)."""
+    if lgbm is None or lgbm.tune is None:
+        return lgbm, None
+    from fold0123.stacking.tune import tune_lgbm
+
+    best = tune_lgbm(X, y, stops, lgbm, seed, _take)
+    record.append({**{k: best.params[k] for k in lgbm.tune.space}, "inner_score": best.score, "rounds": best.rounds})
+    return lgbm.model_copy(update={"params": best.params, "tune": None}), [best.rounds] * lgbm.bag
 
 
 # ---- inner splits: where a fit's rounds are chosen (never on the rows it is scored on)

@@ -219,6 +219,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
     facts = {"cv": cv, "cv_postprocess_tuned_on_all_oof": float(steps.loc["clip", "oof"]) if keep else None,
              "postprocess_kept": keep, "postprocess": post.as_dict(), "runs": [vars(r) for r in features.runs],
              "test_features": source, "best_iterations": fit.best_iterations, "final_rounds": fit.rounds,
+             "lgbm_tuned": fit.tuned or None,  # lgbm.tune: each fold's (then the final model's) chosen parameters
              "n_features": features.train.shape[1], "n_train": len(features.y), "n_test": len(test_ids),
              "submission": submission, "plots": plots, "fingerprint": fingerprint}
     report_md, report_json = write_report(out_dir, name, tables, facts, notes)

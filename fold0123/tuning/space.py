@@ -29,20 +29,6 @@ def trial_sets(params: dict[str, Any]) -> list[str]:
     return [as_set(key, value) for key, value in params.items()]
 
 
-def suggest(trial, space: dict[str, SearchRange]) -> dict[str, Any]:
-    """The trial's value of each key (Optuna's suggest_* under the key's own name)."""
-    params = {}
-    for key, r in space.items():
-        if r.choices is not None:
-            params[key] = trial.suggest_categorical(key, r.choices)
-        elif r.is_int:
-            params[key] = trial.suggest_int(key, r.low, r.high, step=r.step or 1, log=r.log)
-        else:
-            params[key] = trial.suggest_float(key, float(r.low), float(r.high), log=r.log,
-                                              step=None if r.step is None else float(r.step))
-    return params
-
-
 def probe_values(r: SearchRange) -> list[Any]:
     return list(r.choices) if r.choices is not None else [r.low, r.high]
 

@@ -38,12 +38,13 @@ from fold0123.common.errors import Fold0123Error
 from fold0123.common.fingerprint import (Fingerprint, StaleError, config_identity, differences, read_fingerprint,
                                          run_inputs, stale_message, write_fingerprint)
 from fold0123.common.io import exclusive_lock, make_dir
+from fold0123.common.search import suggest
 from fold0123.common.schema import RUN_VOLATILE_KEYS, RecipeConfig, RunConfig, TuneConfig
 from fold0123.data.competition import read_competition
 from fold0123.launcher.fold0123 import LaunchOptions, launch_fold0123
 from fold0123.launcher.recipe import build_dataset, make_folds, make_tag_vectors, pretext, run_sets, stage
 from fold0123.stacking.runs import choice_metrics, fold_splits, resolve_epoch
-from fold0123.tuning.space import check_space, suggest, trial_sets
+from fold0123.tuning.space import check_space, trial_sets
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
