@@ -184,6 +184,23 @@ def test_imagefolder_bad_layouts_are_one_line_and_leave_nothing(tmp_path, spoil,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["accv"]
 
 
+def test_an_unreadable_class_folder_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """Root reads every folder whatever its mode, so the refusal a user without the permission gets is injected:
+    listing train/dog raises PermissionError, as os.scandir does for them."""
+    src = imagefolder(tmp_path / "accv")
+    iterdir = Path.iterdir
+
+    def refused(self):
+        if self == src / "train/dog":
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+    monkeypatch.setattr(Path, "iterdir", refused)
+    with pytest.raises(LayoutError) as err:
+        adapters.adapt_imagefolder(src, tmp_path / "root")
+    assert str(err.value) == f"{src / 'train/dog'}: cannot be listed (Permission denied)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accv"]
+
+
 def test_a_non_image_stops_the_build_half_way_and_leaves_nothing(tmp_path):
     """The check runs as the links are made: the bad file (last class) fails after earlier links exist; the temp
     folder goes, and an earlier dataroot replaced with --force is still there, untouched."""

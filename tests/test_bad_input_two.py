@@ -45,7 +45,8 @@ def _cli_line(capsys, main, argv, *names) -> str:
         main(argv)
     line = str(exit_.value.code)
     assert line.startswith("error: ") and "\n" not in line, line
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "[LightGBM]" not in err, err  # capfd: LightGBM's own C++ line too
     for name in names:
         assert str(name) in line, (name, line)
     return line
@@ -161,11 +162,14 @@ def test_stack_with_a_faulty_answers_file_writes_nothing(stack_runs, tmp_path, c
     assert _tree(out) == ["earlier.txt"]
 
 
-def test_stack_lightgbm_refusing_a_parameter_is_one_line(stack_runs, tmp_path, capsys):
+def test_stack_lightgbm_refusing_a_parameter_is_one_line(stack_runs, tmp_path, capfd):
+    """capfd: LightGBM's C++ side writes its own `[LightGBM] [Fatal]` line to file descriptor 2, not sys.stderr."""
     out = tmp_path / "out"
-    _cli_line(capsys, stack.main, _stack_argv(stack_runs, out, stack_runs / "answers.csv",
-                                              "lgbm.params.num_leaves=-5"), "lgbm.params", "num_leaves")
+    _cli_line(capfd, stack.main, _stack_argv(stack_runs, out, stack_runs / "answers.csv",
+                                             "lgbm.params.num_leaves=-5"), "lgbm.params", "num_leaves")
     assert _tree(out) == []
+    _cli_line(capfd, stack.main, _stack_argv(stack_runs, out, stack_runs / "answers.csv", "lgbm.tune={trials: 2, "
+                                             "space: {num_leaves: {choices: [-5]}}}"), "lgbm.params", "num_leaves")
 
 
 def test_stack_test_npz_of_another_width_than_the_oof_is_one_line(stack_runs, tmp_path, capsys):

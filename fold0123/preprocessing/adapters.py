@@ -157,7 +157,10 @@ def is_skipped(name: str) -> bool:
 
 def listed(folder: Path) -> list[Path]:
     """The entries of `folder` a competition put there, sorted by name (hidden and OS files left out)."""
-    return sorted((p for p in folder.iterdir() if not is_skipped(p.name)), key=lambda p: p.name)
+    try:
+        return sorted((p for p in folder.iterdir() if not is_skipped(p.name)), key=lambda p: p.name)
+    except OSError as err:  # a folder without read permission, a vanished mount
+        raise LayoutError(f"{folder}: cannot be listed ({err.strerror or err})") from None
 
 
 def object_id_of(path: Path) -> str:

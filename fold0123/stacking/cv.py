@@ -35,10 +35,10 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from fold0123.common.config import ConfigError
 from fold0123.common.errors import UsageError
 from fold0123.common.schema import LgbmOptions
 from fold0123.data.metrics import rmse
+from fold0123.stacking.booster import train_booster
 
 Positions = np.ndarray
 Inner = Callable[[Positions, Positions], list[tuple[Positions, Positions]]]
@@ -59,21 +59,6 @@ class CVResult:
 
 def _take(X, rows: Positions):
     return X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
-
-
-def _train(params: dict, X, y, rounds: int, stop=None, early_stopping_rounds: int = 0) -> lgb.Booster:
-    """The one place LightGBM trains: its refusal of a parameter (num_leaves=-5) becomes one ConfigError line
-    naming the parameters."""
-    try:
-        dtrain = lgb.Dataset(X, label=y, free_raw_data=False)
-        if stop is None:
-            return lgb.train(params, dtrain, num_boost_round=rounds)
-        dstop = lgb.Dataset(stop[0], label=stop[1], reference=dtrain)
-        return lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dstop], valid_names=["inner"],
-                         callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
-    except lgb.basic.LightGBMError as err:
-        shown = {k: v for k, v in params.items() if k not in ("verbosity", "seed", "deterministic")}
-        raise ConfigError(f"lgbm.params: LightGBM refused them ({' '.join(str(err).split())}); params {shown}") from None
 
 
 def _importance(models: list[lgb.Booster]) -> pd.DataFrame:
@@ -97,13 +82,13 @@ class _Fit:
         for member in range(lgbm.bag):
             params = {**lgbm.params, "seed": seed + member}
             if rounds is None:
-                best = [int(_train(params, _take(X, fit), y[fit], lgbm.num_boost_round, (_take(X, stop), y[stop]),
-                                   lgbm.early_stopping_rounds).best_iteration or lgbm.num_boost_round)
-                        for fit, stop in stops]
+                best = [int(train_booster(params, _take(X, fit), y[fit], lgbm.num_boost_round,
+                                          (_take(X, stop), y[stop]), lgbm.early_stopping_rounds).best_iteration
+                            or lgbm.num_boost_round) for fit, stop in stops]
                 self.rounds.append(max(1, int(round(np.mean(best)))))
             else:
                 self.rounds.append(rounds[member])
-            self.models.append(_train(params, _take(X, rows), y[rows], self.rounds[-1]))
+            self.models.append(train_booster(params, _take(X, rows), y[rows], self.rounds[-1]))
 
     def members(self, X) -> list[np.ndarray]:
         if not self.models:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import lightgbm as lgb
 import numpy as np
 import optuna
 
 from fold0123.common.config import ConfigError
 from fold0123.common.schema import LgbmOptions
 from fold0123.common.search import suggest
+from fold0123.stacking.booster import train_booster
 
 # LightGBM metrics where lower is better (the early-stopped score is minimised)
 LOWER_IS_BETTER = {"rmse", "l2", "mse", "mean_squared_error", "regression", "l1", "mae", "mean_absolute_error",
@@ -49,11 +49,8 @@ def _inner_score(params: dict, X, y, stops, lgbm: LgbmOptions, take) -> tuple[fl
     """Mean early-stopped validation score and round over the inner (fit, stop) splits."""
     scores, rounds = [], []
     for fit, stop in stops:
-        dtrain = lgb.Dataset(take(X, fit), label=y[fit], free_raw_data=False)
-        dstop = lgb.Dataset(take(X, stop), label=y[stop], reference=dtrain)
-        booster = lgb.train(params, dtrain, num_boost_round=lgbm.num_boost_round, valid_sets=[dstop],
-                            valid_names=["inner"],
-                            callbacks=[lgb.early_stopping(lgbm.early_stopping_rounds, verbose=False)])
+        booster = train_booster(params, take(X, fit), y[fit], lgbm.num_boost_round, (take(X, stop), y[stop]),
+                                lgbm.early_stopping_rounds)
         scores.append(next(iter(booster.best_score["inner"].values())))
         rounds.append(booster.best_iteration or lgbm.num_boost_round)
     return float(np.mean(scores)), max(1, int(round(np.mean(rounds))))
@@ -66,15 +63,11 @@ def tune_lgbm(X, y, stops, lgbm: LgbmOptions, seed: int, take) -> Tuned:
 
     def objective(trial) -> float:
         params = {**lgbm.params, **suggest(trial, lgbm.tune.space), "seed": seed}
-        try:
-            score, rounds = _inner_score(params, X, y, stops, lgbm, take)
-        except lgb.basic.LightGBMError as err:
-            raise ConfigError(f"lgbm.tune.space: LightGBM refused {trial.params} ({' '.join(str(err).split())})") \
-                from None
+        score, rounds = _inner_score(params, X, y, stops, lgbm, take)  # a refused value: ConfigError naming it
         found[trial.number] = (params, rounds)
         return score
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a refused value stops the stack with its own one line
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

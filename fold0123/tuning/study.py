@@ -295,6 +295,9 @@ def objective_for(study: Study, device: str, worker: int, cores: int | None, soc
                 print(f"trial {trial.number} ({exp}) {split}: {metric} {score:.4f}, running mean "
                       f"{statistics.fmean(scores):.4f}", flush=True)
             if trial.should_prune():
+                if verbose:
+                    print(f"trial {trial.number} ({exp}) pruned after {split}: its running mean is worse than the "
+                          "median of the earlier trials' there", flush=True)
                 raise optuna.TrialPruned(f"running mean {statistics.fmean(scores):.4f} after fold {k + 1} is worse "
                                          "than the median of earlier trials")
         return statistics.fmean(scores)
