@@ -117,8 +117,26 @@ def describe(cfg: TuneConfig) -> str:
     return f"study {cfg.exp} ({cfg.results_dir})"
 
 
+@contextlib.contextmanager
+def storage_errors(study: Study):
+    """The storage refusing (a read-only or replaced SQLite file, a database server gone) is one TuneError line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        cause = err.__cause__ if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ else err
+        raise TuneError(f"{describe(study.cfg)}: its storage {study.storage_url} refused ("
+                        f"{' '.join(str(cause).split())[:200]})") from None
+
+
 def open_study(study: Study, sampler_seed: int | None = None) -> optuna.Study:
     """The study in its storage, with this worker's sampler and the pruner (created when missing)."""
+    with storage_errors(study):
+        return _open_study(study, sampler_seed)
+
+
+def _open_study(study: Study, sampler_seed: int | None) -> optuna.Study:
     cfg = study.cfg
     make_dir(study.out_dir)
     storage = RDBStorage(study.storage_url, heartbeat_interval=cfg.heartbeat_s, grace_period=2 * cfg.heartbeat_s,
@@ -285,6 +303,7 @@ def objective_for(study: Study, device: str, worker: int, cores: int | None, soc
                 run_rows(study, exp, [split], trial_sets(params), device, cores, socket_name)
             except TrialRunError as err:
                 trial.set_user_attr("error", str(err))
+                print(f"trial {trial.number} ({exp}) failed: {err}", flush=True)
                 raise
             score, metric = score_fold(study, exp, split)
             scores.append(score)
@@ -310,7 +329,7 @@ def work(study: Study, device: str, worker: int = 0, cores: int | None = None, s
     this worker ran. Another worker's running trial holds its slot until it ends (or its worker is found dead,
     when its retry frees the slot again)."""
     cfg = study.cfg
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the worker prints its own lines (a failed trial's too)
     optuna_study = open_study(study, sampler_seed=cfg.seed + worker)
     lock = study.out_dir / "slot.lock"
     ran = 0
@@ -330,8 +349,9 @@ def work(study: Study, device: str, worker: int = 0, cores: int | None = None, s
                 slot.close()
                 time.sleep(min(5.0, cfg.heartbeat_s))  # the last slots are others': wait for them to end or die
                 continue
-            optuna_study.optimize(objective_for(study, device, worker, cores, socket_name, slot, verbose), n_trials=1,
-                                  catch=(TrialRunError,))
+            with storage_errors(study):
+                optuna_study.optimize(objective_for(study, device, worker, cores, socket_name, slot, verbose),
+                                      n_trials=1, catch=(TrialRunError,))
             ran += 1
         finally:
             slot.close()
