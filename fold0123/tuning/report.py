@@ -42,10 +42,13 @@ def trials_frame(optuna_study: optuna.Study) -> pd.DataFrame:
     return frame if not frame.empty else pd.DataFrame(columns=TRIAL_COLUMNS)
 
 
+MIN_FOR_IMPORTANCE = 5  # fANOVA's forest on fewer complete trials ranks noise
+
+
 def importances(optuna_study: optuna.Study) -> dict[str, float]:
     """Optuna's get_param_importances (fANOVA) over the complete trials; {} when there are too few to say."""
     complete = [t for t in optuna_study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if len(complete) < 2 or not complete[0].params:
+    if len(complete) < MIN_FOR_IMPORTANCE or not complete[0].params:
         return {}
     try:
         return {k: float(v) for k, v in optuna.importance.get_param_importances(optuna_study).items()}
@@ -60,7 +63,7 @@ def summary(study: Study, optuna_study: optuna.Study, winner: dict | None) -> di
     best = optuna_study.best_trial if complete else None
     metric = next((t.user_attrs["metric"] for t in trials if "metric" in t.user_attrs), None)
     return {
-        "study": study.cfg.exp, "storage": study.storage_url, "direction": study.direction, "metric": metric,
+        "study": study.cfg.exp, "storage": study.cfg.storage or "study.db beside this report (SQLite)", "direction": study.direction, "metric": metric,
         "splits": study.splits, "trials_asked": study.cfg.trials, "states": states,
         "compared": sum(t.state in FINISHED for t in trials),
         "best": None if best is None else {"trial": best.number, "cv": best.value, "params": best.params,
@@ -85,6 +88,8 @@ def markdown(facts: dict, frame: pd.DataFrame) -> str:
                      "not used to choose it")
     if facts["importances"]:
         lines.append("- importances (fANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in facts["importances"].items()))
+    else:
+        lines.append(f"- importances: fewer than {MIN_FOR_IMPORTANCE} complete trials, too few to rank the values")
     lines += ["", "## Trials", "", markdown_table(frame.set_index("trial")), ""]
     return "\n".join(lines)
 
@@ -97,8 +102,9 @@ def figures(optuna_study: optuna.Study) -> list[str]:
     out = []
     makers = [("optimisation history", plots.plot_optimization_history)]
     if len(complete) >= 2 and complete[0].params:
-        makers += [("parallel coordinates", plots.plot_parallel_coordinate),
-                   ("parameter importances", plots.plot_param_importances)]
+        makers.append(("parallel coordinates", plots.plot_parallel_coordinate))
+    if len(complete) >= MIN_FOR_IMPORTANCE and complete[0].params:
+        makers.append(("parameter importances", plots.plot_param_importances))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the matplotlib plots are "experimental"
         for title, make in makers:

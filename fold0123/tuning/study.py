@@ -48,6 +48,7 @@ from fold0123.tuning.space import check_space, trial_sets
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Using an existing study" at every open
 # the study's fingerprint leaves out what does not change a score; unlike a run's, the epochs do
 STUDY_VOLATILE_KEYS = tuple(k for k in RUN_VOLATILE_KEYS if k != "epochs")
 
