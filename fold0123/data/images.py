@@ -22,6 +22,7 @@ import errno
 import hashlib
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ from PIL import Image, ImageOps
 
 from fold0123.common import rundir
 from fold0123.common.fingerprint import stat_digest
-from fold0123.common.io import atomic_path, cpu_cores, exclusive_lock, remove_orphaned_temporaries
+from fold0123.common.io import (DiskFullError, atomic_path, cpu_cores, exclusive_lock, make_dir,
+                                remove_orphaned_temporaries)
 from fold0123.common.schema import RunConfig
 from fold0123.data.layout import LayoutError, photo_path, read_test, read_train
 
@@ -245,7 +247,28 @@ def _reserve(path: Path) -> None:
                 raise
 
 
+NPY_HEADER = 128  # numpy's .npy header (format 1.0, padded to 64-byte blocks: 128 for any 4-d uint8 shape)
+
+
+def cache_bytes(n: int, size: Size) -> int:
+    """The file the cache of `n` photos at `size` takes: header + n x h x w x 3 bytes."""
+    h, w = height_width(size)
+    return NPY_HEADER + n * h * w * 3
+
+
+def check_room(path: Path, n: int, size: Size) -> None:
+    """DiskFullError before anything is written when the folder's disk cannot hold the cache (with the numbers)."""
+    needed, free = cache_bytes(n, size), shutil.disk_usage(path.parent).free
+    if needed > free:
+        h, w = height_width(size)
+        raise DiskFullError(f"{path}: the image cache of {n} photos at {h}x{w} needs {needed / 1e6:.1f} MB and "
+                            f"{path.parent} has {free / 1e6:.1f} MB free: free some space, or move "
+                            f"checkpoints_dir (the cache lives in its cache/)")
+
+
 def _write_cache(path: Path, n: int, size: Size, jobs: list, decode: Callable, workers: int) -> None:
+    make_dir(path.parent)
+    check_room(path, n, size)
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *height_width(size), 3))
         try:

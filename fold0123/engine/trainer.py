@@ -55,6 +55,7 @@ from fold0123.common.io import DiskFullError, exclusive_lock, make_dir, remove_o
 from fold0123.common.rundir import resolve_transfer
 from fold0123.common.schema import RunConfig
 from fold0123.data.augment import BatchAugmenter
+from fold0123.data.costs import run_costs
 from fold0123.data.datasets import normalize
 from fold0123.data.views import N_VIEWS, random_view_ids, random_views
 from fold0123.engine import distributed
@@ -543,6 +544,8 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
         write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
     task = get_task(cfg.task, dataroot=cfg.dataroot)
+    if main and found is None and cfg.task != "clip":  # what this run will write, before the cache is built
+        print(f"{run.name}: {run_costs(cfg, split, task.n_outputs(cfg))}", file=sys.stderr)
     with distributed.main_first(env):  # rank 0 builds the image cache, the other ranks open it
         dataset = task.training_data(cfg, split)  # before the model: a missing split / tag file fails fast
     check_world_size(cfg, len(dataset), env)
