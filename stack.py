@@ -6,6 +6,8 @@
                                                          weighted probability ensemble (+ label re-distribution)
   python stack.py pseudo --conf parameters/stack.yml --round 1 [--set ensemble.pseudo_thr=0.45]
                                                          pseudo-label rows -> {split}_pseudo1_{train,test}.csv
+  python stack.py clean --conf parameters/classify/stack.yml --set clean.exp=resnet
+                                                         cleanlab's label issues -> {split}_clean_{train,test}.csv
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import cli_main
 from fold0123.common.schema import StackConfig
 
-COMMANDS = ("stack", "ensemble", "pseudo")
+COMMANDS = ("stack", "ensemble", "pseudo", "clean")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -28,7 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name, text in (("stack", "LightGBM stacking -> post-processing -> submission and report "
                                  "(classification: the ensemble)"),
                        ("ensemble", "weighted probability ensemble, optional label re-distribution, submission"),
-                       ("pseudo", "write a pseudo-label round's split CSVs")):
+                       ("pseudo", "write a pseudo-label round's split CSVs"),
+                       ("clean", "flag label issues with cleanlab and write split CSVs without them")):
         sub = commands.add_parser(name, help=text)
         add_config_args(sub)
         if name == "pseudo":
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         result = ensemble.run_default(cfg)
     elif args.command == "ensemble":
         result = ensemble.run_ensemble(cfg)
+    elif args.command == "clean":
+        from fold0123.stacking.clean import run_clean
+
+        result = run_clean(cfg)
     else:
         result = ensemble.run_pseudo(cfg, args.round)
     print(result.summary())

@@ -303,6 +303,14 @@ class EnsembleOptions(Schema):
     pixel_stats: bool = False  # also a multiclass LightGBM on the photos' pixel features, a member named "pixels"
 
 
+class CleanOptions(Schema):
+    """`stack.py clean` (stacking.clean): which run's out-of-fold class probabilities judge the labels."""
+    exp: Name = "onehot"  # one of `runs`, read at its epoch there
+    suffix: Name = "_clean"
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+                       "predicted_neq_given"] = "prune_by_noise_rate"
+
+
 class StackConfig(Schema):
     """stack.py / ensemble.ipynb (parameters/stack.yml)."""
     exp: Name = "stack"
@@ -328,6 +336,7 @@ class StackConfig(Schema):
     out_dir: Text = "submissions"
     answers: Text | None = None
     ensemble: EnsembleOptions = EnsembleOptions()
+    clean: CleanOptions = CleanOptions()
 
 
 # ---------------------------------------------------------------------------------------------------- retrieval
