@@ -31,7 +31,7 @@ def test_flipped_labels_are_found_with_the_stated_precision_and_recall():
     rng = np.random.default_rng(0)
     n, k = 600, 5
     truth = rng.integers(0, k, n)
-    logits = 3.0 * np.eye(k)[truth] + rng.standard_normal((n, k))  # a model right about 90 % of the time
+    logits = 3.0 * np.eye(k)[truth] + rng.standard_normal((n, k))  # a model right on 94 % of the rows
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     given = truth.copy()
     flipped = flip(given, 0.1, k, rng)
