@@ -1,4 +1,6 @@
 """Backbones, the task table, transfer, freezing and soups, on resnet18 at 32 px."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -206,6 +208,34 @@ def test_soup_of_two_is_the_mean(tmp_path):
     assert int(soup["backbone.bn1.num_batches_tracked"]) == 7  # integer buffers from the last
     model = model_for("target", seed=3)
     model.load_state_dict(soup)  # loadable like any checkpoint
+
+
+def test_a_folder_of_checkpoints_soups_to_their_mean_and_another_architecture_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    models = [model_for("target", seed=s) for s in (1, 2, 3)]
+    for i, model in enumerate(models):  # from three different runs: the folder is all there is
+        save(model, folder / f"run{i}_last.pth", 5)
+    (folder / "notes.txt").write_text("not a checkpoint\n")
+    out = subprocess.run([sys.executable, "soup.py", "--model-folder", str(folder), "--out", str(tmp_path / "s.pth")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    soup = read_checkpoint(tmp_path / "s.pth")
+    assert [Path(p).name for p in soup["soup"]] == ["run0_last.pth", "run1_last.pth", "run2_last.pth"]
+    states = [m.state_dict() for m in models]
+    mean = sum(sd["head.weight"].double() for sd in states) / 3
+    assert torch.allclose(soup["model"]["head.weight"].double(), mean, atol=1e-7)
+    wider = build_model(cfg_with(CFG, width=32, stem="small"), get_task("target"))
+    save(wider, folder / "run3_wider.pth", 5)
+    out = subprocess.run([sys.executable, "soup.py", "--model-folder", str(folder), "--out", str(tmp_path / "t.pth")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and not (tmp_path / "t.pth").exists()
+    assert f"{folder / 'run3_wider.pth'}: not the architecture of {folder / 'run0_last.pth'}: " in out.stderr
 
 
 def test_jigsaw_task_batches_follow_the_config():
