@@ -47,11 +47,11 @@ def tune(cfg: TuneConfig, conf_args: list[str], devices: str | None = None, redo
     groups = worker_devices(cfg, study.recipe.devices, devices)
     cores = worker_cores(groups)
     if len(groups) == 1:
-        work(study, groups[0], 0, cores if groups[0].startswith("cpu") and cores else None, socket_name)
+        work(study, groups[0], 0, cores, socket_name)
     else:
         stage(f"{len(groups)} workers: {', '.join(groups)}")
         run_workers(conf_args, groups, cores, socket_name)
-    facts = write_report(study)
+    write_report(study)  # the trials' report stands even if a re-run of the winner fails
     winner = rerun_winner(study, socket_name)
     facts = write_report(study, winner)
     print(report_path(study).read_text(), flush=True)
