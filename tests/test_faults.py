@@ -277,8 +277,9 @@ def test_a_full_disk_is_one_line_and_a_failed_marker_and_the_run_resumes(referen
 
 def test_a_disk_too_full_for_the_image_cache_is_one_line_not_a_bus_error(reference, tmpfs):
     """A fresh run on a tmpfs with room for its config but not for the decoded-image cache (a memmap): one
-    `error:` line naming the cache file, FAILED written, no temporary file left. (It was a SIGBUS: no message,
-    no marker, the half-built cache left behind for good.)"""
+    `error:` line naming the cache file and the bytes it needs beside the bytes free (checked before any write),
+    FAILED written, no temporary file left. (It was a SIGBUS: no message, no marker, the half-built cache left
+    behind for good.)"""
     tmpfs.mount(100 << 10)
     run = tmpfs.path / f"{fh.EXP}_{fh.SPLIT}"
     result = fh.run(fh.train_argv(reference.dataroot, tmpfs.path))
@@ -287,7 +288,7 @@ def test_a_disk_too_full_for_the_image_cache_is_one_line_not_a_bus_error(referen
                "failed_written": rundir.failed_path(run).is_file(), "orphans": fh.temporaries(tmpfs.path)}
     fh.record("disk_full_cache", summary)
     assert result.returncode == 1 and ok, (result.returncode, result.stderr)
-    assert "/cache/images_32_" in line and ".npy: no space left" in line, line
+    assert "/cache/images_32_" in line and ".npy: the image cache of " in line and " MB free" in line, line
     assert summary["failed_written"] and not summary["orphans"]
 
 

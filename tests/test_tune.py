@@ -26,15 +26,18 @@ from tests.conftest import ROOT, run_script, tiny_recipe, write
 GOOD, ALSO_GOOD, BAD = 0.003, 0.001, 1e-7  # lr: a run at 1e-7 learns nothing in its one epoch
 
 
-def study_conf(root: Path, name: str, trials: int, enqueue: list[float], **keys) -> Path:
+def study_conf(root: Path, name: str, trials: int, enqueue: list[tuple[float, int]], **keys) -> Path:
+    """A study of the tiny target run over lr and `log_every` (which changes nothing a run computes: two trials
+    that differ in it alone train bit-identical runs), its `enqueue` as (lr, log_every) pairs."""
     recipe = root / "recipe.yml" if (root / "recipe.yml").is_file() else tiny_recipe(root)
     extra = "".join(f"{k}: {json.dumps(v)}\n" for k, v in keys.items())
-    queued = ", ".join(f"{{lr: {lr}}}" for lr in enqueue)
+    queued = ", ".join(f"{{lr: {lr}, log_every: {every}}}" for lr, every in enqueue)
     return Path(write(root / f"{name}.yml", f"""recipe: {recipe}
 run: {root / 'target.yml'}
 set: [transfer_from=null]
 space:
   lr: {{choices: [{GOOD}, {ALSO_GOOD}, {BAD}]}}
+  log_every: {{choices: [1, 2]}}
 enqueue: [{queued}]
 trials: {trials}
 out_dir: {root / name}
@@ -51,7 +54,7 @@ def states(conf: Path) -> list[str]:
 
 
 def test_a_bad_search_space_is_one_line_naming_the_key(tmp_path):
-    conf = study_conf(tmp_path, "space", 2, [GOOD])
+    conf = study_conf(tmp_path, "space", 2, [(GOOD, 1)])
     cfg = tune_cfg(conf)
     recipe_sets = ["dataroot=/nowhere", "folds=3", "seed=0"]
     bad = {"lerning_rate": "{choices: [0.1]}", "image_size": "{choices: [4]}", "freeze": "{choices: [sideways]}"}
@@ -64,7 +67,7 @@ def test_a_bad_search_space_is_one_line_naming_the_key(tmp_path):
         with pytest.raises(ConfigError, match=why) as err:
             tune_cfg(conf, f"space={{{key}: {value}}}", "enqueue=[]")
         assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match=r"key 'enqueue': .*'lr' is not a key of space \(lerning_rate\)"):
+    with pytest.raises(ConfigError, match=r"key 'enqueue': .*'log_every' is not a key of space \(lerning_rate\)"):
         tune_cfg(conf, "space={lerning_rate: {choices: [0.1]}}")
     out = run_script("tune.py", "--conf", str(conf), "--set", "space={lerning_rate: {choices: [0.1]}}", "--set",
                      "enqueue=[]")
@@ -75,14 +78,16 @@ def test_a_bad_search_space_is_one_line_naming_the_key(tmp_path):
 
 @pytest.mark.integration
 def test_two_workers_share_a_study_a_bad_trial_is_pruned_after_its_first_fold_and_the_report_matches(tmp_path):
-    conf = study_conf(tmp_path, "pair", 3, [GOOD, ALSO_GOOD, BAD], startup_trials=1, rerun_seeds=[1],
+    # trials 0 and 1 run side by side and train the same runs (they differ in log_every alone), so neither can
+    # be pruned against the other whichever finishes first; trial 2 starts once one of them is complete
+    conf = study_conf(tmp_path, "pair", 3, [(GOOD, 1), (GOOD, 2), (BAD, 1)], startup_trials=1, rerun_seeds=[1],
                       devices="cpu/cpu")
     out = run_script("tune.py", "--conf", str(conf), "--socket", f"tune{os.getpid()}")
     assert out.returncode == 0, out.stderr[-3000:]
     cfg = tune_cfg(conf)
     study = optuna.load_study(study_name="pair", storage=plan_study(cfg).storage_url)
     trials = {t.number: t for t in study.get_trials()}
-    assert sorted(trials) == [0, 1, 2] and [trials[n].params["lr"] for n in range(3)] == [GOOD, ALSO_GOOD, BAD]
+    assert sorted(trials) == [0, 1, 2] and [trials[n].params["lr"] for n in range(3)] == [GOOD, GOOD, BAD]
     assert trials[2].state.name == "PRUNED" and len(trials[2].user_attrs["fold_scores"]) == 1
     assert {trials[0].state.name, trials[1].state.name} == {"COMPLETE"}
     assert {trials[0].user_attrs["worker"], trials[1].user_attrs["worker"]} == {0, 1}  # side by side
@@ -113,7 +118,8 @@ def wait_for(path: Path, timeout_s: float = 300) -> None:
 
 @pytest.mark.faults
 def test_a_killed_study_resumes_its_interrupted_trial_under_its_own_runs_and_counts_it_once(tmp_path):
-    conf = study_conf(tmp_path, "killed", 2, [GOOD, ALSO_GOOD], heartbeat_s=1, rerun_seeds=[], pruner="none")
+    conf = study_conf(tmp_path, "killed", 2, [(GOOD, 1), (ALSO_GOOD, 1)], heartbeat_s=1, rerun_seeds=[],
+                      pruner="none")
     socket = f"tunekill{os.getpid()}"
     argv = [sys.executable, str(ROOT / "tune.py"), "--conf", str(conf), "--socket", socket]
     first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,7 +1,7 @@
 """What a run will write before it writes it (issue 23): the decoded image cache and the evaluation outputs per
 evaluated epoch, from the config and the row counts alone, so a competition ten times the bundled one learns its
-disk bill at the start instead of half way (train.py prints it; the cache builder refuses a disk that cannot
-hold it, with the numbers)."""
+disk bill at the start instead of half way (train.py prints it once the run's inputs are checked; the cache
+builder, data.images.check_room, refuses a disk that cannot hold the cache, with the numbers, before writing)."""
 from __future__ import annotations
 
 from fold0123.data.images import cache_bytes, height_width

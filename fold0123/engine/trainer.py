@@ -544,14 +544,14 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
         write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
     task = get_task(cfg.task, dataroot=cfg.dataroot)
-    if main and found is None and cfg.task != "clip":  # what this run will write, before the cache is built
-        print(f"{run.name}: {run_costs(cfg, split, task.n_outputs(cfg))}", file=sys.stderr)
     with distributed.main_first(env):  # rank 0 builds the image cache, the other ranks open it
         dataset = task.training_data(cfg, split)  # before the model: a missing split / tag file fails fast
     check_world_size(cfg, len(dataset), env)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=EpochBatches(), num_workers=cfg.num_workers,
                                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
+    if main and found is None and cfg.task != "clip":  # its inputs are good: what it takes and will write
+        print(f"{run.name}: {run_costs(cfg, split, task.n_outputs(cfg))}", file=sys.stderr, flush=True)
     n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 1, env.world_size))
     if found is not None:
         check_resumed_world_size(run, found[1], len(dataset), cfg, env)
