@@ -2,7 +2,6 @@
 epoch, and a cache the disk cannot hold refused with the numbers before anything is written."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

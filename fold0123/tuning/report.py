@@ -63,7 +63,8 @@ def summary(study: Study, optuna_study: optuna.Study, winner: dict | None) -> di
     best = optuna_study.best_trial if complete else None
     metric = next((t.user_attrs["metric"] for t in trials if "metric" in t.user_attrs), None)
     return {
-        "study": study.cfg.exp, "storage": study.cfg.storage or "study.db beside this report (SQLite)", "direction": study.direction, "metric": metric,
+        "study": study.cfg.exp, "storage": study.cfg.storage or "study.db beside this report (SQLite)",
+        "direction": study.direction, "metric": metric,
         "splits": study.splits, "trials_asked": study.cfg.trials, "states": states,
         "compared": sum(t.state in FINISHED for t in trials),
         "best": None if best is None else {"trial": best.number, "cv": best.value, "params": best.params,

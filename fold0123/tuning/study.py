@@ -10,8 +10,8 @@ callbacks would mix the folds' epochs into one curve, so the folds are the steps
 
 Storage is Optuna's RDB storage (an SQLite file beside the report by default) with heartbeats: a worker killed
 mid-trial leaves its trial RUNNING until its heartbeat is `2 x heartbeat_s` old; the next worker to look fails
-it and RetryHeartbeatStaleTrialCallback enqueues the same values as a new trial, which trains under the first trial's
-run names, so the launcher resumes its interrupted fold and skips its finished ones. A study counts its COMPLETE
+it and RetryHeartbeatStaleTrialCallback enqueues the same values as a new trial, which trains under the first
+trial's run names, so the launcher resumes its interrupted fold and skips its finished ones. A study counts its COMPLETE
 and PRUNED trials only: a failed trial and its retry are one trial. Workers (one per device or GPU group, and
 any number more on other machines sharing the storage) take a slot under a lock beside the study before Optuna
 creates their trial, so together they run exactly `trials` trials. The study's fingerprint (the run config with
@@ -76,8 +76,9 @@ class Study:
 def recipe_for(cfg: TuneConfig, seed: int | None = None) -> RecipeConfig:
     """The recipe the trials' runs take their keys from: its checkpoints_dir moved to `runs_dir` (when set) and,
     for the winner's re-runs, its seed."""
-    sets = ([f"checkpoints_dir={cfg.runs_dir}"] if cfg.runs_dir else []) + ([f"seed={seed}"] if seed is not None
-                                                                            else [])
+    sets = [f"checkpoints_dir={cfg.runs_dir}"] if cfg.runs_dir else []
+    if seed is not None:
+        sets.append(f"seed={seed}")
     return load_config(cfg.recipe, sets, schema=RecipeConfig)
 
 
