@@ -21,7 +21,6 @@ it: a changed base config or split refuses to resume the study, in one line.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import statistics
 import time
@@ -42,6 +41,7 @@ from fold0123.common.search import suggest
 from fold0123.common.schema import RUN_VOLATILE_KEYS, RecipeConfig, RunConfig, TuneConfig
 from fold0123.data.competition import read_competition
 from fold0123.launcher.fold0123 import LaunchOptions, launch_fold0123
+from fold0123.launcher.layout import session_name
 from fold0123.launcher.recipe import build_dataset, make_folds, make_tag_vectors, pretext, run_sets, stage
 from fold0123.stacking.runs import choice_metrics, fold_splits, resolve_epoch
 from fold0123.tuning.space import check_space, trial_sets
@@ -242,10 +242,6 @@ def counts(trials) -> tuple[int, int, int]:
     return finished, running, failed
 
 
-def session_name(exp: str, split: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{exp}_{split}")
-
-
 def clear_leftover(session: str, socket_name: str | None) -> None:
     """A dead worker's row of this trial may still be training in tmux: stop it, so the retry resumes the run
     (the trainer's train.lock goes with its process)."""
@@ -275,7 +271,7 @@ def run_rows(study: Study, exp: str, splits: list[str], sets: list[str], devices
              socket_name: str | None = None, recipe: RecipeConfig | None = None) -> None:
     """The fold rows of `exp` through the launcher (side by side), waited for; TrialRunError when one did not end
     DONE. `recipe`: the keys the runs take (default: the study's recipe; the winner's re-runs move its seed)."""
-    session = session_name(exp, splits[0] if len(splits) == 1 else "rows")
+    session = session_name(f"{exp}_{splits[0] if len(splits) == 1 else 'rows'}")
     if study.cfg.executor == "tmux":
         clear_leftover(session, socket_name)
     result = launch_fold0123(study.cfg.run, LaunchOptions(
