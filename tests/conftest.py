@@ -432,11 +432,12 @@ def _predict(task: str, target: np.ndarray, year: np.ndarray, scale: float, rng)
     return views.astype(np.float32)
 
 
-def save_npz(path: Path, ids, outputs) -> None:
-    """An eval npz as evaluate.py writes it (atomically)."""
+def save_npz(path: Path, ids, outputs, views=None) -> None:
+    """An eval npz as evaluate.py writes it (atomically); `views`: the names of a kept form (rundir.VIEW_FORMS)."""
+    extra = {} if views is None else {"views": np.asarray(views)}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, ids=np.asarray(ids, dtype=str), outputs=outputs)
+            np.savez(f, ids=np.asarray(ids, dtype=str), outputs=outputs, **extra)
 
 
 def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k: int = 3, epochs: int = 3,

@@ -39,6 +39,9 @@ def test_the_costs_of_an_accv_sized_competition_read_as_the_issue_computed_them(
                            "epoch (oof 16667 + test 90000 rows x 8 views x 5000 float32), 341.3 GB over 20 "
                            "evaluated epochs")
     assert evaluated_epochs(8, 8) == 1 and evaluated_epochs(10, 4) == 3 and evaluated_epochs(0, 1) == 0
+    # the scalable setting: the view mean in float16 is 16x smaller, n x K x 2 B
+    line = describe_costs(140_000, 448, {"oof": 16_667, "test": 90_000}, 5_000, 20, "mean", "float16")
+    assert "eval outputs: 1.1 GB per evaluated epoch (oof 16667 + test 90000 rows x 1 view x 5000 float16)" in line
 
 
 def test_a_run_states_its_costs_from_its_own_tables(tmp_path):

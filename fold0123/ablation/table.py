@@ -165,20 +165,19 @@ def run_row(id: str, name: str, group: str, dataroot, checkpoints_dir, exp: str,
     outputs, the 8-view mean or the identity view, per fold on the held-out rows, over all OOF rows, and the `all`
     run's test rows on the answers."""
     tag = tag or eval_tag(resolve_epoch(checkpoints_dir, exp, fold_splits(k), "last"))
-    pick = (lambda o: o.mean(axis=1)) if view == "mean" else (lambda o: o[:, rundir.VIEWS.index(view)])
     train = read_train(dataroot).set_index("object_id")["target"]
     splits = fold_splits(k)
     preds, truth, scores = [], [], []
     for split in splits:
         out = load_outputs(run_dir(checkpoints_dir, exp, split), tag, "oof")
-        pred = pick(as_target(task, out.outputs))
+        pred = as_target(task, out.view(view))
         y = train.loc[out.ids].to_numpy(float)
         scores.append(rmse(y, pred))
         preds.append(pred), truth.append(y)
     answer = None
     if answers:
         out = load_outputs(run_dir(checkpoints_dir, exp, "all"), tag, "test")
-        answer = score_answers(out.ids, pick(as_target(task, out.outputs)), answers)["rmse"]
+        answer = score_answers(out.ids, as_target(task, out.view(view)), answers)["rmse"]
     return Row.scored(id, name, group, scores, rmse(np.concatenate(truth), np.concatenate(preds)), answer,
                       run_seconds(checkpoints_dir, exp, splits + ["all"]), note)
 

@@ -10,8 +10,11 @@ epochs, soup{N}.pth), DONE and FAILED markers. Only final epoch names match `CHE
 do not); temporary names (fold0123.common.io.is_temporary) never do, so a watcher that filters with
 `checkpoint_epoch` never sees a partial file. `evaluated_epochs` counts `epoch{E}` tags only.
 
-eval/{tag}_{part}.npz: arrays `ids` [n] (str) and `outputs` [n, 8, d] float32, the 8 dihedral views in the order
-of VIEWS; outputs are predictions in the task's saved space, not logits.
+eval/{tag}_{part}.npz: arrays `ids` [n] (str) and `outputs` [n, V, d] float32 or float16 (`eval.dtype`), and `views`
+[V] (str), the names along axis 1: the 8 dihedral views in the order of VIEWS (`eval.views: all`, the default; a
+file without `views` is this form), or the views' mean (`mean`), or the mean and the identity view
+(`mean_identity`): VIEW_FORMS. Outputs are predictions in the task's saved space, not logits (class
+probabilities after the softmax for the classification tasks).
 eval/{tag}_metrics.json: {"epoch", "task", "split", "n", "primary", "lower_is_better",
 "views": {"mean": {metric: value}, "identity": {...}}} (+ "checkpoint" for a soup; + "primary_view": "identity"
 for a task whose primary metric is read from the identity view, clip's: absent means the 8-view mean, see
@@ -36,6 +39,8 @@ PARTS = ("oof", "test", "train")
 DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with the error line)
 # The 8 dihedral views along axis 1 of every eval npz (data.views applies them, in this order).
 VIEWS = ("identity", "h", "v", "hv", "r", "hr", "vr", "hvr")
+# What eval.views keeps along that axis: the names an npz's `views` array holds for each form.
+VIEW_FORMS = {"all": VIEWS, "mean": ("mean",), "mean_identity": ("mean", "identity")}
 METRICS_KEYS = ("epoch", "task", "split", "n", "primary", "lower_is_better", "views")
 METRIC_VIEWS = ("mean", "identity")  # the views metrics.json scores: the 8-view mean and the identity view
 RESUME = "resume.pth"

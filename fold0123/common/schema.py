@@ -135,6 +135,11 @@ class EvalOptions(Schema):
     parts: list[Literal["oof", "test", "train"]] = ["oof", "test"]
     train_epochs: list[PositiveInt] = []
     batch_size: PositiveInt = 128
+    # What each eval npz keeps (common.rundir.VIEW_FORMS): `all` 8 views (the stack's max/min/var need them),
+    # `mean` the views' mean only (8x smaller: a probability ensemble needs no more), `mean_identity` the mean and
+    # the identity view; `float16` halves it again (probabilities and embeddings; not a regression in raw units).
+    views: Literal["all", "mean", "mean_identity"] = "all"
+    dtype: Literal["float32", "float16"] = "float32"
 
 
 # Upper bounds where a larger value can only be a typo (`epochs=1e12`, `lr=1e3`, `warmup_epochs=inf`): generous

@@ -4,14 +4,16 @@ disk bill at the start instead of half way (train.py prints it once the run's in
 builder, data.images.check_room, refuses a disk that cannot hold the cache, with the numbers, before writing)."""
 from __future__ import annotations
 
+import numpy as np
+
+from fold0123.common.rundir import VIEW_FORMS
 from fold0123.data.images import cache_bytes, height_width
 
-N_VIEWS = 8
 
-
-def eval_bytes(rows: int, width: int, views: int = N_VIEWS) -> int:
-    """One part's eval npz payload (outputs float32 [rows, views, width]; the ids and zip framing are small)."""
-    return rows * views * width * 4
+def eval_bytes(rows: int, width: int, form: str = "all", dtype: str = "float32") -> int:
+    """One part's eval npz payload (outputs [rows, views kept, width] in `dtype`; the ids and zip framing are
+    small)."""
+    return rows * len(VIEW_FORMS[form]) * width * np.dtype(dtype).itemsize
 
 
 def human(n: float) -> str:
@@ -22,13 +24,16 @@ def human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def describe_costs(n_photos: int, size, part_rows: dict[str, int], width: int, evaluated_epochs: int) -> str:
+def describe_costs(n_photos: int, size, part_rows: dict[str, int], width: int, evaluated_epochs: int,
+                   form: str = "all", dtype: str = "float32") -> str:
     """One line: the cache, and the eval outputs per evaluated epoch (and over the run's evaluated epochs)."""
     h, w = height_width(size)
-    per_epoch = sum(eval_bytes(rows, width) for rows in part_rows.values())
+    per_epoch = sum(eval_bytes(rows, width, form, dtype) for rows in part_rows.values())
     parts = " + ".join(f"{part} {rows}" for part, rows in part_rows.items())
+    views = len(VIEW_FORMS[form])
     return (f"image cache: {n_photos} photos at {h}x{w}: {human(cache_bytes(n_photos, size))}; eval outputs: "
-            f"{human(per_epoch)} per evaluated epoch ({parts} rows x {N_VIEWS} views x {width} float32), "
+            f"{human(per_epoch)} per evaluated epoch ({parts} rows x {views} view{'s' if views > 1 else ''} x "
+            f"{width} {dtype}), "
             f"{human(per_epoch * evaluated_epochs)} over {evaluated_epochs} evaluated "
             f"epoch{'' if evaluated_epochs == 1 else 's'}")
 
@@ -36,7 +41,6 @@ def describe_costs(n_photos: int, size, part_rows: dict[str, int], width: int, e
 def evaluated_epochs(epochs: int, every: int) -> int:
     """How many epochs the watcher evaluates: every `every`-th and the last."""
     return len(set(range(every, epochs + 1, every)) | {epochs}) if epochs > 0 else 0
-
 
 
 def run_costs(cfg, split: str, width: int) -> str:
@@ -51,4 +55,4 @@ def run_costs(cfg, split: str, width: int) -> str:
     rows = {"oof": 0 if split.startswith("all") else len(held), "test": len(test), "train": len(fit)}
     parts = {part: rows[part] for part in cfg.eval.parts if part in rows and rows[part]}
     return describe_costs(len(train) + len(test), cfg.image_size, parts, width,
-                          evaluated_epochs(cfg.epochs, cfg.eval.every))
+                          evaluated_epochs(cfg.epochs, cfg.eval.every), cfg.eval.views, cfg.eval.dtype)

@@ -1,5 +1,7 @@
 """Evaluate one checkpoint of a run: the task's predictions for all 8 dihedral views of every object of each
-part, saved as eval/{tag}_{part}.npz (`ids` [n], `outputs` float32 [n, 8, d]), then eval/{tag}_metrics.json.
+part, saved as eval/{tag}_{part}.npz (`ids` [n], `outputs` [n, V, d], `views` [V]: the 8 views, or what
+`eval.views` keeps of them, in `eval.dtype`; common.rundir.VIEW_FORMS), then eval/{tag}_metrics.json. The metrics
+are computed from the float32 predictions before anything is dropped, so every form scores the same.
 
 metrics.json is written last: its presence is what tells the watcher (and a restarted watcher) that the epoch
 is fully evaluated. Parts: `oof` (the split's held-out, labelled rows; fold splits only), `test` (test.csv) and
@@ -21,7 +23,7 @@ from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
 from fold0123.data.datasets import normalize
 from fold0123.data.images import ImageCache
-from fold0123.data.views import N_VIEWS, view_outputs
+from fold0123.data.views import view_outputs
 from fold0123.engine.setup import configure_torch, resolve_device, uses_channels_last, wrap_model
 from fold0123.models.checkpoints import EMA_KEY, CheckpointError, load_weights, read_checkpoint
 from fold0123.models.network import build_model
@@ -59,11 +61,21 @@ def load_model(run: Path, checkpoint: Path, device: torch.device, cfg: RunConfig
     return cfg, task, model
 
 
+def keep_views(outputs: torch.Tensor, form: str) -> torch.Tensor:
+    """A batch's `[b, 8, d]` view predictions reduced to the form `eval.views` keeps (rundir.VIEW_FORMS), so an
+    evaluation never holds more than the form of n rows."""
+    if form == "all":
+        return outputs
+    mean = outputs.mean(dim=1, keepdim=True)
+    return mean if form == "mean" else torch.cat([mean, outputs[:, :1]], dim=1)
+
+
 @torch.no_grad()
 def predict_images(model, task: Task, cache: ImageCache, ids, device: torch.device, batch_size: int,
-                   views: bool = True, channels_last: bool = False) -> np.ndarray:
-    """Task predictions `[n, 8, d]` for the 8 views of each image (views in data.views.VIEW_NAMES order), or
-    `[n, d]` for the image as it is (`views=False`), read from the memmap `cache` in batches in file order."""
+                   views: bool = True, channels_last: bool = False, form: str = "all") -> np.ndarray:
+    """Task predictions `[n, 8, d]` for the 8 views of each image (views in data.views.VIEW_NAMES order; with
+    `form` what keep_views keeps of them), or `[n, d]` for the image as it is (`views=False`), read from the memmap
+    `cache` in batches in file order."""
     index = cache.rows(ids)
     outputs = []
 
@@ -78,15 +90,20 @@ def predict_images(model, task: Task, cache: ImageCache, ids, device: torch.devi
         rows = np.sort(index[start:start + batch_size])
         order = np.argsort(np.argsort(index[start:start + batch_size]))  # memmap reads in file order
         images = torch.from_numpy(np.ascontiguousarray(cache.array[rows][order])).permute(0, 3, 1, 2).to(device)
-        outputs.append((view_outputs(predict, images) if views else predict(images)).float().cpu().numpy())
+        batch = keep_views(view_outputs(predict, images), form) if views else predict(images)
+        outputs.append(batch.float().cpu().numpy())
     if not outputs:
-        return np.zeros((0, N_VIEWS, 0) if views else (0, 0), dtype=np.float32)
+        return np.zeros((0, len(rundir.VIEW_FORMS[form]), 0) if views else (0, 0), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32)
 
 
-def write_npz(path: Path, ids, outputs: np.ndarray) -> None:
+def write_npz(path: Path, ids, outputs: np.ndarray, form: str = "all", dtype: str = "float32") -> None:
+    """Uncompressed (np.savez), so the readers can map `outputs` and read it in chunks of rows."""
+    views = rundir.VIEW_FORMS[form]
+    if outputs.shape[1] != len(views):
+        raise ValueError(f"{path}: outputs with {outputs.shape[1]} views for form {form!r} ({len(views)})")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, ids=np.asarray(list(ids), dtype=str), outputs=outputs.astype(np.float32))
+        np.savez(f, ids=np.asarray(list(ids), dtype=str), outputs=outputs.astype(dtype), views=np.asarray(views))
 
 
 def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, device: str | None = None,
@@ -130,12 +147,16 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         if part not in frames:
             continue  # split `all` has no oof
         ids = list(frames[part]["object_id"])
-        outputs = predict_images(model, task, cache, ids, device, batch_size, channels_last=channels_last)
-        write_npz(rundir.eval_npz_path(run, tag, part), ids, outputs)
+        form = cfg.eval.views
+        outputs = predict_images(model, task, cache, ids, device, batch_size, channels_last=channels_last,
+                                 form="all" if form == "all" else "mean_identity")  # the metrics need both
         if part == "oof":
+            mean, identity = (outputs.mean(axis=1), outputs[:, 0]) if form == "all" else (outputs[:, 0], outputs[:, 1])
             metrics["n"] = len(ids)
-            metrics["views"] = {"mean": task.metrics(outputs.mean(axis=1), frames["oof"], cfg.dataroot, cfg),
-                                "identity": task.metrics(outputs[:, 0], frames["oof"], cfg.dataroot, cfg)}
+            metrics["views"] = {"mean": task.metrics(mean, frames["oof"], cfg.dataroot, cfg),
+                                "identity": task.metrics(identity, frames["oof"], cfg.dataroot, cfg)}
+        write_npz(rundir.eval_npz_path(run, tag, part), ids, outputs[:, :1] if form == "mean" else outputs, form,
+                  cfg.eval.dtype)
     if "oof" in parts or "oof" not in frames:
         write_json(rundir.metrics_path(run, tag), metrics)
     return metrics

@@ -50,7 +50,8 @@ def parse_aggregations(spec) -> tuple[str, ...]:
 
 
 def aggregate_views(outputs: np.ndarray, funcs, raw_views: bool = False, prefix: str = "") -> pd.DataFrame:
-    """[n, 8, d] -> [n, (len(funcs) + 8 * raw_views) * d] table with named columns (no index)."""
+    """[n, 8, d] -> [n, (len(funcs) + 8 * raw_views) * d] table with named columns (no index); [n, 1, d] (the
+    views' mean, _aligned's mean_only) gives the same `mean` columns."""
     blocks, names = [], []
     d = outputs.shape[2]
     for func in funcs:
@@ -102,18 +103,21 @@ class FeatureSet:
         return next((r.exp for r in self.runs if r.task == task), None)
 
 
-def _aligned(out, order: pd.Index, what: str, like=None) -> np.ndarray:
-    """Rows of an eval file in the order of `order`; every id must be present, and with `like` (the first OOF
-    file) its [views, width] must be that file's."""
-    if like is not None and out.outputs.shape[1:] != like.outputs.shape[1:]:
-        raise RunError(f"{out.path}: outputs of shape [n, {', '.join(map(str, out.outputs.shape[1:]))}] where "
-                       f"{like.path} has [n, {', '.join(map(str, like.outputs.shape[1:]))}] (views, width): a run of "
-                       f"another config or task")
+def _aligned(out, order: pd.Index, what: str, like=None, mean_only: bool = False) -> np.ndarray:
+    """Rows of an eval file in the order of `order`, `[n, 8, d]`, or `[n, 1, d]` (the views' mean) with
+    `mean_only`, which any form gives; without it the file must hold all 8 views. Every id must be present, and
+    with `like` (the first OOF file) the width must be that file's."""
+    if like is not None and out.outputs.shape[2] != like.outputs.shape[2]:
+        raise RunError(f"{out.path}: outputs {out.outputs.shape[2]} wide where {like.path} has "
+                       f"{like.outputs.shape[2]}: a run of another config or task")
+    if not mean_only:
+        out.require_all_views("aggregations other than mean (max, min, var, ...) and raw views")
     position = pd.Series(np.arange(len(out.ids)), index=out.ids)
     missing = order.difference(position.index)
     if len(missing):
         raise RunError(f"{out.path}: {what}: {len(missing)} object_id(s) missing, e.g. {missing[0]!r}")
-    return out.outputs[position.loc[order].to_numpy()]
+    rows = position.loc[order].to_numpy()
+    return out.view("mean", rows)[:, None] if mean_only else out.rows(rows)
 
 
 def check_finished(checkpoints_dir: str | Path, runs: dict, splits: list[str]) -> None:
@@ -140,6 +144,7 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
     if test_features not in TEST_SOURCES:
         raise ConfigError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
     funcs = parse_aggregations(aggregations)
+    mean_only = funcs == ("mean",) and not raw_views  # then every eval form will do (eval.views: mean too)
     train_df = read_train(dataroot)
     test_ids = pd.Index(read_test(dataroot)["object_id"])
     train_ids = pd.Index(train_df["object_id"])
@@ -168,24 +173,24 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
         prefix = f"{exp}_"
         # out-of-fold: fold run i predicts exactly fold i's held-out rows
         oof_outs = [load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "oof") for split in splits]
-        oof = np.zeros((len(train_ids),) + oof_outs[0].outputs.shape[1:], dtype=np.float32)
+        oof = np.zeros((len(train_ids), 1 if mean_only else len(VIEWS), oof_outs[0].outputs.shape[2]), np.float32)
         for i, (split, out) in enumerate(zip(splits, oof_outs)):
             held = fold_of.index[fold_of.to_numpy() == i]
             if set(out.ids) != set(held):
                 raise RunError(f"{out.path}: its ids differ from {split_paths(dataroot, split)[1]} "
                                f"({len(out.ids)} vs {len(held)} rows): a stale run or other folds")
-            oof[folds == i] = _aligned(out, train_ids[folds == i], "oof rows", oof_outs[0])
+            oof[folds == i] = _aligned(out, train_ids[folds == i], "oof rows", oof_outs[0], mean_only)
         train_blocks.append(aggregate_views(oof, funcs, raw_views, prefix))
         view_mean_oof[exp] = oof.mean(axis=1)
         # test: the `all` run, and the mean of the fold runs' aggregated test features
         fold_tests = [_aligned(load_outputs(run_dir(checkpoints_dir, exp, s), epoch, "test"), test_ids, "test rows",
-                               oof_outs[0]) for s in splits]
+                               oof_outs[0], mean_only) for s in splits]
         test_blocks["fold_mean"].append(
             sum(aggregate_views(t, funcs, raw_views, prefix) for t in fold_tests) / len(fold_tests))
         view_mean_test["fold_mean"][exp] = np.mean([t.mean(axis=1) for t in fold_tests], axis=0)
         all_run = run_dir(checkpoints_dir, exp, all_split)
         if all_test_ok and (eval_path(all_run, epoch, "test").is_file() or test_features == "all"):
-            all_test = _aligned(load_outputs(all_run, epoch, "test"), test_ids, "test rows", oof_outs[0])
+            all_test = _aligned(load_outputs(all_run, epoch, "test"), test_ids, "test rows", oof_outs[0], mean_only)
             test_blocks["all"].append(aggregate_views(all_test, funcs, raw_views, prefix))
             view_mean_test["all"][exp] = all_test.mean(axis=1)
         elif all_test_ok:
@@ -204,7 +209,8 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
                     rows = pd.Index(out.ids).intersection(train_ids[folds != i], sort=False)  # drops pseudo rows
                     if len(rows) == 0:
                         raise RunError(f"{out.path}: no rows of {split}'s train part")
-                    frame = aggregate_views(_aligned(out, rows, "train rows", oof_outs[0]), funcs, raw_views, prefix)
+                    frame = aggregate_views(_aligned(out, rows, "train rows", oof_outs[0], mean_only), funcs,
+                                            raw_views, prefix)
                     infold_blocks[i].append(frame.set_index(rows))
 
     train = pd.concat(train_blocks, axis=1).set_index(train_ids)

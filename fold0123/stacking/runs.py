@@ -2,8 +2,11 @@
 
 Layout read, per run `{checkpoints_dir}/{exp}_{split}/` (names, the metrics reader and the epoch listing are
 common.rundir's; the npz arrays are read here, the one place that needs them):
-  eval/epoch{E}_{part}.npz      part in oof | test | train; arrays `ids` [n] (str) and `outputs` [n, 8, d] float32,
-                                the 8 dihedral views in the order of rundir.VIEWS; predictions, not logits
+  eval/epoch{E}_{part}.npz      part in oof | test | train; arrays `ids` [n] (str), `outputs` [n, V, d] float32 or
+                                float16 and `views` [V]: the 8 dihedral views in the order of rundir.VIEWS, or the
+                                form `eval.views` kept (rundir.VIEW_FORMS; no `views`: all 8); predictions, not
+                                logits. `outputs` is mapped, not read whole: readers take the rows they need
+                                (Outputs.rows, .view), so a reader's memory follows its chunk, not n
   eval/epoch{E}_metrics.json    see common.rundir (read_metrics)
 
 An epoch is resolved ONCE per experiment and used for every split of it ('last', 'best', an int or 'soup{N}'), so
@@ -39,10 +42,61 @@ EMA_RE = re.compile(r"^ema([1-9][0-9]*)?$")  # an epoch spec: the EMA weights of
 
 @dataclass(frozen=True)
 class Outputs:
-    """One eval file: `outputs[i]` holds the 8 views' predictions for object `ids[i]`."""
+    """One eval file: `outputs[i]` holds the kept views' predictions for object `ids[i]` (`views` names them)."""
     ids: np.ndarray      # [n] str
-    outputs: np.ndarray  # [n, 8, d] float32, read-only
+    outputs: np.ndarray  # [n, V, d] as stored (float32, float16), read-only (a memory map of the file where it can
+                         # be); read it through rows() and view(), which give float32
     path: Path
+    views: tuple[str, ...] = VIEWS
+
+    @property
+    def form(self) -> str:
+        return next(form for form, names in rundir.VIEW_FORMS.items() if names == self.views)
+
+    def rows(self, index=slice(None)) -> np.ndarray:
+        """`[len(index), V, d]` float32 of the rows `index` (positions in the file)."""
+        return np.asarray(self.outputs[index], dtype=np.float32)
+
+    def view(self, name: str, index=slice(None)) -> np.ndarray:
+        """`[len(index), d]` float32: the views' mean (`mean`) or one view, from whatever the file kept; a view it
+        did not keep is a one-line RunError."""
+        if name in self.views:
+            return self.rows(index)[:, self.views.index(name)]
+        if name == "mean" and self.views == VIEWS:
+            return self.rows(index).mean(axis=1)
+        raise RunError(f"{self.path}: holds the views {list(self.views)} (eval.views: {self.form}), not {name!r}: "
+                       f"evaluate the run again with eval.views: all")
+
+    def require_all_views(self, what: str) -> None:
+        if self.views != VIEWS:
+            raise RunError(f"{self.path}: holds the views {list(self.views)} (eval.views: {self.form}), so {what} "
+                           f"cannot come from it: use aggregations: [mean], or evaluate with eval.views: all")
+
+
+def _npz_member(path: str, name: str) -> np.ndarray | None:
+    """A read-only memory map of the array `name` of an npz stored uncompressed (np.savez writes them so), or None
+    when it is compressed (then np.load reads it whole)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the zip local file header: name and extra-field lengths at bytes 26..29
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(f))
+        offset = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"array {name!r} holds Python objects")
+    if not shape or 0 in shape:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+
+
+CHUNK_ROWS = 4096  # rows per read where a reader walks a whole file (the finite check, chunked ensembles)
 
 
 run_dir = rundir.run_path  # {checkpoints_dir}/{exp}_{split}
@@ -90,22 +144,32 @@ def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
         with np.load(path, allow_pickle=False) as data:
             if "ids" not in data or "outputs" not in data:
                 raise RunError(f"{path}: expected arrays 'ids' and 'outputs' (has {', '.join(data.files)})")
-            ids, outputs = data["ids"], data["outputs"]
+            ids = data["ids"]
+            views = tuple(str(v) for v in data["views"]) if "views" in data else VIEWS
+            outputs = _npz_member(path, "outputs")
+            if outputs is None:
+                outputs = data["outputs"]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: a zero-byte file
         if isinstance(err, RunError):
             raise
         raise RunError(f"{path}: not a readable npz ({str(err).splitlines()[0]})") from None
     if ids.dtype.kind != "U":
         raise RunError(f"{path}: 'ids' must be a unicode string array, got dtype {ids.dtype}")
-    if outputs.ndim != 3 or outputs.shape[1] != len(VIEWS) or outputs.shape[0] != len(ids):
-        raise RunError(f"{path}: 'outputs' must be [n={len(ids)}, {len(VIEWS)}, d], got {list(outputs.shape)}")
-    if not np.isfinite(outputs).all():
-        row = int(np.flatnonzero(~np.isfinite(outputs).reshape(len(ids), -1).all(axis=1))[0])
-        raise RunError(f"{path}: non-finite outputs for object_id {ids[row]!r}")
-    outputs = outputs.astype(np.float32, copy=False)
-    outputs.flags.writeable = False
+    if views not in rundir.VIEW_FORMS.values():
+        raise RunError(f"{path}: 'views' {list(views)} is none of the forms {', '.join(rundir.VIEW_FORMS)}")
+    if outputs.ndim != 3 or outputs.shape[1] != len(views) or outputs.shape[0] != len(ids):
+        raise RunError(f"{path}: 'outputs' must be [n={len(ids)}, {len(views)}, d], got {list(outputs.shape)}")
+    if outputs.dtype.kind not in "fiu":  # evaluate.py writes float32 or float16; rows() reads any as float32
+        raise RunError(f"{path}: 'outputs' must be numbers (float32 or float16), got dtype {outputs.dtype}")
+    for start in range(0, len(ids), CHUNK_ROWS):
+        chunk = np.asarray(outputs[start:start + CHUNK_ROWS])
+        if not np.isfinite(chunk).all():
+            row = start + int(np.flatnonzero(~np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1))[0])
+            raise RunError(f"{path}: non-finite outputs for object_id {ids[row]!r}")
+    if not isinstance(outputs, np.memmap):
+        outputs.flags.writeable = False
     ids.flags.writeable = False
-    return Outputs(ids=ids, outputs=outputs, path=Path(path))
+    return Outputs(ids=ids, outputs=outputs, path=Path(path), views=views)
 
 
 def load_outputs(run: str | Path, epoch: int | str, part: str) -> Outputs:

@@ -1,0 +1,108 @@
+"""Evaluation outputs that scale (issue 23): what `eval.views` and `eval.dtype` keep, read back by every reader,
+the stack refusing what a form cannot give, and the eval files mapped rather than read whole."""
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import yaml
+
+from fold0123.common import rundir
+from fold0123.engine.evaluator import evaluate_checkpoint
+from fold0123.stacking.features import build_features
+from fold0123.stacking.runs import RunError, load_outputs, run_dir
+from tests.conftest import make_runs, make_synthetic_dataroot, save_npz, session_runs
+
+FORMS = [("all", "float32"), ("mean", "float16"), ("mean_identity", "float32"), ("mean_identity", "float16")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return session_runs(tmp_path_factory)
+
+
+def with_eval(run, **keys):
+    """The run's config.yml with `eval` keys changed (they are volatile: the run stays fresh)."""
+    path = rundir.config_path(run)
+    cfg = yaml.safe_load(path.read_text())
+    cfg.setdefault("eval", {}).update(keys)
+    path.write_text(yaml.safe_dump(cfg))
+
+
+def test_every_form_round_trips_and_scores_as_the_8_views_do(runs, tmp_path):
+    written, sizes = {}, {}
+    for form, dtype in FORMS:
+        run = shutil.copytree(runs["target"], tmp_path / f"{form}_{dtype}" / runs["target"].name)
+        with_eval(run, views=form, dtype=dtype)
+        metrics = evaluate_checkpoint(run, 2, device="cpu")
+        out = load_outputs(run, 2, "test")
+        assert out.views == rundir.VIEW_FORMS[form] and out.form == form
+        assert out.outputs.dtype == np.dtype(dtype) and isinstance(out.outputs, np.memmap)  # mapped, not read
+        written[form, dtype] = (metrics, out)
+        sizes[form, dtype] = out.outputs.nbytes
+    base_metrics, base = written["all", "float32"]
+    for (form, dtype), (metrics, out) in written.items():
+        for view in ("mean", "identity"):  # scored before anything was dropped (torch's mean or numpy's)
+            assert metrics["views"][view] == pytest.approx(base_metrics["views"][view], rel=1e-6)
+        tol = 2e-3 if dtype == "float16" else 1e-6
+        np.testing.assert_allclose(out.view("mean"), base.view("mean"), rtol=tol, atol=tol)
+        if form != "mean":
+            np.testing.assert_allclose(out.view("identity"), base.view("identity"), rtol=tol, atol=tol)
+    assert np.array_equal(base.view("identity"), base.rows()[:, 0])
+    assert sizes["mean", "float16"] * 16 == sizes["all", "float32"]
+    with pytest.raises(RunError, match=r"_test.npz: holds the views \['mean'\] \(eval.views: mean\), not 'h'"):
+        written["mean", "float16"][1].view("h")
+
+
+@pytest.fixture
+def synth(tmp_path):
+    root = make_synthetic_dataroot(tmp_path / "data", n_train=90, n_test=30)
+    make_runs(tmp_path / "runs", root, tasks=("target", "onehot"), epochs=1, train_epochs=[])
+    return root, tmp_path / "runs"
+
+
+def as_mean_float16(runs):
+    """Every eval file of `runs` rewritten as `eval.views: mean`, float16 would have written it."""
+    for path in sorted(runs.glob("*/eval/*.npz")):
+        with np.load(path) as data:
+            ids, outputs = data["ids"], data["outputs"]
+        save_npz(path, ids, outputs.mean(axis=1, keepdims=True).astype(np.float16), views=["mean"])
+
+
+def test_the_stack_takes_the_mean_from_any_form_and_refuses_what_a_form_lacks(synth):
+    root, runs = synth
+    chosen = {"target": "last", "onehot": "last"}
+    full = build_features(root, runs, chosen, aggregations="mean", infold=False)
+    as_mean_float16(runs)
+    mean = build_features(root, runs, chosen, aggregations="mean", infold=False)
+    np.testing.assert_allclose(mean.train.to_numpy(), full.train.to_numpy(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(mean.test["all"].to_numpy(), full.test["all"].to_numpy(), rtol=2e-3, atol=2e-3)
+    assert list(mean.train.columns) == list(full.train.columns)
+    for aggregations, raw in (("mean,var", False), ("mean", True)):
+        with pytest.raises(RunError, match=r"target_3fold0/eval/epoch1_oof.npz: holds the views \['mean'\] "
+                                           r"\(eval.views: mean\), so aggregations other than mean .* cannot come "
+                                           r"from it: use aggregations: \[mean\]") as err:
+            build_features(root, runs, chosen, aggregations=aggregations, raw_views=raw, infold=False)
+        assert "\n" not in str(err.value)
+
+
+def test_a_compressed_or_malformed_file_is_still_read_or_named(synth, tmp_path):
+    root, runs = synth
+    path = run_dir(runs, "target", "3fold0") / "eval" / "epoch1_oof.npz"
+    before = load_outputs(path.parent.parent, 1, "oof")
+    ids, outputs = before.ids.copy(), before.rows()
+    with open(path, "wb") as f:
+        np.savez_compressed(f, ids=ids, outputs=outputs)
+    assert zipfile.ZipFile(path).getinfo("outputs.npy").compress_type == zipfile.ZIP_DEFLATED
+    again = load_outputs(path.parent.parent, 1, "oof")
+    assert not isinstance(again.outputs, np.memmap) and np.array_equal(again.rows(), outputs)
+    save_npz(path, ids, outputs, views=["mean", "h"])
+    with pytest.raises(RunError, match=r"epoch1_oof.npz: 'views' \['mean', 'h'\] is none of the forms"):
+        load_outputs(path.parent.parent, 1, "oof")
+    save_npz(path, ids, outputs[:, :2], views=["mean", "identity"])
+    assert load_outputs(path.parent.parent, 1, "oof").form == "mean_identity"
+    save_npz(path, ids, outputs > 0)
+    with pytest.raises(RunError, match=r"'outputs' must be numbers \(float32 or float16\), got dtype bool"):
+        load_outputs(path.parent.parent, 1, "oof")
