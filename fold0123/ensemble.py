@@ -31,15 +31,15 @@ import pandas as pd
 
 from fold0123 import baselines
 from fold0123.common import rundir
-from fold0123.common.io import write_csv, write_json
+from fold0123.common.io import atomic_path, write_csv, write_json
 from fold0123.common.schema import StackConfig
-from fold0123.data.answers import score_answers
+from fold0123.data.answers import read_answers, score_answers
 from fold0123.data.competition import Competition, read_competition, score
 from fold0123.data.layout import read_train
 from fold0123.data.metrics import expected_class, rmse
 from fold0123.data.pixel_stats import cache_file, pixel_features
 from fold0123.reports.markdown import timestamp, write_report
-from fold0123.stacking.features import FeatureSet, build_features
+from fold0123.stacking.features import MeanSources, mean_sources
 from fold0123.stacking.pipeline import StackResult, run_stack
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
 from fold0123.stacking.runs import RunError, choice_metrics, fold_splits
@@ -79,7 +79,7 @@ class Redistribution:
 
 
 def redistribute_labels(probs, k: int) -> Redistribution:
-    probs = np.asarray(probs, float)
+    probs = np.asarray(probs)  # no float64 copy of a wide [n, C]: only the short classes' columns are sorted
     n, n_classes = probs.shape
     labels = probs.argmax(axis=1)
     before = np.bincount(labels, minlength=n_classes)
@@ -109,16 +109,79 @@ def redistribute_labels(probs, k: int) -> Redistribution:
 # ---- the ensemble step
 
 @dataclass
+class ClassSummary:
+    """What the scores need of `[n, C]` class probabilities, kept per row so that the probabilities need not be:
+    the argmax, the top-5 classes (ties to the lower index, as data.metrics.top_k_accuracy breaks them) and the
+    expected class (its RMSE for an ordinal target)."""
+    labels: np.ndarray     # [n] int
+    top5: np.ndarray       # [n, min(5, C)] int
+    expected: np.ndarray   # [n] float
+
+    @classmethod
+    def of(cls, probs: np.ndarray) -> "ClassSummary":
+        return cls(labels=probs.argmax(axis=1), top5=np.argsort(-probs, axis=1, kind="stable")[:, :5],
+                   expected=expected_class(probs))
+
+    @classmethod
+    def concat(cls, parts: list["ClassSummary"]) -> "ClassSummary":
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("labels", "top5", "expected")))
+
+
+@dataclass
+class ArrayRows:
+    """An in-memory member (the pixel LightGBM's probabilities) read like MeanRows."""
+    array: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.array[start:stop]
+
+
+CHUNK_VALUES = 1 << 21  # values per member per chunk (16 MB as float64), whatever the width
+
+
+def chunk_rows(width: int) -> int:
+    return max(1, CHUNK_VALUES // max(width, 1))
+
+
+def mix(members: dict, weights, chunk: int | None = None) -> tuple[np.ndarray, ClassSummary, dict[str, ClassSummary]]:
+    """sum_i w_i * p_i over the members' rows (MeanRows or ArrayRows, `{name: rows}` in the order of `weights`),
+    computed a chunk of rows at a time in float64: (the mixture [n, C] float32, its summary, each member's
+    summary). Peak memory: the mixture plus one chunk of every member, whatever the eval files hold."""
+    weights = np.asarray(weights, float) / np.sum(weights)
+    n, width = next(iter(members.values())).shape
+    chunk = chunk or chunk_rows(width)
+    mixture = np.empty((n, width), np.float32)
+    summaries, parts = [], {name: [] for name in members}
+    for start in range(0, n, chunk):
+        total = np.zeros((min(start + chunk, n) - start, width))
+        for w, (name, rows) in zip(weights, members.items()):
+            block = np.asarray(rows.read(start, start + chunk), float)
+            parts[name].append(ClassSummary.of(block))
+            total += w * block
+        mixture[start:start + len(total)] = total
+        summaries.append(ClassSummary.of(total))
+    if n == 0:
+        empty = ClassSummary.of(np.zeros((0, width)))
+        return mixture, empty, {name: empty for name in members}
+    return mixture, ClassSummary.concat(summaries), {name: ClassSummary.concat(p) for name, p in parts.items()}
+
+
+@dataclass
 class EnsembleResult:
     runs: pd.DataFrame          # index exp: epoch, metric, score (mean over folds), lower_is_better, weight
-    oof: np.ndarray             # [n_train, C] ensembled out-of-fold probabilities (train.csv order)
-    test: np.ndarray            # [n_test, C] ensembled test probabilities (test.csv order)
+    oof: np.ndarray             # [n_train, C] float32 ensembled out-of-fold probabilities (train.csv order)
+    test: np.ndarray            # [n_test, C] float32 ensembled test probabilities (test.csv order)
     test_ids: np.ndarray
     cv_table: pd.DataFrame      # per run and the ensemble: OOF scores (accuracy, the competition's metric, ...)
     redistribution: Redistribution | None
     redistribution_table: pd.DataFrame | None   # histograms before/after (test) and OOF effect
     labels: np.ndarray | None = None            # [n_test] the submitted classes (argmax or re-distributed)
-    run_tests: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # each run's [n_test, C] alone
+    run_tests: dict[str, ClassSummary] = field(default_factory=dict, repr=False)  # each run's test rows alone
+    test_summary: ClassSummary | None = field(default=None, repr=False)          # the ensemble's test rows
     answers_table: pd.DataFrame | None = None   # the competition's metric on the held-out answers
     probs_csv: Path | None = None
     submission: Path | None = None
@@ -147,13 +210,17 @@ def _label_scores(y, labels, competition) -> dict:
     return out
 
 
-def _class_scores(y, probs, competition) -> dict:
+def _top5(y, summary: ClassSummary) -> float:
+    return float(np.mean((summary.top5 == np.asarray(y).astype(int)[:, None]).any(1))) if len(y) else float("nan")
+
+
+def _class_scores(y, summary: ClassSummary, competition) -> dict:
     """`_label_scores` of the argmax, plus what needs the probabilities: top-5 accuracy, the expected class's RMSE."""
-    out = _label_scores(y, probs.argmax(axis=1), competition)
+    out = _label_scores(y, summary.labels, competition)
     if competition.metric == "top5_accuracy":
-        out["top5_accuracy"] = score("top5_accuracy", y, probs)
+        out["top5_accuracy"] = _top5(y, summary)
     if competition.kind == "ordinal":
-        out["rmse_expected"] = rmse(y, expected_class(probs))
+        out["rmse_expected"] = rmse(y, summary.expected)
     return out
 
 
@@ -176,11 +243,11 @@ def _ensemble_weights(runs: pd.DataFrame, ecfg) -> np.ndarray:
 PIXELS = "pixels"  # the ensemble member `ensemble.pixel_stats` adds
 
 
-def pixel_member(cfg: StackConfig, features: FeatureSet,
+def pixel_member(cfg: StackConfig, sources: MeanSources,
                  competition: Competition) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """The class probabilities of a multiclass LightGBM on the photos' pixel features (the class baselines' model,
     averaged over `lgbm.bag` seeds), fit on the same split files as the runs: out of fold for the train rows (in
-    `features`' order), from the `all` fit or the fold fits' mean for test (`ensemble.test_features`), and its
+    train.csv order), from the `all` fit or the fold fits' mean for test (`ensemble.test_features`), and its
     per-fold scores, which weigh it like a run's."""
     if competition.kind != "classification":
         raise RunError(f"ensemble.pixel_stats: for a classification competition ({cfg.dataroot} is "
@@ -189,43 +256,44 @@ def pixel_member(cfg: StackConfig, features: FeatureSet,
     pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, cache_file(rundir.cache_dir(cfg.checkpoints_dir)))
     lgbm = baselines.lgbm_options(data.classes, int(cfg.lgbm.params.get("num_threads", 0)), cfg.lgbm.bag)
     result, test, fold_mean = baselines.predict(data, pixels.frame, lgbm, cfg.seed)
-    oof = pd.DataFrame(result.oof, index=data.ids).loc[features.train.index].to_numpy()
+    oof = pd.DataFrame(result.oof, index=data.ids).loc[sources.train_ids].to_numpy()
     test = pd.DataFrame(test if cfg.ensemble.test_features == "all" else fold_mean, index=data.test_ids)
-    return oof, test.loc[features.test[cfg.ensemble.test_features].index].to_numpy(), result.scores
+    return oof, test.loc[sources.test_ids].to_numpy(), result.scores
 
 
-def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
+def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None) -> EnsembleResult:
     """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
-    submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores."""
+    submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores. The runs'
+    eval files are read `chunk` rows at a time (default: about 2M values per run), never whole: memory holds the
+    two mixtures ([n, C] float32, out of fold and test) and per-row summaries, whatever the runs or their views."""
     ecfg = cfg.ensemble
     competition = read_competition(cfg.dataroot)
-    features = build_features(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds,
-                              aggregations="mean", split_suffix=cfg.split_suffix,
-                              test_features=ecfg.test_features, infold=False,
-                              allow_unfinished=cfg.allow_unfinished)
-    oof_probs, test_probs = ({run.exp: means[run.exp] for run in features.runs}
-                             for means in (features.view_mean_oof, features.view_mean_test[ecfg.test_features]))
+    sources = mean_sources(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds, split_suffix=cfg.split_suffix,
+                           test_features=ecfg.test_features, allow_unfinished=cfg.allow_unfinished)
+    oof_rows: dict = dict(sources.oof)
+    test_rows: dict = dict(sources.test)
     rows, splits = [], fold_splits(cfg.folds, cfg.split_suffix)
-    for run in features.runs:
-        if oof_probs[run.exp].shape[1] != competition.n_classes:
+    for run in sources.runs:
+        if oof_rows[run.exp].shape[1] != competition.n_classes:
             raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {competition.n_classes} class "
                            f"probabilities")
         at = choice_metrics(cfg.checkpoints_dir, run.exp, splits, run.epoch)  # an epoch or a soup
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
     if ecfg.pixel_stats:
-        oof_probs[PIXELS], test_probs[PIXELS], fold_scores = pixel_member(cfg, features, competition)
+        oof_pixels, test_pixels, fold_scores = pixel_member(cfg, sources, competition)
+        oof_rows[PIXELS], test_rows[PIXELS] = ArrayRows(oof_pixels), ArrayRows(test_pixels)
         rows.append({"exp": PIXELS, "epoch": "-", "metric": competition.metric, "score": float(np.mean(fold_scores)),
                      "lower_is_better": competition.lower_is_better})
     runs = pd.DataFrame(rows).set_index("exp")
     if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
         raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
     runs["weight"] = _ensemble_weights(runs, ecfg)
-    oof = weighted_ensemble([oof_probs[e] for e in runs.index], runs["weight"])
-    test = weighted_ensemble([test_probs[e] for e in runs.index], runs["weight"])
-    y = features.y.astype(int)
-    cv_rows = {e: _class_scores(y, oof_probs[e], competition) for e in runs.index}
-    cv_rows["weighted ensemble"] = _class_scores(y, oof, competition)
+    oof, oof_summary, oof_runs = mix({e: oof_rows[e] for e in runs.index}, runs["weight"], chunk)
+    test, test_summary, test_runs = mix({e: test_rows[e] for e in runs.index}, runs["weight"], chunk)
+    y = sources.y.astype(int)
+    cv_rows = {e: _class_scores(y, oof_runs[e], competition) for e in runs.index}
+    cv_rows["weighted ensemble"] = _class_scores(y, oof_summary, competition)
     cv_table = pd.DataFrame.from_dict(cv_rows, orient="index")
 
     redistribution = redistribution_table = None
@@ -242,26 +310,44 @@ def ensemble_probabilities(cfg: StackConfig) -> EnsembleResult:
         cv_table.loc["ensemble, re-distributed", list(label_scores)] = list(label_scores.values())
     if ecfg.submit == "redistributed" and redistribution is None:
         raise RunError("ensemble.submit: redistributed needs ensemble.redistribute_k > 0")
-    labels = redistribution.labels if ecfg.submit == "redistributed" else test.argmax(axis=1)
-    return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(features.test[ecfg.test_features].index, str),
+    labels = redistribution.labels if ecfg.submit == "redistributed" else test_summary.labels
+    return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(sources.test_ids, str),
                           cv_table=cv_table, redistribution=redistribution,
-                          redistribution_table=redistribution_table, labels=labels,
-                          run_tests={e: test_probs[e] for e in runs.index})
+                          redistribution_table=redistribution_table, labels=labels, run_tests=test_runs,
+                          test_summary=test_summary)
 
 
 def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> pd.DataFrame:
     """The competition's metric on the held-out answers for each run alone, the ensemble and what is submitted.
     Only reported: the weights and `submit` were chosen from out-of-fold scores before this runs."""
     metric = competition.metric
-    # top-5 accuracy scores probabilities; the other metrics score the labels argmax (or re-distribution) gives
-    rows = {**{f"{exp} alone": probs for exp, probs in result.run_tests.items()},
-            "weighted ensemble (argmax)": result.test}
+    rows = {**{f"{exp} alone": summary for exp, summary in result.run_tests.items()},
+            "weighted ensemble (argmax)": result.test_summary}
     if result.redistribution is not None:
         rows["weighted ensemble, re-distributed"] = result.redistribution.labels
-    if metric != "top5_accuracy":
-        rows = {name: (p.argmax(1) if p.ndim == 2 else p) for name, p in rows.items()}
-    table = {name: score_answers(result.test_ids, pred, answers, metric=metric)[metric] for name, pred in rows.items()}
+    # checks the ids against the answers (one line naming what is wrong) before any score
+    score_answers(result.test_ids, result.test_summary.labels, answers, metric="accuracy")
+    y = read_answers(answers).loc[[str(i) for i in result.test_ids]].to_numpy()
+    table = {}
+    for name, pred in rows.items():
+        if metric == "top5_accuracy":  # the top-5 classes of the probabilities; re-distributed labels count alone
+            table[name] = _top5(y, pred) if isinstance(pred, ClassSummary) else score("accuracy", y, pred)
+        else:
+            table[name] = score(metric, y, pred.labels if isinstance(pred, ClassSummary) else pred)
     return pd.Series(table, name=f"{metric} on the answers").to_frame()
+
+
+def write_probabilities(path: Path, ids, probs: np.ndarray, labels: dict[str, np.ndarray], chunk: int) -> None:
+    """object_id, p0..p{C-1} and the label columns, written `chunk` rows at a time (a wide [n, C] never becomes
+    one float64 frame), atomically."""
+    columns = [f"p{c}" for c in range(probs.shape[1])]
+    with atomic_path(path) as tmp:
+        for start in range(0, max(len(ids), 1), chunk):
+            frame = pd.DataFrame(probs[start:start + chunk], columns=columns)
+            frame.insert(0, "object_id", ids[start:start + chunk])
+            for name, values in labels.items():
+                frame[name] = values[start:start + chunk]
+            frame.to_csv(tmp, index=False, header=start == 0, mode="w" if start == 0 else "a")
 
 
 def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
@@ -277,13 +363,11 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
         result.answers_table = score_ensemble(result, cfg.answers, competition)
     elif cfg.answers:
         notes.append(f"answers {cfg.answers} not found: no score on held-out answers")
-    frame = pd.DataFrame(result.test, columns=[f"p{c}" for c in range(result.test.shape[1])])
-    frame.insert(0, "object_id", result.test_ids)
-    frame["label"] = result.test.argmax(axis=1)
+    label_columns = {"label": result.test_summary.labels}
     if result.redistribution is not None:
-        frame["label_redistributed"] = result.redistribution.labels
+        label_columns["label_redistributed"] = result.redistribution.labels
     result.probs_csv = out_dir / f"{name}_probs.csv"
-    write_csv(result.probs_csv, frame)
+    write_probabilities(result.probs_csv, result.test_ids, result.test, label_columns, chunk_rows(result.test.shape[1]))
     names = np.asarray(competition.class_names, dtype=object)
     result.submission = out_dir / f"{name}_submission.csv"
     write_csv(result.submission, pd.DataFrame({"object_id": result.test_ids, "target": result.labels,

@@ -106,3 +106,46 @@ def test_a_compressed_or_malformed_file_is_still_read_or_named(synth, tmp_path):
     save_npz(path, ids, outputs > 0)
     with pytest.raises(RunError, match=r"'outputs' must be numbers \(float32 or float16\), got dtype bool"):
         load_outputs(path.parent.parent, 1, "oof")
+
+
+def two_members(runs):
+    """A second onehot experiment beside the first: its views perturbed and renormalised, so the mixture differs
+    from either member."""
+    rng = np.random.default_rng(3)
+    for run in sorted(runs.glob("onehot_*")):
+        copy = shutil.copytree(run, runs / run.name.replace("onehot", "other"))
+        cfg = yaml.safe_load(rundir.config_path(copy).read_text())
+        rundir.config_path(copy).write_text(yaml.safe_dump({**cfg, "exp": "other"}))
+        for path in copy.glob("eval/*.npz"):
+            with np.load(path) as data:
+                ids, outputs = data["ids"], data["outputs"]
+            outputs = outputs * rng.uniform(0.5, 1.5, outputs.shape).astype(np.float32)
+            save_npz(path, ids, outputs / outputs.sum(axis=2, keepdims=True))
+
+
+def test_the_chunked_ensemble_is_the_whole_array_ensemble_for_every_chunk_and_form(synth):
+    from fold0123.common.config import load_config
+    from fold0123.common.schema import StackConfig
+    from fold0123.ensemble import ensemble_probabilities, weighted_ensemble
+    from tests.conftest import ROOT
+
+    root, runs = synth
+    two_members(runs)
+    cfg = load_config(ROOT / "parameters/tiny/stack.yml", [f"dataroot={root}", f"checkpoints_dir={runs}",
+                                                            "ensemble.runs={onehot: last, other: last}",
+                                                            "ensemble.weights={onehot: 0.7, other: 0.3}",
+                                                            "ensemble.redistribute_k=3"], schema=StackConfig)
+    whole = ensemble_probabilities(cfg, chunk=10**9)
+    features = build_features(root, runs, {"onehot": "last", "other": "last"}, aggregations="mean", infold=False)
+    expected = weighted_ensemble([features.view_mean_oof[e] for e in whole.runs.index], whole.runs["weight"])
+    np.testing.assert_allclose(whole.oof, expected, rtol=1e-6, atol=1e-7)
+    for chunk in (1, 7, 64):
+        part = ensemble_probabilities(cfg, chunk=chunk)
+        assert np.array_equal(part.oof, whole.oof) and np.array_equal(part.test, whole.test)
+        assert np.array_equal(part.labels, whole.labels)  # scores: the expected class's matmul may round apart
+        np.testing.assert_allclose(part.cv_table.to_numpy(float), whole.cv_table.to_numpy(float), rtol=1e-12)
+    as_mean_float16(runs)
+    small = ensemble_probabilities(cfg, chunk=7)
+    np.testing.assert_allclose(small.oof, whole.oof, atol=2e-3)
+    np.testing.assert_allclose(small.test, whole.test, atol=2e-3)
+    assert (small.test_summary.labels == whole.test_summary.labels).mean() >= 0.9

@@ -103,21 +103,37 @@ class FeatureSet:
         return next((r.exp for r in self.runs if r.task == task), None)
 
 
-def _aligned(out, order: pd.Index, what: str, like=None, mean_only: bool = False) -> np.ndarray:
-    """Rows of an eval file in the order of `order`, `[n, 8, d]`, or `[n, 1, d]` (the views' mean) with
-    `mean_only`, which any form gives; without it the file must hold all 8 views. Every id must be present, and
-    with `like` (the first OOF file) the width must be that file's."""
+def _positions(out, order: pd.Index, what: str, like=None) -> np.ndarray:
+    """The position in `out` of each id of `order`, all of which must be there; with `like` (the first OOF file)
+    the width must be that file's."""
     if like is not None and out.outputs.shape[2] != like.outputs.shape[2]:
         raise RunError(f"{out.path}: outputs {out.outputs.shape[2]} wide where {like.path} has "
                        f"{like.outputs.shape[2]}: a run of another config or task")
-    if not mean_only:
-        out.require_all_views("aggregations other than mean (max, min, var, ...) and raw views")
     position = pd.Series(np.arange(len(out.ids)), index=out.ids)
     missing = order.difference(position.index)
     if len(missing):
         raise RunError(f"{out.path}: {what}: {len(missing)} object_id(s) missing, e.g. {missing[0]!r}")
-    rows = position.loc[order].to_numpy()
+    return position.loc[order].to_numpy()
+
+
+def _aligned(out, order: pd.Index, what: str, like=None, mean_only: bool = False) -> np.ndarray:
+    """Rows of an eval file in the order of `order`, `[n, 8, d]`, or `[n, 1, d]` (the views' mean) with
+    `mean_only`, which any form gives; without it the file must hold all 8 views."""
+    if not mean_only:
+        out.require_all_views("aggregations other than mean (max, min, var, ...) and raw views")
+    rows = _positions(out, order, what, like)
     return out.view("mean", rows)[:, None] if mean_only else out.rows(rows)
+
+
+def _oof_outputs(dataroot, checkpoints_dir, exp: str, splits: list[str], epoch, fold_of: pd.Series) -> list:
+    """The fold runs' OOF eval files of `exp` at `epoch`; fold run i must predict exactly fold i's held-out rows."""
+    outs = [load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "oof") for split in splits]
+    for i, (split, out) in enumerate(zip(splits, outs)):
+        held = fold_of.index[fold_of.to_numpy() == i]
+        if set(out.ids) != set(held):
+            raise RunError(f"{out.path}: its ids differ from {split_paths(dataroot, split)[1]} "
+                           f"({len(out.ids)} vs {len(held)} rows): a stale run or other folds")
+    return outs
 
 
 def check_finished(checkpoints_dir: str | Path, runs: dict, splits: list[str]) -> None:
@@ -172,13 +188,9 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
         choices.append(choice)
         prefix = f"{exp}_"
         # out-of-fold: fold run i predicts exactly fold i's held-out rows
-        oof_outs = [load_outputs(run_dir(checkpoints_dir, exp, split), epoch, "oof") for split in splits]
+        oof_outs = _oof_outputs(dataroot, checkpoints_dir, exp, splits, epoch, fold_of)
         oof = np.zeros((len(train_ids), 1 if mean_only else len(VIEWS), oof_outs[0].outputs.shape[2]), np.float32)
-        for i, (split, out) in enumerate(zip(splits, oof_outs)):
-            held = fold_of.index[fold_of.to_numpy() == i]
-            if set(out.ids) != set(held):
-                raise RunError(f"{out.path}: its ids differ from {split_paths(dataroot, split)[1]} "
-                               f"({len(out.ids)} vs {len(held)} rows): a stale run or other folds")
+        for i, out in enumerate(oof_outs):
             oof[folds == i] = _aligned(out, train_ids[folds == i], "oof rows", oof_outs[0], mean_only)
         train_blocks.append(aggregate_views(oof, funcs, raw_views, prefix))
         view_mean_oof[exp] = oof.mean(axis=1)
@@ -226,6 +238,85 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
         infold_y = [target.loc[t.index].to_numpy() for t in infold_tables]
     return FeatureSet(runs=choices, train=train, y=y, folds=folds, test=test, view_mean_oof=view_mean_oof,
                       view_mean_test=view_mean_test, infold=infold_tables, infold_y=infold_y, notes=notes)
+
+
+# ---- the views' mean of each run, read in chunks of rows (probability ensembles, issue 23)
+
+@dataclass
+class MeanRows:
+    """One run's views' mean for every row of a table (train.csv or test.csv order), read a chunk of rows at a
+    time from the mapped eval files, so a reader's memory follows the chunk, not the table: row i comes from the
+    one file holding it (out of fold; the `all` run's test), or, `average`, is the mean over the files (the fold
+    runs' test rows, `fold_mean`)."""
+    files: list
+    positions: list[np.ndarray]  # per file: each table row's position in it, -1 where the file lacks the row
+    average: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.positions[0]), int(self.files[0].outputs.shape[2])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """`[stop - start, d]` float32."""
+        out = np.zeros((min(stop, self.shape[0]) - start, self.shape[1]), np.float32)
+        for file, position in zip(self.files, self.positions):
+            rows = position[start:stop]
+            have = rows >= 0
+            if have.all() and self.average:
+                out += file.view("mean", rows)
+            elif have.any():
+                out[have] = file.view("mean", rows[have])
+        return out / len(self.files) if self.average else out
+
+
+@dataclass
+class MeanSources:
+    """What a probability ensemble reads: per chosen run its views' mean out of fold and on test, as MeanRows."""
+    runs: list[RunChoice]
+    train_ids: pd.Index
+    test_ids: pd.Index
+    y: np.ndarray
+    oof: dict[str, MeanRows]     # exp -> train rows, out of fold
+    test: dict[str, MeanRows]    # exp -> test rows, from `test_features` ('all' or 'fold_mean')
+
+
+def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, k: int = 3, split_suffix: str = "",
+                 test_features: str = "all", allow_unfinished: bool = False) -> MeanSources:
+    """build_features' checks and choices (epochs, finished runs, fold ids, widths) for the views' means only,
+    mapped, not read: any eval form will do (eval.views: mean too)."""
+    if test_features not in TEST_SOURCES:
+        raise ConfigError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
+    if not runs:
+        raise ConfigError("no runs chosen: the config's `runs` must name at least one experiment")
+    train_df = read_train(dataroot)
+    train_ids, test_ids = pd.Index(train_df["object_id"]), pd.Index(read_test(dataroot)["object_id"])
+    fold_of = read_folds(dataroot, k, split_suffix)
+    not_held_out = train_ids.difference(fold_of.index)
+    if len(not_held_out):
+        raise LayoutError(f"{dataroot}: {len(not_held_out)} train.csv object(s) are in no {k}fold*_test.csv, "
+                          f"e.g. {not_held_out[0]!r} (re-run SGKFold.py)")
+    folds = fold_of.loc[train_ids].to_numpy()
+    splits, all_split = fold_splits(k, split_suffix), f"all{split_suffix}"
+    if not allow_unfinished:
+        check_finished(checkpoints_dir, runs, splits + [all_split])
+    choices, oof, test = [], {}, {}
+    for exp, spec in runs.items():
+        epoch = resolve_epoch(checkpoints_dir, exp, splits, spec)
+        choices.append(RunChoice(exp=exp, task=run_task(checkpoints_dir, exp, splits[0]), epoch=epoch))
+        outs = _oof_outputs(dataroot, checkpoints_dir, exp, splits, epoch, fold_of)
+        positions = []
+        for i, out in enumerate(outs):
+            position = np.full(len(train_ids), -1, np.int64)
+            position[folds == i] = _positions(out, train_ids[folds == i], "oof rows", outs[0])
+            positions.append(position)
+        oof[exp] = MeanRows(outs, positions)
+        test_runs = ([run_dir(checkpoints_dir, exp, all_split)] if test_features == "all"
+                     else [run_dir(checkpoints_dir, exp, split) for split in splits])
+        files = [load_outputs(run, epoch, "test") for run in test_runs]
+        test[exp] = MeanRows(files, [_positions(f, test_ids, "test rows", outs[0]) for f in files],
+                             average=test_features == "fold_mean")
+    return MeanSources(runs=choices, train_ids=train_ids, test_ids=test_ids,
+                       y=train_df["target"].to_numpy(dtype=float), oof=oof, test=test)
 
 
 def with_pixel_statistics(features: FeatureSet, dataroot: str | Path, cache_dir: str | Path) -> FeatureSet:

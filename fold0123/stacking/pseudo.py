@@ -30,7 +30,7 @@ from fold0123.data.layout import read_csv, read_split, read_train, split_names, 
 def pseudo_rows(test_ids, probs, thr: float, train: pd.DataFrame, columns: tuple[str, ...],
                 group_column: str | None) -> pd.DataFrame:
     """Rows (`columns` + pseudo, the split files' columns) for the test objects whose top probability is >= thr."""
-    probs = np.asarray(probs, float)
+    probs = np.asarray(probs)  # float32 from the ensemble: no float64 copy of a wide [n, C]
     test_ids = np.asarray(test_ids, str)
     if len(test_ids) != len(probs):
         raise ValueError(f"pseudo_rows: {len(test_ids)} ids but {len(probs)} probability rows")
