@@ -23,7 +23,8 @@ class at least K (the surplus of the other classes always covers the shortfall).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -116,15 +117,17 @@ class ClassSummary:
     labels: np.ndarray     # [n] int
     top5: np.ndarray       # [n, min(5, C)] int
     expected: np.ndarray   # [n] float
+    top: np.ndarray        # [n] float: the top probability (pseudo labels keep the rows where it is high)
 
     @classmethod
     def of(cls, probs: np.ndarray) -> "ClassSummary":
-        return cls(labels=probs.argmax(axis=1), top5=np.argsort(-probs, axis=1, kind="stable")[:, :5],
-                   expected=expected_class(probs))
+        labels = probs.argmax(axis=1)
+        return cls(labels=labels, top5=np.argsort(-probs, axis=1, kind="stable")[:, :5],
+                   expected=expected_class(probs), top=probs[np.arange(len(probs)), labels])
 
     @classmethod
     def concat(cls, parts: list["ClassSummary"]) -> "ClassSummary":
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("labels", "top5", "expected")))
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 @dataclass
@@ -147,34 +150,38 @@ def chunk_rows(width: int) -> int:
     return max(1, CHUNK_VALUES // max(width, 1))
 
 
-def mix(members: dict, weights, chunk: int | None = None) -> tuple[np.ndarray, ClassSummary, dict[str, ClassSummary]]:
+def mix(members: dict, weights, chunk: int | None = None, keep: bool = True,
+        sink=None) -> tuple[np.ndarray | None, ClassSummary, dict[str, ClassSummary]]:
     """sum_i w_i * p_i over the members' rows (MeanRows or ArrayRows, `{name: rows}` in the order of `weights`),
-    computed a chunk of rows at a time in float64: (the mixture [n, C] float32, its summary, each member's
-    summary). Peak memory: the mixture plus one chunk of every member, whatever the eval files hold."""
+    computed a chunk of rows at a time in float64: (the mixture [n, C] float32, or None without `keep`; its
+    summary; each member's summary). `sink(start, chunk, n)` receives each mixed chunk (a file written as it goes).
+    Memory: one chunk of every member and the per-row summaries, plus the mixture only when it is kept."""
     weights = np.asarray(weights, float) / np.sum(weights)
     n, width = next(iter(members.values())).shape
     chunk = chunk or chunk_rows(width)
-    mixture = np.empty((n, width), np.float32)
-    summaries, parts = [], {name: [] for name in members}
+    mixture = np.empty((n, width), np.float32) if keep else None
+    summaries, parts = [ClassSummary.of(np.zeros((0, width)))], {name: [] for name in members}
     for start in range(0, n, chunk):
         total = np.zeros((min(start + chunk, n) - start, width))
         for w, (name, rows) in zip(weights, members.items()):
             block = np.asarray(rows.read(start, start + chunk), float)
             parts[name].append(ClassSummary.of(block))
             total += w * block
-        mixture[start:start + len(total)] = total
+        if keep:
+            mixture[start:start + len(total)] = total
+        if sink is not None:
+            sink(start, total.astype(np.float32), n)
         summaries.append(ClassSummary.of(total))
-    if n == 0:
-        empty = ClassSummary.of(np.zeros((0, width)))
-        return mixture, empty, {name: empty for name in members}
-    return mixture, ClassSummary.concat(summaries), {name: ClassSummary.concat(p) for name, p in parts.items()}
+    return mixture, ClassSummary.concat(summaries), {name: ClassSummary.concat(summaries[:1] + p)
+                                                     for name, p in parts.items()}
 
 
 @dataclass
 class EnsembleResult:
     runs: pd.DataFrame          # index exp: epoch, metric, score (mean over folds), lower_is_better, weight
-    oof: np.ndarray             # [n_train, C] float32 ensembled out-of-fold probabilities (train.csv order)
-    test: np.ndarray            # [n_test, C] float32 ensembled test probabilities (test.csv order)
+    oof: np.ndarray | None      # [n_train, C] float32 ensembled out-of-fold probabilities (train.csv order)
+    test: np.ndarray | None     # [n_test, C] float32 ensembled test probabilities (test.csv order); both None
+                                # unless kept (ensemble_probabilities' `keep`, or re-distribution needs them)
     test_ids: np.ndarray
     cv_table: pd.DataFrame      # per run and the ensemble: OOF scores (accuracy, the competition's metric, ...)
     redistribution: Redistribution | None
@@ -261,11 +268,13 @@ def pixel_member(cfg: StackConfig, sources: MeanSources,
     return oof, test.loc[sources.test_ids].to_numpy(), result.scores
 
 
-def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None) -> EnsembleResult:
+def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None, keep: bool = True,
+                           sink=None) -> EnsembleResult:
     """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
     submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores. The runs'
-    eval files are read `chunk` rows at a time (default: about 2M values per run), never whole: memory holds the
-    two mixtures ([n, C] float32, out of fold and test) and per-row summaries, whatever the runs or their views."""
+    eval files are read `chunk` rows at a time (default: about 2M values per run), never whole, and the test
+    mixture goes to `sink(start, rows, n)` as it is made: memory holds per-row summaries, and the two mixtures
+    ([n, C] float32) only with `keep` or re-distribution (which sorts whole columns), whatever the runs or views."""
     ecfg = cfg.ensemble
     competition = read_competition(cfg.dataroot)
     sources = mean_sources(cfg.dataroot, cfg.checkpoints_dir, ecfg.runs, k=cfg.folds, split_suffix=cfg.split_suffix,
@@ -289,8 +298,9 @@ def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None) -> Ensemb
     if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
         raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
     runs["weight"] = _ensemble_weights(runs, ecfg)
-    oof, oof_summary, oof_runs = mix({e: oof_rows[e] for e in runs.index}, runs["weight"], chunk)
-    test, test_summary, test_runs = mix({e: test_rows[e] for e in runs.index}, runs["weight"], chunk)
+    keep = keep or ecfg.redistribute_k > 0
+    oof, oof_summary, oof_runs = mix({e: oof_rows[e] for e in runs.index}, runs["weight"], chunk, keep)
+    test, test_summary, test_runs = mix({e: test_rows[e] for e in runs.index}, runs["weight"], chunk, keep, sink)
     y = sources.y.astype(int)
     cv_rows = {e: _class_scores(y, oof_runs[e], competition) for e in runs.index}
     cv_rows["weighted ensemble"] = _class_scores(y, oof_summary, competition)
@@ -337,37 +347,60 @@ def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> 
     return pd.Series(table, name=f"{metric} on the answers").to_frame()
 
 
-def write_probabilities(path: Path, ids, probs: np.ndarray, labels: dict[str, np.ndarray], chunk: int) -> None:
-    """object_id, p0..p{C-1} and the label columns, written `chunk` rows at a time (a wide [n, C] never becomes
-    one float64 frame), atomically."""
-    columns = [f"p{c}" for c in range(probs.shape[1])]
-    with atomic_path(path) as tmp:
+def write_probabilities(path: Path, ids, probs: np.ndarray, labels: dict[str, np.ndarray]) -> None:
+    """object_id, p0..p{C-1} and the label columns, written a chunk of rows at a time (never one float64 frame of
+    a wide [n, C]), atomically."""
+    columns, chunk = [f"p{c}" for c in range(probs.shape[1])], chunk_rows(probs.shape[1])
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         for start in range(0, max(len(ids), 1), chunk):
             frame = pd.DataFrame(probs[start:start + chunk], columns=columns)
             frame.insert(0, "object_id", ids[start:start + chunk])
             for name, values in labels.items():
                 frame[name] = values[start:start + chunk]
-            frame.to_csv(tmp, index=False, header=start == 0, mode="w" if start == 0 else "a")
+            frame.to_csv(f, index=False, header=start == 0)
+
+
+@dataclass
+class NpyRows:
+    """A sink for ensemble_probabilities: the test mixture as an [n, C] float32 .npy in an open file, a chunk of
+    rows at a time (the header once the first chunk says the shape), so it is never whole in memory."""
+    file: object
+    written: int = 0
+
+    def __call__(self, start: int, rows: np.ndarray, n: int) -> None:
+        if start == 0:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (n, rows.shape[1])}
+            np.lib.format.write_array_header_1_0(self.file, header)
+        self.file.write(np.ascontiguousarray(rows, "<f4").tobytes())
+        self.written += len(rows)
 
 
 def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
-    """ensemble_probabilities + files in out_dir: `ensemble_{stamp}_probs.csv` (object_id, p0..p{K-1}, label
-    [, label_redistributed]), the submission `ensemble_{stamp}_submission.csv` (object_id, target: the class
-    index, label: its name) and `ensemble_{stamp}_report.md/json`."""
-    result = ensemble_probabilities(cfg)
+    """ensemble_probabilities + files in out_dir: the test probabilities (`ensemble.probabilities`: csv
+    `ensemble_{stamp}_probs.csv` with object_id, p0..p{K-1}, label [, label_redistributed]; npy
+    `ensemble_{stamp}_probs.npy`, written as the mixture is made, so memory stays flat in n; or none), the
+    submission `ensemble_{stamp}_submission.csv` (object_id, target: the class index, label: its name) and
+    `ensemble_{stamp}_report.md/json`. The answers are checked (and scored) before anything is renamed into place:
+    a bad answers file leaves nothing."""
     competition = read_competition(cfg.dataroot)
-    name = f"ensemble_{stamp or timestamp()}"
-    out_dir = Path(cfg.out_dir)
-    notes = []  # the answers are checked (and scored) before the first write: a bad answers file leaves nothing
-    if cfg.answers and Path(cfg.answers).is_file():
-        result.answers_table = score_ensemble(result, cfg.answers, competition)
-    elif cfg.answers:
-        notes.append(f"answers {cfg.answers} not found: no score on held-out answers")
-    label_columns = {"label": result.test_summary.labels}
-    if result.redistribution is not None:
-        label_columns["label_redistributed"] = result.redistribution.labels
-    result.probs_csv = out_dir / f"{name}_probs.csv"
-    write_probabilities(result.probs_csv, result.test_ids, result.test, label_columns, chunk_rows(result.test.shape[1]))
+    name, out_dir, kind = f"ensemble_{stamp or timestamp()}", Path(cfg.out_dir), cfg.ensemble.probabilities
+    probs_path = out_dir / f"{name}_probs.{kind}"
+    with ExitStack() as stack:
+        sink = None
+        if kind == "npy":  # a temporary name until everything below has worked
+            sink = NpyRows(stack.enter_context(open(stack.enter_context(atomic_path(probs_path)), "wb")))
+        result = ensemble_probabilities(cfg, keep=kind == "csv", sink=sink)
+        notes = []
+        if cfg.answers and Path(cfg.answers).is_file():
+            result.answers_table = score_ensemble(result, cfg.answers, competition)
+        elif cfg.answers:
+            notes.append(f"answers {cfg.answers} not found: no score on held-out answers")
+    if kind == "csv":
+        label_columns = {"label": result.test_summary.labels}
+        if result.redistribution is not None:
+            label_columns["label_redistributed"] = result.redistribution.labels
+        write_probabilities(probs_path, result.test_ids, result.test, label_columns)
+    result.probs_csv = probs_path if kind != "none" else None
     names = np.asarray(competition.class_names, dtype=object)
     result.submission = out_dir / f"{name}_submission.csv"
     write_csv(result.submission, pd.DataFrame({"object_id": result.test_ids, "target": result.labels,
@@ -410,16 +443,17 @@ class PseudoResult:
 def run_pseudo(cfg: StackConfig, round_: int) -> PseudoResult:
     """Ensemble the runs' test probabilities, keep the confident ones, write round `round_`'s split CSVs, and
     a `pseudo{round}_report.json` in out_dir."""
-    result = ensemble_probabilities(cfg)
+    result = ensemble_probabilities(cfg, keep=False)
     thr = cfg.ensemble.pseudo_thr
     competition = read_competition(cfg.dataroot)
-    rows = pseudo_rows(result.test_ids, result.test, thr, read_train(cfg.dataroot), competition.train_columns,
-                       competition.group_column)
+    summary = result.test_summary
+    rows = pseudo_rows(result.test_ids, summary.labels, summary.top, thr, read_train(cfg.dataroot),
+                       competition.train_columns, competition.group_column)
     # cumulative: build on the splits the ensembled runs trained on (the last round's), keeping its rows
     cumulative = cfg.ensemble.pseudo_cumulative
     written = write_pseudo_splits(cfg.dataroot, cfg.folds, round_, rows,
                                   base_suffix=cfg.split_suffix if cumulative else "", cumulative=cumulative)
-    per_class = rows["target"].value_counts().reindex(range(result.test.shape[1]), fill_value=0)
+    per_class = rows["target"].value_counts().reindex(range(competition.n_classes), fill_value=0)
     write_json(Path(cfg.out_dir) / f"pseudo{round_}_report.json",
                {"round": round_, "thr": thr, "rows_added": len(rows), "per_class": per_class.tolist(),
                 "n_test": len(result.test_ids), "written": [str(p) for p in written],

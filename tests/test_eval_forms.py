@@ -149,3 +149,29 @@ def test_the_chunked_ensemble_is_the_whole_array_ensemble_for_every_chunk_and_fo
     np.testing.assert_allclose(small.oof, whole.oof, atol=2e-3)
     np.testing.assert_allclose(small.test, whole.test, atol=2e-3)
     assert (small.test_summary.labels == whole.test_summary.labels).mean() >= 0.9
+
+
+def test_wide_probabilities_stream_to_npy_and_a_bad_answers_file_leaves_nothing(synth, tmp_path):
+    from fold0123.common.config import load_config
+    from fold0123.common.schema import StackConfig
+    from fold0123.data.layout import LayoutError
+    from fold0123.ensemble import ensemble_probabilities, run_ensemble
+    from tests.conftest import ROOT
+
+    root, runs = synth
+    sets = [f"dataroot={root}", f"checkpoints_dir={runs}", "ensemble.runs={onehot: last}", f"out_dir={tmp_path / 'o'}",
+            "ensemble.probabilities=npy", f"answers={root.parent / 'answers.csv'}"]
+    cfg = load_config(ROOT / "parameters/tiny/stack.yml", sets, schema=StackConfig)
+    kept = ensemble_probabilities(cfg, chunk=5)
+    result = run_ensemble(cfg, stamp="s")
+    assert result.oof is None and result.test is None  # streamed, never whole in memory
+    assert result.probs_csv.name == "ensemble_s_probs.npy"
+    np.testing.assert_array_equal(np.load(result.probs_csv), kept.test)
+    assert np.array_equal(result.labels, kept.test.argmax(axis=1)) and result.answers_table is not None
+    bad = tmp_path / "bad.csv"
+    bad.write_text("object_id,target\nnope,1\n")
+    cfg = load_config(ROOT / "parameters/tiny/stack.yml", sets + [f"out_dir={tmp_path / 'b'}", f"answers={bad}"],
+                      schema=StackConfig)
+    with pytest.raises(LayoutError, match="test predictions: "):
+        run_ensemble(cfg, stamp="s")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())

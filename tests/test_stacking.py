@@ -335,7 +335,8 @@ def test_pseudo_rows_never_enter_a_validation_part(synth):
     rng = np.random.default_rng(4)
     probs = rng.dirichlet([1, 1, 1, 1], size=len(test_ids))
     train = pd.read_csv(root / "train.csv", dtype={"object_id": str})
-    rows = pseudo_rows(test_ids, probs, 0.45, train, train_columns(root), "art_series_id")
+    rows = pseudo_rows(test_ids, probs.argmax(axis=1), probs.max(axis=1), 0.45, train, train_columns(root),
+                       "art_series_id")
     assert 0 < len(rows) < len(test_ids)
     assert (probs[np.isin(test_ids, rows["object_id"])].max(axis=1) >= 0.45).all()
     np.testing.assert_array_equal(rows["target"], probs[np.isin(test_ids, rows["object_id"])].argmax(axis=1))

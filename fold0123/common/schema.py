@@ -306,6 +306,7 @@ class EnsembleOptions(Schema):
     pseudo_thr: Annotated[float, Field(ge=0, le=1)] = 0.45
     pseudo_cumulative: bool = False  # a round keeps the earlier rounds' rows it does not relabel
     pixel_stats: bool = False  # also a multiclass LightGBM on the photos' pixel features, a member named "pixels"
+    probabilities: Literal["csv", "npy", "none"] = "csv"  # the test probabilities file beside the submission
 
 
 class CleanOptions(Schema):

@@ -27,15 +27,15 @@ from fold0123.data.competition import read_competition
 from fold0123.data.layout import read_csv, read_split, read_train, split_names, split_paths
 
 
-def pseudo_rows(test_ids, probs, thr: float, train: pd.DataFrame, columns: tuple[str, ...],
+def pseudo_rows(test_ids, labels, top, thr: float, train: pd.DataFrame, columns: tuple[str, ...],
                 group_column: str | None) -> pd.DataFrame:
-    """Rows (`columns` + pseudo, the split files' columns) for the test objects whose top probability is >= thr."""
-    probs = np.asarray(probs)  # float32 from the ensemble: no float64 copy of a wide [n, C]
-    test_ids = np.asarray(test_ids, str)
-    if len(test_ids) != len(probs):
-        raise ValueError(f"pseudo_rows: {len(test_ids)} ids but {len(probs)} probability rows")
-    sure = probs.max(axis=1) >= thr
-    classes = probs[sure].argmax(axis=1)
+    """Rows (`columns` + pseudo, the split files' columns) for the test objects whose top probability `top` (of
+    the class `labels` names, both [n], what the ensemble keeps per row) is >= thr."""
+    test_ids, labels, top = np.asarray(test_ids, str), np.asarray(labels), np.asarray(top)
+    if not len(test_ids) == len(labels) == len(top):
+        raise ValueError(f"pseudo_rows: {len(test_ids)} ids but {len(labels)} labels and {len(top)} probabilities")
+    sure = top >= thr
+    classes = labels[sure]
     out = {"object_id": test_ids[sure]}
     for column in columns:
         if column == group_column:
