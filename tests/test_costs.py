@@ -42,6 +42,8 @@ def test_the_costs_of_an_accv_sized_competition_read_as_the_issue_computed_them(
     # the scalable setting: the view mean in float16 is 16x smaller, n x K x 2 B
     line = describe_costs(140_000, 448, {"oof": 16_667, "test": 90_000}, 5_000, 20, "mean", "float16")
     assert "eval outputs: 1.1 GB per evaluated epoch (oof 16667 + test 90000 rows x 1 view x 5000 float16)" in line
+    line = describe_costs(140_000, 448, {"test": 90_000}, 5_000, 20, image_cache="png")
+    assert line.startswith("image cache: 140000 photos at 448x448: kept as PNG (decoded: 84.3 GB); ")
 
 
 def test_a_run_states_its_costs_from_its_own_tables(tmp_path):

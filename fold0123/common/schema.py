@@ -172,6 +172,7 @@ class RunConfig(Schema):
     drop_path: Annotated[float, Field(ge=0, lt=1)] = 0.0
     image_size: Side | tuple[Side, Side] = 224
     resize: Literal["pad", "squish", "crop"] = "pad"
+    image_cache: Literal["decoded", "png"] = "decoded"  # png: the same pixels kept encoded (data.encoded)
     w2v_dim: PositiveInt = 20
     transfer_from: Text | None = None
     freeze: Literal["none", "last_half", "layer34", "head", "fine_tune"] = "none"
@@ -210,7 +211,7 @@ class RunConfig(Schema):
 # where things are (contents are fingerprinted separately), how fast or how chatty, what is evaluated, and
 # `epochs`, which a resume may raise to extend a finished run.
 RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "log_every",
-                     "keep_last", "eval", "epochs")
+                     "keep_last", "eval", "epochs", "image_cache")
 
 
 # ---------------------------------------------------------------------------------------------------- stacking

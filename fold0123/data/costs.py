@@ -25,13 +25,15 @@ def human(n: float) -> str:
 
 
 def describe_costs(n_photos: int, size, part_rows: dict[str, int], width: int, evaluated_epochs: int,
-                   form: str = "all", dtype: str = "float32") -> str:
+                   form: str = "all", dtype: str = "float32", image_cache: str = "decoded") -> str:
     """One line: the cache, and the eval outputs per evaluated epoch (and over the run's evaluated epochs)."""
     h, w = height_width(size)
     per_epoch = sum(eval_bytes(rows, width, form, dtype) for rows in part_rows.values())
     parts = " + ".join(f"{part} {rows}" for part, rows in part_rows.items())
     views = len(VIEW_FORMS[form])
-    return (f"image cache: {n_photos} photos at {h}x{w}: {human(cache_bytes(n_photos, size))}; eval outputs: "
+    cache = human(cache_bytes(n_photos, size))
+    cache = cache if image_cache == "decoded" else f"kept as PNG (decoded: {cache})"
+    return (f"image cache: {n_photos} photos at {h}x{w}: {cache}; eval outputs: "
             f"{human(per_epoch)} per evaluated epoch ({parts} rows x {views} view{'s' if views > 1 else ''} x "
             f"{width} {dtype}), "
             f"{human(per_epoch * evaluated_epochs)} over {evaluated_epochs} evaluated "
@@ -55,4 +57,5 @@ def run_costs(cfg, split: str, width: int) -> str:
     rows = {"oof": 0 if split.startswith("all") else len(held), "test": len(test), "train": len(fit)}
     parts = {part: rows[part] for part in cfg.eval.parts if part in rows and rows[part]}
     return describe_costs(len(train) + len(test), cfg.image_size, parts, width,
-                          evaluated_epochs(cfg.epochs, cfg.eval.every), cfg.eval.views, cfg.eval.dtype)
+                          evaluated_epochs(cfg.epochs, cfg.eval.every), cfg.eval.views, cfg.eval.dtype,
+                          cfg.image_cache)
