@@ -285,7 +285,7 @@ def test_an_infinite_number_in_the_config_is_refused_naming_the_key(tiny_root, t
 # --------------------------------------------------------------------------------------------------- read-only
 
 def test_a_read_only_file_system_is_one_line_everywhere(tiny_root, stack_runs, tmp_path, capsys):
-    from fold0123.data.images import photo_cache  # noqa: F401 (the cache's lock is exclusive_lock)
+    from fold0123.data.photos import photo_cache  # noqa: F401 (the cache's lock is exclusive_lock)
     from fold0123.engine.trainer import train
     from fold0123.preprocessing import adapters, pack_lmdb
 

@@ -181,7 +181,7 @@ def test_a_dataroot_without_a_spec_trains_bit_for_bit_as_atmacup_spelled_out(tas
 def test_a_rectangular_size_trains_on_flips_and_evaluates_all_eight_views(tmp_path):
     import torch
 
-    from fold0123.data.images import photo_cache
+    from fold0123.data.photos import photo_cache
     from fold0123.engine.evaluator import evaluate_checkpoint
     from fold0123.engine.trainer import train
 

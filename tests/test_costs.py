@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fold0123.common.io import DiskFullError
-from fold0123.data.costs import describe_costs, evaluated_epochs, run_costs
+from fold0123.common.costs import describe_costs, evaluated_epochs
+from fold0123.data.costs import run_costs
 from fold0123.data.images import build_image_cache, cache_bytes, cached_images
 from fold0123.data.layout import read_split, read_test, read_train
 from tests.conftest import make_dataroot, make_recipe_root, tiny_config

@@ -9,7 +9,8 @@ import torch
 
 from fold0123.common import rundir
 from fold0123.data.encoded import EncodedImages, build_encoded_cache, is_whole
-from fold0123.data.images import build_image_cache, photo_cache
+from fold0123.data.images import build_image_cache
+from fold0123.data.photos import photo_cache
 from fold0123.data.layout import read_test, read_train
 from fold0123.engine.trainer import train
 from fold0123.models.checkpoints import read_checkpoint

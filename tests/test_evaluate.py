@@ -59,7 +59,7 @@ def test_epoch_evaluation_writes_8_view_predictions_and_metrics(runs, target_run
 def test_view_k_of_the_npz_is_the_model_on_view_k_of_the_image(runs, target_run):
     """The views are in VIEW_NAMES order and use the same cached, normalised image as training."""
     from fold0123.data.datasets import normalize
-    from fold0123.data.images import photo_cache
+    from fold0123.data.photos import photo_cache
     from fold0123.models.checkpoints import read_checkpoint
     from fold0123.models.network import build_model
     from fold0123.models.tasks import get_task

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import libtmux
+import pandas as pd
 import pytest
 import torch
 
@@ -26,7 +27,7 @@ from fold0123.launcher.layout import (LaunchError as LayoutError, describe, devi
                                       parse_devices, parse_groups, session_name)
 from fold0123.launcher.status import mark_failed, read_status
 from fold0123.launcher.tmux import check_free
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_dataroot
 
 TINY = ROOT / "parameters" / "tiny" / "target.yml"
 SPLITS = ["3fold0", "3fold1", "3fold2", "all"]
@@ -326,3 +327,23 @@ def test_a_row_with_a_cpu_group_runs_torchrun_in_its_train_pane_to_done_with_its
             assert (run / "eval" / f"epoch{epoch}_metrics.json").is_file()
         assert [line.split()[0] for line in (run / "loss.log").read_text().splitlines()[1:]][-1] == "2"
     assert not libtmux.Server(socket_name=tmux_socket).has_session("fold0123_tinygroup")  # closed: every row DONE
+
+
+def test_the_plan_states_the_image_caches_bill_and_refuses_a_disk_that_cannot_hold_it(tmp_path, monkeypatch):
+    """Issue 23: said once before any pane starts (reading only the tables), not four times half way."""
+    import collections
+
+    from fold0123.common import costs
+
+    dataroot = make_dataroot(tmp_path / "data")
+    conf = tmp_path / "plan.yml"
+    conf.write_text(f"base: {TINY}\ncheckpoints_dir: {tmp_path / 'runs'}\ndataroot: {dataroot}\nexp: billed\n")
+    n = len(pd.read_csv(dataroot / "train.csv")) + len(pd.read_csv(dataroot / "test.csv"))
+    plan = plan_fold0123(conf, LaunchOptions(devices="cpu"), cores=2)
+    assert f"image cache: {n} photos at 32x32: {costs.human(costs.cache_bytes(n, 32))} in " in describe(plan)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(costs.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(LaunchError, match=rf"images_32.npy: the image cache of {n} photos at 32x32 needs 0.[0-9] MB "
+                                          r"and .*cache has 0.0 MB free: free some space") as err:
+        plan_fold0123(conf, LaunchOptions(devices="cpu"), cores=2)
+    assert "\n" not in str(err.value)

@@ -22,7 +22,6 @@ import errno
 import hashlib
 import multiprocessing
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,22 +30,13 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from fold0123.common import rundir
+from fold0123.common.costs import Size, cache_bytes, height_width, room_problem  # noqa: F401 (re-exported)
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import (DiskFullError, atomic_path, cpu_cores, exclusive_lock, make_dir,
                                 remove_orphaned_temporaries)
-from fold0123.common.schema import RunConfig
-from fold0123.data.layout import LayoutError, photo_path, read_test, read_train
+from fold0123.data.layout import LayoutError, photo_path
 
 FITS = ("pad", "squish", "crop")
-Size = int | tuple[int, int]
-
-
-def height_width(size: Size) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if h < 1 or w < 1:
-        raise ValueError(f"image size must be positive, got {size}")
-    return h, w
 CACHE_VERSION = 2  # bump when the decode/resize recipe changes, so old caches are not reused (2: 16-bit, alpha)
 WHITE = (255, 255, 255)
 
@@ -199,25 +189,6 @@ def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: Siz
                          default_workers() if workers is None else workers)
 
 
-def photo_cache(cfg: RunConfig, ids=None) -> ImageCache:
-    """The uint8 cache at the config's size over every train and test photo of the dataroot (plus `ids` the
-    tables lack: pseudo or extra rows), so training and evaluation of every split read the same memory-mapped
-    file in common.rundir.cache_dir (built once, reused by the other runs); `image_cache: png` keeps the same
-    images encoded (data.encoded)."""
-    train = read_train(cfg.dataroot)
-    every_id = list(train["object_id"]) + list(read_test(cfg.dataroot, train)["object_id"])
-    if ids is not None:
-        known = set(every_id)
-        every_id += [i for i in dict.fromkeys(ids) if i not in known]
-    if cfg.image_cache == "png":
-        from fold0123.data.encoded import build_encoded_cache  # it builds on this module: imported here, once
-
-        return build_encoded_cache(cfg.dataroot, every_id, cfg.image_size, rundir.cache_dir(cfg.checkpoints_dir),
-                                   fit=cfg.resize, workers=default_workers())
-    return build_image_cache(cfg.dataroot, every_id, cfg.image_size, rundir.cache_dir(cfg.checkpoints_dir),
-                             fit=cfg.resize)
-
-
 def cached_images(path: Path, ids: list[str], size: Size, jobs: list, decode: Callable[[object], np.ndarray],
                   workers: int = 1) -> ImageCache:
     """The one cache builder (photos here, MUGE's LMDB images in data.muge_images): the array at `path` when it
@@ -253,23 +224,11 @@ def _reserve(path: Path) -> None:
                 raise
 
 
-NPY_HEADER = 128  # numpy's .npy header (format 1.0, padded to 64-byte blocks: 128 for any 4-d uint8 shape)
-
-
-def cache_bytes(n: int, size: Size) -> int:
-    """The file the cache of `n` photos at `size` takes: header + n x h x w x 3 bytes."""
-    h, w = height_width(size)
-    return NPY_HEADER + n * h * w * 3
-
-
 def check_room(path: Path, n: int, size: Size) -> None:
     """DiskFullError before anything is written when the folder's disk cannot hold the cache (with the numbers)."""
-    needed, free = cache_bytes(n, size), shutil.disk_usage(path.parent).free
-    if needed > free:
-        h, w = height_width(size)
-        raise DiskFullError(f"{path}: the image cache of {n} photos at {h}x{w} needs {needed / 1e6:.1f} MB and "
-                            f"{path.parent} has {free / 1e6:.1f} MB free: free some space, or move "
-                            f"checkpoints_dir (the cache lives in its cache/)")
+    problem = room_problem(path, n, size)
+    if problem:
+        raise DiskFullError(problem)
 
 
 def _write_cache(path: Path, n: int, size: Size, jobs: list, decode: Callable, workers: int) -> None:

@@ -40,6 +40,7 @@ from typing import Sequence
 
 from fold0123.common import muge, rundir
 from fold0123.common.config import ConfigError, load_config, set_args
+from fold0123.common.costs import cache_bill
 from fold0123.common.fingerprint import run_staleness, stale_message
 from fold0123.common.io import cpu_cores
 from fold0123.common.schema import RunConfig
@@ -128,6 +129,7 @@ class Plan:
     all_run_dirs: tuple[tuple[str, str], ...]  # (split, run_dir) of every split, run or skipped
     prepare_argv: tuple[str, ...]              # clears stale failure markers (and DONE of runs being extended)
     waiter_argv: tuple[str, ...]               # the last window: waits, prints elapsed minutes, closes
+    cache_line: str | None = None              # the image cache's bill (common.costs.cache_bill), when rows train
 
     def run_path(self, run_dir: str) -> Path:
         """A run directory as this process sees it (commands run in `root`)."""
@@ -425,6 +427,13 @@ def plan_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions(), py
                       monitor_argv=(python, "-m", "fold0123.launcher.monitor", rdir), env=env, eval_env=eval_env,
                       ranks=ranks)
         rows.append(replace(row, panes=row_panes(row, python)))
+    cache_line = None
+    if any(not row.train_done for row in rows) and cfg.task != "clip":  # clip's images: the MUGE LMDB's cache
+        dataroot, cache = (p if p.is_absolute() else root / p
+                           for p in (Path(cfg.dataroot), rundir.cache_dir(cfg.checkpoints_dir)))
+        cache_line, problem = cache_bill(dataroot, cfg.image_size, cache, cfg.image_cache)
+        if problem:  # every train pane would refuse it: say it once, before any starts
+            raise LaunchError(problem)
     active_dirs = [d for _, d in active]
     extending = [r.run_dir for r in rows if r.resume and training_done(root / r.run_dir)
                  or "--redo-stale" in r.train_argv]  # extended, or trained again: the old DONE must go first
@@ -434,7 +443,7 @@ def plan_fold0123(conf: str | Path, options: LaunchOptions = LaunchOptions(), py
     return Plan(exp=str(cfg.exp), conf=conf_shown, session=o.session or session_name(str(cfg.exp)),
                 root=str(root), python=python, rows=tuple(rows), skipped=skipped, all_run_dirs=all_dirs,
                 prepare_argv=tuple(prepare) if active_dirs else (),
-                waiter_argv=tuple(waiter))
+                waiter_argv=tuple(waiter), cache_line=cache_line)
 
 
 def run_splits(cfg: RunConfig) -> list[str]:
@@ -472,4 +481,6 @@ def describe(plan: Plan) -> str:
         lines.append(f"  {row.split:8s} {row.device}{evaluator}{threads}: {how} -> {row.run_dir}")
     for split, rdir in plan.skipped:
         lines.append(f"  {split:8s} skipped: already DONE and evaluated ({rdir})")
+    if plan.cache_line:
+        lines.append(f"  {plan.cache_line}")
     return "\n".join(lines)

@@ -30,7 +30,8 @@ import torch.nn as nn
 
 from fold0123.common.schema import RunConfig
 from fold0123.data.datasets import ImageDataset
-from fold0123.data.images import ImageCache, photo_cache
+from fold0123.data.images import ImageCache
+from fold0123.data.photos import photo_cache
 from fold0123.data.layout import read_split, read_test
 
 Frame = pd.DataFrame

@@ -23,7 +23,7 @@ from fold0123.common.schema import RunConfig
 from fold0123.data import jigsaw
 from fold0123.data.competition import read_competition, score
 from fold0123.data.datasets import ImageDataset
-from fold0123.data.images import photo_cache
+from fold0123.data.photos import photo_cache
 from fold0123.data.layout import read_split
 from fold0123.data.metrics import expected_class, rmse
 from fold0123.data.tags import read_tag_vectors
