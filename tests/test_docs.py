@@ -440,3 +440,15 @@ def test_the_docs_have_commands_and_links():
     assert any(c.text.startswith("make demo") for c in readme)
     assert any(c.text.startswith(".venv/bin/python recipe.py") for c in readme)
     assert len(FLAG_COMMANDS) >= 10 and len(LINKS) >= 10
+
+
+def test_the_conda_environment_pins_what_requirements_txt_pins():
+    """environment.yml (docs/setup.md) builds what `make env` builds: the same pins, then the project, editable."""
+    import yaml
+
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    pins = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert [p for p in pip if p != "-e ."] == pins and pip[-1] == "-e ."
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.+]*", p) for p in pins)  # every pin exact
