@@ -443,7 +443,10 @@ class PseudoResult:
 def run_pseudo(cfg: StackConfig, round_: int) -> PseudoResult:
     """Ensemble the runs' test probabilities, keep the confident ones, write round `round_`'s split CSVs, and
     a `pseudo{round}_report.json` in out_dir."""
-    result = ensemble_probabilities(cfg, keep=False)
+    # the ACCV winners built pseudo labels from the ensemble without the score factor: pseudo_factor (0) here
+    plain = cfg.ensemble.model_copy(update={"factor": cfg.ensemble.pseudo_factor})
+    pseudo_cfg = cfg.model_copy(update={"ensemble": plain})
+    result = ensemble_probabilities(pseudo_cfg, keep=False)
     thr = cfg.ensemble.pseudo_thr
     competition = read_competition(cfg.dataroot)
     summary = result.test_summary
@@ -455,7 +458,9 @@ def run_pseudo(cfg: StackConfig, round_: int) -> PseudoResult:
                                   base_suffix=cfg.split_suffix if cumulative else "", cumulative=cumulative)
     per_class = rows["target"].value_counts().reindex(range(competition.n_classes), fill_value=0)
     write_json(Path(cfg.out_dir) / f"pseudo{round_}_report.json",
-               {"round": round_, "thr": thr, "rows_added": len(rows), "per_class": per_class.tolist(),
+               {"round": round_, "thr": thr, "factor": cfg.ensemble.pseudo_factor,
+                "weights": result.runs["weight"].to_dict(), "rows_added": len(rows),
+                "per_class": per_class.tolist(),
                 "n_test": len(result.test_ids), "written": [str(p) for p in written],
                 "ensemble_oof": result.cv_table.to_dict(orient="index")})
     return PseudoResult(round=round_, rows=rows, per_class=per_class, written=written, thr=thr)

@@ -175,3 +175,28 @@ def test_wide_probabilities_stream_to_npy_and_a_bad_answers_file_leaves_nothing(
     with pytest.raises(LayoutError, match="test predictions: "):
         run_ensemble(cfg, stamp="s")
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_pseudo_labels_come_from_the_plain_mean_unless_asked(synth, tmp_path):
+    """Issue 21: the ACCV winners built pseudo labels from the ensemble without the score factor."""
+    import json
+
+    from fold0123.common.config import load_config
+    from fold0123.common.schema import StackConfig
+    from fold0123.ensemble import run_pseudo
+    from tests.conftest import ROOT
+
+    root, runs = synth
+    two_members(runs)
+    for metrics in runs.glob("other_3fold*/eval/epoch1_metrics.json"):  # `other` 1.5x the RMSE out of fold
+        data = json.loads(metrics.read_text())
+        data["views"]["mean"] = {k: v * 1.5 for k, v in data["views"]["mean"].items()}
+        metrics.write_text(json.dumps(data))
+    sets = [f"dataroot={root}", f"checkpoints_dir={runs}", "ensemble.runs={onehot: last, other: last}",
+            f"out_dir={tmp_path / 'o'}", "ensemble.factor=25", "ensemble.pseudo_thr=0.3"]
+    for extra, plain in (([], True), (["ensemble.pseudo_factor=25"], False)):
+        cfg = load_config(ROOT / "parameters/tiny/stack.yml", sets + extra, schema=StackConfig)
+        run_pseudo(cfg, 1)
+        weights = json.loads((tmp_path / "o" / "pseudo1_report.json").read_text())["weights"]
+        assert (weights == {"onehot": 0.5, "other": 0.5}) == plain
+        assert plain or weights["onehot"] > 0.99

@@ -305,6 +305,7 @@ class EnsembleOptions(Schema):
     redistribute_k: NonNegativeInt = 0
     submit: Literal["argmax", "redistributed"] = "argmax"
     pseudo_thr: Annotated[float, Field(ge=0, le=1)] = 0.45
+    pseudo_factor: NonNegativeFloat = 0  # the score factor of the ensemble pseudo labels come from (0: plain mean)
     pseudo_cumulative: bool = False  # a round keeps the earlier rounds' rows it does not relabel
     pixel_stats: bool = False  # also a multiclass LightGBM on the photos' pixel features, a member named "pixels"
     probabilities: Literal["csv", "npy", "none"] = "csv"  # the test probabilities file beside the submission
