@@ -54,6 +54,14 @@ def test_identical_texts_are_not_negatives():
     assert torch.allclose(same, expected) and not torch.allclose(same, distinct)
 
 
+def test_in_batch_accuracy_counts_a_pairs_own_text_and_its_identical_twins():
+    image = torch.eye(4)
+    assert clip.in_batch_accuracy(image, image, torch.arange(4)) == {"acc_i2t": 1.0, "acc_t2i": 1.0}
+    text = image[[1, 0, 2, 3]]  # pairs 0 and 1 swapped: each image's best text is the other's
+    assert clip.in_batch_accuracy(image, text, torch.arange(4)) == {"acc_i2t": 0.5, "acc_t2i": 0.5}
+    assert clip.in_batch_accuracy(image, text, torch.tensor([7, 7, 2, 3])) == {"acc_i2t": 1.0, "acc_t2i": 1.0}
+
+
 def test_logit_scale_is_clamped_at_100_as_clip_does():
     head = clip.ClipHead(8, 10, 4, 8, temperature=1e-4, text_layers=0)
     assert float(head.scale().detach()) == pytest.approx(100.0)
@@ -68,6 +76,11 @@ def test_infonce_decreases_and_retrieval_beats_chance_through_train(trained):
         losses.setdefault(int(epoch), []).append(float(loss))
     means = [np.mean(losses[e]) for e in sorted(losses)]
     assert means[-1] < 0.8 * means[0]
+    # in-batch accuracy beside the loss (Chinese-CLIP's), kept apart from the gallery's Recall@K
+    log = [line.split() for line in rundir.loss_log_path(run).read_text().splitlines()]
+    assert log[0] == ["epoch", "step", "loss", "lr", "images_per_s", "acc_i2t", "acc_t2i"]
+    accuracy = np.array([[float(v) for v in line[5:]] for line in log[1:]])
+    assert ((accuracy >= 0) & (accuracy <= 1)).all() and accuracy[-3:].mean() >= accuracy[:3].mean()
     assert (run / "tokenizer.json").is_file()
     metrics = evaluate_checkpoint(run, 6, device="cpu")
     mean = metrics["views"]["identity"]

@@ -193,8 +193,8 @@ class EpochBatches(torch.utils.data.Sampler):
 class LossLog:
     """loss.log: a header and one whitespace-separated line per logging step; the monitor tails it."""
 
-    def __init__(self, path: Path, keep_through_epoch: int):
-        lines = [LOG_HEADER]
+    def __init__(self, path: Path, keep_through_epoch: int, extra: tuple[str, ...] = ()):
+        lines = [" ".join([LOG_HEADER, *extra])]  # extra: the task's batch_stat_names, after the fixed columns
         if keep_through_epoch > 0 and path.is_file():  # resume: drop lines of the epoch being redone
             for line in path.read_text().splitlines()[1:]:
                 fields = line.split()
@@ -203,8 +203,9 @@ class LossLog:
         write_text(path, "\n".join(lines) + "\n")
         self.file = open(path, "a", buffering=1)
 
-    def write(self, epoch: int, step: int, loss: float, lr: float, images_per_s: float) -> None:
-        self.file.write(f"{epoch} {step} {loss:.6f} {lr:.6g} {images_per_s:.1f}\n")
+    def write(self, epoch: int, step: int, loss: float, lr: float, images_per_s: float, extra=()) -> None:
+        tail = "".join(f" {value:.4f}" for value in extra)
+        self.file.write(f"{epoch} {step} {loss:.6f} {lr:.6g} {images_per_s:.1f}{tail}\n")
 
     def close(self) -> None:
         self.file.close()
@@ -422,11 +423,18 @@ class Window:
     images: int = 0
     start: float = field(default_factory=time.perf_counter)
 
-    def add(self, loss: float, images: int) -> None:
+    stats: dict = field(default_factory=dict)  # the task's batch_stats, summed
+
+    def add(self, loss: float, images: int, stats: dict | None = None) -> None:
         self.loss, self.batches, self.images = self.loss + loss, self.batches + 1, self.images + images
+        for name, value in (stats or {}).items():
+            self.stats[name] = self.stats.get(name, 0.0) + value
 
     def mean_loss(self) -> float:
         return self.loss / max(self.batches, 1)
+
+    def mean_stats(self, names: tuple[str, ...]) -> list[float]:
+        return [self.stats.get(name, float("nan")) / max(self.batches, 1) for name in names]
 
     def images_per_s(self) -> float:
         return self.images / max(time.perf_counter() - self.start, 1e-9)
@@ -494,7 +502,7 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
                 value, count = summed / count, int(count)
             watch.check(value, f"at epoch {epoch} batch {i + 1} (lr {cfg.lr:g})")
             trainee.scaler.scale(loss * rank_weight(weights[i], n, len(batches[i][parts[i]]), env)).backward()
-        window.add(value, count)
+        window.add(value, count, task.batch_stats(out, targets) if task.batch_stat_names else None)
         total_loss, total_images = total_loss + value * count, total_images + count
         if last_of_step:
             trainee.scaler.step(optimizer)
@@ -506,12 +514,15 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
                 trainee.ema.update(trainee.model, step=global_step)
             if global_step % cfg.log_every == 0 or i + 1 == len(batches):
                 mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
+                stats = window.mean_stats(task.batch_stat_names)  # this rank's rows under DDP
                 if log is not None:
-                    log.write(epoch, global_step, mean_loss, lr, speed)
+                    log.write(epoch, global_step, mean_loss, lr, speed, stats)
                 if writer is not None:
                     writer.add_scalar("train/loss", mean_loss, global_step)
                     writer.add_scalar("train/lr", lr, global_step)
                     writer.add_scalar("train/images_per_s", speed, global_step)
+                    for name, stat in zip(task.batch_stat_names, stats):
+                        writer.add_scalar(f"train/{name}", stat, global_step)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
                 window = Window()
         bar.update(1)
@@ -564,7 +575,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
             print(f"{run}: resuming after epoch {start_epoch - 1}", file=sys.stderr)
 
     epochs = cfg.epochs
-    log = LossLog(rundir.loss_log_path(run), start_epoch - 1) if main else None
+    log = LossLog(rundir.loss_log_path(run), start_epoch - 1, task.batch_stat_names) if main else None
     writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None) \
         if main else None
     saver = BackgroundSaver()

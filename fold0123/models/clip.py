@@ -144,3 +144,17 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, keys: torch.Tensor, scale
     image_to_text = (scale * image @ all_text.T).masked_fill(same, float("-inf"))
     text_to_image = (scale * text @ all_image.T).masked_fill(same, float("-inf"))
     return (F.cross_entropy(image_to_text, labels) + F.cross_entropy(text_to_image, labels)) / 2
+
+
+@torch.no_grad()
+def in_batch_accuracy(image: torch.Tensor, text: torch.Tensor, keys: torch.Tensor) -> dict[str, float]:
+    """Chinese-CLIP's training accuracies over this batch's own pairs (this rank's, under DDP): the share of images
+    whose most similar text is theirs (`acc_i2t`) and of texts whose most similar image is theirs (`acc_t2i`);
+    an identical text (same key) counts as theirs, as the loss does not treat it as a negative. Apart from the
+    gallery Recall@K the evaluator reports, which ranks every image of a split."""
+    similarity = F.normalize(image.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
+    keys = keys.reshape(-1)
+    i2t = (keys[similarity.argmax(dim=1)] == keys).float().mean()
+    t2i = (keys[similarity.argmax(dim=0)] == keys).float().mean()
+    return {"acc_i2t": float(i2t), "acc_t2i": float(t2i)}
+

@@ -113,7 +113,15 @@ class ClipTask(Task):
     def loss(self, outputs, targets):
         head = self._head()
         targets = targets.to(outputs.device).long()
-        return clip.clip_loss(outputs, head.text(targets[:, 1:]), targets[:, 0], head.scale())
+        text = head.text(targets[:, 1:])
+        self._last = (outputs.detach(), text.detach(), targets[:, 0])  # for batch_stats, without a second pass
+        return clip.clip_loss(outputs, text, targets[:, 0], head.scale())
+
+    batch_stat_names = ("acc_i2t", "acc_t2i")  # unannotated: a class attribute, not a dataclass field
+
+    def batch_stats(self, outputs, targets) -> dict[str, float]:
+        """In-batch image-to-text and text-to-image accuracy of the pairs the last `loss` call saw."""
+        return clip.in_batch_accuracy(*self._last)
 
     # --- data
     def check_split(self, cfg: RunConfig, split: str) -> None:

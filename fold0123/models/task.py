@@ -109,6 +109,12 @@ class Task:
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(outputs.float(), targets.to(outputs.device))
 
+    batch_stat_names = ()  # a class attribute: extra loss.log / TensorBoard columns (clip: in-batch accuracy)
+
+    def batch_stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Training statistics of the batch `loss` just scored, one float per name in `batch_stat_names`."""
+        return {}
+
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         """Raw head outputs `[n, n_outputs]` -> predictions `[n, d]` in the space the run directory saves."""
         return self.predict_fn(self, outputs.float())
