@@ -13,7 +13,9 @@ from fold0123.common.errors import Fold0123Error, LayoutError, UsageError
 from fold0123.common.schema import TtlConfig
 from fold0123.data.muge import read_texts
 from fold0123.data.recall import first_positive_rank, recall_at
+from fold0123.engine.evaluator import load_model
 from fold0123.engine.trainer import train
+from fold0123.models.checkpoints import read_checkpoint
 from fold0123.preprocessing import pack_lmdb
 from fold0123.retrieval import ensemble, predict, predictions, score, ttl, ttl_select
 from tests.conftest import make_muge_root
@@ -65,8 +67,15 @@ def test_test_time_learning_helps_and_leaves_the_checkpoint_untouched(runs, tmp_
     before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     stat = checkpoint.stat()
     plain = score.score(predict.predict(runs["a"], "test", out=tmp_path)["predictions"], runs["answers"])
-    result = ttl.test_time_learning(runs["a"], runs["cache"], TtlConfig(steps=15, lr=1e-3), out=tmp_path)
+    result = ttl.test_time_learning(runs["a"], runs["cache"], TtlConfig(steps=15, lr=1e-3), out=tmp_path,
+                                    save=True)
     adapted = score.score(result["predictions"], runs["answers"])
+    # --save: the adapted copy is a checkpoint of its own, and predicting from it gives the adapted similarity
+    saved = read_checkpoint(result["checkpoint"])
+    assert saved["ttl"]["source"] == str(checkpoint) and saved["ttl"]["steps"] == 15
+    cfg, task, model = load_model(runs["a"], result["checkpoint"], torch.device("cpu"))
+    _, _, sim = predict.similarity(cfg, task, model, "test")
+    np.testing.assert_allclose(sim, np.load(result["similarity"]), rtol=1e-5, atol=1e-6)
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == before
     assert checkpoint.stat().st_mtime_ns == stat.st_mtime_ns
     assert result["losses"][-1] < result["losses"][0]

@@ -21,7 +21,11 @@ before any step, batch-norm statistics stay frozen (eval mode: the few cached im
 tests/test_retrieval_flow.py checks that the checkpoint's bytes are unchanged afterwards.
 
     python -m fold0123.retrieval.ttl --run RUN --cache datasets/emoji_muge_cache [--conf parameters/ttl.yml]
-        [--set steps=300 --set adapt=text ...] [--split test] [--out DIR]
+        [--set steps=300 --set adapt=text ...] [--split test] [--out DIR] [--save]
+
+`--save` keeps the adapted model too, as `{out}/{split}_ttl.pth`, a checkpoint like the run's epochs (its config,
+task state and epoch, the adapted weights, and a `ttl` record of the source, cache and settings), so it can be
+evaluated, ensembled or trained further (`transfer_from`); the run's own checkpoint is still never written.
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ from fold0123.data.muge import read_split
 from fold0123.data.muge_images import decode_image
 from fold0123.engine.trainer import LossWatch
 from fold0123.models import clip
-from fold0123.retrieval.predict import load_run_model, similarity, write_outputs
+from fold0123.models.checkpoints import EMA_KEY, read_checkpoint, save_checkpoint
+from fold0123.retrieval.predict import checkpoint_of, load_run_model, similarity, write_outputs
 
 DEFAULT_CONF = Path(__file__).resolve().parents[2] / "parameters" / "ttl.yml"
 
@@ -126,16 +131,33 @@ def adapt(model, task, cfg, images: np.ndarray, texts: list[str], opts: TtlConfi
 
 
 def test_time_learning(run: str | Path, cache: str | Path, opts: TtlConfig | None = None, split: str = "test",
-                       epoch: str | int = "last", out: str | Path | None = None, device: str | None = "cpu") -> dict:
+                       epoch: str | int = "last", out: str | Path | None = None, device: str | None = "cpu",
+                       save: bool = False) -> dict:
     """Predict `split` after the steps on the cache; writes `{split}_ttl_similarity.npy` (+ ids) and
-    `{split}_ttl_predictions.jsonl` into `out` (default `{run}/retrieval/`). Returns their paths and the losses."""
+    `{split}_ttl_predictions.jsonl` into `out` (default `{run}/retrieval/`), and with `save` the adapted model as a
+    checkpoint of its own, `{split}_ttl.pth` there (save_adapted). Returns their paths and the losses."""
     opts = opts or TtlConfig()
     cfg, task, model = load_run_model(run, epoch, device)
     images, texts = cache_pairs(cache, split, cfg.image_size)
     adapted, losses = adapt(model, task, cfg, images, texts, opts, seed=cfg.seed)
     text_ids, image_ids, sim = similarity(cfg, task, adapted, split)
-    paths = write_outputs(out or Path(run) / "retrieval", split, text_ids, image_ids, sim, tag="_ttl")
+    out = Path(out or Path(run) / "retrieval")
+    paths = write_outputs(out, split, text_ids, image_ids, sim, tag="_ttl")
+    if save:
+        paths["checkpoint"] = save_adapted(checkpoint_of(Path(run), epoch), adapted, out / f"{split}_ttl.pth",
+                                           {"split": split, "cache": str(cache), "losses": losses, **opts.model_dump()})
     return {**paths, "losses": losses, "pairs": len(texts)}
+
+
+def save_adapted(source: Path, adapted, path: Path, ttl: dict) -> Path:
+    """The adapted copy as a checkpoint like its source (the run's config and task state, the epoch), its weights
+    the copy's, `ttl` saying how it was made: evaluate.py, the predictions (load_model with the file), a soup or
+    `transfer_from` read it as they read an epoch's. The source file is never written."""
+    state = dict(read_checkpoint(source))
+    state["model"] = {name: value.detach().cpu() for name, value in adapted.state_dict().items()}
+    state.pop(EMA_KEY, None)  # the source's moving average is not the adapted model's
+    state["ttl"] = {**ttl, "source": str(source)}
+    return save_checkpoint(path, state)
 
 
 @cli_main
@@ -148,10 +170,11 @@ def main(argv=None) -> None:
     parser.add_argument("--epoch", default="last")
     parser.add_argument("--out", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--save", action="store_true", help="also write the adapted model as {out}/{split}_ttl.pth")
     args = parser.parse_args(argv)
     args.conf = args.conf or DEFAULT_CONF
     opts = config_from_args(args, TtlConfig)
-    result = test_time_learning(args.run, args.cache, opts, args.split, args.epoch, args.out, args.device)
+    result = test_time_learning(args.run, args.cache, opts, args.split, args.epoch, args.out, args.device, args.save)
     losses = result["losses"]
     print(f"{result['predictions']} ({opts.steps} steps, adapt {opts.adapt}, lr {opts.lr:g}, on {result['pairs']} "
           f"cached pairs" + (f", loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses else ")"))
