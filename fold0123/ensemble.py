@@ -43,7 +43,7 @@ from fold0123.reports.markdown import timestamp, write_report
 from fold0123.stacking.features import MeanSources, mean_sources
 from fold0123.stacking.pipeline import StackResult, run_stack
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
-from fold0123.stacking.runs import RunError, choice_metrics, fold_splits
+from fold0123.stacking.runs import CHUNK_VALUES, RunError, choice_metrics, fold_splits
 
 
 def ensemble_weights(scores, factor: float = 1.0, lower_is_better: bool = False) -> np.ndarray:
@@ -122,7 +122,8 @@ class ClassSummary:
     @classmethod
     def of(cls, probs: np.ndarray) -> "ClassSummary":
         labels = probs.argmax(axis=1)
-        return cls(labels=labels, top5=np.argsort(-probs, axis=1, kind="stable")[:, :5],
+        top5 = np.argsort(-probs, axis=1, kind="stable")[:, :5].copy()  # a copy: the view would keep [n, C] alive
+        return cls(labels=labels, top5=top5,
                    expected=expected_class(probs), top=probs[np.arange(len(probs)), labels])
 
     @classmethod
@@ -141,9 +142,6 @@ class ArrayRows:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.array[start:stop]
-
-
-CHUNK_VALUES = 1 << 21  # values per member per chunk (16 MB as float64), whatever the width
 
 
 def chunk_rows(width: int) -> int:
@@ -272,7 +270,7 @@ def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None, keep: boo
                            sink=None) -> EnsembleResult:
     """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
     submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores. The runs'
-    eval files are read `chunk` rows at a time (default: about 2M values per run), never whole, and the test
+    eval files are read `chunk` rows at a time (default: about 1M values per run), never whole, and the test
     mixture goes to `sink(start, rows, n)` as it is made: memory holds per-row summaries, and the two mixtures
     ([n, C] float32) only with `keep` or re-distribution (which sorts whole columns), whatever the runs or views."""
     ecfg = cfg.ensemble

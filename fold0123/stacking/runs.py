@@ -54,8 +54,22 @@ class Outputs:
         return next(form for form, names in rundir.VIEW_FORMS.items() if names == self.views)
 
     def rows(self, index=slice(None)) -> np.ndarray:
-        """`[len(index), V, d]` float32 of the rows `index` (positions in the file)."""
-        return np.asarray(self.outputs[index], dtype=np.float32)
+        """`[len(index), V, d]` float32 of the rows `index` (positions in the file). A mapped file is read with
+        plain reads of the span the rows cover, never through the map: mapped pages once touched count in the
+        process's resident memory until it exits, read ones stay in the OS's page cache only."""
+        mapped = self.outputs
+        if not isinstance(mapped, np.memmap) or not mapped.flags.c_contiguous:
+            return np.asarray(mapped[index], dtype=np.float32)
+        rows = np.arange(len(mapped))[index] if isinstance(index, slice) else np.asarray(index, np.int64)
+        if rows.size == 0:
+            return np.zeros((0, *mapped.shape[1:]), np.float32)
+        low, high = int(rows.min()), int(rows.max()) + 1
+        row_values = int(np.prod(mapped.shape[1:]))
+        block = np.fromfile(mapped.filename, mapped.dtype, count=(high - low) * row_values,
+                            offset=mapped.offset + low * row_values * mapped.dtype.itemsize)
+        block = block.reshape(high - low, *mapped.shape[1:])
+        whole_span = len(rows) == high - low and bool(np.all(np.diff(rows) == 1))
+        return (block if whole_span else block[rows - low]).astype(np.float32, copy=False)
 
     def view(self, name: str, index=slice(None)) -> np.ndarray:
         """`[len(index), d]` float32: the views' mean (`mean`) or one view, from whatever the file kept; a view it
@@ -96,7 +110,7 @@ def _npz_member(path: str, name: str) -> np.ndarray | None:
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
 
 
-CHUNK_ROWS = 4096  # rows per read where a reader walks a whole file (the finite check, chunked ensembles)
+CHUNK_VALUES = 1 << 20  # values per read where a reader walks a whole file (the finite check, the ensemble)
 
 
 run_dir = rundir.run_path  # {checkpoints_dir}/{exp}_{split}
@@ -161,8 +175,10 @@ def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
         raise RunError(f"{path}: 'outputs' must be [n={len(ids)}, {len(views)}, d], got {list(outputs.shape)}")
     if outputs.dtype.kind not in "fiu":  # evaluate.py writes float32 or float16; rows() reads any as float32
         raise RunError(f"{path}: 'outputs' must be numbers (float32 or float16), got dtype {outputs.dtype}")
-    for start in range(0, len(ids), CHUNK_ROWS):
-        chunk = np.asarray(outputs[start:start + CHUNK_ROWS])
+    found = Outputs(ids=ids, outputs=outputs, path=Path(path), views=views)
+    step = max(1, CHUNK_VALUES // max(int(np.prod(outputs.shape[1:])), 1))
+    for start in range(0, len(ids), step):
+        chunk = found.rows(slice(start, start + step))
         if not np.isfinite(chunk).all():
             row = start + int(np.flatnonzero(~np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1))[0])
             raise RunError(f"{path}: non-finite outputs for object_id {ids[row]!r}")
