@@ -16,6 +16,7 @@ from fold0123.common.schema import RunConfig
 from fold0123.engine.evaluator import evaluate_checkpoint
 from fold0123.engine.trainer import train
 from fold0123.models import clip
+from fold0123.models.checkpoints import read_checkpoint
 from fold0123.models.tasks import get_task
 from fold0123.preprocessing import pack_lmdb
 from tests.conftest import ROOT, make_muge_root
@@ -153,3 +154,24 @@ def test_the_lmdb_reader_gives_the_cached_samples_in_forked_workers(trained):
     images, targets = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     assert torch.equal(images, torch.stack([cached[i][0] for i in range(n)]))
     assert torch.equal(targets, torch.stack([cached[i][1] for i in range(n)]))
+
+
+def test_a_full_transfer_starts_from_every_weight_and_the_tokenizer_of_a_trained_clip_model(trained, tmp_path):
+    """Issue 21: `transfer: full` goes on from a trained retrieval model (both towers, the projections, the
+    temperature, its tokenizer), where the default takes its image backbone only."""
+    source = trained["run"]
+    last = read_checkpoint(rundir.checkpoint_path(source, 6))["model"]
+    starts = {}
+    for mode in ("full", "backbone"):
+        cfg = tiny_retrieval(trained["root"], tmp_path / mode, f"transfer_from={source}", f"transfer={mode}",
+                             "epochs=1", "lr=1e-9", "warmup_epochs=0")
+        run = train(cfg, "train", device="cpu", progress=False)
+        starts[mode] = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
+        same_tokenizer = (run / "tokenizer.json").read_bytes() == (source / "tokenizer.json").read_bytes()
+        assert same_tokenizer == (mode == "full")
+    weights = [n for n in last if "running_" not in n and "num_batches" not in n]  # batch-norm statistics move
+    for name in weights:  # an lr of 1e-9 moves no weight visibly in one epoch
+        assert torch.allclose(starts["full"][name].float(), last[name].float(), atol=1e-5), name
+    heads = [n for n in weights if n.startswith("head.")]
+    assert heads and any(not torch.allclose(starts["backbone"][n].float(), last[n].float(), atol=1e-5)
+                         for n in heads if starts["backbone"][n].shape == last[n].shape)

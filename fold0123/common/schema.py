@@ -175,6 +175,7 @@ class RunConfig(Schema):
     image_cache: Literal["decoded", "png"] = "decoded"  # png: the same pixels kept encoded (data.encoded)
     w2v_dim: PositiveInt = 20
     transfer_from: Text | None = None
+    transfer: Literal["backbone", "full"] = "backbone"  # full: every weight (heads, CLIP's towers and temperature)
     freeze: Literal["none", "last_half", "layer34", "head", "fine_tune"] = "none"
     unfreeze_epoch: Epochs = 2
     head_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0

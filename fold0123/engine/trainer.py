@@ -70,7 +70,7 @@ from fold0123.engine.setup import (amp_dtype, configure_torch, rank_device, sync
 from fold0123.models.network import build_model
 from fold0123.models.task import Task
 from fold0123.models.tasks import get_task
-from fold0123.models.transfer import apply_freeze, load_backbone
+from fold0123.models.transfer import apply_freeze, load_backbone, load_full
 
 LOG_HEADER = "epoch step loss lr images_per_s"
 DIVERGED_HINT = "lower `lr` or raise `warmup_epochs`, then train again"
@@ -345,7 +345,7 @@ def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_ep
     torch.manual_seed(epoch_seed(cfg.seed, 0))  # the same initial weights on every rank
     model = build_model(cfg, task)
     if transfer is not None:
-        load_backbone(model, transfer)
+        (load_full if cfg.transfer == "full" else load_backbone)(model, transfer)
     model = model.to(device)
     if cfg.sync_bn:
         model = sync_batchnorm(model, device, env)
@@ -555,12 +555,14 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
         write_fingerprint(rundir.fingerprint_path(run), fingerprint)
 
     task = get_task(cfg.task, dataroot=cfg.dataroot)
+    transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
     with distributed.main_first(env):  # rank 0 builds the image cache, the other ranks open it
+        if transfer is not None and cfg.transfer == "full" and main:
+            task.adopt(transfer, run)  # clip: the source's tokenizer, before the texts are tokenised
         dataset = task.training_data(cfg, split)  # before the model: a missing split / tag file fails fast
     check_world_size(cfg, len(dataset), env)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=EpochBatches(), num_workers=cfg.num_workers,
                                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
-    transfer = None if found is not None else resolve_transfer(cfg)  # a resumed run has its weights already
     if main and found is None and cfg.task != "clip":  # its inputs are good: what it takes and will write
         print(f"{run.name}: {run_costs(cfg, split, task.n_outputs(cfg))}", file=sys.stderr, flush=True)
     n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 1, env.world_size))

@@ -55,6 +55,16 @@ class ClipTask(Task):
             return Path(self.run) / TOKENIZER
         return rundir.run_dir(cfg, cfg.split) / TOKENIZER if cfg.split else None
 
+    def adopt(self, source: Path, run: Path) -> None:
+        """The source run's tokenizer.json into `run`, so the text tower's embeddings keep their tokens' meaning."""
+        own, theirs = Path(run) / TOKENIZER, Path(source).parent / TOKENIZER
+        if not theirs.is_file():
+            raise LayoutError(f"{theirs}: missing: `transfer: full` of a clip model needs the tokenizer of the run "
+                              f"it came from, beside its checkpoint")
+        if not own.is_file() or own.read_bytes() != theirs.read_bytes():
+            write_text(own, theirs.read_text())
+        self._tokenizer = None
+
     def tokenizer(self, cfg: RunConfig):
         """The run's WordPiece tokenizer: read from the run directory, or fitted on the train split's texts and
         written there (a fresh run). Fitting is not reproducible from run to run (the trainer's ties depend on

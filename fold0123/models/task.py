@@ -81,6 +81,10 @@ class Task:
         """Refuse a split this task cannot train on (its files missing), before the run directory is made."""
         read_split(cfg.dataroot, split)
 
+    def adopt(self, source: Path, run: Path) -> None:
+        """Before a `transfer: full` run builds anything: take from the source checkpoint's run what its weights
+        need beside them (clip: the tokenizer). Nothing for the other tasks."""
+
     def training_data(self, cfg: RunConfig, split: str) -> torch.utils.data.Dataset:
         """What a run of `split` trains on: the split's train rows with their targets (made first, so a missing
         split or tag file fails before any decoding), over the photo cache."""

@@ -40,6 +40,12 @@ def load_backbone(model: nn.Module, checkpoint_path: str | Path) -> int:
     return load_weights(model.backbone, backbone, checkpoint_path, "backbone")
 
 
+def load_full(model: nn.Module, checkpoint_path: str | Path) -> int:
+    """Copy every weight of a checkpoint into `model` (`transfer: full`): the head too, e.g. a trained CLIP model's
+    two towers, projections and temperature, to fine-tune it further. The whole model must match exactly."""
+    return load_weights(model, read_checkpoint(checkpoint_path)["model"], checkpoint_path, "model")
+
+
 def trainable_names(model: nn.Module, mode: str | None, epoch: int, unfreeze_epoch: int = 2) -> set[str] | None:
     """Names of the parameters of `model` (a models.network.Network) that train in `mode` at (1-based) `epoch`;
     None means all of them."""
