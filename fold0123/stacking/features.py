@@ -103,6 +103,19 @@ class FeatureSet:
         return next((r.exp for r in self.runs if r.task == task), None)
 
 
+def _tables(dataroot, k: int, split_suffix: str):
+    """(train.csv, its ids, test.csv's ids, object_id -> fold, each train row's fold): every train object must be
+    held out by exactly one fold."""
+    train_df = read_train(dataroot)
+    train_ids, test_ids = pd.Index(train_df["object_id"]), pd.Index(read_test(dataroot)["object_id"])
+    fold_of = read_folds(dataroot, k, split_suffix)
+    not_held_out = train_ids.difference(fold_of.index)
+    if len(not_held_out):
+        raise LayoutError(f"{dataroot}: {len(not_held_out)} train.csv object(s) are in no {k}fold*_test.csv, "
+                          f"e.g. {not_held_out[0]!r} (re-run SGKFold.py)")
+    return train_df, train_ids, test_ids, fold_of, fold_of.loc[train_ids].to_numpy()
+
+
 def _positions(out, order: pd.Index, what: str, like=None) -> np.ndarray:
     """The position in `out` of each id of `order`, all of which must be there; with `like` (the first OOF file)
     the width must be that file's."""
@@ -161,15 +174,7 @@ def build_features(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict
         raise ConfigError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
     funcs = parse_aggregations(aggregations)
     mean_only = funcs == ("mean",) and not raw_views  # then every eval form will do (eval.views: mean too)
-    train_df = read_train(dataroot)
-    test_ids = pd.Index(read_test(dataroot)["object_id"])
-    train_ids = pd.Index(train_df["object_id"])
-    fold_of = read_folds(dataroot, k, split_suffix)
-    not_held_out = train_ids.difference(fold_of.index)
-    if len(not_held_out):
-        raise LayoutError(f"{dataroot}: {len(not_held_out)} train.csv object(s) are in no {k}fold*_test.csv, "
-                          f"e.g. {not_held_out[0]!r} (re-run SGKFold.py)")
-    folds = fold_of.loc[train_ids].to_numpy()
+    train_df, train_ids, test_ids, fold_of, folds = _tables(dataroot, k, split_suffix)
     splits = fold_splits(k, split_suffix)
     all_split = f"all{split_suffix}"
     if not runs:
@@ -288,14 +293,7 @@ def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, 
         raise ConfigError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
     if not runs:
         raise ConfigError("no runs chosen: the config's `runs` must name at least one experiment")
-    train_df = read_train(dataroot)
-    train_ids, test_ids = pd.Index(train_df["object_id"]), pd.Index(read_test(dataroot)["object_id"])
-    fold_of = read_folds(dataroot, k, split_suffix)
-    not_held_out = train_ids.difference(fold_of.index)
-    if len(not_held_out):
-        raise LayoutError(f"{dataroot}: {len(not_held_out)} train.csv object(s) are in no {k}fold*_test.csv, "
-                          f"e.g. {not_held_out[0]!r} (re-run SGKFold.py)")
-    folds = fold_of.loc[train_ids].to_numpy()
+    train_df, train_ids, test_ids, fold_of, folds = _tables(dataroot, k, split_suffix)
     splits, all_split = fold_splits(k, split_suffix), f"all{split_suffix}"
     if not allow_unfinished:
         check_finished(checkpoints_dir, runs, splits + [all_split])
