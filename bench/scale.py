@@ -215,6 +215,51 @@ def slope(xs, ys) -> float | None:
     return round(float(np.polyfit(x, y, 1)[0]), 2)
 
 
+def table(rows: list[dict]) -> str:
+    """The markdown tables BENCHMARKS.md quotes, from scale.json's rows, with each cost's exponent in n."""
+    def cell(step: dict | None, key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+        return fmt.format(step[key] / scale) if step and key in step else "-"
+
+    main = [r for r in rows if r["K"] == TRAIN_K and "cache" in r]
+    lines = ["| n | cache s | cache MB (estimate) | train epoch s | eval s | eval / train | eval MB, mean float16 "
+             "| eval MB, all float32 | eval peak MB, mean f16 / all f32 |", "|" + "---|" * 9]
+    for r in main:
+        mean, full = r.get("eval mean float16"), r.get("eval all float32")
+        lines.append(f"| {r['n']:,} | {cell(r['cache'], 'seconds')} | {cell(r['cache'], 'bytes', 1e6)} "
+                     f"({cell(r['cache'], 'estimate_bytes', 1e6)}) | {cell(r['train'], 'seconds')} | "
+                     f"{cell(mean, 'seconds')} | {mean['seconds'] / r['train']['seconds']:.2f} | "
+                     f"{cell(mean, 'bytes', 1e6)} | {cell(full, 'bytes', 1e6)} | "
+                     f"{cell(mean, 'peak_mb', 1, '{:.0f}')} / {cell(full, 'peak_mb', 1, '{:.0f}')} |")
+    ns = [r["n"] for r in main]
+    fits = {name: slope(ns, [get(r) for r in main]) for name, get in (
+        ("cache s", lambda r: r["cache"]["seconds"]), ("cache bytes", lambda r: r["cache"]["bytes"]),
+        ("train s", lambda r: r["train"]["seconds"]), ("eval s", lambda r: r["eval mean float16"]["seconds"]),
+        ("eval bytes", lambda r: r["eval mean float16"]["bytes"]),
+        ("eval peak", lambda r: r["eval mean float16"]["peak_mb"]))}
+    lines += ["", "Exponent in n: " + ", ".join(f"{k} {v}" for k, v in fits.items()), ""]
+    sweep = [r for r in rows if "train" in r and r["n"] == min(ns)]
+    lines += ["| K (n = {:,}) | eval MB, mean float16 | eval MB, all float32 | ratio |".format(min(ns)),
+              "|---|---|---|---|"]
+    for r in sorted(sweep, key=lambda r: r["K"]):
+        mean, full = r["eval mean float16"], r.get("eval all float32")
+        ratio = f"{full['bytes'] / mean['bytes']:.1f}" if full else "-"
+        lines.append(f"| {r['K']:,} | {mean['bytes'] / 1e6:.1f} | {cell(full, 'bytes', 1e6)} | {ratio} |")
+    ensembles = [r for r in rows if any(k.startswith("ensemble") for k in r)]
+    modes = sorted({k for r in ensembles for k in r if k.startswith("ensemble")})
+    lines += ["", "| n | K | " + " | ".join(f"{m}: s, peak MB" for m in modes) + " |", "|" + "---|" * (2 + len(modes))]
+    for r in ensembles:
+        lines.append(f"| {r['n']:,} | {r['K']:,} | " + " | ".join(
+            f"{r[m]['seconds']:.1f}, {r[m]['peak_mb']:.0f}" if m in r else "-" for m in modes) + " |")
+    lines.append("")
+    for k in sorted({r["K"] for r in ensembles}):
+        for m in modes:
+            pts = [(r["n"], r[m]["peak_mb"]) for r in ensembles if r["K"] == k and m in r]
+            if len(pts) > 1:
+                lines.append(f"- K {k:,}, {m}: peak {pts[-1][1] / pts[0][1]:.2f}x from n {pts[0][0]:,} to "
+                             f"{pts[-1][0]:,} (exponent {slope(*zip(*pts))})")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
@@ -225,7 +270,11 @@ def main() -> None:
                         help="ensemble files (and training at K != 1,000) only up to n x K of this")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--out", default="results/scale/scale.json")
+    parser.add_argument("--table", action="store_true", help="print the tables of --out's rows, measure nothing")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())["rows"]))
+        return
     work = Path(args.work or tempfile.mkdtemp(prefix="fold0123_scale_"))
     log = work / "steps.log"
     work.mkdir(parents=True, exist_ok=True)
