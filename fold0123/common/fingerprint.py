@@ -104,7 +104,8 @@ def read_fingerprint(path: str | Path) -> Fingerprint | None:
 # fingerprint without such a key was made with that behaviour, so the new key alone makes nothing stale.
 ADDED_LATER = {"resize": "pad", "label_smoothing": 0.0, "head": "linear", "layer_decay": 1.0,
                "arcface.subcenters": 3, "arcface.scale": 30.0, "arcface.margin_min": 0.05, "arcface.margin_max": 0.5,
-               "cpu_extras": False, "sync_bn": False, "transfer": "backbone"}
+               "cpu_extras": False, "sync_bn": False, "transfer": "backbone",
+               "mim.mask_ratio": 0.6}
 
 
 def differences(stored: Fingerprint | None, now: Fingerprint) -> list[str]:

@@ -68,6 +68,11 @@ class JigsawOptions(Schema):
     n_permutations: PositiveInt = 100
 
 
+class MimOptions(Schema):
+    """task: simmim, the masked-image pretext for timm ViTs (models.mim)."""
+    mask_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.6  # share of the patches hidden (SimMIM: 0.6, MAE: 0.75)
+
+
 class ClipOptions(Schema):
     """task: clip, text-to-image retrieval on a MUGE-layout dataroot (models.clip, retrieval/)."""
     embed_dim: PositiveInt = 64
@@ -203,6 +208,7 @@ class RunConfig(Schema):
     log_every: PositiveInt = 20
     keep_last: NonNegativeInt = 0
     jigsaw: JigsawOptions = JigsawOptions()
+    mim: MimOptions = MimOptions()
     clip: ClipOptions = ClipOptions()
     arcface: ArcFaceOptions = ArcFaceOptions()
     eval: EvalOptions = EvalOptions()

@@ -56,6 +56,7 @@ def build_model(cfg: RunConfig, task: Task) -> Network:
     torchvision ResNets take `stem` and `width`, timm backbones `drop_path` (models.backbones)."""
     backbone, feature_dim = build_backbone(cfg.backbone, cfg.pretrained, cfg.image_size, cfg.stem, cfg.width,
                                            cfg.drop_path)
+    task.prepare_backbone(backbone, cfg)
     head = task.make_head(feature_dim, cfg)
     if head is None and cfg.head != "linear":
         raise ConfigError(f"head: {cfg.head!r} needs a classification task (classify, onehot), not {task.name!r}")

@@ -133,6 +133,10 @@ class Task:
         out = self.metrics_fn(self, predictions, frame, Path(dataroot) if dataroot else None, cfg)
         return {k: float(v) for k, v in out.items()}
 
+    def prepare_backbone(self, backbone: nn.Module, cfg: RunConfig) -> None:
+        """Before the head is made: what the task needs of the backbone (simmim: its patch tokens). Nothing for
+        the others."""
+
     def make_head(self, feature_dim: int, cfg: RunConfig) -> nn.Module | None:
         """A task-specific head for `models.network.build_model`; None = a linear layer of `n_outputs`."""
         return None

@@ -29,6 +29,7 @@ from fold0123.data.metrics import expected_class, rmse
 from fold0123.data.tags import read_tag_vectors
 from fold0123.models import arcface
 from fold0123.models.clip_task import make_clip_task
+from fold0123.models.mim import make_mim_task
 from fold0123.models.task import Frame, Task
 
 
@@ -217,6 +218,7 @@ TASKS: dict[str, Callable[[], Task]] = {
     "sortingdate": _make_sortingdate,
     "materialstechniques": _make_materialstechniques,
     "clip": make_clip_task,  # text-to-image retrieval on a MUGE-layout dataroot (models.clip_task)
+    "simmim": make_mim_task,  # the masked-image pretext for timm ViTs (models.mim)
 }
 
 
