@@ -17,8 +17,8 @@ import argparse
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import cli_main
 from fold0123.common.schema import RecipeConfig
-from fold0123.launcher.recipe import (CpuClock, baselines, build_dataset, fold0123, make_folds, make_tag_vectors,
-                                      pretext, pseudo_label_rounds, score_and_where, stack, stage)
+from fold0123.launcher.recipe import (CpuClock, baselines, build_dataset, cleaned_round, fold0123, make_folds,
+                                      make_tag_vectors, pretext, pseudo_label_rounds, score_and_where, stack, stage)
 
 
 @cli_main
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     pretext(cfg, args.redo_stale)
     fold0123(cfg, args.redo_stale)
     stack(cfg)
+    cleaned_round(cfg, args.redo_stale)
     pseudo_label_rounds(cfg, args.redo_stale)
     baselines(cfg)
     score_and_where(cfg)

@@ -75,3 +75,23 @@ def test_stack_clean_writes_splits_without_the_flagged_rows_and_keeps_every_held
         before = pd.read_csv(train_part, dtype={"object_id": str})["object_id"]
         assert set(kept) == set(before) - dropped and len(kept) < len(before)
         assert clean_held.read_bytes() == held_out.read_bytes()  # every fold is still scored on all its rows
+
+
+def test_the_recipe_cleans_then_trains_every_task_on_the_clean_splits_and_stacks_them(monkeypatch):
+    """recipe.py with `clean: true`: the steps in order, each through its CLI (issue 21)."""
+    from fold0123.common.schema import RecipeConfig
+    from fold0123.launcher import recipe
+    from tests.conftest import ROOT
+
+    calls = []
+    monkeypatch.setattr(recipe, "run_cli", lambda *args: calls.append(("cli",) + args))
+    monkeypatch.setattr(recipe, "launch", lambda cfg, conf, redo, *args: calls.append(("launch", conf) + args))
+    stack_conf = str(ROOT / "parameters/tiny/stack.yml")
+    cfg = RecipeConfig(stack=stack_conf, tasks=["a.yml", "b.yml"], answers=None, devices="cpu")
+    recipe.cleaned_round(cfg)
+    assert calls == []  # clean: false (the default) adds nothing
+    recipe.cleaned_round(cfg.model_copy(update={"clean": True}))
+    splits = "3fold0_clean,3fold1_clean,3fold2_clean,all_clean"
+    assert calls[0][:3] == ("cli", "stack.py", "clean")
+    assert calls[1:3] == [("launch", "a.yml", "--splits", splits), ("launch", "b.yml", "--splits", splits)]
+    assert calls[-1][:2] == ("cli", "stack.py") and "split_suffix=_clean" in calls[-1]

@@ -393,6 +393,7 @@ class RecipeConfig(Schema):
                          "parameters/materialstechniques.yml"]
     stack: Text = "parameters/stack.yml"
     pseudo_rounds: NonNegativeInt = 0
+    clean: bool = False  # a cleaned round: stack.py clean, every task again on the {split}_clean splits, stacked
     baselines: bool = False  # also score the constant and pixel-statistics LightGBM on the same folds and answers
     checkpoints_dir: Text | None = None  # null: each config's own; a folder: every run and the stacking use it
 

@@ -229,6 +229,23 @@ def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
         run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
 
+def cleaned_round(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    """With `clean`: the labels cleanlab flags on the stack's `clean.exp` out-of-fold probabilities are dropped
+    from every fold's train part (stack.py clean, the ACCV winners' cleaned train.txt), every task is trained again
+    on those splits ({split}_clean; the held-out parts are unchanged, so the round is scored on the same rows)
+    and stacked like any other round."""
+    if not cfg.clean:
+        return
+    stage("label cleaning")
+    suffix = load_config(cfg.stack, [], schema=StackConfig).clean.suffix
+    run_cli("stack.py", "clean", *stack_args(cfg))
+    splits = ",".join(s + suffix for s in split_names(cfg.folds))
+    for conf in cfg.tasks:
+        launch(cfg, conf, redo_stale, "--splits", splits)
+    make_soups(cfg, suffix)
+    run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
+
+
 def baselines(cfg: RecipeConfig) -> None:
     """With `baselines: true`, the simple baselines on the same folds and answers (a classification competition's:
     majority class and a multiclass pixel-statistics LightGBM; otherwise the constant and the regression one)."""
