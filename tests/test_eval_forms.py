@@ -200,3 +200,27 @@ def test_pseudo_labels_come_from_the_plain_mean_unless_asked(synth, tmp_path):
         weights = json.loads((tmp_path / "o" / "pseudo1_report.json").read_text())["weights"]
         assert (weights == {"onehot": 0.5, "other": 0.5}) == plain
         assert plain or weights["onehot"] > 0.99
+
+
+def test_a_streamed_npz_is_what_np_savez_writes(tmp_path):
+    """engine.evaluator.NpzStream writes a part a batch at a time; np.load and the mapped readers read it as they
+    read np.savez's files, and a part that gets fewer rows than announced is not renamed into place."""
+    from fold0123.engine.evaluator import write_part
+
+    rng = np.random.default_rng(0)
+    ids = [f"id{i}" for i in range(10)]
+    views = rng.random((10, 8, 3)).astype(np.float32)
+    path = tmp_path / "run" / "eval" / "epoch1_oof.npz"
+    means, identities = write_part(path, ids, iter([views[:4], views[4:]]), "mean_identity", "float16")
+    with np.load(path) as data:
+        assert list(data["ids"]) == ids and list(data["views"]) == ["mean", "identity"]
+        np.testing.assert_array_equal(data["outputs"], views[:, :2].astype(np.float16))
+    out = load_outputs(tmp_path / "run", 1, "oof")
+    assert isinstance(out.outputs, np.memmap) and np.array_equal(out.rows(), views[:, :2].astype(np.float16))
+    np.testing.assert_array_equal(np.concatenate(means), views[:, 0])
+    np.testing.assert_array_equal(np.concatenate(identities), views[:, 1])
+    with pytest.raises(ValueError, match="9 rows of 'outputs' written, 10 announced"):
+        write_part(tmp_path / "cut.npz", ids, iter([views[:9]]), "all", "float32")
+    assert not (tmp_path / "cut.npz").exists()
+    write_part(tmp_path / "run" / "eval" / "epoch2_oof.npz", [], iter([]), "mean", "float32")
+    assert load_outputs(tmp_path / "run", 2, "oof").outputs.shape == (0, 1, 0)

@@ -12,7 +12,10 @@ the EMA weights under the tag `ema{E}` (metrics with "ema": true), so stacking c
 from __future__ import annotations
 
 import sys
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -71,13 +74,12 @@ def keep_views(outputs: torch.Tensor, form: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_images(model, task: Task, cache: ImageCache, ids, device: torch.device, batch_size: int,
-                   views: bool = True, channels_last: bool = False, form: str = "all") -> np.ndarray:
-    """Task predictions `[n, 8, d]` for the 8 views of each image (views in data.views.VIEW_NAMES order; with
-    `form` what keep_views keeps of them), or `[n, d]` for the image as it is (`views=False`), read from the memmap
-    `cache` in batches in file order."""
+def predicted_batches(model, task: Task, cache: ImageCache, ids, device: torch.device, batch_size: int,
+                      views: bool = True, channels_last: bool = False, form: str = "all") -> Iterator[np.ndarray]:
+    """Task predictions, a batch of ids at a time (float32): `[b, 8, d]` for the 8 views of each image (views in
+    data.views.VIEW_NAMES order; with `form` what keep_views keeps of them), or `[b, d]` for the image as it is
+    (`views=False`), read from the memmap `cache` in file order."""
     index = cache.rows(ids)
-    outputs = []
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         x = normalize(images)
@@ -91,19 +93,76 @@ def predict_images(model, task: Task, cache: ImageCache, ids, device: torch.devi
         order = np.argsort(np.argsort(index[start:start + batch_size]))  # memmap reads in file order
         images = torch.from_numpy(np.ascontiguousarray(cache.array[rows][order])).permute(0, 3, 1, 2).to(device)
         batch = keep_views(view_outputs(predict, images), form) if views else predict(images)
-        outputs.append(batch.float().cpu().numpy())
+        yield batch.float().cpu().numpy()
+
+
+def predict_images(model, task: Task, cache: ImageCache, ids, device: torch.device, batch_size: int,
+                   views: bool = True, channels_last: bool = False, form: str = "all") -> np.ndarray:
+    """predicted_batches, whole: `[n, 8, d]` (or the form's views) or `[n, d]`."""
+    outputs = list(predicted_batches(model, task, cache, ids, device, batch_size, views, channels_last, form))
     if not outputs:
         return np.zeros((0, len(rundir.VIEW_FORMS[form]), 0) if views else (0, 0), dtype=np.float32)
-    return np.concatenate(outputs).astype(np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
-def write_npz(path: Path, ids, outputs: np.ndarray, form: str = "all", dtype: str = "float32") -> None:
-    """Uncompressed (np.savez), so the readers can map `outputs` and read it in chunks of rows."""
+class NpzStream:
+    """An uncompressed .npz written array by array into an open file, the big one a batch of rows at a time
+    (np.savez needs it whole; a wide test part of 90k rows would be gigabytes in memory). The members are stored
+    as np.savez stores them, so np.load and the mapped readers (stacking.runs) read it the same."""
+
+    def __init__(self, file):
+        self.zip = zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True)
+
+    def add(self, name: str, array: np.ndarray) -> None:
+        with self.zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+    @contextmanager
+    def rows(self, name: str, n: int, dtype: str):
+        """A `write(batch)` for an [n, ...] array in `dtype`, n > 0; its header is written with the first batch
+        (which gives the other dimensions), and exactly n rows must arrive."""
+        written = 0
+        with self.zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+            def write(batch: np.ndarray) -> None:
+                nonlocal written
+                if written == 0:
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                              "shape": (n, *batch.shape[1:])}
+                    np.lib.format.write_array_header_2_0(f, header)
+                f.write(np.ascontiguousarray(batch, dtype=dtype).tobytes())
+                written += len(batch)
+            yield write
+        if written != n:
+            raise ValueError(f"NpzStream: {written} rows of {name!r} written, {n} announced")
+
+    def close(self) -> None:
+        self.zip.close()
+
+    def __enter__(self) -> "NpzStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_part(path: Path, ids, batches: Iterator[np.ndarray], form: str, dtype: str) -> tuple[list, list]:
+    """One part's eval npz, streamed (NpzStream), atomically; `batches` hold the 8 views (`form` all) or the mean
+    and the identity view (the others), from which the form's views are kept. Returns the rows' mean and identity
+    views, batch by batch (float32), which the metrics read."""
+    means, identities = [], []
     views = rundir.VIEW_FORMS[form]
-    if outputs.shape[1] != len(views):
-        raise ValueError(f"{path}: outputs with {outputs.shape[1]} views for form {form!r} ({len(views)})")
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, ids=np.asarray(list(ids), dtype=str), outputs=outputs.astype(dtype), views=np.asarray(views))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, NpzStream(f) as npz:
+        npz.add("ids", np.asarray(list(ids), dtype=str))
+        npz.add("views", np.asarray(views))
+        if not len(ids):
+            npz.add("outputs", np.zeros((0, len(views), 0), dtype))
+            return means, identities
+        with npz.rows("outputs", len(ids), dtype) as write:
+            for batch in batches:
+                means.append(batch.mean(axis=1) if form == "all" else batch[:, 0])
+                identities.append(batch[:, 0] if form == "all" else batch[:, 1])
+                write(batch[:, :len(views)])
+    return means, identities
 
 
 def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, device: str | None = None,
@@ -148,15 +207,14 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
             continue  # split `all` has no oof
         ids = list(frames[part]["object_id"])
         form = cfg.eval.views
-        outputs = predict_images(model, task, cache, ids, device, batch_size, channels_last=channels_last,
-                                 form="all" if form == "all" else "mean_identity")  # the metrics need both
+        batches = predicted_batches(model, task, cache, ids, device, batch_size, channels_last=channels_last,
+                                    form="all" if form == "all" else "mean_identity")  # the metrics need both
+        means, identities = write_part(rundir.eval_npz_path(run, tag, part), ids, batches, form, cfg.eval.dtype)
         if part == "oof":
-            mean, identity = (outputs.mean(axis=1), outputs[:, 0]) if form == "all" else (outputs[:, 0], outputs[:, 1])
             metrics["n"] = len(ids)
-            metrics["views"] = {"mean": task.metrics(mean, frames["oof"], cfg.dataroot, cfg),
-                                "identity": task.metrics(identity, frames["oof"], cfg.dataroot, cfg)}
-        write_npz(rundir.eval_npz_path(run, tag, part), ids, outputs[:, :1] if form == "mean" else outputs, form,
-                  cfg.eval.dtype)
+            metrics["views"] = {view: task.metrics(np.concatenate(rows) if rows else np.zeros((0, 0), np.float32),
+                                                   frames["oof"], cfg.dataroot, cfg)
+                                for view, rows in (("mean", means), ("identity", identities))}
     if "oof" in parts or "oof" not in frames:
         write_json(rundir.metrics_path(run, tag), metrics)
     return metrics
