@@ -260,6 +260,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def encoded_cache(dataroot: Path, sizes=(32, 64), batches: int = 40, batch: int = 256) -> list[dict]:
+    """The PNG cache (image_cache: png) against the decoded one on real photos: build seconds, bytes on disk,
+    and the rows per second a loader reads in random batches (the decoded memmap vs a PNG decode per row)."""
+    from fold0123.data.encoded import build_encoded_cache
+    from fold0123.data.images import build_image_cache
+    from fold0123.data.layout import read_test, read_train
+
+    ids = list(read_train(dataroot)["object_id"]) + list(read_test(dataroot)["object_id"])
+    rows, rng = [], np.random.default_rng(0)
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            entry = {"dataroot": str(dataroot), "photos": len(ids), "size": size}
+            for name, build in (("decoded", build_image_cache), ("png", build_encoded_cache)):
+                start = time.perf_counter()
+                cache = build(dataroot, ids, size, cache_dir, workers=2)
+                built = time.perf_counter() - start
+                picks = [np.sort(rng.choice(len(ids), batch, replace=False)) for _ in range(batches)]
+                start = time.perf_counter()
+                for pick in picks:
+                    np.asarray(cache.array[pick]).sum()
+                entry[name] = {"build_s": round(built, 2), "bytes": cache.path.stat().st_size,
+                               "rows_per_s": round(batches * batch / (time.perf_counter() - start))}
+            rows.append(entry)
+            print(json.dumps(entry), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
@@ -271,7 +298,15 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--out", default="results/scale/scale.json")
     parser.add_argument("--table", action="store_true", help="print the tables of --out's rows, measure nothing")
+    parser.add_argument("--encoded", default=None, metavar="DATAROOT",
+                        help="only measure the PNG cache against the decoded one on DATAROOT's photos")
     args = parser.parse_args()
+    if args.encoded:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"encoded": encoded_cache(Path(args.encoded)), "command": " ".join(sys.argv)},
+                                  indent=1))
+        return
     if args.table:
         print(table(json.loads(Path(args.out).read_text())["rows"]))
         return
