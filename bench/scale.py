@@ -88,11 +88,12 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> list[str]:
     return ids
 
 
-def make_dataroot(work: Path, n: int, k: int) -> Path:
-    """A classification competition of n photos (half train, half test) with k classes at random, and folds."""
+def make_dataroot(work: Path, n: int, k: int, kind: str = "classification") -> Path:
+    """A classification competition of n photos (half train, half test) with k classes at random, or (`kind`
+    regression, k unused) a regression one with a random target, and folds."""
     from fold0123.data.folds import write_folds
 
-    root = work / f"n{n}_k{k}"
+    root = work / (f"n{n}_k{k}" if kind == "classification" else f"n{n}_{kind}")
     if (root / "3fold2_test.csv").is_file():
         return root
     ids = make_photos(work / f"photos_n{n}", n)
@@ -101,11 +102,16 @@ def make_dataroot(work: Path, n: int, k: int) -> Path:
         (root / "photos").symlink_to(work / f"photos_n{n}")
     rng = np.random.default_rng(k)
     half = n // 2
-    pd.DataFrame({"object_id": ids[:half], "target": rng.integers(0, k, half)}).to_csv(root / "train.csv", index=False)
+    target = rng.integers(0, k, half) if kind == "classification" else rng.normal(size=half).round(4)
+    pd.DataFrame({"object_id": ids[:half], "target": target}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"object_id": ids[half:]}).to_csv(root / "test.csv", index=False)
-    classes = ", ".join(f"c{c}" for c in range(k))
-    (root / "competition.yml").write_text(f"name: scale{k}\nkind: classification\nmetric: accuracy\n"
-                                          f"classes: [{classes}]\ngroup_column: null\ncolumns: []\n")
+    if kind == "classification":
+        classes = ", ".join(f"c{c}" for c in range(k))
+        (root / "competition.yml").write_text(f"name: scale{k}\nkind: classification\nmetric: accuracy\n"
+                                              f"classes: [{classes}]\ngroup_column: null\ncolumns: []\n")
+    else:
+        (root / "competition.yml").write_text("name: scale\nkind: regression\nmetric: rmse\ngroup_column: null\n"
+                                              "columns: []\n")
     write_folds(root, k=3, batch_size=None, seed=0)
     return root
 
@@ -143,9 +149,9 @@ def train_and_eval(dataroot: Path, runs: Path, k: int, log: Path, forms: list[tu
     return out
 
 
-def fake_runs(dataroot: Path, runs: Path, k: int, form: str, dtype: str, seed: int = 0) -> None:
-    """Two classify experiments (a, b) on 3 folds + all whose eval files hold random class probabilities in
-    `form`, `dtype`, with the metrics, config and DONE the stack's readers check."""
+def fake_runs(dataroot: Path, runs: Path, k: int, form: str, dtype: str, seed: int = 0, task: str = "classify") -> None:
+    """Two experiments (a, b) on 3 folds + all whose eval files hold random class probabilities (task classify)
+    or k random numbers (task target) in `form`, `dtype`, with the metrics, config and DONE the readers check."""
     from fold0123.common import rundir
     from fold0123.data.layout import read_split, read_test
 
@@ -160,19 +166,21 @@ def fake_runs(dataroot: Path, runs: Path, k: int, form: str, dtype: str, seed: i
             if split != "all":
                 parts["oof"] = read_split(dataroot, split)[1]["object_id"].to_numpy()
             for part, ids in parts.items():
-                if part == "test" and split != "all":
-                    continue  # test_features: all reads the `all` run's test rows only
+                if part == "test" and split != "all" and task == "classify":
+                    continue  # the ensemble's test_features: all reads the `all` run's test rows only
                 values = rng.random((len(ids), len(views), k), dtype=np.float32) + 1e-3
-                values /= values.sum(axis=2, keepdims=True)
+                if task == "classify":
+                    values /= values.sum(axis=2, keepdims=True)
                 with open(rundir.eval_npz_path(run, "epoch1", part), "wb") as f:
                     np.savez(f, ids=np.asarray(ids, str), outputs=values.astype(dtype), views=np.asarray(views))
                 del values
-            score = {"accuracy": float(1 / k + rng.random() * 1e-3)} if split != "all" else {}
-            metrics = {"epoch": 1, "task": "classify", "split": split, "n": len(parts.get("oof", [])),
-                       "primary": "accuracy", "lower_is_better": False,
+            primary = "accuracy" if task == "classify" else "rmse"
+            score = {primary: float(1 / k + rng.random() * 1e-3)} if split != "all" else {}
+            metrics = {"epoch": 1, "task": task, "split": split, "n": len(parts.get("oof", [])),
+                       "primary": primary, "lower_is_better": task != "classify",
                        "views": {"mean": score, "identity": score}}
             rundir.metrics_path(run, "epoch1").write_text(json.dumps(metrics))
-            (run / "config.yml").write_text(f"exp: {exp}\nsplit: {split}\ntask: classify\ndataroot: {dataroot}\n")
+            (run / "config.yml").write_text(f"exp: {exp}\nsplit: {split}\ntask: {task}\ndataroot: {dataroot}\n")
             (run / "DONE").write_text("")
 
 
@@ -205,6 +213,22 @@ def ensemble_step(dataroot: Path, runs: Path, out: Path, log: Path) -> dict:
     cost = measured(["stack.py", "ensemble", "--conf", "parameters/stack.yml",
                      *[a for s in sets for a in ("--set", s)]], log)
     return {**cost, "bytes": folder_bytes(out)}
+
+
+def stack_step(work: Path, n: int, log: Path, width: int = 1) -> dict:
+    """stack.py (LightGBM on the mean, max, min and var of 8 views) over two target runs on a regression
+    competition of n photos: the stack's time and peak, which hold its whole feature table."""
+    dataroot = make_dataroot(work, n, 0, kind="regression")
+    fake = work / f"fake_stack_n{n}"
+    fake_runs(dataroot, fake, width, "all", "float32", task="target")
+    out = work / "stack_out"
+    shutil.rmtree(out, ignore_errors=True)
+    sets = [f"dataroot={dataroot}", f"checkpoints_dir={fake}", f"out_dir={out}", "answers=null",
+            "runs={a: last, b: last}", "infold=false", "blend_exp=null", "onehot_exp=null",
+            "postprocess_keep=never", "lgbm.num_boost_round=200", "lgbm.early_stopping_rounds=20"]
+    cost = measured(["stack.py", "--conf", "parameters/stack.yml", *[a for s in sets for a in ("--set", s)]], log)
+    shutil.rmtree(fake)
+    return {"n": n, "K": width, "stack all float32": cost}
 
 
 def slope(xs, ys) -> float | None:
@@ -244,8 +268,9 @@ def table(rows: list[dict]) -> str:
         mean, full = r["eval mean float16"], r.get("eval all float32")
         ratio = f"{full['bytes'] / mean['bytes']:.1f}" if full else "-"
         lines.append(f"| {r['K']:,} | {mean['bytes'] / 1e6:.1f} | {cell(full, 'bytes', 1e6)} | {ratio} |")
-    ensembles = [r for r in rows if any(k.startswith("ensemble") for k in r)]
-    modes = sorted({k for r in ensembles for k in r if k.startswith("ensemble")})
+    readers = ("ensemble", "stack")
+    ensembles = [r for r in rows if any(k.startswith(readers) for k in r)]
+    modes = sorted({k for r in ensembles for k in r if k.startswith(readers)})
     lines += ["", "| n | K | " + " | ".join(f"{m}: s, peak MB" for m in modes) + " |", "|" + "---|" * (2 + len(modes))]
     for r in ensembles:
         lines.append(f"| {r['n']:,} | {r['K']:,} | " + " | ".join(
@@ -298,9 +323,22 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one, removed)")
     parser.add_argument("--out", default="results/scale/scale.json")
     parser.add_argument("--table", action="store_true", help="print the tables of --out's rows, measure nothing")
+    parser.add_argument("--stack-only", action="store_true", help="only the stack's rows, added to --out's")
     parser.add_argument("--encoded", default=None, metavar="DATAROOT",
                         help="only measure the PNG cache against the decoded one on DATAROOT's photos")
     args = parser.parse_args()
+    if args.stack_only:  # the stack's rows, added to --out's
+        work = Path(args.work or tempfile.mkdtemp(prefix="fold0123_scale_"))
+        work.mkdir(parents=True, exist_ok=True)
+        out = Path(args.out)
+        saved = json.loads(out.read_text()) if out.is_file() else {"rows": [], "command": ""}
+        for n in args.sizes:
+            row = stack_step(work, n, work / "steps.log")
+            saved["rows"].append(row)
+            print(json.dumps(row), flush=True)
+        saved["command"] += " && " + " ".join(sys.argv)
+        out.write_text(json.dumps(saved, indent=1))
+        return
     if args.encoded:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
