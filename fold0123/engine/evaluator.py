@@ -145,10 +145,11 @@ class NpzStream:
         self.close()
 
 
-def write_part(path: Path, ids, batches: Iterator[np.ndarray], form: str, dtype: str) -> tuple[list, list]:
+def write_part(path: Path, ids, batches: Iterator[np.ndarray], form: str, dtype: str,
+               scored: bool = True) -> tuple[list, list]:
     """One part's eval npz, streamed (NpzStream), atomically; `batches` hold the 8 views (`form` all) or the mean
     and the identity view (the others), from which the form's views are kept. Returns the rows' mean and identity
-    views, batch by batch (float32), which the metrics read."""
+    views, batch by batch (float32), which the metrics read (`scored`: the oof part; none for the others)."""
     means, identities = [], []
     views = rundir.VIEW_FORMS[form]
     with atomic_path(path) as tmp, open(tmp, "wb") as f, NpzStream(f) as npz:
@@ -159,8 +160,9 @@ def write_part(path: Path, ids, batches: Iterator[np.ndarray], form: str, dtype:
             return means, identities
         with npz.rows("outputs", len(ids), dtype) as write:
             for batch in batches:
-                means.append(batch.mean(axis=1) if form == "all" else batch[:, 0])
-                identities.append(batch[:, 0] if form == "all" else batch[:, 1])
+                if scored:
+                    means.append(batch.mean(axis=1) if form == "all" else batch[:, 0])
+                    identities.append(batch[:, 0] if form == "all" else batch[:, 1])
                 write(batch[:, :len(views)])
     return means, identities
 
@@ -209,7 +211,8 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         form = cfg.eval.views
         batches = predicted_batches(model, task, cache, ids, device, batch_size, channels_last=channels_last,
                                     form="all" if form == "all" else "mean_identity")  # the metrics need both
-        means, identities = write_part(rundir.eval_npz_path(run, tag, part), ids, batches, form, cfg.eval.dtype)
+        means, identities = write_part(rundir.eval_npz_path(run, tag, part), ids, batches, form, cfg.eval.dtype,
+                                       scored=part == "oof")
         if part == "oof":
             metrics["n"] = len(ids)
             metrics["views"] = {view: task.metrics(np.concatenate(rows) if rows else np.zeros((0, 0), np.float32),
