@@ -60,18 +60,6 @@ def ensemble_weights(scores, factor: float = 1.0, lower_is_better: bool = False)
     return w / w.sum()
 
 
-def weighted_ensemble(probs: list[np.ndarray], weights) -> np.ndarray:
-    """sum_i w_i * probs_i with w normalised to sum 1: rows stay probability vectors."""
-    weights = np.asarray(weights, float)
-    if len(probs) != len(weights):
-        raise ValueError(f"weighted_ensemble: {len(probs)} probability arrays but {len(weights)} weights")
-    shapes = {np.shape(p) for p in probs}
-    if len(shapes) != 1:
-        raise ValueError(f"weighted_ensemble: probability arrays differ in shape: {sorted(shapes)}")
-    weights = weights / weights.sum()
-    return np.tensordot(weights, np.stack([np.asarray(p, float) for p in probs]), axes=1)
-
-
 @dataclass
 class Redistribution:
     labels: np.ndarray        # [n] class per object after re-distribution
@@ -154,8 +142,14 @@ def mix(members: dict, weights, chunk: int | None = None, keep: bool = True,
     computed a chunk of rows at a time in float64: (the mixture [n, C] float32, or None without `keep`; its
     summary; each member's summary). `sink(start, chunk, n)` receives each mixed chunk (a file written as it goes).
     Memory: one chunk of every member and the per-row summaries, plus the mixture only when it is kept."""
-    weights = np.asarray(weights, float) / np.sum(weights)
-    n, width = next(iter(members.values())).shape
+    weights = np.asarray(weights, float)
+    if len(weights) != len(members):
+        raise ValueError(f"mix: {len(members)} members but {len(weights)} weights")
+    shapes = {tuple(rows.shape) for rows in members.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"mix: the members' probabilities differ in shape: {sorted(shapes)}")
+    weights = weights / weights.sum()  # rows stay probability vectors
+    n, width = shapes.pop()
     chunk = chunk or chunk_rows(width)
     mixture = np.empty((n, width), np.float32) if keep else None
     summaries, parts = [ClassSummary.of(np.zeros((0, width)))], {name: [] for name in members}

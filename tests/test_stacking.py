@@ -199,9 +199,12 @@ def test_weighted_ensemble_on_hand_made_probabilities():
     b = np.array([[0, 1.0, 0, 0], [0, 0, 0.5, 0.5]])
     w = ens.ensemble_weights([0.8, 0.4], factor=1)            # accuracy-like: the first is better
     np.testing.assert_allclose(w, [2 / 3, 1 / 3])
-    out = ens.weighted_ensemble([a, b], w)
-    np.testing.assert_allclose(out, [[2 / 3, 1 / 3, 0, 0], [1 / 3, 1 / 3, 1 / 6, 1 / 6]])
-    np.testing.assert_allclose(out.sum(axis=1), 1.0)        # a probability, not a mean of weights / count
+    out, summary, _ = ens.mix({"a": ens.ArrayRows(a), "b": ens.ArrayRows(b)}, w)
+    np.testing.assert_allclose(out, [[2 / 3, 1 / 3, 0, 0], [1 / 3, 1 / 3, 1 / 6, 1 / 6]], rtol=1e-6)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-6)  # a probability, not a mean of weights / count
+    assert summary.labels.tolist() == [0, 0] and summary.top5[1, :2].tolist() == [0, 1]  # ties: the lower class
+    with pytest.raises(ValueError, match="differ in shape"):
+        ens.mix({"a": ens.ArrayRows(a), "b": ens.ArrayRows(b[:, :3])}, w)
     w = ens.ensemble_weights([0.4, 0.8], factor=1, lower_is_better=True)   # RMSE-like: the first is better
     np.testing.assert_allclose(w, [2 / 3, 1 / 3])
     w = ens.ensemble_weights([0.9, 0.8, 0.85], factor=25)
