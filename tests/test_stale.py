@@ -178,6 +178,11 @@ def test_a_key_added_later_at_its_old_behaviour_makes_nothing_stale():
     assert differences(before, Fingerprint({"lr": 0.001, **ADDED_LATER})) == []
     assert differences(before, Fingerprint({"lr": 0.001, **ADDED_LATER, "resize": "crop"})) == [
         "resize: 'pad' -> 'crop'"]
+    # every listed key is a real key of the run schema, at the value it defaults to (what an older run did)
+    from fold0123.common.fingerprint import config_identity
+    from fold0123.common.schema import RunConfig
+    defaults = config_identity(RunConfig(exp="x"))
+    assert {k: defaults.get(k, "<no such key>") for k in ADDED_LATER} == ADDED_LATER
 
 
 def test_a_changed_competition_spec_makes_a_run_stale(tmp_path):

@@ -104,8 +104,13 @@ def read_fingerprint(path: str | Path) -> Fingerprint | None:
 # fingerprint without such a key was made with that behaviour, so the new key alone makes nothing stale.
 ADDED_LATER = {"resize": "pad", "label_smoothing": 0.0, "head": "linear", "layer_decay": 1.0,
                "arcface.subcenters": 3, "arcface.scale": 30.0, "arcface.margin_min": 0.05, "arcface.margin_max": 0.5,
-               "cpu_extras": False, "sync_bn": False, "transfer": "backbone",
-               "mim.mask_ratio": 0.6}
+               "cpu_extras": False, "sync_bn": False, "transfer": "backbone", "mim.mask_ratio": 0.6,
+               # the training-recipe keys (issue 19): off, or torchvision's model, as every earlier run trained
+               "stem": "imagenet", "width": 64, "drop_path": 0.0, "augmentation.crop_scale": None,
+               "augmentation.crop_ratio": [0.75, 4 / 3], "augmentation.policy": "none", "augmentation.magnitude": 9,
+               "augmentation.color_jitter": 0.0, "augmentation.erasing": 0.0, "mixup.mixup_alpha": 0.0,
+               "mixup.cutmix_alpha": 0.0, "mixup.prob": 1.0, "mixup.off_epochs": 0, "ema.decay": 0.0,
+               "ema.warmup": True}
 
 
 def differences(stored: Fingerprint | None, now: Fingerprint) -> list[str]:
