@@ -382,6 +382,8 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
         if kind == "npy":  # a temporary name until everything below has worked
             sink = NpyRows(stack.enter_context(open(stack.enter_context(atomic_path(probs_path)), "wb")))
         result = ensemble_probabilities(cfg, keep=kind == "csv", sink=sink)
+        if sink is not None and sink.written == 0:  # no test rows: still a valid, empty array
+            sink(0, np.zeros((0, competition.n_classes), np.float32), 0)
         notes = []
         if cfg.answers and Path(cfg.answers).is_file():
             result.answers_table = score_ensemble(result, cfg.answers, competition)
