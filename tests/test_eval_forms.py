@@ -224,3 +224,15 @@ def test_a_streamed_npz_is_what_np_savez_writes(tmp_path):
     assert not (tmp_path / "cut.npz").exists()
     write_part(tmp_path / "run" / "eval" / "epoch2_oof.npz", [], iter([]), "mean", "float32")
     assert load_outputs(tmp_path / "run", 2, "oof").outputs.shape == (0, 1, 0)
+
+
+def test_a_loaded_file_reads_as_it_was_when_a_re_evaluation_replaces_it(synth):
+    """The mapped reader reads through the handle it opened: a file renamed over it meanwhile (evaluate.py
+    writing the same epoch again) changes nothing for a reader that already holds it, half way or not."""
+    root, runs = synth
+    run = run_dir(runs, "target", "3fold0")
+    held = load_outputs(run, 1, "oof")
+    before = held.rows()
+    save_npz(run / "eval" / "epoch1_oof.npz", held.ids, before + 1.0)  # atomically renamed over it
+    assert np.array_equal(held.rows(), before) and np.array_equal(held.view("mean", [2, 0]), before[[2, 0]].mean(1))
+    assert np.array_equal(load_outputs(run, 1, "oof").rows(), before + 1.0)  # a new load sees the new file

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,6 +48,7 @@ class Outputs:
                          # be); read it through rows() and view(), which give float32
     path: Path
     views: tuple[str, ...] = VIEWS
+    handle: object = field(default=None, repr=False, compare=False)  # the file as it was when mapped (see rows)
 
     @property
     def form(self) -> str:
@@ -56,17 +57,19 @@ class Outputs:
     def rows(self, index=slice(None)) -> np.ndarray:
         """`[len(index), V, d]` float32 of the rows `index` (positions in the file). A mapped file is read with
         plain reads of the span the rows cover, never through the map: mapped pages once touched count in the
-        process's resident memory until it exits, read ones stay in the OS's page cache only."""
+        process's resident memory until it exits, read ones stay in the OS's page cache only. The reads go through
+        the handle opened with the map, so a file replaced meanwhile (a re-evaluation) is never read half old."""
         mapped = self.outputs
-        if not isinstance(mapped, np.memmap) or not mapped.flags.c_contiguous:
+        if not isinstance(mapped, np.memmap) or not mapped.flags.c_contiguous or self.handle is None:
             return np.asarray(mapped[index], dtype=np.float32)
         rows = np.arange(len(mapped))[index] if isinstance(index, slice) else np.asarray(index, np.int64)
         if rows.size == 0:
             return np.zeros((0, *mapped.shape[1:]), np.float32)
         low, high = int(rows.min()), int(rows.max()) + 1
         row_values = int(np.prod(mapped.shape[1:]))
-        block = np.fromfile(mapped.filename, mapped.dtype, count=(high - low) * row_values,
-                            offset=mapped.offset + low * row_values * mapped.dtype.itemsize)
+        size = mapped.dtype.itemsize
+        data = os.pread(self.handle.fileno(), (high - low) * row_values * size, mapped.offset + low * row_values * size)
+        block = np.frombuffer(data, mapped.dtype)
         block = block.reshape(high - low, *mapped.shape[1:])
         whole_span = len(rows) == high - low and bool(np.all(np.diff(rows) == 1))
         return (block if whole_span else block[rows - low]).astype(np.float32, copy=False)
@@ -87,27 +90,25 @@ class Outputs:
                            f"cannot come from it: use aggregations: [mean], or evaluate with eval.views: all")
 
 
-def _npz_member(path: str, name: str) -> np.ndarray | None:
-    """A read-only memory map of the array `name` of an npz stored uncompressed (np.savez writes them so), or None
-    when it is compressed (then np.load reads it whole)."""
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(f"{name}.npy")
+def _npz_member(handle, name: str) -> np.ndarray | None:
+    """A read-only memory map of the array `name` of the npz open as `handle`, stored uncompressed (np.savez
+    writes them so), or None when it is compressed (then np.load reads it whole)."""
+    info = zipfile.ZipFile(handle).getinfo(f"{name}.npy")
     if info.compress_type != zipfile.ZIP_STORED:
         return None
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)  # the zip local file header: name and extra-field lengths at bytes 26..29
-        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-        f.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                                 else np.lib.format.read_array_header_2_0(f))
-        offset = f.tell()
+    handle.seek(info.header_offset)
+    local = handle.read(30)  # the zip local file header: name and extra-field lengths at bytes 26..29
+    name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    handle.seek(info.header_offset + 30 + name_len + extra_len)
+    version = np.lib.format.read_magic(handle)
+    shape, fortran, dtype = (np.lib.format.read_array_header_1_0(handle) if version == (1, 0)
+                             else np.lib.format.read_array_header_2_0(handle))
+    offset = handle.tell()
     if dtype.hasobject:
         raise ValueError(f"array {name!r} holds Python objects")
     if not shape or 0 in shape:
         return np.zeros(shape, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
+    return np.memmap(handle, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")
 
 
 CHUNK_VALUES = 1 << 20  # values per read where a reader walks a whole file (the finite check, the ensemble)
@@ -154,19 +155,31 @@ def eval_path(run: Path, epoch: int | str, part: str) -> Path:
 
 @lru_cache(maxsize=256)
 def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
+    handle = None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        handle = open(path, "rb")  # everything below reads this one file, even if it is replaced meanwhile
+        with np.load(handle, allow_pickle=False) as data:
             if "ids" not in data or "outputs" not in data:
                 raise RunError(f"{path}: expected arrays 'ids' and 'outputs' (has {', '.join(data.files)})")
             ids = data["ids"]
             views = tuple(str(v) for v in data["views"]) if "views" in data else VIEWS
-            outputs = _npz_member(path, "outputs")
+            outputs = _npz_member(handle, "outputs")
             if outputs is None:
                 outputs = data["outputs"]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: a zero-byte file
+        found = _checked(path, ids, outputs, views, handle if isinstance(outputs, np.memmap) else None)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RunError) as err:  # EOFError: a zero-byte file
+        if handle is not None:
+            handle.close()
         if isinstance(err, RunError):
             raise
         raise RunError(f"{path}: not a readable npz ({str(err).splitlines()[0]})") from None
+    if found.handle is None:
+        handle.close()
+    return found
+
+
+def _checked(path: str, ids: np.ndarray, outputs: np.ndarray, views: tuple, handle) -> Outputs:
+    """The file's arrays as Outputs, once their types, shapes and values are what the contract says."""
     if ids.dtype.kind != "U":
         raise RunError(f"{path}: 'ids' must be a unicode string array, got dtype {ids.dtype}")
     if views not in rundir.VIEW_FORMS.values():
@@ -175,7 +188,7 @@ def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
         raise RunError(f"{path}: 'outputs' must be [n={len(ids)}, {len(views)}, d], got {list(outputs.shape)}")
     if outputs.dtype.kind not in "fiu":  # evaluate.py writes float32 or float16; rows() reads any as float32
         raise RunError(f"{path}: 'outputs' must be numbers (float32 or float16), got dtype {outputs.dtype}")
-    found = Outputs(ids=ids, outputs=outputs, path=Path(path), views=views)
+    found = Outputs(ids=ids, outputs=outputs, path=Path(path), views=views, handle=handle)
     step = max(1, CHUNK_VALUES // max(int(np.prod(outputs.shape[1:])), 1))
     for start in range(0, len(ids), step):
         chunk = found.rows(slice(start, start + step))
@@ -185,7 +198,7 @@ def _load_npz(path: str, mtime_ns: int, size: int) -> Outputs:
     if not isinstance(outputs, np.memmap):
         outputs.flags.writeable = False
     ids.flags.writeable = False
-    return Outputs(ids=ids, outputs=outputs, path=Path(path), views=views)
+    return found
 
 
 def load_outputs(run: str | Path, epoch: int | str, part: str) -> Outputs:
