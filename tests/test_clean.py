@@ -95,3 +95,27 @@ def test_the_recipe_cleans_then_trains_every_task_on_the_clean_splits_and_stacks
     assert calls[0][:3] == ("cli", "stack.py", "clean")
     assert calls[1:3] == [("launch", "a.yml", "--splits", splits), ("launch", "b.yml", "--splits", splits)]
     assert calls[-1][:2] == ("cli", "stack.py") and "split_suffix=_clean" in calls[-1]
+
+
+def test_the_recipes_pseudo_rounds_each_build_on_the_last(monkeypatch):
+    """recipe.py with `pseudo_rounds: 3` (issue 21): round r pseudo-labels from round r-1's runs and stack, trains
+    every task on `{split}_pseudo{r}` and stacks it; round 1 builds on the plain splits."""
+    from fold0123.common.schema import RecipeConfig
+    from fold0123.launcher import recipe
+    from tests.conftest import ROOT
+
+    calls = []
+    monkeypatch.setattr(recipe, "run_cli", lambda *args: calls.append(("cli",) + args))
+    monkeypatch.setattr(recipe, "launch", lambda cfg, conf, redo, *args: calls.append(("launch", conf) + args))
+    cfg = RecipeConfig(stack=str(ROOT / "parameters/tiny/stack.yml"), tasks=["a.yml"], answers=None,
+                       devices="cpu", pseudo_rounds=3)
+    recipe.pseudo_label_rounds(cfg)
+    pseudo = [c for c in calls if c[:3] == ("cli", "stack.py", "pseudo")]
+    assert [c[c.index("--round") + 1] for c in pseudo] == ["1", "2", "3"]
+    assert [[a for a in c if a.startswith("split_suffix=")] for c in pseudo] == [
+        ["split_suffix="], ["split_suffix=_pseudo1"], ["split_suffix=_pseudo2"]]
+    launched = [c[-1] for c in calls if c[0] == "launch"]
+    assert launched == [",".join(f"{s}_pseudo{r}" for s in ("3fold0", "3fold1", "3fold2", "all")) for r in (1, 2, 3)]
+    stacks = [c for c in calls if c[:2] == ("cli", "stack.py") and c[2] != "pseudo"]
+    assert [[a for a in c if a.startswith("split_suffix=")] for c in stacks] == [
+        [f"split_suffix=_pseudo{r}"] for r in (1, 2, 3)]
