@@ -37,7 +37,8 @@ from fold0123.common.schema import StackConfig
 from fold0123.data.answers import read_answers, score_answers
 from fold0123.data.competition import Competition, read_competition, score
 from fold0123.data.layout import read_train
-from fold0123.data.metrics import expected_class, rmse
+from fold0123.data.metrics import expected_class, rmse, top_k_classes, top_k_hit_rate
+from fold0123.data.npy_rows import NpyRows
 from fold0123.data.pixel_stats import cache_file, pixel_features
 from fold0123.reports.markdown import timestamp, write_report
 from fold0123.stacking.features import MeanSources, mean_sources
@@ -110,8 +111,7 @@ class ClassSummary:
     @classmethod
     def of(cls, probs: np.ndarray) -> "ClassSummary":
         labels = probs.argmax(axis=1)
-        top5 = np.argsort(-probs, axis=1, kind="stable")[:, :5].copy()  # a copy: the view would keep [n, C] alive
-        return cls(labels=labels, top5=top5,
+        return cls(labels=labels, top5=top_k_classes(probs, 5),
                    expected=expected_class(probs), top=probs[np.arange(len(probs)), labels])
 
     @classmethod
@@ -140,7 +140,8 @@ def mix(members: dict, weights, chunk: int | None = None, keep: bool = True,
         sink=None) -> tuple[np.ndarray | None, ClassSummary, dict[str, ClassSummary]]:
     """sum_i w_i * p_i over the members' rows (MeanRows or ArrayRows, `{name: rows}` in the order of `weights`),
     computed a chunk of rows at a time in float64: (the mixture [n, C] float32, or None without `keep`; its
-    summary; each member's summary). `sink(start, chunk, n)` receives each mixed chunk (a file written as it goes).
+    summary; each member's summary). `sink(chunk, n)` receives each mixed chunk (data.npy_rows: a file written as
+    it goes).
     Memory: one chunk of every member and the per-row summaries, plus the mixture only when it is kept."""
     weights = np.asarray(weights, float)
     if len(weights) != len(members):
@@ -162,7 +163,7 @@ def mix(members: dict, weights, chunk: int | None = None, keep: bool = True,
         if keep:
             mixture[start:start + len(total)] = total
         if sink is not None:
-            sink(start, total.astype(np.float32), n)
+            sink(total.astype(np.float32), n)
         summaries.append(ClassSummary.of(total))
     return mixture, ClassSummary.concat(summaries), {name: ClassSummary.concat(summaries[:1] + p)
                                                      for name, p in parts.items()}
@@ -209,15 +210,11 @@ def _label_scores(y, labels, competition) -> dict:
     return out
 
 
-def _top5(y, summary: ClassSummary) -> float:
-    return float(np.mean((summary.top5 == np.asarray(y).astype(int)[:, None]).any(1))) if len(y) else float("nan")
-
-
 def _class_scores(y, summary: ClassSummary, competition) -> dict:
     """`_label_scores` of the argmax, plus what needs the probabilities: top-5 accuracy, the expected class's RMSE."""
     out = _label_scores(y, summary.labels, competition)
     if competition.metric == "top5_accuracy":
-        out["top5_accuracy"] = _top5(y, summary)
+        out["top5_accuracy"] = top_k_hit_rate(y, summary.top5)
     if competition.kind == "ordinal":
         out["rmse_expected"] = rmse(y, summary.expected)
     return out
@@ -265,7 +262,7 @@ def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None, keep: boo
     """Weighted ensemble of the class probabilities of cfg.ensemble.runs (weights from their metrics), the
     submitted labels (argmax, or re-distributed with `ensemble.submit: redistributed`) and their scores. The runs'
     eval files are read `chunk` rows at a time (default: about 1M values per run), never whole, and the test
-    mixture goes to `sink(start, rows, n)` as it is made: memory holds per-row summaries, and the two mixtures
+    mixture goes to `sink(rows, n)` as it is made: memory holds per-row summaries, and the two mixtures
     ([n, C] float32) only with `keep` or re-distribution (which sorts whole columns), whatever the runs or views."""
     ecfg = cfg.ensemble
     competition = read_competition(cfg.dataroot)
@@ -333,7 +330,7 @@ def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> 
     table = {}
     for name, pred in rows.items():
         if metric == "top5_accuracy":  # the top-5 classes of the probabilities; re-distributed labels count alone
-            table[name] = _top5(y, pred) if isinstance(pred, ClassSummary) else score("accuracy", y, pred)
+            table[name] = top_k_hit_rate(y, pred.top5) if isinstance(pred, ClassSummary) else score("accuracy", y, pred)
         else:
             table[name] = score(metric, y, pred.labels if isinstance(pred, ClassSummary) else pred)
     return pd.Series(table, name=f"{metric} on the answers").to_frame()
@@ -352,21 +349,6 @@ def write_probabilities(path: Path, ids, probs: np.ndarray, labels: dict[str, np
             frame.to_csv(f, index=False, header=start == 0)
 
 
-@dataclass
-class NpyRows:
-    """A sink for ensemble_probabilities: the test mixture as an [n, C] float32 .npy in an open file, a chunk of
-    rows at a time (the header once the first chunk says the shape), so it is never whole in memory."""
-    file: object
-    written: int = 0
-
-    def __call__(self, start: int, rows: np.ndarray, n: int) -> None:
-        if start == 0:
-            header = {"descr": "<f4", "fortran_order": False, "shape": (n, rows.shape[1])}
-            np.lib.format.write_array_header_1_0(self.file, header)
-        self.file.write(np.ascontiguousarray(rows, "<f4").tobytes())
-        self.written += len(rows)
-
-
 def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     """ensemble_probabilities + files in out_dir: the test probabilities (`ensemble.probabilities`: csv
     `ensemble_{stamp}_probs.csv` with object_id, p0..p{K-1}, label [, label_redistributed]; npy
@@ -380,10 +362,10 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     with ExitStack() as stack:
         sink = None
         if kind == "npy":  # a temporary name until everything below has worked
-            sink = NpyRows(stack.enter_context(open(stack.enter_context(atomic_path(probs_path)), "wb")))
+            sink = NpyRows(stack.enter_context(open(stack.enter_context(atomic_path(probs_path)), "wb")), "<f4")
         result = ensemble_probabilities(cfg, keep=kind == "csv", sink=sink)
         if sink is not None and sink.written == 0:  # no test rows: still a valid, empty array
-            sink(0, np.zeros((0, competition.n_classes), np.float32), 0)
+            sink(np.zeros((0, competition.n_classes), np.float32), 0)
         notes = []
         if cfg.answers and Path(cfg.answers).is_file():
             result.answers_table = score_ensemble(result, cfg.answers, competition)

@@ -2,7 +2,7 @@
 the same pixels, so the same run, bit for bit; a blob cut short is never read."""
 from __future__ import annotations
 
-import pickle
+from copy import deepcopy
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ def test_the_blob_holds_the_decoded_caches_pixels_and_a_cut_blob_is_rebuilt(tmp_
     rows = np.array([5, 0, 17, 3])
     assert np.array_equal(encoded.array[rows], decoded.array[rows])
     assert np.array_equal(encoded.array[2:9], decoded.array[2:9]) and np.array_equal(encoded.array[7], decoded.array[7])
-    copy = pickle.loads(pickle.dumps(encoded.array))  # a spawned worker maps the file again
+    copy = deepcopy(encoded.array)  # through __getstate__/__setstate__, as a spawned worker gets it: mapped again
     assert isinstance(copy, EncodedImages) and np.array_equal(copy[rows], decoded.array[rows])
     assert build_encoded_cache(dataroot, ids, (24, 32), tmp_path / "cache").decoded == 0  # reused
     path = encoded.path

@@ -23,6 +23,12 @@ def height_width(size: Size) -> tuple[int, int]:
     return h, w
 
 
+def cache_stem(size: Size) -> str:
+    """The start of every image cache's file name at `size` (data.images.cache_path adds the ids' hash)."""
+    h, w = height_width(size)
+    return f"images_{h if h == w else f'{h}x{w}'}"
+
+
 NPY_HEADER = 128  # numpy's .npy header (format 1.0, padded to 64-byte blocks: 128 for any 4-d uint8 shape)
 
 
@@ -95,12 +101,11 @@ def cache_bill(dataroot: Path, size: Size, cache_dir: Path, image_cache: str = "
     n = csv_rows(Path(dataroot) / "train.csv") + csv_rows(Path(dataroot) / "test.csv")
     h, w = height_width(size)
     needed = cache_bytes(n, size)
-    tag = h if h == w else f"{h}x{w}"
-    built = any(p.stat().st_size == needed for p in Path(cache_dir).glob(f"images_{tag}_*.npy"))
+    built = any(p.stat().st_size == needed for p in Path(cache_dir).glob(f"{cache_stem(size)}_*.npy"))
     line = f"image cache: {n} photos at {h}x{w}: {human(needed)} in {cache_dir}"
     if image_cache == "png":
         return line.replace(f": {human(needed)} in", f": kept as PNG (decoded {human(needed)}) in"), None
     if built:
         return line + " (built: reused)", None
-    problem = room_problem(Path(cache_dir) / f"images_{tag}.npy", n, size)
+    problem = room_problem(Path(cache_dir) / f"{cache_stem(size)}.npy", n, size)
     return line, problem

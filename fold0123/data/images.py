@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from fold0123.common.costs import Size, cache_bytes, height_width, room_problem  # noqa: F401 (re-exported)
+from fold0123.common.costs import Size, cache_bytes, cache_stem, height_width, room_problem  # noqa: F401
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import (DiskFullError, atomic_path, cpu_cores, exclusive_lock, make_dir,
                                 remove_orphaned_temporaries)
@@ -141,8 +141,7 @@ def cache_path(dataroot: str | Path, object_ids: Sequence[str], size: Size, cach
     digest.update("\n".join(object_ids).encode())
     # a replaced photo (new size or mtime) gives a new cache instead of its old pixels (common.fingerprint)
     digest.update(stat_digest(photo_path(dataroot, i) for i in object_ids).encode())
-    h, w = height_width(size)
-    return Path(cache_dir) / f"images_{h if h == w else f'{h}x{w}'}_{digest.hexdigest()[:16]}.npy"
+    return Path(cache_dir) / f"{cache_stem(size)}_{digest.hexdigest()[:16]}.npy"
 
 
 def _open_existing(path: Path, n: int, size: Size) -> np.ndarray | None:

@@ -35,11 +35,20 @@ def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int = 5) ->
     class index, as a stable sort gives, so a constant prediction scores what its first k classes are worth.
     (scikit-learn's `top_k_accuracy_score` breaks ties the other way, highest index first, and needs `labels`
     when a class is absent from y_true: not used here for that reason.)"""
-    probabilities = np.asarray(probabilities, np.float64)
+    return top_k_hit_rate(y_true, top_k_classes(np.asarray(probabilities, np.float64), k))
+
+
+def top_k_classes(probabilities: np.ndarray, k: int = 5) -> np.ndarray:
+    """`[n, min(k, K)]` the k most probable classes of each row, ties to the lower class index (a stable sort); a
+    copy, so that it does not keep the whole sort of a wide `[n, K]` alive."""
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :k].copy()
+
+
+def top_k_hit_rate(y_true: np.ndarray, top: np.ndarray) -> float:
+    """Share of rows whose true class is among `top` (top_k_classes); nan for no rows."""
     if len(y_true) == 0:
         return float("nan")
-    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-    return float(np.mean((top == np.asarray(y_true)[:, None]).any(1)))
+    return float(np.mean((top == np.asarray(y_true).astype(int)[:, None]).any(1)))
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -26,6 +26,7 @@ from fold0123.common.schema import RunConfig
 from fold0123.common import rundir
 from fold0123.data.datasets import normalize
 from fold0123.data.images import ImageCache
+from fold0123.data.npy_rows import NpyRows
 from fold0123.data.views import view_outputs
 from fold0123.engine.setup import configure_torch, resolve_device, uses_channels_last, wrap_model
 from fold0123.models.checkpoints import EMA_KEY, CheckpointError, load_weights, read_checkpoint
@@ -121,19 +122,11 @@ class NpzStream:
     def rows(self, name: str, n: int, dtype: str):
         """A `write(batch)` for an [n, ...] array in `dtype`, n > 0; its header is written with the first batch
         (which gives the other dimensions), and exactly n rows must arrive."""
-        written = 0
         with self.zip.open(f"{name}.npy", "w", force_zip64=True) as f:
-            def write(batch: np.ndarray) -> None:
-                nonlocal written
-                if written == 0:
-                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                              "shape": (n, *batch.shape[1:])}
-                    np.lib.format.write_array_header_2_0(f, header)
-                f.write(np.ascontiguousarray(batch, dtype=dtype).tobytes())
-                written += len(batch)
-            yield write
-        if written != n:
-            raise ValueError(f"NpzStream: {written} rows of {name!r} written, {n} announced")
+            rows = NpyRows(f, dtype)
+            yield lambda batch: rows(batch, n)
+        if rows.written != n:
+            raise ValueError(f"NpzStream: {rows.written} rows of {name!r} written, {n} announced")
 
     def close(self) -> None:
         self.zip.close()

@@ -61,8 +61,7 @@ class ClipTask(Task):
         if not theirs.is_file():
             raise LayoutError(f"{theirs}: missing: `transfer: full` of a clip model needs the tokenizer of the run "
                               f"it came from, beside its checkpoint")
-        if not own.is_file() or own.read_bytes() != theirs.read_bytes():
-            write_text(own, theirs.read_text())
+        write_text(own, theirs.read_text())
         self._tokenizer = None
 
     def tokenizer(self, cfg: RunConfig):
