@@ -234,6 +234,19 @@ def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, 
                 raise RuntimeError("injected fault")
             return loss(self, outputs, targets)
         Task.loss = failing
+    if fault == "kill" and rank == 0:
+        # the launcher's SIGTERM landing at the worst moment: as rank 0 starts to write FAILED, before it could
+        # ignore SIGTERM (a race CI once hit); it must still name the dead rank
+        from fold0123.engine import distributed
+
+        ignore = distributed._ignore_sigterm
+
+        def terminated_first():
+            distributed._ignore_sigterm = ignore
+            distributed._catch_sigterm()  # as if the launcher's SIGTERM had not landed yet
+            os.kill(os.getpid(), signal.SIGTERM)
+            ignore()
+        distributed._ignore_sigterm = terminated_first
     train(cfg, split, device="cpu", resume=resume, progress=False)
 
 

@@ -299,18 +299,29 @@ def _train_locked(cfg: RunConfig, split: str, run: Path, device: torch.device, r
     try:
         _train(cfg, split, run, device, resume, progress, fingerprint, found, env)
     except BaseException as err:
-        if env.is_main:
-            line = distributed.failure_line(env, err)
-            try:
-                write_text(rundir.failed_path(run), f"{line}\n")
-            except (OSError, DiskFullError) as marker_err:  # the disk is full: the error matters more than its marker
-                why = getattr(marker_err, "strerror", None) or "no space left on the device"
-                print(f"{run}: could not write {rundir.FAILED} ({why}); the run failed: {line.partition(': ')[2]}",
-                      file=sys.stderr)
+        try:
+            _mark_failed(run, env, err)
+        except distributed.RankTerminated as late:
+            # the launcher's SIGTERM landed before failure_line could ignore it (the handler raises once, then
+            # ignores SIGTERM): mark the run from there
+            _mark_failed(run, env, late)
         raise
     if env.is_main:
         write_text(rundir.done_path(run), time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return run
+
+
+def _mark_failed(run: Path, env: DistEnv, err: BaseException) -> None:
+    """FAILED with the error's line (rank 0 only: under DDP naming the rank that failed)."""
+    if not env.is_main:
+        return
+    line = distributed.failure_line(env, err)
+    try:
+        write_text(rundir.failed_path(run), f"{line}\n")
+    except (OSError, DiskFullError) as marker_err:  # the disk is full: the error matters more than its marker
+        why = getattr(marker_err, "strerror", None) or "no space left on the device"
+        print(f"{run}: could not write {rundir.FAILED} ({why}); the run failed: {line.partition(': ')[2]}",
+              file=sys.stderr)
 
 
 @dataclass
