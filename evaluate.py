@@ -5,6 +5,8 @@
     python evaluate.py --run DIR --watch [--every N]                 each new checkpoint as train.py writes it
     python evaluate.py --run DIR --soup N                            uniform soup of the last N epochs:
         writes DIR/soup{N}.pth and evaluates it as eval/soup{N}_{part}.npz and eval/soup{N}_metrics.json
+    python evaluate.py --run DIR --step S                            the step checkpoint DIR/step{S}.pth
+        (eval_every_steps) as eval/step{S}_{part}.npz; --watch evaluates those too, after the epochs ready
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import sys
 
 from fold0123.common import rundir
 from fold0123.common.errors import cli_main
-from fold0123.engine.evaluator import evaluate_epoch, evaluate_soup
+from fold0123.engine.evaluator import evaluate_epoch, evaluate_soup, evaluate_step
 from fold0123.engine.watch import watch_run
 
 
@@ -39,6 +41,7 @@ def main(argv=None) -> None:
     what.add_argument("--epoch", type=int, help="evaluate {run}/{epoch}.pth")
     what.add_argument("--watch", action="store_true", help="evaluate checkpoints as they appear; exit after DONE")
     what.add_argument("--soup", type=int, metavar="N", help="uniform soup of the last N epoch checkpoints")
+    what.add_argument("--step", type=int, metavar="S", help="evaluate {run}/step{S}.pth (eval_every_steps)")
     parser.add_argument("--every", type=int, default=None,
                         help="--watch: only every Nth epoch, always the last (default: the config's eval.every)")
     parser.add_argument("--parts", default=None, help="comma list of oof,test,train (default: the config's)")
@@ -50,9 +53,12 @@ def main(argv=None) -> None:
     parts = args.parts.split(",") if args.parts else None
     if args.watch:
         evaluate = functools.partial(_evaluate_quietly, parts=parts, device=args.device)
+        steps = functools.partial(_evaluate_step_quietly, parts=parts, device=args.device)
         sys.exit(watch_run(args.run, evaluate, every=args.every, timeout_s=args.timeout,
-                           wait_lock=args.wait_lock).exit_code)
-    if args.soup is not None:
+                           wait_lock=args.wait_lock, evaluate_step=steps).exit_code)
+    if args.step is not None:
+        print(_summary(evaluate_step(args.run, args.step, parts=parts, device=args.device)))
+    elif args.soup is not None:
         print(_summary(evaluate_soup(args.run, args.soup, parts=parts, device=args.device)))
     else:
         for metrics in evaluate_epoch(args.run, args.epoch, parts=parts, device=args.device):
@@ -67,6 +73,15 @@ def _evaluate_quietly(run, epoch, parts=None, device=None):
         print(json.dumps({"epoch": epoch, **({"ema": True} if metrics.get("ema") else {}),
                           **({"view": view} if view != "mean" else {}), **metrics["views"][view]}), flush=True)
     return evaluated
+
+
+def _evaluate_step_quietly(run, step, parts=None, device=None):
+    """The watcher's step checkpoint: one JSON line, as for an epoch."""
+    metrics = evaluate_step(run, step, parts=parts, device=device)
+    view = rundir.primary_view(metrics)
+    print(json.dumps({"step": step, **({"view": view} if view != "mean" else {}), **metrics["views"][view]}),
+          flush=True)
+    return metrics
 
 
 if __name__ == "__main__":

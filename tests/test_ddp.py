@@ -217,7 +217,8 @@ def test_torchrun_writes_the_run_directory_once_from_rank_0(ddp_root, two_rank_r
 
 
 def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, resume: bool) -> None:
-    """One rank of a forked 2-rank run; `fault` on rank 1: `raise` or `kill` at epoch 2's second micro-batch."""
+    """One rank of a forked 2-rank run; `fault` on rank 1: `raise` at epoch 2's third micro-batch (after its first
+    step), `kill` at its second."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -228,7 +229,7 @@ def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, 
 
         def failing(self, outputs, targets):
             calls[0] += 1
-            if calls[0] == 6:  # 4 micro-batches an epoch
+            if calls[0] == (7 if fault == "raise" else 6):  # 4 micro-batches an epoch, 2 a step
                 if fault == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError("injected fault")
@@ -258,13 +259,16 @@ def two_ranks(cfg, fault: str | None = None, resume: bool = False) -> None:
 @pytest.mark.integration
 def test_a_raising_rank_fails_the_run_naming_it_and_resume_ends_as_an_uninterrupted_run(ddp_root, two_rank_run,
                                                                                       tmp_path):
-    cfg = tiny_config("target", ddp_root["dataroot"], tmp_path, *DDP_OVERRIDES)
+    # saved after every step: the resume continues part-way through epoch 2, each rank from its own draws
+    cfg = tiny_config("target", ddp_root["dataroot"], tmp_path, *DDP_OVERRIDES, "save_every_steps=1")
     with pytest.raises(torch.multiprocessing.ProcessRaisedException, match="rank 1: injected fault"):
         two_ranks(cfg, fault="raise")
     run = rundir.run_dir(cfg, SPLIT)
     assert rundir.failed_path(run).read_text() == "RuntimeError: rank 1: injected fault\n"
     assert [e for e, _ in rundir.list_checkpoints(run)] == [1] and not rundir.done_path(run).exists()
     assert not [p for p in run.iterdir() if ".tmp." in p.name]
+    state = torch.load(rundir.resume_path(run), weights_only=True)
+    assert (state["global_step"], state["batch"], len(state["ranks"])) == (3, 2, 2)
     two_ranks(cfg, resume=True)
     assert rundir.done_path(run).is_file() and not rundir.failed_path(run).exists()
     # deterministic, same world size: the weights an uninterrupted 2-rank run ended with

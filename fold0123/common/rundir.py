@@ -35,6 +35,7 @@ from fold0123.common.io import folder_entries, read_user_text
 from fold0123.common.names import check_name
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
+STEP_CHECKPOINT_RE = re.compile(r"^step([1-9][0-9]*)\.pth$")
 PARTS = ("oof", "test", "train")
 DONE, FAILED = "DONE", "FAILED"  # markers: training finished / crashed (with the error line)
 # The 8 dihedral views along axis 1 of every eval npz (data.views applies them, in this order).
@@ -120,6 +121,28 @@ def resolve_transfer(cfg: RunConfig, quiet: bool = False) -> Path | None:
 
 def checkpoint_path(run: Path, epoch: int) -> Path:
     return Path(run) / f"{int(epoch)}.pth"
+
+
+def step_checkpoint_path(run: Path, step: int) -> Path:
+    """The weights after optimiser step `step`, written inside an epoch (save_every_steps, eval_every_steps)."""
+    return Path(run) / f"step{int(step)}.pth"
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a final step-checkpoint name (`step40.pth` -> 40); None for anything else."""
+    match = STEP_CHECKPOINT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def list_step_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the run's step checkpoints, in step order."""
+    found = [(checkpoint_step(p), p) for p in folder_entries(run)]
+    return sorted((s, p) for s, p in found if s is not None)
+
+
+def step_tag(step: int) -> str:
+    """The eval tag of a step checkpoint; never `epoch...`, so the stack's epoch picks do not see it."""
+    return f"step{int(step)}"
 
 
 def resume_path(run: Path) -> Path:

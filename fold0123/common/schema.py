@@ -187,6 +187,11 @@ class RunConfig(Schema):
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     head: Literal["linear", "arcface"] = "linear"
     epochs: Epochs = 20
+    max_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 0  # > 0: train this many optimiser steps, not `epochs`
+    save_every_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 0  # mid-epoch resume points (step{N}.pth)
+    eval_every_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 0  # kept step{N}.pth the watcher evaluates
+    reset_optimizer: bool = False               # a resume starts the optimiser's state afresh (lr keeps its step)
+    reset_data_offset: bool = False             # a mid-epoch resume restarts its epoch from the first batch
     batch_size: Annotated[int, Field(ge=2, le=MAX_BATCH)] = 64
     effective_batch_size: Annotated[int, Field(ge=2, le=16 * MAX_BATCH)] = 64
     lr: Lr = 1.0e-3
@@ -215,10 +220,11 @@ class RunConfig(Schema):
 
 
 # Keys that do not change what a run computes, so changing them neither makes a run stale nor blocks --resume:
-# where things are (contents are fingerprinted separately), how fast or how chatty, what is evaluated, and
-# `epochs`, which a resume may raise to extend a finished run.
+# where things are (contents are fingerprinted separately), how fast or how chatty, what is evaluated and saved,
+# `epochs` and `max_steps`, which a resume may raise to extend a finished run, and what a resume resets.
 RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "log_every",
-                     "keep_last", "eval", "epochs", "image_cache")
+                     "keep_last", "eval", "epochs", "image_cache", "max_steps", "save_every_steps",
+                     "eval_every_steps", "reset_optimizer", "reset_data_offset")
 
 
 # ---------------------------------------------------------------------------------------------------- stacking

@@ -328,6 +328,15 @@ def main_first(env: DistEnv) -> Iterator[None]:
     yield
 
 
+def gather_objects(env: DistEnv, obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank (pickled through the backend: small objects only)."""
+    if not env.distributed:
+        return [obj]
+    out: list = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def sum_over_ranks(env: DistEnv, values: list[float], device: torch.device) -> list[float]:
     """Each value summed over the ranks (float64; one all_reduce); the values as they are for one process."""
     if not env.distributed:

@@ -162,9 +162,9 @@ def write_part(path: Path, ids, batches: Iterator[np.ndarray], form: str, dtype:
 
 def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, device: str | None = None,
                         checkpoint: str | Path | None = None, tag: str | None = None,
-                        batch_size: int | None = None, ema: bool = False) -> dict:
+                        batch_size: int | None = None, ema: bool = False, extra: dict | None = None) -> dict:
     """Evaluate `{run}/{epoch}.pth` (or `checkpoint`, named `tag`), write the npz files and metrics.json; `ema`:
-    the file's EMA weights, under the tag `ema{epoch}` unless `tag` says otherwise.
+    the file's EMA weights, under the tag `ema{epoch}` unless `tag` says otherwise; `extra`: more metrics keys.
 
     Returns the metrics dict (also written to eval/{tag}_metrics.json when `oof` is among the parts or the split
     has no oof). Raises CheckpointError naming the file when the checkpoint is corrupt or truncated.
@@ -197,6 +197,7 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         metrics["ema"] = True
     if epoch is None or tag not in (rundir.epoch_tag(epoch), rundir.ema_tag(epoch)):  # a soup: which file it was
         metrics["checkpoint"] = Path(checkpoint).name
+    metrics.update(extra or {})
     for part in parts:
         if part not in frames:
             continue  # split `all` has no oof
@@ -227,6 +228,16 @@ def evaluate_epoch(run: str | Path, epoch: int, parts=None, device: str | None =
         if redo or not rundir.is_evaluated(run, epoch, ema=ema):
             done.append(evaluate_checkpoint(run, epoch, parts=parts, device=device, batch_size=batch_size, ema=ema))
     return done
+
+
+def evaluate_step(run: str | Path, step: int, parts=None, device: str | None = None,
+                  batch_size: int | None = None) -> dict:
+    """Evaluate the step checkpoint `step{S}.pth` (eval_every_steps) under the tag `step{S}`; its metrics.json
+    says the step and the epoch it fell in. Epoch picks (last, best, soups) never see it."""
+    run = Path(run)
+    return evaluate_checkpoint(run, None, parts=parts, device=device, batch_size=batch_size,
+                               checkpoint=rundir.step_checkpoint_path(run, step), tag=rundir.step_tag(step),
+                               extra={"step": int(step)})
 
 
 def evaluate_soup(run: str | Path, n: int, parts=None, device: str | None = None) -> dict:

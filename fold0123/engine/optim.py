@@ -68,8 +68,9 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """`cfg.schedule` over `cfg.epochs` of `steps_per_epoch` optimiser steps, after `warmup_epochs` of warm-up."""
-    total, warmup = steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * steps_per_epoch))
+    """`cfg.schedule` over `cfg.epochs` of `steps_per_epoch` optimiser steps (or `max_steps`), after
+    `warmup_epochs` of warm-up."""
+    total, warmup = cfg.max_steps or steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * steps_per_epoch))
     schedule = cfg.schedule
     lr_factor(schedule, 0, total, warmup)  # validates the name before any work
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(schedule, step, total, warmup))

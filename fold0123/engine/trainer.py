@@ -31,6 +31,7 @@ Why it is shaped this way:
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import shutil
@@ -39,6 +40,7 @@ import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -62,8 +64,8 @@ from fold0123.engine import distributed
 from fold0123.engine.distributed import SINGLE, DistEnv
 from fold0123.engine.optim import build_optimizer, build_scheduler
 from fold0123.engine.saver import BackgroundSaver
-from fold0123.models.checkpoints import (EMA_KEY, CheckpointError, load_weights, prune_checkpoints, read_resume,
-                                         rng_state, set_rng_state)
+from fold0123.models.checkpoints import (EMA_KEY, CheckpointError, load_weights, prune_checkpoints,
+                                         prune_step_checkpoints, read_resume, rng_state, set_rng_state)
 from fold0123.models.ema import build_ema, ema_weights, load_ema_weights
 from fold0123.engine.setup import (amp_dtype, configure_torch, rank_device, sync_batchnorm, uses_channels_last,
                                    wrap_model)
@@ -193,12 +195,12 @@ class EpochBatches(torch.utils.data.Sampler):
 class LossLog:
     """loss.log: a header and one whitespace-separated line per logging step; the monitor tails it."""
 
-    def __init__(self, path: Path, keep_through_epoch: int, extra: tuple[str, ...] = ()):
+    def __init__(self, path: Path, keep_through_step: int, extra: tuple[str, ...] = ()):
         lines = [" ".join([LOG_HEADER, *extra])]  # extra: the task's batch_stat_names, after the fixed columns
-        if keep_through_epoch > 0 and path.is_file():  # resume: drop lines of the epoch being redone
+        if keep_through_step > 0 and path.is_file():  # resume: drop lines of the steps being redone
             for line in path.read_text().splitlines()[1:]:
                 fields = line.split()
-                if fields and fields[0].isdigit() and int(fields[0]) <= keep_through_epoch:
+                if len(fields) > 1 and fields[1].isdigit() and int(fields[1]) <= keep_through_step:
                     lines.append(line)
         write_text(path, "\n".join(lines) + "\n")
         self.file = open(path, "a", buffering=1)
@@ -280,14 +282,20 @@ def _train_locked(cfg: RunConfig, split: str, run: Path, device: torch.device, r
         _prepare_run(cfg, split, resume, redo_stale, fingerprint)
         if resume and rundir.done_path(run).is_file():
             last = max((epoch for epoch, _ in rundir.list_checkpoints(run)), default=0)
-            if cfg.epochs <= last:
+            if cfg.max_steps:  # extending a run by steps: how far it went is in its resume state
+                found = read_resume(run)
+                if found is None or int(found[1]["global_step"]) >= cfg.max_steps:
+                    print(f"{run}: already DONE, nothing to resume")
+                    return "finished"
+            elif cfg.epochs <= last:
                 print(f"{run}: already DONE, nothing to resume")
                 return "finished"
             # extending a finished run: check it can be resumed while it still says DONE (a CheckpointError
             # here leaves it finished), then drop DONE, so watchers started from now on wait for the new epochs
-            found = read_resume(run)
+            found = found or read_resume(run)
             rundir.done_path(run).unlink(missing_ok=True)
-            print(f"{run}: DONE after epoch {last}; extending it to {cfg.epochs} epochs", file=sys.stderr)
+            to = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epochs"
+            print(f"{run}: DONE after epoch {last}; extending it to {to}", file=sys.stderr)
             return "extend"
         return "train"
 
@@ -374,9 +382,10 @@ def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_ep
     return trainee
 
 
-def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path) -> None:
-    """Weights (and their EMA) from `{epoch}.pth`, everything that steps them from resume.pth (models.checkpoints)."""
-    path = run / f"{weights.get('epoch')}.pth"
+def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path, reset_optimizer: bool = False) -> None:
+    """Weights (and their EMA) from `{epoch}.pth` (or a step checkpoint), everything that steps them from resume.pth
+    (models.checkpoints); `reset_optimizer`: all but the optimiser's state (its moments start afresh)."""
+    path = run / (f"step{weights['step']}.pth" if "step" in weights else f"{weights.get('epoch')}.pth")
     load_weights(trainee.model, weights["model"], path)
     if trainee.ema is not None:
         if not isinstance(weights.get(EMA_KEY), dict):
@@ -386,7 +395,8 @@ def restore(trainee: Trainee, task: Task, weights: dict, state: dict, run: Path)
     task.load_state(weights.get("task_state"))
     scheduler = trainee.scheduler
     try:
-        trainee.optimizer.load_state_dict(state["optimizer"])
+        if not reset_optimizer:
+            trainee.optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         # torch checks the groups' sizes, not the shapes of their buffers (momentum, Adam's moments)
         for group in trainee.optimizer.param_groups:
@@ -453,11 +463,18 @@ class Window:
 
 def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoader, cfg: RunConfig, epoch: int,
                 global_step: int, log: LossLog | None, writer, bar_label: str, progress: bool,
-                watch: LossWatch | None = None, augmenter: BatchAugmenter | None = None) -> tuple[float, int]:
+                watch: LossWatch | None = None, augmenter: BatchAugmenter | None = None, start_batch: int = 0,
+                resumed: dict | None = None, stop_at: int = 0,
+                on_step: Callable[[int, int, Callable[[], dict]], None] | None = None) -> tuple[float, int]:
     """One epoch of micro-batches with gradient accumulation over the run's one `loader` (its batch sampler an
     EpochBatches); returns (mean loss per image, global step). `watch`: the run's divergence check (kept across
     epochs; a fresh one per epoch when None); `augmenter`: the run's augmentation and mixing (built from `cfg`
     when None). `log` and `writer` None: a rank other than 0, which writes nothing.
+
+    Part-way through an epoch: `start_batch` micro-batches are skipped (never loaded) and `resumed` (what
+    `on_step`'s state function returned at that step: this rank's generators and running sums) puts the draws
+    where they were, so the epoch goes on as if never stopped. `stop_at` > 0: stop after that global step
+    (max_steps). `on_step(global_step, batches_done, state)` runs after each optimiser step, on every rank.
 
     Under W ranks (`trainee.env`) the loader yields this rank's share of each global micro-batch; the logged and
     checked loss is the global mean (one all_reduce per micro-batch), so every rank sees the same value and a
@@ -480,13 +497,25 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
     batches = epoch_batches(len(loader.dataset), cfg.batch_size, cfg.seed, epoch, env.world_size)
     weights = group_weights(batches, accum)
     parts = [distributed.rank_part(len(b), env) for b in batches]
-    loader.batch_sampler.batches = [b[part] for b, part in zip(batches, parts)]
-    bar = tqdm(total=len(batches), desc=bar_label, unit="batch", disable=not progress, dynamic_ncols=True,
-               leave=False)
+    loader.batch_sampler.batches = [b[part] for b, part in zip(batches, parts)][start_batch:]
+    bar = tqdm(total=len(batches), initial=start_batch, desc=bar_label, unit="batch", disable=not progress,
+               dynamic_ncols=True, leave=False)
     window, total_loss, total_images = Window(), 0.0, 0
+    # the loader's iterator draws its base seed from the global generator when made: before the draws are put back
+    iterator = iter(loader)
+    if resumed is not None:
+        augment.set_state(resumed["augment"])
+        own.set_state(resumed["own"])
+        set_rng_state(resumed["rng"])
+        total_loss, total_images = float(resumed["loss_sum"]), int(resumed["images"])
+
+    def state() -> dict:
+        """Where this rank's draws and sums stand, for a step checkpoint's resume state."""
+        return {"augment": augment.get_state(), "own": own.get_state(), "rng": rng_state(),
+                "loss_sum": total_loss, "images": total_images}
     device, optimizer = trainee.device, trainee.optimizer
     optimizer.zero_grad(set_to_none=True)
-    for i, (images, targets) in enumerate(loader):
+    for i, (images, targets) in enumerate(iterator, start=start_batch):
         n = len(batches[i])  # the global micro-batch; this rank holds images `parts[i]` of it
         last_of_step = (i + 1) % accum == 0 or i + 1 == len(batches)
         images = images.to(device, non_blocking=True)
@@ -523,7 +552,8 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
             global_step += 1
             if trainee.ema is not None:  # after every optimiser step, with the 1-based global step (models.ema)
                 trainee.ema.update(trainee.model, step=global_step)
-            if global_step % cfg.log_every == 0 or i + 1 == len(batches):
+            stop = global_step == stop_at
+            if global_step % cfg.log_every == 0 or i + 1 == len(batches) or stop:
                 mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
                 stats = window.mean_stats(task.batch_stat_names)  # this rank's rows under DDP
                 if log is not None:
@@ -536,6 +566,10 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
                         writer.add_scalar(f"train/{name}", stat, global_step)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}")
                 window = Window()
+            if on_step is not None:
+                on_step(global_step, i + 1, state)
+            if stop:
+                break
         bar.update(1)
     bar.close()
     return total_loss / max(total_images, 1), global_step
@@ -577,28 +611,39 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
     if main and found is None and cfg.task != "clip":  # its inputs are good: what it takes and will write
         print(f"{run.name}: {run_costs(cfg, split, task.n_outputs(cfg))}", file=sys.stderr, flush=True)
     n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 1, env.world_size))
+    steps_per_epoch = math.ceil(n_batches / accumulation_steps(cfg))
+    if cfg.max_steps:  # the epochs max_steps takes, the last one perhaps part-way (config.yml says how many)
+        cfg = cfg.model_copy(update={"epochs": math.ceil(cfg.max_steps / steps_per_epoch)})
+        if main:
+            write_text(rundir.config_path(run), dump_config(cfg))
     if found is not None:
         check_resumed_world_size(run, found[1], len(dataset), cfg, env)
-    trainee = build_trainee(cfg, task, device, math.ceil(n_batches / accumulation_steps(cfg)), transfer, env)
-    start_epoch, global_step = 1, 0
+    trainee = build_trainee(cfg, task, device, steps_per_epoch, transfer, env)
+    start_epoch, global_step, start_batch, resumed = 1, 0, 0, None
     if found is not None:
-        restore(trainee, task, *found, run)
+        restore(trainee, task, *found, run, reset_optimizer=cfg.reset_optimizer)
         start_epoch, global_step = int(found[1]["epoch"]) + 1, int(found[1]["global_step"])
-        if main:
-            print(f"{run}: resuming after epoch {start_epoch - 1}", file=sys.stderr)
+        start_batch, resumed = part_way(run, found[1], cfg, env, start_epoch)
 
     epochs = cfg.epochs
-    log = LossLog(rundir.loss_log_path(run), start_epoch - 1, task.batch_stat_names) if main else None
+    log = LossLog(rundir.loss_log_path(run), global_step, task.batch_stat_names) if main else None
     writer = SummaryWriter(str(rundir.tb_dir(run)), purge_step=global_step if found is not None else None) \
         if main else None
     saver = BackgroundSaver()
-    keep_last = cfg.keep_last
     show_progress = main and (sys.stderr.isatty() if progress is None else bool(progress))
     watch, augmenter = LossWatch(DIVERGED_HINT), BatchAugmenter(cfg)
+    step_saver = StepSaver(trainee, task, cfg, run, saver, n_batches)
     try:
-        for epoch in range(start_epoch, epochs + 1):
-            loss, global_step = train_epoch(trainee, task, loader, cfg, epoch, global_step, log, writer,
-                                            f"{run.name} epoch {epoch}/{epochs}", show_progress, watch, augmenter)
+        epoch = start_epoch - 1
+        # max_steps: whole epochs until the steps are taken (a run extended by steps may need one more than
+        # config.yml's count); else `epochs`
+        while global_step < cfg.max_steps if cfg.max_steps else epoch < epochs:
+            epoch += 1
+            loss, global_step = train_epoch(
+                trainee, task, loader, cfg, epoch, global_step, log, writer, f"{run.name} epoch {epoch}/{epochs}",
+                show_progress, watch, augmenter, start_batch=start_batch if epoch == start_epoch else 0,
+                resumed=resumed if epoch == start_epoch else None, stop_at=cfg.max_steps,
+                on_step=functools.partial(step_saver, epoch))
             if not main:
                 continue
             writer.add_scalar("epoch/loss", loss, epoch)
@@ -607,7 +652,8 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
             # epoch), then pruning; written while the next epoch trains
             saver.save([(rundir.checkpoint_path(run, epoch), weights_state(trainee, task, cfg, epoch)),
                         (rundir.resume_path(run), resume_state(trainee, cfg, epoch, global_step))],
-                       then=lambda: prune_checkpoints(run, keep_last), background=epoch < epochs)
+                       then=step_saver.at_epoch_end(),
+                       background=global_step < cfg.max_steps if cfg.max_steps else epoch < epochs)
             print(f"{run.name}: epoch {epoch}/{epochs} loss {loss:.4f}", file=sys.stderr, flush=True)
         saver.wait()  # every file in place before train() writes DONE
     finally:
@@ -616,6 +662,70 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
             log.close()
         if writer is not None:
             writer.close()
+
+
+def part_way(run: Path, state: dict, cfg: RunConfig, env: DistEnv, epoch: int) -> tuple[int, dict | None]:
+    """(micro-batches of `epoch` already trained, this rank's draws and sums at that point) from a resume state
+    written part-way through it (save_every_steps); (0, None) at an epoch's end or with `reset_data_offset`."""
+    batch, ranks = int(state.get("batch", 0)), state.get("ranks") or []
+    where = f"after step {state['global_step']}"
+    if batch and cfg.reset_data_offset:
+        if env.is_main:
+            print(f"{run}: resuming {where}, restarting epoch {epoch} from its first batch (reset_data_offset)",
+                  file=sys.stderr)
+        return 0, None
+    if not batch:
+        if env.is_main:
+            print(f"{run}: resuming after epoch {epoch - 1}", file=sys.stderr)
+        return 0, None
+    if env.is_main:
+        print(f"{run}: resuming {where}, part-way through epoch {epoch} (after its micro-batch {batch})",
+              file=sys.stderr)
+    if len(ranks) != env.world_size:
+        if env.is_main:
+            print(f"{run}: stopped on {len(ranks)} rank(s), resumed on {env.world_size}: the rest of epoch {epoch} "
+                  f"draws its augmentation afresh, so it is not the uninterrupted run's (reset_data_offset=true "
+                  f"restarts the epoch instead)", file=sys.stderr)
+        return batch, None
+    return batch, ranks[env.rank]
+
+
+class StepSaver:
+    """`train_epoch`'s on_step: every `save_every_steps` a step checkpoint and a resume state that continues from
+    it, every `eval_every_steps` a step checkpoint kept for the watcher. A step that ends an epoch (or the run,
+    max_steps) is saved as the epoch's checkpoint instead. Every rank calls it (their draws are gathered)."""
+
+    def __init__(self, trainee: Trainee, task: Task, cfg: RunConfig, run: Path, saver: BackgroundSaver,
+                 n_batches: int):
+        self.trainee, self.task, self.cfg, self.run, self.saver = trainee, task, cfg, run, saver
+        self.n_batches = n_batches
+        self.resume_step: int | None = None  # the step resume.pth continues from (None: an epoch's end)
+
+    def __call__(self, epoch: int, step: int, batch: int, state: Callable[[], dict]) -> None:
+        cfg = self.cfg
+        resume = bool(cfg.save_every_steps) and step % cfg.save_every_steps == 0
+        keep = bool(cfg.eval_every_steps) and step % cfg.eval_every_steps == 0
+        if not (resume or keep) or batch == self.n_batches or step == cfg.max_steps:
+            return
+        ranks = distributed.gather_objects(self.trainee.env, state())  # a collective: before rank 0's return
+        if not self.trainee.env.is_main:
+            return
+        weights = {**weights_state(self.trainee, self.task, cfg, epoch), "step": step, "batch": batch}
+        files = [(rundir.step_checkpoint_path(self.run, step), weights)]
+        if resume:
+            files.append((rundir.resume_path(self.run),
+                          {**resume_state(self.trainee, cfg, epoch - 1, step), "batch": batch, "ranks": ranks}))
+        if resume:
+            self.resume_step = step
+        kept, every = self.resume_step, cfg.eval_every_steps
+        self.saver.save(files, then=lambda: prune_step_checkpoints(self.run, kept, every))
+
+    def at_epoch_end(self) -> Callable[[], object]:
+        """What runs after an epoch's resume state is written: the epoch checkpoints beyond `keep_last` go, and
+        the step checkpoints the watcher does not need (resume.pth now continues from the epoch's end)."""
+        self.resume_step = None
+        run, keep_last, every = self.run, self.cfg.keep_last, self.cfg.eval_every_steps
+        return lambda: (prune_checkpoints(run, keep_last), prune_step_checkpoints(run, None, every))
 
 
 def check_resumed_world_size(run: Path, state: dict, n_images: int, cfg: RunConfig, env: DistEnv) -> None:

@@ -8,7 +8,10 @@ on start (and every `rescan_s` as a safety net) to catch checkpoints written whi
 order, skips epochs whose metrics.json exists (and their EMA's, `ema{E}`, in a run with `ema.decay` > 0: an epoch
 is done when both are, common.rundir.is_fully_evaluated), and exits once DONE is there and the last epoch is
 evaluated.
-resume.pth (the run's resume state) is no epoch name, so it is never evaluated. A DONE run extended with
+resume.pth (the run's resume state) is no epoch name, so it is never evaluated. Step checkpoints
+(`step{S}.pth`, eval_every_steps) are evaluated after the epochs that are ready, in step order, when the caller
+passes `evaluate_step`; those save_every_steps writes only to resume from are pruned by train.py before long, and
+one gone before its turn is skipped quietly. A DONE run extended with
 `train.py --resume --set epochs=N` loses its DONE before train.py writes anything, so a watcher started after
 that waits for the new epochs; one started before it would still see the old DONE and exit.
 """
@@ -41,8 +44,8 @@ logging.getLogger("watchdog.observers.inotify").addFilter(
 
 
 class _RunEvents(FileSystemEventHandler):
-    """Puts a final checkpoint name's epoch on a queue, and None for a marker (a wake-up); everything else
-    (temp files, eval/) is ignored."""
+    """Puts a final checkpoint name's ("epoch", E) or ("step", S) on a queue, and None for a marker (a wake-up);
+    everything else (temp files, eval/) is ignored."""
 
     def __init__(self, events: queue.Queue):
         self.events = events
@@ -51,9 +54,13 @@ class _RunEvents(FileSystemEventHandler):
         path = Path(os.fsdecode(path))
         if is_temporary(path):
             return
-        epoch = rundir.checkpoint_epoch(path)
-        if epoch is not None or path.name in MARKERS:
-            self.events.put(epoch)
+        epoch, step = rundir.checkpoint_epoch(path), rundir.checkpoint_step(path)
+        if epoch is not None:
+            self.events.put(("epoch", epoch))
+        elif step is not None:
+            self.events.put(("step", step))
+        elif path.name in MARKERS:
+            self.events.put(None)
 
     def on_moved(self, event) -> None:
         if not event.is_directory:
@@ -68,6 +75,7 @@ class _RunEvents(FileSystemEventHandler):
 class WatchResult:
     evaluated: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # already evaluated before this watcher got to them
+    steps: list[int] = field(default_factory=list)  # step checkpoints evaluated
     errors: list[str] = field(default_factory=list)
     failed_run: bool = False
 
@@ -103,13 +111,14 @@ def wait_for_dir(run: Path, poll_s: float, timeout_s: float | None, log: Callabl
 def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: int | None = None,
               rescan_s: float = 10.0, poll_s: float = 0.5, timeout_s: float | None = None,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
-              wait_lock: bool = False) -> WatchResult:
+              wait_lock: bool = False, evaluate_step: Callable[[Path, int], object] | None = None) -> WatchResult:
     """Call `evaluate(run, epoch)` for each epoch checkpoint of `run` once it is in place, in epoch order.
 
     Returns after the run's DONE (or FAILED) marker once every wanted epoch is evaluated, or after `timeout_s`
     (a WatchResult with an error then). `every`: only every Nth epoch, and always the run's last (None: the run
     config's eval.every). A corrupt checkpoint is reported as one line and skipped; the watcher carries on with
-    the next epoch. It runs under the run's evaluator lock: one watcher per run, so no epoch is evaluated twice
+    the next epoch. `evaluate_step(run, step)`: the step checkpoints too (else they are ignored). It runs under
+    the run's evaluator lock: one watcher per run, so no epoch is evaluated twice
     at once; a second watcher raises LockedError naming the first's PID, or with `wait_lock` waits for it.
     """
     run = Path(run)
@@ -117,11 +126,12 @@ def watch_run(run: str | Path, evaluate: Callable[[Path, int], object], every: i
         return WatchResult(errors=[f"{run}: run directory did not appear within {timeout_s}s"])
     with exclusive_lock(rundir.eval_lock_path(run), wait=wait_lock,
                         holder="another evaluate.py --watch on this run (--wait-lock waits for it)"):
-        return _watch(run, evaluate, every, rescan_s, poll_s, timeout_s, log)
+        return _watch(run, evaluate, every, rescan_s, poll_s, timeout_s, log, evaluate_step)
 
 
 def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None, rescan_s: float, poll_s: float,
-           timeout_s: float | None, log: Callable[[str], None]) -> WatchResult:
+           timeout_s: float | None, log: Callable[[str], None],
+           evaluate_step: Callable[[Path, int], object] | None = None) -> WatchResult:
     result = WatchResult()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     for path in remove_orphaned_temporaries(rundir.eval_dir(run)):  # a killed evaluator's half-written arrays
@@ -134,16 +144,22 @@ def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None
     try:
         seen: set[int] = set()
         attempted: set[int] = set()
+        steps: set[int] = set()  # step checkpoints seen
+        steps_attempted: set[int] = set()
+
+        def note(event) -> None:
+            if event is not None:
+                (seen if event[0] == "epoch" else steps).add(event[1])
 
         def rescan() -> None:  # catches what happened before the observer started, and anything missed
             seen.update(e for e, _ in rundir.list_checkpoints(run))
+            steps.update(s for s, _ in rundir.list_step_checkpoints(run))
 
         rescan()
         last_rescan = time.monotonic()
         while True:
             while not events.empty():  # drain the events that arrived (this thread is the only reader)
-                seen.add(events.get_nowait())
-            seen.discard(None)
+                note(events.get_nowait())
             finished = rundir.done_path(run).is_file()
             failed = rundir.failed_path(run).is_file()
             if finished or failed:
@@ -174,6 +190,11 @@ def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None
                     result.errors.append(f"{rundir.checkpoint_path(run, epoch)}: {type(err).__name__}: {line}")
                     log(f"error: {result.errors[-1]}")
                 continue
+            step_todo = sorted(steps - steps_attempted) if evaluate_step is not None else []
+            if step_todo:
+                steps_attempted.add(step_todo[0])
+                _evaluate_step(run, step_todo[0], evaluate_step, result, log)
+                continue
             if failed:
                 result.failed_run = True
                 text = rundir.failed_path(run).read_text().strip()
@@ -192,9 +213,27 @@ def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None
                 last_rescan = time.monotonic()
                 continue
             try:
-                seen.add(events.get(timeout=min(wait, poll_s * 4)))
+                note(events.get(timeout=min(wait, poll_s * 4)))
             except queue.Empty:
                 pass
     finally:
         observer.stop()
         observer.join()
+
+
+def _evaluate_step(run: Path, step: int, evaluate_step: Callable[[Path, int], object], result: WatchResult,
+                   log: Callable[[str], None]) -> None:
+    """One step checkpoint, unless it is evaluated already or gone (pruned: a resume point only)."""
+    path = rundir.step_checkpoint_path(run, step)
+    if rundir.metrics_path(run, rundir.step_tag(step)).is_file() or not path.is_file():
+        return
+    try:
+        evaluate_step(run, step)
+        result.steps.append(step)
+        log(f"{run.name}: step {step} evaluated")
+    except FileNotFoundError:  # pruned while it was being read
+        pass
+    except Exception as err:  # CheckpointError and the rest: one line, and the watch goes on
+        line = " ".join(str(err).split()) or type(err).__name__
+        result.errors.append(f"{path}: {type(err).__name__}: {line}" if str(path) not in line else line)
+        log(f"error: {result.errors[-1]}")

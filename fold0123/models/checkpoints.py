@@ -140,14 +140,18 @@ def read_resume(run: str | Path) -> tuple[dict, dict] | None:
         missing = [k for k in RESUME_KEYS if k not in state]
         if missing:
             raise CheckpointError(f"{path}: not a resume state (no {missing[0]!r})")
-        weights_path = rundir.checkpoint_path(run, int(state["epoch"]))
+        if state.get("batch"):  # part-way through the next epoch: the weights of its step checkpoint
+            weights_path = rundir.step_checkpoint_path(run, int(state["global_step"]))
+            where, held, expected = f"step {state['global_step']}", "step", int(state["global_step"])
+        else:
+            weights_path = rundir.checkpoint_path(run, int(state["epoch"]))
+            where, held, expected = f"epoch {state['epoch']}", "epoch", int(state["epoch"])
         if not weights_path.is_file():
-            raise CheckpointError(f"{weights_path}: not found, but {path.name} resumes after epoch {state['epoch']} "
+            raise CheckpointError(f"{weights_path}: not found, but {path.name} resumes after {where} "
                                   f"(deleted by hand? train the run afresh)")
         weights = read_checkpoint(weights_path)
-        if int(weights.get("epoch", -1)) != int(state["epoch"]):
-            raise CheckpointError(f"{weights_path}: holds epoch {weights.get('epoch')}, "
-                                  f"{path.name} expects {state['epoch']}")
+        if int(weights.get(held, -1)) != expected:
+            raise CheckpointError(f"{weights_path}: holds {held} {weights.get(held)}, {path.name} expects {expected}")
         return weights, state
     found = rundir.list_checkpoints(run)
     if not found:
@@ -172,6 +176,17 @@ def prune_checkpoints(run: Path, keep_last: int) -> list[Path]:
     for _, path in rundir.list_checkpoints(run)[:-keep_last]:
         path.unlink(missing_ok=True)
         removed.append(path)
+    return removed
+
+
+def prune_step_checkpoints(run: Path, resume_step: int | None, eval_every_steps: int) -> list[Path]:
+    """Delete the step checkpoints nothing needs: all but the one resume.pth continues from (`resume_step`) and
+    those the watcher evaluates (multiples of `eval_every_steps`). Call it after resume.pth is written."""
+    removed = []
+    for step, path in rundir.list_step_checkpoints(run):
+        if step != resume_step and not (eval_every_steps and step % eval_every_steps == 0):
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 
