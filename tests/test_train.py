@@ -162,9 +162,9 @@ def test_resume_with_more_epochs_extends_a_done_run(runs, full_run, tmp_path, mo
     lrs = {}
     train_epoch = trainer.train_epoch
 
-    def record(trainee, task, data, cfg, epoch, global_step, *rest):
+    def record(trainee, task, data, cfg, epoch, global_step, *rest, **options):
         lrs[epoch] = (global_step, trainee.optimizer.param_groups[0]["lr"])
-        return train_epoch(trainee, task, data, cfg, epoch, global_step, *rest)
+        return train_epoch(trainee, task, data, cfg, epoch, global_step, *rest, **options)
     monkeypatch.setattr(trainer, "train_epoch", record)
     # without its resume state a finished run cannot be extended: one error naming the file, and it stays DONE
     hidden = rundir.resume_path(run).rename(run / "resume.hidden")
