@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from fold0123.common import rundir
-from fold0123.common.config import ConfigError
+from fold0123.common.config import ConfigError, load_config
+from fold0123.common.schema import RunConfig
 from fold0123.data.augment import BatchAugmenter, batch_mixer, image_transform, mix, mixing_epoch
 from fold0123.engine.trainer import epoch_seed, train
-from fold0123.models.checkpoints import read_checkpoint
-from tests.conftest import killed_in_epoch_2_then_resumed, make_recipe_root, tiny_config
+from fold0123.models.checkpoints import EMA_KEY, read_checkpoint
+from tests.conftest import ROOT, killed_in_epoch_2_then_resumed, make_recipe_root, tiny_config
 
 torch.set_num_threads(1)
 
@@ -145,3 +146,18 @@ def test_resume_with_every_option_on_is_bit_exact(tmp_path, dataroot, monkeypatc
                   "cpu", progress=False)
     a, b = (read_checkpoint(rundir.checkpoint_path(r, 3))["model"] for r in (full, plain))
     assert not torch.equal(a["head.weight"], b["head.weight"])  # the options changed the training
+
+
+@pytest.mark.parametrize("preset, overrides", [("target.yml", ()), ("onehot.yml", ()),
+                                               ("classify/gpu.yml", ("task=onehot",))])
+def test_the_gpu_presets_recipe_takes_a_step_on_the_cpu(preset, overrides, tmp_path, dataroot):
+    """What parameters/augment.yml gives the GPU presets (crops, TrivialAugment, erasing, EMA; mixing for the class
+    tasks; ConvNeXt-tiny with drop_path for classification) builds and steps, at 32 px, one optimiser step."""
+    cfg = load_config(ROOT / "parameters" / preset, [
+        f"dataroot={dataroot}", f"checkpoints_dir={tmp_path}", "transfer_from=null", "image_size=32", "batch_size=8",
+        "effective_batch_size=8", "max_steps=1", "num_workers=0", "threads=1", "eval.train_epochs=[]", *overrides],
+        schema=RunConfig)
+    assert cfg.augmentation.policy == "trivialaugment" and cfg.ema.decay > 0
+    run = train(cfg, "3fold0", "cpu", progress=False)
+    assert rundir.done_path(run).is_file()
+    assert EMA_KEY in read_checkpoint(rundir.checkpoint_path(run, 1))
