@@ -279,6 +279,24 @@ def test_a_raising_rank_fails_the_run_naming_it_and_resume_ends_as_an_uninterrup
 
 
 @pytest.mark.integration
+def test_compressed_gradients_train_the_same_run_to_within_their_rounding(ddp_root, two_rank_run, tmp_path):
+    cfg = tiny_config("target", ddp_root["dataroot"], tmp_path, *DDP_OVERRIDES, "grad_compression=bf16")
+    two_ranks(cfg)
+    run = rundir.run_dir(cfg, SPLIT)
+    assert rundir.done_path(run).is_file()
+    full = [read_checkpoint(rundir.checkpoint_path(two_rank_run[0] / run.name, e))["model"] for e in (1, 2)]
+    bf16 = read_checkpoint(rundir.checkpoint_path(run, 2))["model"]
+
+    def mean_gap(a, b):
+        return float(torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a
+                                if a[k].is_floating_point()]).mean())
+    # the hook is on (same world size, same draws: without it the weights would be equal), and bf16's rounding of
+    # the gradients moves the weights far less than the last epoch's two steps do
+    ratio = mean_gap(full[1], bf16) / mean_gap(full[1], full[0])
+    assert 0 < ratio < 0.25, ratio
+
+
+@pytest.mark.integration
 def test_a_killed_rank_fails_the_run_naming_it_and_one_process_resumes_it(ddp_root, tmp_path):
     cfg = tiny_config("target", ddp_root["dataroot"], tmp_path, *DDP_OVERRIDES)
     with pytest.raises(torch.multiprocessing.ProcessExitedException, match="SIGKILL"):

@@ -207,6 +207,7 @@ class RunConfig(Schema):
     channels_last: bool = True
     cpu_extras: bool = False                    # amp (bf16) and channels_last on the CPU too (engine.setup)
     sync_bn: bool = False                       # SyncBatchNorm over the ranks of a multi-rank (torchrun) run
+    grad_compression: Literal["none", "fp16", "bf16"] = "none"  # DDP's gradients cast for the all-reduce
     deterministic: bool = False
     num_workers: NonNegativeInt = 2
     threads: NonNegativeInt = 0
@@ -224,7 +225,7 @@ class RunConfig(Schema):
 # `epochs` and `max_steps`, which a resume may raise to extend a finished run, and what a resume resets.
 RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "log_every",
                      "keep_last", "eval", "epochs", "image_cache", "max_steps", "save_every_steps",
-                     "eval_every_steps", "reset_optimizer", "reset_data_offset")
+                     "eval_every_steps", "reset_optimizer", "reset_data_offset", "grad_compression")
 
 
 # ---------------------------------------------------------------------------------------------------- stacking

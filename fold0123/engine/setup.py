@@ -83,17 +83,26 @@ def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
     return cfg.channels_last and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_extras))
 
 
-def wrap_model(model: torch.nn.Module, device: torch.device, env: DistEnv = SINGLE) -> torch.nn.Module:
+def wrap_model(model: torch.nn.Module, device: torch.device, env: DistEnv = SINGLE,
+               compression: str = "none") -> torch.nn.Module:
     """What batches go through: DistributedDataParallel over the ranks of a multi-rank launch (engine.distributed;
     gradients averaged over the ranks in backward), the plain model in one process. DataParallel is gone: several
-    GPUs are several ranks (`torchrun --nproc_per_node=N train.py ...`)."""
+    GPUs are several ranks (`torchrun --nproc_per_node=N train.py ...`). `compression` (`grad_compression`): the
+    gradients all-reduced as fp16 or bf16 (torch's compress hooks), half the bytes where the link is the limit.
+    The gradients are views of DDP's buckets (gradient_as_bucket_view): no copy in and out of them each step."""
     if not env.distributed:
         return model
     # a depthwise conv's [C, 1, k, k] gradient can come with other (equivalent) strides than its bucket view: DDP
     # copies it and warns, once per backward, about a cost that is nil for a size-1 dimension
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     device_ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
+    if compression != "none":
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        wrapped.register_comm_hook(None, default_hooks.fp16_compress_hook if compression == "fp16"
+                                   else default_hooks.bf16_compress_hook)
+    return wrapped
 
 
 def sync_batchnorm(model: torch.nn.Module, device: torch.device, env: DistEnv = SINGLE) -> torch.nn.Module:

@@ -346,6 +346,7 @@ class Trainee:
     ema: torch.nn.Module | None = None  # the weights' moving average (models.ema, timm's ModelEmaV3); None: off
     env: DistEnv = SINGLE  # this process's rank in a multi-rank launch (engine.distributed)
     wrapped_for: tuple = ()  # the trainable parameters `parallel` was built over (DDP: rebuilt when they change)
+    grad_compression: str = "none"  # DDP's all-reduce in fp16 or bf16 (engine.setup.wrap_model)
 
     def rewrap(self) -> None:
         """After a freeze change (apply_freeze), DDP over the parameters that now train: DDP hooks the parameters
@@ -355,7 +356,7 @@ class Trainee:
         trainable = tuple(p.requires_grad for p in self.model.parameters())
         if trainable != self.wrapped_for:
             self.parallel = None  # drop the old wrapper (and its gradient hooks) before building the next
-            self.parallel = wrap_model(self.model, self.device, self.env)
+            self.parallel = wrap_model(self.model, self.device, self.env, self.grad_compression)
             self.wrapped_for = trainable
 
 
@@ -377,7 +378,7 @@ def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_ep
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     dtype = amp_dtype(cfg, device)
     trainee = Trainee(model, model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
-                      dtype, device, channels_last, ema, env)
+                      dtype, device, channels_last, ema, env, grad_compression=cfg.grad_compression)
     trainee.rewrap()
     return trainee
 
@@ -438,8 +439,8 @@ def resume_state(trainee: Trainee, cfg: RunConfig, epoch: int, global_step: int)
 
 @dataclass
 class Window:
-    """Loss and throughput since the last log line."""
-    loss: float = 0.0
+    """Loss and throughput since the last log line (this rank's: `reduced` sums them over the ranks)."""
+    loss: float = 0.0  # summed over the images
     batches: int = 0
     images: int = 0
     start: float = field(default_factory=time.perf_counter)
@@ -447,12 +448,21 @@ class Window:
     stats: dict = field(default_factory=dict)  # the task's batch_stats, summed
 
     def add(self, loss: float, images: int, stats: dict | None = None) -> None:
-        self.loss, self.batches, self.images = self.loss + loss, self.batches + 1, self.images + images
+        """`loss`: the micro-batch's mean loss over its `images`."""
+        self.loss, self.batches, self.images = self.loss + loss * images, self.batches + 1, self.images + images
         for name, value in (stats or {}).items():
             self.stats[name] = self.stats.get(name, 0.0) + value
 
+    def reduced(self, env: DistEnv, device: torch.device) -> "Window":
+        """The window over every rank's images (one all_reduce, at a log line: not one per micro-batch, which
+        would stop the ranks at every micro-batch); this rank's batch_stats stay its own."""
+        if not env.distributed:
+            return self
+        loss, images = distributed.sum_over_ranks(env, [self.loss, float(self.images)], device)
+        return Window(loss, self.batches, int(images), self.start, self.stats)
+
     def mean_loss(self) -> float:
-        return self.loss / max(self.batches, 1)
+        return self.loss / max(self.images, 1)
 
     def mean_stats(self, names: tuple[str, ...]) -> list[float]:
         return [self.stats.get(name, float("nan")) / max(self.batches, 1) for name in names]
@@ -476,9 +486,9 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
     where they were, so the epoch goes on as if never stopped. `stop_at` > 0: stop after that global step
     (max_steps). `on_step(global_step, batches_done, state)` runs after each optimiser step, on every rank.
 
-    Under W ranks (`trainee.env`) the loader yields this rank's share of each global micro-batch; the logged and
-    checked loss is the global mean (one all_reduce per micro-batch), so every rank sees the same value and a
-    divergence fails all of them together."""
+    Under W ranks (`trainee.env`) the loader yields this rank's share of each global micro-batch; each rank checks
+    its own loss for divergence, and the logged loss is the global mean, summed over the ranks at log lines and at
+    the epoch's end only (a collective per micro-batch made the ranks wait for each other at every one)."""
     env = trainee.env
     watch = watch or LossWatch(DIVERGED_HINT)
     augmenter = augmenter or BatchAugmenter(cfg)
@@ -537,9 +547,8 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
                 out = trainee.parallel(x)
                 loss = task.loss(out, targets)
             value, count = float(loss.detach()), x.shape[0]
-            if env.distributed:  # the global mean: every rank checks and logs the same value
-                summed, count = distributed.sum_over_ranks(env, [value * count, float(count)], device)
-                value, count = summed / count, int(count)
+            # this rank's loss: a rank that diverges fails, naming itself (engine.distributed), and the others
+            # with it at their next collective
             watch.check(value, f"at epoch {epoch} batch {i + 1} (lr {cfg.lr:g})")
             trainee.scaler.scale(loss * rank_weight(weights[i], n, len(batches[i][parts[i]]), env)).backward()
         window.add(value, count, task.batch_stats(out, targets) if task.batch_stat_names else None)
@@ -554,6 +563,7 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
                 trainee.ema.update(trainee.model, step=global_step)
             stop = global_step == stop_at
             if global_step % cfg.log_every == 0 or i + 1 == len(batches) or stop:
+                window = window.reduced(env, device)
                 mean_loss, speed, lr = window.mean_loss(), window.images_per_s(), optimizer.param_groups[0]["lr"]
                 stats = window.mean_stats(task.batch_stat_names)  # this rank's rows under DDP
                 if log is not None:
@@ -572,6 +582,8 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
                 break
         bar.update(1)
     bar.close()
+    if env.distributed:
+        total_loss, total_images = distributed.sum_over_ranks(env, [total_loss, float(total_images)], device)
     return total_loss / max(total_images, 1), global_step
 
 
