@@ -10,6 +10,11 @@ load moves both; the medians over rounds are printed with the spread, and the wh
 start-up included) beside them.
 
     .venv/bin/python -m bench.ddp_scaling [--threads 2] [--images 384] [--rounds 3] [--backbone resnet18] ...
+    .venv/bin/python -m bench.ddp_scaling --variant grad_compression=bf16 --effective-batch-size 128
+
+Each `--variant KEY=VALUE[,KEY=VALUE]` adds a DDP row with those train.py keys (the levers: gradient compression,
+...), measured in the same rounds; `--effective-batch-size` above `--batch-size` accumulates micro-batches in both
+runs, so DDP all-reduces once per step of several micro-batches.
 """
 from __future__ import annotations
 
@@ -43,11 +48,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_args(args, dataroot: Path, runs: Path, exp: str, threads: int) -> list[str]:
+def train_args(args, dataroot: Path, runs: Path, exp: str, threads: int, extra: tuple[str, ...] = ()) -> list[str]:
     keys = [f"exp={exp}", f"dataroot={dataroot}", f"checkpoints_dir={runs}", "task=target",
             f"backbone={args.backbone}", f"image_size={args.image_size}", f"batch_size={args.batch_size}",
-            f"effective_batch_size={args.batch_size}", f"epochs={args.epochs}", "log_every=1", "transfer_from=null",
-            "augment=dihedral", f"num_workers={args.workers}", f"threads={threads}", "warmup_epochs=0"]
+            f"effective_batch_size={args.effective_batch_size or args.batch_size}", f"epochs={args.epochs}",
+            "log_every=1", "transfer_from=null", "augment=dihedral", f"num_workers={args.workers}",
+            f"threads={threads}", "warmup_epochs=0", *extra]
     return ["train.py", "--conf", "parameters/base.yml", "--split", "all", "--device", "cpu", "--no-progress",
             *[arg for key in keys for arg in ("--set", key)]]
 
@@ -58,11 +64,10 @@ def steady_images_per_s(run: Path) -> float:
     return statistics.median(later)
 
 
-def one_run(args, dataroot: Path, runs: Path, ranks: int) -> dict:
+def one_run(args, dataroot: Path, runs: Path, ranks: int, exp: str, extra: tuple[str, ...] = ()) -> dict:
     """train.py as 1 process x `args.threads` threads (ranks 1) or `ranks` gloo ranks x 1 thread each."""
     threads = args.threads if ranks == 1 else 1
-    exp = f"p{ranks}"
-    command = [sys.executable, *train_args(args, dataroot, runs, exp, threads)]
+    command = [sys.executable, *train_args(args, dataroot, runs, exp, threads, extra)]
     if ranks > 1:
         command[1:1] = ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={free_port()}"]
     start = time.perf_counter()
@@ -90,29 +95,33 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--effective-batch-size", type=int, default=None,
+                        help="accumulate micro-batches up to this many images per step (default: --batch-size)")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="another DDP row with these train.py keys (repeatable)")
     args = parser.parse_args(argv)
     if args.batch_size % args.threads:
         parser.error(f"--batch-size {args.batch_size} does not split over {args.threads} ranks")
-    results: dict[int, list[dict]] = {1: [], args.threads: []}
+    rows = [("1 process", 1, ()), ("DDP", args.threads, ())]
+    rows += [(f"DDP {variant}", args.threads, tuple(variant.split(","))) for variant in args.variant]
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in rows}
     with tempfile.TemporaryDirectory(prefix="ddp_scaling_") as tmp:
         base = Path(tmp)
         dataroot = make_data(base, args.images, args.image_size)
         for round_ in range(args.rounds):
-            for ranks in (1, args.threads):
-                results[ranks].append(one_run(args, dataroot, base / f"runs{round_}", ranks))
-    one, ddp = results[1], results[args.threads]
-    ratios = [b["steady"] / a["steady"] for a, b in zip(one, ddp)]
-    print(f"{args.backbone} {args.image_size} px, {args.images} images, global batch {args.batch_size}, "
-          f"{args.epochs} epochs, {args.rounds} rounds (median [min, max])")
-    print(f"{'':28s} {'images/s (steady)':>28s} {'whole call (s)':>26s}")
-    print(f"{f'1 process x {args.threads} threads':28s} {spread([r['steady'] for r in one]):>28s} "
-          f"{spread([r['wall'] for r in one]):>26s}")
-    print(f"{f'{args.threads} gloo ranks x 1 thread':28s} {spread([r['steady'] for r in ddp]):>28s} "
-          f"{spread([r['wall'] for r in ddp]):>26s}")
-    print(f"ratio ({args.threads} ranks / 1 process): {statistics.median(ratios):.3f} "
-          f"[{min(ratios):.3f}, {max(ratios):.3f}]   (goal: at least 0.85)")
-    print(f"last logged loss: 1 process {one[-1]['last_loss']:.4f}, {args.threads} ranks {ddp[-1]['last_loss']:.4f} "
-          f"(BatchNorm statistics are per rank: close, not equal)")
+            for number, (name, ranks, extra) in enumerate(rows):
+                results[name].append(one_run(args, dataroot, base / f"runs{round_}", ranks, f"r{number}", extra))
+    one = results["1 process"]
+    print(f"{args.backbone} {args.image_size} px, {args.images} images, global batch {args.batch_size} "
+          f"(step {args.effective_batch_size or args.batch_size}), {args.epochs} epochs, {args.rounds} rounds "
+          f"(median [min, max]); DDP: {args.threads} gloo ranks x 1 thread, 1 process: {args.threads} threads")
+    print(f"{'':36s} {'images/s (steady)':>28s} {'whole call (s)':>26s} {'ratio to 1 process':>30s} last loss")
+    for name, _, _ in rows:
+        runs = results[name]
+        ratios = [b["steady"] / a["steady"] for a, b in zip(one, runs)]
+        print(f"{name:36s} {spread([r['steady'] for r in runs]):>28s} {spread([r['wall'] for r in runs]):>26s} "
+              f"{statistics.median(ratios):>10.3f} [{min(ratios):.3f}, {max(ratios):.3f}] {runs[-1]['last_loss']:.4f}")
+    print("goal: DDP at least 0.85 of 1 process; BatchNorm statistics are per rank, so the losses are close, not equal")
 
 
 if __name__ == "__main__":
