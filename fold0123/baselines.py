@@ -41,7 +41,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from fold0123.common.dataroot import split_names, split_paths
+from fold0123.common.dataroot import TEST, split_names, split_paths
 from fold0123.common.errors import LayoutError, UsageError, cli_main
 from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import LgbmOptions
@@ -113,7 +113,9 @@ def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
     group = competition.group_column
     train = read_train(dataroot)  # a class target is checked whole and in 0..K-1 there
     y = train["target"].to_numpy(np.int64 if competition.kind == "classification" else float)
-    test_ids = read_test(dataroot, train)["object_id"].tolist()
+    test = read_test(dataroot, train)
+    test_ids = test["object_id"].tolist()
+    first_set = set(test.loc[test["test_set"] == TEST, "object_id"])  # what `all` holds out (data.folds)
     position = pd.Series(np.arange(len(train)), index=pd.Index(train["object_id"]))
     fold_of = np.full(len(train), -1)
     splits = []
@@ -128,7 +130,7 @@ def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
         if len(unknown):
             raise LayoutError(f"{part_path}: object_id {unknown.iloc[0]!r} is not in train.csv")
         if name == "all":
-            if set(held) != set(test_ids):
+            if set(held) != first_set:
                 raise LayoutError(f"{held_path}: holds other rows than test.csv (re-run SGKFold.py)")
             splits.append((name, position.loc[part].to_numpy()))
             continue

@@ -36,11 +36,11 @@ from fold0123.common.io import atomic_path, write_csv, write_json
 from fold0123.common.schema import StackConfig
 from fold0123.data.answers import read_answers, score_answers
 from fold0123.data.competition import Competition, read_competition, score
-from fold0123.data.layout import read_train
+from fold0123.data.layout import read_test, read_train
 from fold0123.data.metrics import expected_class, rmse, top_k_classes, top_k_hit_rate
 from fold0123.data.npy_rows import NpyRows
 from fold0123.data.pixel_stats import cache_file, pixel_features
-from fold0123.reports.markdown import timestamp, write_report
+from fold0123.reports.markdown import timestamp, write_per_test_set, write_report
 from fold0123.stacking.features import MeanSources, mean_sources
 from fold0123.stacking.pipeline import StackResult, run_stack
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
@@ -379,8 +379,11 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     result.probs_csv = probs_path if kind != "none" else None
     names = np.asarray(competition.class_names, dtype=object)
     result.submission = out_dir / f"{name}_submission.csv"
-    write_csv(result.submission, pd.DataFrame({"object_id": result.test_ids, "target": result.labels,
-                                               "label": names[result.labels]}))
+    submission = pd.DataFrame({"object_id": result.test_ids, "target": result.labels, "label": names[result.labels]})
+    write_csv(result.submission, submission)
+    # several test sets (test.csv, test_b.csv): each set's rows alone too, as its stage takes them
+    test_sets = read_test(cfg.dataroot).set_index("object_id")["test_set"].loc[result.test_ids].to_numpy()
+    write_per_test_set(submission, test_sets, out_dir / f"{name}_submission_for_{{}}.csv")
     tables = {"runs": result.runs, "oof_scores": result.cv_table}
     if result.redistribution_table is not None:
         tables["redistribution"] = result.redistribution_table

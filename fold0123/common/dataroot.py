@@ -7,12 +7,41 @@ from pathlib import Path
 from fold0123.common.names import check_name
 
 
+TEST = "test"  # the first test set: test.csv, its photos in photos/ with the train photos'
+
+
 def photos_dir(dataroot: str | Path) -> Path:
     return Path(dataroot) / "photos"
 
 
+def test_tables(dataroot: str | Path) -> list[Path]:
+    """The test sets' tables: test.csv, then any later stage's `test_{name}.csv` (a competition's test B, released
+    after test A: ACCV 2022's two stages), in name order. Every test set is predicted and pseudo-labelled."""
+    root = Path(dataroot)
+    return [root / "test.csv", *sorted(root.glob(f"{TEST}_*.csv"))]
+
+
+def test_set_name(table: str | Path) -> str:
+    """`test` for test.csv, `test_b` for test_b.csv."""
+    return Path(table).stem
+
+
+def test_photos_dir(dataroot: str | Path, test_set: str) -> Path:
+    """Where a test set's photos are: photos/ for test.csv's (beside the train photos), `photos_{name}/` for a
+    later set's, so adding test B leaves photos/ (which every run's fingerprint digests) as it was."""
+    return photos_dir(dataroot) if test_set == TEST else Path(dataroot) / f"photos_{test_set}"
+
+
 def photo_path(dataroot: str | Path, object_id: str) -> Path:
-    return photos_dir(dataroot) / f"{object_id}.jpg"
+    """photos/{id}.jpg, or a later test set's `photos_{name}/{id}.jpg` where only that one exists."""
+    path = photos_dir(dataroot) / f"{object_id}.jpg"
+    if path.is_file():
+        return path
+    for table in test_tables(dataroot)[1:]:
+        later = test_photos_dir(dataroot, test_set_name(table)) / f"{object_id}.jpg"
+        if later.is_file():
+            return later
+    return path
 
 
 def split_names(k: int = 3) -> list[str]:

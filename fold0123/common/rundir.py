@@ -23,6 +23,7 @@ after the npz files, so its presence means the tag is fully evaluated.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -31,7 +32,8 @@ from pathlib import Path
 from fold0123.common.config import ConfigError, read_config_text
 from fold0123.common.schema import RunConfig
 from fold0123.common.errors import LayoutError
-from fold0123.common.io import folder_entries, read_user_text
+from fold0123.common.dataroot import test_tables
+from fold0123.common.io import file_hash, folder_entries, read_user_text
 from fold0123.common.names import check_name
 
 CHECKPOINT_RE = re.compile(r"^([1-9][0-9]*)\.pth$")
@@ -212,10 +214,37 @@ def is_evaluated(run: Path, epoch: int, ema: bool = False) -> bool:
     return metrics_path(run, ema_tag(epoch) if ema else epoch_tag(epoch)).is_file()
 
 
+def test_tables_digest(dataroot: str | Path) -> str:
+    """What a test part was predicted from: each test set's table (common.dataroot.test_tables), by content. An
+    eval's metrics.json keeps it, so an epoch evaluated before test B was added (or test.csv replaced) is
+    evaluated again by the watcher and the launcher, though its run needs no training."""
+    digest = hashlib.sha256()
+    for table in test_tables(dataroot):
+        content = file_hash(table).hexdigest() if table.is_file() else "missing"
+        digest.update(f"{table.name}|{content}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def has_current_test(run: Path, tag: str) -> bool:
+    """Whether eval `tag`'s test part (if the run evaluates one) was predicted from today's test tables; a
+    metrics.json from before the digest was kept counts as test.csv alone."""
+    try:
+        cfg = read_run_config(run)
+        stored = json.loads(metrics_path(run, tag).read_text()).get("test_tables")
+    except (OSError, ValueError):
+        return False
+    if "test" not in cfg.eval.parts:
+        return True
+    if stored is None:
+        return len(test_tables(cfg.dataroot)) == 1
+    return stored == test_tables_digest(cfg.dataroot)
+
+
 def is_fully_evaluated(run: Path, epoch: int) -> bool:
-    """The epoch's weights are evaluated, and so are their EMA's where the run has one (`has_ema`): what the
-    watcher and the launcher's status wait for."""
-    return is_evaluated(run, epoch) and (not has_ema(run) or is_evaluated(run, epoch, ema=True))
+    """The epoch's weights are evaluated, and so are their EMA's where the run has one (`has_ema`), from today's
+    test tables (`has_current_test`): what the watcher and the launcher's status wait for."""
+    tags = [epoch_tag(epoch)] + ([ema_tag(epoch)] if has_ema(run) else [])
+    return all(metrics_path(run, tag).is_file() and has_current_test(run, tag) for tag in tags)
 
 
 def evaluated_epochs(run: Path, part: str | None = None) -> list[int]:

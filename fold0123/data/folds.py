@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from fold0123.common.dataroot import folds_fingerprint_path
+from fold0123.common.dataroot import TEST, folds_fingerprint_path
 from fold0123.common.errors import UsageError
 from fold0123.common.fingerprint import folds_fingerprint, write_fingerprint
 from fold0123.common.io import atomic_path
@@ -216,12 +216,14 @@ def groups_of(train: pd.DataFrame, competition: Competition) -> np.ndarray:
 
 
 def read_validated(dataroot: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """train.csv and test.csv, checked: columns, ids, labels, groups, and every photo decodes."""
+    """train.csv and the test sets (test.csv, any test_b.csv), checked: columns, ids, labels, groups, and every
+    photo decodes."""
     dataroot = Path(dataroot)
     train = read_train(dataroot)
     test = read_test(dataroot, train)
     check_photos(dataroot, train["object_id"], "train.csv", decode=True)
-    check_photos(dataroot, test["object_id"], "test.csv", decode=True)
+    for name, rows in test.groupby("test_set", sort=False):
+        check_photos(dataroot, rows["object_id"], f"{name}.csv", decode=True)
     return train, test
 
 
@@ -243,7 +245,8 @@ def write_folds(dataroot: str | Path, k: int = 3, batch_size: int | None = 64, s
         outputs[test_path] = raw_train.iloc[test_idx]
     all_train, all_test = split_paths(dataroot, "all")
     outputs[all_train] = raw_train
-    outputs[all_test] = test[["object_id"]]
+    # test.csv's ids alone: a later test set (test_b.csv) leaves the `all` split, and the runs on it, as they were
+    outputs[all_test] = test.loc[test["test_set"] == TEST, ["object_id"]]
     _write_all(outputs)
     write_fingerprint(folds_fingerprint_path(dataroot, k), folds_fingerprint(dataroot, k, batch_size, seed))
     classes = range(int(y.max()) + 1)

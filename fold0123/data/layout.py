@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 # names (common.dataroot) and the error (common.errors) are defined in common and re-exported with the readers
-from fold0123.common.dataroot import photo_path, split_names, split_paths, tag_vectors_path  # noqa: F401 (re-exported)
+from fold0123.common.dataroot import (photo_path, split_names, split_paths, tag_vectors_path,  # noqa: F401
+                                      test_set_name, test_tables)  # (re-exported)
 from fold0123.common.errors import LayoutError  # noqa: F401
 from fold0123.common.names import name_problem
 from fold0123.data.competition import Competition, read_competition
@@ -113,18 +114,27 @@ def read_train(dataroot: str | Path) -> pd.DataFrame:
 
 
 def read_test(dataroot: str | Path, train: pd.DataFrame | None = None) -> pd.DataFrame:
-    """test.csv; when `train` is given, also check that no test id is a train id."""
-    path = Path(dataroot) / "test.csv"
-    frame = read_csv(path, ("object_id",))
-    if frame.empty:
-        raise LayoutError(f"{path}: no rows (only a header): there is nothing to predict")
-    check_unique_ids(frame, path)
-    if train is not None:
-        both = frame["object_id"].isin(set(train["object_id"])).to_numpy()
-        if both.any():
-            row = int(np.flatnonzero(both)[0])
-            raise LayoutError(f"{path}: row {row + 2}: object_id {frame['object_id'].iloc[row]!r} is also in train.csv")
-    return frame
+    """Every test set's rows (common.dataroot.test_tables: test.csv, then a later stage's test_b.csv, ...), in
+    that order, with the column `test_set` naming each row's set; when `train` is given, also check that no test
+    id is a train id. A later set must not repeat an earlier set's ids."""
+    frames, seen = [], {}
+    for path in test_tables(dataroot):
+        frame = read_csv(path, ("object_id",))
+        if frame.empty:
+            raise LayoutError(f"{path}: no rows (only a header): there is nothing to predict")
+        check_unique_ids(frame, path)
+        if train is not None:
+            both = frame["object_id"].isin(set(train["object_id"])).to_numpy()
+            if both.any():
+                row = int(np.flatnonzero(both)[0])
+                raise LayoutError(f"{path}: row {row + 2}: object_id {frame['object_id'].iloc[row]!r} is also in "
+                                  f"train.csv")
+        for row, object_id in enumerate(frame["object_id"]):
+            if object_id in seen:
+                raise LayoutError(f"{path}: row {row + 2}: object_id {object_id!r} is also in {seen[object_id]}")
+        seen.update(dict.fromkeys(frame["object_id"], path.name))
+        frames.append(frame.assign(test_set=test_set_name(path)))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def read_tags(dataroot: str | Path, table: str) -> pd.DataFrame:

@@ -197,6 +197,8 @@ def evaluate_checkpoint(run: str | Path, epoch: int | None = None, parts=None, d
         metrics["ema"] = True
     if epoch is None or tag not in (rundir.epoch_tag(epoch), rundir.ema_tag(epoch)):  # a soup: which file it was
         metrics["checkpoint"] = Path(checkpoint).name
+    if "test" in parts and "test" in frames:  # which test tables it predicted (common.rundir.has_current_test)
+        metrics["test_tables"] = rundir.test_tables_digest(cfg.dataroot)
     metrics.update(extra or {})
     for part in parts:
         if part not in frames:
@@ -225,7 +227,8 @@ def evaluate_epoch(run: str | Path, epoch: int, parts=None, device: str | None =
     run = Path(run)
     done = []
     for ema in (False, True) if rundir.has_ema(run) else (False,):
-        if redo or not rundir.is_evaluated(run, epoch, ema=ema):
+        tag = rundir.ema_tag(epoch) if ema else rundir.epoch_tag(epoch)
+        if redo or not (rundir.is_evaluated(run, epoch, ema=ema) and rundir.has_current_test(run, tag)):
             done.append(evaluate_checkpoint(run, epoch, parts=parts, device=device, batch_size=batch_size, ema=ema))
     return done
 

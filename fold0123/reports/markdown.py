@@ -3,6 +3,8 @@
   {cv:.4f}_{stamp}.csv            the submission: one column `target`, rows in test.csv order (atmaCup #11's
                                   format; the name carries the OOF CV after post-processing, like the original's)
   {cv:.4f}_{stamp}_ids.csv        the same with object_id first, for scoring against answers
+  {cv:.4f}_{stamp}_for_{set}.csv  with several test sets (test.csv, test_b.csv, ...): each set's rows alone, the
+                                  file a stage of the competition takes
   {cv:.4f}_{stamp}_report.md/json CV per fold and mean ± std for each single task, the stack variants and each
                                   post-processing step; chosen parameters; scores on the answers if given
   {cv:.4f}_{stamp}_cv_per_epoch.png       each task's primary metric per epoch, mean ± std over folds
@@ -35,14 +37,29 @@ def stem(cv: float, stamp: str | None = None) -> str:
     return f"{cv:.4f}_{stamp or timestamp()}"
 
 
-def write_submission(out_dir: str | Path, name: str, test_ids, pred) -> tuple[Path, Path]:
-    """`{name}.csv` (target only, test.csv order) and `{name}_ids.csv` (object_id, target)."""
+def write_submission(out_dir: str | Path, name: str, test_ids, pred, test_sets=None) -> tuple[Path, Path]:
+    """`{name}.csv` (target only, test.csv order) and `{name}_ids.csv` (object_id, target); with `test_sets` (each
+    row's set, data.layout.read_test) naming more than one set, `{name}_for_{set}.csv` per set too."""
     out_dir = Path(out_dir)
     frame = pd.DataFrame({"object_id": np.asarray(test_ids, str), "target": np.asarray(pred, float)})
     plain, with_ids = out_dir / f"{name}.csv", out_dir / f"{name}_ids.csv"
     write_csv(plain, frame[["target"]])
     write_csv(with_ids, frame)
+    write_per_test_set(frame[["target"]], test_sets, out_dir / f"{name}_for_{{}}.csv")
     return plain, with_ids
+
+
+def write_per_test_set(frame: pd.DataFrame, test_sets, pattern: Path) -> list[Path]:
+    """Each test set's rows of `frame` (in order) to `pattern` with `{}` the set's name; nothing for one set."""
+    if test_sets is None or len(set(test_sets)) < 2:
+        return []
+    test_sets = np.asarray(test_sets, str)
+    written = []
+    for name in dict.fromkeys(test_sets):
+        path = pattern.with_name(pattern.name.format(name))
+        write_csv(path, frame[test_sets == name])
+        written.append(path)
+    return written
 
 
 def save_figure(fig, path: str | Path) -> Path:

@@ -125,7 +125,9 @@ def _positions(out, order: pd.Index, what: str, like=None) -> np.ndarray:
     position = pd.Series(np.arange(len(out.ids)), index=out.ids)
     missing = order.difference(position.index)
     if len(missing):
-        raise RunError(f"{out.path}: {what}: {len(missing)} object_id(s) missing, e.g. {missing[0]!r}")
+        hint = " (evaluated before a test set was added or changed? evaluate.py --run RUN --epoch E redoes it)" \
+            if "test" in what else ""
+        raise RunError(f"{out.path}: {what}: {len(missing)} object_id(s) missing, e.g. {missing[0]!r}{hint}")
     return position.loc[order].to_numpy()
 
 

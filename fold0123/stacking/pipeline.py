@@ -26,6 +26,7 @@ from fold0123.common.errors import UsageError
 from fold0123.common.schema import LgbmOptions, StackConfig
 from fold0123.data.answers import score_answers
 from fold0123.data.competition import read_competition
+from fold0123.data.layout import read_test
 from fold0123.data.metrics import cv_row, fold_rmse, rmse
 from fold0123.reports.html import stack_html
 from fold0123.reports.markdown import (cv_per_epoch_figure, importance_figure, save_figure, stem, write_report,
@@ -201,7 +202,8 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
 
     name = stem(cv, stamp)
     out_dir = Path(cfg.out_dir)
-    submission, submission_ids = write_submission(out_dir, name, test_ids, final)
+    test_sets = read_test(cfg.dataroot).set_index("object_id")["test_set"].loc[test_ids].to_numpy()
+    submission, submission_ids = write_submission(out_dir, name, test_ids, final, test_sets)
     plots = {"cv_per_epoch": save_figure(cv_per_epoch_figure(epoch_metrics), out_dir / f"{name}_cv_per_epoch.png"),
              "importance": save_figure(importance_figure(fit.importance), out_dir / f"{name}_importance.png")}
     write_csv(out_dir / f"{name}_importance.csv", fit.importance)
