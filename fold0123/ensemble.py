@@ -44,7 +44,7 @@ from fold0123.reports.markdown import timestamp, write_per_test_set, write_repor
 from fold0123.stacking.features import MeanSources, mean_sources
 from fold0123.stacking.pipeline import StackResult, run_stack
 from fold0123.stacking.pseudo import pseudo_rows, write_pseudo_splits
-from fold0123.stacking.runs import CHUNK_VALUES, RunError, choice_metrics, fold_splits
+from fold0123.stacking.runs import CHUNK_VALUES, RunError, choice_metrics, fold_splits, round_entry
 
 
 def ensemble_weights(scores, factor: float = 1.0, lower_is_better: bool = False) -> np.ndarray:
@@ -270,12 +270,13 @@ def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None, keep: boo
                            test_features=ecfg.test_features, allow_unfinished=cfg.allow_unfinished)
     oof_rows: dict = dict(sources.oof)
     test_rows: dict = dict(sources.test)
-    rows, splits = [], fold_splits(cfg.folds, cfg.split_suffix)
+    rows = []
     for run in sources.runs:
         if oof_rows[run.exp].shape[1] != competition.n_classes:
             raise RunError(f"ensemble run {run.exp!r} ({run.task}) does not output {competition.n_classes} class "
                            f"probabilities")
-        at = choice_metrics(cfg.checkpoints_dir, run.exp, splits, run.epoch)  # an epoch or a soup
+        exp, suffix = round_entry(run.exp, cfg.split_suffix)  # `exp@_pseudo2`: another round's runs
+        at = choice_metrics(cfg.checkpoints_dir, exp, fold_splits(cfg.folds, suffix), run.epoch)  # epoch or soup
         rows.append({"exp": run.exp, "epoch": run.epoch, "metric": at["metric"].iloc[0],
                      "score": float(at["value"].mean()), "lower_is_better": bool(at["lower_is_better"].iloc[0])})
     if ecfg.pixel_stats:

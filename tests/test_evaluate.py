@@ -47,7 +47,8 @@ def test_epoch_evaluation_writes_8_view_predictions_and_metrics(runs, target_run
 
     written = json.loads(rundir.metrics_path(target_run, "epoch2").read_text())
     assert written == metrics
-    assert set(written) == {"epoch", "task", "split", "n", "primary", "lower_is_better", "views"}
+    assert set(written) == {"epoch", "task", "split", "n", "primary", "lower_is_better", "views", "test_tables"}
+    assert written["test_tables"] == rundir.test_tables_digest(dataroot)  # what it read
     assert (written["epoch"], written["task"], written["split"], written["n"]) == (2, "target", "3fold0",
                                                                                    len(held_out))
     assert written["primary"] == "rmse" and written["lower_is_better"] is True

@@ -2,6 +2,7 @@
 every set is predicted, pseudo-labelled and submitted, and adding one re-evaluates runs without retraining them."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -129,3 +130,12 @@ def test_stage_b_ensembles_submits_and_pseudo_labels_test_a_and_test_b(tmp_path)
     pseudo = pd.read_csv(root / "3fold0_pseudo1_train.csv", dtype={"object_id": str})
     pseudo_ids = set(pseudo.loc[pseudo["pseudo"] == 1, "object_id"])
     assert set(new) <= pseudo_ids and len(pseudo_ids) == 16 + 5
+    # round 1 trains on them; the final ensemble mixes the rounds (`exp@_pseudo1`: that round's runs)
+    for split in ("3fold0", "3fold1", "3fold2", "all"):
+        evaluate_epoch(train(cfg, f"{split}_pseudo1", "cpu", progress=False), 1)
+    stack.main(["--conf", str(ROOT / "parameters/tiny/stack.yml"),
+                *[a for s in [*common[:3], "ensemble.runs={classify: last, classify@_pseudo1: last}",
+                              f"out_dir={tmp_path / 'final'}"] for a in ("--set", s)]])
+    report = next((tmp_path / "final").glob("ensemble_*_report.json"))
+    weights = {row["exp"]: row["weight"] for row in json.loads(report.read_text())["tables"]["runs"]}
+    assert set(weights) == {"classify", "classify@_pseudo1"} and all(w > 0 for w in weights.values())

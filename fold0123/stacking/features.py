@@ -26,7 +26,8 @@ from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
 from fold0123.data.pixel_stats import cache_file, pixel_features
 from fold0123.data.tags import read_tokens
-from fold0123.stacking.runs import eval_path, fold_splits, load_outputs, resolve_epoch, run_dir, run_task
+from fold0123.stacking.runs import (eval_path, fold_splits, load_outputs, resolve_epoch, round_entry, run_dir,
+                                    run_task)
 
 AGGREGATIONS = {
     "mean": lambda x: x.mean(axis=1),
@@ -296,25 +297,26 @@ def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, 
     if not runs:
         raise ConfigError("no runs chosen: the config's `runs` must name at least one experiment")
     train_df, train_ids, test_ids, fold_of, folds = _tables(dataroot, k, split_suffix)
-    splits, all_split = fold_splits(k, split_suffix), f"all{split_suffix}"
-    if not allow_unfinished:
-        check_finished(checkpoints_dir, runs, splits + [all_split])
     choices, oof, test = [], {}, {}
-    for exp, spec in runs.items():
+    for name, spec in runs.items():  # `exp`, or `exp@_pseudo2`: another round's runs (stacking.runs.round_entry)
+        exp, suffix = round_entry(name, split_suffix)
+        splits, all_split = fold_splits(k, suffix), f"all{suffix}"
+        if not allow_unfinished:
+            check_finished(checkpoints_dir, {exp: spec}, splits + [all_split])
         epoch = resolve_epoch(checkpoints_dir, exp, splits, spec)
-        choices.append(RunChoice(exp=exp, task=run_task(checkpoints_dir, exp, splits[0]), epoch=epoch))
+        choices.append(RunChoice(exp=name, task=run_task(checkpoints_dir, exp, splits[0]), epoch=epoch))
         outs = _oof_outputs(dataroot, checkpoints_dir, exp, splits, epoch, fold_of)
         positions = []
         for i, out in enumerate(outs):
             position = np.full(len(train_ids), -1, np.int64)
             position[folds == i] = _positions(out, train_ids[folds == i], "oof rows", outs[0])
             positions.append(position)
-        oof[exp] = MeanRows(outs, positions)
+        oof[name] = MeanRows(outs, positions)
         test_runs = ([run_dir(checkpoints_dir, exp, all_split)] if test_features == "all"
                      else [run_dir(checkpoints_dir, exp, split) for split in splits])
         files = [load_outputs(run, epoch, "test") for run in test_runs]
-        test[exp] = MeanRows(files, [_positions(f, test_ids, "test rows", outs[0]) for f in files],
-                             average=test_features == "fold_mean")
+        test[name] = MeanRows(files, [_positions(f, test_ids, "test rows", outs[0]) for f in files],
+                              average=test_features == "fold_mean")
     return MeanSources(runs=choices, train_ids=train_ids, test_ids=test_ids,
                        y=train_df["target"].to_numpy(dtype=float), oof=oof, test=test)
 

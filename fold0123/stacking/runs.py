@@ -127,6 +127,14 @@ def as_target(task: str, outputs: np.ndarray) -> np.ndarray:
     raise ValueError(f"task {task!r} has no direct target prediction")
 
 
+def round_entry(name: str, split_suffix: str = "") -> tuple[str, str]:
+    """(experiment, split suffix) of an ensemble entry: `onehot` is the stack's own round (`split_suffix`),
+    `onehot@_pseudo2` that experiment's runs of another round (the runs `{exp}_{split}_pseudo2`), so one final
+    ensemble can mix rounds, as the ACCV 2022 winner's did."""
+    exp, at, suffix = name.partition("@")
+    return (exp, suffix) if at else (name, split_suffix)
+
+
 def fold_splits(k: int, split_suffix: str = "") -> list[str]:
     """The K fold splits of a round (`{K}fold{k}{suffix}`), without `all`."""
     return [f"{split}{split_suffix}" for split in split_names(k) if split != "all"]
