@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -21,7 +22,7 @@ from fold0123.common.config import ConfigError, load_config
 from fold0123.common.errors import UsageError
 from fold0123.common.io import write_json
 from fold0123.common.schema import RecipeAblationConfig
-from tests.conftest import ROOT, tiny_recipe, write
+from tests.conftest import ROOT, make_class_dataroot, tiny_recipe, write
 
 SEEDS = [0, 1]
 
@@ -191,3 +192,60 @@ variants:
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "rows").rglob("*.pth")} == checkpoints
     assert (tmp_path / "results" / "timings.json").read_text() == timings
     assert json.loads((tmp_path / "results" / "results.json").read_text())["claims"] == results["claims"]
+
+
+@pytest.mark.integration
+def test_a_pretext_variant_and_a_cleaned_labels_variant_end_to_end(tmp_path: Path):
+    """Issue 21's rows through the real CLIs on a tiny K = 4 classification dataroot, one seed: `jigsaw` trains its
+    own jigsaw pretext on split all and transfers from it; `clean` trains on the splits stack.py clean made from
+    base's out-of-fold probabilities, with the held-out rows (and so the scored rows) of base."""
+    root = make_class_dataroot(tmp_path / "data", k=4, n_train=48, n_test=16)
+    tiny = ROOT / "parameters" / "tiny"
+    task = write(tmp_path / "classify.yml", f"base: {tiny / 'onehot.yml'}\ntask: classify\nepochs: 1\n")
+    recipe = write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
+dataset: null
+dataroot: {root}
+answers: null
+fold_batch_size: 0
+word2vec: null
+devices: cpu
+pretext: null
+tasks: [{task}]
+""")
+    conf = write(tmp_path / "rows.yml", f"""recipe: {recipe}
+task: {task}
+task_set: [transfer_from=null, "eval.parts=[oof]"]
+runs_dir: {tmp_path / 'rows'}
+out_dir: {tmp_path / 'results'}
+seeds: [0]
+baselines: false
+variants:
+  base: {{}}
+  jigsaw:
+    pretext: {tiny / 'jigsaw.yml'}
+    pretext_set: [epochs=1]
+    claim: the jigsaw pretext helps
+  clean:
+    clean_from: base
+    claim: cleaning helps
+""")
+    env = {**os.environ, "TMUX_TMPDIR": str(tmp_path)}
+    env.pop("TMUX", None)
+    done = subprocess.run([sys.executable, "ablation_recipe.py", "--conf", conf], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seed = tmp_path / "rows" / "seed0"
+    assert rundir.done_path(seed / "jigsaw_pretext_all").is_file()
+    assert rundir.read_run_config(seed / "jigsaw_3fold0").transfer_from == "jigsaw_pretext_all"
+    issues = pd.read_csv(tmp_path / "results" / "clean" / "seed0" / "label_issues.csv", dtype={"object_id": str})
+    for k in range(3):
+        cleaned_train, cleaned_held = (root / f"3fold{k}_clean_base0_{part}.csv" for part in ("train", "test"))
+        assert cleaned_held.read_bytes() == (root / f"3fold{k}_test.csv").read_bytes()
+        kept = pd.read_csv(cleaned_train, dtype={"object_id": str})["object_id"]
+        given = pd.read_csv(root / f"3fold{k}_train.csv", dtype={"object_id": str})["object_id"]
+        assert set(kept) == set(given) - set(issues["object_id"])
+        assert rundir.done_path(seed / f"clean_3fold{k}_clean_base0").is_file()
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    rows = {r["id"]: r for r in results["rows"]}
+    assert all(len(rows[name]["folds"]) == 3 for name in ("base", "jigsaw", "clean")), rows
+    assert {c["key"] for c in results["claims"]} >= {"jigsaw", "clean"}

@@ -7,9 +7,15 @@ after the variant (`exp={variant}`: two variants never share a run directory) on
 (no pretext, no `all` run, no stacking), seed S into `{runs_dir}/seed{S}` (their image cache shared:
 `{runs_dir}/cache`), and scored at its `epoch` (`last`, an epoch, `ema`/`ema{E}`, `soup{N}`). A variant with
 `runs: other` trains nothing: it reads the other variant's runs at its own epoch (the EMA weights, or a soup, of
-the same runs). The dataset and folds are the recipe's (made with the recipe's seed, as `make demo` and `make
-ablation` make them); a seed changes the runs' initialisation, batch order and augmentation, and the baselines'
-LightGBM seed.
+the same runs). A variant with `pretext: CONFIG` first trains that pretext (jigsaw, simmim) on split `all` as
+`{variant}_pretext_all` in the seed's runs and transfers from it. A variant with `clean_from: other` trains on the
+splits `stack.py clean` writes from the other variant's out-of-fold probabilities in the same seed
+(`{split}_clean_{other}{seed}`: train parts without cleanlab's flagged rows, held-out parts byte for byte, so the
+two are scored on the same rows with the labels as given). The flagged rows come from all K folds' out-of-fold
+predictions, so fold k's held-out labels had a say in which rows of the other folds fold k's run drops: the
+cleaning is not nested, as the ACCV 2022 winner's was not. The dataset and folds are the recipe's (made with the
+recipe's seed, as `make demo` and `make ablation` make them); a seed changes the runs' initialisation, batch
+order and augmentation, and the baselines' LightGBM seed.
 
 Each step is one of the project's CLIs (launch.py fold0123, evaluate.py --soup / --epoch, -m fold0123.baselines),
 run as a user would; a step whose outputs exist is skipped without starting anything (the launcher's own plan
@@ -81,10 +87,28 @@ def readers(cfg: RecipeAblationConfig, name: str) -> list[str]:
     return [n for n in cfg.variants if source(cfg, n) == name]
 
 
+def pretext_exp(name: str) -> str:
+    """The experiment of variant `name`'s pretext run (on split all, in the seed's runs)."""
+    return f"{name}_pretext"
+
+
+def clean_suffix(name: str, seed: int) -> str:
+    """The split suffix of the splits cleaned from variant `name`'s seed-`seed` runs."""
+    return f"_clean_{name}{seed}"
+
+
+def variant_splits(cfg: RecipeAblationConfig, name: str, k: int, seed: int) -> list[str]:
+    """The fold splits variant `name`'s runs train on: the recipe's, or those cleaned for it (`clean_from`)."""
+    cleaned = cfg.variants[source(cfg, name)].clean_from
+    return fold_splits(k, clean_suffix(cleaned, seed) if cleaned else "")
+
+
 def variant_sets(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig) -> list[str]:
-    """The training variant's overrides of the task config: task_set, its set, its exp, and `keep_last` raised to
-    the largest soup its readers score (a soup needs that many epochs' weights)."""
+    """The training variant's overrides of the task config: task_set, its set, its exp, the transfer from its
+    pretext, and `keep_last` raised to the largest soup its readers score (a soup needs that many epochs')."""
     sets = [*cfg.task_set, *cfg.variants[name].set, f"exp={name}"]
+    if cfg.variants[name].pretext:
+        sets.append(f"transfer_from={pretext_exp(name)}_all")
     soups = [soup_size(cfg.variants[n].epoch) or 0 for n in readers(cfg, name)]
     keep = load_config(cfg.task, [*sets, *run_sets(recipe)], schema=RunConfig).keep_last
     if max(soups) > keep > 0:
@@ -117,7 +141,7 @@ def selected(cfg: RecipeAblationConfig, names: list[str] | None) -> list[str]:
     wanted.add(cfg.base_variant)
     for name in list(wanted):
         variant = cfg.variants[name]
-        wanted |= {variant.runs or name, variant.against or cfg.base_variant}
+        wanted |= {variant.runs or name, variant.against or cfg.base_variant, variant.clean_from or name}
     return [n for n in cfg.variants if n in wanted]
 
 
@@ -180,11 +204,18 @@ def run_seed(cfg: RecipeAblationConfig, seed: int, timer: Timer, redo_stale: boo
     splits = fold_splits(recipe.folds)
     if cfg.baselines:
         run_baselines(cfg, recipe, seed, timer)
-    for name in names:
-        if cfg.variants[name].runs is None:
-            train_variant(cfg, name, recipe, seed, timer, redo_stale)
+    for name in sorted(names, key=lambda n: cfg.variants[n].clean_from is not None):  # what they clean from first
+        variant = cfg.variants[name]
+        if variant.runs is not None:
+            continue
+        if variant.pretext:
+            train_pretext(cfg, name, recipe, seed, timer, redo_stale)
+        if variant.clean_from:
+            clean_splits(cfg, name, recipe, seed, timer)
+        train_variant(cfg, name, recipe, seed, timer, redo_stale)
     for name in names:  # the soups and epochs the watcher did not evaluate
         variant = cfg.variants[name]
+        splits = variant_splits(cfg, name, recipe.folds, seed)
         runs = [run_dir(seed_runs(cfg, seed), source(cfg, name), split) for split in splits]
         todo = [args for run in runs for args in evaluation_args(run, variant.epoch, _device(recipe))]
         if todo:
@@ -198,7 +229,7 @@ def train_variant(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig, se
     rows: a run that is DONE and evaluated is skipped, an interrupted one resumes, a stale one stops the driver
     (or with `redo_stale` trains again)."""
     sets = variant_sets(cfg, name, recipe)
-    splits = fold_splits(recipe.folds)
+    splits = variant_splits(cfg, name, recipe.folds, seed)
     plan = plan_fold0123(cfg.task, LaunchOptions(devices=recipe.devices, overrides=(*sets, *run_sets(recipe)),
                                                  splits=tuple(splits), redo_stale=redo_stale, verbose=False))
     if not plan.rows:
@@ -208,6 +239,31 @@ def train_variant(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig, se
     session = f"rows_{cfg.exp}_{name}_{seed}".replace(".", "_")  # tmux: presets side by side never share one
     args = ["--splits", ",".join(splits), "--session", session, *(a for s in sets for a in ("--set", s))]
     timer.run(timing_key(seed, name), launch, recipe, cfg.task, redo_stale, *args)
+
+
+def train_pretext(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig, seed: int, timer: Timer,
+                  redo_stale: bool) -> None:
+    """Variant `name`'s pretext on split all (`{name}_pretext_all`), through the launcher as the recipe's is;
+    skipped by the launcher's plan when it is DONE and evaluated."""
+    variant = cfg.variants[name]
+    sets = [*variant.pretext_set, f"exp={pretext_exp(name)}"]
+    stage(f"pretext of {name} (seed {seed}): {variant.pretext} {' '.join(sets)}")
+    session = f"pretext_{cfg.exp}_{name}_{seed}".replace(".", "_")
+    timer.run(timing_key(seed, f"{name} pretext"), launch, recipe, variant.pretext, redo_stale, "--splits", "all",
+              "--session", session, *(a for s in sets for a in ("--set", s)))
+
+
+def clean_splits(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig, seed: int, timer: Timer) -> None:
+    """`stack.py clean` on the runs of variant `name`'s clean_from (at its epoch): the split files its runs train
+    on. Rewritten each time from the same runs, so its runs' fingerprints (by content) stay."""
+    source_name = cfg.variants[name].clean_from
+    epoch = cfg.variants[source_name].epoch
+    sets = [f"dataroot={recipe.dataroot}", f"folds={recipe.folds}", f"checkpoints_dir={seed_runs(cfg, seed)}",
+            f"runs={{{source_name}: {epoch}}}", f"clean.exp={source_name}",
+            f"clean.suffix={clean_suffix(source_name, seed)}", f"out_dir={Path(cfg.out_dir) / 'clean' / f'seed{seed}'}"]
+    stage(f"clean the labels for {name} (seed {seed}): from {source_name}'s out-of-fold probabilities")
+    timer.run(timing_key(seed, f"{name} cleaning"), run_cli, "stack.py", "clean", "--conf", "parameters/stack.yml",
+              *(a for s in sets for a in ("--set", s)))
 
 
 def evaluation_args(run: Path, epoch, device: str) -> list[list[str]]:
@@ -244,7 +300,7 @@ def run_baselines(cfg: RecipeAblationConfig, recipe: RecipeConfig, seed: int, ti
 def variant_row(cfg: RecipeAblationConfig, name: str, seed: int, k: int, seconds: float | None) -> tuple[Row, dict]:
     """Seed `seed`'s row of variant `name` (its fold scores at its epoch) and {metric, lower_is_better}; a
     missing run or evaluation is a row with a note."""
-    variant, splits = cfg.variants[name], fold_splits(k)
+    variant, splits = cfg.variants[name], variant_splits(cfg, name, k, seed)
     try:
         ckpt, exp = seed_runs(cfg, seed), source(cfg, name)
         table = choice_metrics(ckpt, exp, splits, resolve_epoch(ckpt, exp, splits, variant.epoch))

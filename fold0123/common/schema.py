@@ -465,9 +465,12 @@ class VariantOptions(Schema):
     epoch: VariantEpoch = "last"  # which weights of each fold run are scored
     runs: Name | None = None      # read another variant's runs (with this epoch) instead of training its own
     against: Name | None = None   # the variant its claim compares it with (null: the base)
+    pretext: Text | None = None   # a pretext config (jigsaw, simmim) trained on split `all` first; the variant
+    pretext_set: list[Text] = []  # transfers from it (its set, before the recipe's keys)
+    clean_from: Name | None = None  # train on the splits `stack.py clean` makes from this variant's runs
     claim: Text | None = None     # the claim's text (null: "{name} beats {against}")
 
-    @field_validator("set")
+    @field_validator("set", "pretext_set")
     @classmethod
     def _sets(cls, sets: list[str]) -> list[str]:
         return _row_sets(sets)
@@ -503,8 +506,12 @@ class RecipeAblationConfig(Schema):
                 if variant.runs not in training:
                     raise ValueError(f"variant {name}: runs {variant.runs!r} must name a variant that trains (one "
                                      f"without runs: {', '.join(training)})")
-                if variant.set:
-                    raise ValueError(f"variant {name}: reads {variant.runs}'s runs, so it has no set of its own")
+                if variant.set or variant.pretext or variant.clean_from:
+                    raise ValueError(f"variant {name}: reads {variant.runs}'s runs, so it has no set, pretext or "
+                                     f"clean_from of its own")
+            if variant.clean_from is not None and (variant.clean_from not in training or variant.clean_from == name):
+                raise ValueError(f"variant {name}: clean_from {variant.clean_from!r} must name another variant that "
+                                 f"trains ({', '.join(training)})")
             if variant.against is not None and (variant.against not in self.variants or variant.against == name):
                 raise ValueError(f"variant {name}: against {variant.against!r} must name another variant")
         return self

@@ -25,7 +25,7 @@ from fold0123.common.io import write_csv, write_text
 from fold0123.common.schema import StackConfig
 from fold0123.data.competition import read_competition
 from fold0123.data.layout import read_csv, read_split, split_names, split_paths
-from fold0123.stacking.features import build_features
+from fold0123.stacking.features import mean_sources
 
 ISSUE_COLUMNS = ["object_id", "given", "suggested", "given_probability"]
 
@@ -88,15 +88,15 @@ def run_clean(cfg: StackConfig) -> CleanResult:
     competition = read_competition(cfg.dataroot)
     if not competition.has_classes:
         raise UsageError(f"{cfg.dataroot}: a {competition.kind} competition has no class labels to clean")
-    features = build_features(cfg.dataroot, cfg.checkpoints_dir, {exp: cfg.runs[exp]}, k=cfg.folds,
-                              aggregations="mean", split_suffix=cfg.split_suffix, infold=False,
-                              allow_unfinished=cfg.allow_unfinished)
-    probs = features.view_mean_oof[exp]
+    # out of fold only: the fold runs' held-out rows, whatever else they evaluated
+    sources = mean_sources(cfg.dataroot, cfg.checkpoints_dir, {exp: cfg.runs[exp]}, k=cfg.folds,
+                           split_suffix=cfg.split_suffix, test_features=None, allow_unfinished=cfg.allow_unfinished)
+    probs = sources.oof[exp].read(0, len(sources.train_ids))
     if probs.shape[1] != competition.n_classes:
         raise UsageError(f"clean.exp {exp!r}: outputs of width {probs.shape[1]}, not the {competition.n_classes} "
                          f"class probabilities of a classification run")
-    issues = label_issues(features.train.index, features.y, probs, cfg.clean.filter_by)
+    issues = label_issues(sources.train_ids, sources.y, probs, cfg.clean.filter_by)
     written = write_clean_splits(cfg.dataroot, cfg.folds, issues["object_id"], cfg.clean.suffix)
     table = Path(cfg.out_dir) / "label_issues.csv"
     write_csv(table, issues)
-    return CleanResult(issues, table, written, len(features.y))
+    return CleanResult(issues, table, written, len(sources.y))

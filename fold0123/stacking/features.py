@@ -289,10 +289,11 @@ class MeanSources:
 
 
 def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, k: int = 3, split_suffix: str = "",
-                 test_features: str = "all", allow_unfinished: bool = False) -> MeanSources:
+                 test_features: str | None = "all", allow_unfinished: bool = False) -> MeanSources:
     """build_features' checks and choices (epochs, finished runs, fold ids, widths) for the views' means only,
-    mapped, not read: any eval form will do (eval.views: mean too)."""
-    if test_features not in TEST_SOURCES:
+    mapped, not read: any eval form will do (eval.views: mean too). `test_features` None: out of fold only (what
+    label cleaning reads; the runs need no test part and no `all` run)."""
+    if test_features is not None and test_features not in TEST_SOURCES:
         raise ConfigError(f"test_features must be one of {TEST_SOURCES}, got {test_features!r}")
     if not runs:
         raise ConfigError("no runs chosen: the config's `runs` must name at least one experiment")
@@ -302,7 +303,7 @@ def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, 
         exp, suffix = round_entry(name, split_suffix)
         splits, all_split = fold_splits(k, suffix), f"all{suffix}"
         if not allow_unfinished:
-            check_finished(checkpoints_dir, {exp: spec}, splits + [all_split])
+            check_finished(checkpoints_dir, {exp: spec}, splits + ([all_split] if test_features else []))
         epoch = resolve_epoch(checkpoints_dir, exp, splits, spec)
         choices.append(RunChoice(exp=name, task=run_task(checkpoints_dir, exp, splits[0]), epoch=epoch))
         outs = _oof_outputs(dataroot, checkpoints_dir, exp, splits, epoch, fold_of)
@@ -312,6 +313,8 @@ def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, 
             position[folds == i] = _positions(out, train_ids[folds == i], "oof rows", outs[0])
             positions.append(position)
         oof[name] = MeanRows(outs, positions)
+        if test_features is None:
+            continue
         test_runs = ([run_dir(checkpoints_dir, exp, all_split)] if test_features == "all"
                      else [run_dir(checkpoints_dir, exp, split) for split in splits])
         files = [load_outputs(run, epoch, "test") for run in test_runs]
