@@ -119,7 +119,8 @@ def test_the_config_checks_names_and_keys(tmp_path: Path):
     bad("task_set: [checkpoints_dir=x]\n", "checkpoints_dir is the ablation's own")
     bad("variants: {base: {set: [lr]}}\n", "expected key=value")
     bad("variants: {base: {}, a: {runs: b}}\n", "must name a variant that trains")
-    bad("variants: {base: {}, a: {runs: base, set: [lr=1]}}\n", "no set of its own")
+    bad("variants: {base: {}, a: {runs: base, set: [lr=1]}}\n", "no set, pretext or clean_from of its own")
+    bad("variants: {base: {}, a: {clean_from: a}}\n", "clean_from 'a' must name another variant that trains")
     bad("variants: {base: {epoch: best}}\n", "epoch")
     bad("seeds: [1, 1]\n", "each seed once")
     shipped = ROOT / "parameters" / "ablation" / "recipe" / "atmacup_cpu.yml"  # it documents every key
