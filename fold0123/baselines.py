@@ -146,8 +146,9 @@ def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
         fold_of[rows] = i
         splits.append((name, position.loc[part].to_numpy(), rows))
     if (fold_of < 0).any():
-        raise LayoutError(f"{dataroot / 'train.csv'}: object {train['object_id'].iloc[int(np.flatnonzero(fold_of < 0)[0])]!r} is "
-                          f"in no {k}fold*_test.csv (re-run SGKFold.py --dataroot {dataroot} --k {k})")
+        missing = train["object_id"].iloc[int(np.flatnonzero(fold_of < 0)[0])]
+        raise LayoutError(f"{dataroot / 'train.csv'}: object {missing!r} is in no {k}fold*_test.csv (re-run SGKFold.py "
+                          f"--dataroot {dataroot} --k {k})")
     return Splits(dataroot, competition, train["object_id"].tolist(), y,
                   train[group].to_numpy() if group else None, test_ids, splits[:-1], splits[-1])
 
