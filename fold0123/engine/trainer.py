@@ -5,6 +5,9 @@ Why it is shaped this way:
   weights (`{epoch}.pth`) and then replaces the run's one resume.pth (optimiser, scheduler, scaler, RNG, step),
   so `resume=True` continues after the epoch resume.pth names and (deterministic mode, CPU) ends with the same
   weights as a run that was never interrupted. Disk use grows by the weights alone (models.checkpoints).
+- Long epochs (`save_every_steps`): a step checkpoint `step{S}.pth` and a resume.pth that names the micro-batch
+  reached and every rank's generator states; a resume skips the batches already trained (their indices only) and
+  puts the draws back, so it too ends as the uninterrupted run did. `max_steps` counts steps instead of epochs.
 - With `ema.decay` > 0 every optimiser step also updates a moving average of the weights (models.ema, timm's
   ModelEmaV3); `{epoch}.pth` holds it beside the raw weights, which is also where a resume takes it back from.
 - Checkpoints are atomic (models.checkpoints), so the watching evaluator never reads half a file; DONE is written
