@@ -231,8 +231,8 @@ def has_current_test(run: Path, tag: str) -> bool:
     try:
         cfg = read_run_config(run)
         stored = json.loads(metrics_path(run, tag).read_text()).get("test_tables")
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError, AttributeError):  # no readable config or metrics: nothing says it is out of date
+        return True
     if "test" not in cfg.eval.parts:
         return True
     if stored is None:
