@@ -316,7 +316,11 @@ def collect_seed(cfg: RecipeAblationConfig, seed: int, k: int, timings: dict) ->
     rows, metric = [], {}
     for name in cfg.variants:  # its runs' training (and their watchers'), then its own evaluation beyond that
         trained = timings.get(timing_key(seed, source(cfg, name)))
-        seconds = None if trained is None else trained + timings.get(timing_key(seed, f"{name} evaluation"), 0.0)
+        # its own inputs count: the pretext it transfers from, the cleaning of its splits
+        inputs = sum(timings.get(timing_key(seed, f"{source(cfg, name)} {step}"), 0.0)
+                     for step in ("pretext", "cleaning"))
+        seconds = None if trained is None else (trained + inputs
+                                                + timings.get(timing_key(seed, f"{name} evaluation"), 0.0))
         row, what = variant_row(cfg, name, seed, k, seconds)
         rows.append(row)
         metric = metric or what
