@@ -125,6 +125,10 @@ def describe(cfg: RecipeAblationConfig, name: str) -> str:
     """What the row is: its sets (or the task config as it is), its epoch, whose runs."""
     variant = cfg.variants[name]
     what = " ".join(variant.set) if variant.set else (f"{variant.runs}'s runs" if variant.runs else "the task config")
+    if variant.pretext:
+        what += f", from its {Path(variant.pretext).stem} pretext"
+    if variant.clean_from:
+        what += f", on the splits cleaned from {variant.clean_from}'s out-of-fold probabilities"
     return f"{what} @ {variant.epoch}"
 
 
