@@ -132,14 +132,12 @@ def step_checkpoint_path(run: Path, step: int) -> Path:
 
 def checkpoint_step(path: str | Path) -> int | None:
     """The step of a final step-checkpoint name (`step40.pth` -> 40); None for anything else."""
-    match = STEP_CHECKPOINT_RE.match(Path(path).name)
-    return int(match.group(1)) if match else None
+    return _numbered(STEP_CHECKPOINT_RE, path)
 
 
 def list_step_checkpoints(run: Path) -> list[tuple[int, Path]]:
     """(step, path) of the run's step checkpoints, in step order."""
-    found = [(checkpoint_step(p), p) for p in folder_entries(run)]
-    return sorted((s, p) for s, p in found if s is not None)
+    return _listed(STEP_CHECKPOINT_RE, run)
 
 
 def step_tag(step: int) -> str:
@@ -158,14 +156,24 @@ def soup_path(run: Path, n: int) -> Path:
 
 def checkpoint_epoch(path: str | Path) -> int | None:
     """The epoch of a final checkpoint name (`3.pth` -> 3); None for anything else, temp names included."""
-    match = CHECKPOINT_RE.match(Path(path).name)
-    return int(match.group(1)) if match else None
+    return _numbered(CHECKPOINT_RE, path)
 
 
 def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
     """(epoch, path) of the run's epoch checkpoints, in epoch order."""
-    found = [(checkpoint_epoch(p), p) for p in folder_entries(run)]
-    return sorted((e, p) for e, p in found if e is not None)
+    return _listed(CHECKPOINT_RE, run)
+
+
+def _numbered(pattern: re.Pattern, path: str | Path) -> int | None:
+    """The number a checkpoint name's pattern captures; None for any other name."""
+    match = pattern.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def _listed(pattern: re.Pattern, run: Path) -> list[tuple[int, Path]]:
+    """(number, path) of the run's files whose names match `pattern`, in number order."""
+    found = [(_numbered(pattern, p), p) for p in folder_entries(run)]
+    return sorted((n, p) for n, p in found if n is not None)
 
 
 def loss_log_path(run: Path) -> Path:
