@@ -34,14 +34,22 @@ def test_photos_dir(dataroot: str | Path, test_set: str) -> Path:
 
 def photo_path(dataroot: str | Path, object_id: str) -> Path:
     """photos/{id}.jpg, or a later test set's `photos_{name}/{id}.jpg` where only that one exists."""
-    path = photos_dir(dataroot) / f"{object_id}.jpg"
-    if path.is_file():
-        return path
-    for table in test_tables(dataroot)[1:]:
-        later = test_photos_dir(dataroot, test_set_name(table)) / f"{object_id}.jpg"
-        if later.is_file():
-            return later
-    return path
+    return photo_paths(dataroot, [object_id])[0]
+
+
+def photo_paths(dataroot: str | Path, object_ids) -> list[Path]:
+    """photo_path for many ids: the later test sets' folders are listed once, not once per photo outside photos/
+    (100k test-B photos would otherwise glob the dataroot 100k times)."""
+    later_dirs = None
+    paths = []
+    for object_id in object_ids:
+        path = photos_dir(dataroot) / f"{object_id}.jpg"
+        if not path.is_file():
+            if later_dirs is None:
+                later_dirs = [test_photos_dir(dataroot, test_set_name(t)) for t in test_tables(dataroot)[1:]]
+            path = next((d / path.name for d in later_dirs if (d / path.name).is_file()), path)
+        paths.append(path)
+    return paths
 
 
 def split_names(k: int = 3) -> list[str]:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from fold0123.common.io import atomic_path, exclusive_lock, make_dir, remove_orphaned_temporaries
 from fold0123.data.images import WHITE, ImageCache, Size, _decode_chunk, cache_path, height_width
-from fold0123.data.layout import photo_path
+from fold0123.data.layout import photo_paths
 
 MAGIC = b"F0123PNG"
 TRAILER = 16  # n (int64) + MAGIC
@@ -104,7 +104,7 @@ def build_encoded_cache(dataroot: str | Path, object_ids: Sequence[str], size: S
     if len(set(object_ids)) != len(object_ids):
         raise ValueError("build_encoded_cache: duplicate object ids")
     path = cache_path(dataroot, object_ids, size, cache_dir, fit).with_suffix(".png.blob")
-    paths = [str(photo_path(dataroot, i)) for i in object_ids]
+    paths = [str(p) for p in photo_paths(dataroot, object_ids)]
     jobs = [(paths[i:i + chunk], size, fit, WHITE) for i in range(0, len(paths), chunk)]
     make_dir(path.parent)
     remove_orphaned_temporaries(path.parent)

@@ -34,7 +34,7 @@ from fold0123.common.costs import Size, cache_bytes, cache_stem, height_width, r
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import (DiskFullError, atomic_path, cpu_cores, exclusive_lock, make_dir,
                                 remove_orphaned_temporaries)
-from fold0123.data.layout import LayoutError, photo_path
+from fold0123.data.layout import LayoutError, photo_paths
 
 FITS = ("pad", "squish", "crop")
 CACHE_VERSION = 2  # bump when the decode/resize recipe changes, so old caches are not reused (2: 16-bit, alpha)
@@ -140,7 +140,7 @@ def cache_path(dataroot: str | Path, object_ids: Sequence[str], size: Size, cach
         digest.update(f"background{tuple(background)}|".encode())
     digest.update("\n".join(object_ids).encode())
     # a replaced photo (new size or mtime) gives a new cache instead of its old pixels (common.fingerprint)
-    digest.update(stat_digest(photo_path(dataroot, i) for i in object_ids).encode())
+    digest.update(stat_digest(photo_paths(dataroot, object_ids)).encode())
     return Path(cache_dir) / f"{cache_stem(size)}_{digest.hexdigest()[:16]}.npy"
 
 
@@ -180,7 +180,7 @@ def build_image_cache(dataroot: str | Path, object_ids: Sequence[str], size: Siz
     if len(set(object_ids)) != len(object_ids):
         raise ValueError("build_image_cache: duplicate object ids")
     height_width(size)
-    paths = [str(photo_path(dataroot, i)) for i in object_ids]
+    paths = [str(p) for p in photo_paths(dataroot, object_ids)]
     background = tuple(int(c) for c in background)
     return cached_images(cache_path(dataroot, object_ids, size, cache_dir, fit, background), object_ids, size,
                          [(paths[i:i + chunk], size, fit, background) for i in range(0, len(paths), chunk)],

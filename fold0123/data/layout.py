@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 # names (common.dataroot) and the error (common.errors) are defined in common and re-exported with the readers
-from fold0123.common.dataroot import (photo_path, split_names, split_paths, tag_vectors_path,  # noqa: F401
+from fold0123.common.dataroot import (photo_path, photo_paths, split_names, split_paths, tag_vectors_path,  # noqa: F401
                                       test_set_name, test_tables)  # (re-exported)
 from fold0123.common.errors import LayoutError  # noqa: F401
 from fold0123.common.names import name_problem
@@ -152,8 +152,8 @@ def check_photos(dataroot: str | Path, object_ids, table: str = "train.csv", dec
     Decoding every image up front costs seconds on a competition-sized folder, and saves a run that would
     otherwise die in a DataLoader worker hours later with a traceback that does not name the file.
     """
-    for object_id in object_ids:
-        path = photo_path(dataroot, object_id)
+    object_ids = list(object_ids)
+    for object_id, path in zip(object_ids, photo_paths(dataroot, object_ids)):
         if not path.is_file():
             raise LayoutError(f"{path}: missing photo for object_id {object_id!r} of {table}")
         if decode:

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from fold0123.common.dataroot import photo_path
+from fold0123.common.dataroot import photo_paths
 from fold0123.common.errors import LayoutError
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import write_csv
@@ -216,7 +216,7 @@ def pixel_features(dataroot: str | Path, object_ids: Sequence[str], cache: str |
         raise ValueError("pixel_features: duplicate object ids")
     cache = Path(cache) if cache is not None else None
     stored = _read_cache(cache)
-    paths = [photo_path(dataroot, i) for i in ids]
+    paths = photo_paths(dataroot, ids)
     keys = [stat_digest([p]) for p in paths]
     fresh = [i in stored.index and stored.at[i, "photo"] == key for i, key in zip(ids, keys)]
     todo = [n for n, ok in enumerate(fresh) if not ok]

@@ -182,13 +182,8 @@ def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None
                     evaluate(run, epoch)
                     result.evaluated.append(epoch)
                     log(f"{run.name}: epoch {epoch} evaluated")
-                except CheckpointError as err:  # corrupt or truncated: one line naming the file
-                    result.errors.append(str(err))
-                    log(f"error: {err}")
                 except Exception as err:  # keep watching: later epochs may still evaluate
-                    line = " ".join(str(err).split()) or type(err).__name__
-                    result.errors.append(f"{rundir.checkpoint_path(run, epoch)}: {type(err).__name__}: {line}")
-                    log(f"error: {result.errors[-1]}")
+                    _record_error(rundir.checkpoint_path(run, epoch), err, result, log)
                 continue
             step_todo = sorted(steps - steps_attempted) if evaluate_step is not None else []
             if step_todo:
@@ -233,7 +228,14 @@ def _evaluate_step(run: Path, step: int, evaluate_step: Callable[[Path, int], ob
         log(f"{run.name}: step {step} evaluated")
     except FileNotFoundError:  # pruned while it was being read
         pass
-    except Exception as err:  # CheckpointError and the rest: one line, and the watch goes on
-        line = " ".join(str(err).split()) or type(err).__name__
-        result.errors.append(f"{path}: {type(err).__name__}: {line}" if str(path) not in line else line)
-        log(f"error: {result.errors[-1]}")
+    except Exception as err:  # one line, and the watch goes on
+        _record_error(path, err, result, log)
+
+
+def _record_error(path: Path, err: Exception, result: WatchResult, log: Callable[[str], None]) -> None:
+    """One line per failed checkpoint, naming its file once: a CheckpointError (corrupt, truncated) already does."""
+    line = " ".join(str(err).split()) or type(err).__name__
+    if not isinstance(err, CheckpointError) and str(path) not in line:
+        line = f"{path}: {type(err).__name__}: {line}"
+    result.errors.append(line)
+    log(f"error: {line}")
