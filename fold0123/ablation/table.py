@@ -4,8 +4,9 @@ The driver (ablation.run) trains the variant runs and writes the stacks; this mo
 they left (run directories, stack reports, baselines.json, the driver's timings.json) and turns it into rows,
 verdicts on the atmaCup #11 write-up's claims, `results.json`, `RESULTS.md` and the HTML report.
 
-A row is scored the way the stack is: RMSE on the target per fold, over all out-of-fold rows, and on the held-out answers (test predictions of the `all` run, or the stack's submission). Nothing here
-chooses anything: every choice was made out of fold by the step that made the file.
+A row is scored the way the stack is: RMSE on the target per fold, over all out-of-fold rows, and on the held-out
+answers (test predictions of the `all` run, or the stack's submission). Nothing here chooses anything: every
+choice was made out of fold by the step that made the file.
 
 Every row is measured once per seed of the config's `seeds` (ablation.plan: where each seed's runs and stacks
 are); the folds are the same for every seed. A row shows its mean over seeds x folds ± the standard deviation of
@@ -22,9 +23,9 @@ The first term is the fold-paired standard error of the seed-averaged fold diffe
 the second the standard error of the per-seed mean differences across seeds (the run-to-run spread; only with
 S >= 2). Under the two-way model d = mu + fold_k + seed_s + noise_sk its expectation is the variance of `mean`
 plus var(noise) / (S K): the seed-by-fold noise is counted twice, so the rule errs on the cautious side, and
-neither source can hide the other (both terms are >= 0). With one seed it is the fold-paired rule of one run. The spread is
-2 s.e.: `confirmed` when the mean difference goes the claimed way by more than the spread, `refuted` when it goes
-the other way by more, `not significant` otherwise.
+neither source can hide the other (both terms are >= 0). With one seed it is the fold-paired rule of one run.
+The spread is 2 s.e.: `confirmed` when the mean difference goes the claimed way by more than the spread,
+`refuted` when it goes the other way by more, `not significant` otherwise.
 
 The reproducibility check (`judge`): the seeds, in the config's order, are split into two halves, the first
 ceil(S/2) seeds and the rest ([0, 1, 2]: {0, 1} and {2}; two seeds: one each), and each half is judged by the

@@ -25,7 +25,8 @@ def score(predictions: str | Path, answers: str | Path) -> dict[str, float]:
     predicted = read_predictions(predictions)
     missing = [t for t in truth if t not in predicted]
     if missing:
-        raise LayoutError(f"{predictions}: no prediction for {len(missing)} answered text(s), e.g. text_id {missing[0]}")
+        raise LayoutError(f"{predictions}: no prediction for {len(missing)} answered text(s), "
+                          f"e.g. text_id {missing[0]}")
     extra = [t for t in predicted if t not in truth]
     if extra:
         raise LayoutError(f"{predictions}: text_id {extra[0]} is not in {answers} (predictions of another split?)")
