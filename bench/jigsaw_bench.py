@@ -169,7 +169,8 @@ def run(images: int = 64, file_images: int = 3, size: int = 225, threads: int = 
                 maker(sources[j // perms_per_image], perm, size, tmp / f"out{j}.jpg")
 
         def max_error() -> float:
-            made = [np.asarray(Image.open(tmp / f"out{j}.jpg").convert("RGB"), dtype=np.float64) for j in range(n_files)]
+            made = [np.asarray(Image.open(tmp / f"out{j}.jpg").convert("RGB"), dtype=np.float64)
+                    for j in range(n_files)]
             made = torch.from_numpy(np.stack(made)).permute(0, 3, 1, 2)
             return float((made - file_shuffled.double()).abs().mean((1, 2, 3)).max())
 
@@ -196,7 +197,8 @@ def run(images: int = 64, file_images: int = 3, size: int = 225, threads: int = 
 
 def format_table(results: list[dict]) -> str:
     fly = results[0]["images_per_s"]
-    magick = [r["images_per_s"] for r in results if r["method"].startswith("ImageMagick") and np.isfinite(r["images_per_s"])]
+    magick = [r["images_per_s"] for r in results
+              if r["method"].startswith("ImageMagick") and np.isfinite(r["images_per_s"])]
     if magick:
         original, label = magick[0], "the original (ImageMagick)"
     else:

@@ -4,9 +4,9 @@ against the script's schema (fold0123.common.schema) and handed to the code as a
 A config may name a `base:` file (relative to itself), or a list of them merged in order (as mmengine's `_base_`),
 whose keys it overrides, so the CPU presets in `parameters/demo/` say only how they differ from the GPU ones
 (`base: [../target.yml, task.yml]`: the GPU experiment, then the keys the demo's CPU presets share). Overrides
-use dotted keys (`--set jigsaw.grid=3`) and YAML-parsed values (`--set lr=3e-4`, `--set transfer_from=null`). A key the schema does not know or a value
-of the wrong type is an error naming where it came from (the file that set it, or the `--set`), because a typo
-that silently does nothing costs a whole run.
+use dotted keys (`--set jigsaw.grid=3`) and YAML-parsed values (`--set lr=3e-4`, `--set transfer_from=null`). A
+key the schema does not know or a value of the wrong type is an error naming where it came from (the file that
+set it, or the `--set`), because a typo that silently does nothing costs a whole run.
 """
 from __future__ import annotations
 

@@ -494,8 +494,8 @@ def write_layout(collected: Collected, out: str | os.PathLike, metric: str = "ac
         (built / MARKER).write_text(json.dumps({
             "adapter": collected.adapter, "source": str(collected.source.resolve()), "options": collected.options,
             "metric": metric, "name": name, "decoded": decode, "allow_duplicates": allow_duplicates,
-            "classes": len(collected.classes), "train_rows": summary.train_rows, "test_rows": summary.test_rows, "groups": groups,
-            "photos": "relative symlinks to the source files"}, indent=2) + "\n")
+            "classes": len(collected.classes), "train_rows": summary.train_rows, "test_rows": summary.test_rows,
+            "groups": groups, "photos": "relative symlinks to the source files"}, indent=2) + "\n")
     return summary
 
 
