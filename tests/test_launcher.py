@@ -23,8 +23,8 @@ from fold0123.common.fingerprint import run_fingerprint, write_fingerprint
 from fold0123.common.poll import wait_until
 from fold0123.common.schema import RunConfig
 from fold0123.launcher.fold0123 import LaunchError, LaunchOptions, launch_fold0123, plan_fold0123
-from fold0123.launcher.layout import (LaunchError as LayoutError, describe, devices_on_cpu, group_label,
-                                      parse_devices, parse_groups, session_name)
+from fold0123.launcher.layout import (LaunchError as LayoutError, describe, devices_on_cpu, group_label, pane_command,
+                                      parse_devices, parse_groups, session_name, status_argv)
 from fold0123.launcher.status import mark_failed, read_status
 from fold0123.launcher.tmux import check_free
 from tests.conftest import ROOT, make_dataroot
@@ -185,7 +185,7 @@ def test_plan_rows_panes_and_commands(conf_only: Path, tmp_path: Path):
     assert list(row.eval_argv[1:]) == ["evaluate.py", "--run", row.run_dir, "--watch", "--device", "cpu"]
     train, loss, evaluate = row.panes
     assert "'3fold0 train (cpu)'" in train.command and "fold0123.launcher.monitor" in loss.command
-    assert train.command.endswith(f"mark-failed {row.run_dir} --role train")
+    assert train.command.endswith(f'mark-failed {row.run_dir} --role train --status "$?"')
     assert "OMP_NUM_THREADS=2 " in evaluate.command and "--role evaluate" in evaluate.command
     assert list(plan.waiter_argv[-4:]) == [r.run_dir for r in plan.rows]
     assert session_name("a.b:c") == "fold0123_a_b_c"
@@ -221,6 +221,20 @@ def test_status_needs_done_and_the_last_epoch_evaluated(tmp_path: Path):
     assert mark_failed(crashed, "train") == crashed / "FAILED"
     assert read_status(crashed).state == "failed"
     assert mark_failed(crashed, "evaluate") is None  # the trainer's failure already tells the story
+
+
+@pytest.mark.parametrize("script, said", [("raise SystemExit(3)", "exited with status 3 without"),
+                                          ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                                           "exited with status 137 (killed by SIGKILL) without")])
+def test_a_pane_that_fails_without_a_marker_records_how_it_ended(tmp_path: Path, script: str, said: str):
+    """The pane's own shell line, run by a shell (outside tmux its title command fails and the line goes on): the
+    marker keeps the exit status once the pane is gone (an unattended ablation closes its sessions)."""
+    run = tmp_path / "r"
+    line = pane_command("t", [sys.executable, "-c", script],
+                        on_failure=status_argv(sys.executable, "mark-failed", str(run), "--role", "evaluate"))
+    subprocess.run(["sh", "-c", line], cwd=ROOT, capture_output=True, timeout=120)
+    assert said in (run / "EVAL_FAILED").read_text()
+    assert read_status(run).state == "failed"
 
 
 def test_bad_config_key_is_one_clear_line(conf_only: Path):

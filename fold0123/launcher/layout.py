@@ -290,13 +290,15 @@ def _conf_path(conf: str | Path, root: Path) -> Path:
 
 def pane_command(title: str, argv: Sequence[str], env: dict[str, str] | None = None,
                  on_failure: Sequence[str] | None = None) -> str:
-    """`title; ENV=.. argv || on_failure`: the pane's shell stays open after a failure, showing the error. The
-    pane names itself from inside ($TMUX_PANE), so tmuxinator and libtmux panes are titled the same way."""
+    """`title; ENV=.. argv || on_failure --status N`: the pane's shell stays open after a failure, showing the
+    error, and `on_failure` (status mark-failed) is told argv's exit status, so the marker says whether the script
+    failed (1: it printed why) or was killed (128 + the signal), even once the pane is gone. The pane names itself
+    from inside ($TMUX_PANE), so tmuxinator and libtmux panes are titled the same way."""
     line = shlex.join(argv)
     if env:
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + line
     if on_failure:
-        line += " || " + shlex.join(on_failure)
+        line += " || " + shlex.join(on_failure) + ' --status "$?"'
     return f'tmux select-pane -t "$TMUX_PANE" -T {shlex.quote(title)}; {line}'
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,8 +104,9 @@ def clear_failures(run_dirs: Iterable[str | Path], extend: Iterable[str | Path] 
     return removed
 
 
-def mark_failed(run_dir: str | Path, role: str, message: str = "") -> Path | None:
-    """Record a pane's non-zero exit unless a marker already tells the story; returns the marker written."""
+def mark_failed(run_dir: str | Path, role: str, message: str = "", status: int | None = None) -> Path | None:
+    """Record a pane's non-zero exit (its `status`, where the pane passed it) unless a marker already tells the
+    story; returns the marker written."""
     run_dir = Path(run_dir)
     if role not in ("train", "evaluate"):
         raise ValueError(f"role {role!r}: expected train or evaluate")
@@ -114,9 +116,20 @@ def mark_failed(run_dir: str | Path, role: str, message: str = "") -> Path | Non
         return None
     marker = run_dir / (FAILED if role == "train" else EVAL_FAILED)
     script = "train.py" if role == "train" else "evaluate.py"
-    text = message or f"{script} exited non-zero without writing a failure marker (see its pane or job log)"
+    how = "non-zero" if status is None else _exit_status(status)
+    text = message or f"{script} exited {how} without writing a failure marker (see its pane or job log)"
     write_text(marker, text.rstrip() + "\n")
     return marker
+
+
+def _exit_status(status: int) -> str:
+    """A shell's exit status in words: above 128 a signal killed the script (137: SIGKILL, the OOM killer's)."""
+    if status > 128:
+        try:
+            return f"with status {status} (killed by {signal.Signals(status - 128).name})"
+        except ValueError:
+            pass
+    return f"with status {status}"
 
 
 def wait_for(run_dirs: Iterable[str | Path], poll_s: float = 1.0, timeout_s: float | None = None,
@@ -211,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     mark.add_argument("run_dir")
     mark.add_argument("--role", choices=("train", "evaluate"), required=True)
     mark.add_argument("--message", default="")
+    mark.add_argument("--status", type=int, default=None, help="the script's exit status (the pane passes $?)")
     wait = sub.add_parser("wait", help="wait for every run; print elapsed minutes; --close kills the session")
     wait.add_argument("run_dirs", nargs="*")
     wait.add_argument("--close", action="store_true", help="kill this tmux session when every run is DONE")
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "mark-failed":
         try:
-            marker = mark_failed(args.run_dir, args.role, args.message)
+            marker = mark_failed(args.run_dir, args.role, args.message, args.status)
         except Fold0123Error as err:  # e.g. the disk that made the run fail is still full: say so, in one line
             print(f"{Path(args.run_dir).name}: {args.role} failed; the marker could not be written ({err})")
             return 1
