@@ -85,6 +85,28 @@ def test_watcher_never_opens_a_partial_checkpoint(runs, tmp_path):
     assert all(rundir.is_evaluated(run, e) for e in (1, 2))
 
 
+def test_a_checkpoint_pruned_while_it_is_evaluated_is_skipped_and_a_failure_on_one_still_there_is_not(runs, tmp_path):
+    """keep_last: the trainer may delete an epoch between its weights' tag and its EMA's, which read the file
+    once each; the watcher then skips it (exit 0). The same failure with the file in place stays an error."""
+    run = shutil.copytree(runs["target"], tmp_path / runs["target"].name)  # 1.pth, 2.pth and DONE exist
+
+    def pruned_under_it(run, epoch):
+        if epoch == 1:
+            rundir.checkpoint_path(run, 1).unlink()  # the trainer's prune, mid-evaluation
+            read_checkpoint(rundir.checkpoint_path(run, 1))  # the EMA tag's read: CheckpointError, not found
+        return evaluate_checkpoint(run, epoch, device="cpu")
+
+    result = watch_run(run, pruned_under_it, log=lambda m: None, timeout_s=120)
+    assert result.errors == [] and result.exit_code == 0 and result.evaluated == [2]
+
+    def broken(run, epoch):
+        raise RuntimeError("out of memory")
+
+    again = watch_run(shutil.copytree(runs["target"], tmp_path / "again"), broken, log=lambda m: None,
+                      timeout_s=120)
+    assert again.exit_code == 1 and len(again.errors) == 2 and "1.pth: RuntimeError: out of memory" in again.errors[0]
+
+
 def test_restart_evaluates_what_appeared_while_down_and_skips_what_is_done(runs, tmp_path):
     run = shutil.copytree(runs["target"], tmp_path / runs["target"].name)  # 1.pth, 2.pth and DONE exist
     evaluate_checkpoint(run, 1, device="cpu")

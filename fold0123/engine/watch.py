@@ -180,10 +180,11 @@ def _watch(run: Path, evaluate: Callable[[Path, int], object], every: int | None
                     continue
                 try:
                     evaluate(run, epoch)
-                    result.evaluated.append(epoch)
-                    log(f"{run.name}: epoch {epoch} evaluated")
                 except Exception as err:  # keep watching: later epochs may still evaluate
                     _record_error(rundir.checkpoint_path(run, epoch), err, result, log)
+                    continue
+                result.evaluated.append(epoch)
+                log(f"{run.name}: epoch {epoch} evaluated")
                 continue
             step_todo = sorted(steps - steps_attempted) if evaluate_step is not None else []
             if step_todo:
@@ -224,16 +225,20 @@ def _evaluate_step(run: Path, step: int, evaluate_step: Callable[[Path, int], ob
         return
     try:
         evaluate_step(run, step)
-        result.steps.append(step)
-        log(f"{run.name}: step {step} evaluated")
-    except FileNotFoundError:  # pruned while it was being read
-        pass
     except Exception as err:  # one line, and the watch goes on
         _record_error(path, err, result, log)
+        return
+    result.steps.append(step)
+    log(f"{run.name}: step {step} evaluated")
 
 
 def _record_error(path: Path, err: Exception, result: WatchResult, log: Callable[[str], None]) -> None:
-    """One line per failed checkpoint, naming its file once: a CheckpointError (corrupt, truncated) already does."""
+    """One line per failed checkpoint, naming its file once (a CheckpointError already does). A checkpoint gone
+    by then was pruned while it was read, which is no error: the trainer keeps `keep_last` epochs (and step files
+    while they are resume points), and an epoch's EMA tag reads the file again after its weights' tag."""
+    if not path.is_file():
+        log(f"{path}: pruned while it was evaluated (keep_last): its tags not evaluated yet are skipped")
+        return
     line = " ".join(str(err).split()) or type(err).__name__
     if not isinstance(err, CheckpointError) and str(path) not in line:
         line = f"{path}: {type(err).__name__}: {line}"
