@@ -64,6 +64,19 @@ def test_run_row_gives_trainer_and_evaluator_their_own_environment(tmp_path: Pat
     assert (tmp_path / "train").read_text() == os.environ.get("OMP_NUM_THREADS", "-")
 
 
+def test_a_trainer_killed_by_a_signal_leaves_a_marker_naming_it(tmp_path: Path):
+    """Python reports a child killed by signal N as returncode -N: the marker says what a shell would (137)."""
+    run = tmp_path / "run"
+    killed = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+    payload = {"split": "3fold0", "run_dir": str(run), "train": killed, "env": {}, "eval_env": {},
+               "evaluate": [sys.executable, "-c", "pass"]}
+    assert run_row(payload, grace_s=5) == 1
+    assert (run / "FAILED").read_text().startswith("train.py exited with status 137 (killed by SIGKILL)")
+    (run / "FAILED").unlink()
+    assert run_row({**payload, "train_done": True, "evaluate": [sys.executable, "-c", "raise SystemExit(3)"]}) == 1
+    assert (run / "EVAL_FAILED").read_text().startswith("evaluate.py exited with status 3 without")
+
+
 @pytest.mark.integration
 def test_local_executor_runs_rows_to_done_and_reports_the_failed_one(tmp_path: Path):
     conf = tiny_experiment(tmp_path, name="tinyslurm")

@@ -37,7 +37,8 @@ from pathlib import Path
 from fold0123.common import rundir
 from fold0123.common.poll import wait_until
 from fold0123.launcher.layout import LaunchError, Plan, RowSpec, gpu_count
-from fold0123.launcher.status import checkpoint_epochs, clear_failures, mark_failed, read_status
+from fold0123.launcher.status import (checkpoint_epochs, clear_failures, exit_status, mark_failed, read_status,
+                                      shell_status)
 
 EVALUATOR_GRACE_S = 300.0  # after a failed trainer, how long the evaluator may take to notice FAILED
 RANK_GRACE_S = 120.0  # after a failed trainer on a rank other than 0, how long rank 0 may take to write FAILED
@@ -114,7 +115,7 @@ def _run_row(payload: dict, grace_s: float, rank_grace_s: float) -> int:
     if not payload.get("train_done"):
         train_rc = subprocess.run(train_argv, env=env).returncode
     if train_rc != 0:
-        mark_failed(run_dir, "train", f"train.py exited with status {train_rc}")
+        mark_failed(run_dir, "train", status=shell_status(train_rc))
         try:
             evaluator.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
@@ -124,7 +125,7 @@ def _run_row(payload: dict, grace_s: float, rank_grace_s: float) -> int:
         return 1
     eval_rc = evaluator.wait()
     if eval_rc != 0:
-        mark_failed(run_dir, "evaluate", f"evaluate.py exited with status {eval_rc}")
+        mark_failed(run_dir, "evaluate", status=shell_status(eval_rc))
         print(f"{payload['split']}: evaluate.py failed (exit {eval_rc})", file=sys.stderr)
         return 1
     print(f"{payload['split']}: DONE and evaluated ({run_dir})")
@@ -141,8 +142,8 @@ def _other_rank(payload: dict, train_argv: list[str], env: dict, rank: int, grac
         return 0
     run_dir = Path(payload["run_dir"])
     wait_until(lambda: read_status(run_dir).finished, grace_s, 1.0, "rank 0 to write FAILED", quiet=True)
-    mark_failed(run_dir, "train", f"rank {rank}: train.py exited with status {train_rc} and rank 0 wrote no "
-                                  f"marker within {grace_s:.0f} s (see this task's job log)")
+    mark_failed(run_dir, "train", f"rank {rank}: train.py exited {exit_status(shell_status(train_rc))} and rank 0 "
+                                  f"wrote no marker within {grace_s:.0f} s (see this task's job log)")
     print(f"{payload['split']}: train.py rank {rank} failed (exit {train_rc})", file=sys.stderr)
     return 1
 

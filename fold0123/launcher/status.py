@@ -116,13 +116,19 @@ def mark_failed(run_dir: str | Path, role: str, message: str = "", status: int |
         return None
     marker = run_dir / (FAILED if role == "train" else EVAL_FAILED)
     script = "train.py" if role == "train" else "evaluate.py"
-    how = "non-zero" if status is None else _exit_status(status)
+    how = "non-zero" if status is None else exit_status(status)
     text = message or f"{script} exited {how} without writing a failure marker (see its pane or job log)"
     write_text(marker, text.rstrip() + "\n")
     return marker
 
 
-def _exit_status(status: int) -> str:
+def shell_status(returncode: int) -> int:
+    """A subprocess's returncode as a shell reports it: Python gives -N for a child killed by signal N, the shell
+    128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def exit_status(status: int) -> str:
     """A shell's exit status in words: above 128 a signal killed the script (137: SIGKILL, the OOM killer's)."""
     if status > 128:
         try:
