@@ -130,7 +130,7 @@ def plain(value):
 TITLES = {
     "cv": "CV (out-of-fold; RMSE unless the metric column says otherwise)",
     "postprocess_grid": "Best post-processing grid points (OOF RMSE)",
-    "answers": "Score on the held-out answers (RMSE; never used for any choice)",
+    "answers": "Score on the held-out answers (RMSE unless a column names another metric; never used for any choice)",
     "runs": "Runs and weights",
     "oof_scores": "Out-of-fold scores",
     "redistribution": "Label re-distribution: class histograms",
