@@ -161,3 +161,16 @@ def test_the_gpu_presets_recipe_takes_a_step_on_the_cpu(preset, overrides, tmp_p
     run = train(cfg, "3fold0", "cpu", progress=False)
     assert rundir.done_path(run).is_file()
     assert EMA_KEY in read_checkpoint(rundir.checkpoint_path(run, 1))
+
+
+def test_seed_offset_moves_a_runs_draws_as_its_seed_would(tmp_path, dataroot):
+    """Two members of a seed ensemble under one recipe seed: seed 0 + offset 1 trains what seed 1 trains, bit for
+    bit (same process), and not what seed 0 trains."""
+    weights = {}
+    for name, sets in {"offset": ("seed=0", "seed_offset=1"), "seed1": ("seed=1",), "seed0": ("seed=0",)}.items():
+        cfg = tiny_config("target", dataroot, tmp_path / name, "transfer_from=null", "epochs=1", *sets)
+        run = train(cfg, "3fold0", "cpu", progress=False)
+        weights[name] = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
+    assert weights["offset"].keys() == weights["seed1"].keys()
+    assert all(torch.equal(weights["offset"][k], weights["seed1"][k]) for k in weights["offset"])
+    assert any(not torch.equal(weights["offset"][k], weights["seed0"][k]) for k in weights["offset"])

@@ -110,7 +110,7 @@ ADDED_LATER = {"resize": "pad", "label_smoothing": 0.0, "head": "linear", "layer
                "augmentation.crop_ratio": [0.75, 4 / 3], "augmentation.policy": "none", "augmentation.magnitude": 9,
                "augmentation.color_jitter": 0.0, "augmentation.erasing": 0.0, "mixup.mixup_alpha": 0.0,
                "mixup.cutmix_alpha": 0.0, "mixup.prob": 1.0, "mixup.off_epochs": 0, "ema.decay": 0.0,
-               "ema.warmup": True}
+               "ema.warmup": True, "seed_offset": 0}
 
 
 def differences(stored: Fingerprint | None, now: Fingerprint) -> list[str]:

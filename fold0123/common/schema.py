@@ -169,6 +169,7 @@ class RunConfig(Schema):
     checkpoints_dir: Text = "runs"
     folds: Annotated[int, Field(ge=2)] = 3
     seed: NonNegativeInt = 0
+    seed_offset: NonNegativeInt = 0             # added to seed for the run's own draws (engine.trainer)
     task: Text = "target"
     backbone: Text = "resnet34"
     pretrained: bool = False

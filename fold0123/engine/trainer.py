@@ -118,6 +118,12 @@ class LossWatch:
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
+def training_seed(cfg: RunConfig) -> int:
+    """The seed of the run's own draws (init, batch order, augmentation): `seed` moved by `seed_offset`, so two
+    members of a seed ensemble differ under a recipe that gives every task its one seed."""
+    return cfg.seed + cfg.seed_offset
+
+
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A seed that depends only on (seed, epoch, stream): shuffling and augmentation need no carried state."""
     return (int(seed) * 1_000_003 + int(epoch) * 101 + stream) % (2**63 - 1)
@@ -336,7 +342,7 @@ def _mark_failed(run: Path, env: DistEnv, err: BaseException) -> None:
 
 def build_trainee(cfg: RunConfig, task: Task, device: torch.device, steps_per_epoch: int,
                   transfer: Path | None, env: DistEnv = SINGLE) -> Trainee:
-    torch.manual_seed(epoch_seed(cfg.seed, 0))  # the same initial weights on every rank
+    torch.manual_seed(epoch_seed(training_seed(cfg), 0))  # the same initial weights on every rank
     model = build_model(cfg, task)
     if transfer is not None:
         (load_full if cfg.transfer == "full" else load_backbone)(model, transfer)
@@ -447,19 +453,19 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
     env = trainee.env
     watch = watch or LossWatch(DIVERGED_HINT)
     augmenter = augmenter or BatchAugmenter(cfg)
-    seed = rank_seed(epoch_seed(cfg.seed, epoch, 1), env.rank)
+    seed = rank_seed(epoch_seed(training_seed(cfg), epoch, 1), env.rank)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    augment = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 2))
+    augment = torch.Generator().manual_seed(epoch_seed(training_seed(cfg), epoch, 2))
     # per-rank draws after the dihedral views (jigsaw's shuffles): the shared generator for one process
     own = augment if not env.distributed else torch.Generator().manual_seed(
-        rank_seed(epoch_seed(cfg.seed, epoch, 3), env.rank))
+        rank_seed(epoch_seed(training_seed(cfg), epoch, 3), env.rank))
     apply_freeze(trainee.model, cfg.freeze, epoch, cfg.unfreeze_epoch)
     trainee.rewrap()
     trainee.parallel.train()
     accum = accumulation_steps(cfg)
-    batches = epoch_batches(len(loader.dataset), cfg.batch_size, cfg.seed, epoch, env.world_size)
+    batches = epoch_batches(len(loader.dataset), cfg.batch_size, training_seed(cfg), epoch, env.world_size)
     weights = group_weights(batches, accum)
     parts = [distributed.rank_part(len(b), env) for b in batches]
     loader.batch_sampler.batches = [b[part] for b, part in zip(batches, parts)][start_batch:]
@@ -577,7 +583,7 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
                                          pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
     if main and found is None and cfg.task != "clip":  # its inputs are good: what it takes and will write
         print(f"{run.name}: {run_costs(cfg, split, task.n_outputs(cfg))}", file=sys.stderr, flush=True)
-    n_batches = len(epoch_batches(len(dataset), cfg.batch_size, cfg.seed, 1, env.world_size))
+    n_batches = len(epoch_batches(len(dataset), cfg.batch_size, training_seed(cfg), 1, env.world_size))
     steps_per_epoch = math.ceil(n_batches / accumulation_steps(cfg))
     if cfg.max_steps:  # the epochs max_steps takes, the last one perhaps part-way (config.yml says how many)
         cfg = cfg.model_copy(update={"epochs": math.ceil(cfg.max_steps / steps_per_epoch)})
@@ -637,8 +643,8 @@ def check_resumed_world_size(run: Path, state: dict, n_images: int, cfg: RunConf
     before = int(state.get("world_size", 1))
     if before == env.world_size:
         return
-    had = len(epoch_batches(n_images, cfg.batch_size, cfg.seed, 1, before))
-    has = len(epoch_batches(n_images, cfg.batch_size, cfg.seed, 1, env.world_size))
+    had = len(epoch_batches(n_images, cfg.batch_size, training_seed(cfg), 1, before))
+    has = len(epoch_batches(n_images, cfg.batch_size, training_seed(cfg), 1, env.world_size))
     if had != has:
         raise TrainError(f"{run}: trained on {before} rank(s), whose epochs take {had} micro-batches; "
                          f"{env.world_size} ranks would drop the short last one (each rank needs 2 of its images): "
