@@ -61,7 +61,8 @@ def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_pat
 
 def test_a_classification_recipe_ensembles_two_architectures_and_scores_by_accuracy(tmp_path: Path):
     """demo-classify's shape on a K = 7 fixture: no tag vectors, no pretext, a ResNet and a ConvNeXt through
-    fold0123 in tmux, the ensemble as the submission, accuracy on the answers, the baselines beside it."""
+    fold0123 in tmux (the demo's members are two ResNet seeds; two architectures are the paddy notebooks' way),
+    the ensemble as the submission, accuracy on the answers, the baselines beside it."""
     from fold0123.common.config import dump_config, load_config
     from fold0123.common.schema import StackConfig
     from tests.conftest import make_class_dataroot, write
@@ -72,7 +73,8 @@ def test_a_classification_recipe_ensembles_two_architectures_and_scores_by_accur
                    f"backbone: {backbone}\ncheckpoints_dir: {runs}\ntransfer_from: null\nepochs: 1\n")
              for name, backbone in (("resnet", "resnet18"), ("convnext", "convnext_atto"))]
     stack = load_config(ROOT / "parameters" / "classify" / "stack.yml",
-                        [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}"], schema=StackConfig)
+                        [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}",
+                         "ensemble.runs={resnet: last, convnext: last}"], schema=StackConfig)
     conf = write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'classify' / 'recipe.yml'}
 dataset: null
 dataroot: {dataroot}
