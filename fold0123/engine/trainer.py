@@ -453,19 +453,20 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
     env = trainee.env
     watch = watch or LossWatch(DIVERGED_HINT)
     augmenter = augmenter or BatchAugmenter(cfg)
-    seed = rank_seed(epoch_seed(training_seed(cfg), epoch, 1), env.rank)
+    run_seed = training_seed(cfg)
+    seed = rank_seed(epoch_seed(run_seed, epoch, 1), env.rank)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global generators
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    augment = torch.Generator().manual_seed(epoch_seed(training_seed(cfg), epoch, 2))
+    augment = torch.Generator().manual_seed(epoch_seed(run_seed, epoch, 2))
     # per-rank draws after the dihedral views (jigsaw's shuffles): the shared generator for one process
     own = augment if not env.distributed else torch.Generator().manual_seed(
-        rank_seed(epoch_seed(training_seed(cfg), epoch, 3), env.rank))
+        rank_seed(epoch_seed(run_seed, epoch, 3), env.rank))
     apply_freeze(trainee.model, cfg.freeze, epoch, cfg.unfreeze_epoch)
     trainee.rewrap()
     trainee.parallel.train()
     accum = accumulation_steps(cfg)
-    batches = epoch_batches(len(loader.dataset), cfg.batch_size, training_seed(cfg), epoch, env.world_size)
+    batches = epoch_batches(len(loader.dataset), cfg.batch_size, run_seed, epoch, env.world_size)
     weights = group_weights(batches, accum)
     parts = [distributed.rank_part(len(b), env) for b in batches]
     loader.batch_sampler.batches = [b[part] for b, part in zip(batches, parts)][start_batch:]
