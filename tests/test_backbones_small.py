@@ -53,6 +53,14 @@ def test_the_small_stem_keeps_a_32px_image_32x32_into_layer1():
     assert layer_sizes(model(stem="small").backbone)["layer1"] == (2, 64, 32, 32)  # torchvision's width
 
 
+def test_the_strided_stem_takes_a_64px_image_into_layer1_at_32x32():
+    net = model(stem="strided", width=16)
+    assert net.backbone.conv1.kernel_size == (3, 3) and net.backbone.conv1.stride == (2, 2)
+    assert isinstance(net.backbone.maxpool, torch.nn.Identity)
+    assert layer_sizes(net.backbone, side=64) == layer_sizes(model(stem="small", width=16).backbone, side=32)
+    assert layer_sizes(net.backbone, side=64)["layer1"] == (2, 16, 32, 32)
+
+
 @pytest.mark.parametrize("name, width, feature_dim", [("resnet18", 16, 128), ("resnet18", 24, 192),
                                                       ("resnet50", 16, 512), ("resnext50_32x4d", 32, 1024)])
 def test_width_sets_the_channels_and_feature_dim(name, width, feature_dim):

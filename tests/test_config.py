@@ -74,9 +74,10 @@ def test_a_list_of_bases_merges_in_order_under_the_file(tmp_path):
         load_config(tmp_path / "c.yml", schema=RunConfig)
     demo = load_config(ROOT / "parameters/demo/target.yml", schema=RunConfig)  # [../target.yml, task.yml]
     task = yaml.safe_load((ROOT / "parameters/demo/task.yml").read_text())  # task.yml over ../target.yml
+    cpu = yaml.safe_load((ROOT / "parameters/demo/cpu.yml").read_text())  # task.yml's own base
     assert (demo.task, demo.image_size, demo.epochs, demo.eval.every, demo.exp) == (
-        "target", 32, task["epochs"], task["eval"]["every"], "target")
-    assert (demo.epochs, demo.eval.every) != (20, 1)  # ../target.yml's and base.yml's own
+        "target", cpu["image_size"], task["epochs"], task["eval"]["every"], "target")
+    assert demo.image_size != 224 and (demo.epochs, demo.eval.every) != (20, 1)  # ../target.yml's, base.yml's
 
 
 @pytest.mark.parametrize("base, message", [

@@ -173,7 +173,7 @@ class RunConfig(Schema):
     task: Text = "target"
     backbone: Text = "resnet34"
     pretrained: bool = False
-    stem: Literal["imagenet", "small"] = "imagenet"
+    stem: Literal["imagenet", "small", "strided"] = "imagenet"
     width: Annotated[int, Field(ge=4, le=1024)] = 64
     drop_path: Annotated[float, Field(ge=0, lt=1)] = 0.0
     image_size: Side | tuple[Side, Side] = 224

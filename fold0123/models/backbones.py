@@ -6,7 +6,8 @@ task's business (`models.network`).
 
 torchvision ResNets take two more options (the config's `stem` and `width`), for small images trained from
 scratch: `stem="small"` is the CIFAR ResNets' stem (a 3x3 stride-1 conv, no max-pool: a 32 px image enters layer1
-at 32x32 instead of 8x8), and `width` is layer1's channels, later stages doubling (64 is torchvision's). Either
+at 32x32 instead of 8x8), `stem="strided"` the same conv at stride 2 (a 64 px image enters layer1 at 32x32: the
+small stem's cost on twice the resolution), and `width` is layer1's channels, later stages doubling (64 is torchvision's). Either
 keeps torchvision's layer names (conv1, bn1, maxpool, layer1..layer4), which models.stages and models.transfer
 key on; the defaults build exactly torchvision's model. timm backbones take `drop_path` (stochastic depth).
 """
@@ -31,7 +32,7 @@ _RESNET_ARGS = {
     "wide_resnet101_2": (Bottleneck, (3, 4, 23, 3), 1, 128),
 }
 TORCHVISION_RESNETS = tuple(_RESNET_ARGS)
-STEMS = ("imagenet", "small")
+STEMS = ("imagenet", "small", "strided")
 TORCHVISION_WIDTH = 64
 
 
@@ -40,16 +41,17 @@ class BackboneError(Fold0123Error):
 
 
 class SizedResNet(torchvision.models.ResNet):
-    """torchvision's ResNet with layer1 `width` channels wide (layer2..4 doubling) and, with `stem="small"`, a
-    3x3 stride-1 stem conv and no max-pool. Same modules, names and forward as torchvision's."""
+    """torchvision's ResNet with layer1 `width` channels wide (layer2..4 doubling) and, with `stem="small"`
+    (`"strided"`), a 3x3 stride-1 (stride-2) stem conv and no max-pool. Same modules, names and forward as
+    torchvision's."""
 
     def __init__(self, block, layers, width: int = TORCHVISION_WIDTH, stem: str = "imagenet", **kwargs):
         self._width = width  # read by _make_layer during ResNet.__init__
         super().__init__(block, list(layers), **kwargs)
-        small = stem == "small"
+        small = stem != "imagenet"  # small and strided: a 3x3 conv and no max-pool
         # torchvision builds its stem 64 channels wide before the layers: rebuild it at `width` (initialised as
         # ResNet.__init__ does; a fresh batch norm is already weight 1, bias 0)
-        self.conv1 = nn.Conv2d(3, width, kernel_size=3 if small else 7, stride=1 if small else 2,
+        self.conv1 = nn.Conv2d(3, width, kernel_size=3 if small else 7, stride=1 if stem == "small" else 2,
                                padding=1 if small else 3, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.bn1 = self._norm_layer(width)
