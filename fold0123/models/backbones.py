@@ -7,10 +7,10 @@ task's business (`models.network`).
 torchvision ResNets take two more options (the config's `stem` and `width`), for small images trained from
 scratch: `stem="small"` is the CIFAR ResNets' stem (a 3x3 stride-1 conv, no max-pool: a 32 px image enters layer1
 at 32x32 instead of 8x8), `stem="strided"` the same conv at stride 2 (a 64 px image enters layer1 at 32x32: the
-small stem's cost on twice the resolution), and `width` is layer1's channels, later stages doubling (64 is torchvision's). Either
-keeps torchvision's layer names (conv1, bn1, maxpool, layer1..layer4), which models.stages and models.transfer
-key on; the defaults build exactly torchvision's model. timm backbones take `drop_path` (stochastic depth).
-"""
+small stem's cost on twice the resolution), and `width` is layer1's channels, later stages doubling (64 is
+torchvision's). Each keeps torchvision's layer names (conv1, bn1, maxpool, layer1..layer4), which models.stages
+and models.transfer key on; the defaults build exactly torchvision's model. timm backbones take `drop_path`
+(stochastic depth)."""
 from __future__ import annotations
 
 import torch.nn as nn

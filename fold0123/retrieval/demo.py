@@ -52,8 +52,8 @@ def main(argv=None) -> None:
     private, cache = data.parent / f"{data.name}_private", data.parent / f"{data.name}_cache"
     run_cli("-m", "fold0123.preprocessing.muge_emoji", "--out", str(data))
     run_cli("-m", "fold0123.preprocessing.pack_lmdb", "--data-dir", str(data), "--splits", ",".join(muge.SPLITS))
-    # the jigsaw pretext of `make demo` (on the atmaCup-layout emoji set) at the retrieval preset's own stem and
-    # width, as the run its `transfer_from` names (`{exp}_all`)
+    # the jigsaw pretext of `make demo` (on the atmaCup-layout emoji set) at the retrieval preset's own stem,
+    # width and image size, as the run its `transfer_from` names (`{exp}_all`)
     jigsaw = ROOT / cfg.checkpoints_dir / cfg.transfer_from
     if not rundir.done_path(jigsaw).is_file():
         run_cli("-m", "fold0123.preprocessing.emoji", "--out", "datasets/emoji")
@@ -61,7 +61,8 @@ def main(argv=None) -> None:
             run_cli("SGKFold.py", "--dataroot", "datasets/emoji", "--k", "3", "--batch-size", "64", "--seed", "0")
         run_cli("train.py", "--conf", "parameters/demo/jigsaw.yml", "--split", "all", "--device", "cpu",
                 "--no-progress", "--set", f"exp={cfg.transfer_from.removesuffix('_all')}", "--set",
-                f"stem={cfg.stem}", "--set", f"width={cfg.width}", *(["--resume"] if jigsaw.is_dir() else []))
+                f"stem={cfg.stem}", "--set", f"width={cfg.width}", "--set", f"image_size={cfg.image_size}",
+                *(["--resume"] if jigsaw.is_dir() else []))
     runs = {"transferred": train_once(args.conf, "retrieval"),
             "scratch": train_once(args.conf, "retrieval_scratch", "transfer_from=null")}
     answers = muge.texts_jsonl(private, "test")
