@@ -32,7 +32,9 @@ _RESNET_ARGS = {
     "wide_resnet101_2": (Bottleneck, (3, 4, 23, 3), 1, 128),
 }
 TORCHVISION_RESNETS = tuple(_RESNET_ARGS)
-STEMS = ("imagenet", "small", "strided")
+# stem -> its first conv's (kernel, stride); every stem but torchvision's own drops the max-pool after it
+_STEM_CONV = {"imagenet": (7, 2), "small": (3, 1), "strided": (3, 2)}
+STEMS = tuple(_STEM_CONV)
 TORCHVISION_WIDTH = 64
 
 
@@ -48,14 +50,13 @@ class SizedResNet(torchvision.models.ResNet):
     def __init__(self, block, layers, width: int = TORCHVISION_WIDTH, stem: str = "imagenet", **kwargs):
         self._width = width  # read by _make_layer during ResNet.__init__
         super().__init__(block, list(layers), **kwargs)
-        small = stem != "imagenet"  # small and strided: a 3x3 conv and no max-pool
+        kernel, stride = _STEM_CONV[stem]
         # torchvision builds its stem 64 channels wide before the layers: rebuild it at `width` (initialised as
         # ResNet.__init__ does; a fresh batch norm is already weight 1, bias 0)
-        self.conv1 = nn.Conv2d(3, width, kernel_size=3 if small else 7, stride=1 if stem == "small" else 2,
-                               padding=1 if small else 3, bias=False)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=kernel, stride=stride, padding=kernel // 2, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.bn1 = self._norm_layer(width)
-        if small:
+        if stem != "imagenet":
             self.maxpool = nn.Identity()
         self.fc = nn.Linear(self.inplanes, self.fc.out_features)  # inplanes: layer4's output channels
 

@@ -11,6 +11,7 @@ Every step reuses what an earlier run made (a complete build, a DONE run); the a
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,10 @@ def main(argv=None) -> None:
         run_cli("-m", "fold0123.preprocessing.emoji", "--out", "datasets/emoji")
         if not (ROOT / "datasets/emoji/all_train.csv").is_file():
             run_cli("SGKFold.py", "--dataroot", "datasets/emoji", "--k", "3", "--batch-size", "64", "--seed", "0")
+        shared = [a for key in ("stem", "width", "image_size")  # as YAML values: a [h, w] size stays a list
+                  for a in ("--set", f"{key}={json.dumps(getattr(cfg, key))}")]
         run_cli("train.py", "--conf", "parameters/demo/jigsaw.yml", "--split", "all", "--device", "cpu",
-                "--no-progress", "--set", f"exp={cfg.transfer_from.removesuffix('_all')}", "--set",
-                f"stem={cfg.stem}", "--set", f"width={cfg.width}", "--set", f"image_size={cfg.image_size}",
+                "--no-progress", "--set", f"exp={cfg.transfer_from.removesuffix('_all')}", *shared,
                 *(["--resume"] if jigsaw.is_dir() else []))
     runs = {"transferred": train_once(args.conf, "retrieval"),
             "scratch": train_once(args.conf, "retrieval_scratch", "transfer_from=null")}
