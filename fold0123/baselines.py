@@ -23,7 +23,9 @@ each fit (a fold, or `all`) chooses its rounds on an inner part of its OWN train
 until they hold 20 %; classes: one fold of 5, stratified by class, groups whole), then refits on all of them.
 Predicted numbers are clipped to the training rows' target range. Per row the report gives the fold scores, their
 mean ± std (population std, as the stack's table), the score over every out-of-fold row, the answers' scores and
-the wall-clock seconds (features included; cached pixel statistics are cheap).
+the wall-clock seconds (features included; cached pixel statistics are cheap). A LightGBM row's predictions are
+kept in `{dataroot}_baselines/predictions/` by the digest of what they depend on (predict): the ensemble's pixel
+member is the same model, so whichever runs second reads them (its row marked cached, with the fits' seconds).
 
 Outputs, written atomically into --out (default `{dataroot}_baselines` beside the dataroot: the dataroot stays the
 layout plus the split files): `baselines.json` (plain data) and `baselines.md` (the table), `class_baselines.*`
@@ -33,7 +35,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import json
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,7 +48,7 @@ import pandas as pd
 
 from fold0123.common.dataroot import TEST, split_names, split_paths
 from fold0123.common.errors import LayoutError, UsageError, cli_main
-from fold0123.common.io import write_json, write_text
+from fold0123.common.io import atomic_path, write_json, write_text
 from fold0123.common.schema import LgbmOptions
 from fold0123.data.answers import read_answers, score_answers
 from fold0123.data.competition import Competition, read_competition, score
@@ -156,21 +161,81 @@ def load_splits(dataroot: str | Path, k: int = 3) -> Splits:
 # ---------------------------------------------------------------------------------------------------- scoring
 
 def predict(data: Splits, features: pd.DataFrame | None = None, lgbm: LgbmOptions | None = None,
-            seed: int = 0) -> tuple[CVResult, np.ndarray, np.ndarray]:
+            seed: int = 0, cache: Path | None = None) -> tuple[CVResult, np.ndarray, np.ndarray]:
     """`lgbm` (None: the constant model) on `features` (indexed by object_id), cross-validated on the split files:
     the CVResult of the k folds and `all` (its last fit; oof in train.csv order), the `all` fit's test predictions
-    and the mean of the fold models'. The ensemble takes these as its `pixels` member."""
+    and the mean of the fold models'. The ensemble takes these as its `pixels` member. With `cache` (a folder) a
+    LightGBM's predictions are kept there by the digest of everything they depend on, and read back instead of
+    fit again: the baselines' pixel row and the ensemble's pixel member are the same model on the same split."""
     def table(ids):
         return np.zeros((len(ids), 0)) if features is None else features.loc[ids].to_numpy(np.float32)
 
-    inner = (stratified_holdout(data.y, data.groups, seed) if data.classes
-             else group_holdout(data.groups, INNER_SHARE, seed))
-    cv = [(train, held) for _, train, held in data.folds] + [(data.all[1], [])]
-    result = cross_validate(table(data.ids), data.y, cv, {"test": table(data.test_ids)}, lgbm=lgbm, seed=seed,
-                            inner=inner, clip=not data.classes, n_classes=data.classes,
-                            metric=functools.partial(score, data.metric))
+    path = None if cache is None or lgbm is None else Path(cache) / f"{_predict_key(data, features, lgbm, seed)}.npz"
+    result = _read_predictions(path) if path is not None else None
+    if result is None:
+        start = time.perf_counter()
+        inner = (stratified_holdout(data.y, data.groups, seed) if data.classes
+                 else group_holdout(data.groups, INNER_SHARE, seed))
+        cv = [(train, held) for _, train, held in data.folds] + [(data.all[1], [])]
+        result = cross_validate(table(data.ids), data.y, cv, {"test": table(data.test_ids)}, lgbm=lgbm, seed=seed,
+                                inner=inner, clip=not data.classes, n_classes=data.classes,
+                                metric=functools.partial(score, data.metric))
+        result.seconds = time.perf_counter() - start
+        if path is not None:
+            _write_predictions(path, result)
     tests = [t["test"] for t in result.fold_tests]
     return result, tests[-1], np.mean(tests[:-1], axis=0)
+
+
+PREDICTIONS_VERSION = 1  # in every cache key: raise it when predict's fits change, and older entries are not read
+
+
+def predictions_cache(dataroot: str | Path) -> Path:
+    """predict's cache of a dataroot: beside it, in the baselines' default folder, whoever asks (the baselines
+    may write their reports elsewhere, the ensemble's runs live elsewhere)."""
+    return default_out(dataroot) / "predictions"
+
+
+def _predict_key(data: Splits, features: pd.DataFrame | None, lgbm: LgbmOptions, seed: int) -> str:
+    """The digest of what predict's fits depend on: the rows, targets, groups and split positions, the features'
+    names and values, the LightGBM options (not its threads: the predictions do not depend on them) and the seed."""
+    digest = hashlib.sha256()
+    options = {**lgbm.model_dump(), "params": {k: v for k, v in lgbm.params.items() if k != "num_threads"}}
+    digest.update(json.dumps({"version": PREDICTIONS_VERSION, "seed": seed, "lgbm": options, "metric": data.metric,
+                              "classes": data.classes}, sort_keys=True, default=str).encode())
+    for text in (data.ids, data.test_ids, [] if data.groups is None else map(str, data.groups),
+                 [] if features is None else map(str, features.columns)):
+        digest.update("\x1f".join(text).encode() + b"\x1e")
+    arrays = [data.y, *(rows for _, *parts in [*data.folds, data.all] for rows in parts)]
+    if features is not None:
+        arrays.append(features.loc[data.ids + data.test_ids].to_numpy(np.float32))
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes() + b"\x1e")
+    return digest.hexdigest()[:32]
+
+
+def _write_predictions(path: Path, result: CVResult) -> None:
+    inner = [np.asarray(rows, np.int64) for rows in result.inner_rows]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, oof=result.oof, test=result.test["test"],
+                 fold_tests=np.stack([t["test"] for t in result.fold_tests]), scores=np.asarray(result.scores, float),
+                 best_iterations=np.asarray(result.best_iterations, np.int64), inner_rows=np.concatenate(inner),
+                 inner_sizes=np.asarray([len(r) for r in inner], np.int64), seconds=np.float64(result.seconds))
+
+
+def _read_predictions(path: Path) -> CVResult | None:
+    """A cache entry as predict's CVResult (no feature importance, `rounds` None), or None when there is none or it
+    cannot be read (then the fits run and write it again)."""
+    try:
+        with np.load(path, allow_pickle=False) as entry:
+            sizes = np.cumsum(entry["inner_sizes"])[:-1]
+            return CVResult(oof=entry["oof"], test={"test": entry["test"]},
+                            fold_tests=[{"test": t} for t in entry["fold_tests"]], scores=entry["scores"].tolist(),
+                            best_iterations=entry["best_iterations"].tolist(), rounds=None, importance=None,
+                            inner_rows=np.split(entry["inner_rows"], sizes),
+                            seconds=float(entry["seconds"]), cached=True)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 @dataclass
@@ -191,6 +256,8 @@ class Row:
     best_iterations: dict[str, int] = field(default_factory=dict)
     inner_rows: dict[str, list[str]] = field(default_factory=dict, repr=False)  # ids early stopping looked at
     seconds: float = 0.0
+    cached: bool = False                       # its predictions came from predict's cache: `seconds` counts
+    cached_seconds: float = 0.0                # the fits' seconds when they were made (cached_seconds)
 
     def to_json(self) -> dict:
         """Plain data for the json (without inner_rows); NaN (a skipped row's numbers) becomes null."""
@@ -200,13 +267,14 @@ class Row:
 
 
 def score_model(name: str, data: Splits, features: pd.DataFrame | None = None, lgbm: LgbmOptions | None = None,
-                answers: str | Path | None = None, seed: int = 0) -> Row:
+                answers: str | Path | None = None, seed: int = 0, cache: Path | None = None) -> Row:
     """predict's predictions scored: per fold, out of fold, and both test predictions on `answers` when given."""
-    result, test, fold_mean = predict(data, features, lgbm, seed)
+    result, test, fold_mean = predict(data, features, lgbm, seed, cache)
     metric = data.metric
     row = Row(name, metric, n_features=0 if features is None else features.shape[1], fold_scores=result.scores,
               cv_mean=float(np.mean(result.scores)), cv_std=float(np.std(result.scores)),
-              oof=score(metric, data.y, result.oof))
+              oof=score(metric, data.y, result.oof), cached=result.cached,
+              cached_seconds=result.seconds if result.cached else 0.0)
     if lgbm is not None:
         names = [name for name, _, _ in data.folds] + [data.all[0]]
         row.best_iterations = dict(zip(names, result.best_iterations))
@@ -220,10 +288,11 @@ def score_model(name: str, data: Splits, features: pd.DataFrame | None = None, l
 
 
 def timed(build: Callable[[], Row]) -> Row:
-    """`build()`, its wall-clock in the row's `seconds` (features included: what a competitor would pay)."""
+    """`build()`, its wall-clock in the row's `seconds` (features included: what a competitor would pay), with
+    its fits' seconds when they were made where predict's cache saved them."""
     start = time.perf_counter()
     row = build()
-    row.seconds = time.perf_counter() - start
+    row.seconds = time.perf_counter() - start + row.cached_seconds
     return row
 
 
@@ -259,7 +328,7 @@ class Report:
             answers = "| " if r.answers is None else f"{r.answers:.4f} | {r.answers_fold_mean:.4f}"
             lines.append(f"| {r.name} | {r.n_features} | {r.cv_mean:.4f} ± {r.cv_std:.4f} | "
                          + " | ".join(f"{s:.4f}" for s in r.fold_scores)
-                         + f" | {r.oof:.4f} | {answers} | {r.seconds:.1f} |")
+                         + f" | {r.oof:.4f} | {answers} | {r.seconds:.1f}{' (cached)' * r.cached} |")
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -316,13 +385,14 @@ def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | No
                   "majority_share": float(counts.max() / len(data.y))}
     else:
         facts["tag_min_objects"] = MIN_TAG_OBJECTS
+    cache = predictions_cache(dataroot)
     rows = [timed(lambda: score_model("majority class" if data.classes else "constant mean", data, None, None,
                                       answers, seed))]
 
     def pixel_row() -> Row:
         px = pixel_features(dataroot, every_id, pixel_cache or cache_file(out), workers)
         facts["pixel_stats"] = f"{px.computed} computed, {px.cached} from the cache {px.cache}"
-        return score_model("pixel statistics LightGBM", data, px.frame, lgbm, answers, seed)
+        return score_model("pixel statistics LightGBM", data, px.frame, lgbm, answers, seed, cache)
 
     rows.append(timed(pixel_row))
     reason = None if data.classes else tags_skip_reason(dataroot, data.test_ids)
@@ -330,7 +400,7 @@ def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | No
         rows.append(Row("tags LightGBM", data.metric, status="skipped", reason=reason))
     elif not data.classes:
         rows.append(timed(lambda: score_model("tags LightGBM", data, bag_of_tags(dataroot, every_id), lgbm, answers,
-                                              seed)))
+                                              seed, cache)))
     report = Report(str(dataroot), folds, seed, None if answers is None else str(answers), str(out), rows, facts)
     write_json(out / f"{report.stem}.json", report.to_json())
     write_text(out / f"{report.stem}.md", report.markdown())

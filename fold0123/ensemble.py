@@ -251,7 +251,8 @@ def pixel_member(cfg: StackConfig, sources: MeanSources,
     data = baselines.load_splits(cfg.dataroot, cfg.folds)
     pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, cache_file(rundir.cache_dir(cfg.checkpoints_dir)))
     lgbm = baselines.lgbm_options(data.classes, int(cfg.lgbm.params.get("num_threads", 0)), cfg.lgbm.bag)
-    result, test, fold_mean = baselines.predict(data, pixels.frame, lgbm, cfg.seed)
+    result, test, fold_mean = baselines.predict(data, pixels.frame, lgbm, cfg.seed,
+                                                baselines.predictions_cache(cfg.dataroot))
     oof = pd.DataFrame(result.oof, index=data.ids).loc[sources.train_ids].to_numpy()
     test = pd.DataFrame(test if cfg.ensemble.test_features == "all" else fold_mean, index=data.test_ids)
     return oof, test.loc[sources.test_ids].to_numpy(), result.scores

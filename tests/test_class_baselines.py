@@ -158,3 +158,26 @@ def test_bad_inputs_are_one_line(tmp_path):
     assert str(bad.value) == f"{root}/train.csv: row 6: column 'target': 3 outside 0..2"
     write_spec(root, kind="regression", metric="rmse", classes=None)  # a number: the regression rows' split
     assert cb.load_splits(root).classes == 0
+
+
+def test_a_second_fit_of_the_same_model_is_read_from_the_cache(scored, tmp_path):
+    """The pixel row's predictions are kept by the digest of what they depend on (not the thread count): the same
+    model again reads them, with the same scores; another seed fits again; an unreadable entry is fit again."""
+    root, report = scored
+    cache = cb.predictions_cache(root)
+    (entry,) = cache.glob("*.npz")  # the pixel row's; the constant is not cached
+    again = cb.run_baselines(root, answers=root.parent / "answers.csv", out=tmp_path / "again", workers=1,
+                             threads=2).rows[1]
+    first = report.rows[1]
+    assert not first.cached and again.cached and again.seconds >= again.cached_seconds > 0
+    for key in ("fold_scores", "oof", "answers", "answers_fold_mean", "best_iterations", "inner_rows"):
+        assert getattr(again, key) == getattr(first, key), key
+    assert "(cached) |" in (tmp_path / "again" / "class_baselines.md").read_text()
+
+    other = cb.run_baselines(root, out=tmp_path / "seed1", workers=1, seed=1).rows[1]
+    assert not other.cached and len(list(cache.glob("*.npz"))) == 2
+
+    entry.write_bytes(b"not an npz")
+    refit = cb.run_baselines(root, answers=root.parent / "answers.csv", out=tmp_path / "refit", workers=1).rows[1]
+    assert not refit.cached and refit.fold_scores == first.fold_scores
+    assert cb._read_predictions(entry) is not None  # written again, whole

@@ -98,4 +98,6 @@ stack: {write(tmp_path / 'stack.yml', dump_config(stack))}
     assert "pixels alone" in out  # ensemble.pixel_stats: the pixel-feature LightGBM is a member
     assert "submission accuracy on the held-out answers:" in out
     assert "| pixel statistics LightGBM |" in out and "| majority class |" in out
+    (pixel_row,) = [line for line in out.splitlines() if line.startswith("| pixel statistics LightGBM |")]
+    assert pixel_row.endswith("(cached) |")  # the ensemble's pixel member is the same model: fit once
     assert len(list((tmp_path / "submissions").glob("ensemble_*_submission.csv"))) == 1

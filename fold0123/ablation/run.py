@@ -31,10 +31,11 @@ from fold0123.ablation.plan import (ablation_recipe, base_runs_dir, baselines_di
 from fold0123.common import rundir
 from fold0123.common.dataroot import split_names
 from fold0123.common.io import make_dir, write_json
-from fold0123.common.schema import AblationConfig
+from fold0123.common.schema import AblationConfig, RecipeConfig
 from fold0123.launcher.layout import devices_on_cpu
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
                                       make_soups, make_tag_vectors, pretext, run_cli, stack_args, stage)
+from fold0123.launcher.status import checkpoint_epochs
 
 
 class Timer:
@@ -105,6 +106,20 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
     return Path(cfg.out_dir)
 
 
+def evaluate_train_parts(recipe: RecipeConfig) -> None:
+    """Row 8-infold's inputs: each task's fold runs' predictions on their own training rows at their last epoch
+    (`evaluate.py --parts train`), where a run did not make them itself (the demo's presets skip them, about a
+    fifth of a run's time; the original's in-fold stack is measured here, not submitted)."""
+    device = "cpu" if devices_on_cpu(recipe.devices) else "cuda"
+    for exp, (_, task_cfg) in task_confs(recipe).items():
+        for split in split_names(recipe.folds):
+            run = rundir.run_path(task_cfg.checkpoints_dir, exp, split)
+            epochs = checkpoint_epochs(run)
+            if epochs and not rundir.eval_npz_path(run, rundir.epoch_tag(epochs[-1]), "train").is_file():
+                run_cli("evaluate.py", "--run", str(run), "--epoch", str(epochs[-1]), "--parts", "train",
+                        "--device", device)
+
+
 def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo_stale: bool = False) -> None:
     """One seed's runs and stacks (plan.seed_recipe: where they go), `steps` of plan.steps_for only."""
     recipe = seed_recipe(cfg, seed)
@@ -113,6 +128,8 @@ def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo
     timer.run(key("pretext"), pretext, recipe, redo_stale)
     timer.run(key("tasks"), fold0123, recipe, redo_stale)
     timer.run(key("soups"), make_soups, recipe)  # the soups the recipe's stack names (none in the demo's)
+    if "four" in steps:
+        timer.run(key("in-fold parts"), evaluate_train_parts, recipe)
 
     if "baselines" in steps:
         stage(f"baselines (seed {seed})")

@@ -24,6 +24,7 @@ CVResult, the output layout:
   inner_rows       per fit, the positions early stopping looked at
   tuned            with `lgbm.tune`: per fit (then the final model), the tuned parameters' values, the inner score
                    that chose them and their rounds (stacking.tune); [] otherwise
+  seconds, cached  the fits' wall-clock, and whether they were read from baselines.predict's cache instead
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class CVResult:
     importance: pd.DataFrame | None
     inner_rows: list[Positions]
     tuned: list[dict] = field(default_factory=list)
+    seconds: float = 0.0    # the fits' wall-clock (baselines.predict: from its cache, when they were made)
+    cached: bool = False    # read from baselines.predict's cache, not fit now
 
 
 def _take(X, rows: Positions):
