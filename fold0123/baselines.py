@@ -256,8 +256,8 @@ class Row:
     best_iterations: dict[str, int] = field(default_factory=dict)
     inner_rows: dict[str, list[str]] = field(default_factory=dict, repr=False)  # ids early stopping looked at
     seconds: float = 0.0
-    cached: bool = False                       # its predictions came from predict's cache: `seconds` counts
-    cached_seconds: float = 0.0                # the fits' seconds when they were made (cached_seconds)
+    cached: bool = False                       # its predictions were read from predict's cache, not fit now;
+    cached_seconds: float = 0.0                # then the seconds their fits took when made (counted in `seconds`)
 
     def to_json(self) -> dict:
         """Plain data for the json (without inner_rows); NaN (a skipped row's numbers) becomes null."""
