@@ -36,6 +36,7 @@ from fold0123.launcher.layout import devices_on_cpu
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
                                       make_soups, make_tag_vectors, pretext, run_cli, stack_args, stage)
 from fold0123.launcher.status import checkpoint_epochs
+from fold0123.stacking.runs import eval_path
 
 
 class Timer:
@@ -115,7 +116,7 @@ def evaluate_train_parts(recipe: RecipeConfig) -> None:
         for split in split_names(recipe.folds):
             run = rundir.run_path(task_cfg.checkpoints_dir, exp, split)
             epochs = checkpoint_epochs(run)
-            if epochs and not rundir.eval_npz_path(run, rundir.epoch_tag(epochs[-1]), "train").is_file():
+            if epochs and not eval_path(run, epochs[-1], "train").is_file():
                 run_cli("evaluate.py", "--run", str(run), "--epoch", str(epochs[-1]), "--parts", "train",
                         "--device", device)
 
