@@ -40,9 +40,12 @@ ablation-recipe: env
 ablation-classify: env
 	PYTHONUNBUFFERED=1 $(PY) ablation_recipe.py --conf parameters/ablation/recipe/classify_cpu.yml $(if $(SET),$(foreach s,$(SET),--set $(s))) $(if $(VARIANTS),--variants $(VARIANTS))
 
-# The import rules of DESIGN.md section 4 (pyproject.toml's importlinter contracts) first, then the suite.
+# The import rules of DESIGN.md section 4 (pyproject.toml's importlinter contracts) first, then the suite, one
+# pytest-xdist worker per core (TEST_WORKERS=0: in one process). A lone test leaves cores idle while it waits on its
+# subprocesses and tmux panes: two workers on 2 cores took 23.7 min where one took 29.5, same day (docs/setup.md).
+TEST_WORKERS ?= auto
 test: env lint-imports
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint-imports: env
 	.venv/bin/lint-imports --no-cache

@@ -173,6 +173,9 @@ def test_a_second_fit_of_the_same_model_is_read_from_the_cache(scored, tmp_path)
     for key in ("fold_scores", "oof", "answers", "answers_fold_mean", "best_iterations", "inner_rows"):
         assert getattr(again, key) == getattr(first, key), key
     assert "(cached) |" in (tmp_path / "again" / "class_baselines.md").read_text()
+    # the photos' features too, from the dataroot's one cache, though this run writes its reports elsewhere
+    facts = json.loads((tmp_path / "again" / "class_baselines.json").read_text())["facts"]
+    assert facts["pixel_stats"].startswith("0 computed, ") and str(cb.default_out(root)) in facts["pixel_stats"]
 
     other = cb.run_baselines(root, out=tmp_path / "seed1", workers=1, seed=1).rows[1]
     assert not other.cached and len(list(cache.glob("*.npz"))) == 2
