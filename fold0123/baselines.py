@@ -59,8 +59,8 @@ from fold0123.stacking.features import MIN_TAG_OBJECTS, bag_of_tags, tags_skip_r
 
 INNER_SHARE = 0.2  # a number's fits early-stop on whole groups holding at least this share of their rows
 # K classes: small leaves and L2 (some classes have a handful of training rows); one pass over the classes a round.
-# 63 bins and half the features per tree: on the 88-class demo, out-of-fold 0.6512 in 205 s against 0.6461 in
-# 359 s with 255 bins and 0.8 (docs/demos.md)
+# 63 bins and half the features per tree: on the 88-class demo, out-of-fold 0.6512 in 265 s against 0.6461 in
+# 423 s with 255 bins and 0.8 (python -m bench.class_lgbm; BENCHMARKS.md)
 CLASS_PARAMS = {"objective": "multiclass", "metric": "multi_logloss", "learning_rate": 0.1, "num_leaves": 15,
                 "min_data_in_leaf": 5, "lambda_l2": 1.0, "feature_fraction": 0.5, "max_bin": 63,
                 "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1}
@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="LightGBM models averaged per fit, seeded --seed, --seed + 1, ... (default 1; the "
                              "recipe passes its stack's lgbm.bag, so that both are averaged alike)")
     parser.add_argument("--pixel-cache", default=None,
-                        help=f"pixel statistics cache CSV (default: DATAROOT_baselines/{cache_file('.').name}, whatever --out)")
+                        help=f"pixel statistics cache CSV (default: DATAROOT_baselines/{cache_file('.').name}, "
+                             "whatever --out)")
     args = parser.parse_args(argv)
     if args.threads < 0:
         raise UsageError(f"--threads {args.threads}: expected 0 (every core) or more")
