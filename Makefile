@@ -41,8 +41,8 @@ ablation-classify: env
 	PYTHONUNBUFFERED=1 $(PY) ablation_recipe.py --conf parameters/ablation/recipe/classify_cpu.yml $(if $(SET),$(foreach s,$(SET),--set $(s))) $(if $(VARIANTS),--variants $(VARIANTS))
 
 # The import rules of DESIGN.md section 4 (pyproject.toml's importlinter contracts) first, then the suite, one
-# pytest-xdist worker per core (TEST_WORKERS=0: in one process). A lone test leaves cores idle while it waits on its
-# subprocesses and tmux panes: two workers on 2 cores took 23.7 min where one took 29.5, same day (docs/setup.md).
+# pytest-xdist worker per core (TEST_WORKERS=0: in one process): two workers on 2 cores took 23.7 min where one
+# process took 29.5, on the same day (docs/setup.md).
 TEST_WORKERS ?= auto
 test: env lint-imports
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
