@@ -198,6 +198,12 @@ def predictions_cache(dataroot: str | Path) -> Path:
     return default_out(dataroot) / "predictions"
 
 
+def pixel_cache(dataroot: str | Path) -> Path:
+    """The photos' pixel-features cache of a dataroot, beside predict's, whatever folder the reports go to (the
+    features depend on the photos only, and the cache is keyed by their fingerprints)."""
+    return cache_file(default_out(dataroot))
+
+
 def _predict_key(data: Splits, features: pd.DataFrame | None, lgbm: LgbmOptions, seed: int) -> str:
     """The digest of what predict's fits depend on: the rows, targets, groups and split positions, the features'
     names and values, the LightGBM options (not its threads: the predictions do not depend on them) and the seed."""
@@ -363,7 +369,7 @@ def default_out(dataroot: str | Path) -> Path:
 
 
 def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | None = None,
-                  out: str | Path | None = None, seed: int = 0, pixel_cache: str | Path | None = None,
+                  out: str | Path | None = None, seed: int = 0, pixel_cache_file: str | Path | None = None,
                   workers: int | None = None, threads: int = 1, bag: int = 1) -> Report:
     """Score every baseline of the competition on the dataroot's split files and write the json and md reports
     into `out` (`bag`: LightGBM models averaged per fit, as the stack compared with them averages)."""
@@ -392,9 +398,7 @@ def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | No
                                       answers, seed))]
 
     def pixel_row() -> Row:
-        # one cache per dataroot whatever `out` (the ablation writes each seed's reports elsewhere): the features
-        # depend on the photos only, and the cache is keyed by their fingerprints
-        px = pixel_features(dataroot, every_id, pixel_cache or cache_file(default_out(dataroot)), workers)
+        px = pixel_features(dataroot, every_id, pixel_cache_file or pixel_cache(dataroot), workers)
         facts["pixel_stats"] = f"{px.computed} computed, {px.cached} from the cache {px.cache}"
         return score_model("pixel statistics LightGBM", data, px.frame, lgbm, answers, seed, cache)
 
