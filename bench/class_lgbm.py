@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from fold0123 import baselines
-from fold0123.data.pixel_stats import pixel_features
+from fold0123.data.pixel_stats import dataroot_cache, pixel_features
 
 BEFORE = {**baselines.CLASS_PARAMS, "max_bin": 255, "feature_fraction": 0.8}  # until e0a60dc
 
@@ -40,7 +40,7 @@ def main() -> None:
     data = baselines.load_splits(args.dataroot, args.folds)
     if not data.classes:
         raise SystemExit(f"{args.dataroot}: not a classification competition (competition.yml)")
-    frame = pixel_features(args.dataroot, data.ids + data.test_ids, baselines.pixel_cache(args.dataroot)).frame
+    frame = pixel_features(args.dataroot, data.ids + data.test_ids, dataroot_cache(args.dataroot)).frame
     rows = {"before (255 bins, features 0.8)": fit(data, frame, BEFORE, args.threads),
             "CLASS_PARAMS (63 bins, features 0.5)": fit(data, frame, baselines.CLASS_PARAMS, args.threads)}
     print(f"{args.dataroot}: {len(data.ids)} rows, {frame.shape[1]} features, {data.classes} classes, "

@@ -46,14 +46,14 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from fold0123.common.dataroot import TEST, split_names, split_paths
+from fold0123.common.dataroot import TEST, beside, split_names, split_paths
 from fold0123.common.errors import LayoutError, UsageError, cli_main
 from fold0123.common.io import atomic_path, write_json, write_text
 from fold0123.common.schema import LgbmOptions
 from fold0123.data.answers import read_answers, score_answers
 from fold0123.data.competition import Competition, read_competition, score
 from fold0123.data.layout import check_unique_ids, read_csv, read_test, read_train
-from fold0123.data.pixel_stats import cache_file, pixel_features
+from fold0123.data.pixel_stats import cache_file, dataroot_cache, pixel_features
 from fold0123.stacking.cv import CVResult, cross_validate, group_holdout, stratified_holdout
 from fold0123.stacking.features import MIN_TAG_OBJECTS, bag_of_tags, tags_skip_reason
 
@@ -196,12 +196,6 @@ def predictions_cache(dataroot: str | Path) -> Path:
     """predict's cache of a dataroot: beside it, in the baselines' default folder, whoever asks (the baselines
     may write their reports elsewhere, the ensemble's runs live elsewhere)."""
     return default_out(dataroot) / "predictions"
-
-
-def pixel_cache(dataroot: str | Path) -> Path:
-    """The photos' pixel-features cache of a dataroot, beside predict's, whatever folder the reports go to (the
-    features depend on the photos only, and the cache is keyed by their fingerprints)."""
-    return cache_file(default_out(dataroot))
 
 
 def _predict_key(data: Splits, features: pd.DataFrame | None, lgbm: LgbmOptions, seed: int) -> str:
@@ -362,10 +356,8 @@ class Report:
 
 
 def default_out(dataroot: str | Path) -> Path:
-    """`datasets/emoji` -> `datasets/emoji_baselines`: beside the dataroot, never inside it."""
-    root, resolved = Path(dataroot), Path(dataroot).resolve()
-    parent = root.parent if root.name not in ("", ".", "..") else resolved.parent  # `--dataroot .` too
-    return parent / f"{resolved.name}_baselines"
+    """`datasets/emoji` -> `datasets/emoji_baselines`."""
+    return beside(dataroot, "_baselines")
 
 
 def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | None = None,
@@ -398,7 +390,7 @@ def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | No
                                       answers, seed))]
 
     def pixel_row() -> Row:
-        px = pixel_features(dataroot, every_id, pixel_cache_file or pixel_cache(dataroot), workers)
+        px = pixel_features(dataroot, every_id, pixel_cache_file or dataroot_cache(dataroot), workers)
         facts["pixel_stats"] = f"{px.computed} computed, {px.cached} from the cache {px.cache}"
         return score_model("pixel statistics LightGBM", data, px.frame, lgbm, answers, seed, cache)
 

@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 
 from fold0123 import baselines
-from fold0123.common import rundir
 from fold0123.common.io import atomic_path, write_csv, write_json
 from fold0123.common.schema import StackConfig
 from fold0123.data.answers import read_answers, score_answers
@@ -39,7 +38,7 @@ from fold0123.data.competition import Competition, read_competition, score
 from fold0123.data.layout import read_test, read_train
 from fold0123.data.metrics import expected_class, rmse, top_k_classes, top_k_hit_rate
 from fold0123.data.npy_rows import NpyRows
-from fold0123.data.pixel_stats import cache_file, pixel_features
+from fold0123.data.pixel_stats import dataroot_cache, pixel_features
 from fold0123.reports.markdown import timestamp, write_per_test_set, write_report
 from fold0123.stacking.features import MeanSources, mean_sources
 from fold0123.stacking.pipeline import StackResult, run_stack
@@ -249,7 +248,7 @@ def pixel_member(cfg: StackConfig, sources: MeanSources,
         raise RunError(f"ensemble.pixel_stats: for a classification competition ({cfg.dataroot} is "
                        f"{competition.kind}); a stack takes the pixel features with pixel_stats: true")
     data = baselines.load_splits(cfg.dataroot, cfg.folds)
-    pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, cache_file(rundir.cache_dir(cfg.checkpoints_dir)))
+    pixels = pixel_features(cfg.dataroot, data.ids + data.test_ids, dataroot_cache(cfg.dataroot))
     lgbm = baselines.lgbm_options(data.classes, int(cfg.lgbm.params.get("num_threads", 0)), cfg.lgbm.bag)
     result, test, fold_mean = baselines.predict(data, pixels.frame, lgbm, cfg.seed,
                                                 baselines.predictions_cache(cfg.dataroot))

@@ -147,7 +147,7 @@ def test_pixel_statistics_join_every_table_as_stack_features(runs, capsys):
     features = pd.read_csv(importance)["feature"]
     pixels = features.str.startswith("px_")
     assert pixels.sum() == len(pixel_stats.FEATURES) and (~pixels).sum() > 0
-    assert (runs / "runs" / "cache" / pixel_stats.cache_file(".").name).is_file()
+    assert pixel_stats.dataroot_cache(root).is_file()  # the baselines' and the ensemble's cache too
 
 
 def test_tag_features_join_the_stack_only_where_test_objects_have_tags(runs, capsys):

@@ -67,7 +67,7 @@ class Timer:
 
 
 def share_cache(cfg: AblationConfig, seed: int) -> None:
-    """Seed `seed`'s runs use the base seed's image cache and photo features (`{runs}/cache`, named by what made
+    """Seed `seed`'s runs use the base seed's image cache (`{runs}/cache`, named by what made
     them): `{runs}/seed{S}/cache` is a link to it, made once."""
     runs = seed_runs_dir(cfg, seed)
     if runs is not None:

@@ -52,6 +52,14 @@ def photo_paths(dataroot: str | Path, object_ids) -> list[Path]:
     return paths
 
 
+def beside(dataroot: str | Path, suffix: str) -> Path:
+    """`datasets/emoji` -> `datasets/emoji{suffix}`: a folder beside the dataroot, never inside it (a competition's
+    data may be read-only)."""
+    root, resolved = Path(dataroot), Path(dataroot).resolve()
+    parent = root.parent if root.name not in ("", ".", "..") else resolved.parent  # `--dataroot .` too
+    return parent / f"{resolved.name}{suffix}"
+
+
 def split_names(k: int = 3) -> list[str]:
     """The fold0123 splits: `{k}fold0 .. {k}fold{k-1}` and `all`."""
     return [f"{k}fold{i}" for i in range(k)] + ["all"]

@@ -24,7 +24,7 @@ Photos are decoded the way the image cache decodes them (EXIF-upright RGB, so gr
 shrunk to at most `MAX_SIDE` pixels a side first: the statistics barely move, and a competition's large photos
 decode in milliseconds (JPEG draft mode).
 
-The features are cached in one CSV (`cache_file`): a row is reused while its photo's fingerprint (name, size and
+The features are cached in one CSV (`cache_file`; a dataroot's beside it, `dataroot_cache`): a row is reused while its photo's fingerprint (name, size and
 mtime, common.fingerprint.stat_digest) is unchanged, so a replaced photo is recomputed and nothing else is.
 `FEATURES_VERSION` is in the file name: changing the recipe starts a new cache instead of mixing two.
 """
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from fold0123.common.dataroot import photo_paths
+from fold0123.common.dataroot import beside, photo_paths
 from fold0123.common.errors import LayoutError
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import write_csv
@@ -80,6 +80,13 @@ def columns() -> list[str]:
 def cache_file(folder: str | Path) -> Path:
     """The cache of a folder: `pixel_stats_v{FEATURES_VERSION}.csv` (object_id, photo fingerprint, features)."""
     return Path(folder) / f"pixel_stats_v{FEATURES_VERSION}.csv"
+
+
+def dataroot_cache(dataroot: str | Path) -> Path:
+    """The one cache of a dataroot's photos, beside it in `{dataroot}_baselines/`: the baselines, the stack and the
+    ensemble read the same rows whatever folder their runs and reports live in (the features depend on the photos
+    only, and a row is keyed by its photo's fingerprint)."""
+    return cache_file(beside(dataroot, "_baselines"))
 
 
 def read_photo(path: str | Path) -> tuple[np.ndarray, int, int]:

@@ -24,7 +24,7 @@ from fold0123.common.config import ConfigError
 from fold0123.common import rundir
 from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
-from fold0123.data.pixel_stats import cache_file, pixel_features
+from fold0123.data.pixel_stats import dataroot_cache, pixel_features
 from fold0123.data.tags import read_tokens
 from fold0123.stacking.runs import (eval_path, fold_splits, load_outputs, resolve_epoch, round_entry, run_dir,
                                     run_task)
@@ -324,10 +324,10 @@ def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, 
                        y=train_df["target"].to_numpy(dtype=float), oof=oof, test=test)
 
 
-def with_pixel_statistics(features: FeatureSet, dataroot: str | Path, cache_dir: str | Path) -> FeatureSet:
+def with_pixel_statistics(features: FeatureSet, dataroot: str | Path) -> FeatureSet:
     """`features` with each object's photo statistics (data.pixel_stats, `px_*` columns) beside the runs'
     outputs, in every table: a strong tabular baseline's inputs, so the stack can use what the nets missed."""
-    return with_extra_columns(features, pixel_features(dataroot, object_ids(features), cache_file(cache_dir)).frame)
+    return with_extra_columns(features, pixel_features(dataroot, object_ids(features), dataroot_cache(dataroot)).frame)
 
 
 def with_tag_features(features: FeatureSet, dataroot: str | Path) -> FeatureSet:

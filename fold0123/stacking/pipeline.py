@@ -140,7 +140,7 @@ def run_stack(cfg: StackConfig, stamp: str | None = None) -> StackResult:
                               split_suffix=cfg.split_suffix, test_features=cfg.test_features,
                               infold=cfg.infold, allow_unfinished=cfg.allow_unfinished)
     if cfg.pixel_stats:
-        features = with_pixel_statistics(features, cfg.dataroot, rundir.cache_dir(cfg.checkpoints_dir))
+        features = with_pixel_statistics(features, cfg.dataroot)
     if cfg.tag_features:
         features = with_tag_features(features, cfg.dataroot)
     notes = list(features.notes)
