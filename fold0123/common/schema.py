@@ -400,7 +400,6 @@ class RecipeConfig(Schema):
     tasks: list[Text] = ["parameters/target.yml", "parameters/onehot.yml", "parameters/sortingdate.yml",
                          "parameters/materialstechniques.yml"]
     stack: Text = "parameters/stack.yml"
-    parallel_tasks: PositiveInt = 1  # tasks whose fold0123 runs side by side (recipe.launch_tasks)
     pseudo_rounds: NonNegativeInt = 0
     clean: bool = False  # a cleaned round: stack.py clean, every task again on the {split}_clean splits, stacked
     baselines: bool = False  # also score the constant and pixel-statistics LightGBM on the same folds and answers

@@ -24,8 +24,9 @@ Photos are decoded the way the image cache decodes them (EXIF-upright RGB, so gr
 shrunk to at most `MAX_SIDE` pixels a side first: the statistics barely move, and a competition's large photos
 decode in milliseconds (JPEG draft mode).
 
-The features are cached in one CSV (`cache_file`; a dataroot's beside it, `dataroot_cache`): a row is reused while its photo's fingerprint (name, size and
-mtime, common.fingerprint.stat_digest) is unchanged, so a replaced photo is recomputed and nothing else is.
+The features are cached in one CSV (`cache_file`; a dataroot's beside it, `dataroot_cache`): a row is reused
+while its photo's fingerprint (name, size and mtime, common.fingerprint.stat_digest) is unchanged, so a replaced
+photo is recomputed and nothing else is.
 `FEATURES_VERSION` is in the file name: changing the recipe starts a new cache instead of mixing two.
 """
 from __future__ import annotations

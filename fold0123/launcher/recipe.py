@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,21 +61,13 @@ class StageError(Fold0123Error):
     """A stage's CLI exited non-zero (it printed why above)."""
 
 
-def run_cli(*args: str, echo: bool = True, prefix: str = "") -> None:
-    """Run one of the project's CLIs as a user would type it; StageError naming it when it fails. With `prefix`,
-    each line it prints (stdout and stderr) is printed after it: CLIs running side by side stay readable."""
+def run_cli(*args: str, echo: bool = True) -> None:
+    """Run one of the project's CLIs as a user would type it; StageError naming it when it fails."""
     if echo:
-        print(f"{prefix}$ " + " ".join(args), flush=True)
-    if not prefix:
-        returncode = subprocess.run([sys.executable, *args], cwd=ROOT).returncode
-    else:
-        with subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, bufsize=1) as process:
-            for line in process.stdout:
-                print(prefix + line, end="", flush=True)
-        returncode = process.returncode
-    if returncode:
-        raise StageError(f"stage failed: {' '.join(map(str, args))} (exit {returncode})")
+        print("$ " + " ".join(args), flush=True)
+    done = subprocess.run([sys.executable, *args], cwd=ROOT)
+    if done.returncode:
+        raise StageError(f"stage failed: {' '.join(map(str, args))} (exit {done.returncode})")
 
 
 def build_dataset(cfg: RecipeConfig, redo_stale: bool = False) -> None:
@@ -161,30 +152,11 @@ def make_tag_vectors(cfg: RecipeConfig, redo_stale: bool = False) -> None:
             "--epochs", str(w2v.epochs), "--seed", str(cfg.seed))
 
 
-def launch(cfg: RecipeConfig, conf: str, redo_stale: bool, *args: str, prefix: str = "") -> None:
+def launch(cfg: RecipeConfig, conf: str, redo_stale: bool, *args: str) -> None:
     """One experiment's fold0123 through the launcher, which skips finished runs, resumes interrupted ones and
     refuses (or with --redo-stale retrains) stale ones."""
     run_cli("launch.py", "fold0123", "--conf", conf, "--devices", cfg.devices, "--wait", *args, *run_overrides(cfg),
-            *(["--redo-stale"] if redo_stale else []), prefix=prefix)
-
-
-def launch_tasks(cfg: RecipeConfig, redo_stale: bool, *args: str) -> None:
-    """Every task's fold0123 (`launch`), `cfg.parallel_tasks` at a time. Side by side, a task's rows fill the
-    cores another task's last row leaves idle (its `all` run trains on half as long again as the folds); each
-    task's lines are printed after `[its config's stem]`. Every task runs to its end before a failure is raised,
-    naming each task that failed."""
-    if cfg.parallel_tasks == 1:
-        for conf in cfg.tasks:
-            stage(f"fold0123: {conf}")
-            launch(cfg, conf, redo_stale, *args)
-        return
-    stage(f"fold0123: {', '.join(cfg.tasks)} ({cfg.parallel_tasks} at a time)")
-    with ThreadPoolExecutor(cfg.parallel_tasks) as pool:
-        futures = {conf: pool.submit(launch, cfg, conf, redo_stale, *args, prefix=f"[{Path(conf).stem}] ")
-                   for conf in cfg.tasks}
-    failed = [str(future.exception()) for future in futures.values() if future.exception()]
-    if failed:
-        raise StageError("; ".join(failed))
+            *(["--redo-stale"] if redo_stale else []))
 
 
 def pretext(cfg: RecipeConfig, redo_stale: bool = False) -> None:
@@ -196,7 +168,9 @@ def pretext(cfg: RecipeConfig, redo_stale: bool = False) -> None:
 
 
 def fold0123(cfg: RecipeConfig, redo_stale: bool = False) -> None:
-    launch_tasks(cfg, redo_stale)
+    for conf in cfg.tasks:
+        stage(f"fold0123: {conf}")
+        launch(cfg, conf, redo_stale)
 
 
 def soups_named(stack_cfg: StackConfig) -> dict[str, set[int]]:
@@ -248,7 +222,9 @@ def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
         previous, suffix = ("" if r == 1 else f"_pseudo{r - 1}"), f"_pseudo{r}"
         stage(f"pseudo-label round {r}")
         run_cli("stack.py", "pseudo", "--round", str(r), *stack_args(cfg, f"split_suffix={previous}"))
-        launch_tasks(cfg, redo_stale, "--splits", ",".join(s + suffix for s in split_names(cfg.folds)))
+        splits = ",".join(s + suffix for s in split_names(cfg.folds))
+        for conf in cfg.tasks:
+            launch(cfg, conf, redo_stale, "--splits", splits)
         make_soups(cfg, suffix)
         run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
@@ -263,7 +239,9 @@ def cleaned_round(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     stage("label cleaning")
     suffix = load_config(cfg.stack, [], schema=StackConfig).clean.suffix
     run_cli("stack.py", "clean", *stack_args(cfg))
-    launch_tasks(cfg, redo_stale, "--splits", ",".join(s + suffix for s in split_names(cfg.folds)))
+    splits = ",".join(s + suffix for s in split_names(cfg.folds))
+    for conf in cfg.tasks:
+        launch(cfg, conf, redo_stale, "--splits", splits)
     make_soups(cfg, suffix)
     run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
 
