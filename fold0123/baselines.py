@@ -46,7 +46,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from fold0123.common.dataroot import TEST, beside, split_names, split_paths
+from fold0123.common.dataroot import TEST, baselines_dir, split_names, split_paths
 from fold0123.common.errors import LayoutError, UsageError, cli_main
 from fold0123.common.io import atomic_path, write_json, write_text
 from fold0123.common.schema import LgbmOptions
@@ -356,8 +356,8 @@ class Report:
 
 
 def default_out(dataroot: str | Path) -> Path:
-    """`datasets/emoji` -> `datasets/emoji_baselines`."""
-    return beside(dataroot, "_baselines")
+    """Where the reports go without --out: common.dataroot.baselines_dir, beside the dataroot."""
+    return baselines_dir(dataroot)
 
 
 def run_baselines(dataroot: str | Path, folds: int = 3, answers: str | Path | None = None,

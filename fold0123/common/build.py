@@ -47,12 +47,6 @@ def pins(packages) -> list[str]:
     return [f"{p.spec} {p.integrity}" for p in packages]
 
 
-def beside(out: str | os.PathLike, suffix: str) -> Path:
-    """`datasets/emoji` -> `datasets/emoji{suffix}`: a folder beside the dataroot, never inside it."""
-    out = Path(out)
-    return out.parent / f"{out.name}{suffix}"
-
-
 def headline(title: str, summary) -> str:
     """A build summary's first line: what was built where, and whether an earlier build was reused."""
     return f"{title} {summary.out}" + (" (reused; --force rebuilds)" if summary.reused else "")

@@ -60,6 +60,12 @@ def beside(dataroot: str | Path, suffix: str) -> Path:
     return parent / f"{resolved.name}{suffix}"
 
 
+def baselines_dir(dataroot: str | Path) -> Path:
+    """`datasets/emoji` -> `datasets/emoji_baselines`: the baselines' reports (by default), their predictions cache
+    and the one pixel-features cache of the dataroot's photos."""
+    return beside(dataroot, "_baselines")
+
+
 def split_names(k: int = 3) -> list[str]:
     """The fold0123 splits: `{k}fold0 .. {k}fold{k-1}` and `all`."""
     return [f"{k}fold{i}" for i in range(k)] + ["all"]

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from fold0123.common.dataroot import beside, photo_paths
+from fold0123.common.dataroot import baselines_dir, photo_paths
 from fold0123.common.errors import LayoutError
 from fold0123.common.fingerprint import stat_digest
 from fold0123.common.io import write_csv
@@ -87,7 +87,7 @@ def dataroot_cache(dataroot: str | Path) -> Path:
     """The one cache of a dataroot's photos, beside it in `{dataroot}_baselines/`: the baselines, the stack and the
     ensemble read the same rows whatever folder their runs and reports live in (the features depend on the photos
     only, and a row is keyed by its photo's fingerprint)."""
-    return cache_file(beside(dataroot, "_baselines"))
+    return cache_file(baselines_dir(dataroot))
 
 
 def read_photo(path: str | Path) -> tuple[np.ndarray, int, int]:

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fold0123.common.build import beside, earlier_build, headline, pins, salted_id, staged_build, write_records
+from fold0123.common.build import earlier_build, headline, pins, salted_id, staged_build, write_records
+from fold0123.common.dataroot import beside
 from fold0123.common.errors import Fold0123Error, cli_main
 from fold0123.preprocessing.npm import EMOJI_DATASOURCE, EMOJIBASE, Package, builder_parser, fetch_package
 

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from fold0123.common import muge
-from fold0123.common.build import beside, earlier_build, headline, pins, salted_id, staged_build, write_records
+from fold0123.common.build import earlier_build, headline, pins, salted_id, staged_build, write_records
+from fold0123.common.dataroot import beside
 from fold0123.common.errors import cli_main
 from fold0123.data.muge import MugeText, encode_base64, write_images, write_texts
 from fold0123.preprocessing.emoji import (by_hexcode, member_bytes, on_white, read_emoji_datasource,
