@@ -183,19 +183,25 @@ def test_claims_by_key_or_text_and_unknown_ones_fail_in_one_line():
 
 # ------------------------------------------------------------------------------------------------ seeds' layout
 
-def synthetic_ablation(root: Path, seeds: str = "[0, 1, 2]") -> AblationConfig:
-    """An ablation of a one-task recipe (target) on the synthetic dataroot, its runs under root/runs."""
+def synthetic_ablation(root: Path, seeds: str = "[0, 1, 2]", scratch_recipe: bool = False,
+                       freeze_modes: str = "[]") -> AblationConfig:
+    """An ablation of a one-task recipe (target) on the synthetic dataroot, its runs under root/runs; with
+    `scratch_recipe`, the recipe has no pretext and its task trains from scratch (as the CPU demo), and the
+    ablation names the pretext of its rows 4 and 5."""
     dataroot = make_synthetic_dataroot(root / "data")
     runs, tiny = root / "runs", ROOT / "parameters" / "tiny"
-    confs = {name: write(root / f"{name}.yml", f"base: {tiny / name}.yml\ncheckpoints_dir: {runs}\n")
+    confs = {name: write(root / f"{name}.yml", f"base: {tiny / name}.yml\ncheckpoints_dir: {runs}\n"
+                                               + ("transfer_from: null\n" * (scratch_recipe and name == "target")))
              for name in ("jigsaw", "target")}
     stack = write(root / "stack.yml", f"base: {tiny / 'stack.yml'}\ncheckpoints_dir: {runs}\n"
                                       f"out_dir: {root / 'submissions'}\nruns: {{target: last}}\n")
+    pretext = "null" if scratch_recipe else confs["jigsaw"]
     recipe = write(root / "recipe.yml", f"base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}\ndataset: null\n"
                                         f"dataroot: {dataroot}\nanswers: {root / 'answers.csv'}\ndevices: cpu\n"
-                                        f"pretext: {confs['jigsaw']}\ntasks: [{confs['target']}]\nstack: {stack}\n")
-    conf = write(root / "ablation.yml", f"recipe: {recipe}\nout_dir: {root / 'results'}\nfreeze_modes: []\n"
-                                        f"soup: 0\npseudo: false\nseeds: {seeds}\n")
+                                        f"pretext: {pretext}\ntasks: [{confs['target']}]\nstack: {stack}\n")
+    conf = write(root / "ablation.yml", f"recipe: {recipe}\nout_dir: {root / 'results'}\n"
+                                        f"freeze_modes: {freeze_modes}\nsoup: 0\npseudo: false\nseeds: {seeds}\n"
+                                        + (f"pretext: {confs['jigsaw']}\n" if scratch_recipe else ""))
     return load_config(conf, schema=AblationConfig)
 
 
@@ -232,6 +238,40 @@ def test_the_driver_runs_each_seed_and_only_the_claims_asked(tmp_path: Path, mon
     assert cache.is_symlink() and cache.resolve() == (tmp_path / "runs" / "cache").resolve()
     timings = json.loads((tmp_path / "results" / "timings.json").read_text())
     assert {"tasks", "target_scratch", "seed 1: tasks", "seed 1: target_scratch"} <= set(timings)
+
+
+def test_a_recipe_from_scratch_gets_its_transferred_rows_from_the_ablations_pretext(tmp_path: Path, monkeypatch):
+    """The CPU demo's tasks train from scratch: the pretext claim then trains the ablation's own pretext run and a
+    transferred variant of the target task (row 4), and the freeze variants transfer from it too; the recipe's
+    own pretext step stays a no-op."""
+    cfg = synthetic_ablation(tmp_path, "[0]", scratch_recipe=True, freeze_modes="[none, layer34]")
+    calls = []
+    monkeypatch.setattr(ablation_run, "pretext", lambda recipe, *a: calls.append(("pretext", recipe.pretext)))
+    for name in ("build_dataset", "make_folds", "make_tag_vectors", "fold0123", "make_soups"):
+        monkeypatch.setattr(ablation_run, name, lambda recipe, *a: None)
+    monkeypatch.setattr(ablation_run, "launch", lambda recipe, conf, redo, *a: calls.append(("launch", *a)))
+    monkeypatch.setattr(ablation_run, "run_cli", lambda *a, **k: None)
+    ablation_run.run_ablation(cfg, ["--conf", "x.yml"], claims=["pretext", "freeze"])
+    assert [c for c in calls if c[0] == "pretext"] == [("pretext", None), ("pretext", cfg.pretext)]
+    launches = [" ".join(c[1:]) for c in calls if c[0] == "launch"]
+    assert len(launches) == 2 and all("transfer_from=jigsaw_all" in c for c in launches), launches
+    assert "exp=target_transfer" in launches[0] and "exp=target_freeze_layer34 " in launches[1] + " "
+    assert "freeze=" not in launches[0]  # the transferred run at the base's freeze mode: row 5-none
+
+
+def test_the_table_reads_rows_3_and_4_the_other_way_round_for_a_recipe_from_scratch(tmp_path: Path):
+    """Row 3 is then the recipe's own target run, row 4 the ablation's `target_transfer` variant."""
+    cfg = synthetic_ablation(tmp_path, "[0]", scratch_recipe=True)
+    runs, dataroot = tmp_path / "runs", tmp_path / "data"
+    make_runs(runs, dataroot, ("target",), seed=0)
+    for run in make_runs(tmp_path / "transferred", dataroot, ("target",), seed=1):
+        shift_outputs(run, 0.8)
+        run.rename(run_dir(runs, "target_transfer", run.name.removeprefix("target_")))
+    meta = {"title": "t", "preset": "p", "command": "c", "device": "cpu", "seeds": cfg.seeds, "wall_seconds": 1.0}
+    results = collect(cfg, meta)
+    rows, claims = ({r["id"]: r for r in results["rows"]}, {c["key"]: c for c in results["claims"]})
+    assert rows["4"]["cv_mean"] > rows["3"]["cv_mean"] + 0.1  # the shifted (worse) runs are row 4's
+    assert claims["pretext"]["verdict"] == "refuted"
 
 
 def shift_outputs(run: Path, by: float) -> None:

@@ -76,12 +76,37 @@ def task_confs(recipe: RecipeConfig) -> dict[str, tuple[str, RunConfig]]:
     return out
 
 
-def target_variants(cfg: AblationConfig, base: RunConfig) -> dict[str, list[str]]:
-    """exp -> overrides of the target variants; the freeze mode the base run already uses is the base run."""
-    variants = {"target_scratch": ["transfer_from=null"]} if cfg.scratch else {}
+def pretext_conf(cfg: AblationConfig, recipe: RecipeConfig) -> str | None:
+    """The pretext rows 4 and 5 transfer from: the recipe's, or, where the recipe's tasks train from scratch
+    (`pretext: null`), the ablation's own `pretext`, which it trains for those rows alone."""
+    return recipe.pretext or cfg.pretext
+
+
+def pretext_exp(cfg: AblationConfig, recipe: RecipeConfig) -> str | None:
+    conf = pretext_conf(cfg, recipe)
+    return None if conf is None else load_config(conf, recipe.overrides(), schema=RunConfig).exp
+
+
+def pretext_variant(base: RunConfig) -> str:
+    """The target variant the pretext claim trains: the base run without its pretext, or with the ablation's."""
+    return "target_scratch" if base.transfer_from else "target_transfer"
+
+
+def pretext_pair(base_exp: str, base: RunConfig) -> tuple[str, str]:
+    """(row 3's run from scratch, row 4's transferred run): the base target run and its pretext_variant."""
+    return (pretext_variant(base), base_exp) if base.transfer_from else (base_exp, pretext_variant(base))
+
+
+def target_variants(cfg: AblationConfig, base: RunConfig, pretext_run: str | None = None) -> dict[str, list[str]]:
+    """exp -> overrides of the target variants (`pretext_run`: the run a base from scratch transfers from in
+    rows 4 and 5); the freeze mode the transferred run already uses is that run (pretext_pair)."""
+    transfer = [] if base.transfer_from else [f"transfer_from={pretext_run}"]
+    variants = {}
+    if cfg.scratch:
+        variants[pretext_variant(base)] = transfer or ["transfer_from=null"]
     for mode in cfg.freeze_modes:
         if mode != base.freeze:
-            variants[f"target_freeze_{mode}"] = [f"freeze={mode}"]
+            variants[f"target_freeze_{mode}"] = [f"freeze={mode}", *transfer]
     return variants
 
 
@@ -159,7 +184,3 @@ def stack_dirs(cfg: AblationConfig, exps: list[str], tags: bool = False, seed: i
     names = list(stack_variants(cfg, exps, tags)) + (["pseudo"] if cfg.pseudo else [])
     out = Path(cfg.out_dir) / "stacks" / seed_part(cfg, base_seed(cfg) if seed is None else seed)
     return {name: out / name for name in names}
-
-
-def pretext_exp(recipe: RecipeConfig) -> str:
-    return load_config(recipe.pretext, schema=RunConfig).exp

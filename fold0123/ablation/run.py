@@ -25,9 +25,9 @@ import os
 import time
 from pathlib import Path
 
-from fold0123.ablation.plan import (ablation_recipe, base_runs_dir, baselines_dir, claim_keys, seed_recipe,
-                                    seed_runs_dir, stack_dirs, stack_step, stack_variants, steps_for,
-                                    target_variants, task_confs, timing_key)
+from fold0123.ablation.plan import (ablation_recipe, base_runs_dir, baselines_dir, claim_keys, pretext_conf,
+                                    pretext_exp, pretext_variant, seed_recipe, seed_runs_dir, stack_dirs, stack_step,
+                                    stack_variants, steps_for, target_variants, task_confs, timing_key)
 from fold0123.common import rundir
 from fold0123.common.dataroot import split_names
 from fold0123.common.io import make_dir, write_json
@@ -142,16 +142,21 @@ def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo
     tasks = task_confs(recipe)
     target_exp = next(exp for exp, (_, c) in tasks.items() if c.task == "target")
     target_conf, target_cfg = tasks[target_exp]
-    for exp, overrides in target_variants(cfg, target_cfg).items():
-        if ("scratch" if exp == "target_scratch" else "freeze") not in steps:
+    variants = target_variants(cfg, target_cfg, f"{pretext_exp(cfg, recipe)}_all")
+    if recipe.pretext is None and pretext_conf(cfg, recipe) and steps & {"scratch", "freeze"}:
+        # the recipe's tasks train from scratch: the pretext of rows 4 and 5 is the ablation's own
+        timer.run(key("pretext"), pretext, recipe.model_copy(update={"pretext": cfg.pretext}), redo_stale)
+    for exp, overrides in variants.items():
+        if ("scratch" if exp == pretext_variant(target_cfg) else "freeze") not in steps:
             continue
         stage(f"variant {exp} (seed {seed}): {' '.join(overrides)}")
         sets = [a for o in [f"exp={exp}", f"keep_last={max(cfg.soup, 1)}", *overrides] for a in ("--set", o)]
         timer.run(key(exp), launch, recipe, target_conf, redo_stale, *sets)
     if cfg.soup > 1 and cfg.scratch and "soup" in steps:
-        stage(f"soup of the last {cfg.soup} epochs of target_scratch (seed {seed})")
+        variant = pretext_variant(target_cfg)
+        stage(f"soup of the last {cfg.soup} epochs of {variant} (seed {seed})")
         for split in split_names(recipe.folds):
-            run = Path(target_cfg.checkpoints_dir) / f"target_scratch_{split}"
+            run = Path(target_cfg.checkpoints_dir) / f"{variant}_{split}"
             timer.run(key("soup"), run_cli, "evaluate.py", "--run", str(run), "--soup", str(cfg.soup), "--device",
                       "cpu" if devices_on_cpu(recipe.devices) else "cuda")
 

@@ -51,8 +51,8 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fold0123.ablation.plan import (CLAIMS, base_seed, baselines_dir, pretext_exp, seed_recipe, stack_dirs, task_confs,
-                                    timing_key)
+from fold0123.ablation.plan import (CLAIMS, base_seed, baselines_dir, pretext_exp, pretext_pair, pretext_variant,
+                                    seed_recipe, stack_dirs, task_confs, timing_key)
 from fold0123.common import rundir
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import Fold0123Error, cli_main
@@ -419,16 +419,18 @@ def collect_seed(cfg: AblationConfig, seed: int) -> tuple[list[Row], dict[str, f
 
     if (baselines_dir(cfg, seed) / "baselines.json").is_file():
         rows += baseline_rows(baselines_dir(cfg, seed) / "baselines.json")
-    if cfg.scratch:
-        add(run_row, "3", "target run from scratch", "run", root, ckpt, "target_scratch", "target", k, answers)
-    add(run_row, "4", "target run transferred from the jigsaw pretext (8-view mean)", "run", root, ckpt, target_exp,
-        "target", k, answers)
-    add(run_row, "4-identity", "  the same, identity view only", "run", root, ckpt, target_exp, "target", k,
+    scratch_exp, transfer_exp = pretext_pair(target_exp, target_cfg)
+    if cfg.scratch or scratch_exp == target_exp:
+        add(run_row, "3", "target run from scratch", "run", root, ckpt, scratch_exp, "target", k, answers)
+    if cfg.scratch or transfer_exp == target_exp:
+        add(run_row, "4", "target run transferred from the jigsaw pretext (8-view mean)", "run", root, ckpt,
+            transfer_exp, "target", k, answers)
+    add(run_row, "4-identity", "  the same, identity view only", "run", root, ckpt, transfer_exp, "target", k,
         answers, view="identity")
     for mode in cfg.freeze_modes:
-        exp = target_exp if mode == target_cfg.freeze else f"target_freeze_{mode}"
+        exp = transfer_exp if mode == target_cfg.freeze else f"target_freeze_{mode}"
         add(run_row, f"5-{mode}", f"transferred, freeze {mode}", "run", root, ckpt, exp, "target", k, answers,
-            note="the transferred target run itself" if exp == target_exp else "")
+            note="the transferred target run itself" if exp == transfer_exp else "")
     stacks = stack_dirs(cfg, list(tasks), recipe.test_tags, seed)
     for exp, (_, run_cfg) in tasks.items():
         report = stack_report(stacks[f"alone_{exp}"])
@@ -438,11 +440,12 @@ def collect_seed(cfg: AblationConfig, seed: int) -> tuple[list[Row], dict[str, f
         if run_cfg.task == "onehot":
             add(run_row, f"6-{exp}-direct", f"{exp}: expected class, 8-view mean", "run", root, ckpt, exp, "onehot",
                 k, answers)
-    if cfg.soup > 1 and cfg.scratch:
-        add(run_row, "7-soup", f"target from scratch: uniform soup of the last {cfg.soup} epochs", "run", root,
-            ckpt, "target_scratch", "target", k, answers, tag=f"soup{cfg.soup}")
-        add(run_row, "7-last", "target from scratch: last epoch", "run", root, ckpt, "target_scratch", "target", k,
-            answers)
+    if cfg.soup > 1 and cfg.scratch:  # on the variant run, which keeps its last epochs
+        variant = pretext_variant(target_cfg)
+        which = "from scratch" if variant == scratch_exp else "transferred"
+        add(run_row, "7-soup", f"target {which}: uniform soup of the last {cfg.soup} epochs", "run", root,
+            ckpt, variant, "target", k, answers, tag=f"soup{cfg.soup}")
+        add(run_row, "7-last", f"target {which}: last epoch", "run", root, ckpt, variant, "target", k, answers)
     named = {"four": {OOF_ROW: ("8", "OOF LightGBM stack of the tasks", "stack"),
                       INFOLD_ROW: ("8-infold", "  the original's in-fold stack", "stack")},
              "pixels": {OOF_ROW: ("9", "8 + pixel statistics as stack features", "stack")},
@@ -461,7 +464,8 @@ def collect_seed(cfg: AblationConfig, seed: int) -> tuple[list[Row], dict[str, f
         seconds = timings.get(f"stack {name}", 0.0) + (timings.get("pseudo", 0.0) if name == "pseudo" else 0.0)
         rows += stack_rows(report, wanted, seconds)
     rows.sort(key=lambda r: r.id.startswith("12"))  # the tag rows (12, 12b) last, as in the list
-    cost = {"pretext": run_seconds(ckpt, pretext_exp(recipe), ["all"]), "pixel_stats": timings.get("stack pixels"),
+    pretext = pretext_exp(cfg, recipe)
+    cost = {"pretext": pretext and run_seconds(ckpt, pretext, ["all"]), "pixel_stats": timings.get("stack pixels"),
             "pseudo": timings.get("pseudo")}
     return scored(rows), cost, stacks["post"]
 

@@ -430,9 +430,10 @@ class AblationConfig(Schema):
     recipe: Text = "parameters/demo/recipe.yml"  # its dataset, folds, pretext, tasks and stack are the base
     recipe_set: dict[str, Any] = {}              # overrides of the recipe, as --set would give them
     out_dir: Text = "results/cpu"                # RESULTS.md, results.json, report.html, stacks/, baselines/
-    scratch: bool = True                         # the target run without the pretext (row 3)
+    scratch: bool = True                         # rows 3 and 4: the target run with and without the pretext
+    pretext: Text | None = None                  # the pretext run of rows 4 and 5 where the recipe has none
     freeze_modes: list[Literal["none", "layer34", "head", "fine_tune"]] = ["none", "layer34", "head", "fine_tune"]
-    soup: NonNegativeInt = 2                     # uniform soup of the last N epochs of target_scratch (0/1: none)
+    soup: NonNegativeInt = 2                     # uniform soup of the last N epochs of row 3/4's variant (0/1: none)
     pseudo: bool = True                          # one pseudo-label round from the post-processed stack (row 11)
     # every row is measured once per seed (the runs' and stacks' `seed`: init, order, augmentation; the folds and
     # tag vectors stay the recipe's); verdicts from seeds x folds and the two halves of this list (ablation.table)
