@@ -274,6 +274,20 @@ def test_the_table_reads_rows_3_and_4_the_other_way_round_for_a_recipe_from_scra
     assert claims["pretext"]["verdict"] == "refuted"
 
 
+def test_the_in_fold_parts_are_evaluated_for_the_fold_runs_only(tmp_path: Path, monkeypatch):
+    """Row 8-infold reads each fold run's predictions on its own train rows; the `all` run has no held-out rows
+    and no in-fold variant, so its train part (the largest) is not evaluated."""
+    cfg = synthetic_ablation(tmp_path, "[0]")
+    recipe = seed_recipe(cfg, 0)
+    for split in ("3fold0", "3fold1", "3fold2", "all"):
+        (run_dir(tmp_path / "runs", "target", split) / "8.pth").parent.mkdir(parents=True)
+        (run_dir(tmp_path / "runs", "target", split) / "8.pth").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(ablation_run, "run_cli", lambda *a: calls.append(a[2]))
+    ablation_run.evaluate_train_parts(recipe)
+    assert calls == [str(run_dir(tmp_path / "runs", "target", f"3fold{i}")) for i in range(3)]
+
+
 def shift_outputs(run: Path, by: float) -> None:
     """Move every prediction of a synthetic run by `by` (a worse model)."""
     for path in (run / "eval").glob("*.npz"):

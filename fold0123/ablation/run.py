@@ -36,7 +36,7 @@ from fold0123.launcher.layout import devices_on_cpu
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
                                       make_soups, make_tag_vectors, pretext, run_cli, stack_args, stage)
 from fold0123.launcher.status import checkpoint_epochs
-from fold0123.stacking.runs import eval_path
+from fold0123.stacking.runs import eval_path, fold_splits
 
 
 class Timer:
@@ -113,7 +113,7 @@ def evaluate_train_parts(recipe: RecipeConfig) -> None:
     fifth of a run's time; the original's in-fold stack is measured here, not submitted)."""
     device = "cpu" if devices_on_cpu(recipe.devices) else "cuda"
     for exp, (_, task_cfg) in task_confs(recipe).items():
-        for split in split_names(recipe.folds):
+        for split in fold_splits(recipe.folds):  # the `all` run has no held-out rows: no in-fold variant
             run = rundir.run_path(task_cfg.checkpoints_dir, exp, split)
             epochs = checkpoint_epochs(run)
             if epochs and not eval_path(run, epochs[-1], "train").is_file():
