@@ -13,7 +13,8 @@ import pytest
 
 import ablation
 from fold0123.ablation import run as ablation_run
-from fold0123.ablation.plan import CLAIMS, claim_keys, seed_recipe, seed_runs_dir, stack_dirs, steps_for
+from fold0123.ablation.plan import (CLAIMS, claim_keys, seed_recipe, seed_runs_dir, stack_dirs, steps_for,
+                                    target_variants, task_confs)
 from fold0123.ablation.table import Row, collect, halves, judge, spread_of, verdict_of
 from fold0123.common.config import load_config
 from fold0123.common.errors import UsageError
@@ -257,6 +258,9 @@ def test_a_recipe_from_scratch_gets_its_transferred_rows_from_the_ablations_pret
     assert len(launches) == 2 and all("transfer_from=jigsaw_all" in c for c in launches), launches
     assert "exp=target_transfer" in launches[0] and "exp=target_freeze_layer34 " in launches[1] + " "
     assert "freeze=" not in launches[0]  # the transferred run at the base's freeze mode: row 5-none
+    base = task_confs(seed_recipe(cfg, 0))["target"][1]
+    with pytest.raises(UsageError, match="neither it nor the ablation config names a pretext"):
+        target_variants(cfg.model_copy(update={"pretext": None}), base, None)
 
 
 def test_the_table_reads_rows_3_and_4_the_other_way_round_for_a_recipe_from_scratch(tmp_path: Path):

@@ -101,6 +101,10 @@ def target_variants(cfg: AblationConfig, base: RunConfig, pretext_run: str | Non
     """exp -> overrides of the target variants (`pretext_run`: the run a base from scratch transfers from in
     rows 4 and 5); the freeze mode the transferred run already uses is that run (pretext_pair)."""
     transfer = [] if base.transfer_from else [f"transfer_from={pretext_run}"]
+    if transfer and pretext_run is None and (cfg.scratch or set(cfg.freeze_modes) - {base.freeze}):
+        raise UsageError("the recipe's tasks train from scratch and neither it nor the ablation config names a "
+                         "pretext: rows 4 and 5 need one (set the ablation's `pretext:`, or scratch: false and "
+                         "freeze_modes: [])")
     variants = {}
     if cfg.scratch:
         variants[pretext_variant(base)] = transfer or ["transfer_from=null"]

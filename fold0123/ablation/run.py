@@ -142,7 +142,8 @@ def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo
     tasks = task_confs(recipe)
     target_exp = next(exp for exp, (_, c) in tasks.items() if c.task == "target")
     target_conf, target_cfg = tasks[target_exp]
-    variants = target_variants(cfg, target_cfg, f"{pretext_exp(cfg, recipe)}_all")
+    pretext_name = pretext_exp(cfg, recipe)
+    variants = target_variants(cfg, target_cfg, pretext_name and f"{pretext_name}_all")
     if recipe.pretext is None and pretext_conf(cfg, recipe) and steps & {"scratch", "freeze"}:
         # the recipe's tasks train from scratch: the pretext of rows 4 and 5 is the ablation's own
         timer.run(key("pretext"), pretext, recipe.model_copy(update={"pretext": cfg.pretext}), redo_stale)
