@@ -25,8 +25,8 @@ import os
 import time
 from pathlib import Path
 
-from fold0123.ablation.plan import (ablation_recipe, base_runs_dir, baselines_dir, claim_keys, pretext_conf,
-                                    pretext_exp, pretext_variant, seed_recipe, seed_runs_dir, stack_dirs, stack_step,
+from fold0123.ablation.plan import (ablation_recipe, base_runs_dir, baselines_dir, claim_keys, pretext_exp,
+                                    pretext_variant, seed_recipe, seed_runs_dir, stack_dirs, stack_step,
                                     stack_variants, steps_for, target_variants, task_confs, timing_key)
 from fold0123.common import rundir
 from fold0123.common.dataroot import split_names
@@ -144,7 +144,7 @@ def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo
     target_conf, target_cfg = tasks[target_exp]
     pretext_name = pretext_exp(cfg, recipe)
     variants = target_variants(cfg, target_cfg, pretext_name and f"{pretext_name}_all")
-    if recipe.pretext is None and pretext_conf(cfg, recipe) and steps & {"scratch", "freeze"}:
+    if recipe.pretext is None and cfg.pretext and steps & {"scratch", "freeze"}:
         # the recipe's tasks train from scratch: the pretext of rows 4 and 5 is the ablation's own
         timer.run(key("pretext"), pretext, recipe.model_copy(update={"pretext": cfg.pretext}), redo_stale)
     for exp, overrides in variants.items():

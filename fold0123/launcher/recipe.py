@@ -215,6 +215,16 @@ def stack(cfg: RecipeConfig) -> None:
     run_cli("stack.py", *stack_args(cfg))
 
 
+def retrain_and_stack(cfg: RecipeConfig, suffix: str, redo_stale: bool = False) -> None:
+    """A round after the first stack: every task trained again on the splits `{split}{suffix}` that the round
+    wrote, its soups, and its stack (`split_suffix`)."""
+    splits = ",".join(s + suffix for s in split_names(cfg.folds))
+    for conf in cfg.tasks:
+        launch(cfg, conf, redo_stale, "--splits", splits)
+    make_soups(cfg, suffix)
+    run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
+
+
 def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     """Each round: confident test predictions of the last round's runs become train rows (stack.py pseudo), the
     tasks are trained again on the round's splits ({split}_pseudo{r}), and the round is stacked like any other."""
@@ -222,11 +232,7 @@ def pseudo_label_rounds(cfg: RecipeConfig, redo_stale: bool = False) -> None:
         previous, suffix = ("" if r == 1 else f"_pseudo{r - 1}"), f"_pseudo{r}"
         stage(f"pseudo-label round {r}")
         run_cli("stack.py", "pseudo", "--round", str(r), *stack_args(cfg, f"split_suffix={previous}"))
-        splits = ",".join(s + suffix for s in split_names(cfg.folds))
-        for conf in cfg.tasks:
-            launch(cfg, conf, redo_stale, "--splits", splits)
-        make_soups(cfg, suffix)
-        run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
+        retrain_and_stack(cfg, suffix, redo_stale)
 
 
 def cleaned_round(cfg: RecipeConfig, redo_stale: bool = False) -> None:
@@ -239,11 +245,7 @@ def cleaned_round(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     stage("label cleaning")
     suffix = load_config(cfg.stack, [], schema=StackConfig).clean.suffix
     run_cli("stack.py", "clean", *stack_args(cfg))
-    splits = ",".join(s + suffix for s in split_names(cfg.folds))
-    for conf in cfg.tasks:
-        launch(cfg, conf, redo_stale, "--splits", splits)
-    make_soups(cfg, suffix)
-    run_cli("stack.py", *stack_args(cfg, f"split_suffix={suffix}"))
+    retrain_and_stack(cfg, suffix, redo_stale)
 
 
 def baselines(cfg: RecipeConfig) -> None:
