@@ -13,6 +13,7 @@ import pytest
 
 import ablation
 from fold0123.ablation import run as ablation_run
+from fold0123.ablation import table as ablation_table
 from fold0123.ablation.plan import (CLAIMS, claim_keys, seed_recipe, seed_runs_dir, stack_dirs, steps_for,
                                     target_variants, task_confs)
 from fold0123.ablation.table import Row, collect, halves, judge, spread_of, verdict_of
@@ -233,7 +234,9 @@ def test_the_driver_runs_each_seed_and_only_the_claims_asked(tmp_path: Path, mon
     launches = [c for c in calls if c[0] == "launch"]
     assert [(c[1], c[2]) for c in launches] == [(0, None), (1, str(tmp_path / "runs" / "seed1"))]
     assert all("exp=target_scratch" in c for c in launches)
-    assert [c for c in calls if c[0] == "cli"][-1][1:3] == ("-m", "fold0123.ablation.table")  # no stack.py
+    table_call = [c for c in calls if c[0] == "cli"][-1]
+    assert table_call[1:3] == ("-m", "fold0123.ablation.table")  # no stack.py
+    assert table_call[-2:] == ("--claims", "pretext")  # the header's command says which steps ran
     assert not any(c[0] == "cli" and c[1] == "stack.py" for c in calls)
     cache = tmp_path / "runs" / "seed1" / "cache"
     assert cache.is_symlink() and cache.resolve() == (tmp_path / "runs" / "cache").resolve()
@@ -326,3 +329,16 @@ def test_the_table_reads_every_seed_and_confirms_a_true_effect(tmp_path: Path):
     text = (tmp_path / "results" / "RESULTS.md").read_text()
     assert "seeds [0, 1, 2]" in text and "**unstable**" in text and "| 0, 1, 2 |" in text
     assert (tmp_path / "results" / "report.html").is_file()
+
+
+def test_the_tables_command_repeats_the_claims_the_driver_ran(tmp_path: Path):
+    """A table made by `ablation.py --claims ...` says so in its header: the command it prints reproduces the
+    run (without the claims it would train every row)."""
+    synthetic_ablation(tmp_path, "[0]")
+    conf = str(tmp_path / "ablation.yml")
+    ablation_table.main(["--conf", conf, "--set", "soup=0", "--claims", "baseline", "pretext"])
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert results["command"] == f"python ablation.py --conf {conf} --set soup=0 --claims baseline pretext"
+    assert f"`{results['command']}`" in (tmp_path / "results" / "RESULTS.md").read_text()
+    ablation_table.main(["--conf", conf])
+    assert json.loads((tmp_path / "results" / "results.json").read_text())["command"].endswith(conf)

@@ -102,7 +102,7 @@ def run_ablation(cfg: AblationConfig, conf_args: list[str], redo_stale: bool = F
     stage("the table")
     device = f"CPU, {os.cpu_count()} cores" if devices_on_cpu(recipe.devices) else f"GPUs {recipe.devices}"
     run_cli("-m", "fold0123.ablation.table", *conf_args, "--wall-seconds", f"{time.time() - wall:.0f}",
-            "--device", device)
+            "--device", device, *(["--claims", *claims] if claims else []))
     print(clock.report())
     return Path(cfg.out_dir)
 

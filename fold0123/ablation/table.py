@@ -612,10 +612,13 @@ def main(argv: list[str] | None = None) -> None:
     add_config_args(parser)
     parser.add_argument("--wall-seconds", type=float, default=float("nan"))
     parser.add_argument("--device", default="")
+    parser.add_argument("--claims", nargs="+", default=[], metavar="KEY",
+                        help="the claims the driver ran (ablation.py --claims): the header's command repeats them")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, AblationConfig)
+    command = ["python ablation.py --conf", args.conf, *[f"--set {s}" for s in args.overrides]]
     meta = {"title": f"Ablation ({Path(args.conf).name})", "preset": args.conf,
-            "command": " ".join(["python ablation.py --conf", args.conf, *[f"--set {s}" for s in args.overrides]]),
+            "command": " ".join(command + (["--claims", *args.claims] if args.claims else [])),
             "device": args.device, "seeds": list(cfg.seeds), "wall_seconds": args.wall_seconds}
     print(markdown(collect(cfg, meta)))
     print(f"wrote {Path(cfg.out_dir) / 'RESULTS.md'} and results.json")
