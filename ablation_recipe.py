@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from fold0123.ablation.variants import markdown, run_recipe_rows, selected, write_table
-from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.config import add_config_args, config_from_args, set_args
 from fold0123.common.errors import cli_main
 from fold0123.common.schema import RecipeAblationConfig
 
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_from_args(args, RecipeAblationConfig)
     selected(cfg, args.variants)  # an unknown name stops here, before anything runs
     meta = {"title": f"Training-recipe rows ({Path(args.conf).name})", "preset": args.conf,
-            "command": " ".join(["python ablation_recipe.py --conf", args.conf,
-                                 *[f"--set {s}" for s in args.overrides]])}
+            "command": " ".join(["python ablation_recipe.py --conf", args.conf, *set_args(args.overrides)])}
     if args.table_only:
         print(markdown(write_table(cfg, meta)))
     else:

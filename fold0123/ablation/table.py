@@ -54,7 +54,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fold0123.ablation.plan import (CLAIMS, base_seed, baselines_dir, pretext_exp, pretext_pair, pretext_variant,
                                     seed_recipe, stack_dirs, task_confs, timing_key)
 from fold0123.common import rundir
-from fold0123.common.config import add_config_args, config_from_args
+from fold0123.common.config import add_config_args, config_from_args, set_args
 from fold0123.common.errors import Fold0123Error, cli_main
 from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import AblationConfig
@@ -616,9 +616,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the claims the driver ran (ablation.py --claims): the header's command repeats them")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, AblationConfig)
-    command = ["python ablation.py --conf", args.conf, *[f"--set {s}" for s in args.overrides]]
+    claims = ["--claims", *args.claims] if args.claims else []
     meta = {"title": f"Ablation ({Path(args.conf).name})", "preset": args.conf,
-            "command": " ".join(command + (["--claims", *args.claims] if args.claims else [])),
+            "command": " ".join(["python ablation.py --conf", args.conf, *set_args(args.overrides), *claims]),
             "device": args.device, "seeds": list(cfg.seeds), "wall_seconds": args.wall_seconds}
     print(markdown(collect(cfg, meta)))
     print(f"wrote {Path(cfg.out_dir) / 'RESULTS.md'} and results.json")
