@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,19 @@ def test_halves_and_rows_over_seeds():
     assert row.seed_std == pytest.approx(np.std([0.9, 1.1], ddof=1))
     assert row.cv_std == pytest.approx(np.std([1.0, 0.8, 0.9]))
     assert "measured on seeds 0, 1 of 0, 1, 2" in row.note
+
+
+def test_the_tables_header_names_the_folds_it_has():
+    """results/cpu_5fold is a 5-fold table: its header must not say 3 folds (it once did, hard-coded)."""
+    def results(k: int) -> dict:
+        rows = [asdict(Row.scored("2", "pixels", "baseline", [0.9] * k)),
+                asdict(Row("3", "a row not measured", "run", note="not measured"))]
+        return {"title": "t", "command": "c", "preset": "p", "device": "CPU", "seeds": [0], "wall_seconds": 60,
+                "answers": None, "rows": rows, "claims": []}
+
+    for k in (3, 5):
+        header = ablation_table.markdown(results(k)).splitlines()[2]
+        assert f"the {k} group folds" in header and f"the {8 - k} group folds" not in header
 
 
 def test_a_claim_with_fewer_seeds_than_asked_is_not_measured():

@@ -324,6 +324,11 @@ RULE = ("Each claim compares two rows on the same seeds and folds: d = score(fir
         "than the preset asks for.")
 
 
+def _fold_count(rows: list[dict]) -> int:
+    """K of the folds (the most any row has: a row not measured has none)."""
+    return max((len(r.get("folds") or []) for r in rows), default=0)
+
+
 def _halves_text(halves: list[dict]) -> str:
     return "; ".join(f"{_seed_list(h['seeds'])}: {h['verdict']} ({fmt(h['difference'])} ± {fmt(h['spread'])})"
                      for h in halves) or "–"
@@ -331,10 +336,11 @@ def _halves_text(halves: list[dict]) -> str:
 
 def markdown(results: dict) -> str:
     seeds = results.get("seeds") or []
+    k = _fold_count(results["rows"])
     lines = [f"# {results['title']}", "",
              f"`{results['command']}` (preset `{results['preset']}`, {results['device']}, seeds "
              f"{seeds}), {results['wall_seconds'] / 60:.1f} min wall-clock. RMSE on the target (0..3); "
-             "CV = mean over seeds x the 3 group folds ± std of the per-seed CV means over the seeds (the "
+             f"CV = mean over seeds x the {k} group folds ± std of the per-seed CV means over the seeds (the "
              "run-to-run spread; none with one seed); fold std = the std over folds within a seed, averaged over "
              "seeds; OOF = over all out-of-fold rows; answers = the held-out "
              f"answers ({results['answers'] or 'none'}), read only to score; OOF and answers are means over the "
@@ -537,7 +543,7 @@ def ablation_figure(rows: pd.DataFrame):
 
 def _ablation_rows(rows: list[dict]) -> pd.DataFrame:
     """The rows as a table: each fold's score in its own column (rows may have different fold counts)."""
-    k = max((len(r.get("folds") or []) for r in rows), default=0)
+    k = _fold_count(rows)
     out = []
     for r in rows:
         folds = list(r.get("folds") or [])
