@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from fold0123.ablation.variants import evaluation_args, selected, variant_config, seed_recipe, write_table
+from fold0123.ablation.variants import (base_recipe, evaluation_args, selected, variant_config, seed_recipe,
+                                       write_table)
 from fold0123.common import rundir
 from fold0123.common.config import ConfigError, load_config
 from fold0123.common.errors import UsageError
@@ -133,6 +134,19 @@ def test_the_config_checks_names_and_keys(tmp_path: Path):
     base = variant_config(cfg, "base", recipe)  # the soup reading its runs raises keep_last
     assert (base.exp, base.seed, base.keep_last, base.transfer_from) == ("base", 1, 2, None)
     assert Path(base.checkpoints_dir) == Path("runs/demo_recipe/seed1")
+
+
+def test_recipe_set_moves_the_recipe_of_every_seed(tmp_path: Path):
+    """A preset can pin what its rows were measured on while the demo's recipe moves on (classify_cpu.yml keeps
+    3 folds under a 5-fold demo)."""
+    conf = write(tmp_path / "rows.yml", f"recipe: {ROOT / 'parameters' / 'classify' / 'recipe.yml'}\n"
+                                        "recipe_set: {folds: 4, fold_batch_size: 16}\n")
+    cfg = load_config(conf, schema=RecipeAblationConfig)
+    for recipe in (base_recipe(cfg), seed_recipe(cfg, 1)):
+        assert (recipe.folds, recipe.fold_batch_size) == (4, 16)
+    assert seed_recipe(cfg, 1).seed == 1
+    shipped = load_config(ROOT / "parameters" / "ablation" / "recipe" / "classify_cpu.yml", schema=RecipeAblationConfig)
+    assert base_recipe(shipped).folds == 3
 
 
 def test_the_evaluations_a_variant_epoch_asks_for(tmp_path: Path):

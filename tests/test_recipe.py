@@ -80,6 +80,7 @@ dataset: null
 dataroot: {dataroot}
 answers: {tmp_path / 'answers.csv'}
 fold_batch_size: 8
+folds: 3
 devices: cpu
 tasks: [{', '.join(confs)}]
 stack: {write(tmp_path / 'stack.yml', dump_config(stack))}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fold0123.common.config import load_config
+from fold0123.common.config import key_values, load_config
 from fold0123.common.errors import UsageError
 from fold0123.common.schema import AblationConfig, RecipeConfig, RunConfig, StackConfig
 
@@ -133,13 +133,9 @@ def stack_step(name: str) -> str:
     return "alone" if name.startswith("alone_") else name
 
 
-def _recipe_sets(cfg: AblationConfig) -> list[str]:
-    return [f"{k}={v}" for k, v in cfg.recipe_set.items()]
-
-
 def ablation_recipe(cfg: AblationConfig) -> RecipeConfig:
     """The recipe with `recipe_set`: the base seed's, and the dataset, folds and tag vectors of every seed."""
-    return load_config(cfg.recipe, _recipe_sets(cfg), schema=RecipeConfig)
+    return load_config(cfg.recipe, key_values(cfg.recipe_set), schema=RecipeConfig)
 
 
 def base_seed(cfg: AblationConfig) -> int:
@@ -169,7 +165,7 @@ def seed_recipe(cfg: AblationConfig, seed: int) -> RecipeConfig:
     runs = seed_runs_dir(cfg, seed)
     if runs is None:
         return ablation_recipe(cfg)
-    return load_config(cfg.recipe, [*_recipe_sets(cfg), f"seed={seed}", f"checkpoints_dir={runs}"],
+    return load_config(cfg.recipe, [*key_values(cfg.recipe_set), f"seed={seed}", f"checkpoints_dir={runs}"],
                        schema=RecipeConfig)
 
 

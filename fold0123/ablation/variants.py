@@ -44,7 +44,7 @@ import numpy as np
 from fold0123.ablation.run import Timer, link_cache
 from fold0123.ablation.table import RULE, Claim, Row, baseline_rows, claims_table, judge, merge_seeds
 from fold0123.common import rundir
-from fold0123.common.config import load_config
+from fold0123.common.config import key_values, load_config
 from fold0123.common.dataroot import split_paths
 from fold0123.common.errors import Fold0123Error, UsageError
 from fold0123.common.io import write_json, write_text
@@ -63,8 +63,8 @@ BEST_CLAIM = "the best variant beats the pixel-statistics LightGBM"
 # ------------------------------------------------------------------------------------------------- the plan
 
 def base_recipe(cfg: RecipeAblationConfig) -> RecipeConfig:
-    """The recipe as it is: its dataset, dataroot, folds (made with its seed) and devices."""
-    return load_config(cfg.recipe, schema=RecipeConfig)
+    """The recipe with `recipe_set`: its dataset, dataroot, folds (made with its seed) and devices."""
+    return load_config(cfg.recipe, key_values(cfg.recipe_set), schema=RecipeConfig)
 
 
 def seed_runs(cfg: RecipeAblationConfig, seed: int) -> Path:
@@ -74,7 +74,8 @@ def seed_runs(cfg: RecipeAblationConfig, seed: int) -> Path:
 def seed_recipe(cfg: RecipeAblationConfig, seed: int) -> RecipeConfig:
     """The recipe that trains seed `seed`: its runs' seed and checkpoints_dir moved (recipe.overrides passes them
     on to every run)."""
-    return load_config(cfg.recipe, [f"seed={seed}", f"checkpoints_dir={seed_runs(cfg, seed)}"], schema=RecipeConfig)
+    sets = [*key_values(cfg.recipe_set), f"seed={seed}", f"checkpoints_dir={seed_runs(cfg, seed)}"]
+    return load_config(cfg.recipe, sets, schema=RecipeConfig)
 
 
 def source(cfg: RecipeAblationConfig, name: str) -> str:

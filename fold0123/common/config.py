@@ -214,6 +214,11 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True, redo
                             "from other inputs (default: stop, naming what differs)")
 
 
+def key_values(mapping: dict) -> list[str]:
+    """A mapping of overrides (a preset's `recipe_set`) as the `key=value` strings load_config takes."""
+    return [f"{k}={v}" for k, v in mapping.items()]
+
+
 def set_args(overrides: Iterable[str]) -> list[str]:
     """`key=value` overrides as the --set arguments of another CLI."""
     return [a for o in overrides for a in ("--set", o)]

@@ -484,6 +484,7 @@ class RecipeAblationConfig(Schema):
     metric out of fold (fold0123.ablation.variants)."""
     exp: Name = "recipe_rows"                    # the loader's default (the file's stem); names nothing else
     recipe: Text = "parameters/demo/recipe.yml"  # its dataset, dataroot, folds, devices (and the baselines' bag)
+    recipe_set: dict[str, Any] = {}              # overrides of the recipe, as --set would give them (e.g. folds)
     task: Text = "parameters/demo/target.yml"    # the one task config every variant trains
     task_set: list[Text] = []                    # overrides every variant takes first, e.g. [transfer_from=null]
     runs_dir: Text = "runs/demo_recipe"          # seed S's runs: {runs_dir}/seed{S}/{variant}_{split}
