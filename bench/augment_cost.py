@@ -3,7 +3,7 @@ option on, against the bare trainer (the same config with every option off), in 
 per round (bench.train_overhead's measurement, on the CPU-time clock, which neighbours sharing the cores barely
 move, and on the wall clock). The ratio is option / bare: 1.0 is free, 0.5 halves the images per second.
 
-    .venv/bin/python -m bench.augment_cost [--device cpu|cuda:0] [--rounds 3] [--image-size 32] ...
+    .venv/bin/python -m bench.augment_cost [--device cpu|cuda:0] [--rounds 3] [--image-size 32] [--only NAME] ...
 """
 from __future__ import annotations
 
@@ -26,31 +26,34 @@ OPTIONS = {
     "mixup 0.2 + cutmix 1": {"mixup": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0}},
     "ema 0.998": {"ema": {"decay": 0.998}},
     "stem small, width 16": {"stem": "small", "width": 16},
+    "cpu_extras (bf16, NHWC)": {"cpu_extras": True},  # the CPU's bf16 autocast and channels-last (CUDA: no-op)
 }
 
 
 def main() -> None:
     parser = run_arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", action="append", choices=list(OPTIONS), help="time these options alone")
     args = parser.parse_args()
+    options = {name: OPTIONS[name] for name in args.only or OPTIONS}
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     clocks = ("steady_cpu", "steady_wall") if device.startswith("cpu") else ("steady_wall",)
-    ratios = {name: {clock: [] for clock in clocks} for name in OPTIONS}
+    ratios = {name: {clock: [] for clock in clocks} for name in options}
     with tempfile.TemporaryDirectory() as tmp:
         dataroot = make_data(Path(tmp), args.images)
         for r in range(args.rounds):
             bare_cfg = bench_config(args, dataroot, Path(tmp) / f"bare{r}")
             bare = engine_throughput(bare_cfg, device)
-            for i, (name, changes) in enumerate(OPTIONS.items()):
+            for i, (name, changes) in enumerate(options.items()):
                 cfg = bench_config(args, dataroot, Path(tmp) / f"opt{r}_{i}").model_copy(update={
                     key: (getattr(bare_cfg, key).model_copy(update=value) if isinstance(value, dict) else value)
                     for key, value in changes.items()})
                 timed = engine_throughput(cfg, device)
                 for clock in clocks:
                     ratios[name][clock].append(timed[clock] / bare[clock])
-    print(f"device {device}, {args.backbone} {args.image_size}px, batch {args.batch_size}, {args.images} images x "
-          f"{args.epochs} epochs, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds (min-max) of "
+    print(f"device {device}, {args.backbone} ({args.stem} stem, width {args.width}) {args.image_size}px, "
+          f"batch {args.batch_size}, {args.images} images x {args.epochs} epochs, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds (min-max) of "
           f"option / bare images/s; load average {os.getloadavg()[0]:.1f}")
     for name, by_clock in ratios.items():
         cells = "  ".join(f"{clock.split('_')[1]} {statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})"

@@ -47,6 +47,8 @@ def run_arguments(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--stem", default="imagenet", help="torchvision ResNets: imagenet | small | strided")
+    parser.add_argument("--width", type=int, default=64, help="torchvision ResNets: layer1's channels")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -57,6 +59,7 @@ def run_arguments(doc: str) -> argparse.ArgumentParser:
 def bench_config(args, dataroot: Path, runs: Path) -> RunConfig:
     return load_config(ROOT / "parameters" / "base.yml", [
         f"dataroot={dataroot}", f"checkpoints_dir={runs}", "task=target", f"backbone={args.backbone}",
+        f"stem={args.stem}", f"width={args.width}",
         f"image_size={args.image_size}", f"batch_size={args.batch_size}", f"effective_batch_size={args.batch_size}",
         f"epochs={args.epochs}", "log_every=1", "transfer_from=null", "augment=dihedral",
         f"num_workers={args.workers}", f"threads={args.threads}", f"amp={args.amp}", "warmup_epochs=0"],

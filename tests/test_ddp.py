@@ -25,7 +25,7 @@ from fold0123.common import rundir
 from fold0123.common.config import ConfigError
 from fold0123.engine import distributed
 from fold0123.engine.distributed import DistEnv, DistributedError, read_env
-from fold0123.engine.setup import amp_dtype, sync_batchnorm, uses_channels_last
+from fold0123.engine.setup import amp_dtype, cpu_has_bf16, sync_batchnorm, uses_channels_last
 from fold0123.engine.trainer import (TrainError, check_world_size, epoch_batches, group_weights, rank_weight,
                                      train)
 from fold0123.models.checkpoints import EMA_KEY, read_checkpoint
@@ -108,6 +108,21 @@ def test_amp_and_channels_last_are_cuda_only_unless_cpu_extras(tmp_path):
     assert amp_dtype(extras, cpu) == torch.bfloat16 and uses_channels_last(extras, cpu)
     with pytest.raises(ConfigError, match="amp: fp16 on the CPU"):
         amp_dtype(cfg_with(extras, amp="fp16"), cpu)
+
+
+@pytest.mark.parametrize("bf16_units", [True, False])
+def test_cpu_extras_auto_follows_the_cpus_bf16_units(tmp_path, monkeypatch, bf16_units):
+    """`auto` is on exactly where torch's probes find AMX or AVX512-BF16: the other machine is simulated by the
+    probes' answers, since one machine has only its own CPU."""
+    cfg = tiny_config("target", tmp_path, tmp_path / "runs", "cpu_extras=auto")
+    assert cfg.cpu_extras == "auto"
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: bf16_units, raising=False)
+    assert cpu_has_bf16() is bf16_units
+    cpu = torch.device("cpu")
+    assert amp_dtype(cfg, cpu) == (torch.bfloat16 if bf16_units else None)
+    assert uses_channels_last(cfg, cpu) is bf16_units
+    assert amp_dtype(cfg, torch.device("cuda")) == torch.bfloat16  # CUDA: the amp key alone, as before
 
 
 # ---------------------------------------------------------------------------------------------------- CPU epochs

@@ -206,12 +206,14 @@ class RunConfig(Schema):
     ema: EmaOptions = EmaOptions()
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     channels_last: bool = True
-    cpu_extras: bool = False                    # amp (bf16) and channels_last on the CPU too (engine.setup)
+    cpu_extras: bool | Literal["auto"] = False  # amp (bf16) and channels_last on the CPU too; auto: where the CPU
+                                                # has bf16 units (engine.setup)
     sync_bn: bool = False                       # SyncBatchNorm over the ranks of a multi-rank (torchrun) run
     grad_compression: Literal["none", "fp16", "bf16"] = "none"  # DDP's gradients cast for the all-reduce
     deterministic: bool = False
     num_workers: NonNegativeInt = 2
     threads: NonNegativeInt = 0
+    cpu_slots: NonNegativeInt | Literal["auto"] = 0  # CPU trainers at once on the machine (engine.cpu_slots); 0: all
     log_every: PositiveInt = 20
     keep_last: NonNegativeInt = 0
     jigsaw: JigsawOptions = JigsawOptions()
@@ -224,8 +226,8 @@ class RunConfig(Schema):
 # Keys that do not change what a run computes, so changing them neither makes a run stale nor blocks --resume:
 # where things are (contents are fingerprinted separately), how fast or how chatty, what is evaluated and saved,
 # `epochs` and `max_steps`, which a resume may raise to extend a finished run, and what a resume resets.
-RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "log_every",
-                     "keep_last", "eval", "epochs", "image_cache", "max_steps", "save_every_steps",
+RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "cpu_slots",
+                     "log_every", "keep_last", "eval", "epochs", "image_cache", "max_steps", "save_every_steps",
                      "eval_every_steps", "reset_optimizer", "reset_data_offset", "grad_compression")
 
 

@@ -6,6 +6,9 @@ AMP and channels-last are the base config's GPU settings (`amp: bf16`, `channels
 apply only with `cpu_extras: true`: every CPU run with the defaults keeps computing in float32 and NCHW as it
 always did. With it, `amp: bf16` runs under `torch.autocast("cpu", torch.bfloat16)` and channels-last lays out the
 CPU tensors too (fp16 autocast on the CPU is refused: it needs a gradient scaler and is slow there).
+`cpu_extras: auto` switches them on only where the CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16):
+there the demo's ResNet trains 1.6-2x more images per second (BENCHMARKS.md), elsewhere bf16 is emulated and slower,
+so a preset that says `auto` runs as fast as each machine allows.
 """
 from __future__ import annotations
 
@@ -69,9 +72,20 @@ def configure_torch(cfg: RunConfig, device: torch.device) -> None:
             torch.cuda.set_device(device)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (torch's own probes; False where this torch has none)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def cpu_extras_on(cfg: RunConfig) -> bool:
+    """`cfg.cpu_extras`, with `auto` read on this machine."""
+    return cpu_has_bf16() if cfg.cpu_extras == "auto" else bool(cfg.cpu_extras)
+
+
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of `cfg.amp` on `device` (None: float32): CUDA always, the CPU with `cpu_extras` only."""
-    if device.type == "cuda" or (device.type == "cpu" and cfg.cpu_extras):
+    if device.type == "cuda" or (device.type == "cpu" and cpu_extras_on(cfg)):
         if device.type == "cpu" and cfg.amp == "fp16":
             raise ConfigError("amp: fp16 on the CPU (cpu_extras: true) is not supported: use amp: bf16 or none")
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
@@ -80,7 +94,7 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
 
 def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
     """`cfg.channels_last` on `device`: CUDA always, the CPU with `cpu_extras` only."""
-    return cfg.channels_last and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_extras))
+    return cfg.channels_last and (device.type == "cuda" or (device.type == "cpu" and cpu_extras_on(cfg)))
 
 
 def wrap_model(model: torch.nn.Module, device: torch.device, env: DistEnv = SINGLE,
