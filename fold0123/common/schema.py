@@ -213,7 +213,6 @@ class RunConfig(Schema):
     deterministic: bool = False
     num_workers: NonNegativeInt = 2
     threads: NonNegativeInt = 0
-    cpu_slots: NonNegativeInt | Literal["auto"] = 0  # CPU trainers at once on the machine (engine.cpu_slots); 0: all
     log_every: PositiveInt = 20
     keep_last: NonNegativeInt = 0
     jigsaw: JigsawOptions = JigsawOptions()
@@ -226,8 +225,8 @@ class RunConfig(Schema):
 # Keys that do not change what a run computes, so changing them neither makes a run stale nor blocks --resume:
 # where things are (contents are fingerprinted separately), how fast or how chatty, what is evaluated and saved,
 # `epochs` and `max_steps`, which a resume may raise to extend a finished run, and what a resume resets.
-RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "cpu_slots",
-                     "log_every", "keep_last", "eval", "epochs", "image_cache", "max_steps", "save_every_steps",
+RUN_VOLATILE_KEYS = ("exp", "split", "dataroot", "checkpoints_dir", "num_workers", "threads", "log_every",
+                     "keep_last", "eval", "epochs", "image_cache", "max_steps", "save_every_steps",
                      "eval_every_steps", "reset_optimizer", "reset_data_offset", "grad_compression")
 
 

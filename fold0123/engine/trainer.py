@@ -70,7 +70,6 @@ from fold0123.engine.saver import BackgroundSaver
 from fold0123.engine.states import StepSaver, Trainee, part_way, resume_state, weights_state
 from fold0123.models.checkpoints import EMA_KEY, CheckpointError, load_weights, read_resume, rng_state, set_rng_state
 from fold0123.models.ema import build_ema, load_ema_weights
-from fold0123.engine.cpu_slots import cpu_slot, slot_count
 from fold0123.engine.setup import amp_dtype, configure_torch, rank_device, sync_batchnorm, uses_channels_last
 from fold0123.models.network import build_model
 from fold0123.models.task import Task
@@ -313,11 +312,8 @@ def _train_locked(cfg: RunConfig, split: str, run: Path, device: torch.device, r
         return run
     if status == "extend" and found is None:  # the other ranks read what rank 0 checked
         found = read_resume(run)
-    # a lone CPU trainer waits for one of the machine's cpu_slots (engine.cpu_slots); torchrun's ranks do not queue
-    slots = slot_count(cfg.cpu_slots, cfg.threads) if device.type == "cpu" and not env.distributed else 0
     try:
-        with cpu_slot(slots, str(run)):
-            _train(cfg, split, run, device, resume, progress, fingerprint, found, env)
+        _train(cfg, split, run, device, resume, progress, fingerprint, found, env)
     except BaseException as err:
         try:
             _mark_failed(run, env, err)
