@@ -53,8 +53,9 @@ def main() -> None:
                 for clock in clocks:
                     ratios[name][clock].append(timed[clock] / bare[clock])
     print(f"device {device}, {args.backbone} ({args.stem} stem, width {args.width}) {args.image_size}px, "
-          f"batch {args.batch_size}, {args.images} images x {args.epochs} epochs, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds (min-max) of "
-          f"option / bare images/s; load average {os.getloadavg()[0]:.1f}")
+          f"batch {args.batch_size}, {args.images} images x {args.epochs} epochs, {torch.get_num_threads()} "
+          f"thread(s), median of {args.rounds} rounds (min-max) of option / bare images/s; "
+          f"load average {os.getloadavg()[0]:.1f}")
     for name, by_clock in ratios.items():
         cells = "  ".join(f"{clock.split('_')[1]} {statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})"
                           for clock, v in by_clock.items())
