@@ -87,7 +87,8 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of `cfg.amp` on `device` (None: float32): CUDA always, the CPU with `cpu_extras` only."""
     if device.type == "cuda" or (device.type == "cpu" and cpu_extras_on(cfg)):
         if device.type == "cpu" and cfg.amp == "fp16":
-            raise ConfigError("amp: fp16 on the CPU (cpu_extras: true) is not supported: use amp: bf16 or none")
+            raise ConfigError(f"amp: fp16 on the CPU (cpu_extras: {str(cfg.cpu_extras).lower()}) is not supported: "
+                              f"use amp: bf16 or none")
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     return None
 
