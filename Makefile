@@ -51,9 +51,10 @@ test: env lint-imports
 lint-imports: env
 	.venv/bin/lint-imports --no-cache
 
-# the ablation's end-to-end test over two seeds (`make test` runs it for one): the seeds' layout and halves
+# the ablation's end-to-end test over every row and two seeds (`make test` runs one seed and the baseline claim's
+# rows): the variants' runs, the seeds' layout and halves
 test-ablation: env
-	ABLATION_TEST_SEEDS=0,1 $(PY) -m pytest tests/test_ablation.py $(PYTEST_ARGS)
+	ABLATION_TEST_SEEDS=0,1 ABLATION_TEST_CLAIMS=all $(PY) -m pytest tests/test_ablation.py $(PYTEST_ARGS)
 
 test-fast: env
 	$(PY) -m pytest -m "not integration and not faults" $(PYTEST_ARGS)

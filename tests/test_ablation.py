@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fold0123.ablation.plan import task_confs
+from fold0123.ablation.plan import CLAIM_STEPS, steps_for, task_confs
 from fold0123.ablation.table import Row, judge
 from fold0123.common.config import load_config
 from fold0123.common.schema import RecipeConfig
@@ -44,9 +44,15 @@ def test_the_recipe_checkpoints_dir_moves_every_run_the_stack_and_the_table(tmp_
     assert shared(moved)[-2:] == ["--set", f"checkpoints_dir={tmp_path / 'tags'}"]
 
 
-# `make test` runs the ablation for one seed (about 4 min); `make test-ablation` for two (twice that), which adds
-# the second seed's layout and halves end to end (the verdict rule itself: tests/test_ablation_verdicts.py)
+# `make test` runs the ablation end to end for one seed and one claim, the baseline one (its rows: the baselines,
+# the stacks, the post-processing: about 2 min); `make test-ablation` runs every row over two seeds (about 15 min),
+# which adds the variants' runs, the second seed's layout and the halves (the verdict rule itself, and the driver's
+# choice of steps per claim: tests/test_ablation_verdicts.py)
 SEEDS = [int(s) for s in os.environ.get("ABLATION_TEST_SEEDS", "0").split(",")]
+CLAIMS = [] if os.environ.get("ABLATION_TEST_CLAIMS", "baseline") == "all" else \
+    os.environ.get("ABLATION_TEST_CLAIMS", "baseline").split(",")
+EVERY_ROW = {"1", "2", "3", "4", "4-identity", "5-none", "5-layer34", "6-target", "6-onehot", "6-onehot-direct",
+             "7-soup", "7-last", "8", "8-infold", "9", "10", "11", "12"}
 
 
 @pytest.fixture
@@ -64,25 +70,33 @@ def ablation_conf(tmp_path: Path) -> str:
 def test_ablation_writes_every_row_and_a_verdict_per_claim(ablation_conf: str, tmp_path: Path):
     env = {**os.environ, "TMUX_TMPDIR": str(tmp_path)}  # a private tmux server
     env.pop("TMUX", None)
-    done = subprocess.run([sys.executable, "ablation.py", "--conf", ablation_conf], cwd=ROOT, env=env,
+    claims_args = ["--claims", *CLAIMS] if CLAIMS else []
+    done = subprocess.run([sys.executable, "ablation.py", "--conf", ablation_conf, *claims_args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     rows = {r["id"]: r for r in results["rows"]}
-    expected = {"1", "2", "3", "4", "4-identity", "5-none", "5-layer34", "6-target", "6-onehot", "6-onehot-direct",
-                "7-soup", "7-last", "8", "8-infold", "9", "10", "11", "12"}
-    assert expected <= set(rows), expected - set(rows)
-    for id_, row in rows.items():
-        if id_ in ("12", "12b"):  # tag rows: the fixture's test objects have no tags
-            assert row["note"].startswith("skipped")
-            continue
+    measured = {id_ for id_, row in rows.items() if row["folds"]}
+    if CLAIMS == ["baseline"]:  # its steps: the baselines, the stacks, post-processed; no variant is trained
+        assert {"1", "2", "8", "8-infold", "9", "10"} <= measured, measured
+        assert not measured & {"3", "5-layer34", "7-soup", "7-last", "11"}, measured
+    elif not CLAIMS:
+        assert EVERY_ROW - {"12"} <= measured, EVERY_ROW - measured
+        assert rows["12"]["note"].startswith("skipped")  # the tag row: the fixture's test objects have no tags
+    for id_ in measured:
+        row = rows[id_]
         assert len(row["folds"]) == 3 and all(math.isfinite(v) for v in row["folds"]), row
         assert row["seeds"] == SEEDS and (row["seed_std"] is not None) == (len(SEEDS) > 1), row
         assert math.isfinite(row["oof"]) and math.isfinite(row["answers"]), row
     assert len(results["claims"]) == 8
-    assert all(c["verdict"] in ("confirmed", "refuted", "not significant", "unstable") for c in results["claims"])
-    assert all(c["seeds"] == SEEDS and len(c["halves"]) == (2 if len(SEEDS) > 1 else 0) for c in results["claims"])
+    judged = {c["key"] for c in results["claims"] if c["verdict"] != "not measured"}
+    ran = steps_for(CLAIMS or None)
+    assert judged == {key for key, steps in CLAIM_STEPS.items() if steps <= ran}, judged  # and only those
+    assert all(c["verdict"] in ("confirmed", "refuted", "not significant", "unstable")
+               for c in results["claims"] if c["key"] in judged)
+    assert all(c["seeds"] == SEEDS and len(c["halves"]) == (2 if len(SEEDS) > 1 else 0)
+               for c in results["claims"] if c["key"] in judged)
     for seed in SEEDS[1:]:  # a further seed's runs beside the first's
-        assert (tmp_path / "runs" / f"seed{seed}" / "target_scratch_3fold0").is_dir()
+        assert (tmp_path / "runs" / f"seed{seed}" / "target_3fold0").is_dir()
     assert "| 10 | 9 + tuned post-processing" in (tmp_path / "results" / "RESULTS.md").read_text()
     assert (tmp_path / "runs" / "onehot_3fold2" / "eval" / "epoch2_train.npz").is_file()  # row 8-infold's input
