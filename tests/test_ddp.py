@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,7 +234,9 @@ def test_torchrun_writes_the_run_directory_once_from_rank_0(ddp_root, two_rank_r
 
 def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, resume: bool) -> None:
     """One rank of a forked 2-rank run; `fault` on rank 1: `raise` at epoch 2's third micro-batch (after its first
-    step), `kill` at its second."""
+    step, once rank 0's resume state of that step has landed: rank 0 saves it off its training thread, and a
+    raise before that would have the launcher's SIGTERM cut the save, a race CI once hit), `kill` at its
+    second."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -247,6 +250,7 @@ def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, 
             if calls[0] == (7 if fault == "raise" else 6):  # 4 micro-batches an epoch, 2 a step
                 if fault == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
+                wait_for_resume_state(rundir.resume_path(rundir.run_dir(cfg, split)), global_step=3)
                 raise RuntimeError("injected fault")
             return loss(self, outputs, targets)
         Task.loss = failing
@@ -264,6 +268,16 @@ def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, 
             ignore()
         distributed._ignore_sigterm = terminated_first
     train(cfg, split, device="cpu", resume=resume, progress=False)
+
+
+def wait_for_resume_state(path: Path, global_step: int, timeout: float = 120.0) -> None:
+    """Until the resume state at `path` is the one saved after `global_step` (it is replaced atomically)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and torch.load(path, weights_only=True)["global_step"] == global_step:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{path}: no resume state of step {global_step} after {timeout:.0f} s")
 
 
 def two_ranks(cfg, fault: str | None = None, resume: bool = False) -> None:
