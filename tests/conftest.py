@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def make_dataroot(root: Path, n_train: int = 48, n_test: int = 16, size: int = 3
 # eras; the colour and a bright square's position give the class.
 
 def draw_class(label: int, k: int, rng: np.random.Generator, size: int) -> Image.Image:
-    hue = np.array([np.cos(2 * np.pi * label / k), np.cos(2 * np.pi * label / k + 2), np.cos(2 * np.pi * label / k + 4)])
+    angle = 2 * np.pi * label / k
+    hue = np.array([np.cos(angle), np.cos(angle + 2), np.cos(angle + 4)])
     pixels = np.clip(128 + 100 * hue + rng.normal(0, 20, (size, size, 3)), 0, 255)
     q = size // 4
     y, x = divmod(label % 9, 3)
@@ -497,6 +499,18 @@ def make_runs(checkpoints_dir: str | Path, dataroot: str | Path, tasks=TASKS, k:
 def dataroot(tmp_path: Path) -> Path:
     """A fresh tiny dataroot (train.csv, test.csv, tags, 32 px photos); answers.csv lies beside it."""
     return make_dataroot(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_tmpdir(tmp_path_factory):
+    """The suite's temporary files under pytest's base folder, which goes when the session passes, instead of in
+    /tmp for good: torch's spawn error files (`pytorch-errorfile-*.pickle`), torchrun's `torchelastic_*` log
+    folders, and whatever the scripts the tests start make there."""
+    folder = str(tmp_path_factory.mktemp("tmpdir"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", folder)
+        patch.setattr(tempfile, "tempdir", folder)
+        yield folder
 
 
 @pytest.fixture
