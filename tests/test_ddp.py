@@ -27,10 +27,10 @@ from fold0123.common.config import ConfigError
 from fold0123.engine import distributed
 from fold0123.engine.distributed import DistEnv, DistributedError, read_env
 from fold0123.engine.setup import amp_dtype, cpu_has_bf16, sync_batchnorm, uses_channels_last
-from fold0123.engine.trainer import (TrainError, check_world_size, epoch_batches, group_weights, rank_weight,
-                                     train)
+from fold0123.engine.trainer import (TrainError, as_started, check_world_size, epoch_batches, group_weights,
+                                     rank_weight, train)
 from fold0123.models.checkpoints import EMA_KEY, read_checkpoint
-from tests.conftest import ROOT, cfg_with, make_recipe_root, tiny_config
+from tests.conftest import ROOT, Interrupt, cfg_with, interrupt_in_epoch_2, make_recipe_root, tiny_config
 
 torch.set_num_threads(1)
 
@@ -111,19 +111,66 @@ def test_amp_and_channels_last_are_cuda_only_unless_cpu_extras(tmp_path):
         amp_dtype(cfg_with(extras, amp="fp16"), cpu)
 
 
+def cpu_with_bf16_units(monkeypatch, units: bool) -> None:
+    """This CPU as one with (or without) AMX and AVX512-BF16, as torch's probes answer: one machine has only its
+    own CPU. Where it has none, bf16 is emulated: slower, the same arithmetic."""
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: units, raising=False)
+
+
 @pytest.mark.parametrize("bf16_units", [True, False])
 def test_cpu_extras_auto_follows_the_cpus_bf16_units(tmp_path, monkeypatch, bf16_units):
-    """`auto` is on exactly where torch's probes find AMX or AVX512-BF16: the other machine is simulated by the
-    probes' answers, since one machine has only its own CPU."""
+    """`auto` is on exactly where torch's probes find AMX or AVX512-BF16."""
     cfg = tiny_config("target", tmp_path, tmp_path / "runs", "cpu_extras=auto")
     assert cfg.cpu_extras == "auto"
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: bf16_units, raising=False)
+    cpu_with_bf16_units(monkeypatch, bf16_units)
     assert cpu_has_bf16() is bf16_units
     cpu = torch.device("cpu")
     assert amp_dtype(cfg, cpu) == (torch.bfloat16 if bf16_units else None)
     assert uses_channels_last(cfg, cpu) is bf16_units
     assert amp_dtype(cfg, torch.device("cuda")) == torch.bfloat16  # CUDA: the amp key alone, as before
+
+
+def test_a_resume_keeps_the_thread_count_and_what_auto_read_where_the_run_started(tmp_path, monkeypatch, capsys):
+    cfg = tiny_config("target", tmp_path, tmp_path / "runs", "cpu_extras=auto", "threads=1")
+    cpu, run = torch.device("cpu"), tmp_path / "run"
+    cpu_with_bf16_units(monkeypatch, False)
+    assert as_started(cfg, {"threads": 1, "cpu_extras": False}, run, cpu, True) == cfg  # as it started: as asked
+    assert capsys.readouterr().err == ""
+    kept = as_started(cfg, {"threads": 2, "cpu_extras": True}, run, cpu, True)
+    assert (kept.threads, kept.cpu_extras) == (2, True)
+    assert capsys.readouterr().err == (f"{run}: resuming with threads=2, cpu_extras=true, as it started (asked for "
+                                       f"threads=1, cpu_extras=auto, false on this CPU)\n")
+    # set by hand, the config's value (the fingerprint compares it); CUDA does not read it; a resume state from
+    # before the key: as asked
+    assert as_started(cfg_with(cfg, cpu_extras=False), {"cpu_extras": True}, run, cpu, True).cpu_extras is False
+    assert as_started(cfg, {"cpu_extras": True}, run, torch.device("cuda"), True) == cfg
+    assert as_started(cfg, {}, run, cpu, True) == cfg
+
+
+@pytest.mark.integration
+def test_a_run_resumed_on_a_cpu_of_another_kind_keeps_the_dtype_it_started_in(tmp_path, monkeypatch, capsys):
+    """`cpu_extras: auto` read true where the run started and false where it resumes: the resumed epoch trains in
+    bf16 too, and the run ends with the weights of an uninterrupted one, not half in float32."""
+    dataroot = make_recipe_root(tmp_path / "data", tags=False)
+    sets = ("transfer_from=null", "epochs=2", "cpu_extras=auto", "amp=bf16", "channels_last=false")
+    cfg = tiny_config("target", dataroot, tmp_path / "resumed", *sets)
+    with monkeypatch.context() as started_on:
+        cpu_with_bf16_units(started_on, True)
+        whole = train(tiny_config("target", dataroot, tmp_path / "whole", *sets), "3fold0", "cpu", progress=False)
+        interrupt_in_epoch_2(started_on, "mid-epoch")
+        with pytest.raises(Interrupt):
+            train(cfg, "3fold0", "cpu", progress=False)
+    cpu_with_bf16_units(monkeypatch, False)
+    seen = _record_forward(monkeypatch)
+    capsys.readouterr()
+    resumed = train(cfg, "3fold0", "cpu", resume=True, progress=False)
+    assert ("resuming with cpu_extras=true, as it started (asked for cpu_extras=auto, false on this CPU)"
+            in capsys.readouterr().err)
+    assert seen and {dtype for dtype, _ in seen} == {torch.bfloat16}
+    weights = [read_checkpoint(rundir.checkpoint_path(run, 2))["model"] for run in (whole, resumed)]
+    assert weights_gap(*weights) == 0.0
+    assert rundir.read_run_config(resumed).cpu_extras is True  # the evaluator computes as it trained
 
 
 # ---------------------------------------------------------------------------------------------------- CPU epochs

@@ -73,7 +73,7 @@ def test_epoch_files_hold_the_weights_and_one_resume_file_is_replaced(runs):
         state = read_checkpoint(rundir.checkpoint_path(run, epoch))
         assert set(state) == {"epoch", "split", "config", "model", "task_state"} and state["epoch"] == epoch
     resume = torch.load(rundir.resume_path(run), weights_only=True)
-    assert set(resume) == {*RESUME_KEYS, "threads", "world_size"} and resume["epoch"] == 2  # the last one
+    assert set(resume) == {*RESUME_KEYS, "threads", "cpu_extras", "world_size"} and resume["epoch"] == 2  # the last
     # AdamW's two moments per weight stay out of the per-epoch files
     assert rundir.checkpoint_path(run, 2).stat().st_size < 0.6 * rundir.resume_path(run).stat().st_size
 
@@ -101,7 +101,8 @@ def test_resolve_transfer_accepts_file_run_dir_and_run_name(runs):
     base = dict(exp="target", checkpoints_dir=str(runs["runs"]))
     assert resolve_transfer(RunConfig(**base, transfer_from="jigsaw_all")) == last
     assert resolve_transfer(RunConfig(**base, transfer_from=str(runs["jigsaw"]))) == last
-    assert resolve_transfer(RunConfig(**base, transfer_from=str(rundir.checkpoint_path(runs["jigsaw"], 1)))).name == "1.pth"
+    first = str(rundir.checkpoint_path(runs["jigsaw"], 1))
+    assert resolve_transfer(RunConfig(**base, transfer_from=first)).name == "1.pth"
     assert resolve_transfer(RunConfig(**base, transfer_from=None)) is None
     with pytest.raises(rundir.RunError, match="transfer checkpoint not found"):
         resolve_transfer(RunConfig(**base, transfer_from="jigsaw_nope"))

@@ -70,7 +70,8 @@ from fold0123.engine.saver import BackgroundSaver
 from fold0123.engine.states import StepSaver, Trainee, part_way, resume_state, weights_state
 from fold0123.models.checkpoints import EMA_KEY, CheckpointError, load_weights, read_resume, rng_state, set_rng_state
 from fold0123.models.ema import build_ema, load_ema_weights
-from fold0123.engine.setup import amp_dtype, configure_torch, rank_device, sync_batchnorm, uses_channels_last
+from fold0123.engine.setup import (amp_dtype, configure_torch, cpu_extras_on, rank_device, sync_batchnorm,
+                                   uses_channels_last)
 from fold0123.models.network import build_model
 from fold0123.models.task import Task
 from fold0123.models.tasks import get_task
@@ -549,6 +550,26 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
     return total_loss / max(total_images, 1), global_step
 
 
+def as_started(cfg: RunConfig, state: dict, run: Path, device: torch.device, main: bool) -> RunConfig:
+    """`cfg` with the numerics the run started with, from its resume state `state`. The thread count changes the
+    float reduction order: kept, a resumed run ends bit-identical to an uninterrupted one whatever a relaunch
+    divides the cores into. On the CPU, what `cpu_extras: auto` read where the run started (bf16 or float32): kept,
+    a run moved to a CPU of another kind goes on in the dtype it trained in (bf16 without the units is emulated:
+    slower, the same arithmetic), instead of changing it half-way under an unchanged config."""
+    kept: dict = {}
+    if state.get("threads") is not None and int(state["threads"]) != cfg.threads:
+        kept["threads"] = int(state["threads"])
+    started_extras = state.get("cpu_extras")
+    if device.type == "cpu" and cfg.cpu_extras == "auto" and started_extras is not None \
+            and bool(started_extras) != cpu_extras_on(cfg):
+        kept["cpu_extras"] = bool(started_extras)
+    if kept and main:
+        asked = {"threads": cfg.threads, "cpu_extras": f"auto, {str(cpu_extras_on(cfg)).lower()} on this CPU"}
+        print(f"{run}: resuming with {', '.join(f'{k}={str(v).lower()}' for k, v in kept.items())}, as it started "
+              f"(asked for {', '.join(f'{k}={asked[k]}' for k in kept)})", file=sys.stderr)
+    return cfg.model_copy(update=kept)
+
+
 def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: bool, progress: bool | None,
            fingerprint: Fingerprint, found: tuple[dict, dict] | None = None, env: DistEnv = SINGLE):
     """`found`: the (weights, resume state) train() already read to extend a finished run, else read here (by
@@ -559,14 +580,8 @@ def _train(cfg: RunConfig, split: str, run: Path, device: torch.device, resume: 
         if found is None and rundir.list_checkpoints(run) and main:
             print(f"{run}: killed before its first resume state was written: training from epoch 1",
                   file=sys.stderr)
-    started_with = None if found is None else found[1].get("threads")
-    if started_with is not None and int(started_with) != cfg.threads:
-        # the thread count changes the float reduction order: a resumed run keeps the one it started with, so
-        # it ends bit-identical to an uninterrupted run whatever a relaunch divides the cores into
-        if main:
-            print(f"{run}: resuming with threads={started_with}, as it started (asked for {cfg.threads})",
-                  file=sys.stderr)
-        cfg = cfg.model_copy(update={"threads": int(started_with)})
+    if found is not None:
+        cfg = as_started(cfg, found[1], run, device, main)
     configure_torch(cfg, device)
     cfg = cfg.model_copy(update={"split": split})
     if main:
