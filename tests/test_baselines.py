@@ -144,7 +144,8 @@ def test_the_tag_row_is_skipped_when_test_objects_have_no_tags(tmp_path):
     assert report.rows[1].answers is None and np.isfinite(report.rows[1].cv_mean)
     saved = json.loads((tmp_path / "out" / "baselines.json").read_text())["rows"][2]
     assert saved["status"] == "skipped" and saved["cv_mean"] is None
-    assert "| tags LightGBM | | skipped: the test objects have no tags" in (tmp_path / "out" / "baselines.md").read_text()
+    report = (tmp_path / "out" / "baselines.md").read_text()
+    assert "| tags LightGBM | | skipped: the test objects have no tags" in report
 
 
 def test_pixel_cache_reuses_rows_and_recomputes_a_replaced_photo(dataroot, tmp_path):

@@ -33,7 +33,8 @@ def test_spec_defaults_are_atmacup_and_a_bad_spec_is_one_line(tmp_path):
     for text, message in (("kind: multilabel\n", "key 'kind'"), ("kind: regression\nmetric: accuracy\n", "rmse"),
                           ("classes: [a, a]\n", "duplicate class"), ("kind: [\n", "not valid YAML"),
                           ("metrik: rmse\n", "key 'metrik'"),
-                          ("kind: ordinal\nmetric: rmse\nkind: regression\n", "key 'kind' given twice \\(lines 1 and 3\\)")):
+                          ("kind: ordinal\nmetric: rmse\nkind: regression\n",
+                           "key 'kind' given twice \\(lines 1 and 3\\)")):
         (tmp_path / "competition.yml").write_text(text)
         with pytest.raises(LayoutError, match=message) as err:
             read_competition(tmp_path)

@@ -1,5 +1,5 @@
-"""The HTML reports a person looks at (reports/html.py, ablation/table.py), checked the way a person would see them: rendered
-by a real browser (Debian's headless `chromium`) to a PNG screenshot, plus the DOM after the page loaded.
+"""The HTML reports a person looks at (reports/html.py, ablation/table.py), checked the way a person would see them:
+rendered by a real browser (Debian's headless `chromium`) to a PNG screenshot, plus the DOM after the page loaded.
 
 What "renders" means here: the page is not blank; the tables are in the DOM with their rows; every plot is an
 inline data: URI that both PIL and the browser decode (a copy of the page with a small probe script reports each

@@ -138,7 +138,8 @@ def test_transfer_errors_name_the_checkpoint(tmp_path):
     (tmp_path / "2.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="2.pth: corrupt or truncated"):
         load_backbone(model, tmp_path / "2.pth")
-    torch.save({"model": build_model(cfg_with(CFG, backbone="resnet10t"), get_task("target")).state_dict()}, tmp_path / "3.pth")
+    other = build_model(cfg_with(CFG, backbone="resnet10t"), get_task("target"))
+    torch.save({"model": other.state_dict()}, tmp_path / "3.pth")
     with pytest.raises(CheckpointError, match="3.pth: weights do not fit this run.s backbone"):
         load_backbone(model, tmp_path / "3.pth")
 
@@ -155,7 +156,8 @@ def test_freeze_modes_freeze_what_they_say():
     apply_freeze(model, "head", 1)
     assert trainable(model) == {"head.weight", "head.bias"}
     apply_freeze(model, "layer34", 1)
-    assert trainable(model) == {n for n in everything if n.startswith(("backbone.layer3.", "backbone.layer4.", "head."))}
+    assert trainable(model) == {n for n in everything
+                                if n.startswith(("backbone.layer3.", "backbone.layer4.", "head."))}
     assert "backbone.layer2.0.conv1.weight" not in trainable(model) and "backbone.conv1.weight" not in trainable(model)
     model.train()  # the loop calls train() every epoch: frozen batch norms must stay in eval
     assert not model.backbone.bn1.training and not model.backbone.layer2[0].bn1.training

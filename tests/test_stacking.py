@@ -379,7 +379,8 @@ def test_stacking_imports_no_torch():
             "fold0123.data.answers, fold0123.data.pixel_stats\n"
             "for room in ('stacking', 'reports', 'ablation'):\n"
             "    package = importlib.import_module(f'fold0123.{room}')\n"
-            "    [importlib.import_module(f'fold0123.{room}.{m.name}') for m in pkgutil.iter_modules(package.__path__)]\n"
+            "    for m in pkgutil.iter_modules(package.__path__):\n"
+            "        importlib.import_module(f'fold0123.{room}.{m.name}')\n"
             "sys.exit('torch imported' if 'torch' in sys.modules else 0)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 

@@ -119,7 +119,8 @@ def test_notebook_runs_headless_and_writes_a_submission(runs):
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     params.source = (f"CONF = {str(ROOT / 'parameters/tiny/stack.yml')!r}\nOVERRIDES = {_sets(runs, 'nb')!r}\n"
                      f"ENSEMBLE = True\nSTAMP = 'nbtest'")
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "fold0123" / "stacking")}})
+    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "fold0123" / "stacking")}})
     client.execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert sys.executable in text or str(Path(sys.executable).resolve()) in text  # the venv's kernel ran it
