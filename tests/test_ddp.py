@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import torch
 
 from fold0123.common import rundir
 from fold0123.common.config import ConfigError
+from fold0123.common.poll import wait_until
 from fold0123.engine import distributed
 from fold0123.engine.distributed import DistEnv, DistributedError, read_env
 from fold0123.engine.setup import amp_dtype, cpu_has_bf16, sync_batchnorm, uses_channels_last
@@ -297,7 +297,9 @@ def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, 
             if calls[0] == (7 if fault == "raise" else 6):  # 4 micro-batches an epoch, 2 a step
                 if fault == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
-                wait_for_resume_state(rundir.resume_path(rundir.run_dir(cfg, split)), global_step=3)
+                saved = rundir.resume_path(rundir.run_dir(cfg, split))
+                wait_until(lambda: saved.is_file() and torch.load(saved, weights_only=True)["global_step"] == 3,
+                           timeout=120, interval=0.05, what=f"{saved} of step 3")
                 raise RuntimeError("injected fault")
             return loss(self, outputs, targets)
         Task.loss = failing
@@ -315,16 +317,6 @@ def _rank(rank: int, world: int, port: int, cfg, split: str, fault: str | None, 
             ignore()
         distributed._ignore_sigterm = terminated_first
     train(cfg, split, device="cpu", resume=resume, progress=False)
-
-
-def wait_for_resume_state(path: Path, global_step: int, timeout: float = 120.0) -> None:
-    """Until the resume state at `path` is the one saved after `global_step` (it is replaced atomically)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and torch.load(path, weights_only=True)["global_step"] == global_step:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{path}: no resume state of step {global_step} after {timeout:.0f} s")
 
 
 def two_ranks(cfg, fault: str | None = None, resume: bool = False) -> None:

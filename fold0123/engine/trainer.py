@@ -559,12 +559,12 @@ def as_started(cfg: RunConfig, state: dict, run: Path, device: torch.device, mai
     kept: dict = {}
     if state.get("threads") is not None and int(state["threads"]) != cfg.threads:
         kept["threads"] = int(state["threads"])
-    started_extras = state.get("cpu_extras")
+    started_extras, extras_now = state.get("cpu_extras"), cpu_extras_on(cfg)
     if device.type == "cpu" and cfg.cpu_extras == "auto" and started_extras is not None \
-            and bool(started_extras) != cpu_extras_on(cfg):
+            and bool(started_extras) != extras_now:
         kept["cpu_extras"] = bool(started_extras)
     if kept and main:
-        asked = {"threads": cfg.threads, "cpu_extras": f"auto, {str(cpu_extras_on(cfg)).lower()} on this CPU"}
+        asked = {"threads": cfg.threads, "cpu_extras": f"auto, {str(extras_now).lower()} on this CPU"}
         print(f"{run}: resuming with {', '.join(f'{k}={str(v).lower()}' for k, v in kept.items())}, as it started "
               f"(asked for {', '.join(f'{k}={asked[k]}' for k in kept)})", file=sys.stderr)
     return cfg.model_copy(update=kept)
