@@ -15,9 +15,9 @@ env:
 demo: env
 	PYTHONUNBUFFERED=1 $(PY) recipe.py --conf $(RECIPE) $(if $(SET),$(foreach s,$(SET),--set $(s)))
 
-# The second benchmark: emoji subcategory classification (88 classes, ImageFolder layout) -> folds -> two ResNet18
-# seeds through fold0123 -> score-weighted ensemble with a pixel-features LightGBM -> submission scored by
-# accuracy, with its baselines.
+# The second benchmark: emoji subcategory classification (88 classes, ImageFolder layout) -> 5 folds -> a ResNet18
+# through fold0123 (the fold runs only: test is their mean) -> score-weighted ensemble with a pixel-features
+# LightGBM -> submission scored by accuracy, with its baselines.
 demo-classify: env
 	PYTHONUNBUFFERED=1 $(PY) recipe.py --conf parameters/classify/recipe.yml $(if $(SET),$(foreach s,$(SET),--set $(s)))
 

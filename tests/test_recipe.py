@@ -61,8 +61,9 @@ def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_pat
 
 def test_a_classification_recipe_ensembles_two_architectures_and_scores_by_accuracy(tmp_path: Path):
     """demo-classify's shape on a K = 7 fixture: no tag vectors, no pretext, a ResNet and a ConvNeXt through
-    fold0123 in tmux (the demo's members are two ResNet seeds; two architectures are the paddy notebooks' way),
-    the ensemble as the submission, accuracy on the answers, the baselines beside it."""
+    fold0123 in tmux on the fold splits only (the demo's members are two ResNet seeds; two architectures are the
+    paddy notebooks' way), the ensemble of the fold runs' test predictions as the submission, accuracy on the
+    answers, the baselines beside it."""
     from fold0123.common.config import dump_config, load_config
     from fold0123.common.schema import StackConfig
     from tests.conftest import make_class_dataroot, write
@@ -93,8 +94,9 @@ stack: {write(tmp_path / 'stack.yml', dump_config(stack))}
         subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmux_dir)},
                        capture_output=True)
     assert "no tag vectors (word2vec: null)" in out and "pretext" not in out.split("=== fold0123")[0]
-    for name in ("resnet", "convnext"):
-        assert (runs / f"{name}_all" / "DONE").is_file()
+    for name in ("resnet", "convnext"):  # the stack predicts test with the fold runs' mean: no `all` run
+        assert all((runs / f"{name}_3fold{i}" / "DONE").is_file() for i in range(3))
+        assert not (runs / f"{name}_all").exists()
     assert "resnet alone" in out and "convnext alone" in out and "weighted ensemble (argmax)" in out
     assert "pixels alone" in out  # ensemble.pixel_stats: the pixel-feature LightGBM is a member
     assert "submission accuracy on the held-out answers:" in out

@@ -126,3 +126,27 @@ def test_the_recipe_makes_the_soups_its_stack_names_and_skips_current_ones(tmp_p
     calls.clear()
     recipe.make_soups(cfg)
     assert [c[2] for c in calls] == [str(runs / f"target_{s}") for s in ("3fold1", "3fold2", "all")]
+
+
+@pytest.mark.parametrize("sources, trains_all", [
+    ("", True),                                                            # the defaults: the `all` run predicts test
+    ("test_features: fold_mean\n", True),                                  # the ensemble still reads `all`
+    ("ensemble: {test_features: fold_mean}\n", True),                      # the LightGBM stack still reads `all`
+    ("test_features: fold_mean\nensemble: {test_features: fold_mean}\n", False),
+])
+def test_the_recipe_trains_the_all_split_only_where_its_stack_reads_it(tmp_path, monkeypatch, sources, trains_all):
+    conf = tmp_path / "stack.yml"
+    conf.write_text(f"base: {ROOT / 'parameters/tiny/stack.yml'}\ncheckpoints_dir: {tmp_path / 'runs'}\n"
+                    f"runs: {{target: soup2}}\n{sources}")
+    cfg = RecipeConfig(stack=str(conf), devices="cpu", folds=3, tasks=["a.yml"])
+    folds = ["3fold0", "3fold1", "3fold2"]
+    assert recipe.trained_splits(cfg) == folds + ["all"] * trains_all
+    assert recipe.trained_splits(cfg, "_pseudo1") == [f"{s}_pseudo1" for s in folds + ["all"] * trains_all]
+    calls = []
+    monkeypatch.setattr(recipe, "run_cli", lambda *args, **kw: calls.append(args))
+    recipe.fold0123(cfg)
+    recipe.make_soups(cfg)
+    (launch,) = [c for c in calls if c[0] == "launch.py"]
+    assert launch[launch.index("--splits") + 1] == ",".join(folds + ["all"] * trains_all)
+    assert [c[2] for c in calls if c[0] == "evaluate.py"] == [str(tmp_path / "runs" / f"target_{s}")
+                                                                for s in folds + ["all"] * trains_all]

@@ -167,10 +167,20 @@ def pretext(cfg: RecipeConfig, redo_stale: bool = False) -> None:
     launch(cfg, cfg.pretext, redo_stale, "--splits", "all")
 
 
+def trained_splits(cfg: RecipeConfig, suffix: str = "") -> list[str]:
+    """The splits every task trains (`{split}{suffix}`): the k folds, and `all` unless nothing reads it. A stack
+    whose test rows come from the fold runs' mean (`test_features: fold_mean`, and `ensemble.test_features`, which
+    the classification ensemble and the pseudo labels read) needs no `all` run: 1/(k+1) of the training saved."""
+    stack_cfg = load_config(cfg.stack, cfg.overrides(), schema=StackConfig)
+    reads_all = "all" in (stack_cfg.test_features, stack_cfg.ensemble.test_features)
+    return [s + suffix for s in split_names(cfg.folds) if reads_all or s != "all"]
+
+
 def fold0123(cfg: RecipeConfig, redo_stale: bool = False) -> None:
+    splits = ",".join(trained_splits(cfg))
     for conf in cfg.tasks:
         stage(f"fold0123: {conf}")
-        launch(cfg, conf, redo_stale)
+        launch(cfg, conf, redo_stale, "--splits", splits)
 
 
 def soups_named(stack_cfg: StackConfig) -> dict[str, set[int]]:
@@ -201,8 +211,8 @@ def make_soups(cfg: RecipeConfig, split_suffix: str = "") -> None:
     device = "cpu" if devices_on_cpu(cfg.devices) else "cuda"
     for exp, sizes in sorted(soups_named(stack_cfg).items()):
         for n in sorted(sizes):
-            for split in split_names(cfg.folds):
-                run = Path(stack_cfg.checkpoints_dir) / f"{exp}_{split}{split_suffix}"
+            for split in trained_splits(cfg, split_suffix):
+                run = Path(stack_cfg.checkpoints_dir) / f"{exp}_{split}"
                 if soup_is_current(run, n):
                     print(f"{run}: soup{n} is up to date: skipped")
                     continue
@@ -218,7 +228,7 @@ def stack(cfg: RecipeConfig) -> None:
 def retrain_and_stack(cfg: RecipeConfig, suffix: str, redo_stale: bool = False) -> None:
     """A round after the first stack: every task trained again on the splits `{split}{suffix}` that the round
     wrote, its soups, and its stack (`split_suffix`)."""
-    splits = ",".join(s + suffix for s in split_names(cfg.folds))
+    splits = ",".join(trained_splits(cfg, suffix))
     for conf in cfg.tasks:
         launch(cfg, conf, redo_stale, "--splits", splits)
     make_soups(cfg, suffix)

@@ -303,7 +303,7 @@ def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, 
         exp, suffix = round_entry(name, split_suffix)
         splits, all_split = fold_splits(k, suffix), f"all{suffix}"
         if not allow_unfinished:
-            check_finished(checkpoints_dir, {exp: spec}, splits + ([all_split] if test_features else []))
+            check_finished(checkpoints_dir, {exp: spec}, splits + ([all_split] if test_features == "all" else []))
         epoch = resolve_epoch(checkpoints_dir, exp, splits, spec)
         choices.append(RunChoice(exp=name, task=run_task(checkpoints_dir, exp, splits[0]), epoch=epoch))
         outs = _oof_outputs(dataroot, checkpoints_dir, exp, splits, epoch, fold_of)
