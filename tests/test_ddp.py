@@ -26,7 +26,7 @@ from fold0123.common.config import ConfigError
 from fold0123.common.poll import wait_until
 from fold0123.engine import distributed
 from fold0123.engine.distributed import DistEnv, DistributedError, read_env
-from fold0123.engine.setup import amp_dtype, cpu_has_bf16, sync_batchnorm, uses_channels_last
+from fold0123.engine.setup import amp_dtype, cpu_has_amx, sync_batchnorm, uses_channels_last
 from fold0123.engine.trainer import (TrainError, as_started, check_world_size, epoch_batches, group_weights,
                                      rank_weight, train)
 from fold0123.models.checkpoints import EMA_KEY, read_checkpoint
@@ -111,23 +111,25 @@ def test_amp_and_channels_last_are_cuda_only_unless_cpu_extras(tmp_path):
         amp_dtype(cfg_with(extras, amp="fp16"), cpu)
 
 
-def cpu_with_bf16_units(monkeypatch, units: bool) -> None:
-    """This CPU as one with (or without) AMX and AVX512-BF16, as torch's probes answer: one machine has only its
-    own CPU. Where it has none, bf16 is emulated: slower, the same arithmetic."""
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: units, raising=False)
+def cpu_with_bf16_units(monkeypatch, amx: bool, avx512_bf16: bool | None = None) -> None:
+    """This CPU as one with (or without) AMX tiles and AVX512-BF16, as torch's probes answer: one machine has only
+    its own CPU. Where it has neither, bf16 is emulated: slower, the same arithmetic."""
+    units = {"_is_amx_tile_supported": amx, "_is_avx512_bf16_supported": amx if avx512_bf16 is None else avx512_bf16}
+    for probe, answer in units.items():
+        monkeypatch.setattr(torch.cpu, probe, lambda answer=answer: answer, raising=False)
 
 
-@pytest.mark.parametrize("bf16_units", [True, False])
-def test_cpu_extras_auto_follows_the_cpus_bf16_units(tmp_path, monkeypatch, bf16_units):
-    """`auto` is on exactly where torch's probes find AMX or AVX512-BF16."""
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, True), (False, True), (False, False)])
+def test_cpu_extras_auto_is_on_where_the_cpu_has_amx(tmp_path, monkeypatch, amx, avx512_bf16):
+    """`auto` is on exactly where torch's probe finds AMX tiles: AVX512-BF16 alone trains bf16 no faster than
+    float32 (BENCHMARKS.md), so such a CPU keeps float32's figures."""
     cfg = tiny_config("target", tmp_path, tmp_path / "runs", "cpu_extras=auto")
     assert cfg.cpu_extras == "auto"
-    cpu_with_bf16_units(monkeypatch, bf16_units)
-    assert cpu_has_bf16() is bf16_units
+    cpu_with_bf16_units(monkeypatch, amx, avx512_bf16)
+    assert cpu_has_amx() is amx
     cpu = torch.device("cpu")
-    assert amp_dtype(cfg, cpu) == (torch.bfloat16 if bf16_units else None)
-    assert uses_channels_last(cfg, cpu) is bf16_units
+    assert amp_dtype(cfg, cpu) == (torch.bfloat16 if amx else None)
+    assert uses_channels_last(cfg, cpu) is amx
     assert amp_dtype(cfg, torch.device("cuda")) == torch.bfloat16  # CUDA: the amp key alone, as before
 
 

@@ -6,9 +6,10 @@ AMP and channels-last are the base config's GPU settings (`amp: bf16`, `channels
 apply only with `cpu_extras: true`: every CPU run with the defaults keeps computing in float32 and NCHW as it
 always did. With it, `amp: bf16` runs under `torch.autocast("cpu", torch.bfloat16)` and channels-last lays out the
 CPU tensors too (fp16 autocast on the CPU is refused: it needs a gradient scaler and is slow there).
-`cpu_extras: auto` switches them on only where the CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16):
-there the demo's ResNet trains 1.6-2x more images per second (BENCHMARKS.md), elsewhere bf16 is emulated and slower,
-so a preset that says `auto` runs as fast as each machine allows.
+`cpu_extras: auto` switches them on only where the CPU has AMX tiles: there the demo's ResNet trains 1.6-2x more
+images per second (BENCHMARKS.md). With AVX512-BF16 alone bf16 measured as fast as float32 (1.00x), and elsewhere
+it is emulated and slower, so those CPUs keep float32, whose figures are the same on each of them (bf16 rounds
+differently on AMX and on AVX512-BF16). A preset that says `auto` runs as fast as each machine allows.
 """
 from __future__ import annotations
 
@@ -72,15 +73,14 @@ def configure_torch(cfg: RunConfig, device: torch.device) -> None:
             torch.cuda.set_device(device)
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (torch's own probes; False where this torch has none)."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles, where bf16 pays (torch's own probe; False where this torch has none)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def cpu_extras_on(cfg: RunConfig) -> bool:
     """`cfg.cpu_extras`, with `auto` read on this machine."""
-    return cpu_has_bf16() if cfg.cpu_extras == "auto" else bool(cfg.cpu_extras)
+    return cpu_has_amx() if cfg.cpu_extras == "auto" else bool(cfg.cpu_extras)
 
 
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
