@@ -209,9 +209,10 @@ def make_soups(cfg: RecipeConfig, split_suffix: str = "") -> None:
     reads eval/soup{N}_*), skipping soups that are current."""
     stack_cfg = load_config(cfg.stack, cfg.overrides(), schema=StackConfig)
     device = "cpu" if devices_on_cpu(cfg.devices) else "cuda"
+    splits = trained_splits(cfg, split_suffix)
     for exp, sizes in sorted(soups_named(stack_cfg).items()):
         for n in sorted(sizes):
-            for split in trained_splits(cfg, split_suffix):
+            for split in splits:
                 run = Path(stack_cfg.checkpoints_dir) / f"{exp}_{split}"
                 if soup_is_current(run, n):
                     print(f"{run}: soup{n} is up to date: skipped")
