@@ -113,7 +113,7 @@ def test_amp_and_channels_last_are_cuda_only_unless_cpu_extras(tmp_path):
 
 def cpu_with_bf16_units(monkeypatch, amx: bool, avx512_bf16: bool | None = None) -> None:
     """This CPU as one with (or without) AMX tiles and AVX512-BF16, as torch's probes answer: one machine has only
-    its own CPU. Where it has neither, bf16 is emulated: slower, the same arithmetic."""
+    its own CPU: the probes change, the arithmetic stays this CPU's."""
     units = {"_is_amx_tile_supported": amx, "_is_avx512_bf16_supported": amx if avx512_bf16 is None else avx512_bf16}
     for probe, answer in units.items():
         monkeypatch.setattr(torch.cpu, probe, lambda answer=answer: answer, raising=False)

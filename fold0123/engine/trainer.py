@@ -554,8 +554,8 @@ def as_started(cfg: RunConfig, state: dict, run: Path, device: torch.device, mai
     """`cfg` with the numerics the run started with, from its resume state `state`. The thread count changes the
     float reduction order: kept, a resumed run ends bit-identical to an uninterrupted one whatever a relaunch
     divides the cores into. On the CPU, what `cpu_extras: auto` read where the run started (bf16 or float32): kept,
-    a run moved to a CPU of another kind goes on in the dtype it trained in (bf16 without the units is emulated:
-    slower, the same arithmetic), instead of changing it half-way under an unchanged config."""
+    a run moved to a CPU of another kind goes on in the dtype it trained in (bf16 without AMX: no faster, or
+    emulated and slower), instead of changing it half-way under an unchanged config."""
     kept: dict = {}
     if state.get("threads") is not None and int(state["threads"]) != cfg.threads:
         kept["threads"] = int(state["threads"])
