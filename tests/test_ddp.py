@@ -26,7 +26,7 @@ from fold0123.common.config import ConfigError
 from fold0123.common.poll import wait_until
 from fold0123.engine import distributed
 from fold0123.engine.distributed import DistEnv, DistributedError, read_env
-from fold0123.engine.setup import amp_dtype, cpu_has_amx, sync_batchnorm, uses_channels_last
+from fold0123.engine.setup import amp_dtype, cpu_extras_read, cpu_has_amx, sync_batchnorm, uses_channels_last
 from fold0123.engine.trainer import (TrainError, as_started, check_world_size, epoch_batches, group_weights,
                                      rank_weight, train)
 from fold0123.models.checkpoints import EMA_KEY, read_checkpoint
@@ -107,6 +107,9 @@ def test_amp_and_channels_last_are_cuda_only_unless_cpu_extras(tmp_path):
     assert amp_dtype(cfg, cuda) == torch.bfloat16 and uses_channels_last(cfg, cuda)
     extras = cfg_with(cfg, cpu_extras=True)
     assert amp_dtype(extras, cpu) == torch.bfloat16 and uses_channels_last(extras, cpu)
+    layout = cfg_with(cfg, cpu_extras="channels_last")  # the layout alone: float32
+    assert amp_dtype(layout, cpu) is None and uses_channels_last(layout, cpu)
+    assert not uses_channels_last(cfg_with(layout, channels_last=False), cpu)
     with pytest.raises(ConfigError, match="amp: fp16 on the CPU"):
         amp_dtype(cfg_with(extras, amp="fp16"), cpu)
 
@@ -120,16 +123,18 @@ def cpu_with_bf16_units(monkeypatch, amx: bool, avx512_bf16: bool | None = None)
 
 
 @pytest.mark.parametrize("amx, avx512_bf16", [(True, True), (False, True), (False, False)])
-def test_cpu_extras_auto_is_on_where_the_cpu_has_amx(tmp_path, monkeypatch, amx, avx512_bf16):
-    """`auto` is on exactly where torch's probe finds AMX tiles: AVX512-BF16 alone trains bf16 no faster than
-    float32 (BENCHMARKS.md), so such a CPU keeps float32's figures."""
+def test_cpu_extras_auto_is_bf16_where_the_cpu_has_amx_and_channels_last_elsewhere(tmp_path, monkeypatch, amx,
+                                                                                     avx512_bf16):
+    """`auto` trains in bf16 exactly where torch's probe finds AMX tiles: AVX512-BF16 alone trains bf16 no faster
+    than float32 (BENCHMARKS.md), so such a CPU keeps float32, laid out channels-last (1.2x there)."""
     cfg = tiny_config("target", tmp_path, tmp_path / "runs", "cpu_extras=auto")
     assert cfg.cpu_extras == "auto"
     cpu_with_bf16_units(monkeypatch, amx, avx512_bf16)
     assert cpu_has_amx() is amx
     cpu = torch.device("cpu")
+    assert cpu_extras_read(cfg) == (True if amx else "channels_last")
     assert amp_dtype(cfg, cpu) == (torch.bfloat16 if amx else None)
-    assert uses_channels_last(cfg, cpu) is amx
+    assert uses_channels_last(cfg, cpu)
     assert amp_dtype(cfg, torch.device("cuda")) == torch.bfloat16  # CUDA: the amp key alone, as before
 
 
@@ -137,12 +142,15 @@ def test_a_resume_keeps_the_thread_count_and_what_auto_read_where_the_run_starte
     cfg = tiny_config("target", tmp_path, tmp_path / "runs", "cpu_extras=auto", "threads=1")
     cpu, run = torch.device("cpu"), tmp_path / "run"
     cpu_with_bf16_units(monkeypatch, False)
-    assert as_started(cfg, {"threads": 1, "cpu_extras": False}, run, cpu, True) == cfg  # as it started: as asked
+    started_here = {"threads": 1, "cpu_extras": "channels_last"}
+    assert as_started(cfg, started_here, run, cpu, True) == cfg  # as it started: as asked
     assert capsys.readouterr().err == ""
     kept = as_started(cfg, {"threads": 2, "cpu_extras": True}, run, cpu, True)
     assert (kept.threads, kept.cpu_extras) == (2, True)
     assert capsys.readouterr().err == (f"{run}: resuming with threads=2, cpu_extras=true, as it started (asked for "
-                                       f"threads=1, cpu_extras=auto, false on this CPU)\n")
+                                       f"threads=1, cpu_extras=auto, channels_last on this CPU)\n")
+    # a run started before `channels_last` (auto read false without AMX): float32 NCHW, as it started
+    assert as_started(cfg, {"cpu_extras": False}, run, cpu, False).cpu_extras is False
     # set by hand, the config's value (the fingerprint compares it); CUDA does not read it; a resume state from
     # before the key: as asked
     assert as_started(cfg_with(cfg, cpu_extras=False), {"cpu_extras": True}, run, cpu, True).cpu_extras is False
@@ -167,7 +175,7 @@ def test_a_run_resumed_on_a_cpu_of_another_kind_keeps_the_dtype_it_started_in(tm
     seen = _record_forward(monkeypatch)
     capsys.readouterr()
     resumed = train(cfg, "3fold0", "cpu", resume=True, progress=False)
-    assert ("resuming with cpu_extras=true, as it started (asked for cpu_extras=auto, false on this CPU)"
+    assert ("resuming with cpu_extras=true, as it started (asked for cpu_extras=auto, channels_last on this CPU)"
             in capsys.readouterr().err)
     assert seen and {dtype for dtype, _ in seen} == {torch.bfloat16}
     weights = [read_checkpoint(rundir.checkpoint_path(run, 2))["model"] for run in (whole, resumed)]
@@ -197,6 +205,7 @@ def _record_forward(monkeypatch):
 
 @pytest.mark.parametrize("keys, expected", [(("amp=bf16", "channels_last=false"), (torch.bfloat16, False)),
                                             (("amp=none", "channels_last=true"), (torch.float32, True)),
+                                            (("cpu_extras=channels_last",), (torch.float32, True)),
                                             (("cpu_extras=false",), (torch.float32, False))])
 def test_one_cpu_epoch_with_bf16_autocast_or_channels_last(tmp_path, monkeypatch, keys, expected):
     dataroot = make_recipe_root(tmp_path / "data", tags=False)

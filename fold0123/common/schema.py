@@ -206,8 +206,8 @@ class RunConfig(Schema):
     ema: EmaOptions = EmaOptions()
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     channels_last: bool = True
-    cpu_extras: bool | Literal["auto"] = False  # amp (bf16) and channels_last on the CPU too; auto: where the CPU
-                                                # has bf16 units (engine.setup)
+    cpu_extras: bool | Literal["auto", "channels_last"] = False  # amp (bf16) and channels_last on the CPU too, or
+                                                                  # channels_last alone; auto: by the CPU (engine.setup)
     sync_bn: bool = False                       # SyncBatchNorm over the ranks of a multi-rank (torchrun) run
     grad_compression: Literal["none", "fp16", "bf16"] = "none"  # DDP's gradients cast for the all-reduce
     deterministic: bool = False

@@ -3,13 +3,13 @@ model wrapper. Kept apart so the evaluator runs models exactly as training did (
 models.task).
 
 AMP and channels-last are the base config's GPU settings (`amp: bf16`, `channels_last: true`), so on the CPU they
-apply only with `cpu_extras: true`: every CPU run with the defaults keeps computing in float32 and NCHW as it
-always did. With it, `amp: bf16` runs under `torch.autocast("cpu", torch.bfloat16)` and channels-last lays out the
-CPU tensors too (fp16 autocast on the CPU is refused: it needs a gradient scaler and is slow there).
-`cpu_extras: auto` switches them on only where the CPU has AMX tiles: there the demo's ResNet trains 1.6-2x more
-images per second (BENCHMARKS.md). With AVX512-BF16 alone bf16 measured as fast as float32 (1.00x), and elsewhere
-it is emulated and slower, so those CPUs keep float32, whose figures are the same on each of them (bf16 rounds
-differently on AMX and on AVX512-BF16). A preset that says `auto` runs as fast as each machine allows.
+apply only as `cpu_extras` says: with the default `false` every CPU run computes in float32 and NCHW as it always
+did; `channels_last` lays out the CPU tensors channels-last, still in float32; `true` adds `amp: bf16` under
+`torch.autocast("cpu", torch.bfloat16)` (fp16 autocast on the CPU is refused: it needs a gradient scaler and is slow
+there). `auto` reads the CPU: `true` where it has AMX tiles, where the demo's ResNet trains 1.6-2x more images per
+second in bf16; `channels_last` elsewhere, where float32 channels-last trains 1.2x more than NCHW and bf16 does not
+pay (AVX512-BF16 alone 0.95-1.00x, emulated and slower without it; BENCHMARKS.md). A preset that says `auto` runs
+as fast as each machine allows.
 """
 from __future__ import annotations
 
@@ -78,14 +78,17 @@ def cpu_has_amx() -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def cpu_extras_on(cfg: RunConfig) -> bool:
-    """`cfg.cpu_extras`, with `auto` read on this machine."""
-    return cpu_has_amx() if cfg.cpu_extras == "auto" else bool(cfg.cpu_extras)
+def cpu_extras_read(cfg: RunConfig) -> bool | str:
+    """`cfg.cpu_extras` with `auto` read on this machine: true (bf16 and channels-last) where the CPU has AMX tiles,
+    `channels_last` elsewhere."""
+    if cfg.cpu_extras == "auto":
+        return True if cpu_has_amx() else "channels_last"
+    return cfg.cpu_extras
 
 
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of `cfg.amp` on `device` (None: float32): CUDA always, the CPU with `cpu_extras` only."""
-    if device.type == "cuda" or (device.type == "cpu" and cpu_extras_on(cfg)):
+    """The autocast dtype of `cfg.amp` on `device` (None: float32): CUDA always, the CPU with `cpu_extras` true."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_extras_read(cfg) is True):
         if device.type == "cpu" and cfg.amp == "fp16":
             raise ConfigError(f"amp: fp16 on the CPU (cpu_extras: {str(cfg.cpu_extras).lower()}) is not supported: "
                               f"use amp: bf16 or none")
@@ -94,8 +97,8 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
 
 
 def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:
-    """`cfg.channels_last` on `device`: CUDA always, the CPU with `cpu_extras` only."""
-    return cfg.channels_last and (device.type == "cuda" or (device.type == "cpu" and cpu_extras_on(cfg)))
+    """`cfg.channels_last` on `device`: CUDA always, the CPU with `cpu_extras` true or `channels_last`."""
+    return cfg.channels_last and (device.type == "cuda" or (device.type == "cpu" and bool(cpu_extras_read(cfg))))
 
 
 def wrap_model(model: torch.nn.Module, device: torch.device, env: DistEnv = SINGLE,

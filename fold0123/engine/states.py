@@ -16,7 +16,7 @@ from fold0123.common.schema import RunConfig
 from fold0123.engine import distributed
 from fold0123.engine.distributed import SINGLE, DistEnv
 from fold0123.engine.saver import BackgroundSaver
-from fold0123.engine.setup import cpu_extras_on, wrap_model
+from fold0123.engine.setup import cpu_extras_read, wrap_model
 from fold0123.models.checkpoints import EMA_KEY, prune_checkpoints, prune_step_checkpoints, rng_state
 from fold0123.models.ema import ema_weights
 from fold0123.models.task import Task
@@ -65,7 +65,7 @@ def resume_state(trainee: Trainee, cfg: RunConfig, epoch: int, global_step: int)
     those weights and `global_step`), the thread count the run was trained with and what its `cpu_extras` read
     (a resume keeps both: numerics, trainer.as_started) and its world size (a resume on another may change it:
     check_resumed_world_size)."""
-    return {"epoch": epoch, "global_step": global_step, "threads": cfg.threads, "cpu_extras": cpu_extras_on(cfg),
+    return {"epoch": epoch, "global_step": global_step, "threads": cfg.threads, "cpu_extras": cpu_extras_read(cfg),
             "world_size": trainee.env.world_size,
             "optimizer": trainee.optimizer.state_dict(),
             "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(), "rng": rng_state()}

@@ -70,7 +70,7 @@ from fold0123.engine.saver import BackgroundSaver
 from fold0123.engine.states import StepSaver, Trainee, part_way, resume_state, weights_state
 from fold0123.models.checkpoints import EMA_KEY, CheckpointError, load_weights, read_resume, rng_state, set_rng_state
 from fold0123.models.ema import build_ema, load_ema_weights
-from fold0123.engine.setup import (amp_dtype, configure_torch, cpu_extras_on, rank_device, sync_batchnorm,
+from fold0123.engine.setup import (amp_dtype, configure_torch, cpu_extras_read, rank_device, sync_batchnorm,
                                    uses_channels_last)
 from fold0123.models.network import build_model
 from fold0123.models.task import Task
@@ -553,16 +553,17 @@ def train_epoch(trainee: Trainee, task: Task, loader: torch.utils.data.DataLoade
 def as_started(cfg: RunConfig, state: dict, run: Path, device: torch.device, main: bool) -> RunConfig:
     """`cfg` with the numerics the run started with, from its resume state `state`. The thread count changes the
     float reduction order: kept, a resumed run ends bit-identical to an uninterrupted one whatever a relaunch
-    divides the cores into. On the CPU, what `cpu_extras: auto` read where the run started (bf16 or float32): kept,
-    a run moved to a CPU of another kind goes on in the dtype it trained in (bf16 without AMX: no faster, or
-    emulated and slower), instead of changing it half-way under an unchanged config."""
+    divides the cores into. On the CPU, what `cpu_extras: auto` read where the run started (bf16 and channels-last,
+    or channels-last alone): kept, a run moved to a CPU of another kind goes on in the dtype and layout it trained in
+    (bf16 without AMX: no faster, or emulated and slower), instead of changing them half-way under an unchanged
+    config. A resume state from before `channels_last` says false: float32 NCHW, as that run started."""
     kept: dict = {}
     if state.get("threads") is not None and int(state["threads"]) != cfg.threads:
         kept["threads"] = int(state["threads"])
-    started_extras, extras_now = state.get("cpu_extras"), cpu_extras_on(cfg)
+    started_extras, extras_now = state.get("cpu_extras"), cpu_extras_read(cfg)
     if device.type == "cpu" and cfg.cpu_extras == "auto" and started_extras is not None \
-            and bool(started_extras) != extras_now:
-        kept["cpu_extras"] = bool(started_extras)
+            and started_extras != extras_now:
+        kept["cpu_extras"] = started_extras
     if kept and main:
         asked = {"threads": cfg.threads, "cpu_extras": f"auto, {str(extras_now).lower()} on this CPU"}
         print(f"{run}: resuming with {', '.join(f'{k}={str(v).lower()}' for k, v in kept.items())}, as it started "
