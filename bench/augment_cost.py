@@ -27,7 +27,7 @@ OPTIONS = {
     "ema 0.998": {"ema": {"decay": 0.998}},
     "stem small, width 16": {"stem": "small", "width": 16},
     "cpu_extras (bf16, NHWC)": {"cpu_extras": True},  # the CPU's bf16 autocast and channels-last (CUDA: no-op)
-    "cpu_extras, amp none (NHWC)": {"cpu_extras": True, "amp": "none"},  # channels-last alone, float32
+    "cpu_extras: channels_last": {"cpu_extras": "channels_last"},  # the layout alone, float32 (CUDA: no-op)
 }
 
 
