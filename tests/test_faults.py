@@ -67,6 +67,36 @@ def in_parallel(trials, work):
         return list(pool.map(guarded, trials))
 
 
+def test_a_moment_trial_whose_child_ends_first_tries_again_earlier_and_only_a_moment_trial(tmp_path):
+    """kill_landed on a real child that lives 1.2 s: a `moment` of 3.2 s misses it twice (3.2, 1.6), lands at
+    0.8 s, each try in a fresh folder; a `write` trial whose trigger never fires gets one try and reports the
+    miss; a `moment` that keeps missing gives up after its tries."""
+    child = ["sleep", "1.2"]
+    folder, starts = tmp_path / "trial", []
+
+    def attempt(trial):
+        assert not folder.exists()  # the failed try's folder was removed before this one
+        folder.mkdir()
+        starts.append(time.monotonic())
+        return fh.start(child, folder / "killed.log"), lambda: time.monotonic() - starts[-1] > trial.delay_s
+
+    moment = fh.Trial(0, "moment", delay_s=3.2)
+    assert fh.kill_landed(moment, lambda: attempt(moment), folder)
+    assert len(starts) == 3 and moment.delay_s == 0.8
+
+    shutil.rmtree(folder)
+    starts.clear()
+    write = fh.Trial(1, "write", k=3, delay_s=9.0)
+    assert not fh.kill_landed(write, lambda: attempt(write), folder)
+    assert len(starts) == 1
+
+    shutil.rmtree(folder)
+    starts.clear()
+    late = fh.Trial(2, "moment", delay_s=80.0)
+    assert not fh.kill_landed(late, lambda: attempt(late), folder, tries=3)
+    assert len(starts) == 3 and late.delay_s == 20.0
+
+
 # ---------------------------------------------------------------------------------------------------- train.py
 
 def train_trial(ref, trial: fh.Trial) -> dict:
@@ -74,20 +104,15 @@ def train_trial(ref, trial: fh.Trial) -> dict:
     folder = ref.base / f"train_trial{trial.index}"
     runs = folder / "runs"
     run = runs / f"{fh.EXP}_{fh.SPLIT}"
-    for _ in range(4):
+
+    def attempt():
         if trial.kind == "write":
             trigger = fh.during_write(run, fh.is_pth, trial.k)
         else:  # startup, moment: seconds after config.yml, the first thing the run writes
             trigger = fh.after_appears(rundir.config_path(run), trial.delay_s)
-        started = time.monotonic()
-        proc = fh.start(fh.train_argv(ref.dataroot, runs), folder / "killed.log")
-        out = {"killed": fh.kill_when(proc, trigger), "kill_s": round(time.monotonic() - started, 2)}
-        if out["killed"] or trial.kind != "moment":
-            break
-        # the run ended before its moment: the reference's window was measured under another load (the suite's
-        # neighbours come and go); the same trial again, earlier in the run
-        shutil.rmtree(folder)
-        trial.delay_s = round(trial.delay_s / 2, 3)
+        return fh.start(fh.train_argv(ref.dataroot, runs), folder / "killed.log"), trigger
+    started = time.monotonic()
+    out = {"killed": fh.kill_landed(trial, attempt, folder), "kill_s": round(time.monotonic() - started, 2)}
     at_kill = fh.temporaries(runs)
     out.update(temps_at_kill=at_kill, mid_write=any(".pth.tmp." in t for t in at_kill),
                partial_finals=fh.partial_finals(run) if run.is_dir() else [],
@@ -139,20 +164,23 @@ def test_train_py_killed_at_random_moments_resumes_bit_identically(reference):
 def eval_trial(ref, trial: fh.Trial) -> dict:
     """One kill of `evaluate.py --watch` on a copy of the finished run, then a restarted watcher to its end."""
     folder = ref.base / f"eval_trial{trial.index}"
-    run = fh.link_run(ref.run, folder / ref.run.name)
+    run = folder / ref.run.name
     every = lambda name: True  # noqa: E731 - every eval file (npz parts and metrics.json)
-    if trial.kind == "file":
-        counter = fh.WriteCounter(rundir.eval_dir(run), every)
 
-        def trigger():
-            counter.poll()
-            return counter.completed >= trial.k
-    elif trial.kind == "temp":
-        trigger = fh.during_write(rundir.eval_dir(run), every, trial.k)
-    else:
-        trigger = fh.after_appears(rundir.eval_lock_path(run), trial.delay_s)
-    proc = fh.start(fh.evaluate_argv(run, "--watch", "--timeout", "120"), folder / "killed.log")
-    out = {"killed": fh.kill_when(proc, trigger)}
+    def attempt():
+        fh.link_run(ref.run, run)
+        if trial.kind == "file":
+            counter = fh.WriteCounter(rundir.eval_dir(run), every)
+
+            def trigger():
+                counter.poll()
+                return counter.completed >= trial.k
+        elif trial.kind == "temp":
+            trigger = fh.during_write(rundir.eval_dir(run), every, trial.k)
+        else:
+            trigger = fh.after_appears(rundir.eval_lock_path(run), trial.delay_s)
+        return fh.start(fh.evaluate_argv(run, "--watch", "--timeout", "120"), folder / "killed.log"), trigger
+    out = {"killed": fh.kill_landed(trial, attempt, folder)}
     at_kill = fh.temporaries(run)
     out.update(temps_at_kill=at_kill, mid_write=bool(at_kill), partial_finals=fh.partial_finals(run),
                evaluated_at_kill=len(rundir.evaluated_epochs(run)))
