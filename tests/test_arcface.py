@@ -168,7 +168,7 @@ def test_an_arcface_run_trains_and_evaluates_to_class_probabilities_for_k_classe
     state = read_checkpoint(rundir.checkpoint_path(run, 1))
     counts = pd.read_csv(dataroot / "3fold0_train.csv")["target"].value_counts()
     assert state["task_state"] == {f"class_count_{c}": float(counts.get(c, 0)) for c in range(7)}
-    assert state["model"]["head.weight"].shape == (7 * 2, 512)
+    assert state["model"]["head.weight"].shape == (7 * 2, 8 * cfg.width)  # a ResNet18's features: 8 x width
     metrics = evaluate_checkpoint(run, 1, parts=["oof"], device="cpu")
     with np.load(rundir.eval_npz_path(run, "epoch1", "oof")) as npz:
         probs = npz["outputs"]

@@ -107,8 +107,8 @@ def dataroot(tmp_path_factory):
 
 @pytest.mark.parametrize("backbone", [CONVNEXT, VIT])
 def test_a_convnext_and_a_vit_train_one_tiny_epoch_frozen_by_stage_with_layer_decay(backbone, dataroot, tmp_path):
-    cfg = tiny_config("target", dataroot, tmp_path, "transfer_from=null", f"backbone={backbone}", "epochs=1",
-                      "freeze=layer34", "layer_decay=0.5")
+    cfg = tiny_config("target", dataroot, tmp_path, "transfer_from=null", f"backbone={backbone}", "width=64",
+                      "epochs=1", "freeze=layer34", "layer_decay=0.5")
     run = train(cfg, "3fold0", device="cpu", progress=False)
     assert rundir.done_path(run).is_file()
     torch.manual_seed(epoch_seed(cfg.seed, 0))  # the trainer's initialisation
@@ -130,16 +130,16 @@ def test_a_convnext_and_a_vit_train_one_tiny_epoch_frozen_by_stage_with_layer_de
 def test_a_vit_pretrains_on_the_jigsaw_and_transfers_its_backbone(dataroot, tmp_path):
     """The jigsaw crops 32 px images to whole tiles (30 px): a ViT built at 32 px must take them (timm's dynamic
     size, padded to whole patches), and its backbone must reach the task run whole."""
-    jigsaw = train(tiny_config("jigsaw", dataroot, tmp_path, f"backbone={VIT}", "epochs=1"), "all", "cpu",
+    jigsaw = train(tiny_config("jigsaw", dataroot, tmp_path, f"backbone={VIT}", "width=64", "epochs=1"), "all", "cpu",
                    progress=False)
-    cfg = tiny_config("target", dataroot, tmp_path, f"backbone={VIT}", "epochs=1", f"transfer_from={jigsaw}",
-                      "freeze=head")
+    cfg = tiny_config("target", dataroot, tmp_path, f"backbone={VIT}", "width=64", "epochs=1",
+                      f"transfer_from={jigsaw}", "freeze=head")
     run = train(cfg, "3fold0", "cpu", progress=False)
     assert_backbone_transferred(jigsaw, run, cfg, "backbone.pos_embed")
 
 
 def test_a_resumed_layer_decay_run_ends_bit_identical(dataroot, tmp_path, monkeypatch):
-    keys = ("transfer_from=null", f"backbone={CONVNEXT}", "epochs=2", "layer_decay=0.6")
+    keys = ("transfer_from=null", f"backbone={CONVNEXT}", "width=64", "epochs=2", "layer_decay=0.6")
     full = train(tiny_config("target", dataroot, tmp_path / "full", *keys), "3fold0", "cpu", progress=False)
     cut = killed_in_epoch_2_then_resumed(tiny_config("target", dataroot, tmp_path / "cut", *keys), "3fold0",
                                          monkeypatch)

@@ -36,7 +36,7 @@ torch.set_num_threads(1)
 
 # the equivalence run: split `all` has 47 train images, so with batch 12 (6 per rank) the epoch ends with a short
 # micro-batch of 11 (ranks 5 and 6: unequal shares) in a second accumulation group of 23 images; EMA on
-DDP_OVERRIDES = ("transfer_from=null", "backbone=convnext_atto", "epochs=2", "batch_size=12",
+DDP_OVERRIDES = ("transfer_from=null", "backbone=convnext_atto", "width=64", "epochs=2", "batch_size=12",
                  "effective_batch_size=24", "augment=dihedral", "ema.decay=0.9", "ema.warmup=false")
 SPLIT = "all"
 # max |w_2 ranks - w_1 process| over every weight (and EMA weight) after 4 AdamW steps: measured 1.2e-6, the float

@@ -267,7 +267,7 @@ def test_a_full_disk_is_one_line_and_a_failed_marker_and_the_run_resumes(referen
     weights = rundir.checkpoint_path(reference.run, 1).stat().st_size
     state = rundir.resume_path(reference.run).stat().st_size
     disk = tmpfs.path
-    tmpfs.mount(weights + state + weights // 2 + (2 << 20))
+    tmpfs.mount(weights + state + weights // 2 + (512 << 10))  # + the image cache, logs and config (~0.3 MB)
     run = disk / f"{fh.EXP}_{fh.SPLIT}"
     result = fh.run(fh.train_argv(reference.dataroot, disk))
     ok, line = fh.one_error_line(result.stderr)

@@ -41,13 +41,13 @@ def test_hiding_covers_whole_patches_and_the_loss_scores_only_them():
 
 def test_a_vit_pretrains_by_masked_image_modelling_and_transfers_its_backbone(tmp_path):
     dataroot = make_recipe_root(tmp_path / "data")
-    keys = ("task=simmim", f"backbone={VIT}", "epochs=4", "lr=2e-3", "warmup_epochs=0")
+    keys = ("task=simmim", f"backbone={VIT}", "width=64", "epochs=4", "lr=2e-3", "warmup_epochs=0")
     pretext = train(tiny_config("jigsaw", dataroot, tmp_path, *keys), "all", "cpu", progress=False)
     losses = [float(line.split()[2]) for line in rundir.loss_log_path(pretext).read_text().splitlines()[1:]]
     assert losses[-1] < losses[0]
     assert any(k.startswith("head.linear") for k in read_checkpoint(rundir.checkpoint_path(pretext, 4))["model"])
-    cfg = tiny_config("target", dataroot, tmp_path, f"backbone={VIT}", "epochs=1", f"transfer_from={pretext}",
-                      "freeze=head")
+    cfg = tiny_config("target", dataroot, tmp_path, f"backbone={VIT}", "width=64", "epochs=1",
+                      f"transfer_from={pretext}", "freeze=head")
     run = train(cfg, "3fold0", "cpu", progress=False)
     learnt = read_checkpoint(rundir.checkpoint_path(pretext, 4))["model"]
     tuned = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]

@@ -71,8 +71,8 @@ def test_a_classification_recipe_ensembles_two_architectures_and_scores_by_accur
     dataroot = make_class_dataroot(tmp_path / "data", k=7)
     runs, tiny = tmp_path / "runs", ROOT / "parameters" / "tiny"
     confs = [write(tmp_path / f"{name}.yml", f"base: {tiny / 'onehot.yml'}\ntask: classify\nexp: {name}\n"
-                   f"backbone: {backbone}\ncheckpoints_dir: {runs}\ntransfer_from: null\nepochs: 1\n")
-             for name, backbone in (("resnet", "resnet18"), ("convnext", "convnext_atto"))]
+                   f"backbone: {backbone}\nwidth: {width}\ncheckpoints_dir: {runs}\ntransfer_from: null\nepochs: 1\n")
+             for name, backbone, width in (("resnet", "resnet18", 16), ("convnext", "convnext_atto", 64))]
     stack = load_config(ROOT / "parameters" / "classify" / "stack.yml",
                         [f"checkpoints_dir={runs}", f"out_dir={tmp_path / 'submissions'}",
                          "ensemble.runs={resnet: last, convnext: last}"], schema=StackConfig)

@@ -92,7 +92,7 @@ def test_transfer_starts_from_the_pretext_backbone(runs):
     def dist(a):
         return sum(float((a[k].float() - pretext[k].float()).norm()) for k in keys)
     assert dist(tuned) < 0.5 * dist(fresh)
-    assert tuned["head.weight"].shape == (1, 512)
+    assert tuned["head.weight"].shape == (1, 8 * cfg.width)  # a ResNet18's features: 8 x width
     assert yaml.safe_load(rundir.config_path(runs["target"]).read_text())["transfer_from"] == "jigsaw_all"
 
 
@@ -328,7 +328,7 @@ def test_freeze_head_keeps_the_transferred_backbone_exactly(runs, tmp_path):
     tuned = read_checkpoint(rundir.checkpoint_path(run, 1))["model"]
     backbone = [k for k in tuned if k.startswith("backbone.")]
     assert backbone and all(torch.equal(tuned[k], pretext[k]) for k in backbone)  # BN statistics included
-    assert "head.weight" in tuned and tuned["head.weight"].shape == (1, 512)
+    assert "head.weight" in tuned and tuned["head.weight"].shape == (1, 8 * cfg.width)
 
 
 def test_a_second_train_on_the_same_run_directory_is_refused_naming_the_first(runs, tmp_path):
