@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tmux socket name (tmux -L); default server otherwise")
     parser.add_argument("--no-close", dest="close", action="store_false",
                         help="keep the tmux session open after success")
+    parser.add_argument("--linger", dest="linger_s", type=float, default=LaunchOptions.linger_s,
+                        help="seconds the session shows its summary before it closes (default %(default)g)")
     parser.add_argument("--executor", choices=EXECUTORS, default="tmux")
     parser.add_argument("--partition", default=None, help="Slurm partition")
     parser.add_argument("--gpus-per-job", type=int, default=1)

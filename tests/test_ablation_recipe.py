@@ -150,13 +150,16 @@ def test_recipe_set_moves_the_recipe_of_every_seed(tmp_path: Path):
 
 
 def test_the_evaluations_a_variant_epoch_asks_for(tmp_path: Path):
-    run = tmp_path / "v_3fold0"
+    run, other = tmp_path / "v_3fold0", tmp_path / "v_3fold1"
     fake_run(run, "epoch2", 1.0, epoch=2)
-    assert evaluation_args(run, "last", "cpu") == [] and evaluation_args(run, 2, "cpu") == []
-    assert evaluation_args(run, 1, "cpu") == [["evaluate.py", "--run", str(run), "--epoch", "1", "--device", "cpu"]]
-    assert evaluation_args(run, "ema2", "cpu")[0][-3] == "2"
-    assert evaluation_args(run, "soup2", "cpu") == [["evaluate.py", "--run", str(run), "--soup", "2", "--device",
-                                                     "cpu"]]
+    assert evaluation_args([run], "last", "cpu") == [] and evaluation_args([run], 2, "cpu") == []
+    assert evaluation_args([run], 1, "cpu") == [["evaluate.py", "--run", str(run), "--epoch", "1", "--device", "cpu"]]
+    assert evaluation_args([run], "ema2", "cpu")[0][-3] == "2"
+    assert evaluation_args([run], "soup2", "cpu") == [["evaluate.py", "--run", str(run), "--soup", "2", "--device",
+                                                       "cpu"]]
+    fake_run(other, "epoch2", 1.0, epoch=2)  # runs with the same need: one process for both
+    assert evaluation_args([run, other], 1, "cpu") == [["evaluate.py", "--run", str(run), str(other), "--epoch", "1",
+                                                        "--device", "cpu"]]
 
 
 @pytest.mark.integration

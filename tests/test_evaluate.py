@@ -100,19 +100,29 @@ def test_split_all_has_test_only_and_an_empty_metrics_file(runs, tmp_path):
 
 
 @pytest.mark.integration
-def test_cli_epoch_and_corrupt_checkpoint(target_run):
-    result = run_script("evaluate.py", "--run", str(target_run), "--epoch", "2", "--device", "cpu")
+def test_cli_epoch_several_runs_and_corrupt_checkpoint(target_run, tmp_path, capsys):
+    import evaluate
+
+    other = shutil.copytree(target_run, tmp_path / "other" / target_run.name)  # the same weights elsewhere
+    result = run_script("evaluate.py", "--run", str(target_run), str(other), "--epoch", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
-    assert "rmse" in result.stdout and rundir.metrics_path(target_run, "epoch2").is_file()
+    assert result.stdout.count("rmse") == 2  # one summary per run, in one process
+    np.testing.assert_array_equal(load_npz(rundir.eval_npz_path(target_run, "epoch2", "oof"))[1],
+                                  load_npz(rundir.eval_npz_path(other, "epoch2", "oof"))[1])
     path = rundir.checkpoint_path(target_run, 1)
     path.write_bytes(path.read_bytes()[:4096])
-    result = run_script("evaluate.py", "--run", str(target_run), "--epoch", "1", "--device", "cpu")
+    result = run_script("evaluate.py", "--run", str(other), str(target_run), "--epoch", "1", "--device", "cpu")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1
     assert lines[0].startswith(f"error: {path}: corrupt or truncated checkpoint")
+    assert rundir.metrics_path(other, "epoch1").is_file()  # the runs before it are evaluated
     assert not rundir.metrics_path(target_run, "epoch1").exists()
-    result = run_script("evaluate.py", "--run", str(target_run), "--epoch", "9", "--device", "cpu")
-    assert result.returncode == 1 and "9.pth: checkpoint not found" in result.stderr
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--run", str(target_run), "--epoch", "9", "--device", "cpu"])
+    assert "9.pth: checkpoint not found" in str(exit_.value)
+    with pytest.raises(SystemExit) as exit_:  # a watcher per run: the panes' way
+        evaluate.main(["--run", str(target_run), str(other), "--watch"])
+    assert exit_.value.code == 2 and "--watch takes one --run, not 2" in capsys.readouterr().err
 
 
 def test_soup_of_the_last_epochs(target_run):

@@ -116,8 +116,8 @@ def test_the_recipe_makes_the_soups_its_stack_names_and_skips_current_ones(tmp_p
     calls = []
     monkeypatch.setattr(recipe, "run_cli", lambda *args: calls.append(args))
     recipe.make_soups(cfg)
-    assert calls == [("evaluate.py", "--run", str(runs / f"target_{s}"), "--soup", "2", "--device", "cpu")
-                     for s in SPLITS]
+    assert calls == [("evaluate.py", "--run", *(str(runs / f"target_{s}") for s in SPLITS), "--soup", "2",
+                      "--device", "cpu")]  # one process for the experiment's runs
     metrics = {"epoch": 3, "task": "target", "split": "x", "n": 0, "primary": "rmse", "lower_is_better": True,
                "views": {}}
     for split, epoch in (("3fold0", 3), ("3fold1", 2)):  # 3fold1's soup predates its epoch 3: made again
@@ -125,7 +125,7 @@ def test_the_recipe_makes_the_soups_its_stack_names_and_skips_current_ones(tmp_p
         rundir.metrics_path(runs / f"target_{split}", "soup2").write_text(json.dumps({**metrics, "epoch": epoch}))
     calls.clear()
     recipe.make_soups(cfg)
-    assert [c[2] for c in calls] == [str(runs / f"target_{s}") for s in ("3fold1", "3fold2", "all")]
+    assert [c[2:-4] for c in calls] == [tuple(str(runs / f"target_{s}") for s in ("3fold1", "3fold2", "all"))]
 
 
 @pytest.mark.parametrize("sources, trains_all", [
@@ -148,5 +148,6 @@ def test_the_recipe_trains_the_all_split_only_where_its_stack_reads_it(tmp_path,
     recipe.make_soups(cfg)
     (launch,) = [c for c in calls if c[0] == "launch.py"]
     assert launch[launch.index("--splits") + 1] == ",".join(folds + ["all"] * trains_all)
-    assert [c[2] for c in calls if c[0] == "evaluate.py"] == [str(tmp_path / "runs" / f"target_{s}")
-                                                                for s in folds + ["all"] * trains_all]
+    (evaluate,) = [c for c in calls if c[0] == "evaluate.py"]  # one process for the experiment's runs
+    assert list(evaluate[2:evaluate.index("--soup")]) == [str(tmp_path / "runs" / f"target_{s}")
+                                                          for s in folds + ["all"] * trains_all]

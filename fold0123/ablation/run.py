@@ -112,13 +112,15 @@ def evaluate_train_parts(recipe: RecipeConfig) -> None:
     (`evaluate.py --parts train`), where a run did not make them itself (the demo's presets skip them, about a
     fifth of a run's time; the original's in-fold stack is measured here, not submitted)."""
     device = "cpu" if devices_on_cpu(recipe.devices) else "cuda"
+    missing: dict[int, list[str]] = {}  # last epoch -> the runs without its train part
     for exp, (_, task_cfg) in task_confs(recipe).items():
         for split in fold_splits(recipe.folds):  # the `all` run has no held-out rows: no in-fold variant
             run = rundir.run_path(task_cfg.checkpoints_dir, exp, split)
             epochs = checkpoint_epochs(run)
             if epochs and not eval_path(run, epochs[-1], "train").is_file():
-                run_cli("evaluate.py", "--run", str(run), "--epoch", str(epochs[-1]), "--parts", "train",
-                        "--device", device)
+                missing.setdefault(epochs[-1], []).append(str(run))
+    for epoch, runs in sorted(missing.items()):  # one process per epoch: torch loads once, not once per run
+        run_cli("evaluate.py", "--run", *runs, "--epoch", str(epoch), "--parts", "train", "--device", device)
 
 
 def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo_stale: bool = False) -> None:
@@ -156,10 +158,9 @@ def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo
     if cfg.soup > 1 and cfg.scratch and "soup" in steps:
         variant = pretext_variant(target_cfg)
         stage(f"soup of the last {cfg.soup} epochs of {variant} (seed {seed})")
-        for split in split_names(recipe.folds):
-            run = Path(target_cfg.checkpoints_dir) / f"{variant}_{split}"
-            timer.run(key("soup"), run_cli, "evaluate.py", "--run", str(run), "--soup", str(cfg.soup), "--device",
-                      "cpu" if devices_on_cpu(recipe.devices) else "cuda")
+        runs = [str(Path(target_cfg.checkpoints_dir) / f"{variant}_{split}") for split in split_names(recipe.folds)]
+        timer.run(key("soup"), run_cli, "evaluate.py", "--run", *runs, "--soup", str(cfg.soup), "--device",
+                  "cpu" if devices_on_cpu(recipe.devices) else "cuda")
 
     tasks_exps = list(tasks)
     tags = recipe.test_tags  # the emoji build with --test-tags: row 12, the stack with tag features

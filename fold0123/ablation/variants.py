@@ -222,7 +222,7 @@ def run_seed(cfg: RecipeAblationConfig, seed: int, timer: Timer, redo_stale: boo
         variant = cfg.variants[name]
         splits = variant_splits(cfg, name, recipe.folds, seed)
         runs = [run_dir(seed_runs(cfg, seed), source(cfg, name), split) for split in splits]
-        todo = [args for run in runs for args in evaluation_args(run, variant.epoch, _device(recipe))]
+        todo = evaluation_args(runs, variant.epoch, _device(recipe))
         if todo:
             stage(f"evaluate {name} (seed {seed}): {variant.epoch}")
             timer.run(timing_key(seed, f"{name} evaluation"), lambda: [run_cli(*args) for args in todo])
@@ -271,18 +271,27 @@ def clean_splits(cfg: RecipeAblationConfig, name: str, recipe: RecipeConfig, see
               *(a for s in sets for a in ("--set", s)))
 
 
-def evaluation_args(run: Path, epoch, device: str) -> list[list[str]]:
-    """evaluate.py's arguments for what `epoch` needs of the finished `run` beyond what its watcher evaluated: a
-    soup not made (or made before the run's last epoch), an epoch (or its EMA) not evaluated; [] when nothing."""
+def evaluation_flags(run: Path, epoch) -> tuple[str, ...]:
+    """evaluate.py's flags for what `epoch` needs of the finished `run` beyond what its watcher evaluated: a soup
+    not made (or made before the run's last epoch), an epoch (or its EMA) not evaluated; () when nothing."""
     n = soup_size(epoch)
     if n is not None:
-        return [] if soup_is_current(run, n) else [["evaluate.py", "--run", str(run), "--soup", str(n),
-                                                    "--device", device]]
+        return () if soup_is_current(run, n) else ("--soup", str(n))
     ema = EMA_RE.match(epoch) if isinstance(epoch, str) else None
     number = int(ema.group(1)) if ema and ema.group(1) else epoch if isinstance(epoch, int) else None
     if number is None or rundir.is_evaluated(run, number, ema=bool(ema)):
-        return []  # last, ema: the watcher evaluates the last epoch (and its EMA)
-    return [["evaluate.py", "--run", str(run), "--epoch", str(number), "--device", device]]
+        return ()  # last, ema: the watcher evaluates the last epoch (and its EMA)
+    return ("--epoch", str(number))
+
+
+def evaluation_args(runs: list[Path], epoch, device: str) -> list[list[str]]:
+    """evaluate.py's argument lists for what `epoch` needs of `runs`: one per need, naming every run that has it
+    (one process for them all: torch loads once, not once per run); [] when nothing."""
+    needs: dict[tuple[str, ...], list[str]] = {}
+    for run in runs:
+        if flags := evaluation_flags(run, epoch):
+            needs.setdefault(flags, []).append(str(run))
+    return [["evaluate.py", "--run", *paths, *flags, "--device", device] for flags, paths in needs.items()]
 
 
 def run_baselines(cfg: RecipeAblationConfig, recipe: RecipeConfig, seed: int, timer: Timer) -> None:

@@ -154,9 +154,10 @@ def make_tag_vectors(cfg: RecipeConfig, redo_stale: bool = False) -> None:
 
 def launch(cfg: RecipeConfig, conf: str, redo_stale: bool, *args: str) -> None:
     """One experiment's fold0123 through the launcher, which skips finished runs, resumes interrupted ones and
-    refuses (or with --redo-stale retrains) stale ones."""
-    run_cli("launch.py", "fold0123", "--conf", conf, "--devices", cfg.devices, "--wait", *args, *run_overrides(cfg),
-            *(["--redo-stale"] if redo_stale else []))
+    refuses (or with --redo-stale retrains) stale ones. Its session closes as soon as its rows end: the recipe
+    prints their summary itself, and the next stage's session opens (`--linger 0`)."""
+    run_cli("launch.py", "fold0123", "--conf", conf, "--devices", cfg.devices, "--wait", "--linger", "0", *args,
+            *run_overrides(cfg), *(["--redo-stale"] if redo_stale else []))
 
 
 def pretext(cfg: RecipeConfig, redo_stale: bool = False) -> None:
@@ -212,12 +213,15 @@ def make_soups(cfg: RecipeConfig, split_suffix: str = "") -> None:
     splits = trained_splits(cfg, split_suffix)
     for exp, sizes in sorted(soups_named(stack_cfg).items()):
         for n in sorted(sizes):
+            runs = []
             for split in splits:
                 run = Path(stack_cfg.checkpoints_dir) / f"{exp}_{split}"
                 if soup_is_current(run, n):
                     print(f"{run}: soup{n} is up to date: skipped")
-                    continue
-                run_cli("evaluate.py", "--run", str(run), "--soup", str(n), "--device", device)
+                else:
+                    runs.append(str(run))
+            if runs:  # one process for the experiment's runs: torch loads once
+                run_cli("evaluate.py", "--run", *runs, "--soup", str(n), "--device", device)
 
 
 def stack(cfg: RecipeConfig) -> None:
