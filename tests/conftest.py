@@ -534,11 +534,3 @@ def pytest_terminal_summary(terminalreporter):
     if os.environ.get("FAULT_SUMMARY"):
         terminalreporter.write_line(f"figures and the kill schedule: {os.environ['FAULT_SUMMARY']}")
 
-
-def pytest_collection_modifyitems(items):
-    """The modules with end-to-end runs first, each module's tests kept together and in order: pytest-xdist hands
-    tests out in this order, so the minute-long ones start side by side and the second-long ones fill the end,
-    where one worker would otherwise finish a long test alone while the other idles."""
-    slow = {item.module.__name__ for item in items
-            if item.get_closest_marker("integration") or item.get_closest_marker("faults")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)

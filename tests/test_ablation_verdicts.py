@@ -304,9 +304,10 @@ def test_the_in_fold_parts_are_evaluated_for_the_fold_runs_only(tmp_path: Path, 
         (run_dir(tmp_path / "runs", "target", split) / "8.pth").parent.mkdir(parents=True)
         (run_dir(tmp_path / "runs", "target", split) / "8.pth").write_bytes(b"")
     calls = []
-    monkeypatch.setattr(ablation_run, "run_cli", lambda *a: calls.append(a[2]))
+    monkeypatch.setattr(ablation_run, "run_cli", lambda *a: calls.append(a))
     ablation_run.evaluate_train_parts(recipe)
-    assert calls == [str(run_dir(tmp_path / "runs", "target", f"3fold{i}")) for i in range(3)]
+    folds = [str(run_dir(tmp_path / "runs", "target", f"3fold{i}")) for i in range(3)]
+    assert calls == [("evaluate.py", "--run", *folds, "--epoch", "8", "--parts", "train", "--device", "cpu")]
 
 
 def shift_outputs(run: Path, by: float) -> None:
