@@ -46,7 +46,7 @@ def test_the_recipe_checkpoints_dir_moves_every_run_the_stack_and_the_table(tmp_
 
 # `make test` runs the ablation end to end for one seed and one claim, the baseline one (its rows: the baselines,
 # the stacks, the post-processing, on the target task's runs: about 1.5 min); `make test-ablation` runs every row
-# over two seeds (about 11 min), which adds the variants' runs, the second seed's layout and the halves (the
+# over two seeds (about 8 min), which adds the variants' runs, the second seed's layout and the halves (the
 # verdict rule itself, and the driver's choice of steps per claim: tests/test_ablation_verdicts.py)
 SEEDS = [int(s) for s in os.environ.get("ABLATION_TEST_SEEDS", "0").split(",")]
 CLAIMS_ASKED = os.environ.get("ABLATION_TEST_CLAIMS", "baseline")  # `all`, or plan.CLAIMS keys split by commas
