@@ -533,4 +533,3 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(part)
     if os.environ.get("FAULT_SUMMARY"):
         terminalreporter.write_line(f"figures and the kill schedule: {os.environ['FAULT_SUMMARY']}")
-

@@ -107,6 +107,7 @@ def test_cli_epoch_several_runs_and_corrupt_checkpoint(target_run, tmp_path, cap
     result = run_script("evaluate.py", "--run", str(target_run), str(other), "--epoch", "2", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("rmse") == 2  # one summary per run, in one process
+    assert all(rundir.metrics_path(run, "epoch2").is_file() for run in (target_run, other))
     np.testing.assert_array_equal(load_npz(rundir.eval_npz_path(target_run, "epoch2", "oof"))[1],
                                   load_npz(rundir.eval_npz_path(other, "epoch2", "oof"))[1])
     path = rundir.checkpoint_path(target_run, 1)
