@@ -14,6 +14,11 @@ lower-is-better metric (RMSE, log loss) the ratio is inverted, w_i = (min_j scor
 better run still weighs more. Both are computed in log space: a factor of 25 neither overflows nor underflows.
 The scores come from each run's metrics json (stacking.runs.choice_metrics), never from file names.
 
+`weights: oof` searches them instead, as a competitor does: the simplex grid point (step `weight_step`) with the
+best out-of-fold score of the mixture. The score of the weights on the rows that chose them is optimistic, so the
+search is repeated per fold on the other folds' rows alone and each fold's rows are mixed with the weights they
+did not choose: the row `weighted ensemble, weights chosen on the other folds` is the ensemble's honest CV.
+
 Re-distribution (their `re-distribute-label --K`): every class predicted fewer than K times takes the (K - count)
 objects with the highest probability for it, one global pass over (object, class) pairs in decreasing
 probability so that two short classes never fight over an object: an object moves at most once, only while its
@@ -23,6 +28,8 @@ class at least K (the surplus of the other classes always covers the shortfall).
 """
 from __future__ import annotations
 
+import itertools
+import math
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -117,6 +124,13 @@ class ClassSummary:
     def concat(cls, parts: list["ClassSummary"]) -> "ClassSummary":
         return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
+    def take(self, rows: np.ndarray) -> "ClassSummary":
+        return ClassSummary(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+    def put(self, rows: np.ndarray, other: "ClassSummary") -> None:
+        for f in fields(self):
+            getattr(self, f.name)[rows] = getattr(other, f.name)
+
 
 @dataclass
 class ArrayRows:
@@ -181,6 +195,7 @@ class EnsembleResult:
     labels: np.ndarray | None = None            # [n_test] the submitted classes (argmax or re-distributed)
     run_tests: dict[str, ClassSummary] = field(default_factory=dict, repr=False)  # each run's test rows alone
     test_summary: ClassSummary | None = field(default=None, repr=False)          # the ensemble's test rows
+    weight_search: pd.DataFrame | None = None   # `weights: oof`: each fold's chosen weights and scores
     answers_table: pd.DataFrame | None = None   # the competition's metric on the held-out answers
     probs_csv: Path | None = None
     submission: Path | None = None
@@ -189,6 +204,8 @@ class EnsembleResult:
     def summary(self) -> str:
         with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 160):
             lines = [self.runs.to_string(), self.cv_table.to_string()]
+            if self.weight_search is not None:
+                lines += ["weights searched on out-of-fold rows:", self.weight_search.to_string()]
             if self.redistribution_table is not None:
                 lines.append(self.redistribution_table.to_string())
             if self.answers_table is not None:
@@ -235,7 +252,67 @@ def _ensemble_weights(runs: pd.DataFrame, ecfg) -> np.ndarray:
     return weights / weights.sum()
 
 
+MAX_GRID = 5000  # weight vectors `weights: oof` may score: 3 members at step 0.05 are 231, 5 are 10626
+
+
+def simplex_grid(members: int, step: float) -> np.ndarray:
+    """`[G, members]` every weight vector whose entries are multiples of `step` (1/step rounded) summing to one."""
+    n = round(1 / step)
+    count = math.comb(n + members - 1, members - 1)
+    if count > MAX_GRID:
+        raise RunError(f"ensemble.weights: oof over {members} members at ensemble.weight_step {step} scores {count} "
+                       f"weight vectors (at most {MAX_GRID}): take a coarser step or fewer runs")
+    # stars and bars: the bars' places among n + members - 1 slots cut n units into `members` counts
+    rows = [np.diff([-1, *bars, n + members - 1]) - 1
+            for bars in itertools.combinations(range(n + members - 1), members - 1)]
+    return np.asarray(rows, float).reshape(-1, members) / n
+
+
+@dataclass
+class WeightSearch:
+    weights: np.ndarray          # [M] chosen on every out-of-fold row: the submission's
+    nested: ClassSummary         # each fold's rows mixed with the weights chosen on the other folds' rows
+    table: pd.DataFrame          # per fold (and `all`): the chosen weights and the score of the rows they were
+                                 # chosen on, and (per fold) of the held-out rows
+
+
+def search_weights(members: dict, y: np.ndarray, folds: np.ndarray, competition, step: float,
+                   chunk: int | None = None) -> WeightSearch:
+    """The ensemble's weights as a competitor picks them: the point of a simplex grid with the best out-of-fold
+    score (the competition's metric on the mixture), ties to the grid point nearest equal weights. Searched once on
+    all the out-of-fold rows (the submission's weights), and once per fold on the other folds' rows alone, which
+    scores that fold's rows with weights its own rows never chose: the ensemble's honest (nested) CV."""
+    grid = simplex_grid(len(members), step)
+    members = {name: ArrayRows(np.asarray(rows.read(0, rows.shape[0]), np.float32)) for name, rows in members.items()}
+    summaries = [mix(members, w, chunk, keep=False)[1] for w in grid]
+    sign = 1.0 if competition.lower_is_better else -1.0
+    key = "rmse_expected" if competition.metric == "rmse" else competition.metric  # score()'s rmse of probabilities
+    spread = np.abs(grid - 1 / grid.shape[1]).sum(1)  # the tie-break: distance from equal weights
+
+    def scored(rows: np.ndarray, g: int) -> float:
+        return _class_scores(y[rows], summaries[g].take(rows), competition)[key]
+
+    def best(rows: np.ndarray) -> tuple[int, float]:
+        scores = np.array([scored(rows, g) for g in range(len(grid))])
+        g = int(np.lexsort((spread, sign * scores))[0])
+        return g, float(scores[g])
+
+    names, table = list(members), []
+    nested = summaries[0].take(np.arange(len(y)))
+    for k in np.unique(folds):
+        g, inner = best(np.flatnonzero(folds != k))
+        held_out = np.flatnonzero(folds == k)
+        nested.put(held_out, summaries[g].take(held_out))
+        table.append({"fold": str(k), **dict(zip(names, grid[g])), "score (chosen on)": inner,
+                      "score (held out)": scored(held_out, g)})
+    g, score_all = best(np.arange(len(y)))
+    table.append({"fold": "all", **dict(zip(names, grid[g])), "score (chosen on)": score_all,
+                  "score (held out)": np.nan})
+    return WeightSearch(weights=grid[g], nested=nested, table=pd.DataFrame(table).set_index("fold"))
+
+
 PIXELS = "pixels"  # the ensemble member `ensemble.pixel_stats` adds
+NESTED = "weighted ensemble, weights chosen on the other folds"  # `weights: oof`'s honest CV row
 
 
 def pixel_member(cfg: StackConfig, sources: MeanSources,
@@ -287,13 +364,21 @@ def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None, keep: boo
     runs = pd.DataFrame(rows).set_index("exp")
     if runs["lower_is_better"].nunique() > 1 or runs["metric"].nunique() > 1:
         raise RunError(f"ensemble runs must share one primary metric to weigh them: {runs['metric'].to_dict()}")
-    runs["weight"] = _ensemble_weights(runs, ecfg)
+    y = sources.y.astype(int)
+    search = None
+    if ecfg.weights == "oof":
+        search = search_weights({e: oof_rows[e] for e in runs.index}, y, sources.folds, competition,
+                                ecfg.weight_step, chunk)
+        runs["weight"] = search.weights
+    else:
+        runs["weight"] = _ensemble_weights(runs, ecfg)
     keep = keep or ecfg.redistribute_k > 0
     oof, oof_summary, oof_runs = mix({e: oof_rows[e] for e in runs.index}, runs["weight"], chunk, keep)
     test, test_summary, test_runs = mix({e: test_rows[e] for e in runs.index}, runs["weight"], chunk, keep, sink)
-    y = sources.y.astype(int)
     cv_rows = {e: _class_scores(y, oof_runs[e], competition) for e in runs.index}
     cv_rows["weighted ensemble"] = _class_scores(y, oof_summary, competition)
+    if search is not None:  # the row above scores the weights on the rows that chose them: optimistic
+        cv_rows[NESTED] = _class_scores(y, search.nested, competition)
     cv_table = pd.DataFrame.from_dict(cv_rows, orient="index")
 
     redistribution = redistribution_table = None
@@ -314,7 +399,7 @@ def ensemble_probabilities(cfg: StackConfig, chunk: int | None = None, keep: boo
     return EnsembleResult(runs=runs, oof=oof, test=test, test_ids=np.asarray(sources.test_ids, str),
                           cv_table=cv_table, redistribution=redistribution,
                           redistribution_table=redistribution_table, labels=labels, run_tests=test_runs,
-                          test_summary=test_summary)
+                          test_summary=test_summary, weight_search=None if search is None else search.table)
 
 
 def score_ensemble(result: EnsembleResult, answers: str | Path, competition) -> pd.DataFrame:
@@ -386,11 +471,14 @@ def run_ensemble(cfg: StackConfig, stamp: str | None = None) -> EnsembleResult:
     test_sets = read_test(cfg.dataroot).set_index("object_id")["test_set"].loc[result.test_ids].to_numpy()
     write_per_test_set(submission, test_sets, out_dir / f"{name}_submission_for_{{}}.csv")
     tables = {"runs": result.runs, "oof_scores": result.cv_table}
+    if result.weight_search is not None:
+        tables["weight_search"] = result.weight_search
     if result.redistribution_table is not None:
         tables["redistribution"] = result.redistribution_table
     if result.answers_table is not None:
         tables["answers"] = result.answers_table
-    facts = {"factor": cfg.ensemble.factor, "test_features": cfg.ensemble.test_features,
+    facts = {"factor": cfg.ensemble.factor, "weights": cfg.ensemble.weights or "by score",
+             "weight_step": cfg.ensemble.weight_step, "test_features": cfg.ensemble.test_features,
              "redistribute_k": cfg.ensemble.redistribute_k, "submit": cfg.ensemble.submit,
              "probs_csv": result.probs_csv, "submission": result.submission, "metric": competition.metric}
     result.report_md, _ = write_report(out_dir, name, tables, facts, notes)

@@ -218,6 +218,29 @@ def test_hand_set_ensemble_weights_name_every_run(classify_runs):
         stack.main(argv)
 
 
+def test_the_ensemble_reports_the_searched_weights_and_its_nested_cv(classify_runs):
+    """`ensemble.weights: oof` end to end: the submission's weights are the search's `all` row, and the nested row
+    scores every out-of-fold row with the weights of the other folds (tests/test_weight_search.py: the search)."""
+    from fold0123.common.config import load_config
+    from fold0123.common.schema import StackConfig
+    from fold0123.ensemble import NESTED, run_ensemble
+
+    tmp = classify_runs
+    cfg = load_config(ROOT / "parameters/tiny/stack.yml", [
+        f"dataroot={tmp / 'data'}", f"checkpoints_dir={tmp / 'runs'}", f"out_dir={tmp / 'searched'}",
+        "ensemble.runs={classify: last}", "ensemble.pixel_stats=true", "ensemble.weights=oof",
+        "ensemble.weight_step=0.25"], schema=StackConfig)
+    result = run_ensemble(cfg)
+    table = result.weight_search
+    assert list(table.index) == ["0", "1", "2", "all"]
+    np.testing.assert_allclose(result.runs["weight"].to_numpy(float), table.loc["all", ["classify", "pixels"]])
+    sizes = [len(pd.read_csv(tmp / "data" / f"3fold{k}_test.csv")) for k in range(3)]
+    expected = np.average(table["score (held out)"].iloc[:3].to_numpy(float), weights=sizes)
+    assert result.cv_table.loc[NESTED, "accuracy"] == pytest.approx(expected)
+    report = result.report_md.read_text()
+    assert "weight_search" in report and NESTED in report and '"weights": "oof"' in report
+
+
 def test_pseudo_labels_for_seven_classes_carry_the_specs_columns_only(classify_runs, capsys):
     import stack
 

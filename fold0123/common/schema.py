@@ -316,7 +316,9 @@ class PostprocessGrid(Schema):
 class EnsembleOptions(Schema):
     runs: dict[str, EpochSpec] = {"onehot": "last"}
     factor: NonNegativeFloat = 25
-    weights: dict[str, NonNegativeFloat] = {}  # hand-set weight per run (normalised); empty: weighted by score
+    # hand-set weight per run (normalised); empty: weighted by score; "oof": searched on out-of-fold predictions
+    weights: dict[str, NonNegativeFloat] | Literal["oof"] = {}
+    weight_step: Annotated[float, Field(gt=0, le=0.5)] = 0.05  # the grid step of `weights: oof`
     test_features: Literal["all", "fold_mean"] = "all"
     redistribute_k: NonNegativeInt = 0
     submit: Literal["argmax", "redistributed"] = "argmax"

@@ -284,6 +284,7 @@ class MeanSources:
     train_ids: pd.Index
     test_ids: pd.Index
     y: np.ndarray
+    folds: np.ndarray            # each train row's fold (the one whose run holds it out)
     oof: dict[str, MeanRows]     # exp -> train rows, out of fold
     test: dict[str, MeanRows]    # exp -> test rows, from `test_features` ('all' or 'fold_mean')
 
@@ -321,7 +322,7 @@ def mean_sources(dataroot: str | Path, checkpoints_dir: str | Path, runs: dict, 
         test[name] = MeanRows(files, [_positions(f, test_ids, "test rows", outs[0]) for f in files],
                               average=test_features == "fold_mean")
     return MeanSources(runs=choices, train_ids=train_ids, test_ids=test_ids,
-                       y=train_df["target"].to_numpy(dtype=float), oof=oof, test=test)
+                       y=train_df["target"].to_numpy(dtype=float), folds=folds, oof=oof, test=test)
 
 
 def with_pixel_statistics(features: FeatureSet, dataroot: str | Path) -> FeatureSet:
