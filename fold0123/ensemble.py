@@ -252,7 +252,7 @@ def _ensemble_weights(runs: pd.DataFrame, ecfg) -> np.ndarray:
     return weights / weights.sum()
 
 
-MAX_GRID = 5000  # weight vectors `weights: oof` may score: 3 members at step 0.05 are 231, 5 are 10626
+MAX_GRID = 2000  # weight vectors `weights: oof` may score: 4 members at step 0.05 are 1771, 5 at 0.1 are 1001
 
 
 def simplex_grid(members: int, step: float) -> np.ndarray:
@@ -272,8 +272,8 @@ def simplex_grid(members: int, step: float) -> np.ndarray:
 class WeightSearch:
     weights: np.ndarray          # [M] chosen on every out-of-fold row: the submission's
     nested: ClassSummary         # each fold's rows mixed with the weights chosen on the other folds' rows
-    table: pd.DataFrame          # per fold (and `all`): the chosen weights and the score of the rows they were
-                                 # chosen on, and (per fold) of the held-out rows
+    table: pd.DataFrame          # per fold (and `all`): the chosen weights, their score on the rows that chose
+                                 # them and (per fold) on the fold's own rows
 
 
 def search_weights(members: dict, y: np.ndarray, folds: np.ndarray, competition, step: float,
@@ -281,34 +281,36 @@ def search_weights(members: dict, y: np.ndarray, folds: np.ndarray, competition,
     """The ensemble's weights as a competitor picks them: the point of a simplex grid with the best out-of-fold
     score (the competition's metric on the mixture), ties to the grid point nearest equal weights. Searched once on
     all the out-of-fold rows (the submission's weights), and once per fold on the other folds' rows alone, which
-    scores that fold's rows with weights its own rows never chose: the ensemble's honest (nested) CV."""
+    scores that fold's rows with weights its own rows never chose: the ensemble's honest (nested) CV.
+    Memory: one mixture's per-row summary and a score per grid point and fold; the members are read in chunks."""
     grid = simplex_grid(len(members), step)
-    members = {name: ArrayRows(np.asarray(rows.read(0, rows.shape[0]), np.float32)) for name, rows in members.items()}
-    summaries = [mix(members, w, chunk, keep=False)[1] for w in grid]
-    sign = 1.0 if competition.lower_is_better else -1.0
     key = "rmse_expected" if competition.metric == "rmse" else competition.metric  # score()'s rmse of probabilities
+    n, fold_ids = len(y), [str(k) for k in np.unique(folds)]
+    chooses = {k: np.flatnonzero(folds.astype(str) != k) for k in fold_ids} | {"all": np.arange(n)}
+
+    def scored(summary: ClassSummary, rows: np.ndarray) -> float:
+        return _class_scores(y[rows], summary.take(rows), competition)[key]
+
+    scores = np.empty((len(grid), len(chooses)))
+    for g, w in enumerate(grid):
+        summary = mix(members, w, chunk, keep=False)[1]
+        scores[g] = [scored(summary, rows) for rows in chooses.values()]
+    sign = 1.0 if competition.lower_is_better else -1.0
     spread = np.abs(grid - 1 / grid.shape[1]).sum(1)  # the tie-break: distance from equal weights
+    chosen = {name: int(np.lexsort((spread, sign * scores[:, i]))[0]) for i, name in enumerate(chooses)}
 
-    def scored(rows: np.ndarray, g: int) -> float:
-        return _class_scores(y[rows], summaries[g].take(rows), competition)[key]
-
-    def best(rows: np.ndarray) -> tuple[int, float]:
-        scores = np.array([scored(rows, g) for g in range(len(grid))])
-        g = int(np.lexsort((spread, sign * scores))[0])
-        return g, float(scores[g])
-
-    names, table = list(members), []
-    nested = summaries[0].take(np.arange(len(y)))
-    for k in np.unique(folds):
-        g, inner = best(np.flatnonzero(folds != k))
-        held_out = np.flatnonzero(folds == k)
-        nested.put(held_out, summaries[g].take(held_out))
-        table.append({"fold": str(k), **dict(zip(names, grid[g])), "score (chosen on)": inner,
-                      "score (held out)": scored(held_out, g)})
-    g, score_all = best(np.arange(len(y)))
-    table.append({"fold": "all", **dict(zip(names, grid[g])), "score (chosen on)": score_all,
-                  "score (held out)": np.nan})
-    return WeightSearch(weights=grid[g], nested=nested, table=pd.DataFrame(table).set_index("fold"))
+    nested = mix(members, grid[chosen["all"]], chunk, keep=False)[1]
+    table = {}
+    for i, (name, g) in enumerate(chosen.items()):
+        row = {**dict(zip(members, grid[g])), "score (chosen on)": scores[g, i], "score (held out)": np.nan}
+        if name != "all":
+            held_out = np.flatnonzero(folds.astype(str) == name)
+            summary = mix(members, grid[g], chunk, keep=False)[1]
+            nested.put(held_out, summary.take(held_out))
+            row["score (held out)"] = scored(summary, held_out)
+        table[name] = row
+    return WeightSearch(weights=grid[chosen["all"]], nested=nested,
+                        table=pd.DataFrame.from_dict(table, orient="index").rename_axis("fold"))
 
 
 PIXELS = "pixels"  # the ensemble member `ensemble.pixel_stats` adds
