@@ -10,8 +10,13 @@ from fold0123.data.competition import ATMACUP, Competition, score
 from fold0123.ensemble import ArrayRows, search_weights, simplex_grid
 from fold0123.stacking.runs import RunError
 
-TWO_CLASSES = Competition(CompetitionSpec(kind="classification", metric="accuracy", classes=["a", "b"],
-                                          group_column=None, columns=[]), 2)
+
+def classification(metric: str, n_classes: int) -> Competition:
+    return Competition(CompetitionSpec(kind="classification", metric=metric, classes=[str(c) for c in range(n_classes)],
+                                       group_column=None, columns=[]), n_classes)
+
+
+TWO_CLASSES = classification("accuracy", 2)
 
 
 def test_the_grid_is_every_multiple_of_the_step_on_the_simplex_and_refuses_a_huge_one():
@@ -36,7 +41,9 @@ def brute_force(members, y, competition, rows, grid):
     return ties[np.argmin(np.abs(grid[ties] - 1 / grid.shape[1]).sum(1))]
 
 
-@pytest.mark.parametrize("competition", [TWO_CLASSES, ATMACUP], ids=["accuracy", "rmse"])
+@pytest.mark.parametrize("competition", [TWO_CLASSES, ATMACUP, classification("macro_f1", 5),
+                                         classification("top5_accuracy", 9)],
+                         ids=["accuracy", "rmse", "macro_f1", "top5_accuracy"])
 def test_each_fold_is_mixed_with_the_weights_the_other_folds_chose(competition):
     rng = np.random.default_rng(0)
     n, k = 90, 3
