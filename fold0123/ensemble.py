@@ -285,8 +285,8 @@ def search_weights(members: dict, y: np.ndarray, folds: np.ndarray, competition,
     Memory: one mixture's per-row summary and a score per grid point and fold; the members are read in chunks."""
     grid = simplex_grid(len(members), step)
     key = "rmse_expected" if competition.metric == "rmse" else competition.metric  # score()'s rmse of probabilities
-    n, fold_ids = len(y), [str(k) for k in np.unique(folds)]
-    chooses = {k: np.flatnonzero(folds.astype(str) != k) for k in fold_ids} | {"all": np.arange(n)}
+    fold_of = np.asarray(folds).astype(str)
+    chooses = {k: np.flatnonzero(fold_of != k) for k in np.unique(fold_of)} | {"all": np.arange(len(y))}
 
     def scored(summary: ClassSummary, rows: np.ndarray) -> float:
         return _class_scores(y[rows], summary.take(rows), competition)[key]
@@ -304,7 +304,7 @@ def search_weights(members: dict, y: np.ndarray, folds: np.ndarray, competition,
     for i, (name, g) in enumerate(chosen.items()):
         row = {**dict(zip(members, grid[g])), "score (chosen on)": scores[g, i], "score (held out)": np.nan}
         if name != "all":
-            held_out = np.flatnonzero(folds.astype(str) == name)
+            held_out = np.flatnonzero(fold_of == name)
             summary = mix(members, grid[g], chunk, keep=False)[1]
             nested.put(held_out, summary.take(held_out))
             row["score (held out)"] = scored(summary, held_out)
