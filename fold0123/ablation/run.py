@@ -32,7 +32,7 @@ from fold0123.common import rundir
 from fold0123.common.dataroot import split_names
 from fold0123.common.io import make_dir, write_json
 from fold0123.common.schema import AblationConfig, RecipeConfig
-from fold0123.launcher.layout import devices_on_cpu
+from fold0123.launcher.layout import devices_on_cpu, evaluation_device
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, fold0123, launch, make_folds,
                                       make_soups, make_tag_vectors, pretext, run_cli, stack_args, stage)
 from fold0123.launcher.status import checkpoint_epochs
@@ -111,7 +111,7 @@ def evaluate_train_parts(recipe: RecipeConfig) -> None:
     """Row 8-infold's inputs: each task's fold runs' predictions on their own training rows at their last epoch
     (`evaluate.py --parts train`), where a run did not make them itself (the demo's presets skip them, about a
     fifth of a run's time; the original's in-fold stack is measured here, not submitted)."""
-    device = "cpu" if devices_on_cpu(recipe.devices) else "cuda"
+    device = evaluation_device(recipe.devices)
     missing: dict[int, list[str]] = {}  # last epoch -> the runs without its train part
     for exp, (_, task_cfg) in task_confs(recipe).items():
         for split in fold_splits(recipe.folds):  # the `all` run has no held-out rows: no in-fold variant
@@ -160,7 +160,7 @@ def run_seed(cfg: AblationConfig, seed: int, steps: set[str], timer: Timer, redo
         stage(f"soup of the last {cfg.soup} epochs of {variant} (seed {seed})")
         runs = [str(Path(target_cfg.checkpoints_dir) / f"{variant}_{split}") for split in split_names(recipe.folds)]
         timer.run(key("soup"), run_cli, "evaluate.py", "--run", *runs, "--soup", str(cfg.soup), "--device",
-                  "cpu" if devices_on_cpu(recipe.devices) else "cuda")
+                  evaluation_device(recipe.devices))
 
     tasks_exps = list(tasks)
     tags = recipe.test_tags  # the emoji build with --test-tags: row 12, the stack with tag features

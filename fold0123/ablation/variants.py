@@ -49,7 +49,7 @@ from fold0123.common.dataroot import split_paths
 from fold0123.common.errors import Fold0123Error, UsageError
 from fold0123.common.io import write_json, write_text
 from fold0123.common.schema import RecipeAblationConfig, RecipeConfig, RunConfig
-from fold0123.launcher.layout import LaunchOptions, devices_on_cpu, plan_fold0123
+from fold0123.launcher.layout import LaunchOptions, evaluation_device, plan_fold0123
 from fold0123.launcher.recipe import (CpuClock, baseline_bag, build_dataset, launch, make_folds, make_tag_vectors,
                                       run_cli, run_sets, soup_is_current, stage)
 from fold0123.reports.html import fmt
@@ -164,10 +164,6 @@ def baselines_json(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _device(recipe: RecipeConfig) -> str:
-    return "cpu" if devices_on_cpu(recipe.devices) else "cuda"
-
-
 # ------------------------------------------------------------------------------------------------- running
 
 def run_recipe_rows(cfg: RecipeAblationConfig, meta: dict, redo_stale: bool = False,
@@ -222,7 +218,7 @@ def run_seed(cfg: RecipeAblationConfig, seed: int, timer: Timer, redo_stale: boo
         variant = cfg.variants[name]
         splits = variant_splits(cfg, name, recipe.folds, seed)
         runs = [run_dir(seed_runs(cfg, seed), source(cfg, name), split) for split in splits]
-        todo = evaluation_args(runs, variant.epoch, _device(recipe))
+        todo = evaluation_args(runs, variant.epoch, evaluation_device(recipe.devices))
         if todo:
             stage(f"evaluate {name} (seed {seed}): {variant.epoch}")
             timer.run(timing_key(seed, f"{name} evaluation"), lambda: [run_cli(*args) for args in todo])

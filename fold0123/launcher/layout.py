@@ -250,6 +250,12 @@ def devices_on_cpu(spec: str | None) -> bool:
     return all(set(group) == {"cpu"} for group in parse_groups(spec, 1 + spec.count("/") + spec.count(",")))
 
 
+def evaluation_device(spec: str | None) -> str:
+    """evaluate.py's --device for the evaluations a recipe or an ablation runs itself (soups, train parts, a
+    variant's epoch): where its trainers of `spec` ran."""
+    return "cpu" if devices_on_cpu(spec) else "cuda"
+
+
 def row_devices(devices: str | None, eval_devices: str | None, n_rows: int) -> list[tuple[tuple[str, ...], str]]:
     """(trainer's devices, evaluator's device) per row; `eval_devices` None puts each evaluator on its trainer's
     (first) device."""

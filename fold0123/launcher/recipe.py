@@ -23,7 +23,7 @@ from fold0123.common.dataroot import (folds_fingerprint_path, split_names, split
 from fold0123.common.fingerprint import (Fingerprint, StaleError, differences, folds_fingerprint, read_fingerprint,
                                          stale_message, tag_vectors_fingerprint)
 from fold0123.common.schema import RecipeConfig, RunConfig, StackConfig
-from fold0123.launcher.layout import devices_on_cpu
+from fold0123.launcher.layout import evaluation_device
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the CLIs run from there
 
@@ -209,7 +209,7 @@ def make_soups(cfg: RecipeConfig, split_suffix: str = "") -> None:
     """`evaluate.py --soup N` on every split's run of each experiment the stack names as `soup{N}` (stacking
     reads eval/soup{N}_*), skipping soups that are current."""
     stack_cfg = load_config(cfg.stack, cfg.overrides(), schema=StackConfig)
-    device = "cpu" if devices_on_cpu(cfg.devices) else "cuda"
+    device = evaluation_device(cfg.devices)
     splits = trained_splits(cfg, split_suffix)
     for exp, sizes in sorted(soups_named(stack_cfg).items()):
         for n in sorted(sizes):
