@@ -299,15 +299,16 @@ def search_weights(members: dict, y: np.ndarray, folds: np.ndarray, competition,
     spread = np.abs(grid - 1 / grid.shape[1]).sum(1)  # the tie-break: distance from equal weights
     chosen = {name: int(np.lexsort((spread, sign * scores[:, i]))[0]) for i, name in enumerate(chooses)}
 
-    nested = mix(members, grid[chosen["all"]], chunk, keep=False)[1]
+    fold_summaries = {g: mix(members, grid[g], chunk, keep=False)[1]  # each fold's weights mixed once
+                      for name, g in chosen.items() if name != "all"}
+    nested = next(iter(fold_summaries.values())).take(np.arange(len(y)))  # a copy: every row is overwritten below
     table = {}
     for i, (name, g) in enumerate(chosen.items()):
         row = {**dict(zip(members, grid[g])), "score (chosen on)": scores[g, i], "score (held out)": np.nan}
         if name != "all":
             held_out = np.flatnonzero(fold_of == name)
-            summary = mix(members, grid[g], chunk, keep=False)[1]
-            nested.put(held_out, summary.take(held_out))
-            row["score (held out)"] = scored(summary, held_out)
+            nested.put(held_out, fold_summaries[g].take(held_out))
+            row["score (held out)"] = scored(fold_summaries[g], held_out)
         table[name] = row
     return WeightSearch(weights=grid[chosen["all"]], nested=nested,
                         table=pd.DataFrame.from_dict(table, orient="index").rename_axis("fold"))
