@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from fold0123.data.layout import LayoutError, read_tags, read_test, read_train
+from fold0123.data.answers import bootstrap_se
 from fold0123.preprocessing import answers, emoji, npm
 from fold0123.common.build import MARKER, BuildError, StaleBuildError
 from fold0123.preprocessing.emoji import EmojiDataError
@@ -383,9 +384,36 @@ def write(path: Path, text: str) -> Path:
 def test_score_submission(tmp_path):
     truth = write(tmp_path / "answers.csv", "object_id,target,sorting_date\na,0,2010\nb,3,2019\nc,1,2015\nNA,2,2016\n")
     perfect = write(tmp_path / "p.csv", "object_id,target\nNA,2\nc,1\nb,3\na,0\n")
-    assert answers.score_submission(perfect, truth) == {"rmse": 0.0, "n": 4}
+    assert answers.score_submission(perfect, truth) == {"rmse": 0.0, "n": 4, "se": 0.0}
     off = write(tmp_path / "o.csv", "object_id,target\na,1\nb,3\nc,1\nNA,0.0\n")
-    assert answers.score_submission(off, truth)["rmse"] == pytest.approx(np.sqrt((1 + 4) / 4))
+    scored = answers.score_submission(off, truth)
+    assert scored["rmse"] == pytest.approx(np.sqrt((1 + 4) / 4)) and scored["se"] > 0
+
+
+def test_bootstrap_se_matches_the_binomial_standard_error():
+    """Accuracy on n objects has the binomial s.e. sqrt(p (1 - p) / n); the bootstrap must land near it, shrink
+    as 1/sqrt(n), and repeat itself for the same seed."""
+    rng = np.random.default_rng(1)
+    for n in (400, 1600):
+        truth = rng.integers(0, 4, n)
+        guess = np.where(rng.random(n) < 0.7, truth, (truth + 1) % 4)
+        p = float(np.mean(guess == truth))
+        se = bootstrap_se("accuracy", truth, guess, draws=2000)
+        assert se == pytest.approx(np.sqrt(p * (1 - p) / n), rel=0.1)
+        assert se == bootstrap_se("accuracy", truth, guess, draws=2000)
+    assert bootstrap_se("rmse", np.arange(5.0), np.arange(5.0)) == 0.0
+
+
+def test_recipe_closing_line_states_the_answers_standard_error(tmp_path):
+    (tmp_path / "emoji").mkdir()
+    (tmp_path / "out").mkdir()
+    truth = write(tmp_path / "answers.csv", "object_id,target\n" + "".join(f"o{i},{i % 4}\n" for i in range(40)))
+    write(tmp_path / "out" / "0.5000_20261207-000000_ids.csv",
+          "object_id,target\n" + "".join(f"o{i},{(i + i // 20) % 4}\n" for i in range(40)))
+    first = answers.report_latest(tmp_path / "out", tmp_path / "emoji", truth)[0]
+    score = answers.score_submission(tmp_path / "out" / "0.5000_20261207-000000_ids.csv", truth)
+    assert first == (f"submission RMSE on the held-out answers: {score['rmse']:.4f} ± {score['se']:.4f} "
+                     "(s.e. over its 40 test objects, bootstrap)")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -28,7 +28,8 @@ DEFAULT_ANSWERS = Path("datasets/emoji_private/answers.csv")
 
 def score_submission(submission_csv: str | Path, answers_csv: str | Path = DEFAULT_ANSWERS,
                      metric: str = "rmse") -> dict:
-    """{metric: float, "n": int} of a submission CSV (object_id, target) against answers (object_id, target, ...).
+    """{metric: float, "n": int, "se": float} of a submission CSV (object_id, target) against answers (object_id,
+    target, ...); "se" is the score's bootstrap standard error over the answered objects (1000 resamples).
 
     LayoutError naming the submission and its row: a non-numeric target, or ids that are not the answers' ids
     exactly once (missing, duplicate and unknown ids in one line)."""
@@ -36,7 +37,7 @@ def score_submission(submission_csv: str | Path, answers_csv: str | Path = DEFAU
     submission = read_csv(submission_csv, ("object_id", "target"))
     targets = numeric_column(submission, "target", submission_csv).to_numpy(float)
     return score_answers(submission["object_id"].str.strip().tolist(), targets, answers_csv, source=submission_csv,
-                         metric=metric)
+                         metric=metric, se_draws=1000)
 
 
 def newest_submission(out_dir: str | Path, classification: bool = False) -> tuple[Path, Path] | None:
@@ -62,7 +63,8 @@ def report_latest(out_dir: str | Path, dataroot: str | Path, answers_csv: str | 
         metric = competition.metric if competition.metric != "top5_accuracy" else "accuracy"
         score = score_submission(scored, answers_csv, metric)
         name = "RMSE" if metric == "rmse" else metric
-        lines.append(f"submission {name} on the held-out answers: {score[metric]:.4f} ({score['n']} test objects)")
+        lines.append(f"submission {name} on the held-out answers: {score[metric]:.4f} ± {score['se']:.4f} "
+                     f"(s.e. over its {score['n']} test objects, bootstrap)")
     stem = submission.stem.removesuffix("_submission")  # "0.9006_20261124-072435": with_suffix would cut at ".9"
     html, markdown = (submission.with_name(f"{stem}_report.{ext}") for ext in ("html", "md"))
     return lines + [f"submission   {submission}",
