@@ -26,8 +26,8 @@ demo-classify: env
 demo-retrieval: env
 	PYTHONUNBUFFERED=1 $(PY) -m fold0123.retrieval.demo
 
-# The ablation table (RESULTS.md, results.json, report.html in results/cpu): the demo recipe, its variants and
-# the baselines; reuses what `make demo` made.
+# The ablation table (RESULTS.md, results.json, report.html in results/cpu): the demo recipe as the table was made
+# (3 folds and `all` runs: parameters/demo/three_folds_all/recipe.yml), its variants and the baselines.
 ablation: env
 	PYTHONUNBUFFERED=1 $(PY) ablation.py --conf $(ABLATION) $(if $(SET),$(foreach s,$(SET),--set $(s)))
 

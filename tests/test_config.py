@@ -171,6 +171,24 @@ def test_every_shipped_config_validates():
             check_space(cfg.run, cfg.space, list(cfg.set), [])
 
 
+@pytest.mark.parametrize("preset, schema, folds", [
+    ("ablation/cpu.yml", AblationConfig, 3), ("ablation/cpu_5fold.yml", AblationConfig, 5),
+    ("ablation/cpu_tags.yml", AblationConfig, 3), ("ablation/recipe/atmacup_cpu.yml", RecipeAblationConfig, 3),
+    ("ablation/recipe/atmacup_cpu_64px.yml", RecipeAblationConfig, 3), ("tune/demo_cpu.yml", TuneConfig, 3)])
+def test_the_presets_behind_the_results_tables_keep_the_split_they_were_made_on(preset, schema, folds):
+    """The tables in results/ were made on the demo's 3 (or 5) folds with `all` runs predicting test; the demo has
+    trained 4 folds and no `all` run since. Their presets must still resolve to the old split and test source, or
+    their commands would no longer compute what the tables say."""
+    cfg = load_config(ROOT / "parameters" / preset, schema=schema)
+    recipe = load_config(ROOT / cfg.recipe, [f"{k}={v}" for k, v in getattr(cfg, "recipe_set", {}).items()],
+                         schema=RecipeConfig)
+    stack = load_config(ROOT / recipe.stack, recipe.overrides(), schema=StackConfig)
+    assert (recipe.folds, stack.folds) == (folds, folds)
+    assert (stack.test_features, stack.ensemble.test_features) == ("all", "all")
+    demo = load_config(ROOT / "parameters/demo/recipe.yml", schema=RecipeConfig)
+    assert load_config(ROOT / demo.stack, demo.overrides(), schema=StackConfig).test_features == "fold_mean"
+
+
 @pytest.mark.integration
 def test_train_cli_reports_a_config_typo_in_one_line(tmp_path):
     (tmp_path / "c.yml").write_text(f"base: {ROOT / 'parameters/tiny/target.yml'}\nepohcs: 3\n")
