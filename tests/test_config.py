@@ -189,6 +189,27 @@ def test_the_presets_behind_the_results_tables_keep_the_split_they_were_made_on(
     assert load_config(ROOT / demo.stack, demo.overrides(), schema=StackConfig).test_features == "fold_mean"
 
 
+def test_the_recipes_run_set_reaches_every_run_and_leaves_its_own_keys_alone(tmp_path):
+    """`run_set` is what every run of a recipe takes after its own file: the demo's runs are channels-last on the
+    CPU, the runs behind results/ stay NCHW; a run_set that would move a key the recipe sets itself is refused."""
+    import torch
+
+    from fold0123.engine.setup import uses_channels_last
+    from fold0123.launcher.recipe import run_sets
+    layouts = {}
+    for name in ("demo/recipe.yml", "demo/three_folds_all/recipe.yml"):
+        recipe = load_config(ROOT / "parameters" / name, schema=RecipeConfig)
+        sets = run_sets(recipe)
+        assert sets[len(sets) - len(recipe.run_set):] == recipe.run_set  # last: it wins over the run's own file
+        run = load_config(ROOT / "parameters/demo/target.yml", run_sets(recipe), schema=RunConfig)
+        layouts[name] = uses_channels_last(run, torch.device("cpu"))
+    assert layouts == {"demo/recipe.yml": True, "demo/three_folds_all/recipe.yml": False}
+    for bad, named in (("folds=5", "folds"), ("w2v_dim=8", "w2v_dim"), ("lr", "expected key=value")):
+        (tmp_path / "r.yml").write_text(f"run_set: [{bad}]\n")
+        with pytest.raises(ConfigError, match=f"r.yml: key 'run_set'.*{named}"):
+            load_config(tmp_path / "r.yml", schema=RecipeConfig)
+
+
 @pytest.mark.integration
 def test_train_cli_reports_a_config_typo_in_one_line(tmp_path):
     (tmp_path / "c.yml").write_text(f"base: {ROOT / 'parameters/tiny/target.yml'}\nepohcs: 3\n")

@@ -387,6 +387,22 @@ class Word2VecOptions(Schema):
     epochs: PositiveInt = 100
 
 
+# what a recipe (and the ablations and studies built on one) sets in every run itself: no --set list may move them
+RECIPE_ROW_KEYS = ("exp", "seed", "checkpoints_dir", "dataroot", "folds", "split")
+
+
+def _row_sets(sets: list[str], reserved: tuple[str, ...] = RECIPE_ROW_KEYS, owner: str = "the ablation's own"
+              ) -> list[str]:
+    """`key=value` items, none of them moving a `reserved` key."""
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item or not key:
+            raise ValueError(f"{item!r}: expected key=value")
+        if key.split(".")[0] in reserved:
+            raise ValueError(f"{item!r}: {key} is {owner} ({', '.join(reserved)})")
+    return sets
+
+
 class RecipeConfig(Schema):
     """recipe.py, the main job (parameters/recipe.yml): names the other configs and what they share."""
     exp: Name = "recipe"
@@ -407,6 +423,12 @@ class RecipeConfig(Schema):
     clean: bool = False  # a cleaned round: stack.py clean, every task again on the {split}_clean splits, stacked
     baselines: bool = False  # also score the constant and pixel-statistics LightGBM on the same folds and answers
     checkpoints_dir: Text | None = None  # null: each config's own; a folder: every run and the stacking use it
+    run_set: list[Text] = []  # key=value every run (pretext and tasks) takes after its own file, e.g. a CPU's layout
+
+    @field_validator("run_set")
+    @classmethod
+    def _run_set(cls, sets: list[str]) -> list[str]:
+        return _row_sets(sets, (*RECIPE_ROW_KEYS, "w2v_dim"), "the recipe's or the launcher's")
 
     def overrides(self) -> list[str]:
         """The `key=value` settings every run and the stacking take from the recipe, so that one --set dataroot=...
@@ -449,19 +471,6 @@ class AblationConfig(Schema):
 # a variant's epoch choice: the last epoch, epoch E, the EMA weights (`ema`: of the last epoch, `ema{E}`), or the
 # uniform soup of the last N epochs (`soup{N}`); never `best`, which would choose on the rows it is scored on
 VariantEpoch = Annotated[Literal["last"] | PositiveInt | SoupTag | EmaTag, Field(union_mode="left_to_right")]
-# what the ablation of the recipe rows sets itself: a variant's --set may not move them
-RECIPE_ROW_KEYS = ("exp", "seed", "checkpoints_dir", "dataroot", "folds", "split")
-
-
-def _row_sets(sets: list[str]) -> list[str]:
-    """`key=value` items, none of them moving RECIPE_ROW_KEYS."""
-    for item in sets:
-        key = item.split("=", 1)[0].strip()
-        if "=" not in item or not key:
-            raise ValueError(f"{item!r}: expected key=value")
-        if key.split(".")[0] in RECIPE_ROW_KEYS:
-            raise ValueError(f"{item!r}: {key} is the ablation's own ({', '.join(RECIPE_ROW_KEYS)})")
-    return sets
 
 
 class VariantOptions(Schema):

@@ -97,8 +97,8 @@ def shared(cfg: RecipeConfig) -> list[str]:
 
 def run_sets(cfg: RecipeConfig) -> list[str]:
     """What every training run takes from the recipe (`key=value`, after a run's own overrides, so it wins): the
-    shared keys and the tag vectors' dimension."""
-    return [*cfg.overrides(), *([f"w2v_dim={cfg.word2vec.dim}"] if cfg.word2vec else [])]
+    shared keys, the tag vectors' dimension and the recipe's `run_set`."""
+    return [*cfg.overrides(), *([f"w2v_dim={cfg.word2vec.dim}"] if cfg.word2vec else []), *cfg.run_set]
 
 
 def run_overrides(cfg: RecipeConfig) -> list[str]:
