@@ -214,7 +214,8 @@ def write(path: Path, text: str) -> str:
 
 def tiny_recipe(root: Path, tasks: tuple[str, ...] = ("target",), run_keys: str = "epochs: 1\n") -> Path:
     """A recipe config over the tiny presets on a fixture dataroot taken as it is (`dataset: null`, train-only
-    tags as atmaCup #11), all its runs under `root/runs` (each preset plus `run_keys`), stacking `tasks`."""
+    tags as atmaCup #11), 3 folds and `all`, all its runs under `root/runs` (each preset plus `run_keys`), stacking
+    `tasks`."""
     dataroot = make_dataroot(root / "data", test_tags=False)
     runs, tiny = root / "runs", ROOT / "parameters" / "tiny"
     confs = {name: write(root / f"{name}.yml", f"base: {tiny / name}.yml\ncheckpoints_dir: {runs}\n{run_keys}")
@@ -222,7 +223,7 @@ def tiny_recipe(root: Path, tasks: tuple[str, ...] = ("target",), run_keys: str 
     chosen = ", ".join(f"{task}: last" for task in tasks)  # a mapping --set replaces the whole mapping
     stack = load_config(tiny / "stack.yml", [f"checkpoints_dir={runs}", f"out_dir={root / 'submissions'}",
                                              f"runs={{{chosen}}}"], schema=StackConfig)
-    return Path(write(root / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
+    return Path(write(root / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'three_folds_all' / 'recipe.yml'}
 dataset: null
 dataroot: {dataroot}
 answers: {root / 'answers.csv'}

@@ -220,7 +220,8 @@ def test_a_pretext_variant_and_a_cleaned_labels_variant_end_to_end(tmp_path: Pat
     root = make_class_dataroot(tmp_path / "data", k=4, n_train=48, n_test=16)
     tiny = ROOT / "parameters" / "tiny"
     task = write(tmp_path / "classify.yml", f"base: {tiny / 'onehot.yml'}\ntask: classify\nepochs: 1\n")
-    recipe = write(tmp_path / "recipe.yml", f"""base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}
+    base = ROOT / "parameters" / "demo" / "three_folds_all" / "recipe.yml"
+    recipe = write(tmp_path / "recipe.yml", f"""base: {base}
 dataset: null
 dataroot: {root}
 answers: null

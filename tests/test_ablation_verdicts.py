@@ -212,7 +212,8 @@ def synthetic_ablation(root: Path, seeds: str = "[0, 1, 2]", scratch_recipe: boo
     stack = write(root / "stack.yml", f"base: {tiny / 'stack.yml'}\ncheckpoints_dir: {runs}\n"
                                       f"out_dir: {root / 'submissions'}\nruns: {{target: last}}\n")
     pretext = "null" if scratch_recipe else confs["jigsaw"]
-    recipe = write(root / "recipe.yml", f"base: {ROOT / 'parameters' / 'demo' / 'recipe.yml'}\ndataset: null\n"
+    base = ROOT / "parameters" / "demo" / "three_folds_all" / "recipe.yml"
+    recipe = write(root / "recipe.yml", f"base: {base}\ndataset: null\n"
                                         f"dataroot: {dataroot}\nanswers: {root / 'answers.csv'}\ndevices: cpu\n"
                                         f"pretext: {pretext}\ntasks: [{confs['target']}]\nstack: {stack}\n")
     conf = write(root / "ablation.yml", f"recipe: {recipe}\nout_dir: {root / 'results'}\n"

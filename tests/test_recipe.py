@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, tiny_recipe
 
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def recipe_conf(tmp_path: Path) -> Path:
-    return tiny_recipe(tmp_path)  # every stage without test tags, as atmaCup #11
+    conf = tiny_recipe(tmp_path)  # every stage without test tags, as atmaCup #11
+    conf.write_text(conf.read_text() + "run_set: [log_every=2]\n")  # what every run takes after its own file
+    return conf
 
 
 def run_recipe(conf: Path, tmux_dir: Path, *args: str, ok: bool = True) -> str:
@@ -38,6 +41,7 @@ def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_pat
         for split in ("3fold0", "3fold1", "3fold2", "all"):
             assert (tmp_path / "runs" / f"target_{split}" / "DONE").is_file()
         assert (tmp_path / "runs" / "jigsaw_all" / "DONE").is_file()
+        assert yaml.safe_load((tmp_path / "runs" / "target_3fold0" / "config.yml").read_text())["log_every"] == 2
         assert (tmp_path / "data" / "materialstechniques_w2v20.csv").is_file()
         assert "submission RMSE on the held-out answers:" in first
         assert "stack (out-of-fold)" in first and "CPU busy" in first
