@@ -57,8 +57,8 @@ def bootstrap_se(metric: str, y_true, predictions, draws: int = 1000, seed: int 
     emoji demo's 758), so a difference of that size between two submissions on the answers says little."""
     y_true, predictions = np.asarray(y_true), np.asarray(predictions)
     rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(y_true), size=(draws, len(y_true)))
-    return float(np.std([score(metric, y_true[r], predictions[r]) for r in rows], ddof=1))
+    resampled = (rng.integers(0, len(y_true), len(y_true)) for _ in range(draws))  # one draw's rows at a time
+    return float(np.std([score(metric, y_true[rows], predictions[rows]) for rows in resampled], ddof=1))
 
 
 def score_answers(ids, predictions, answers_csv: str | Path, source: str | Path = "test predictions",
