@@ -60,6 +60,23 @@ def test_bad_overrides_are_one_line_naming_the_set_and_key(tmp_path, override, m
     assert "\n" not in str(err.value)
 
 
+def test_delete_replaces_the_bases_mapping_instead_of_merging_into_it(tmp_path):
+    """mmengine's `_delete_: true`: the only way a preset drops a key its base sets (the demo's stack reads three
+    runs where parameters/stack.yml names four)."""
+    (tmp_path / "root.yml").write_text("runs: {target: last, onehot: last, sortingdate: 3}\nlgbm: {bag: 2}\n")
+    (tmp_path / "merged.yml").write_text("base: root.yml\nruns: {onehot: 5}\n")
+    (tmp_path / "replaced.yml").write_text("base: root.yml\nruns: {_delete_: true, onehot: 5}\n")
+    (tmp_path / "above.yml").write_text("base: replaced.yml\nruns: {target: best}\n")
+    assert load_config(tmp_path / "merged.yml", schema=StackConfig).runs == {"target": "last", "onehot": 5,
+                                                                             "sortingdate": 3}
+    replaced = load_config(tmp_path / "replaced.yml", schema=StackConfig)
+    assert replaced.runs == {"onehot": 5} and replaced.lgbm.bag == 2  # the other mappings still merge
+    assert load_config(tmp_path / "above.yml", schema=StackConfig).runs == {"onehot": 5, "target": "best"}
+    (tmp_path / "bad.yml").write_text("base: root.yml\nruns: {_delete_: yes please, onehot: 5}\n")
+    with pytest.raises(ConfigError, match=r"bad.yml: key runs._delete_: expected true or false"):
+        load_config(tmp_path / "bad.yml", schema=StackConfig)
+
+
 def test_a_list_of_bases_merges_in_order_under_the_file(tmp_path):
     """`base: [a, b]` as mmengine's `_base_`: a, then b over it (each after its own bases), then the file itself."""
     (tmp_path / "root.yml").write_text("lr: 0.1\nepochs: 10\nkeep_last: 4\neval: {every: 1, batch_size: 8}\n")

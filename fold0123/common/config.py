@@ -84,15 +84,30 @@ def _mapping(text: str, source, empty=None) -> dict:
     return raw
 
 
+DELETE_KEY = "_delete_"
+
+
+def _replacing(value):
+    """`value` without its `_delete_: true` markers (mmengine's convention), at every depth."""
+    if not isinstance(value, dict):
+        return copy.deepcopy(value)
+    return {key: _replacing(item) for key, item in value.items() if key != DELETE_KEY}
+
+
 def _merge(base: dict, top: dict, origin: dict, source: str, prefix: tuple = ()) -> dict:
-    """`top` over `base`, recording in `origin` which file set each leaf key (for error messages)."""
+    """`top` over `base`, recording in `origin` which file set each leaf key (for error messages). A mapping that
+    says `_delete_: true` replaces the base's mapping instead of merging into it (mmengine's convention), so a
+    preset can drop a key its base sets, e.g. a stack reading fewer runs than parameters/stack.yml."""
     out = copy.deepcopy(base)
     for key, value in top.items():
         path = prefix + (key,)
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and value.get(DELETE_KEY, False) not in (True, False):
+            raise ConfigError(f"{source}: key {'.'.join(map(str, path + (DELETE_KEY,)))}: expected true or false "
+                              f"(got {value[DELETE_KEY]!r})")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not value.get(DELETE_KEY, False):
             out[key] = _merge(out[key], value, origin, source, path)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _replacing(value)
             origin[path] = source
             for leaf in [p for p in origin if p[:len(path)] == path and len(p) > len(path)]:
                 origin[leaf] = source
