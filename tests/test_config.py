@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -193,17 +194,22 @@ def test_every_shipped_config_validates():
     ("ablation/cpu_tags.yml", AblationConfig, 3), ("ablation/recipe/atmacup_cpu.yml", RecipeAblationConfig, 3),
     ("ablation/recipe/atmacup_cpu_64px.yml", RecipeAblationConfig, 3), ("tune/demo_cpu.yml", TuneConfig, 3)])
 def test_the_presets_behind_the_results_tables_keep_the_split_they_were_made_on(preset, schema, folds):
-    """The tables in results/ were made on the demo's 3 (or 5) folds with `all` runs predicting test; the demo has
-    trained 4 folds and no `all` run since. Their presets must still resolve to the old split and test source, or
-    their commands would no longer compute what the tables say."""
+    """The tables in results/ were made on the demo's 3 (or 5) folds and four tasks, with `all` runs predicting
+    test; the demo has trained 5 folds of three tasks and no `all` run since (and stacks the runs it trains). Their
+    presets must still resolve to the old split, tasks and test source, or their commands would no longer compute
+    what the tables say."""
     cfg = load_config(ROOT / "parameters" / preset, schema=schema)
     recipe = load_config(ROOT / cfg.recipe, [f"{k}={v}" for k, v in getattr(cfg, "recipe_set", {}).items()],
                          schema=RecipeConfig)
     stack = load_config(ROOT / recipe.stack, recipe.overrides(), schema=StackConfig)
     assert (recipe.folds, stack.folds) == (folds, folds)
     assert (stack.test_features, stack.ensemble.test_features) == ("all", "all")
+    four = ["target", "onehot", "sortingdate", "materialstechniques"]
+    assert [Path(task).stem for task in recipe.tasks] == four and sorted(stack.runs) == sorted(four)
     demo = load_config(ROOT / "parameters/demo/recipe.yml", schema=RecipeConfig)
-    assert load_config(ROOT / demo.stack, demo.overrides(), schema=StackConfig).test_features == "fold_mean"
+    demo_stack = load_config(ROOT / demo.stack, demo.overrides(), schema=StackConfig)
+    assert demo_stack.test_features == "fold_mean"
+    assert sorted(demo_stack.runs) == sorted(Path(task).stem for task in demo.tasks) != sorted(four)
 
 
 def test_the_recipes_run_set_reaches_every_run_and_leaves_its_own_keys_alone(tmp_path):
