@@ -17,8 +17,9 @@ import argparse
 from fold0123.common.config import add_config_args, config_from_args
 from fold0123.common.errors import cli_main
 from fold0123.common.schema import RecipeConfig
-from fold0123.launcher.recipe import (CpuClock, baselines, build_dataset, cleaned_round, fold0123, make_folds,
-                                      make_tag_vectors, pretext, pseudo_label_rounds, score_and_where, stack, stage)
+from fold0123.launcher.recipe import (CpuClock, baselines, build_dataset, check_stacked_runs, cleaned_round, fold0123,
+                                      make_folds, make_tag_vectors, pretext, pseudo_label_rounds, score_and_where,
+                                      stack, stage)
 
 
 @cli_main
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     clock = CpuClock()
     cfg = config_from_args(args, RecipeConfig)
     build_dataset(cfg, args.redo_stale)
+    check_stacked_runs(cfg)
     make_folds(cfg, args.redo_stale)
     make_tag_vectors(cfg, args.redo_stale)
     pretext(cfg, args.redo_stale)

@@ -63,6 +63,28 @@ def test_recipe_runs_the_whole_job_and_then_reuses_it(recipe_conf: Path, tmp_pat
                        capture_output=True)
 
 
+def test_a_stack_reading_a_run_no_task_trains_stops_the_recipe_before_any_training(tmp_path: Path):
+    """The demo's recipe trains three tasks and its stack drops the fourth (`_delete_`); a stack left naming a run
+    that nothing trains would fail only after every run had trained, so the recipe refuses it first, in one line
+    naming the stack file, key and run. A run an earlier recipe left in the folder may be stacked."""
+    from fold0123.common.config import ConfigError, load_config
+    from fold0123.common.schema import RecipeConfig
+    from fold0123.launcher.recipe import check_stacked_runs
+
+    conf = tiny_recipe(tmp_path)  # trains and stacks target
+    stack = tmp_path / "stack.yml"
+    stack.write_text(stack.read_text().replace("runs:\n", "runs:\n  onehot: last\n", 1))
+    tmux_dir = tmp_path / "tmux"
+    tmux_dir.mkdir()
+    err = run_recipe(conf, tmux_dir, ok=False)
+    assert f"{stack}: key 'runs' names onehot, which no task of the recipe trains (target)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()  # nothing trained
+    (tmp_path / "runs" / "onehot_3fold0").mkdir(parents=True)  # e.g. left by an earlier recipe's onehot task
+    check_stacked_runs(load_config(conf, schema=RecipeConfig))
+    with pytest.raises(ConfigError, match="names onehot"):
+        check_stacked_runs(load_config(conf, [f"checkpoints_dir={tmp_path / 'other'}"], schema=RecipeConfig))
+
+
 def test_a_classification_recipe_ensembles_two_architectures_and_scores_by_accuracy(tmp_path: Path):
     """demo-classify's shape on a K = 7 fixture: no tag vectors, no pretext, a ResNet and a ConvNeXt through
     fold0123 in tmux on the fold splits only (the demo's members are two ResNet seeds; two architectures are the

@@ -13,17 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import ValidationError
 
-from fold0123.common.config import DuplicateKeyError, UniqueKeyLoader
+from fold0123.common.competition_spec import CLASS_KINDS, SPEC_FILE, read_spec, spec_path  # noqa: F401 (re-exported)
 from fold0123.common.errors import LayoutError
-from fold0123.common.io import read_user_text
 from fold0123.common.schema import CompetitionSpec
 from fold0123.data.metrics import expected_class, macro_f1, rmse, top_k_accuracy
 
-SPEC_FILE = "competition.yml"
-CLASS_KINDS = ("ordinal", "classification")
 # metric -> (lower is better, needs class probabilities rather than one number per row)
 METRICS = {"rmse": (True, False), "accuracy": (False, False), "top5_accuracy": (False, True),
            "macro_f1": (False, False)}
@@ -75,44 +70,6 @@ class Competition:
     def target_range(self) -> tuple[float, float] | None:
         """Where a predicted number may lie (ordinal: 0..K-1, what atmaCup's post-processing clips to)."""
         return (0.0, float(self.n_classes - 1)) if self.has_classes else None
-
-
-def spec_path(dataroot: str | Path) -> Path:
-    return Path(dataroot) / SPEC_FILE
-
-
-def read_spec(dataroot: str | Path) -> CompetitionSpec:
-    """The dataroot's spec; the atmaCup #11 defaults when it has no competition.yml."""
-    path = spec_path(dataroot)
-    if not path.exists() and not path.is_symlink():
-        return CompetitionSpec()
-    text = read_user_text(path, "competition spec")
-    try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a key given twice is refused, not overwritten
-    except DuplicateKeyError as err:
-        raise LayoutError(f"{path}: {err}") from None
-    except yaml.YAMLError as err:
-        raise LayoutError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    if raw is None:
-        raise LayoutError(f"{path}: the competition spec is empty (delete it for the atmaCup #11 defaults, or give "
-                          f"at least its 'kind')")
-    if not isinstance(raw, dict):
-        raise LayoutError(f"{path}: top level must be a mapping of keys")
-    try:
-        spec = CompetitionSpec(**raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise LayoutError(f"{path}: key {key!r}: {first['msg']}") from None
-    if spec.kind == "regression" and spec.metric != "rmse":
-        raise LayoutError(f"{path}: key 'metric': {spec.metric} scores classes; a regression target is scored by rmse")
-    if spec.kind == "ordinal" and spec.metric == "top5_accuracy":
-        raise LayoutError(f"{path}: key 'metric': top5_accuracy needs kind: classification")
-    if spec.classes is not None and len(set(spec.classes)) != len(spec.classes):
-        raise LayoutError(f"{path}: key 'classes': duplicate class name")
-    if spec.classes is not None and len(spec.classes) < 2 and spec.kind in CLASS_KINDS:
-        raise LayoutError(f"{path}: key 'classes': a {spec.kind} target needs at least 2 classes")
-    return spec
 
 
 ATMACUP = Competition(CompetitionSpec(), 4)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fold0123.common import rundir
-from fold0123.common.config import load_config, set_args
+from fold0123.common.competition_spec import read_spec
+from fold0123.common.config import ConfigError, load_config, set_args
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.dataroot import (folds_fingerprint_path, split_names, split_paths, tag_vectors_fingerprint_path,
                                       tag_vectors_path)
@@ -175,6 +176,24 @@ def trained_splits(cfg: RecipeConfig, suffix: str = "") -> list[str]:
     stack_cfg = load_config(cfg.stack, cfg.overrides(), schema=StackConfig)
     reads_all = "all" in (stack_cfg.test_features, stack_cfg.ensemble.test_features)
     return [s + suffix for s in split_names(cfg.folds) if reads_all or s != "all"]
+
+
+def check_stacked_runs(cfg: RecipeConfig) -> None:
+    """Refuse, before any training, a stack that reads an experiment no task of the recipe trains and no earlier
+    run left in its checkpoints folder: stack.py would find out only after every run had trained. The stack reads
+    `runs` (a classification competition: `ensemble.runs`), so a recipe whose `tasks` drop one (the demo's three)
+    must drop it there too (`runs: {_delete_: true, ...}`)."""
+    stack_cfg = load_config(cfg.stack, cfg.overrides(), schema=StackConfig)
+    key, runs = (("ensemble.runs", stack_cfg.ensemble.runs) if read_spec(cfg.dataroot).kind == "classification"
+                 else ("runs", stack_cfg.runs))
+    trained = [load_config(conf, run_sets(cfg), schema=RunConfig).exp for conf in cfg.tasks]
+    checkpoints, split = Path(stack_cfg.checkpoints_dir), trained_splits(cfg)[0]
+    missing = [exp for exp in runs if exp not in trained and not (checkpoints / f"{exp}_{split}").is_dir()]
+    if missing:
+        left = ", ".join(str(checkpoints / f"{exp}_{split}") for exp in missing)
+        raise ConfigError(f"{cfg.stack}: key '{key}' names {', '.join(missing)}, which no task of the recipe trains "
+                          f"({', '.join(trained)}) and no earlier run left ({left}): add its task to the recipe's "
+                          f"tasks or drop it from {key}")
 
 
 def fold0123(cfg: RecipeConfig, redo_stale: bool = False) -> None:
