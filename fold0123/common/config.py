@@ -153,7 +153,7 @@ def apply_override(raw: dict, assignment: str) -> tuple[str, ...]:
         if not isinstance(node.get(part, {}), dict):
             raise ConfigError(f"--set {assignment!r}: {part!r} is not a group of keys")
         node = node.setdefault(part, {})
-    node[parts[-1]] = value
+    node[parts[-1]] = _replacing(value)  # a mapping given here replaces the file's whole: `_delete_` is implied
     return parts
 
 
