@@ -73,6 +73,9 @@ def test_delete_replaces_the_bases_mapping_instead_of_merging_into_it(tmp_path):
     replaced = load_config(tmp_path / "replaced.yml", schema=StackConfig)
     assert replaced.runs == {"onehot": 5} and replaced.lgbm.bag == 2  # the other mappings still merge
     assert load_config(tmp_path / "above.yml", schema=StackConfig).runs == {"onehot": 5, "target": "best"}
+    (tmp_path / "kept.yml").write_text("base: root.yml\nruns: {_delete_: false, onehot: 5}\n")  # merges, unmarked
+    assert load_config(tmp_path / "kept.yml", schema=StackConfig).runs == {"target": "last", "onehot": 5,
+                                                                           "sortingdate": 3}
     for given in ("{onehot: 5}", "{_delete_: true, onehot: 5}"):  # a --set mapping replaces the file's anyway
         assert load_config(tmp_path / "merged.yml", [f"runs={given}"], schema=StackConfig).runs == {"onehot": 5}
     (tmp_path / "bad.yml").write_text("base: root.yml\nruns: {_delete_: yes please, onehot: 5}\n")

@@ -101,11 +101,12 @@ def _merge(base: dict, top: dict, origin: dict, source: str, prefix: tuple = ())
     out = copy.deepcopy(base)
     for key, value in top.items():
         path = prefix + (key,)
-        if isinstance(value, dict) and value.get(DELETE_KEY, False) not in (True, False):
+        replace = isinstance(value, dict) and value.get(DELETE_KEY, False)
+        if replace not in (True, False):
             raise ConfigError(f"{source}: key {'.'.join(map(str, path + (DELETE_KEY,)))}: expected true or false "
-                              f"(got {value[DELETE_KEY]!r})")
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not value.get(DELETE_KEY, False):
-            out[key] = _merge(out[key], value, origin, source, path)
+                              f"(got {replace!r})")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not replace:
+            out[key] = _merge(out[key], _replacing(value), origin, source, path)  # `_delete_: false` merges
         else:
             out[key] = _replacing(value)
             origin[path] = source
