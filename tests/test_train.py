@@ -305,7 +305,7 @@ def test_unknown_config_key_and_bad_values_fail_cleanly(tmp_path):
     assert result.returncode == 1 and "unknown key 'nope'" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["jigsaw", "target", "onehot", "sortingdate", "materialstechniques"])
+@pytest.mark.parametrize("name", ["jigsaw", "target", "onehot", "sortingdate", "materialstechniques", "tags"])
 def test_every_preset_resolves_with_the_documented_keys(name):
     from fold0123.common.config import load_config
 

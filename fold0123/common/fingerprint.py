@@ -152,6 +152,8 @@ def run_inputs(cfg, split: str) -> dict[str, str]:
         files = list(dataroot.split_paths(root, split))
         if cfg.task == "materialstechniques":
             files.append(dataroot.tag_vectors_path(root, cfg.w2v_dim))
+        if cfg.task == "tags":
+            files.extend(root / f"{table}.csv" for table in ("materials", "techniques"))
         if (root / "competition.yml").is_file():  # its classes size the head (atmaCup dataroots have none)
             files.append(root / "competition.yml")
         inputs = {p.name: file_digest(p) for p in files}

@@ -75,6 +75,34 @@ def read_tokens(dataroot: str | Path) -> pd.DataFrame:
     return token_table(read_tag_tables(dataroot))
 
 
+def frequent_tokens(tokens: pd.DataFrame, min_objects: int) -> list[str]:
+    """The tokens of `tokens` (token_table rows) that at least `min_objects` objects carry, sorted: a vocabulary
+    that is a pure function of the rows, so a run and its evaluation agree on the columns without storing it."""
+    counts = tokens.drop_duplicates(["object_id", "token"])["token"].value_counts()
+    return sorted(counts.index[counts >= min_objects])
+
+
+def multi_hot(tokens: pd.DataFrame, vocabulary: list[str], object_ids) -> np.ndarray:
+    """`[len(object_ids), len(vocabulary)]` float32: 1 where the object carries the token (untagged: all zeros)."""
+    ids = pd.Index([str(i) for i in object_ids])
+    column = {token: j for j, token in enumerate(vocabulary)}
+    kept = tokens[tokens["object_id"].isin(ids) & tokens["token"].isin(column)]
+    values = np.zeros((len(ids), len(vocabulary)), np.float32)
+    values[ids.get_indexer(kept["object_id"]), kept["token"].map(column).to_numpy(np.int64)] = 1.0
+    return values
+
+
+def read_tag_targets(dataroot: str | Path, min_objects: int, object_ids) -> np.ndarray:
+    """The tags task's targets: multi_hot over the tokens of the dataroot's tag tables that at least `min_objects`
+    objects carry (LayoutError naming the file when a table is missing or bad, or no token is that frequent)."""
+    tokens = read_tokens(dataroot)
+    vocabulary = frequent_tokens(tokens, min_objects)
+    if not vocabulary:
+        raise LayoutError(f"{dataroot}: no tag token in materials.csv or techniques.csv is carried by "
+                          f"{min_objects} objects (tags_min_objects)")
+    return multi_hot(tokens, vocabulary, object_ids)
+
+
 def token_lists(tables: dict[str, pd.DataFrame], object_ids) -> dict[str, list[str]]:
     """Each object's tokens: its materials then its techniques, each in file order ([] for an untagged object)."""
     tokens: dict[str, list[str]] = {object_id: [] for object_id in object_ids}

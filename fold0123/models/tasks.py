@@ -4,8 +4,9 @@
 Saved predictions (DESIGN.md's contract): target -> predicted target (d=1); classify (alias onehot, its atmaCup
 name) -> class probabilities (d=K, the competition's classes: data.competition); sortingdate -> year,
 de-standardised with the train statistics in `state` (d=1); materialstechniques -> the predicted word2vec vector
-(d=w2v_dim); jigsaw -> per-tile position probabilities (d=81, read as [tile, position]); clip -> the
-L2-normalised image embedding (d=clip.embed_dim, models.clip_task).
+(d=w2v_dim); tags -> each frequent tag token's probability (d=the tokens at least tags_min_objects objects carry:
+data.tags.read_tag_targets); jigsaw -> per-tile position probabilities (d=81, read as [tile, position]); clip ->
+the L2-normalised image embedding (d=clip.embed_dim, models.clip_task).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
 
 from fold0123.common.config import ConfigError
 from fold0123.common.errors import LayoutError
@@ -26,7 +28,7 @@ from fold0123.data.datasets import ImageDataset
 from fold0123.data.photos import photo_cache
 from fold0123.data.layout import read_split
 from fold0123.data.metrics import expected_class, rmse
-from fold0123.data.tags import read_tag_vectors
+from fold0123.data.tags import read_tag_targets, read_tag_vectors
 from fold0123.models import arcface
 from fold0123.models.clip_task import make_clip_task
 from fold0123.models.mim import make_mim_task
@@ -159,6 +161,29 @@ def _make_materialstechniques() -> Task:
                 F.mse_loss, lambda task, out: out, _w2v_metrics)
 
 
+# --- tags: each frequent material / technique token as its own yes/no (multi-label BCE) ----------------------
+
+def _tag_targets(task, frame, root, cfg):
+    return read_tag_targets(root, cfg.tags_min_objects, frame["object_id"])
+
+
+def _tag_metrics(task, probs, frame, dataroot, cfg):
+    """The mean binary log loss, and the macro average precision over the tokens the rows carry at least once."""
+    if dataroot is None or cfg is None:
+        raise ValueError("tags metrics need the dataroot and the run config (for the tag tables)")
+    truth = read_tag_targets(dataroot, cfg.tags_min_objects, frame["object_id"])
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    present = truth.any(axis=0)
+    return {"bce": float(-np.mean(truth * np.log(p) + (1 - truth) * np.log1p(-p))),
+            "map": float(average_precision_score(truth[:, present], probs[:, present], average="macro"))
+            if present.any() else float("nan")}
+
+
+def _make_tags() -> Task:
+    return Task("tags", "bce", True, lambda cfg: read_tag_targets(cfg.dataroot, cfg.tags_min_objects, []).shape[1],
+                _tag_targets, F.binary_cross_entropy_with_logits, lambda task, out: torch.sigmoid(out), _tag_metrics)
+
+
 # --- jigsaw: the pretext; targets are made per batch -----------------------------------------------------
 
 @dataclass
@@ -217,6 +242,7 @@ TASKS: dict[str, Callable[[], Task]] = {
     "onehot": lambda: _make_classify("onehot"),
     "sortingdate": _make_sortingdate,
     "materialstechniques": _make_materialstechniques,
+    "tags": _make_tags,
     "clip": make_clip_task,  # text-to-image retrieval on a MUGE-layout dataroot (models.clip_task)
     "simmim": make_mim_task,  # the masked-image pretext for timm ViTs (models.mim)
 }

@@ -25,7 +25,7 @@ from fold0123.common import rundir
 from fold0123.common.rundir import VIEWS, RunError
 from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
 from fold0123.data.pixel_stats import dataroot_cache, pixel_features
-from fold0123.data.tags import read_tokens
+from fold0123.data.tags import frequent_tokens, multi_hot, read_tokens
 from fold0123.stacking.runs import (eval_path, fold_splits, load_outputs, resolve_epoch, round_entry, run_dir,
                                     run_task)
 
@@ -362,16 +362,10 @@ def bag_of_tags(dataroot: str | Path, object_ids) -> pd.DataFrame:
     tokens = read_tokens(dataroot)
     ids = pd.Index([str(i) for i in object_ids], name="object_id")
     tokens = tokens[tokens["object_id"].isin(ids)].drop_duplicates(["object_id", "token"])
-    counts = tokens["token"].value_counts()
-    vocabulary = sorted(counts.index[counts >= MIN_TAG_OBJECTS])
-    column = {token: j for j, token in enumerate(vocabulary)}
-    values = np.zeros((len(ids), len(vocabulary) + 2), np.float32)
-    row = pd.Series(np.arange(len(ids)), index=ids)
-    kept = tokens[tokens["token"].isin(column)]
-    values[row.loc[kept["object_id"]].to_numpy(), kept["token"].map(column).to_numpy(np.int64)] = 1.0
-    for j, table in enumerate(("materials", "techniques")):
-        per_object = tokens[tokens["table"] == table]["object_id"].value_counts()
-        values[row.loc[per_object.index].to_numpy(), len(vocabulary) + j] = per_object.to_numpy()
+    vocabulary = frequent_tokens(tokens, MIN_TAG_OBJECTS)
+    counts = [tokens[tokens["table"] == table]["object_id"].value_counts().reindex(ids, fill_value=0)
+              for table in ("materials", "techniques")]
+    values = np.column_stack([multi_hot(tokens, vocabulary, ids), *counts]).astype(np.float32)
     names = [f"tag_{j}" for j in range(len(vocabulary))] + ["n_materials", "n_techniques"]
     return pd.DataFrame(values, columns=names, index=ids)
 
