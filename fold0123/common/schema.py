@@ -180,7 +180,7 @@ class RunConfig(Schema):
     resize: Literal["pad", "squish", "crop"] = "pad"
     image_cache: Literal["decoded", "png"] = "decoded"  # png: the same pixels kept encoded (data.encoded)
     w2v_dim: PositiveInt = 20
-    tags_min_objects: PositiveInt = 30
+    tags_min_objects: PositiveInt = 100
     transfer_from: Text | None = None
     transfer: Literal["backbone", "full"] = "backbone"  # full: every weight (heads, CLIP's towers and temperature)
     freeze: Literal["none", "last_half", "layer34", "head", "fine_tune"] = "none"
