@@ -94,7 +94,10 @@ def multi_hot(tokens: pd.DataFrame, vocabulary: list[str], object_ids) -> np.nda
 
 def read_tag_targets(dataroot: str | Path, min_objects: int, object_ids) -> np.ndarray:
     """The tags task's targets: multi_hot over the tokens of the dataroot's tag tables that at least `min_objects`
-    objects carry (LayoutError naming the file when a table is missing or bad, or no token is that frequent)."""
+    objects carry (LayoutError naming the file when a table is missing or bad, or no token is that frequent).
+
+    The tokens are counted over every tagged object, held-out folds included, as word2vec.py trains on them all:
+    the held-out rows' tags choose which tokens are outputs, never what the run learns about a held-out object."""
     tokens = read_tokens(dataroot)
     vocabulary = frequent_tokens(tokens, min_objects)
     if not vocabulary:
