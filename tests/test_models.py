@@ -20,7 +20,7 @@ from fold0123.models.transfer import apply_freeze, load_backbone
 from tests.conftest import cfg_with
 
 torch.set_num_threads(1)
-CFG = RunConfig(exp="t", backbone="resnet18", w2v_dim=4)
+CFG = RunConfig(exp="t", backbone="resnet18", w2v_dim=4, tags_min_objects=2)  # the fixture: every tag it draws
 
 
 def write_w2v(dataroot, dim=4):
