@@ -82,6 +82,14 @@ def folds_fingerprint_path(dataroot: str | Path, k: int) -> Path:
     return Path(dataroot) / f"{int(k)}fold_fingerprint.json"
 
 
+TAG_TABLES = ("materials", "techniques")
+
+
+def tag_table_path(dataroot: str | Path, table: str) -> Path:
+    """materials.csv or techniques.csv: zero or more (object_id, name) rows per object."""
+    return Path(dataroot) / f"{table}.csv"
+
+
 def tag_vectors_path(dataroot: str | Path, dim: int) -> Path:
     """word2vec.py's output: one row per train and test object, `object_id, w2v_0..w2v_{dim-1}`."""
     return Path(dataroot) / f"materialstechniques_w2v{int(dim)}.csv"

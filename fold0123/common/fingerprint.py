@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel
 
 from fold0123.common import dataroot, muge, rundir
+from fold0123.common.dataroot import TAG_TABLES, tag_table_path
 from fold0123.common.errors import Fold0123Error
 from fold0123.common.io import file_hash, write_json
 from fold0123.common.schema import RUN_VOLATILE_KEYS
@@ -153,7 +154,7 @@ def run_inputs(cfg, split: str) -> dict[str, str]:
         if cfg.task == "materialstechniques":
             files.append(dataroot.tag_vectors_path(root, cfg.w2v_dim))
         if cfg.task == "tags":
-            files.extend(root / f"{table}.csv" for table in ("materials", "techniques"))
+            files.extend(tag_table_path(root, table) for table in TAG_TABLES)
         if (root / "competition.yml").is_file():  # its classes size the head (atmaCup dataroots have none)
             files.append(root / "competition.yml")
         inputs = {p.name: file_digest(p) for p in files}
@@ -192,6 +193,6 @@ def folds_fingerprint(dataroot: str | Path, k: int, batch_size: int | None, seed
 def tag_vectors_fingerprint(dataroot: str | Path, dim: int, epochs: int, seed: int, sg: bool = False) -> Fingerprint:
     """What `materialstechniques_w2v{dim}.csv` is made of (word2vec.py stores it beside it)."""
     root = Path(dataroot)
-    names = ("train.csv", "test.csv", "materials.csv", "techniques.csv")
+    names = ("train.csv", "test.csv", *(tag_table_path(root, table).name for table in TAG_TABLES))
     return Fingerprint({"dim": int(dim), "epochs": int(epochs), "seed": int(seed), "sg": bool(sg)},
                        {name: file_digest(root / name) for name in names})

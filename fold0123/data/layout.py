@@ -13,13 +13,12 @@ import numpy as np
 import pandas as pd
 
 # names (common.dataroot) and the error (common.errors) are defined in common and re-exported with the readers
-from fold0123.common.dataroot import (photo_path, photo_paths, split_names, split_paths, tag_vectors_path,  # noqa: F401
-                                      test_set_name, test_tables)  # (re-exported)
+from fold0123.common.dataroot import (TAG_TABLES, photo_path, photo_paths, split_names, split_paths,  # noqa: F401
+                                      tag_table_path, tag_vectors_path, test_set_name, test_tables)  # (re-exported)
 from fold0123.common.errors import LayoutError  # noqa: F401
 from fold0123.common.names import name_problem
 from fold0123.data.competition import Competition, read_competition
 
-TAG_TABLES = ("materials", "techniques")
 STRING_COLUMNS = {"object_id": str, "art_series_id": str, "name": str}
 
 
@@ -141,8 +140,7 @@ def read_tags(dataroot: str | Path, table: str) -> pd.DataFrame:
     """materials.csv or techniques.csv: zero or more (object_id, name) rows per object."""
     if table not in TAG_TABLES:
         raise ValueError(f"unknown tag table {table!r}; expected one of {TAG_TABLES}")
-    path = Path(dataroot) / f"{table}.csv"
-    frame = read_csv(path, ("object_id", "name"))
+    frame = read_csv(tag_table_path(dataroot, table), ("object_id", "name"))
     return frame[["object_id", "name"]]
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from fold0123.common.config import ConfigError
 from fold0123.common import rundir
 from fold0123.common.rundir import VIEWS, RunError
-from fold0123.data.layout import LayoutError, read_csv, read_test, read_train, split_paths
+from fold0123.data.layout import TAG_TABLES, LayoutError, read_csv, read_test, read_train, split_paths
 from fold0123.data.pixel_stats import dataroot_cache, pixel_features
 from fold0123.data.tags import frequent_tokens, multi_hot, read_tokens
 from fold0123.stacking.runs import (eval_path, fold_splits, load_outputs, resolve_epoch, round_entry, run_dir,
@@ -364,7 +364,7 @@ def bag_of_tags(dataroot: str | Path, object_ids) -> pd.DataFrame:
     tokens = tokens[tokens["object_id"].isin(ids)].drop_duplicates(["object_id", "token"])
     vocabulary = frequent_tokens(tokens, MIN_TAG_OBJECTS)
     counts = [tokens[tokens["table"] == table]["object_id"].value_counts().reindex(ids, fill_value=0)
-              for table in ("materials", "techniques")]
+              for table in TAG_TABLES]
     values = np.column_stack([multi_hot(tokens, vocabulary, ids), *counts]).astype(np.float32)
     names = [f"tag_{j}" for j in range(len(vocabulary))] + ["n_materials", "n_techniques"]
     return pd.DataFrame(values, columns=names, index=ids)
